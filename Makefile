@@ -1,0 +1,101 @@
+# Strangler-fig API gateway. `make run` and `make test` do all set-up on a fresh Debian box.
+#   make            build build/gateway, build/gatewayctl, build/mockd
+#   make deps       apt-get only the Debian packages that are missing (sudo when not root)
+#   make run        deps + build + start the demo stack (mockd x4 + gateway on :8080)
+#   make test       deps + build + unit tests + integration tests, plain and ASan+UBSan
+#   make bench      gateway vs nginx vs HAProxy (see bench/)
+#   SANITIZE=1      ASan+UBSan build, into build/san/
+
+CC       ?= gcc
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+  OUT      := build/san
+  OPT      := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  LDSAN    := -fsanitize=address,undefined
+else
+  OUT      := build
+  OPT      := -O2 -g
+  LDSAN    :=
+endif
+
+LLHTTP_DIR := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
+PKGS       := libuv jansson libpq hiredis
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -ljansson -lpq -lhiredis)
+
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -pthread -I. -I$(LLHTTP_INC) $(PKG_CFLAGS)
+LDLIBS  := $(PKG_LIBS) -lpthread -lm
+
+LIB_SRCS := $(filter-out gateway/main.c gateway/gatewayctl.c,$(wildcard gateway/*.c)) \
+            $(wildcard routes/*.c) $(wildcard composers/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o)
+LLHTTP_OBJS := $(OUT)/obj/llhttp/api.o $(OUT)/obj/llhttp/http.o $(OUT)/obj/llhttp/llhttp.o
+MOCKD_SRCS := $(wildcard tests/mockd/*.c)
+UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
+
+.PHONY: all deps run test unit integration bench clean check-deps
+all: $(OUT)/gateway $(OUT)/mockd
+
+$(OUT)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# Third-party llhttp from Debian's node-llhttp: compiled, never copied into the repo.
+$(OUT)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(OPT) -w -I$(LLHTTP_INC) -c $< -o $@
+
+$(OUT)/libgw.a: $(LIB_OBJS) $(LLHTTP_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(OUT)/gateway: $(OUT)/obj/gateway/main.o $(OUT)/libgw.a
+	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
+
+$(OUT)/gatewayctl: $(OUT)/obj/gateway/gatewayctl.o $(OUT)/libgw.a
+	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
+
+$(OUT)/mockd: $(MOCKD_SRCS:%.c=$(OUT)/obj/%.o) $(OUT)/libgw.a
+	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
+
+$(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libgw.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS) -lcmocka
+
+-include $(shell find $(OUT)/obj -name '*.d' 2>/dev/null)
+
+# ---- set-up ---------------------------------------------------------------------------
+DEB_PKGS := build-essential pkg-config libuv1-dev node-llhttp libpq-dev libhiredis-dev \
+            libjansson-dev libcmocka-dev postgresql redis-server python3 curl valgrind
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	else echo "deps: all Debian packages present"; fi
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@tests/demo.sh
+
+unit: $(UNIT_BINS)
+	@python3 tests/run_unit.py $(UNIT_BINS)
+
+integration: all
+	@python3 tests/integration/run.py --build $(OUT)
+
+# Plain build: unit + integration. Then ASan+UBSan build: unit + integration again.
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BINS)
+	@$(MAKE) --no-print-directory SANITIZE=1 all build/san/libgw.a $(UNIT_BINS:build/%=build/san/%)
+	@python3 tests/run_all.py
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@bench/run.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,32 @@
+/* access_log.h — one JSON line per request, buffered per worker and written off the loop
+ * (uv_fs_write runs in libuv's thread pool), so a slow disk never stalls a request. */
+#ifndef GW_ACCESS_LOG_H
+#define GW_ACCESS_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct gw_access_log gw_access_log;
+
+typedef struct gw_access_entry {
+    const char *request_id, *client, *method, *path, *route, *upstream;
+    uint64_t route_version;
+    int status;
+    uint64_t bytes_in, bytes_out;
+    double upstream_ms, total_ms; /* upstream_ms < 0: none */
+} gw_access_entry;
+
+/* fd is shared by every worker's log and owned by the caller (opened O_APPEND). */
+gw_access_log *gw_access_log_new(uv_loop_t *loop, int fd);
+void gw_access_log_write(gw_access_log *log, const gw_access_entry *e);
+/* Flushes what is buffered, then frees the log; done(arg) runs when the last write ended. */
+void gw_access_log_close(gw_access_log *log, void (*done)(void *), void *arg);
+/* Lines dropped because the disk could not keep up (the buffer is bounded). */
+uint64_t gw_access_log_dropped(const gw_access_log *log);
+
+/* Appends s as a JSON string body (no quotes) to out[*len..cap), escaping as JSON needs;
+ * stops (truncating) when full. Used by the log and the error bodies. */
+void gw_json_escape(char *out, size_t *len, size_t cap, const char *s, size_t n);
+
+#endif

@@ -1,0 +1,1203 @@
+/* client.c — one accepted HTTP/1.1 connection: read, parse, check, hand the request to the
+ * handler, write its response, then keep-alive / pipeline or close.
+ *
+ * Parsing is in place: the read buffer is handed to libuv directly, llhttp callbacks record
+ * slices into it. The buffer is taken from the server's free list when bytes arrive and given
+ * back when the connection goes idle with nothing buffered, so an idle keep-alive connection
+ * holds only this struct.
+ *
+ * Ownership: the client owns its gw_request. The handler may use it from on_request until it
+ * ends the response (or is told on_abort). The client is freed in one place, client_on_close,
+ * after both of its handles (socket, timer) have closed.
+ */
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "access_log.h"
+#include "gw_errors.h"
+#include "http1.h"
+#include "request_id.h"
+#include "server_int.h"
+
+#define WRITE_HIGH_WATER (64 * 1024) /* gw_response_body returns 1 above this */
+#define HEAD_BUF_SIZE 4096
+
+typedef enum client_state {
+    CS_IDLE,        /* between requests. req == NULL; buf holds only unparsed pipelined bytes
+                       (or is NULL); idle timer armed */
+    CS_HEAD,        /* reading a request head. req != NULL, not yet seen by the handler;
+                       header timer armed from the request's first byte */
+    CS_ACTIVE,      /* req belongs to the handler until its response ends */
+    CS_FLUSH_CLOSE, /* no request; last bytes being written, then close. send timer armed */
+    CS_CLOSING,     /* uv_close called on both handles; nothing else happens */
+} client_state;
+
+static const char *client_state_name(client_state s)
+{
+    switch (s) {
+    case CS_IDLE: return "idle";
+    case CS_HEAD: return "head";
+    case CS_ACTIVE: return "active";
+    case CS_FLUSH_CLOSE: return "flush_close";
+    case CS_CLOSING: return "closing";
+    }
+    return "?";
+}
+
+enum {
+    F_READING = 1 << 0,       /* uv_read_start is in effect */
+    F_PARSER_PAUSED = 1 << 1, /* llhttp returned HPE_PAUSED: resume before the next execute */
+    F_IN_PARSE = 1 << 2,      /* client_process is on the stack: re-entry only sets F_REPARSE */
+    F_REPARSE = 1 << 3,
+    F_BODY_PULL = 1 << 4,     /* the handler wants body bytes now */
+    F_BODY_DONE = 1 << 5,     /* llhttp saw the end of the request message */
+    F_BODY_END_SENT = 1 << 6, /* the handler was told on_body_end */
+    F_DISPATCH = 1 << 7,      /* head complete: give it to the handler once execute returns */
+    F_RESP_BEGUN = 1 << 8,
+    F_HEAD_PENDING = 1 << 9,  /* response head built, not yet written (joins the first body write) */
+    F_RESP_CHUNKED = 1 << 10,
+    F_RESP_NOBODY = 1 << 11,  /* HEAD, 204, 304: body bytes are dropped */
+    F_CLOSE_AFTER = 1 << 12,  /* close once this response is written */
+    F_CONTINUE_SENT = 1 << 13,
+    F_WANT_DRAIN = 1 << 14,   /* gw_response_body returned 1: call on_drain when flushed */
+    F_SCAN_DONE = 1 << 15,    /* the raw head scan reached the empty line */
+    F_ABORT_POSTED = 1 << 17, /* an abort waits in the server's posted queue */
+};
+
+typedef struct req_impl {
+    gw_request pub;
+    char url_copy[512]; /* for the access log: the head slices die with the buffer */
+} req_impl;
+
+struct gw_client {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    gw_server *server;
+    gw_queue node;
+    llhttp_t parser;
+    client_state state;
+    unsigned flags;
+    int handles_open;
+    char *buf;               /* read buffer (server->buf_size), or NULL when idle and empty */
+    size_t len, off;         /* buf[0..len) read, buf[0..off) consumed by the parser */
+    req_impl *req;
+    size_t pending_write;    /* bytes handed to uv_write and not yet written */
+    int fail_status;         /* status to answer when a callback rejects the head */
+    const char *fail_reason;
+    /* raw head scan (bare CR/LF, control bytes, obs-fold), see scan_head */
+    size_t scan_pos;
+    unsigned scan_state, scan_lines;
+    size_t url_len;
+    int n_content_length, n_transfer_encoding, n_host;
+    int last_was_value;      /* llhttp callback order: field, value, field, ... */
+    uint64_t body_read;
+    int64_t resp_left;       /* Content-Length bytes still to send; -1 when not counted */
+    char *hbuf;              /* pending response head */
+    size_t hlen, hcap;
+    int abort_err;
+    gw_queue post_node;      /* in server->posted while deferred work waits */
+    char peer[64];
+};
+
+typedef struct write_req {
+    uv_write_t req;
+    gw_client *client;
+    size_t len;
+    char data[];
+} write_req;
+
+static llhttp_settings_t parser_settings;
+static void client_process(gw_client *c);
+static void client_close(gw_client *c);
+static void client_abort(gw_client *c, int err);
+static void request_finish(gw_client *c);
+static void update_reading(gw_client *c);
+static void arm_timer(gw_client *c);
+
+/* ---- buffers ------------------------------------------------------------------------- */
+
+static char *server_get_buf(gw_server *s)
+{
+    if (s->n_free_bufs > 0)
+        return s->free_bufs[--s->n_free_bufs];
+    return malloc(s->buf_size);
+}
+
+static void server_put_buf(gw_server *s, char *b)
+{
+    if (!b)
+        return;
+    if (s->n_free_bufs < s->cap_free_bufs) {
+        s->free_bufs[s->n_free_bufs++] = b;
+        return;
+    }
+    free(b);
+}
+
+static void client_release_idle_memory(gw_client *c)
+{
+    if (c->buf && c->off == c->len) {
+        server_put_buf(c->server, c->buf);
+        c->buf = NULL;
+        c->len = c->off = 0;
+    }
+    if (c->hbuf && !(c->flags & F_HEAD_PENDING)) {
+        free(c->hbuf);
+        c->hbuf = NULL;
+        c->hcap = c->hlen = 0;
+    }
+}
+
+/* ---- writing ------------------------------------------------------------------------- */
+
+static void on_write(uv_write_t *wr, int status)
+{
+    write_req *w = (write_req *)wr;
+    gw_client *c = w->client;
+    c->pending_write -= w->len;
+    free(w);
+    if (c->state == CS_CLOSING)
+        return;
+    if (status < 0) {
+        client_abort(c, status);
+        return;
+    }
+    if (c->pending_write == 0 && c->state == CS_FLUSH_CLOSE) {
+        client_close(c);
+        return;
+    }
+    arm_timer(c);
+    if ((c->flags & F_WANT_DRAIN) && c->pending_write <= WRITE_HIGH_WATER / 2 && c->req) {
+        c->flags &= ~F_WANT_DRAIN;
+        c->server->handler.on_drain(&c->req->pub);
+    }
+}
+
+/* Writes bufs in order after whatever is queued: uv_try_write first (most responses leave
+ * in that one system call), then the rest is copied and queued. Returns 0 or <0. */
+static int client_write(gw_client *c, uv_buf_t *bufs, unsigned n)
+{
+    if (c->state == CS_CLOSING)
+        return GW_ECLOSED;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (total == 0)
+        return 0;
+    size_t done = 0;
+    if (c->pending_write == 0) {
+        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (r >= 0)
+            done = (size_t)r;
+        else if (r != UV_EAGAIN && r != UV_ENOSYS)
+            return r;
+    }
+    if (done == total)
+        return 0;
+    write_req *w = malloc(sizeof *w + total - done);
+    if (!w)
+        return GW_ENOMEM;
+    size_t skip = done, at = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t l = bufs[i].len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        memcpy(w->data + at, bufs[i].base + skip, l - skip);
+        at += l - skip;
+        skip = 0;
+    }
+    w->client = c;
+    w->len = at;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)at);
+    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (r < 0) {
+        free(w);
+        return r;
+    }
+    c->pending_write += at;
+    arm_timer(c);
+    return 0;
+}
+
+/* ---- close --------------------------------------------------------------------------- */
+
+static void client_on_close(uv_handle_t *h)
+{
+    gw_client *c = h->data;
+    if (--c->handles_open > 0)
+        return;
+    gw_server *s = c->server;
+    server_put_buf(s, c->buf);
+    free(c->hbuf);
+    free(c);
+    gw__server_client_gone(s);
+}
+
+static void free_request(gw_client *c)
+{
+    free(c->req);
+    c->req = NULL;
+}
+
+/* Closes both handles; safe to call twice. A request still held by the handler is aborted
+ * first so it can let go of upstream state. */
+static void client_close(gw_client *c)
+{
+    if (c->state == CS_CLOSING)
+        return;
+    if (c->req && c->state == CS_ACTIVE) {
+        c->state = CS_CLOSING;
+        c->server->handler.on_abort(&c->req->pub, GW_ECLOSED);
+    }
+    free_request(c);
+    c->state = CS_CLOSING;
+    gw_queue_remove(&c->node);
+    gw_queue_remove(&c->post_node);
+    uv_close((uv_handle_t *)&c->timer, client_on_close);
+    uv_close((uv_handle_t *)&c->tcp, client_on_close);
+}
+
+/* The connection failed under the request (read/write error, timeout): tell the handler
+ * with the real error, then close. */
+static void client_abort(gw_client *c, int err)
+{
+    if (c->state == CS_CLOSING)
+        return;
+    if (c->req && c->state == CS_ACTIVE) {
+        c->state = CS_CLOSING; /* the handler must not write any more */
+        c->server->handler.on_abort(&c->req->pub, err);
+        c->state = CS_ACTIVE;
+        free_request(c);
+    }
+    client_close(c);
+}
+
+/* A failure inside an API call the handler made (a write that failed) must not call the
+ * handler back while it is still in that call: the abort is posted and runs from the
+ * server's idle handle on this loop iteration, before any new I/O for this client. */
+static void client_abort_later(gw_client *c, int err)
+{
+    if (c->state == CS_CLOSING || (c->flags & F_ABORT_POSTED))
+        return;
+    c->flags |= F_ABORT_POSTED;
+    c->abort_err = err;
+    if (c->flags & F_READING) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->flags &= ~F_READING;
+    }
+    uv_timer_stop(&c->timer);
+    gw__server_post(c->server, &c->post_node);
+}
+
+/* Deferred work for this client: a posted abort, or parsing that an API call asked for. */
+void gw__client_run_posted(gw_queue *node)
+{
+    gw_client *c = GW_QUEUE_DATA(node, gw_client, post_node);
+    if (c->flags & F_ABORT_POSTED) {
+        c->flags &= ~F_ABORT_POSTED;
+        client_abort(c, c->abort_err);
+        return;
+    }
+    client_process(c);
+}
+
+
+/* ---- timers -------------------------------------------------------------------------- */
+
+static void fail_in_body(gw_client *c, int status, int err, const char *why);
+
+static void on_timer(uv_timer_t *t)
+{
+    gw_client *c = t->data;
+    switch (c->state) {
+    case CS_IDLE:
+        client_close(c);
+        return;
+    case CS_HEAD:
+        /* slow or stalled head (slowloris): answer 408 and close */
+        c->state = CS_ACTIVE;
+        c->flags |= F_CLOSE_AFTER;
+        gw_response_error(&c->req->pub, 408, "request head not received in time");
+        return;
+    case CS_ACTIVE:
+        if (c->pending_write > 0) {
+            client_abort(c, GW_ETIMEOUT); /* client stopped reading our response */
+            return;
+        }
+        if ((c->flags & F_BODY_PULL) && !(c->flags & F_BODY_DONE)) {
+            /* request body stalled: the handler lets go, the client gets 408 if nothing
+             * of the response went out yet */
+            fail_in_body(c, 408, GW_ETIMEOUT, "request body not received in time");
+        }
+        return;
+    case CS_FLUSH_CLOSE:
+        client_close(c);
+        return;
+    case CS_CLOSING:
+        return;
+    }
+}
+
+/* The request body failed (bad framing, too large, stalled) after the handler got the head:
+ * the handler lets go, and the client gets STATUS if nothing of the response went out yet,
+ * else just the close. */
+static void fail_in_body(gw_client *c, int status, int err, const char *why)
+{
+    int begun = c->flags & F_RESP_BEGUN;
+    c->state = CS_CLOSING;
+    c->server->handler.on_abort(&c->req->pub, err);
+    c->state = CS_ACTIVE;
+    if (begun) {
+        free_request(c);
+        client_close(c);
+        return;
+    }
+    c->flags |= F_CLOSE_AFTER;
+    c->flags &= ~(F_BODY_PULL | F_WANT_DRAIN);
+    gw_response_error(&c->req->pub, status, why);
+}
+
+/* One timer, whose meaning follows the state: idle, head, body, send. */
+static void arm_timer(gw_client *c)
+{
+    const gw_server_limits *lim = &c->server->opts.limits;
+    uint64_t ms = 0;
+    switch (c->state) {
+    case CS_IDLE: ms = lim->idle_timeout_ms; break;
+    case CS_HEAD: return; /* armed once, at the request's first byte */
+    case CS_ACTIVE:
+        if (c->pending_write > 0)
+            ms = lim->send_timeout_ms;
+        else if ((c->flags & F_BODY_PULL) && !(c->flags & F_BODY_DONE))
+            ms = lim->body_timeout_ms;
+        break;
+    case CS_FLUSH_CLOSE: ms = lim->send_timeout_ms; break;
+    case CS_CLOSING: return;
+    }
+    if (c->flags & F_ABORT_POSTED)
+        return;
+    if (ms)
+        uv_timer_start(&c->timer, on_timer, ms, 0);
+    else
+        uv_timer_stop(&c->timer);
+}
+
+/* ---- reading ------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    gw_client *c = h->data;
+    (void)suggested;
+    if (!c->buf) {
+        c->buf = server_get_buf(c->server);
+        c->len = c->off = 0;
+    }
+    if (!c->buf) {
+        *out = uv_buf_init(NULL, 0);
+        return;
+    }
+    *out = uv_buf_init(c->buf + c->len, (unsigned)(c->server->buf_size - c->len));
+}
+
+static void begin_request(gw_client *c);
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+    gw_client *c = st->data;
+    (void)b;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        /* EOF or error. Between requests that is the normal end of a keep-alive
+         * connection; inside one, the request is void. */
+        if (c->state == CS_IDLE || c->state == CS_HEAD || c->state == CS_FLUSH_CLOSE) {
+            if (c->state == CS_HEAD && c->req && nread == UV_EOF && c->len > c->off) {
+                free_request(c);
+            }
+            client_close(c);
+        } else {
+            client_abort(c, nread == UV_EOF ? GW_ECLOSED : (int)nread);
+        }
+        return;
+    }
+    c->len += (size_t)nread;
+    if (c->req)
+        c->req->pub.bytes_in += (uint64_t)nread;
+    if (c->state == CS_ACTIVE && (c->flags & F_BODY_PULL))
+        arm_timer(c); /* body timeout counts from the last read */
+    client_process(c);
+}
+
+static void update_reading(gw_client *c)
+{
+    int want = 0;
+    if (c->state == CS_IDLE || c->state == CS_HEAD)
+        want = !c->buf || c->len < c->server->buf_size;
+    else if (c->state == CS_ACTIVE)
+        want = (c->flags & F_BODY_PULL) && !(c->flags & F_BODY_DONE) && c->off == c->len;
+    if (want && !(c->flags & F_READING)) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->flags |= F_READING;
+    } else if (!want && (c->flags & F_READING)) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->flags &= ~F_READING;
+    }
+}
+
+/* Rejects what llhttp accepts but a proxy must not forward (RFC 9112 §2.2, §5.2): a bare
+ * CR or LF, a control byte or NUL anywhere in the head, and obs-fold continuation lines.
+ * Scans only the head: it stops at the empty line. Returns 0 or -1 (fail_reason set). */
+enum { SC_LINE_START, SC_IN_LINE, SC_CR, SC_END_CR };
+static int scan_head(gw_client *c)
+{
+    const unsigned char *p = (const unsigned char *)c->buf;
+    for (size_t i = c->scan_pos; i < c->len && !(c->flags & F_SCAN_DONE); i++) {
+        unsigned char ch = p[i];
+        switch (c->scan_state) {
+        case SC_LINE_START:
+            if (ch == '\r') {
+                c->scan_state = SC_END_CR;
+                continue;
+            }
+            if (ch == ' ' || ch == '\t') {
+                if (c->scan_lines > 0) {
+                    c->fail_reason = "obsolete line folding is not accepted";
+                    return -1;
+                }
+            }
+            /* fallthrough */
+        case SC_IN_LINE:
+            if (ch == '\r') {
+                c->scan_state = SC_CR;
+            } else if (ch == '\n') {
+                c->fail_reason = "bare LF in request head";
+                return -1;
+            } else if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+                c->fail_reason = ch ? "control character in request head" : "NUL in request head";
+                return -1;
+            } else {
+                c->scan_state = SC_IN_LINE;
+            }
+            break;
+        case SC_CR:
+            if (ch != '\n') {
+                c->fail_reason = "bare CR in request head";
+                return -1;
+            }
+            c->scan_lines++;
+            c->scan_state = SC_LINE_START;
+            break;
+        case SC_END_CR:
+            if (ch != '\n') {
+                c->fail_reason = "bare CR in request head";
+                return -1;
+            }
+            if (c->scan_lines == 0) { /* an empty line before the request line is ignored */
+                c->scan_state = SC_LINE_START;
+                break;
+            }
+            c->flags |= F_SCAN_DONE;
+            break;
+        }
+        c->scan_pos = i + 1;
+    }
+    if (!(c->flags & F_SCAN_DONE))
+        c->scan_pos = c->len;
+    return 0;
+}
+
+/* Answers a broken head with STATUS and closes: nothing was given to a handler. */
+static void fail_head(gw_client *c, int status, const char *reason)
+{
+    c->state = CS_ACTIVE;
+    c->flags |= F_CLOSE_AFTER;
+    c->flags &= ~(F_BODY_PULL | F_DISPATCH);
+    gw_response_error(&c->req->pub, status, reason);
+}
+
+static void begin_request(gw_client *c)
+{
+    req_impl *r = calloc(1, sizeof *r);
+    if (!r) {
+        client_close(c);
+        return;
+    }
+    c->req = r;
+    gw_request *q = &r->pub;
+    q->client = c;
+    q->server = c->server;
+    q->content_length = -1;
+    q->upstream_ms = -1;
+    q->max_body_bytes = c->server->opts.limits.max_body_bytes;
+    q->start_ns = uv_hrtime();
+    q->bytes_in = c->len - c->off;
+    snprintf(q->client_addr, sizeof q->client_addr, "%s", c->peer);
+    c->state = CS_HEAD;
+    c->flags &= ~(F_BODY_PULL | F_BODY_DONE | F_BODY_END_SENT | F_DISPATCH | F_RESP_BEGUN |
+                  F_HEAD_PENDING | F_RESP_CHUNKED | F_RESP_NOBODY | F_CONTINUE_SENT |
+                  F_WANT_DRAIN | F_SCAN_DONE);
+    c->scan_pos = c->off;
+    c->scan_state = SC_LINE_START;
+    c->scan_lines = 0;
+    c->url_len = 0;
+    c->n_content_length = c->n_transfer_encoding = c->n_host = 0;
+    c->last_was_value = 1;
+    c->body_read = 0;
+    c->resp_left = -1;
+    c->fail_status = 400;
+    c->fail_reason = NULL;
+    uv_timer_start(&c->timer, on_timer, c->server->opts.limits.header_timeout_ms, 0);
+}
+
+static int can_parse(const gw_client *c)
+{
+    if (c->state == CS_IDLE || c->state == CS_HEAD)
+        return 1;
+    return c->state == CS_ACTIVE && (c->flags & F_BODY_PULL) && !(c->flags & F_BODY_DONE) &&
+           !(c->flags & F_DISPATCH);
+}
+
+static void dispatch(gw_client *c)
+{
+    c->flags &= ~F_DISPATCH;
+    c->state = CS_ACTIVE;
+    arm_timer(c);
+    gw_request *q = &c->req->pub;
+    size_t n = q->url.n < sizeof c->req->url_copy - 1 ? q->url.n : sizeof c->req->url_copy - 1;
+    memcpy(c->req->url_copy, q->url.p, n);
+    c->req->url_copy[n] = '\0';
+    c->server->handler.on_request(q);
+}
+
+static void deliver_body_end(gw_client *c)
+{
+    if (c->state != CS_ACTIVE || !c->req || !(c->flags & F_BODY_PULL) ||
+        !(c->flags & F_BODY_DONE) || (c->flags & F_BODY_END_SENT))
+        return;
+    c->flags |= F_BODY_END_SENT;
+    c->server->handler.on_body_end(&c->req->pub);
+}
+
+/* The parse loop: feeds buffered bytes to llhttp as long as the state allows, dispatches
+ * complete heads, and leaves the connection reading or not. Re-entry (a handler answering
+ * synchronously) only asks the running loop for another pass. */
+static void client_process(gw_client *c)
+{
+    if (c->flags & F_IN_PARSE) {
+        c->flags |= F_REPARSE;
+        return;
+    }
+    c->flags |= F_IN_PARSE;
+    do {
+        c->flags &= ~F_REPARSE;
+        if (c->state == CS_CLOSING)
+            break;
+        if (c->state == CS_IDLE && c->buf && c->off < c->len)
+            begin_request(c);
+        if (c->state == CS_HEAD && scan_head(c) < 0) {
+            fail_head(c, 400, c->fail_reason);
+            continue;
+        }
+        if (can_parse(c) && c->buf && c->off < c->len) {
+            if (c->flags & F_PARSER_PAUSED) {
+                llhttp_resume(&c->parser);
+                c->flags &= ~F_PARSER_PAUSED;
+            }
+            const char *start = c->buf + c->off;
+            llhttp_errno_t err = llhttp_execute(&c->parser, start, c->len - c->off);
+            if (c->state == CS_CLOSING)
+                break;
+            if (err == HPE_OK) {
+                c->off = c->len;
+            } else if (err == HPE_PAUSED) {
+                c->off = (size_t)(llhttp_get_error_pos(&c->parser) - c->buf);
+                c->flags |= F_PARSER_PAUSED;
+            } else if (c->state == CS_HEAD) {
+                const char *why = c->fail_reason ? c->fail_reason : llhttp_get_error_reason(&c->parser);
+                fail_head(c, c->fail_status, why ? why : "malformed request");
+                continue;
+            } else {
+                /* bad chunked framing or a limit in the body, after the handler got the
+                 * head: the handler lets go; the client gets an error if nothing went out */
+                int status = c->fail_status ? c->fail_status : 400;
+                const char *why = c->fail_reason ? c->fail_reason : llhttp_get_error_reason(&c->parser);
+                fail_in_body(c, status, status == 413 ? GW_ETOOBIG : GW_EPARSE,
+                             why ? why : "malformed request body");
+                if (c->state == CS_CLOSING)
+                    break;
+                continue;
+            }
+            if (c->state == CS_ACTIVE && !(c->flags & F_DISPATCH) && c->off == c->len) {
+                c->off = c->len = 0; /* body bytes consumed: reuse the buffer from its start */
+            }
+        }
+        if (c->flags & F_DISPATCH) {
+            dispatch(c);
+            continue;
+        }
+        if (c->state == CS_HEAD && c->buf && c->len >= c->server->buf_size) {
+            int uri = c->scan_lines == 0; /* still on the request line */
+            fail_head(c, uri ? 414 : 431, uri ? "request line too long" : "request head too large");
+            continue;
+        }
+        deliver_body_end(c);
+    } while ((c->flags & F_REPARSE) && c->state != CS_CLOSING);
+    c->flags &= ~F_IN_PARSE;
+    if (c->state != CS_CLOSING)
+        update_reading(c);
+}
+
+/* ---- llhttp callbacks ---------------------------------------------------------------- */
+
+static gw_client *parser_client(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int reject(gw_client *c, int status, const char *reason)
+{
+    c->fail_status = status;
+    c->fail_reason = reason;
+    return HPE_USER;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    gw_client *c = parser_client(p);
+    if (!c->req)
+        begin_request(c);
+    return c->req ? 0 : -1;
+}
+
+static int extend(gw_slice *s, const char *at, size_t n)
+{
+    if (s->p == NULL) {
+        s->p = at;
+        s->n = n;
+        return 0;
+    }
+    if (s->p + s->n != at)
+        return -1; /* cannot happen while the head stays in one buffer */
+    s->n += n;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+    gw_client *c = parser_client(p);
+    c->url_len += n;
+    if (c->url_len > c->server->opts.limits.max_uri_bytes)
+        return reject(c, 414, "request URI too long");
+    return extend(&c->req->pub.url, at, n) ? reject(c, 400, "malformed URI") : 0;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t n)
+{
+    gw_client *c = parser_client(p);
+    return extend(&c->req->pub.method, at, n) ? reject(c, 400, "malformed method") : 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    gw_client *c = parser_client(p);
+    gw_request *q = &c->req->pub;
+    if (c->last_was_value) {
+        if ((uint32_t)q->n_headers >= c->server->opts.limits.max_headers)
+            return reject(c, 431, "too many request headers");
+        q->headers[q->n_headers].name = (gw_slice){ NULL, 0 };
+        q->headers[q->n_headers].value = (gw_slice){ "", 0 };
+        q->n_headers++;
+        c->last_was_value = 0;
+    }
+    return extend(&q->headers[q->n_headers - 1].name, at, n) ? reject(c, 400, "malformed header") : 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    gw_client *c = parser_client(p);
+    gw_request *q = &c->req->pub;
+    gw_slice *v = &q->headers[q->n_headers - 1].value;
+    if (!c->last_was_value) {
+        v->p = NULL;
+        v->n = 0;
+        c->last_was_value = 1;
+    }
+    return extend(v, at, n) ? reject(c, 400, "malformed header") : 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    gw_client *c = parser_client(p);
+    gw_request *q = &c->req->pub;
+    c->last_was_value = 1;
+    gw_header *h = &q->headers[q->n_headers - 1];
+    if (h->value.p == NULL)
+        h->value = (gw_slice){ "", 0 };
+    if (gw_slice_ieq(h->name, "content-length"))
+        c->n_content_length++;
+    else if (gw_slice_ieq(h->name, "transfer-encoding"))
+        c->n_transfer_encoding++;
+    else if (gw_slice_ieq(h->name, "host")) {
+        c->n_host++;
+        q->host = h->value;
+    } else if (gw_slice_ieq(h->name, "expect")) {
+        if (!gw_slice_ieq(h->value, "100-continue"))
+            return reject(c, 417, "unsupported Expect");
+        q->expect_continue = 1;
+    }
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    gw_client *c = parser_client(p);
+    gw_request *q = &c->req->pub;
+    q->http_major = p->http_major;
+    q->http_minor = p->http_minor;
+    if (q->http_major != 1 || q->http_minor > 1)
+        return reject(c, 400, "unsupported HTTP version");
+    /* request smuggling: one framing, stated once (RFC 9112 §6.1, §6.3) */
+    if (c->n_content_length && c->n_transfer_encoding)
+        return reject(c, 400, "both Content-Length and Transfer-Encoding");
+    if (c->n_content_length > 1)
+        return reject(c, 400, "several Content-Length headers");
+    if (c->n_transfer_encoding > 1)
+        return reject(c, 400, "several Transfer-Encoding headers");
+    if (c->n_transfer_encoding && !(p->flags & F_CHUNKED))
+        return reject(c, 400, "Transfer-Encoding other than chunked");
+    if (c->n_transfer_encoding && q->http_minor == 0)
+        return reject(c, 400, "Transfer-Encoding in an HTTP/1.0 request");
+    if (c->n_host > 1)
+        return reject(c, 400, "several Host headers");
+    if (c->n_host == 0 && q->http_minor == 1)
+        return reject(c, 400, "missing Host header");
+    if (q->url.n == 0 || q->url.p[0] != '/')
+        return reject(c, 400, "request target must be an absolute path");
+    q->chunked = (p->flags & F_CHUNKED) != 0;
+    if (c->n_content_length)
+        q->content_length = (int64_t)p->content_length;
+    q->has_body = q->chunked || q->content_length > 0;
+    q->keep_alive = llhttp_should_keep_alive(p) != 0;
+    q->is_head = p->method == HTTP_HEAD;
+    /* path and query */
+    const char *qm = memchr(q->url.p, '?', q->url.n);
+    if (memchr(q->url.p, '#', q->url.n))
+        return reject(c, 400, "fragment in request target");
+    q->path = (gw_slice){ q->url.p, qm ? (size_t)(qm - q->url.p) : q->url.n };
+    q->query = qm ? (gw_slice){ qm + 1, q->url.n - q->path.n - 1 } : (gw_slice){ NULL, 0 };
+    size_t mn = q->method.n < sizeof q->method_buf - 1 ? q->method.n : sizeof q->method_buf - 1;
+    memcpy(q->method_buf, q->method.p, mn);
+    q->method_buf[mn] = '\0';
+    gw_slice rid = gw_request_header(q, "x-request-id");
+    if (gw_request_id_valid(rid)) {
+        memcpy(q->request_id, rid.p, rid.n);
+        q->request_id[rid.n] = '\0';
+    } else {
+        gw_request_id_generate(q->request_id);
+    }
+    c->flags |= F_DISPATCH;
+    /* With a body, stop here: the handler pulls it when it is ready for it. */
+    return q->has_body ? HPE_PAUSED : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    gw_client *c = parser_client(p);
+    gw_request *q = &c->req->pub;
+    c->body_read += n;
+    if (q->max_body_bytes && c->body_read > q->max_body_bytes)
+        return reject(c, 413, "request body too large");
+    if (c->state != CS_ACTIVE)
+        return 0;
+    c->server->handler.on_body(q, at, n);
+    return c->state == CS_CLOSING ? HPE_USER : 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    gw_client *c = parser_client(p);
+    c->flags |= F_BODY_DONE;
+    /* pause: the next pipelined request waits until this response is done */
+    return HPE_PAUSED;
+}
+
+static void init_parser_settings(void)
+{
+    static int done;
+    if (done)
+        return;
+    llhttp_settings_init(&parser_settings);
+    parser_settings.on_message_begin = on_message_begin;
+    parser_settings.on_url = on_url;
+    parser_settings.on_method = on_method;
+    parser_settings.on_header_field = on_header_field;
+    parser_settings.on_header_value = on_header_value;
+    parser_settings.on_header_value_complete = on_header_value_complete;
+    parser_settings.on_headers_complete = on_headers_complete;
+    parser_settings.on_body = on_body;
+    parser_settings.on_message_complete = on_message_complete;
+    done = 1;
+}
+
+/* ---- accept -------------------------------------------------------------------------- */
+
+void gw__client_accept(gw_server *s)
+{
+    gw_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->server = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
+    gw_queue_init(&c->post_node);
+    gw_queue_insert_tail(&s->clients, &c->node);
+    s->n_clients++;
+    if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
+        c->state = CS_IDLE;
+        client_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    c->peer[0] = '\0';
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+        else if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+    }
+    init_parser_settings();
+    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+    c->parser.data = c;
+    c->state = CS_IDLE;
+    arm_timer(c);
+    update_reading(c);
+}
+
+void gw__client_shutdown(gw_client *c, int hard)
+{
+    if (hard) {
+        client_abort(c, GW_ECLOSED);
+        return;
+    }
+    if (c->state == CS_IDLE && !(c->buf && c->off < c->len))
+        client_close(c);
+    else
+        c->flags |= F_CLOSE_AFTER;
+}
+
+void gw__close_all_clients(gw_server *s, int hard)
+{
+    gw_queue *q, *n;
+    GW_QUEUE_FOREACH_SAFE(q, n, &s->clients)
+    {
+        gw__client_shutdown(GW_QUEUE_DATA(q, gw_client, node), hard);
+    }
+}
+
+/* ---- requests: body ------------------------------------------------------------------ */
+
+gw_slice gw_request_header(const gw_request *req, const char *name)
+{
+    for (int i = 0; i < req->n_headers; i++)
+        if (gw_slice_ieq(req->headers[i].name, name))
+            return req->headers[i].value;
+    return (gw_slice){ NULL, 0 };
+}
+
+int gw_request_read_body(gw_request *req)
+{
+    gw_client *c = req->client;
+    if (c->state != CS_ACTIVE || (c->flags & F_ABORT_POSTED))
+        return GW_ECLOSED;
+    if (req->max_body_bytes && req->content_length > 0 &&
+        (uint64_t)req->content_length > req->max_body_bytes)
+        return GW_ETOOBIG;
+    if (req->expect_continue && !(c->flags & (F_CONTINUE_SENT | F_BODY_DONE)) &&
+        !(c->flags & F_RESP_BEGUN)) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
+        c->flags |= F_CONTINUE_SENT;
+        if (client_write(c, &b, 1) < 0) {
+            client_abort_later(c, GW_ECLOSED);
+            return GW_ECLOSED;
+        }
+    }
+    c->flags |= F_BODY_PULL;
+    arm_timer(c);
+    if (c->flags & F_IN_PARSE)
+        c->flags |= F_REPARSE;
+    else
+        gw__server_post(c->server, &c->post_node); /* body callbacks never nest in this call */
+    return 0;
+}
+
+void gw_request_pause_body(gw_request *req)
+{
+    gw_client *c = req->client;
+    c->flags &= ~F_BODY_PULL;
+    arm_timer(c);
+    if (!(c->flags & F_IN_PARSE))
+        update_reading(c);
+}
+
+void gw_request_close_after(gw_request *req)
+{
+    req->client->flags |= F_CLOSE_AFTER;
+}
+
+/* ---- responses ----------------------------------------------------------------------- */
+
+static int will_close(const gw_client *c)
+{
+    const gw_request *q = &c->req->pub;
+    return !q->keep_alive || (c->flags & F_CLOSE_AFTER) || c->server->draining ||
+           (q->has_body && !(c->flags & F_BODY_DONE) && !(c->flags & F_BODY_PULL));
+}
+
+static int head_append(gw_client *c, const char *p, size_t n)
+{
+    if (c->hlen + n > c->hcap) {
+        size_t cap = c->hcap ? c->hcap : HEAD_BUF_SIZE;
+        while (cap < c->hlen + n)
+            cap *= 2;
+        char *nb = realloc(c->hbuf, cap);
+        if (!nb)
+            return -1;
+        c->hbuf = nb;
+        c->hcap = cap;
+    }
+    memcpy(c->hbuf + c->hlen, p, n);
+    c->hlen += n;
+    return 0;
+}
+
+int gw_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
+                      int64_t body_len)
+{
+    gw_client *c = req->client;
+    if (c->state != CS_ACTIVE || (c->flags & F_RESP_BEGUN))
+        return GW_EINVAL;
+    c->flags |= F_RESP_BEGUN;
+    req->status = status;
+    int nobody = req->is_head || status == 204 || status == 304 || status < 200;
+    char line[512];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
+                     gw_status_reason(status), gw_http_date(c->server->loop));
+    c->hlen = 0;
+    int err = head_append(c, line, (size_t)n);
+    if (headers && hlen)
+        err |= head_append(c, headers, hlen);
+    if (c->server->opts.gateway_headers) {
+        n = snprintf(line, sizeof line, "X-Request-Id: %s\r\nX-Gateway-Upstream: %s\r\n",
+                     req->request_id, req->upstream_name ? req->upstream_name : "gateway");
+        err |= head_append(c, line, (size_t)n);
+    }
+    c->resp_left = -1;
+    if (status == 204 || status < 200) {
+        /* no framing headers at all */
+    } else if (body_len >= 0) {
+        n = snprintf(line, sizeof line, "Content-Length: %" PRId64 "\r\n", body_len);
+        err |= head_append(c, line, (size_t)n);
+        if (!nobody)
+            c->resp_left = body_len;
+    } else if (!nobody) {
+        if (req->http_minor >= 1) {
+            c->flags |= F_RESP_CHUNKED;
+            err |= head_append(c, "Transfer-Encoding: chunked\r\n", 28);
+        } else {
+            c->flags |= F_CLOSE_AFTER; /* HTTP/1.0: the end of the body is the close */
+        }
+    }
+    if (nobody)
+        c->flags |= F_RESP_NOBODY;
+    if (will_close(c)) {
+        c->flags |= F_CLOSE_AFTER;
+        err |= head_append(c, "Connection: close\r\n\r\n", 21);
+    } else if (req->http_minor == 0) {
+        err |= head_append(c, "Connection: keep-alive\r\n\r\n", 26);
+    } else {
+        err |= head_append(c, "\r\n", 2);
+    }
+    if (err)
+        return GW_ENOMEM;
+    c->flags |= F_HEAD_PENDING;
+    return 0;
+}
+
+int gw_response_body(gw_request *req, const char *p, size_t n)
+{
+    gw_client *c = req->client;
+    if (c->state != CS_ACTIVE || !(c->flags & F_RESP_BEGUN) || (c->flags & F_ABORT_POSTED))
+        return GW_ECLOSED;
+    uv_buf_t bufs[4];
+    unsigned nb = 0;
+    char size_line[24];
+    if (c->flags & F_RESP_NOBODY)
+        n = 0;
+    if (c->resp_left >= 0 && (int64_t)n > c->resp_left)
+        n = (size_t)c->resp_left; /* never more than the Content-Length we announced */
+    if (c->flags & F_HEAD_PENDING) {
+        bufs[nb++] = uv_buf_init(c->hbuf, (unsigned)c->hlen);
+        req->bytes_out += c->hlen;
+        c->flags &= ~F_HEAD_PENDING;
+    }
+    if (n > 0) {
+        if (c->flags & F_RESP_CHUNKED) {
+            size_t l = gw_chunk_size_line(size_line, n);
+            bufs[nb++] = uv_buf_init(size_line, (unsigned)l);
+            bufs[nb++] = uv_buf_init((char *)p, (unsigned)n);
+            bufs[nb++] = uv_buf_init("\r\n", 2);
+        } else {
+            bufs[nb++] = uv_buf_init((char *)p, (unsigned)n);
+        }
+        if (c->resp_left >= 0)
+            c->resp_left -= (int64_t)n;
+        req->bytes_out += n;
+    }
+    int r = client_write(c, bufs, nb);
+    if (r < 0) {
+        client_abort_later(c, r);
+        return r;
+    }
+    if (c->pending_write > WRITE_HIGH_WATER) {
+        c->flags |= F_WANT_DRAIN;
+        return 1;
+    }
+    return 0;
+}
+
+void gw_response_end(gw_request *req)
+{
+    gw_client *c = req->client;
+    if (c->state != CS_ACTIVE || !(c->flags & F_RESP_BEGUN))
+        return;
+    uv_buf_t bufs[2];
+    unsigned nb = 0;
+    if (c->flags & F_HEAD_PENDING) {
+        bufs[nb++] = uv_buf_init(c->hbuf, (unsigned)c->hlen);
+        req->bytes_out += c->hlen;
+        c->flags &= ~F_HEAD_PENDING;
+    }
+    if (c->flags & F_RESP_CHUNKED)
+        bufs[nb++] = uv_buf_init("0\r\n\r\n", 5);
+    if (c->resp_left > 0)
+        c->flags |= F_CLOSE_AFTER; /* short body: only a close tells the client */
+    int r = client_write(c, bufs, nb);
+    if (r < 0) {
+        client_abort_later(c, r);
+        return;
+    }
+    request_finish(c);
+}
+
+void gw_response_fail(gw_request *req)
+{
+    gw_client *c = req->client;
+    if (c->state != CS_ACTIVE)
+        return;
+    if (!(c->flags & F_RESP_BEGUN))
+        req->status = 502;
+    c->flags |= F_CLOSE_AFTER;
+    c->flags &= ~F_HEAD_PENDING;
+    c->resp_left = 0;
+    request_finish(c);
+}
+
+void gw_response_simple(gw_request *req, int status, const char *content_type,
+                        const char *body, size_t n, const char *extra_headers)
+{
+    char hdr[1024];
+    int hl = snprintf(hdr, sizeof hdr, "%s%s%s%s", content_type ? "Content-Type: " : "",
+                      content_type ? content_type : "", content_type ? "\r\n" : "",
+                      extra_headers ? extra_headers : "");
+    if (hl < 0 || (size_t)hl >= sizeof hdr)
+        hl = 0;
+    if (gw_response_begin(req, status, hdr, (size_t)hl, (int64_t)n) < 0)
+        return;
+    if (n && gw_response_body(req, body, n) < 0)
+        return;
+    gw_response_end(req);
+}
+
+void gw_response_error(gw_request *req, int status, const char *msg)
+{
+    char body[768];
+    size_t len = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
+    gw_json_escape(body, &len, sizeof body - 96, msg, strlen(msg));
+    len += (size_t)snprintf(body + len, sizeof body - len,
+                            "\",\"status\":%d,\"request_id\":\"%s\"}", status,
+                            req->request_id[0] ? req->request_id : "-");
+    if (!req->request_id[0])
+        gw_request_id_generate(req->request_id);
+    gw_response_simple(req, status, "application/json", body, len, NULL);
+}
+
+/* The response is written (or queued): log it, then keep the connection for the next
+ * request or close it once the bytes are out. */
+static void request_finish(gw_client *c)
+{
+    gw_request *q = &c->req->pub;
+    gw_server *s = c->server;
+    if (s->opts.log) {
+        gw_access_entry e = {
+            .request_id = q->request_id[0] ? q->request_id : NULL,
+            .client = c->peer,
+            .method = q->method_buf[0] ? q->method_buf : NULL,
+            .path = c->req->url_copy[0] ? c->req->url_copy : NULL,
+            .route = q->route_id,
+            .upstream = q->upstream_name ? q->upstream_name : "gateway",
+            .route_version = q->route_version,
+            .status = q->status,
+            .bytes_in = q->bytes_in,
+            .bytes_out = q->bytes_out,
+            .upstream_ms = q->upstream_ms,
+            .total_ms = (double)(uv_hrtime() - q->start_ns) / 1e6,
+        };
+        gw_access_log_write(s->opts.log, &e);
+    }
+    int close_now = (c->flags & F_CLOSE_AFTER) || !q->keep_alive || s->draining ||
+                    !(c->flags & F_BODY_DONE);
+    free_request(c);
+    c->flags &= ~(F_BODY_PULL | F_WANT_DRAIN | F_DISPATCH);
+    if (close_now) {
+        c->state = CS_FLUSH_CLOSE;
+        if (c->flags & F_READING) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->flags &= ~F_READING;
+        }
+        if (c->pending_write == 0)
+            client_close(c);
+        else
+            arm_timer(c);
+        return;
+    }
+    c->state = CS_IDLE;
+    if (c->off < c->len) {
+        memmove(c->buf, c->buf + c->off, c->len - c->off);
+        c->len -= c->off;
+        c->off = 0;
+    } else {
+        c->len = c->off = 0;
+    }
+    client_release_idle_memory(c);
+    arm_timer(c);
+    if (c->off < c->len) /* a pipelined request waits: start it after this call returns */
+        gw__server_post(s, &c->post_node);
+    else if (!(c->flags & F_IN_PARSE))
+        update_reading(c);
+}
+
+const char *gw__client_state_name(const gw_client *c)
+{
+    return client_state_name(c->state);
+}

@@ -1,0 +1,78 @@
+/* config.h — gateway.json: the process configuration (listeners, workers, upstreams, limits,
+ * logging, route source). Parsed with jansson and validated whole before anything starts. */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define GW_MAX_ENDPOINTS 32
+#define GW_MAX_UPSTREAMS 64
+#define GW_NAME_MAX 64
+
+typedef struct gw_endpoint_conf {
+    char address[128]; /* as written: "127.0.0.1:9101" or "host:port" */
+    struct sockaddr_storage addr; /* resolved once at load time, never on the request path */
+    socklen_t addrlen;
+} gw_endpoint_conf;
+
+typedef struct gw_upstream_conf {
+    char name[GW_NAME_MAX];
+    gw_endpoint_conf endpoints[GW_MAX_ENDPOINTS];
+    int n_endpoints;
+    char host[256];               /* Host header sent upstream; "" keeps the client's Host */
+    uint32_t connect_timeout_ms;  /* default 1000 */
+    uint32_t response_timeout_ms; /* request sent -> response head complete; default 30000 */
+    uint32_t read_timeout_ms;     /* between two reads of the response body; default 30000 */
+    uint32_t pool_max_idle;       /* idle keep-alive connections kept per worker per endpoint; default 64 */
+    uint32_t pool_idle_timeout_ms;/* default 30000 */
+    uint32_t down_ms;             /* an endpoint that refused a connection is skipped this long; default 5000 */
+} gw_upstream_conf;
+
+typedef struct gw_limits_conf {
+    uint32_t max_uri_bytes;      /* 414 above; default 8192 */
+    uint32_t max_header_bytes;   /* whole request head, request line included; 431 above; default 16384 */
+    uint32_t max_headers;        /* 431 above; default 100 */
+    uint64_t max_body_bytes;     /* 413 above, unless the route sets its own; default 10 MiB; 0 = unlimited */
+    uint32_t header_timeout_ms;  /* first byte of a request -> end of its head (slowloris); default 10000 */
+    uint32_t body_timeout_ms;    /* between two reads of a request body; default 30000 */
+    uint32_t idle_timeout_ms;    /* keep-alive idle; default 60000 */
+    uint32_t send_timeout_ms;    /* client not reading our response; default 30000 */
+} gw_limits_conf;
+
+typedef enum gw_route_source_kind { GW_ROUTES_FILE = 0, GW_ROUTES_POSTGRES = 1 } gw_route_source_kind;
+
+typedef struct gw_config {
+    char path[1024];               /* the file this was read from */
+    char listen[128];              /* "127.0.0.1:8080"; env GATEWAY_LISTEN */
+    struct sockaddr_storage listen_addr;
+    socklen_t listen_addrlen;
+    char admin_listen[128];        /* "127.0.0.1:9090"; env GATEWAY_ADMIN_LISTEN */
+    struct sockaddr_storage admin_addr;
+    socklen_t admin_addrlen;
+    char admin_token[256];         /* env GATEWAY_ADMIN_TOKEN */
+    int workers;                   /* 0 in the file = number of cores */
+    gw_upstream_conf upstreams[GW_MAX_UPSTREAMS];
+    int n_upstreams;
+    gw_limits_conf limits;
+    char access_log[1024];         /* "stderr", "stdout", "off" or a file path */
+    uint32_t drain_timeout_ms;     /* graceful shutdown deadline; default 10000 */
+    gw_route_source_kind routes_source;
+    char routes_file[1024];        /* resolved relative to the config file's folder */
+    char pg_conninfo[1024];        /* env GATEWAY_PG */
+    char redis[128];               /* "host:port"; env GATEWAY_REDIS */
+} gw_config;
+
+/* Reads and validates FILE, then applies the environment overrides. On failure returns a
+ * negative code and writes "FILE: json.path: reason" into err (always NUL-terminated). */
+int gw_config_load(gw_config *cfg, const char *file, char *err, size_t errlen);
+
+/* Parses "host:port" / "[v6]:port" into addr. Resolves names (blocking: start-up only). */
+int gw_parse_hostport(const char *s, struct sockaddr_storage *addr, socklen_t *len);
+
+/* The upstream named NAME, or NULL. */
+const gw_upstream_conf *gw_config_upstream(const gw_config *cfg, const char *name, size_t namelen);
+
+#endif

@@ -1,0 +1,41 @@
+/* http1.h — HTTP/1.1 message rewriting for a proxy, as pure functions (unit-tested):
+ * the request head sent upstream and the response headers passed back, with hop-by-hop
+ * headers removed (RFC 9110 §7.6.1) and the forwarding headers added. */
+#ifndef GW_HTTP1_H
+#define GW_HTTP1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server.h"
+
+/* Whether NAME must not be forwarded: Connection, Keep-Alive, Proxy-*, TE, Trailer,
+ * Transfer-Encoding, Upgrade, or a name listed in a Connection header of HDRS. */
+int gw_is_hop_by_hop(gw_slice name, const gw_header *hdrs, int n);
+
+typedef struct gw_fwd {
+    gw_slice method;
+    gw_slice target;       /* upstream path with query */
+    gw_slice host;         /* Host sent upstream */
+    gw_slice client_host;  /* the client's Host, for X-Forwarded-Host */
+    const char *client_ip; /* appended to X-Forwarded-For */
+    const char *proto;     /* X-Forwarded-Proto */
+    const char *request_id;
+    int64_t content_length; /* -1: none */
+    int chunked;            /* body sent with Transfer-Encoding: chunked */
+} gw_fwd;
+
+/* The request head for the upstream. Client headers keep their order; Host, Content-Length,
+ * Expect and the forwarding headers are replaced. Returns the length, or -1 when it does
+ * not fit in cap. */
+int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, char *out, size_t cap);
+
+/* The upstream's response headers as "Name: value\r\n" lines for gw_response_begin:
+ * hop-by-hop, framing (Content-Length, Transfer-Encoding), Date and the gateway's own
+ * X-Request-Id / X-Gateway-Upstream removed. Returns the length or -1. */
+int gw_build_response_headers(const gw_header *hdrs, int n, char *out, size_t cap);
+
+/* Chunk framing: writes "<hex size>\r\n" (no NUL needed), returns its length. out >= 20. */
+size_t gw_chunk_size_line(char *out, size_t n);
+
+#endif

@@ -1,0 +1,193 @@
+/* listener.c — the listening socket of a gw_server (one per worker loop, SO_REUSEPORT so
+ * the kernel spreads connections across workers), the posted-work queue, drain and close. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gw_errors.h"
+#include "server_int.h"
+
+#define ACCEPTS_PER_WAKEUP 64
+#define FREE_BUFS_MAX 256
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    gw_server *s = l->data;
+    if (status < 0 || s->draining || s->closing)
+        return;
+    gw__client_accept(s);
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    gw_server *s = h->data;
+    /* cap the work per wake-up: what is posted meanwhile waits for the next turn */
+    gw_queue batch;
+    gw_queue_init(&batch);
+    if (!gw_queue_empty(&s->posted)) {
+        batch.next = s->posted.next;
+        batch.prev = s->posted.prev;
+        batch.next->prev = &batch;
+        batch.prev->next = &batch;
+        gw_queue_init(&s->posted);
+    }
+    while (!gw_queue_empty(&batch)) {
+        gw_queue *q = batch.next;
+        gw_queue_remove(q);
+        gw__client_run_posted(q);
+    }
+    if (gw_queue_empty(&s->posted))
+        uv_idle_stop(&s->idle);
+}
+
+void gw__server_post(gw_server *s, gw_queue *node)
+{
+    if (node->next != node)
+        return; /* already posted */
+    gw_queue_insert_tail(&s->posted, node);
+    uv_idle_start(&s->idle, on_idle);
+}
+
+/* A socket with SO_REUSEPORT set before bind: libuv 1.44 has no flag for it. */
+static int open_listen_socket(const struct sockaddr *addr)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        goto fail;
+    socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, addr, len) != 0)
+        goto fail;
+    return fd;
+fail:;
+    int err = -errno;
+    close(fd);
+    return err;
+}
+
+int gw_server_init(gw_server **out, uv_loop_t *loop, const struct sockaddr *addr,
+                   const gw_server_opts *opts, const gw_handler *handler)
+{
+    gw_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return GW_ENOMEM;
+    s->loop = loop;
+    s->opts = *opts;
+    s->handler = *handler;
+    gw_queue_init(&s->clients);
+    gw_queue_init(&s->posted);
+    s->buf_size = opts->limits.max_header_bytes < 16384 ? 16384 : opts->limits.max_header_bytes;
+    s->cap_free_bufs = FREE_BUFS_MAX;
+    s->free_bufs = calloc(FREE_BUFS_MAX, sizeof *s->free_bufs);
+    int fd = open_listen_socket(addr);
+    if (fd < 0) {
+        free(s->free_bufs);
+        free(s);
+        return fd;
+    }
+    uv_tcp_init(loop, &s->listener);
+    s->listener.data = s;
+    uv_idle_init(loop, &s->idle);
+    s->idle.data = s;
+    int r = uv_tcp_open(&s->listener, fd);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+    s->listener_open = 1;
+    if (r != 0) {
+        gw_server_close(s, NULL);
+        return r;
+    }
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &sl) == 0)
+        s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    *out = s;
+    return 0;
+}
+
+static void server_maybe_done(gw_server *s);
+
+static void on_idle_closed(uv_handle_t *h)
+{
+    gw_server *s = h->data;
+    s->idle_closed = 1;
+    server_maybe_done(s);
+}
+
+/* Done when the listener, every client and the idle handle have closed. done(s) runs then,
+ * and s may be freed in it with gw_server_free; with no done, s is freed here. */
+static void server_maybe_done(gw_server *s)
+{
+    if (!(s->draining || s->closing) || s->n_clients > 0 || s->listener_open)
+        return;
+    if (!s->idle_closed) {
+        if (!uv_is_closing((uv_handle_t *)&s->idle))
+            uv_close((uv_handle_t *)&s->idle, on_idle_closed);
+        return;
+    }
+    void (*done)(gw_server *) = s->done;
+    s->done = NULL;
+    if (done)
+        done(s);
+    else
+        gw_server_free(s);
+}
+
+void gw__server_client_gone(gw_server *s)
+{
+    s->n_clients--;
+    server_maybe_done(s);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    gw_server *s = h->data;
+    s->listener_open = 0;
+    server_maybe_done(s);
+}
+
+static void close_listener(gw_server *s)
+{
+    if (s->listener_open && !uv_is_closing((uv_handle_t *)&s->listener))
+        uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+}
+
+void gw_server_drain(gw_server *s, void (*done)(gw_server *s))
+{
+    s->draining = 1;
+    s->done = done;
+    close_listener(s);
+    gw__close_all_clients(s, 0);
+    server_maybe_done(s);
+}
+
+void gw_server_close(gw_server *s, void (*done)(gw_server *s))
+{
+    s->closing = 1;
+    s->done = done;
+    close_listener(s);
+    gw__close_all_clients(s, 1);
+    server_maybe_done(s);
+}
+
+void gw_server_free(gw_server *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < s->n_free_bufs; i++)
+        free(s->free_bufs[i]);
+    free(s->free_bufs);
+    free(s);
+}
+
+int gw_server_active(const gw_server *s) { return s->n_clients; }
+const gw_server_opts *gw_server_options(const gw_server *s) { return &s->opts; }
+uv_loop_t *gw_server_loop(const gw_server *s) { return s->loop; }
+int gw_server_port(const gw_server *s) { return s->port; }

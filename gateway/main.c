@@ -1,0 +1,177 @@
+/* main.c — the gateway process: read and check the configuration and routes, start the
+ * workers, reload routes on SIGHUP, drain and exit 0 on SIGTERM/SIGINT.
+ *
+ *   gateway -c conf/gateway.json           run
+ *   gateway -c conf/gateway.json --check   validate config and routes; print the first
+ *                                          error as "FILE: json.path: reason"; exit 1 (0 ok)
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../routes/route_table.h"
+#include "config.h"
+#include "worker.h"
+
+static gw_config cfg;
+static gw_worker *workers;
+static int n_workers;
+static uv_signal_t sig_term, sig_int, sig_hup;
+static int stopping;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: gateway -c FILE [--check]\n"
+               "  -c FILE    gateway configuration (JSON), e.g. conf/gateway.json\n"
+               "  --check    validate the configuration and its routes, then exit\n"
+               "environment: GATEWAY_LISTEN, GATEWAY_ADMIN_LISTEN, GATEWAY_ADMIN_TOKEN,\n"
+               "             GATEWAY_PG, GATEWAY_REDIS override the file\n");
+}
+
+/* Loads the routes named by the configuration. Returns a table or NULL with err set. */
+static rt_table *load_routes(const gw_config *c, char *err, size_t errlen)
+{
+    const char *names[GW_MAX_UPSTREAMS];
+    for (int i = 0; i < c->n_upstreams; i++)
+        names[i] = c->upstreams[i].name;
+    if (c->routes_source != GW_ROUTES_FILE) {
+        int n = snprintf(err, errlen, "%.900s: routes.source: \"postgres\" is not supported by this build yet",
+                         c->path);
+        (void)n;
+        return NULL;
+    }
+    return rt_table_load_file(c->routes_file, names, c->n_upstreams, err, errlen);
+}
+
+static int open_access_log(const gw_config *c)
+{
+    if (strcmp(c->access_log, "off") == 0)
+        return -1;
+    if (strcmp(c->access_log, "stderr") == 0)
+        return STDERR_FILENO;
+    if (strcmp(c->access_log, "stdout") == 0)
+        return STDOUT_FILENO;
+    int fd = open(c->access_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        fprintf(stderr, "gateway: %s: log.access: cannot open \"%s\": %s\n", c->path,
+                c->access_log, strerror(errno));
+    return fd;
+}
+
+/* SIGHUP: re-read the routes file; a table that fails validation is rejected whole and
+ * the running one stays. Off the workers' loops: this is the main thread. */
+static void on_hup(uv_signal_t *h, int sig)
+{
+    (void)h;
+    (void)sig;
+    char err[1024];
+    rt_table *t = load_routes(&cfg, err, sizeof err);
+    if (!t) {
+        fprintf(stderr, "gateway: reload rejected, keeping version %llu: %s\n",
+                (unsigned long long)rt_current_generation(), err);
+        return;
+    }
+    rt_current_publish(t);
+    rt_table *now = rt_current_acquire();
+    fprintf(stderr, "gateway: routes reloaded: version %llu, %d routes\n",
+            (unsigned long long)rt_table_version(now), rt_table_count(now));
+    rt_table_unref(now);
+}
+
+static void on_stop(uv_signal_t *h, int sig)
+{
+    (void)h;
+    if (stopping)
+        return;
+    stopping = 1;
+    fprintf(stderr, "gateway: %s: draining (deadline %u ms)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+            cfg.drain_timeout_ms);
+    for (int i = 0; i < n_workers; i++)
+        gw_worker_drain(&workers[i]);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&sig_hup, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    const char *file = NULL;
+    int check = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+            file = argv[++i];
+        else if (strcmp(argv[i], "--check") == 0 || strcmp(argv[i], "-t") == 0)
+            check = 1;
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "gateway: unknown argument \"%s\"\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!file) {
+        usage(stderr);
+        return 2;
+    }
+    char err[1024];
+    if (gw_config_load(&cfg, file, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    rt_table *routes = load_routes(&cfg, err, sizeof err);
+    if (!routes) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (check) {
+        printf("%s: ok (%d upstreams, %d routes)\n", file, cfg.n_upstreams, rt_table_count(routes));
+        rt_table_unref(routes);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    rt_current_publish(routes);
+    int log_fd = open_access_log(&cfg);
+    if (log_fd < 0 && strcmp(cfg.access_log, "off") != 0)
+        return 1;
+
+    uv_loop_t *loop = uv_default_loop();
+    uv_signal_init(loop, &sig_term);
+    uv_signal_init(loop, &sig_int);
+    uv_signal_init(loop, &sig_hup);
+    uv_signal_start(&sig_term, on_stop, SIGTERM);
+    uv_signal_start(&sig_int, on_stop, SIGINT);
+    uv_signal_start(&sig_hup, on_hup, SIGHUP);
+
+    n_workers = cfg.workers;
+    workers = calloc((size_t)n_workers, sizeof *workers);
+    for (int i = 0; i < n_workers; i++) {
+        int r = gw_worker_start(&workers[i], i, &cfg, log_fd);
+        if (r < 0) {
+            fprintf(stderr, "gateway: %s: listen: cannot listen on %s: %s\n", cfg.path, cfg.listen,
+                    uv_strerror(r));
+            gw_worker_join(&workers[i]);
+            for (int j = 0; j < i; j++)
+                gw_worker_drain(&workers[j]);
+            for (int j = 0; j < i; j++)
+                gw_worker_join(&workers[j]);
+            free(workers);
+            rt_current_clear();
+            return 1;
+        }
+    }
+    fprintf(stderr, "gateway: listening on %s, %d workers, %d routes (version 1) from %s\n",
+            cfg.listen, n_workers, rt_table_count(routes), cfg.routes_file);
+    uv_run(loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < n_workers; i++)
+        gw_worker_join(&workers[i]);
+    free(workers);
+    rt_current_clear();
+    uv_loop_close(loop);
+    fprintf(stderr, "gateway: stopped\n");
+    return 0;
+}

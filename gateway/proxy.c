@@ -1,0 +1,420 @@
+/* proxy.c — the gateway's request handler (see proxy.h).
+ *
+ * One proxy_req per request, freed in one place (proxy_free), reached from exactly one of:
+ * the response ended (on_done), the response failed (error paths), or the client went
+ * away (on_abort). The upstream connection is released or aborted before that.
+ */
+#include "proxy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../routes/route_table.h"
+#include "gw_errors.h"
+#include "http1.h"
+#include "worker.h"
+
+#define TARGET_MAX 8192
+#define RESP_HEADERS_MAX (32 * 1024)
+
+enum {
+    P_BODY_STARTED = 1 << 0, /* request body bytes went upstream: no retry any more */
+    P_BODY_DONE = 1 << 1,    /* the whole request (head and body) went upstream */
+    P_RESP_BEGUN = 1 << 2,   /* the client got the response head */
+    P_REUSED = 1 << 3,       /* the current upstream connection came from the pool */
+    P_BODY_PAUSED = 1 << 4,  /* client body reading paused: upstream slow */
+};
+
+typedef struct proxy_req {
+    gw_request *req;
+    gw_worker *w;
+    rt_table *table; /* pinned for the whole request: route strings live in it */
+    const rt_route *route;
+    gw_upstream *up;
+    gw_uconn *u;
+    char *head;      /* upstream request head, kept until the response begins (retries) */
+    size_t head_len;
+    int connect_attempts;
+    int stale_retries;
+    int last_endpoint;
+    unsigned flags;
+    uint64_t t_sent_ns;
+} proxy_req;
+
+static const gw_uconn_cb uconn_cb;
+
+static void proxy_free(proxy_req *p)
+{
+    if (p->u) {
+        gw_uconn_abort(p->u);
+        p->u = NULL;
+    }
+    if (p->table)
+        rt_table_unref(p->table);
+    free(p->head);
+    p->req->data = NULL;
+    free(p);
+}
+
+/* The gateway's own error, then done with the request. */
+static void proxy_error(proxy_req *p, int status, const char *msg)
+{
+    gw_request *req = p->req;
+    if (p->u) {
+        gw_uconn_abort(p->u);
+        p->u = NULL;
+    }
+    proxy_free(p);
+    gw_response_error(req, status, msg);
+}
+
+int gw_path_has_dot_segment(gw_slice path)
+{
+    size_t i = 0;
+    while (i < path.n) {
+        while (i < path.n && path.p[i] == '/')
+            i++;
+        size_t start = i;
+        while (i < path.n && path.p[i] != '/')
+            i++;
+        /* decode just enough: ".", "..", "%2e", "%2e%2e", ".%2e", "%2e." */
+        size_t dots = 0, j = start;
+        int other = 0;
+        while (j < i && !other) {
+            if (path.p[j] == '.') {
+                dots++;
+                j++;
+            } else if (i - j >= 3 && path.p[j] == '%' && path.p[j + 1] == '2' &&
+                       (path.p[j + 2] == 'e' || path.p[j + 2] == 'E')) {
+                dots++;
+                j += 3;
+            } else {
+                other = 1;
+            }
+        }
+        if (!other && (dots == 1 || dots == 2))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- sending ------------------------------------------------------------------------- */
+
+static void start_attempt(proxy_req *p);
+
+static void fail_before_response(proxy_req *p, int err, int phase)
+{
+    gw_worker *w = p->w;
+    (void)w;
+    switch (err) {
+    case GW_ETIMEOUT:
+        proxy_error(p, 504, phase == GW_UPHASE_CONNECT ? "upstream connect timeout" : "upstream timeout");
+        return;
+    case GW_ECONNECT:
+        proxy_error(p, 502, "upstream connect failed");
+        return;
+    case GW_EUPSTREAM_PROTO:
+        proxy_error(p, 502, "upstream sent an invalid response");
+        return;
+    default:
+        proxy_error(p, 502, "upstream connection failed");
+        return;
+    }
+}
+
+static void up_on_error(gw_uconn *u, void *data, int err, int phase)
+{
+    proxy_req *p = data;
+    (void)u;
+    p->u = NULL;
+    if (p->flags & P_RESP_BEGUN) {
+        /* bytes of the response reached the client: never retried, only cut */
+        gw_request *req = p->req;
+        proxy_free(p);
+        gw_response_fail(req);
+        return;
+    }
+    int body_sent = p->flags & P_BODY_STARTED;
+    if (phase == GW_UPHASE_CONNECT && p->connect_attempts < 2 && p->up->n_endpoints > 1) {
+        start_attempt(p); /* connect failed: nothing was sent, try another endpoint once */
+        return;
+    }
+    if (phase == GW_UPHASE_REQUEST && (p->flags & P_REUSED) && !body_sent && p->stale_retries < 1 &&
+        err != GW_ETIMEOUT) {
+        /* a pooled connection the upstream had closed: send again on a fresh one */
+        p->stale_retries++;
+        p->connect_attempts = 0;
+        start_attempt(p);
+        return;
+    }
+    fail_before_response(p, err, phase);
+}
+
+static int write_upstream(proxy_req *p, uv_buf_t *bufs, unsigned n)
+{
+    int r = gw_uconn_write(p->u, bufs, n);
+    if (r == 1 && !(p->flags & P_BODY_PAUSED)) {
+        p->flags |= P_BODY_PAUSED;
+        gw_request_pause_body(p->req);
+    }
+    return r;
+}
+
+static void up_on_ready(gw_uconn *u, void *data)
+{
+    proxy_req *p = data;
+    gw_request *req = p->req;
+    uv_buf_t b = uv_buf_init(p->head, (unsigned)p->head_len);
+    p->t_sent_ns = uv_hrtime();
+    if (gw_uconn_reused(u))
+        p->flags |= P_REUSED;
+    else
+        p->flags &= ~P_REUSED;
+    if (gw_uconn_write(u, &b, 1) < 0) {
+        /* the error arrives through on_error when the write callback fails; a failed
+         * try_write on a pooled socket is a stale connection */
+        gw_uconn_abort(u);
+        p->u = NULL;
+        up_on_error(u, p, GW_ERESET, GW_UPHASE_REQUEST);
+        return;
+    }
+    gw_uconn_read_response(u, req->is_head);
+    if (req->has_body) {
+        if (!(p->flags & P_BODY_STARTED)) {
+            p->flags |= P_BODY_STARTED;
+            gw_request_read_body(req);
+        }
+    } else {
+        p->flags |= P_BODY_DONE;
+    }
+}
+
+static void start_attempt(proxy_req *p)
+{
+    gw_endpoint *ep = gw_upstream_pick(p->up, p->connect_attempts ? p->last_endpoint : -1);
+    if (!ep) {
+        proxy_error(p, 503, "no healthy endpoint");
+        return;
+    }
+    p->connect_attempts++;
+    p->last_endpoint = ep->index;
+    int reused = 0;
+    /* with a pooled connection on_ready runs inside this call and may free p: nothing
+     * below may touch p unless the open failed */
+    if (gw_uconn_open(ep, &uconn_cb, p, &p->u, &reused) < 0) {
+        p->u = NULL;
+        up_on_error(NULL, p, GW_ECONNECT, GW_UPHASE_CONNECT);
+    }
+}
+
+/* ---- request body -------------------------------------------------------------------- */
+
+static void client_on_body(gw_request *req, const char *data, size_t n)
+{
+    proxy_req *p = req->data;
+    if (!p->u)
+        return;
+    uv_buf_t bufs[3];
+    unsigned nb = 0;
+    char size_line[24];
+    if (req->chunked) {
+        bufs[nb++] = uv_buf_init(size_line, (unsigned)gw_chunk_size_line(size_line, n));
+        bufs[nb++] = uv_buf_init((char *)data, (unsigned)n);
+        bufs[nb++] = uv_buf_init("\r\n", 2);
+    } else {
+        bufs[nb++] = uv_buf_init((char *)data, (unsigned)n);
+    }
+    if (write_upstream(p, bufs, nb) < 0) {
+        gw_uconn *u = p->u;
+        p->u = NULL;
+        gw_uconn_abort(u);
+        up_on_error(u, p, GW_ERESET, GW_UPHASE_REQUEST);
+    }
+}
+
+static void client_on_body_end(gw_request *req)
+{
+    proxy_req *p = req->data;
+    p->flags |= P_BODY_DONE;
+    if (!p->u || !req->chunked)
+        return;
+    uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+    if (write_upstream(p, &b, 1) < 0) {
+        gw_uconn *u = p->u;
+        p->u = NULL;
+        gw_uconn_abort(u);
+        up_on_error(u, p, GW_ERESET, GW_UPHASE_REQUEST);
+    }
+}
+
+static void up_on_drain(gw_uconn *u, void *data)
+{
+    proxy_req *p = data;
+    (void)u;
+    if (p->flags & P_BODY_PAUSED) {
+        p->flags &= ~P_BODY_PAUSED;
+        gw_request_read_body(p->req);
+    }
+}
+
+/* ---- response ------------------------------------------------------------------------ */
+
+static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *headers, int n,
+                       int64_t body_len)
+{
+    proxy_req *p = data;
+    gw_request *req = p->req;
+    static _Thread_local char hdrs[RESP_HEADERS_MAX];
+    int hl = gw_build_response_headers(headers, n, hdrs, sizeof hdrs);
+    req->upstream_ms = (double)(uv_hrtime() - p->t_sent_ns) / 1e6;
+    if (hl < 0) {
+        p->u = NULL;
+        gw_uconn_abort(u);
+        proxy_error(p, 502, "upstream response headers too large");
+        return;
+    }
+    p->flags |= P_RESP_BEGUN;
+    free(p->head); /* no retry from here on */
+    p->head = NULL;
+    if (gw_response_begin(req, status, hdrs, (size_t)hl, body_len) < 0) {
+        p->u = NULL;
+        gw_uconn_abort(u);
+        /* the client is going away: on_abort will free p */
+    }
+}
+
+static void up_on_body(gw_uconn *u, void *data, const char *b, size_t n)
+{
+    proxy_req *p = data;
+    int r = gw_response_body(p->req, b, n);
+    if (r == 1) {
+        gw_uconn_pause(u);
+    } else if (r < 0) {
+        p->u = NULL;
+        gw_uconn_abort(u); /* on_abort follows from the server and frees p */
+    }
+}
+
+static void up_on_done(gw_uconn *u, void *data)
+{
+    proxy_req *p = data;
+    gw_request *req = p->req;
+    p->u = NULL;
+    if (p->flags & P_BODY_DONE)
+        gw_uconn_release(u);
+    else
+        gw_uconn_abort(u); /* the upstream answered before taking the whole body */
+    proxy_free(p);
+    gw_response_end(req);
+}
+
+static void client_on_drain(gw_request *req)
+{
+    proxy_req *p = req->data;
+    if (p && p->u)
+        gw_uconn_resume(p->u);
+}
+
+static void client_on_abort(gw_request *req, int err)
+{
+    proxy_req *p = req->data;
+    (void)err;
+    if (p)
+        proxy_free(p);
+}
+
+static const gw_uconn_cb uconn_cb = {
+    .on_ready = up_on_ready,
+    .on_head = up_on_head,
+    .on_body = up_on_body,
+    .on_done = up_on_done,
+    .on_drain = up_on_drain,
+    .on_error = up_on_error,
+};
+
+/* ---- routing ------------------------------------------------------------------------- */
+
+static void client_on_request(gw_request *req)
+{
+    gw_worker *w = gw_server_options(req->server)->data;
+    if (gw_path_has_dot_segment(req->path)) {
+        gw_response_error(req, 400, "dot segments are not allowed in the path");
+        return;
+    }
+    rt_table *table = gw_worker_routes(w);
+    rt_match m;
+    if (!table || rt_table_match(table, req->method, req->path, &m) != 0) {
+        if (table)
+            req->route_version = rt_table_version(table);
+        gw_response_error(req, 404, "no route");
+        return;
+    }
+    const rt_route *route = m.route;
+    req->route_id = route->id;
+    req->route_version = rt_table_version(table);
+    gw_upstream *up = &w->upstreams[route->upstream_index];
+    req->upstream_name = up->conf->name;
+    if (route->max_body_bytes >= 0)
+        req->max_body_bytes = (uint64_t)route->max_body_bytes;
+    if (req->max_body_bytes && req->content_length > 0 &&
+        (uint64_t)req->content_length > req->max_body_bytes) {
+        req->upstream_name = NULL;
+        gw_response_error(req, 413, "request body too large");
+        return;
+    }
+    char target[TARGET_MAX];
+    if (rt_rewrite(&m, req->path, req->query, target, sizeof target) < 0) {
+        req->upstream_name = NULL;
+        gw_response_error(req, 414, "rewritten URI too long");
+        return;
+    }
+    proxy_req *p = calloc(1, sizeof *p);
+    size_t cap = 2048 + req->url.n + strlen(target);
+    for (int i = 0; i < req->n_headers; i++)
+        cap += req->headers[i].name.n + req->headers[i].value.n + 4;
+    char *head = malloc(cap);
+    if (!p || !head) {
+        free(p);
+        free(head);
+        gw_response_error(req, 500, "out of memory");
+        return;
+    }
+    const char *host = up->conf->host;
+    gw_fwd f = {
+        .method = req->method,
+        .target = gw_slice_of(target),
+        .host = host[0] ? gw_slice_of(host) : req->host,
+        .client_host = req->host,
+        .client_ip = req->client_addr,
+        .proto = "http",
+        .request_id = req->request_id,
+        .content_length = req->chunked ? -1 : req->content_length,
+        .chunked = req->chunked,
+    };
+    int hl = gw_build_upstream_request(req->headers, req->n_headers, &f, head, cap);
+    if (hl < 0) {
+        free(p);
+        free(head);
+        gw_response_error(req, 431, "request head too large");
+        return;
+    }
+    rt_table_ref(table);
+    p->req = req;
+    p->w = w;
+    p->table = table;
+    p->route = route;
+    p->up = up;
+    p->head = head;
+    p->head_len = (size_t)hl;
+    p->last_endpoint = -1;
+    req->data = p;
+    start_attempt(p);
+}
+
+const gw_handler gw_proxy_handler = {
+    .on_request = client_on_request,
+    .on_body = client_on_body,
+    .on_body_end = client_on_body_end,
+    .on_drain = client_on_drain,
+    .on_abort = client_on_abort,
+};

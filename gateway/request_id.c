@@ -1,0 +1,58 @@
+/* request_id.c — request id validation and generation. */
+#include "request_id.h"
+
+#include <stdint.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+int gw_request_id_valid(gw_slice id)
+{
+    if (id.n == 0 || id.n > GW_REQUEST_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < id.n; i++) {
+        unsigned char ch = (unsigned char)id.p[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '-' || ch == '_' || ch == '.' || ch == ':';
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+/* xoshiro-style 64-bit generator (splitmix64): ids must be unique, not secret. */
+static uint64_t next_random(void)
+{
+    static _Thread_local uint64_t state;
+    static _Thread_local int seeded;
+    if (!seeded) {
+        if (getrandom(&state, sizeof state, 0) != (ssize_t)sizeof state)
+            state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&state;
+        seeded = 1;
+    }
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void gw_request_id_generate(char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = next_random(), b = next_random();
+    unsigned char bytes[16];
+    for (int i = 0; i < 8; i++) {
+        bytes[i] = (unsigned char)(a >> (i * 8));
+        bytes[8 + i] = (unsigned char)(b >> (i * 8));
+    }
+    bytes[6] = (unsigned char)((bytes[6] & 0x0f) | 0x40); /* version 4 */
+    bytes[8] = (unsigned char)((bytes[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[bytes[i] >> 4];
+        *p++ = hex[bytes[i] & 15];
+    }
+    *p = '\0';
+}

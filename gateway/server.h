@@ -1,0 +1,145 @@
+/* server.h — the server side of HTTP/1.1 on a libuv loop: a listener and, per accepted
+ * socket, a client connection (llhttp parser, explicit states, timeouts, limits, request-
+ * smuggling defence, keep-alive, pipelining in order, streamed bodies with backpressure).
+ *
+ * What answers a request is a gw_handler: the gateway's proxy, the admin API, mockd. The
+ * handler gets a gw_request once its head has passed every protocol check, pulls the body
+ * when it is ready for it, and writes exactly one response. The server owns the request and
+ * frees it; after gw_response_end (or after on_abort) the handler must not touch it again.
+ */
+#ifndef GW_SERVER_H
+#define GW_SERVER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "gw_slice.h"
+
+#define GW_MAX_HEADERS 256 /* hard cap; gw_limits.max_headers is usually lower */
+
+typedef struct gw_server gw_server;
+typedef struct gw_client gw_client;
+typedef struct gw_request gw_request;
+typedef struct gw_access_log gw_access_log;
+
+typedef struct gw_header {
+    gw_slice name, value;
+} gw_header;
+
+typedef struct gw_handler {
+    /* The head arrived and is valid. The handler must eventually call gw_response_end (or
+     * one of the one-shot responders) or be told on_abort. */
+    void (*on_request)(gw_request *req);
+    /* Body bytes (de-chunked), only after gw_request_read_body. p is only valid during the
+     * call: write it on or copy it. */
+    void (*on_body)(gw_request *req, const char *p, size_t n);
+    /* The whole body arrived (also called, with no on_body, for a request without a body,
+     * once gw_request_read_body was called). */
+    void (*on_body_end)(gw_request *req);
+    /* The client took the response bytes that were queued when gw_response_body returned 1. */
+    void (*on_drain)(gw_request *req);
+    /* The request is void (client gone, timeout, server stopping): release what you hold.
+     * No other callback follows; req is freed when this returns. */
+    void (*on_abort)(gw_request *req, int err);
+} gw_handler;
+
+typedef struct gw_server_limits {
+    uint32_t max_uri_bytes, max_header_bytes, max_headers;
+    uint64_t max_body_bytes; /* default per request; the handler may lower/raise it per route */
+    uint32_t header_timeout_ms, body_timeout_ms, idle_timeout_ms, send_timeout_ms;
+} gw_server_limits;
+
+typedef struct gw_server_opts {
+    gw_server_limits limits;
+    int gateway_headers;      /* add X-Request-Id and X-Gateway-Upstream to every response */
+    int worker_id;            /* folded into generated request ids */
+    gw_access_log *log;       /* NULL: no access log */
+    void *data;               /* for the handler: gw_request_server(req)->opts.data */
+} gw_server_opts;
+
+struct gw_request {
+    gw_client *client;
+    gw_server *server;
+    /* The head: slices into the connection's read buffer, valid until the first call to
+     * gw_request_read_body or until the response ends, whichever comes first. */
+    gw_slice method, url, path, query;
+    int http_major, http_minor;
+    gw_header headers[GW_MAX_HEADERS];
+    int n_headers;
+    gw_slice host;             /* Host header value (may be empty) */
+    int64_t content_length;    /* -1 when absent */
+    unsigned chunked : 1;      /* Transfer-Encoding: chunked */
+    unsigned has_body : 1;     /* chunked or Content-Length > 0 */
+    unsigned keep_alive : 1;   /* client wants the connection kept */
+    unsigned expect_continue : 1;
+    unsigned is_head : 1;      /* HEAD: the response has no body */
+    char method_buf[16];       /* copies kept for the whole request (logs, retries) */
+    char request_id[72];       /* propagated X-Request-Id, or generated */
+    char client_addr[64];      /* "ip" of the peer */
+    uint64_t max_body_bytes;   /* 0 = unlimited; starts at the server's limit */
+    /* Filled by the handler for the access log and the X-Gateway-Upstream header. */
+    const char *route_id;      /* NULL: "-" */
+    const char *upstream_name; /* NULL: "gateway" */
+    uint64_t route_version;
+    double upstream_ms;        /* -1 when no upstream answered */
+    /* Kept by the server. */
+    uint64_t start_ns;
+    uint64_t bytes_in, bytes_out;
+    int status;                /* response status, once begun */
+    void *data;                /* the handler's per-request state */
+};
+
+/* Starts listening on addr with SO_REUSEPORT (so every worker can bind the same address). */
+int gw_server_init(gw_server **out, uv_loop_t *loop, const struct sockaddr *addr,
+                   const gw_server_opts *opts, const gw_handler *handler);
+/* Graceful stop: stop accepting, close idle keep-alive connections at once, let the others
+ * finish their current request (then close), call done when the last handle is closed.
+ * done may free s with gw_server_free; with done == NULL, s is freed automatically. */
+void gw_server_drain(gw_server *s, void (*done)(gw_server *s));
+/* Hard stop: every request is aborted, every handle closed, then done as above. Calling it
+ * during a drain turns the drain into a hard stop. */
+void gw_server_close(gw_server *s, void (*done)(gw_server *s));
+void gw_server_free(gw_server *s);
+int gw_server_active(const gw_server *s); /* open client connections */
+const gw_server_opts *gw_server_options(const gw_server *s);
+uv_loop_t *gw_server_loop(const gw_server *s);
+int gw_server_port(const gw_server *s); /* the bound port (useful with port 0) */
+
+/* The first header named NAME (case-insensitive), or an empty slice {NULL,0}. */
+gw_slice gw_request_header(const gw_request *req, const char *name);
+
+/* Pull the body: sends "100 Continue" first when the client asked for it. Body bytes then
+ * arrive through on_body, then on_body_end. Call again to resume after gw_request_pause_body. */
+int gw_request_read_body(gw_request *req); /* 0, GW_ETOOBIG (Content-Length over max_body_bytes: answer 413), or <0 */
+/* Stop reading the client (backpressure); bytes already read stay queued in the server. */
+void gw_request_pause_body(gw_request *req);
+
+/* Response head: STATUS, then HEADERS — a block of "Name: value\r\n" lines (may be NULL) in
+ * which the handler must not put Date, Connection, Content-Length, Transfer-Encoding or (with
+ * gateway_headers) X-Request-Id / X-Gateway-Upstream: the server writes those. body_len >= 0
+ * is the Content-Length; -1 streams (chunked to HTTP/1.1 clients, close-delimited to 1.0).
+ * For HEAD requests and 204/304 no body is sent whatever body_len says. Returns 0 or <0. */
+int gw_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
+                      int64_t body_len);
+/* Body bytes (framed by the server). Returns 0, 1 when the client is slow (stop producing
+ * until on_drain), or <0 on error (the connection is going away: on_abort follows). */
+int gw_response_body(gw_request *req, const char *p, size_t n);
+/* Ends the response. Aborted = 0. After this, req belongs to the server again. */
+void gw_response_end(gw_request *req);
+/* The response could not be completed (upstream died mid-body): the connection is closed
+ * without a clean end so the client sees a truncated message. req is gone afterwards. */
+void gw_response_fail(gw_request *req);
+/* One-shot complete responses. */
+void gw_response_simple(gw_request *req, int status, const char *content_type,
+                        const char *body, size_t n, const char *extra_headers);
+/* The gateway's own error: {"error": MSG, "status": N, "request_id": "..."}. */
+void gw_response_error(gw_request *req, int status, const char *msg);
+/* Closes the connection after this response even if the client wants keep-alive. */
+void gw_request_close_after(gw_request *req);
+
+/* Reason phrase for a status code ("OK", "Bad Gateway", ...). */
+const char *gw_status_reason(int status);
+/* The Date header value for now, cached per second per thread. */
+const char *gw_http_date(uv_loop_t *loop);
+
+#endif

@@ -1,0 +1,37 @@
+/* server_int.h — internals shared by listener.c and client.c (not for handlers). */
+#ifndef GW_SERVER_INT_H
+#define GW_SERVER_INT_H
+
+#include "queue.h"
+#include "server.h"
+
+struct gw_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    gw_server_opts opts;
+    gw_handler handler;
+    gw_queue clients;          /* every open gw_client */
+    gw_queue posted;           /* clients with deferred work (nginx "posted events") */
+    uv_idle_t idle;            /* runs the posted work; active only while there is some */
+    int n_clients;
+    int port;
+    unsigned draining : 1;
+    unsigned closing : 1;
+    unsigned listener_open : 1;
+    unsigned idle_closed : 1;
+    void (*done)(gw_server *s);
+    /* read buffers of idle connections come back here: an idle keep-alive connection
+     * holds no buffer at all */
+    char **free_bufs;
+    int n_free_bufs, cap_free_bufs;
+    size_t buf_size;
+};
+
+void gw__client_accept(gw_server *s);
+void gw__client_shutdown(gw_client *c, int hard); /* drain (hard=0) or abort (hard=1) */
+void gw__close_all_clients(gw_server *s, int hard);
+void gw__client_run_posted(gw_queue *node);
+void gw__server_post(gw_server *s, gw_queue *node);
+void gw__server_client_gone(gw_server *s);
+
+#endif

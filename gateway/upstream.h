@@ -1,0 +1,92 @@
+/* upstream.h — the client side of HTTP/1.1 towards upstreams: per-worker endpoint sets with
+ * round robin and down-marking, keep-alive pools, and one connection state machine
+ * (connect -> write request -> read response head -> body -> back to the pool or close).
+ *
+ * The owner of an exchange (the proxy) gets exactly one of on_head/on_error first, then
+ * on_body* and on_done, or on_error. After gw_uconn_release/abort it gets nothing more.
+ */
+#ifndef GW_UPSTREAM_H
+#define GW_UPSTREAM_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "queue.h"
+#include "server.h"
+
+#define GW_UPSTREAM_MAX_HEADERS 128
+
+typedef struct gw_uconn gw_uconn;
+typedef struct gw_upstream gw_upstream;
+
+typedef struct gw_endpoint {
+    gw_upstream *up;
+    int index;
+    const gw_endpoint_conf *conf;
+    uint64_t down_until_ms;  /* uv_now() time before which the endpoint is skipped */
+    gw_queue idle;           /* pooled keep-alive connections */
+    uint32_t n_idle;
+} gw_endpoint;
+
+struct gw_upstream {
+    uv_loop_t *loop;
+    const gw_upstream_conf *conf;
+    gw_endpoint endpoints[GW_MAX_ENDPOINTS];
+    int n_endpoints;
+    unsigned rr;
+    /* counters for /metrics */
+    uint64_t n_connects, n_reuses, n_connect_errors;
+};
+
+typedef struct gw_uconn_cb {
+    /* The connection can take the request (connected, or taken from the pool). */
+    void (*on_ready)(gw_uconn *u, void *data);
+    /* The response head. headers are slices into the connection's buffer, valid during the
+     * call. body_len: Content-Length, or -1 (chunked or until close). */
+    void (*on_head)(gw_uconn *u, void *data, int status, const gw_header *headers, int n,
+                    int64_t body_len);
+    void (*on_body)(gw_uconn *u, void *data, const char *p, size_t n);
+    void (*on_done)(gw_uconn *u, void *data);
+    /* The request write queue drained after gw_uconn_write returned 1. */
+    void (*on_drain)(gw_uconn *u, void *data);
+    /* Failure. err: GW_ECONNECT, GW_ETIMEOUT, GW_ERESET, GW_EUPSTREAM_PROTO, ...
+     * phase: where it happened (GW_UPHASE_*). The connection is closed already. */
+    void (*on_error)(gw_uconn *u, void *data, int err, int phase);
+} gw_uconn_cb;
+
+enum {
+    GW_UPHASE_CONNECT = 0,  /* nothing was sent: always safe to retry elsewhere */
+    GW_UPHASE_REQUEST = 1,  /* request (maybe) sent, not one response byte came back */
+    GW_UPHASE_RESPONSE = 2, /* response bytes arrived */
+};
+
+void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *conf);
+/* Closes pooled connections (shutdown); connections in use close when released. */
+void gw_upstream_close_idle(gw_upstream *up);
+
+/* Picks an endpoint by round robin, skipping ones marked down and EXCLUDE (or -1).
+ * Returns NULL when none is usable. */
+gw_endpoint *gw_upstream_pick(gw_upstream *up, int exclude);
+void gw_endpoint_mark_down(gw_endpoint *ep);
+
+/* Starts an exchange on EP: a pooled connection when there is one (*reused = 1; *out is
+ * set, then on_ready is called before this returns, and may already have ended the owner's
+ * request), else a new connection (on_ready or on_error later). */
+int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn **out, int *reused);
+/* Request bytes, in order. Returns 0, 1 when the upstream is slow (wait for on_drain), <0. */
+int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n);
+/* Starts reading the response. is_head: the request was HEAD (no body follows). */
+void gw_uconn_read_response(gw_uconn *u, int is_head);
+void gw_uconn_pause(gw_uconn *u);   /* client slow: stop reading the upstream */
+void gw_uconn_resume(gw_uconn *u);
+/* The owner is done: back to the pool if the response ended cleanly and both sides allow
+ * keep-alive, else closed. No callback follows. */
+void gw_uconn_release(gw_uconn *u);
+/* Close now, whatever the state. No callback follows. */
+void gw_uconn_abort(gw_uconn *u);
+gw_endpoint *gw_uconn_endpoint(const gw_uconn *u);
+int gw_uconn_reused(const gw_uconn *u); /* it carried an earlier request */
+gw_uconn *gw__uconn_from_pool_node(gw_queue *q); /* for upstream_pool.c */
+
+#endif

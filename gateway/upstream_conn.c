@@ -1,0 +1,596 @@
+/* upstream_conn.c — one connection to an upstream endpoint, as an explicit state machine.
+ * Freed in one place, uconn_on_close, after both handles (socket, timer) have closed. */
+#include <llhttp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw_errors.h"
+#include "upstream.h"
+
+#define UC_BUF_SIZE (32 * 1024) /* a response head must fit; body bytes pass through it */
+#define UC_HIGH_WATER (64 * 1024)
+
+typedef enum uconn_state {
+    UC_CONNECTING, /* connect_req pending, connect timer armed; owner set */
+    UC_ACTIVE,     /* owned by an exchange: request going out, response coming in */
+    UC_IDLE,       /* in its endpoint's pool: reading only to notice a close; idle timer */
+    UC_CLOSING,    /* handles closing; owner cleared */
+} uconn_state;
+
+enum {
+    U_READING = 1 << 0,      /* uv_read_start in effect */
+    U_PAUSED = 1 << 1,       /* the owner asked us to stop reading (client slow) */
+    U_EXPECT = 1 << 2,       /* gw_uconn_read_response was called */
+    U_HEAD_DONE = 1 << 3,    /* on_head was delivered */
+    U_MSG_DONE = 1 << 4,     /* the response ended cleanly */
+    U_GOT_BYTES = 1 << 5,    /* at least one response byte arrived */
+    U_IS_HEAD = 1 << 6,      /* response to HEAD: no body */
+    U_IN_PARSE = 1 << 7,     /* owner callbacks on the stack: release waits until they return */
+    U_RELEASE_PENDING = 1 << 8,
+    U_WANT_DRAIN = 1 << 9,
+    U_NO_REUSE = 1 << 10,    /* the response or its framing forbids keep-alive */
+    U_INFORMATIONAL = 1 << 11, /* skipping a 1xx interim response */
+};
+
+struct gw_uconn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t connect_req;
+    gw_endpoint *ep;
+    gw_queue pool_node;
+    llhttp_t parser;
+    uconn_state state;
+    unsigned flags;
+    int handles_open;
+    const gw_uconn_cb *cb;
+    void *data;
+    char *buf;
+    size_t len, off;
+    size_t pending_write;
+    int status;
+    gw_header headers[GW_UPSTREAM_MAX_HEADERS];
+    int n_headers;
+    int last_was_value;
+    int fail_err;
+    uint64_t exchanges;      /* requests carried, this one included */
+};
+
+typedef struct uwrite_req {
+    uv_write_t req;
+    gw_uconn *u;
+    size_t len;
+    char data[];
+} uwrite_req;
+
+static llhttp_settings_t settings;
+static void uconn_close(gw_uconn *u);
+static void uconn_fail(gw_uconn *u, int err);
+static void uconn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+
+int gw_uconn_reused(const gw_uconn *u)
+{
+    return u->exchanges > 1;
+}
+
+gw_endpoint *gw_uconn_endpoint(const gw_uconn *u)
+{
+    return u->ep;
+}
+
+static void uconn_on_close(uv_handle_t *h)
+{
+    gw_uconn *u = h->data;
+    if (--u->handles_open > 0)
+        return;
+    free(u->buf);
+    free(u);
+}
+
+static void uconn_close(gw_uconn *u)
+{
+    if (u->state == UC_CLOSING)
+        return;
+    if (u->state == UC_IDLE) {
+        gw_queue_remove(&u->pool_node);
+        u->ep->n_idle--;
+    }
+    u->state = UC_CLOSING;
+    u->cb = NULL;
+    uv_close((uv_handle_t *)&u->timer, uconn_on_close);
+    uv_close((uv_handle_t *)&u->tcp, uconn_on_close);
+}
+
+static int phase_of(const gw_uconn *u)
+{
+    if (u->flags & U_GOT_BYTES)
+        return GW_UPHASE_RESPONSE;
+    return u->state == UC_CONNECTING ? GW_UPHASE_CONNECT : GW_UPHASE_REQUEST;
+}
+
+/* Closes the connection and tells the owner, once. */
+static void uconn_fail(gw_uconn *u, int err)
+{
+    if (u->state == UC_CLOSING)
+        return;
+    const gw_uconn_cb *cb = u->cb;
+    void *data = u->data;
+    int phase = phase_of(u);
+    uconn_close(u);
+    if (cb && !(u->flags & U_RELEASE_PENDING))
+        cb->on_error(u, data, err, phase);
+}
+
+/* ---- timers -------------------------------------------------------------------------- */
+
+static void uconn_on_timer(uv_timer_t *t)
+{
+    gw_uconn *u = t->data;
+    if (u->state == UC_IDLE)
+        uconn_close(u);
+    else
+        uconn_fail(u, GW_ETIMEOUT);
+}
+
+static void arm(gw_uconn *u, uint32_t ms)
+{
+    if (ms)
+        uv_timer_start(&u->timer, uconn_on_timer, ms, 0);
+    else
+        uv_timer_stop(&u->timer);
+}
+
+/* ---- reading ------------------------------------------------------------------------- */
+
+static void uconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    gw_uconn *u = h->data;
+    (void)suggested;
+    if (!u->buf) {
+        u->buf = malloc(UC_BUF_SIZE);
+        u->len = u->off = 0;
+    }
+    if (!u->buf) {
+        *out = uv_buf_init(NULL, 0);
+        return;
+    }
+    *out = uv_buf_init(u->buf + u->len, (unsigned)(UC_BUF_SIZE - u->len));
+}
+
+static void update_reading(gw_uconn *u)
+{
+    int want = u->state == UC_IDLE ||
+               (u->state == UC_ACTIVE && !(u->flags & U_PAUSED) && !(u->flags & U_MSG_DONE));
+    if (want && !(u->flags & U_READING)) {
+        if (uv_read_start((uv_stream_t *)&u->tcp, uconn_alloc, uconn_on_read) == 0)
+            u->flags |= U_READING;
+    } else if (!want && (u->flags & U_READING)) {
+        uv_read_stop((uv_stream_t *)&u->tcp);
+        u->flags &= ~U_READING;
+    }
+}
+
+static void do_release(gw_uconn *u);
+
+static void uconn_parse(gw_uconn *u)
+{
+    u->flags |= U_IN_PARSE;
+    llhttp_errno_t err = llhttp_execute(&u->parser, u->buf + u->off, u->len - u->off);
+    u->flags &= ~U_IN_PARSE;
+    if (u->state == UC_CLOSING)
+        return;
+    if (err == HPE_PAUSED) {
+        /* the message ended: bytes after it mean the connection cannot be reused */
+        size_t used = (size_t)(llhttp_get_error_pos(&u->parser) - u->buf);
+        if (used < u->len)
+            u->flags |= U_NO_REUSE;
+        u->off = u->len = 0;
+    } else if (err != HPE_OK) {
+        uconn_fail(u, GW_EUPSTREAM_PROTO);
+        return;
+    } else if (u->flags & U_HEAD_DONE) {
+        u->off = u->len = 0; /* body bytes were handed on: reuse the buffer */
+    } else {
+        u->off = u->len;
+        if (u->len >= UC_BUF_SIZE) {
+            uconn_fail(u, GW_EUPSTREAM_PROTO); /* response head too large */
+            return;
+        }
+    }
+    if (u->flags & U_RELEASE_PENDING) {
+        do_release(u);
+        return;
+    }
+    if ((u->flags & U_MSG_DONE) && u->cb) {
+        const gw_uconn_cb *cb = u->cb;
+        cb->on_done(u, u->data);
+        if (u->flags & U_RELEASE_PENDING)
+            do_release(u);
+        return;
+    }
+    update_reading(u);
+}
+
+static void uconn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+    gw_uconn *u = st->data;
+    (void)b;
+    if (nread == 0)
+        return;
+    if (u->state == UC_IDLE) {
+        uconn_close(u); /* data or EOF on an idle pooled connection: it is done */
+        return;
+    }
+    if (nread < 0) {
+        if (nread == UV_EOF && (u->flags & U_HEAD_DONE) && llhttp_message_needs_eof(&u->parser)) {
+            /* body delimited by the close */
+            u->flags |= U_NO_REUSE;
+            u->flags |= U_IN_PARSE;
+            llhttp_errno_t err = llhttp_finish(&u->parser);
+            u->flags &= ~U_IN_PARSE;
+            if (u->state == UC_CLOSING)
+                return;
+            if (err == HPE_OK || err == HPE_PAUSED) {
+                if (u->flags & U_RELEASE_PENDING) {
+                    do_release(u);
+                } else if (u->cb) {
+                    u->cb->on_done(u, u->data);
+                    if (u->flags & U_RELEASE_PENDING)
+                        do_release(u);
+                }
+                return;
+            }
+        }
+        uconn_fail(u, nread == UV_EOF ? GW_ERESET : (int)nread);
+        return;
+    }
+    u->flags |= U_GOT_BYTES;
+    u->len += (size_t)nread;
+    if (u->flags & U_HEAD_DONE)
+        arm(u, u->ep->up->conf->read_timeout_ms);
+    uconn_parse(u);
+}
+
+/* ---- llhttp callbacks ---------------------------------------------------------------- */
+
+static int extend(gw_slice *s, const char *at, size_t n)
+{
+    if (!s->p) {
+        s->p = at;
+        s->n = n;
+        return 0;
+    }
+    if (s->p + s->n != at)
+        return -1;
+    s->n += n;
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    gw_uconn *u = p->data;
+    u->n_headers = 0;
+    u->last_was_value = 1;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    gw_uconn *u = p->data;
+    if (u->last_was_value) {
+        if (u->n_headers >= GW_UPSTREAM_MAX_HEADERS)
+            return -1;
+        u->headers[u->n_headers].name = (gw_slice){ NULL, 0 };
+        u->headers[u->n_headers].value = (gw_slice){ "", 0 };
+        u->n_headers++;
+        u->last_was_value = 0;
+    }
+    return extend(&u->headers[u->n_headers - 1].name, at, n);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    gw_uconn *u = p->data;
+    gw_slice *v = &u->headers[u->n_headers - 1].value;
+    if (!u->last_was_value) {
+        v->p = NULL;
+        v->n = 0;
+        u->last_was_value = 1;
+    }
+    return extend(v, at, n);
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    gw_uconn *u = p->data;
+    u->status = p->status_code;
+    if (u->status >= 100 && u->status < 200) {
+        if (u->status == 101)
+            return -1; /* we never ask for an upgrade */
+        u->flags |= U_INFORMATIONAL;
+        return 0;
+    }
+    if (p->http_major != 1)
+        return -1;
+    if (!llhttp_should_keep_alive(p))
+        u->flags |= U_NO_REUSE;
+    int64_t body_len = -1;
+    if (p->flags & F_CONTENT_LENGTH)
+        body_len = (int64_t)p->content_length;
+    if (p->flags & F_CHUNKED)
+        body_len = -1;
+    u->flags |= U_HEAD_DONE;
+    arm(u, u->ep->up->conf->read_timeout_ms);
+    if (u->cb)
+        u->cb->on_head(u, u->data, u->status, u->headers, u->n_headers, body_len);
+    if (u->state == UC_CLOSING)
+        return -1;
+    return (u->flags & U_IS_HEAD) ? 1 : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    gw_uconn *u = p->data;
+    if (u->cb && !(u->flags & U_RELEASE_PENDING))
+        u->cb->on_body(u, u->data, at, n);
+    return u->state == UC_CLOSING ? -1 : 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    gw_uconn *u = p->data;
+    if (u->flags & U_INFORMATIONAL) {
+        u->flags &= ~U_INFORMATIONAL;
+        return 0; /* the real response follows */
+    }
+    u->flags |= U_MSG_DONE;
+    uv_timer_stop(&u->timer);
+    return HPE_PAUSED;
+}
+
+static void init_settings(void)
+{
+    static int done;
+    if (done)
+        return;
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+    done = 1;
+}
+
+/* ---- connect ------------------------------------------------------------------------- */
+
+static void uconn_on_connect(uv_connect_t *req, int status)
+{
+    gw_uconn *u = req->data;
+    if (u->state == UC_CLOSING)
+        return;
+    if (status < 0) {
+        gw_endpoint_mark_down(u->ep);
+        u->ep->up->n_connect_errors++;
+        uconn_fail(u, status == UV_ETIMEDOUT ? GW_ETIMEOUT : GW_ECONNECT);
+        return;
+    }
+    uv_tcp_nodelay(&u->tcp, 1);
+    u->state = UC_ACTIVE;
+    uv_timer_stop(&u->timer);
+    u->cb->on_ready(u, u->data);
+}
+
+static void uconn_on_connect_timeout(uv_timer_t *t)
+{
+    gw_uconn *u = t->data;
+    gw_endpoint_mark_down(u->ep);
+    u->ep->up->n_connect_errors++;
+    uconn_fail(u, GW_ETIMEOUT);
+}
+
+static void reset_exchange(gw_uconn *u, const gw_uconn_cb *cb, void *data)
+{
+    u->cb = cb;
+    u->data = data;
+    u->flags &= U_READING;
+    u->pending_write = 0;
+    u->status = 0;
+    u->n_headers = 0;
+    llhttp_init(&u->parser, HTTP_RESPONSE, &settings);
+    u->parser.data = u;
+}
+
+int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn **out, int *reused)
+{
+    init_settings();
+    *reused = 0;
+    if (!gw_queue_empty(&ep->idle)) {
+        /* most recently used first: it is the least likely to have been closed */
+        gw_uconn *u = GW_QUEUE_DATA(ep->idle.prev, gw_uconn, pool_node);
+        gw_queue_remove(&u->pool_node);
+        ep->n_idle--;
+        u->state = UC_ACTIVE;
+        uv_timer_stop(&u->timer);
+        if (u->flags & U_READING) {
+            uv_read_stop((uv_stream_t *)&u->tcp);
+            u->flags &= ~U_READING;
+        }
+        reset_exchange(u, cb, data);
+        ep->up->n_reuses++;
+        u->exchanges++;
+        *out = u;
+        *reused = 1;
+        cb->on_ready(u, data); /* may end the owner's request: touch nothing after */
+        return 0;
+    }
+    gw_uconn *u = calloc(1, sizeof *u);
+    if (!u)
+        return GW_ENOMEM;
+    u->ep = ep;
+    gw_queue_init(&u->pool_node);
+    uv_tcp_init(ep->up->loop, &u->tcp);
+    uv_timer_init(ep->up->loop, &u->timer);
+    u->tcp.data = u->timer.data = u->connect_req.data = u;
+    u->handles_open = 2;
+    u->state = UC_CONNECTING;
+    u->exchanges = 1;
+    reset_exchange(u, cb, data);
+    ep->up->n_connects++;
+    int r = uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&ep->conf->addr,
+                           uconn_on_connect);
+    if (r < 0) {
+        u->cb = NULL;
+        uconn_close(u);
+        gw_endpoint_mark_down(ep);
+        return GW_ECONNECT;
+    }
+    uv_timer_start(&u->timer, uconn_on_connect_timeout, ep->up->conf->connect_timeout_ms, 0);
+    *out = u;
+    return 0;
+}
+
+/* ---- writing ------------------------------------------------------------------------- */
+
+static void uconn_on_write(uv_write_t *wr, int status)
+{
+    uwrite_req *w = (uwrite_req *)wr;
+    gw_uconn *u = w->u;
+    u->pending_write -= w->len;
+    free(w);
+    if (u->state == UC_CLOSING)
+        return;
+    if (status < 0) {
+        uconn_fail(u, GW_ERESET);
+        return;
+    }
+    if ((u->flags & U_WANT_DRAIN) && u->pending_write <= UC_HIGH_WATER / 2 && u->cb) {
+        u->flags &= ~U_WANT_DRAIN;
+        u->cb->on_drain(u, u->data);
+    }
+}
+
+int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n)
+{
+    if (u->state != UC_ACTIVE)
+        return GW_ECLOSED;
+    size_t total = 0, done = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (u->pending_write == 0) {
+        int r = uv_try_write((uv_stream_t *)&u->tcp, bufs, n);
+        if (r >= 0)
+            done = (size_t)r;
+        else if (r != UV_EAGAIN)
+            return GW_ERESET;
+    }
+    if (done < total) {
+        uwrite_req *w = malloc(sizeof *w + total - done);
+        if (!w)
+            return GW_ENOMEM;
+        size_t skip = done, at = 0;
+        for (unsigned i = 0; i < n; i++) {
+            if (skip >= bufs[i].len) {
+                skip -= bufs[i].len;
+                continue;
+            }
+            memcpy(w->data + at, bufs[i].base + skip, bufs[i].len - skip);
+            at += bufs[i].len - skip;
+            skip = 0;
+        }
+        w->u = u;
+        w->len = at;
+        uv_buf_t b = uv_buf_init(w->data, (unsigned)at);
+        if (uv_write(&w->req, (uv_stream_t *)&u->tcp, &b, 1, uconn_on_write) < 0) {
+            free(w);
+            return GW_ERESET;
+        }
+        u->pending_write += at;
+    }
+    if (u->pending_write > UC_HIGH_WATER) {
+        u->flags |= U_WANT_DRAIN;
+        return 1;
+    }
+    return 0;
+}
+
+void gw_uconn_read_response(gw_uconn *u, int is_head)
+{
+    if (u->state != UC_ACTIVE)
+        return;
+    u->flags |= U_EXPECT | (is_head ? U_IS_HEAD : 0);
+    arm(u, u->ep->up->conf->response_timeout_ms);
+    update_reading(u);
+}
+
+void gw_uconn_pause(gw_uconn *u)
+{
+    if (u->state != UC_ACTIVE)
+        return;
+    u->flags |= U_PAUSED;
+    uv_timer_stop(&u->timer); /* the client's send timeout covers a slow reader */
+    if (!(u->flags & U_IN_PARSE))
+        update_reading(u);
+}
+
+void gw_uconn_resume(gw_uconn *u)
+{
+    if (u->state != UC_ACTIVE || !(u->flags & U_PAUSED))
+        return;
+    u->flags &= ~U_PAUSED;
+    arm(u, (u->flags & U_HEAD_DONE) ? u->ep->up->conf->read_timeout_ms
+                                    : u->ep->up->conf->response_timeout_ms);
+    if (!(u->flags & U_IN_PARSE))
+        update_reading(u);
+}
+
+/* ---- release ------------------------------------------------------------------------- */
+
+static void do_release(gw_uconn *u)
+{
+    u->flags &= ~U_RELEASE_PENDING;
+    u->cb = NULL;
+    u->data = NULL;
+    gw_endpoint *ep = u->ep;
+    int reusable = u->state == UC_ACTIVE && (u->flags & U_MSG_DONE) &&
+                   !(u->flags & U_NO_REUSE) && u->pending_write == 0 &&
+                   ep->n_idle < ep->up->conf->pool_max_idle;
+    if (!reusable) {
+        uconn_close(u);
+        return;
+    }
+    u->state = UC_IDLE;
+    u->flags &= U_READING;
+    if (u->buf) { /* an idle connection keeps no buffer */
+        free(u->buf);
+        u->buf = NULL;
+        u->len = u->off = 0;
+    }
+    gw_queue_insert_tail(&ep->idle, &u->pool_node);
+    ep->n_idle++;
+    arm(u, ep->up->conf->pool_idle_timeout_ms);
+    update_reading(u);
+}
+
+void gw_uconn_release(gw_uconn *u)
+{
+    if (u->state == UC_CLOSING || u->state == UC_IDLE)
+        return;
+    if (u->flags & U_IN_PARSE) {
+        u->flags |= U_RELEASE_PENDING;
+        u->cb = NULL;
+        return;
+    }
+    do_release(u);
+}
+
+void gw_uconn_abort(gw_uconn *u)
+{
+    u->cb = NULL;
+    uconn_close(u);
+}
+
+gw_uconn *gw__uconn_from_pool_node(gw_queue *q)
+{
+    return GW_QUEUE_DATA(q, gw_uconn, pool_node);
+}

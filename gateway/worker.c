@@ -1,0 +1,145 @@
+/* worker.c — a worker thread: its loop, listener, upstream pools and access log, and the
+ * graceful drain on SIGTERM (driven from the main thread through an async handle). */
+#include "worker.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../routes/route_table.h"
+#include "proxy.h"
+
+rt_table *gw_worker_routes(gw_worker *w)
+{
+    uint64_t gen = rt_current_generation();
+    if (gen != w->table_gen || !w->table) {
+        rt_table *t = rt_current_acquire();
+        if (w->table)
+            rt_table_unref(w->table);
+        w->table = t;
+        w->table_gen = gen;
+    }
+    return w->table;
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_log_closed(void *arg)
+{
+    gw_worker *w = arg;
+    w->log = NULL;
+}
+
+/* Everything is drained: close what is left so uv_run returns. */
+static void worker_finish(gw_worker *w)
+{
+    for (int i = 0; i < w->cfg->n_upstreams; i++)
+        gw_upstream_close_idle(&w->upstreams[i]);
+    if (w->log)
+        gw_access_log_close(w->log, on_log_closed, w);
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_close((uv_handle_t *)&w->drain_timer, NULL);
+}
+
+static void on_server_done(gw_server *s)
+{
+    gw_worker *w = gw_server_options(s)->data;
+    gw_server_free(s);
+    w->server = NULL;
+    worker_finish(w);
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    gw_worker *w = t->data;
+    if (w->server)
+        gw_server_close(w->server, on_server_done); /* whoever is still there is cut */
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    gw_worker *w = a->data;
+    if (atomic_exchange(&w->command, GW_CMD_NONE) != GW_CMD_DRAIN || w->stopping)
+        return;
+    w->stopping = 1;
+    uv_timer_start(&w->drain_timer, on_drain_deadline, w->cfg->drain_timeout_ms, 0);
+    gw_server_drain(w->server, on_server_done);
+}
+
+static void worker_main(void *arg)
+{
+    gw_worker *w = arg;
+    if (w->log_fd >= 0)
+        w->log = gw_access_log_new(&w->loop, w->log_fd);
+    for (int i = 0; i < w->cfg->n_upstreams; i++)
+        gw_upstream_init(&w->upstreams[i], &w->loop, &w->cfg->upstreams[i]);
+    const gw_limits_conf *l = &w->cfg->limits;
+    gw_server_opts opts = {
+        .limits = {
+            .max_uri_bytes = l->max_uri_bytes,
+            .max_header_bytes = l->max_header_bytes,
+            .max_headers = l->max_headers,
+            .max_body_bytes = l->max_body_bytes,
+            .header_timeout_ms = l->header_timeout_ms,
+            .body_timeout_ms = l->body_timeout_ms,
+            .idle_timeout_ms = l->idle_timeout_ms,
+            .send_timeout_ms = l->send_timeout_ms,
+        },
+        .gateway_headers = 1,
+        .worker_id = w->id,
+        .log = w->log,
+        .data = w,
+    };
+    int r = gw_server_init(&w->server, &w->loop, (const struct sockaddr *)&w->cfg->listen_addr,
+                           &opts, &gw_proxy_handler);
+    w->started = r == 0 ? 1 : r;
+    uv_sem_post(&w->ready);
+    if (r == 0)
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+    else
+        uv_walk(&w->loop, close_walk_cb, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT); /* let close callbacks run */
+    if (w->table) {
+        rt_table_unref(w->table);
+        w->table = NULL;
+    }
+    uv_loop_close(&w->loop);
+}
+
+int gw_worker_start(gw_worker *w, int id, const gw_config *cfg, int log_fd)
+{
+    memset(w, 0, sizeof *w);
+    w->id = id;
+    w->cfg = cfg;
+    w->log_fd = log_fd;
+    atomic_init(&w->command, GW_CMD_NONE);
+    int r = uv_loop_init(&w->loop);
+    if (r < 0)
+        return r;
+    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    uv_timer_init(&w->loop, &w->drain_timer);
+    w->drain_timer.data = w;
+    uv_sem_init(&w->ready, 0);
+    r = uv_thread_create(&w->thread, worker_main, w);
+    if (r < 0)
+        return r;
+    uv_sem_wait(&w->ready);
+    uv_sem_destroy(&w->ready);
+    return w->started == 1 ? 0 : w->started;
+}
+
+void gw_worker_drain(gw_worker *w)
+{
+    atomic_store(&w->command, GW_CMD_DRAIN);
+    uv_async_send(&w->wakeup);
+}
+
+void gw_worker_join(gw_worker *w)
+{
+    uv_thread_join(&w->thread);
+}

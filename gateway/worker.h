@@ -1,0 +1,49 @@
+/* worker.h — one worker: a thread running its own libuv loop with its own SO_REUSEPORT
+ * listener, upstream pools, timers and access-log buffer. Workers share nothing mutable
+ * but the route table snapshot (refcounted, swapped atomically). */
+#ifndef GW_WORKER_H
+#define GW_WORKER_H
+
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "access_log.h"
+#include "config.h"
+#include "server.h"
+#include "upstream.h"
+
+typedef struct rt_table rt_table;
+
+typedef struct gw_worker {
+    int id;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t wakeup;           /* main thread -> worker: a command is waiting */
+    atomic_int command;          /* GW_CMD_* */
+    uv_timer_t drain_timer;
+    const gw_config *cfg;
+    int log_fd;                  /* -1: access log off */
+    gw_server *server;
+    gw_access_log *log;
+    gw_upstream upstreams[GW_MAX_UPSTREAMS];
+    rt_table *table;             /* this worker's pinned snapshot */
+    uint64_t table_gen;
+    int started;                 /* 1 listening, <0 start error */
+    uv_sem_t ready;              /* posted once started is set */
+    int stopping;
+} gw_worker;
+
+enum { GW_CMD_NONE = 0, GW_CMD_DRAIN = 1 };
+
+/* Starts the worker thread; returns once it listens (0) or failed (<0). */
+int gw_worker_start(gw_worker *w, int id, const gw_config *cfg, int log_fd);
+/* Asks the worker to drain (stop accepting, finish in-flight requests up to the config's
+ * drain deadline, then exit its loop). Thread-safe. */
+void gw_worker_drain(gw_worker *w);
+void gw_worker_join(gw_worker *w);
+
+/* The current route table for a request on this worker, re-pinned only when a reload
+ * published a new one. Borrowed: rt_table_ref it to keep it past this call. */
+rt_table *gw_worker_routes(gw_worker *w);
+
+#endif

@@ -1,0 +1,101 @@
+// route_table.h — the route table: model, JSON parsing and validation, the compiled matcher,
+// path rewriting, and the refcounted immutable snapshot that workers pin per request.
+//
+// routes.json:
+//   { "routes": [ { "id": "users", "methods": ["GET","PUT"], "path": "/api/users/**",
+//                   "upstream": "user-service",
+//                   "rewrite": { "strip_prefix": "/api" }            -- or
+//                   "rewrite": { "template": "/users/{id}" },        -- and/or both
+//                   "max_body_bytes": 1048576 } ] }
+//
+// Path patterns: "/a/b" exact; "{name}" matches one non-empty segment and captures it;
+// a final "/**" matches the rest (zero or more segments) and is captured as "**".
+// Most specific wins: compared segment by segment from the left, a literal segment beats a
+// {param}, which beats "/**"; an exact-length match beats a "/**" one. Methods: a route lists
+// methods (absent or empty = any). A route whose path matches but whose methods don't is
+// skipped and the search goes on to the next most specific one.
+#ifndef RT_ROUTE_TABLE_H
+#define RT_ROUTE_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../gateway/gw_slice.h"
+
+#define RT_MAX_PARAMS 16
+
+/* Method bits. */
+enum {
+    RT_M_GET = 1 << 0, RT_M_HEAD = 1 << 1, RT_M_POST = 1 << 2, RT_M_PUT = 1 << 3,
+    RT_M_PATCH = 1 << 4, RT_M_DELETE = 1 << 5, RT_M_OPTIONS = 1 << 6, RT_M_OTHER = 1 << 7,
+    RT_M_ANY = 0xff
+};
+
+typedef struct rt_route {
+    const char *id;
+    unsigned methods;          /* RT_M_* bits; RT_M_ANY when the route lists none */
+    const char *path;          /* the pattern as written */
+    const char *upstream;      /* upstream name, validated against the known upstreams */
+    int upstream_index;        /* index of that name in the list given to rt_table_parse */
+    const char *strip_prefix;  /* NULL when absent */
+    const char *rewrite_template; /* NULL when absent; may use {param} and {**} */
+    int64_t max_body_bytes;    /* -1: the gateway's default limit */
+} rt_route;
+
+typedef struct rt_match {
+    const rt_route *route;
+    int n_params;
+    gw_slice param_names[RT_MAX_PARAMS];
+    gw_slice param_values[RT_MAX_PARAMS]; /* slices into the path given to rt_table_match */
+    int has_rest;
+    gw_slice rest;             // what "/**" matched, without its leading '/', may be empty
+} rt_match;
+
+typedef struct rt_table rt_table;
+
+/* Parses and validates a routes document and compiles its matcher. upstreams[0..n) are the
+ * upstream names a route may use. source names the document in errors. On error returns NULL
+ * and writes "SOURCE: json.path: reason" (e.g. "conf/routes.json: routes[2].upstream: unknown
+ * upstream \"foo\"") into err. Rejects: non-object root, missing/duplicate ids, bad methods,
+ * patterns not starting with '/', "**" not last, empty or duplicate {param} names, two routes
+ * with the same pattern and overlapping methods, unknown upstream, template params that the
+ * pattern does not capture, strip_prefix that the pattern cannot start with, negative sizes,
+ * unknown fields. */
+rt_table *rt_table_parse(const char *json, size_t len, const char *source,
+                         const char *const *upstreams, int n_upstreams,
+                         char *err, size_t errlen);
+/* Reads FILE then rt_table_parse. */
+rt_table *rt_table_load_file(const char *file, const char *const *upstreams, int n_upstreams,
+                             char *err, size_t errlen);
+
+/* Refcount: parse returns a table holding one reference. Thread-safe (atomic). The last
+ * unref frees the table. */
+void rt_table_ref(rt_table *t);
+void rt_table_unref(rt_table *t);
+
+uint64_t rt_table_version(const rt_table *t);
+void rt_table_set_version(rt_table *t, uint64_t version); /* before the table is published */
+int rt_table_count(const rt_table *t);
+const rt_route *rt_table_route(const rt_table *t, int i);
+
+/* Finds the most specific route for METHOD (e.g. "GET") and PATH (no query string).
+ * Returns 0 and fills *m, or -1 when nothing matches. O(path length) in the common case. */
+int rt_table_match(const rt_table *t, gw_slice method, gw_slice path, rt_match *m);
+
+/* Writes the upstream path for a matched request into out: strip_prefix first, then the
+ * template with {param}/{**} substituted, then "?query" appended when query.n > 0.
+ * Returns the length written (NUL-terminated), or -1 if it would not fit in outlen. */
+int rt_rewrite(const rt_match *m, gw_slice path, gw_slice query, char *out, size_t outlen);
+
+/* The process-wide current snapshot (Varnish-style: swap under a lock, requests pin).
+ * rt_current_acquire returns a referenced table (or NULL before the first publish); the
+ * caller unrefs it when its request ends. rt_current_publish takes over the caller's
+ * reference to T, gives it the next version number, and drops the reference to the old one.
+ * rt_current_generation is a cheap atomic read that changes on each publish, so a worker
+ * can keep its own pinned copy and re-acquire only when it changed. */
+rt_table *rt_current_acquire(void);
+void rt_current_publish(rt_table *t);
+uint64_t rt_current_generation(void);
+void rt_current_clear(void); /* drops the current table (shutdown, tests) */
+
+#endif

@@ -1,0 +1,85 @@
+/* snapshot.c — table lifetime and the process-wide current table, after Varnish's VCL swap:
+ * the current pointer changes under a mutex, each request pins (refs) the table it started
+ * with, and a replaced table is freed by whoever drops its last reference — usually the last
+ * in-flight request, never the publisher while a request still uses it. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "matcher.h"
+
+void rt_table_ref(rt_table *t)
+{
+    /* Relaxed is enough: whoever refs already holds a reference, so the table is alive. */
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+
+void rt_table_unref(rt_table *t)
+{
+    if (!t)
+        return;
+    /* acq_rel: every thread's last use of the table happens before the free. */
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+        rt__table_free(t);
+}
+
+uint64_t rt_table_version(const rt_table *t)
+{
+    return t ? t->version : 0;
+}
+
+void rt_table_set_version(rt_table *t, uint64_t version)
+{
+    t->version = version;
+}
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static rt_table *g_current;          /* guarded by g_lock */
+static uint64_t g_last_version;      /* guarded by g_lock */
+static _Atomic uint64_t g_generation;
+
+rt_table *rt_current_acquire(void)
+{
+    pthread_mutex_lock(&g_lock);
+    rt_table *t = g_current;
+    if (t)
+        rt_table_ref(t);
+    pthread_mutex_unlock(&g_lock);
+    return t;
+}
+
+/* Swaps in T (taking over the caller's reference) and returns the table it replaced, whose
+ * reference the caller must drop — outside the lock, since that may free a large table. */
+static rt_table *swap_current(rt_table *t)
+{
+    pthread_mutex_lock(&g_lock);
+    rt_table *old = g_current;
+    if (t) {
+        /* Versions only go up. A source that set its own (e.g. a database revision) keeps
+         * it when it is higher than the last one published. */
+        if (t->version <= g_last_version)
+            t->version = g_last_version + 1;
+        g_last_version = t->version;
+    }
+    g_current = t;
+    /* Bumped after the swap: a worker that sees the new generation and then acquires is
+     * sure to get the new table (or a later one). */
+    atomic_fetch_add_explicit(&g_generation, 1, memory_order_release);
+    pthread_mutex_unlock(&g_lock);
+    return old;
+}
+
+void rt_current_publish(rt_table *t)
+{
+    if (t)
+        rt_table_unref(swap_current(t));
+}
+
+uint64_t rt_current_generation(void)
+{
+    return atomic_load_explicit(&g_generation, memory_order_acquire);
+}
+
+void rt_current_clear(void)
+{
+    rt_table_unref(swap_current(NULL));
+}
