@@ -1,0 +1,303 @@
+"""Integration-test harness: starts build/mockd and build/gateway on free loopback ports in a
+temp dir, talks raw HTTP over sockets, and stops exactly the processes it started (by pid).
+
+Tests are plain functions named test_* in tests/integration/test_*.py taking no arguments;
+run.py runs them. Use `with Stack(...) as s:` to get a gateway in front of mockd upstreams.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+BUILD = os.environ.get("GW_BUILD", "build")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SANITIZED = "san" in BUILD
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("port %d never opened" % port)
+
+
+class Proc:
+    """A child process we started; stop() signals exactly this pid."""
+
+    def __init__(self, args, log_path, env=None):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        e = dict(os.environ)
+        e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=23")
+        e.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=24")
+        if env:
+            e.update(env)
+        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=e, cwd=ROOT)
+        self.pid = self.p.pid
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """Returns the exit code (-9 if it had to be killed)."""
+        if self.p.poll() is None:
+            os.kill(self.pid, sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.p.wait()
+                self.log.close()
+                return -9
+        self.log.close()
+        return self.p.returncode
+
+    def output(self):
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def rss_kib(self, field="VmHWM"):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return 0
+
+
+def sanitizer_errors(text):
+    marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+    return [l for l in text.splitlines() if any(m in l for m in marks)]
+
+
+class Mockd:
+    def __init__(self, tmp, name, extra=()):
+        self.port = free_port()
+        self.name = name
+        self.proc = Proc([os.path.join(ROOT, BUILD, "mockd"), "--listen", "127.0.0.1:%d" % self.port,
+                          "--name", name] + list(extra), os.path.join(tmp, "mockd-%s.log" % name))
+        wait_port(self.port)
+
+    def stats(self):
+        st, _, body = request(self.port, "GET", "/__stats")
+        return json.loads(body)
+
+    def reset(self):
+        request(self.port, "POST", "/__stats/reset")
+
+
+DEFAULT_ROUTES = [
+    {"id": "users", "path": "/api/users/**", "upstream": "user-service", "rewrite": {"strip_prefix": "/api"}},
+    {"id": "legacy", "path": "/**", "upstream": "legacy"},
+]
+
+
+class Stack:
+    """mockd upstreams + one gateway. upstreams: {name: n_endpoints or list of extra mockd args}.
+    gw_conf: dict merged into the generated gateway.json (e.g. {"limits": {...}})."""
+
+    def __init__(self, upstreams=None, routes=None, gw_conf=None, workers=1, start=True, env=None):
+        self.tmp = tempfile.mkdtemp(prefix="gwtest-")
+        self.mocks = {}
+        self.workers = workers
+        self.env = env
+        upstreams = upstreams or {"legacy": 1, "user-service": 1}
+        conf_up = {}
+        for name, spec in upstreams.items():
+            n = spec if isinstance(spec, int) else 1
+            extra = [] if isinstance(spec, int) else spec
+            ms = [Mockd(self.tmp, "%s-%d" % (name, i), extra) for i in range(n)]
+            self.mocks[name] = ms
+            conf_up[name] = {"endpoints": ["127.0.0.1:%d" % m.port for m in ms]}
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.access_log = os.path.join(self.tmp, "access.log")
+        self.conf = {
+            "listen": "127.0.0.1:%d" % self.port,
+            "workers": workers,
+            "admin": {"listen": "127.0.0.1:%d" % self.admin_port, "token": "test-token"},
+            "upstreams": conf_up,
+            "log": {"access": self.access_log},
+            "routes": {"source": "file", "file": "routes.json"},
+        }
+        for k, v in (gw_conf or {}).items():
+            if isinstance(v, dict) and isinstance(self.conf.get(k), dict):
+                for k2, v2 in v.items():
+                    if isinstance(v2, dict) and isinstance(self.conf[k].get(k2), dict):
+                        self.conf[k][k2].update(v2)
+                    else:
+                        self.conf[k][k2] = v2
+            else:
+                self.conf[k] = v
+        self.routes = {"routes": routes if routes is not None else DEFAULT_ROUTES}
+        self.conf_path = os.path.join(self.tmp, "gateway.json")
+        self.write()
+        self.gw = None
+        if start:
+            self.start()
+
+    def write(self):
+        with open(self.conf_path, "w") as f:
+            json.dump(self.conf, f)
+        with open(os.path.join(self.tmp, "routes.json"), "w") as f:
+            json.dump(self.routes, f)
+
+    def start(self):
+        self.gw = Proc([os.path.join(ROOT, BUILD, "gateway"), "-c", self.conf_path],
+                       os.path.join(self.tmp, "gateway.log"), env=self.env)
+        wait_port(self.port)
+
+    def mock(self, upstream, i=0):
+        return self.mocks[upstream][i]
+
+    def stop(self):
+        rc = self.gw.stop() if self.gw else 0
+        for ms in self.mocks.values():
+            for m in ms:
+                m.proc.stop()
+        return rc
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        rc = self.stop()
+        out = self.gw.output() if self.gw else ""
+        errs = sanitizer_errors(out)
+        if et is None:
+            assert not errs, "sanitizer errors in gateway:\n" + "\n".join(errs)
+            assert rc == 0, "gateway exited %s; log:\n%s" % (rc, out[-2000:])
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            print("  (kept %s for inspection)" % self.tmp)
+        return False
+
+
+# ---- raw HTTP ---------------------------------------------------------------------------
+
+def connect(port, timeout=10.0):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+class Response:
+    def __init__(self, status, reason, headers, body):
+        self.status, self.reason, self.headers, self.body = status, reason, headers, body
+
+    def header(self, name, default=None):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return default
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def read_response(sock, head_request=False, buf=b""):
+    """Reads one response from sock. Returns (Response, leftover bytes). Raises on EOF."""
+    while b"\r\n\r\n" not in buf:
+        d = sock.recv(65536)
+        if not d:
+            raise EOFError("connection closed before a response head (%r)" % buf[:200])
+        buf += d
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    _, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+    headers = [tuple(x.strip() for x in l.split(":", 1)) for l in lines[1:]]
+    r = Response(int(status), reason, headers, b"")
+    if head_request or r.status in (204, 304) or 100 <= r.status < 200:
+        return r, rest
+    te = r.header("transfer-encoding")
+    cl = r.header("content-length")
+    if te and "chunked" in te.lower():
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                d = sock.recv(65536)
+                if not d:
+                    raise EOFError("eof in chunk size")
+                rest += d
+            line, _, rest = rest.partition(b"\r\n")
+            size = int(line.split(b";")[0], 16)
+            while len(rest) < size + 2:
+                d = sock.recv(65536)
+                if not d:
+                    raise EOFError("eof in chunk")
+                rest += d
+            body += rest[:size]
+            rest = rest[size + 2:]
+            if size == 0:
+                break
+        r.body = body
+        return r, rest
+    if cl is not None:
+        n = int(cl)
+        while len(rest) < n:
+            d = sock.recv(65536)
+            if not d:
+                raise EOFError("eof in body (%d of %d)" % (len(rest), n))
+            rest += d
+        r.body = rest[:n]
+        return r, rest[n:]
+    while True:  # close-delimited
+        d = sock.recv(65536)
+        if not d:
+            break
+        rest += d
+    r.body = rest
+    return r, b""
+
+
+def request(port, method, path, headers=None, body=b"", timeout=10.0):
+    """One request on a new connection. Returns (status, headers dict lower-cased, body)."""
+    s = connect(port, timeout)
+    try:
+        hs = {"Host": "127.0.0.1:%d" % port, "Connection": "close"}
+        hs.update(headers or {})
+        if body and "Content-Length" not in hs and "Transfer-Encoding" not in hs:
+            hs["Content-Length"] = str(len(body))
+        raw = "%s %s HTTP/1.1\r\n" % (method, path) + "".join("%s: %s\r\n" % kv for kv in hs.items()) + "\r\n"
+        s.sendall(raw.encode("latin-1") + body)
+        r, _ = read_response(s, head_request=(method == "HEAD"))
+        return r.status, {k.lower(): v for k, v in r.headers}, r.body
+    finally:
+        s.close()
+
+
+def send_raw(port, data, timeout=5.0):
+    """Sends raw bytes, returns everything read until the server closes (or timeout)."""
+    s = connect(port, timeout)
+    try:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                break
+            if not d:
+                break
+            out += d
+        return out
+    finally:
+        s.close()
+
+
+def fnv1a64(data, h=0xcbf29ce484222325):
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
