@@ -1,0 +1,29 @@
+#!/usr/bin/env python3
+"""Runs cmocka unit-test binaries given on the command line from the repo root; prints their
+output and a 'N passed, N failed' line counted from cmocka's summaries. Exit 1 on failure."""
+import re
+import subprocess
+import sys
+
+
+def run(binaries):
+    passed = failed = 0
+    for b in binaries:
+        p = subprocess.run([b], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sys.stdout.write(p.stdout)
+        ok = re.search(r"\[  PASSED  \] (\d+) test", p.stdout)
+        bad = re.search(r"\[  FAILED  \] (\d+) test", p.stdout)
+        n_ok = int(ok.group(1)) if ok else 0
+        n_bad = int(bad.group(1)) if bad else 0
+        if p.returncode != 0 and n_bad == 0:
+            n_bad = 1  # crashed or sanitizer abort before cmocka's summary
+            print("%s: exited %d" % (b, p.returncode))
+        passed += n_ok
+        failed += n_bad
+    return passed, failed
+
+
+if __name__ == "__main__":
+    p, f = run(sys.argv[1:])
+    print("unit: %d passed, %d failed" % (p, f))
+    sys.exit(1 if f else 0)

@@ -1,0 +1,215 @@
+/* test_http1.c — header rewriting, chunk framing, dot segments, request ids. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gateway/http1.h"
+#include "gateway/proxy.h"
+#include "gateway/request_id.h"
+
+#define H(n, v) { GW_SLICE_LIT(n), GW_SLICE_LIT(v) }
+
+static char out[8192];
+
+static gw_fwd default_fwd(void)
+{
+    gw_fwd f = {
+        .method = GW_SLICE_LIT("GET"),
+        .target = GW_SLICE_LIT("/users/7?x=1"),
+        .host = GW_SLICE_LIT("client.example"),
+        .client_host = GW_SLICE_LIT("client.example"),
+        .client_ip = "10.0.0.9",
+        .proto = "http",
+        .request_id = "rid-1",
+        .content_length = -1,
+        .chunked = 0,
+    };
+    return f;
+}
+
+static void test_request_line_and_forwarding_headers(void **state)
+{
+    (void)state;
+    gw_header h[] = { H("Host", "client.example"), H("Accept", "*/*") };
+    gw_fwd f = default_fwd();
+    int n = gw_build_upstream_request(h, 2, &f, out, sizeof out);
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_string_equal(out, "GET /users/7?x=1 HTTP/1.1\r\n"
+                             "Host: client.example\r\n"
+                             "Accept: */*\r\n"
+                             "X-Forwarded-For: 10.0.0.9\r\n"
+                             "X-Forwarded-Proto: http\r\n"
+                             "X-Forwarded-Host: client.example\r\n"
+                             "Via: 1.1 gateway\r\n"
+                             "X-Request-Id: rid-1\r\n"
+                             "\r\n");
+}
+
+static void test_hop_by_hop_and_connection_tokens_removed(void **state)
+{
+    (void)state;
+    gw_header h[] = {
+        H("Host", "a"), H("Connection", "keep-alive, X-Secret"), H("X-Secret", "s"),
+        H("Keep-Alive", "timeout=5"), H("Proxy-Authorization", "basic x"), H("TE", "trailers"),
+        H("Trailer", "X"), H("Upgrade", "websocket"), H("Proxy-Connection", "close"),
+        H("X-Keep", "yes"), H("Expect", "100-continue"),
+    };
+    gw_fwd f = default_fwd();
+    int n = gw_build_upstream_request(h, (int)(sizeof h / sizeof h[0]), &f, out, sizeof out);
+    assert_true(n > 0);
+    out[n] = '\0';
+    const char *gone[] = { "Connection:", "X-Secret", "Keep-Alive", "Proxy-", "TE:", "Trailer",
+                           "Upgrade", "Expect" };
+    for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
+        assert_null(strstr(out, gone[i]));
+    assert_non_null(strstr(out, "X-Keep: yes\r\n"));
+}
+
+static void test_forwarded_for_and_via_are_appended(void **state)
+{
+    (void)state;
+    gw_header h[] = { H("Host", "a"), H("X-Forwarded-For", "1.2.3.4"), H("X-Forwarded-For", "5.6.7.8"),
+                      H("Via", "1.0 edge"), H("X-Forwarded-Proto", "https"), H("X-Request-Id", "old") };
+    gw_fwd f = default_fwd();
+    int n = gw_build_upstream_request(h, 6, &f, out, sizeof out);
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "X-Forwarded-For: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\n"));
+    assert_non_null(strstr(out, "Via: 1.0 edge, 1.1 gateway\r\n"));
+    /* replaced, not duplicated */
+    assert_non_null(strstr(out, "X-Forwarded-Proto: http\r\n"));
+    assert_null(strstr(out, "https"));
+    assert_null(strstr(out, "X-Request-Id: old"));
+}
+
+static void test_framing_headers_are_replaced(void **state)
+{
+    (void)state;
+    gw_header h[] = { H("Host", "a"), H("Content-Length", "5"), H("Transfer-Encoding", "chunked") };
+    gw_fwd f = default_fwd();
+    f.content_length = 5;
+    int n = gw_build_upstream_request(h, 3, &f, out, sizeof out);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "Content-Length: 5\r\n"));
+    assert_null(strstr(out, "Transfer-Encoding"));
+    f.content_length = -1;
+    f.chunked = 1;
+    n = gw_build_upstream_request(h, 3, &f, out, sizeof out);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "Transfer-Encoding: chunked\r\n"));
+    assert_null(strstr(out, "Content-Length"));
+}
+
+static void test_host_rewritten_when_upstream_sets_one(void **state)
+{
+    (void)state;
+    gw_header h[] = { H("Host", "public.example") };
+    gw_fwd f = default_fwd();
+    f.host = GW_SLICE_LIT("users.internal");
+    f.client_host = GW_SLICE_LIT("public.example");
+    int n = gw_build_upstream_request(h, 1, &f, out, sizeof out);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "\r\nHost: users.internal\r\n"));
+    assert_non_null(strstr(out, "X-Forwarded-Host: public.example\r\n"));
+    assert_null(strstr(out, "Host: public.example\r\n\r\n"));
+}
+
+static void test_overflow_reports_minus_one(void **state)
+{
+    (void)state;
+    gw_header h[] = { H("Host", "a") };
+    gw_fwd f = default_fwd();
+    char small[40];
+    assert_int_equal(gw_build_upstream_request(h, 1, &f, small, sizeof small), -1);
+}
+
+static void test_response_headers_filtered(void **state)
+{
+    (void)state;
+    gw_header h[] = { H("Content-Type", "application/json"), H("Connection", "close, X-Internal"),
+                      H("X-Internal", "1"), H("Content-Length", "10"), H("Transfer-Encoding", "chunked"),
+                      H("Date", "x"), H("X-Request-Id", "up"), H("X-Gateway-Upstream", "spoof"),
+                      H("Keep-Alive", "1"), H("Set-Cookie", "a=b") };
+    int n = gw_build_response_headers(h, (int)(sizeof h / sizeof h[0]), out, sizeof out);
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_string_equal(out, "Content-Type: application/json\r\nSet-Cookie: a=b\r\n");
+}
+
+static void test_hop_by_hop_is_case_insensitive(void **state)
+{
+    (void)state;
+    gw_header h[] = { H("connection", "X-FOO") };
+    assert_true(gw_is_hop_by_hop(GW_SLICE_LIT("x-foo"), h, 1));
+    assert_true(gw_is_hop_by_hop(GW_SLICE_LIT("PROXY-anything"), h, 0));
+    assert_false(gw_is_hop_by_hop(GW_SLICE_LIT("x-foo-bar"), h, 1));
+    assert_false(gw_is_hop_by_hop(GW_SLICE_LIT("Proxy"), h, 0));
+}
+
+static void test_chunk_size_line(void **state)
+{
+    (void)state;
+    char b[24];
+    size_t n = gw_chunk_size_line(b, 0);
+    assert_int_equal(n, 3);
+    assert_memory_equal(b, "0\r\n", 3);
+    n = gw_chunk_size_line(b, 255);
+    assert_memory_equal(b, "ff\r\n", n);
+    n = gw_chunk_size_line(b, 65536);
+    assert_memory_equal(b, "10000\r\n", n);
+    n = gw_chunk_size_line(b, SIZE_MAX);
+    assert_int_equal(n, 18);
+}
+
+static void test_dot_segments(void **state)
+{
+    (void)state;
+    const char *bad[] = { "/api/../admin", "/./x", "/a/..", "/a/%2e%2e/b", "/a/.%2E/b", "/%2e", "/a/." };
+    const char *good[] = { "/", "/api/users/1", "/a/...", "/a/.well-known", "/a/..b", "/a/%2e%2e%2e" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_true(gw_path_has_dot_segment(gw_slice_of(bad[i])));
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        assert_false(gw_path_has_dot_segment(gw_slice_of(good[i])));
+}
+
+static void test_request_ids(void **state)
+{
+    (void)state;
+    char a[40], b[40];
+    gw_request_id_generate(a);
+    gw_request_id_generate(b);
+    assert_int_equal(strlen(a), 36);
+    assert_string_not_equal(a, b);
+    assert_int_equal(a[14], '4'); /* version nibble */
+    assert_true(gw_request_id_valid(gw_slice_of(a)));
+    assert_false(gw_request_id_valid(gw_slice_of("")));
+    assert_false(gw_request_id_valid(gw_slice_of("has space")));
+    assert_false(gw_request_id_valid(gw_slice_of("new\r\nline")));
+    char longid[80];
+    memset(longid, 'a', 65);
+    longid[65] = '\0';
+    assert_false(gw_request_id_valid(gw_slice_of(longid)));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_request_line_and_forwarding_headers),
+        cmocka_unit_test(test_hop_by_hop_and_connection_tokens_removed),
+        cmocka_unit_test(test_forwarded_for_and_via_are_appended),
+        cmocka_unit_test(test_framing_headers_are_replaced),
+        cmocka_unit_test(test_host_rewritten_when_upstream_sets_one),
+        cmocka_unit_test(test_overflow_reports_minus_one),
+        cmocka_unit_test(test_response_headers_filtered),
+        cmocka_unit_test(test_hop_by_hop_is_case_insensitive),
+        cmocka_unit_test(test_chunk_size_line),
+        cmocka_unit_test(test_dot_segments),
+        cmocka_unit_test(test_request_ids),
+    };
+    return cmocka_run_group_tests_name("http1", tests, NULL, NULL);
+}
