@@ -21,20 +21,7 @@
 #include "gw_errors.h"
 #include "http1.h"
 #include "request_id.h"
-#include "server_int.h"
-
-#define WRITE_HIGH_WATER (64 * 1024) /* gw_response_body returns 1 above this */
-#define HEAD_BUF_SIZE 4096
-
-typedef enum client_state {
-    CS_IDLE,        /* between requests. req == NULL; buf holds only unparsed pipelined bytes
-                       (or is NULL); idle timer armed */
-    CS_HEAD,        /* reading a request head. req != NULL, not yet seen by the handler;
-                       header timer armed from the request's first byte */
-    CS_ACTIVE,      /* req belongs to the handler until its response ends */
-    CS_FLUSH_CLOSE, /* no request; last bytes being written, then close. send timer armed */
-    CS_CLOSING,     /* uv_close called on both handles; nothing else happens */
-} client_state;
+#include "client_int.h"
 
 static const char *client_state_name(client_state s)
 {
@@ -48,73 +35,10 @@ static const char *client_state_name(client_state s)
     return "?";
 }
 
-enum {
-    F_READING = 1 << 0,       /* uv_read_start is in effect */
-    F_PARSER_PAUSED = 1 << 1, /* llhttp returned HPE_PAUSED: resume before the next execute */
-    F_IN_PARSE = 1 << 2,      /* client_process is on the stack: re-entry only sets F_REPARSE */
-    F_REPARSE = 1 << 3,
-    F_BODY_PULL = 1 << 4,     /* the handler wants body bytes now */
-    F_BODY_DONE = 1 << 5,     /* llhttp saw the end of the request message */
-    F_BODY_END_SENT = 1 << 6, /* the handler was told on_body_end */
-    F_DISPATCH = 1 << 7,      /* head complete: give it to the handler once execute returns */
-    F_RESP_BEGUN = 1 << 8,
-    F_HEAD_PENDING = 1 << 9,  /* response head built, not yet written (joins the first body write) */
-    F_RESP_CHUNKED = 1 << 10,
-    F_RESP_NOBODY = 1 << 11,  /* HEAD, 204, 304: body bytes are dropped */
-    F_CLOSE_AFTER = 1 << 12,  /* close once this response is written */
-    F_CONTINUE_SENT = 1 << 13,
-    F_WANT_DRAIN = 1 << 14,   /* gw_response_body returned 1: call on_drain when flushed */
-    F_SCAN_DONE = 1 << 15,    /* the raw head scan reached the empty line */
-    F_ABORT_POSTED = 1 << 17, /* an abort waits in the server's posted queue */
-};
-
-typedef struct req_impl {
-    gw_request pub;
-    char url_copy[512]; /* for the access log: the head slices die with the buffer */
-} req_impl;
-
-struct gw_client {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    gw_server *server;
-    gw_queue node;
-    llhttp_t parser;
-    client_state state;
-    unsigned flags;
-    int handles_open;
-    char *buf;               /* read buffer (server->buf_size), or NULL when idle and empty */
-    size_t len, off;         /* buf[0..len) read, buf[0..off) consumed by the parser */
-    req_impl *req;
-    size_t pending_write;    /* bytes handed to uv_write and not yet written */
-    int fail_status;         /* status to answer when a callback rejects the head */
-    const char *fail_reason;
-    /* raw head scan (bare CR/LF, control bytes, obs-fold), see scan_head */
-    size_t scan_pos;
-    unsigned scan_state, scan_lines;
-    size_t url_len;
-    int n_content_length, n_transfer_encoding, n_host;
-    int last_was_value;      /* llhttp callback order: field, value, field, ... */
-    uint64_t body_read;
-    int64_t resp_left;       /* Content-Length bytes still to send; -1 when not counted */
-    char *hbuf;              /* pending response head */
-    size_t hlen, hcap;
-    int abort_err;
-    gw_queue post_node;      /* in server->posted while deferred work waits */
-    char peer[64];
-};
-
-typedef struct write_req {
-    uv_write_t req;
-    gw_client *client;
-    size_t len;
-    char data[];
-} write_req;
-
 static llhttp_settings_t parser_settings;
 static void client_process(gw_client *c);
 static void client_close(gw_client *c);
 static void client_abort(gw_client *c, int err);
-static void request_finish(gw_client *c);
 static void update_reading(gw_client *c);
 static void arm_timer(gw_client *c);
 
@@ -179,7 +103,7 @@ static void on_write(uv_write_t *wr, int status)
 
 /* Writes bufs in order after whatever is queued: uv_try_write first (most responses leave
  * in that one system call), then the rest is copied and queued. Returns 0 or <0. */
-static int client_write(gw_client *c, uv_buf_t *bufs, unsigned n)
+int gw__client_write(gw_client *c, uv_buf_t *bufs, unsigned n)
 {
     if (c->state == CS_CLOSING)
         return GW_ECLOSED;
@@ -281,7 +205,7 @@ static void client_abort(gw_client *c, int err)
 /* A failure inside an API call the handler made (a write that failed) must not call the
  * handler back while it is still in that call: the abort is posted and runs from the
  * server's idle handle on this loop iteration, before any new I/O for this client. */
-static void client_abort_later(gw_client *c, int err)
+void gw__client_abort_later(gw_client *c, int err)
 {
     if (c->state == CS_CLOSING || (c->flags & F_ABORT_POSTED))
         return;
@@ -927,8 +851,8 @@ int gw_request_read_body(gw_request *req)
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
         c->flags |= F_CONTINUE_SENT;
-        if (client_write(c, &b, 1) < 0) {
-            client_abort_later(c, GW_ECLOSED);
+        if (gw__client_write(c, &b, 1) < 0) {
+            gw__client_abort_later(c, GW_ECLOSED);
             return GW_ECLOSED;
         }
     }
@@ -955,196 +879,9 @@ void gw_request_close_after(gw_request *req)
     req->client->flags |= F_CLOSE_AFTER;
 }
 
-/* ---- responses ----------------------------------------------------------------------- */
-
-static int will_close(const gw_client *c)
-{
-    const gw_request *q = &c->req->pub;
-    return !q->keep_alive || (c->flags & F_CLOSE_AFTER) || c->server->draining ||
-           (q->has_body && !(c->flags & F_BODY_DONE) && !(c->flags & F_BODY_PULL));
-}
-
-static int head_append(gw_client *c, const char *p, size_t n)
-{
-    if (c->hlen + n > c->hcap) {
-        size_t cap = c->hcap ? c->hcap : HEAD_BUF_SIZE;
-        while (cap < c->hlen + n)
-            cap *= 2;
-        char *nb = realloc(c->hbuf, cap);
-        if (!nb)
-            return -1;
-        c->hbuf = nb;
-        c->hcap = cap;
-    }
-    memcpy(c->hbuf + c->hlen, p, n);
-    c->hlen += n;
-    return 0;
-}
-
-int gw_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
-                      int64_t body_len)
-{
-    gw_client *c = req->client;
-    if (c->state != CS_ACTIVE || (c->flags & F_RESP_BEGUN))
-        return GW_EINVAL;
-    c->flags |= F_RESP_BEGUN;
-    req->status = status;
-    int nobody = req->is_head || status == 204 || status == 304 || status < 200;
-    char line[512];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
-                     gw_status_reason(status), gw_http_date(c->server->loop));
-    c->hlen = 0;
-    int err = head_append(c, line, (size_t)n);
-    if (headers && hlen)
-        err |= head_append(c, headers, hlen);
-    if (c->server->opts.gateway_headers) {
-        n = snprintf(line, sizeof line, "X-Request-Id: %s\r\nX-Gateway-Upstream: %s\r\n",
-                     req->request_id, req->upstream_name ? req->upstream_name : "gateway");
-        err |= head_append(c, line, (size_t)n);
-    }
-    c->resp_left = -1;
-    if (status == 204 || status < 200) {
-        /* no framing headers at all */
-    } else if (body_len >= 0) {
-        n = snprintf(line, sizeof line, "Content-Length: %" PRId64 "\r\n", body_len);
-        err |= head_append(c, line, (size_t)n);
-        if (!nobody)
-            c->resp_left = body_len;
-    } else if (!nobody) {
-        if (req->http_minor >= 1) {
-            c->flags |= F_RESP_CHUNKED;
-            err |= head_append(c, "Transfer-Encoding: chunked\r\n", 28);
-        } else {
-            c->flags |= F_CLOSE_AFTER; /* HTTP/1.0: the end of the body is the close */
-        }
-    }
-    if (nobody)
-        c->flags |= F_RESP_NOBODY;
-    if (will_close(c)) {
-        c->flags |= F_CLOSE_AFTER;
-        err |= head_append(c, "Connection: close\r\n\r\n", 21);
-    } else if (req->http_minor == 0) {
-        err |= head_append(c, "Connection: keep-alive\r\n\r\n", 26);
-    } else {
-        err |= head_append(c, "\r\n", 2);
-    }
-    if (err)
-        return GW_ENOMEM;
-    c->flags |= F_HEAD_PENDING;
-    return 0;
-}
-
-int gw_response_body(gw_request *req, const char *p, size_t n)
-{
-    gw_client *c = req->client;
-    if (c->state != CS_ACTIVE || !(c->flags & F_RESP_BEGUN) || (c->flags & F_ABORT_POSTED))
-        return GW_ECLOSED;
-    uv_buf_t bufs[4];
-    unsigned nb = 0;
-    char size_line[24];
-    if (c->flags & F_RESP_NOBODY)
-        n = 0;
-    if (c->resp_left >= 0 && (int64_t)n > c->resp_left)
-        n = (size_t)c->resp_left; /* never more than the Content-Length we announced */
-    if (c->flags & F_HEAD_PENDING) {
-        bufs[nb++] = uv_buf_init(c->hbuf, (unsigned)c->hlen);
-        req->bytes_out += c->hlen;
-        c->flags &= ~F_HEAD_PENDING;
-    }
-    if (n > 0) {
-        if (c->flags & F_RESP_CHUNKED) {
-            size_t l = gw_chunk_size_line(size_line, n);
-            bufs[nb++] = uv_buf_init(size_line, (unsigned)l);
-            bufs[nb++] = uv_buf_init((char *)p, (unsigned)n);
-            bufs[nb++] = uv_buf_init("\r\n", 2);
-        } else {
-            bufs[nb++] = uv_buf_init((char *)p, (unsigned)n);
-        }
-        if (c->resp_left >= 0)
-            c->resp_left -= (int64_t)n;
-        req->bytes_out += n;
-    }
-    int r = client_write(c, bufs, nb);
-    if (r < 0) {
-        client_abort_later(c, r);
-        return r;
-    }
-    if (c->pending_write > WRITE_HIGH_WATER) {
-        c->flags |= F_WANT_DRAIN;
-        return 1;
-    }
-    return 0;
-}
-
-void gw_response_end(gw_request *req)
-{
-    gw_client *c = req->client;
-    if (c->state != CS_ACTIVE || !(c->flags & F_RESP_BEGUN))
-        return;
-    uv_buf_t bufs[2];
-    unsigned nb = 0;
-    if (c->flags & F_HEAD_PENDING) {
-        bufs[nb++] = uv_buf_init(c->hbuf, (unsigned)c->hlen);
-        req->bytes_out += c->hlen;
-        c->flags &= ~F_HEAD_PENDING;
-    }
-    if (c->flags & F_RESP_CHUNKED)
-        bufs[nb++] = uv_buf_init("0\r\n\r\n", 5);
-    if (c->resp_left > 0)
-        c->flags |= F_CLOSE_AFTER; /* short body: only a close tells the client */
-    int r = client_write(c, bufs, nb);
-    if (r < 0) {
-        client_abort_later(c, r);
-        return;
-    }
-    request_finish(c);
-}
-
-void gw_response_fail(gw_request *req)
-{
-    gw_client *c = req->client;
-    if (c->state != CS_ACTIVE)
-        return;
-    if (!(c->flags & F_RESP_BEGUN))
-        req->status = 502;
-    c->flags |= F_CLOSE_AFTER;
-    c->flags &= ~F_HEAD_PENDING;
-    c->resp_left = 0;
-    request_finish(c);
-}
-
-void gw_response_simple(gw_request *req, int status, const char *content_type,
-                        const char *body, size_t n, const char *extra_headers)
-{
-    char hdr[1024];
-    int hl = snprintf(hdr, sizeof hdr, "%s%s%s%s", content_type ? "Content-Type: " : "",
-                      content_type ? content_type : "", content_type ? "\r\n" : "",
-                      extra_headers ? extra_headers : "");
-    if (hl < 0 || (size_t)hl >= sizeof hdr)
-        hl = 0;
-    if (gw_response_begin(req, status, hdr, (size_t)hl, (int64_t)n) < 0)
-        return;
-    if (n && gw_response_body(req, body, n) < 0)
-        return;
-    gw_response_end(req);
-}
-
-void gw_response_error(gw_request *req, int status, const char *msg)
-{
-    char body[768];
-    size_t len = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
-    gw_json_escape(body, &len, sizeof body - 96, msg, strlen(msg));
-    len += (size_t)snprintf(body + len, sizeof body - len,
-                            "\",\"status\":%d,\"request_id\":\"%s\"}", status,
-                            req->request_id[0] ? req->request_id : "-");
-    if (!req->request_id[0])
-        gw_request_id_generate(req->request_id);
-    gw_response_simple(req, status, "application/json", body, len, NULL);
-}
-
 /* The response is written (or queued): log it, then keep the connection for the next
  * request or close it once the bytes are out. */
-static void request_finish(gw_client *c)
+void gw__request_finish(gw_client *c)
 {
     gw_request *q = &c->req->pub;
     gw_server *s = c->server;

@@ -1,0 +1,94 @@
+/* client_int.h — the client connection's private layout, shared by client.c (reading,
+ * parsing, lifecycle) and client_response.c (writing responses). Not for handlers. */
+#ifndef GW_CLIENT_INT_H
+#define GW_CLIENT_INT_H
+
+#include <llhttp.h>
+
+#include "server_int.h"
+
+#define WRITE_HIGH_WATER (64 * 1024) /* gw_response_body returns 1 above this */
+#define HEAD_BUF_SIZE 4096
+
+typedef enum client_state {
+    CS_IDLE,        /* between requests. req == NULL; buf holds only unparsed pipelined bytes
+                       (or is NULL); idle timer armed */
+    CS_HEAD,        /* reading a request head. req != NULL, not yet seen by the handler;
+                       header timer armed from the request's first byte */
+    CS_ACTIVE,      /* req belongs to the handler until its response ends */
+    CS_FLUSH_CLOSE, /* no request; last bytes being written, then close. send timer armed */
+    CS_CLOSING,     /* uv_close called on both handles; nothing else happens */
+} client_state;
+
+
+enum {
+    F_READING = 1 << 0,       /* uv_read_start is in effect */
+    F_PARSER_PAUSED = 1 << 1, /* llhttp returned HPE_PAUSED: resume before the next execute */
+    F_IN_PARSE = 1 << 2,      /* client_process is on the stack: re-entry only sets F_REPARSE */
+    F_REPARSE = 1 << 3,
+    F_BODY_PULL = 1 << 4,     /* the handler wants body bytes now */
+    F_BODY_DONE = 1 << 5,     /* llhttp saw the end of the request message */
+    F_BODY_END_SENT = 1 << 6, /* the handler was told on_body_end */
+    F_DISPATCH = 1 << 7,      /* head complete: give it to the handler once execute returns */
+    F_RESP_BEGUN = 1 << 8,
+    F_HEAD_PENDING = 1 << 9,  /* response head built, not yet written (joins the first body write) */
+    F_RESP_CHUNKED = 1 << 10,
+    F_RESP_NOBODY = 1 << 11,  /* HEAD, 204, 304: body bytes are dropped */
+    F_CLOSE_AFTER = 1 << 12,  /* close once this response is written */
+    F_CONTINUE_SENT = 1 << 13,
+    F_WANT_DRAIN = 1 << 14,   /* gw_response_body returned 1: call on_drain when flushed */
+    F_SCAN_DONE = 1 << 15,    /* the raw head scan reached the empty line */
+    F_ABORT_POSTED = 1 << 17, /* an abort waits in the server's posted queue */
+};
+
+typedef struct req_impl {
+    gw_request pub;
+    char url_copy[512]; /* for the access log: the head slices die with the buffer */
+} req_impl;
+
+struct gw_client {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    gw_server *server;
+    gw_queue node;
+    llhttp_t parser;
+    client_state state;
+    unsigned flags;
+    int handles_open;
+    char *buf;               /* read buffer (server->buf_size), or NULL when idle and empty */
+    size_t len, off;         /* buf[0..len) read, buf[0..off) consumed by the parser */
+    req_impl *req;
+    size_t pending_write;    /* bytes handed to uv_write and not yet written */
+    int fail_status;         /* status to answer when a callback rejects the head */
+    const char *fail_reason;
+    /* raw head scan (bare CR/LF, control bytes, obs-fold), see scan_head */
+    size_t scan_pos;
+    unsigned scan_state, scan_lines;
+    size_t url_len;
+    int n_content_length, n_transfer_encoding, n_host;
+    int last_was_value;      /* llhttp callback order: field, value, field, ... */
+    uint64_t body_read;
+    int64_t resp_left;       /* Content-Length bytes still to send; -1 when not counted */
+    char *hbuf;              /* pending response head */
+    size_t hlen, hcap;
+    int abort_err;
+    gw_queue post_node;      /* in server->posted while deferred work waits */
+    char peer[64];
+};
+
+typedef struct write_req {
+    uv_write_t req;
+    gw_client *client;
+    size_t len;
+    char data[];
+} write_req;
+
+
+/* Writes bufs after whatever is queued (uv_try_write first, the rest copied). 0 or <0. */
+int gw__client_write(gw_client *c, uv_buf_t *bufs, unsigned n);
+/* Abort from inside an API call: posted, so the handler is never called back re-entrantly. */
+void gw__client_abort_later(gw_client *c, int err);
+/* The response is queued: log it, then keep-alive or close. */
+void gw__request_finish(gw_client *c);
+
+#endif

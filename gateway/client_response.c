@@ -1,0 +1,201 @@
+/* client_response.c — writing a response on a client connection: the head (built aside
+ * and sent together with the first body bytes), framing (Content-Length, chunked, or
+ * close-delimited for HTTP/1.0), backpressure, and the one-shot and error responses. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "access_log.h"
+#include "client_int.h"
+#include "gw_errors.h"
+#include "http1.h"
+#include "request_id.h"
+
+/* ---- responses ----------------------------------------------------------------------- */
+
+static int will_close(const gw_client *c)
+{
+    const gw_request *q = &c->req->pub;
+    return !q->keep_alive || (c->flags & F_CLOSE_AFTER) || c->server->draining ||
+           (q->has_body && !(c->flags & F_BODY_DONE) && !(c->flags & F_BODY_PULL));
+}
+
+static int head_append(gw_client *c, const char *p, size_t n)
+{
+    if (c->hlen + n > c->hcap) {
+        size_t cap = c->hcap ? c->hcap : HEAD_BUF_SIZE;
+        while (cap < c->hlen + n)
+            cap *= 2;
+        char *nb = realloc(c->hbuf, cap);
+        if (!nb)
+            return -1;
+        c->hbuf = nb;
+        c->hcap = cap;
+    }
+    memcpy(c->hbuf + c->hlen, p, n);
+    c->hlen += n;
+    return 0;
+}
+
+int gw_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
+                      int64_t body_len)
+{
+    gw_client *c = req->client;
+    if (c->state != CS_ACTIVE || (c->flags & F_RESP_BEGUN))
+        return GW_EINVAL;
+    c->flags |= F_RESP_BEGUN;
+    req->status = status;
+    int nobody = req->is_head || status == 204 || status == 304 || status < 200;
+    char line[512];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
+                     gw_status_reason(status), gw_http_date(c->server->loop));
+    c->hlen = 0;
+    int err = head_append(c, line, (size_t)n);
+    if (headers && hlen)
+        err |= head_append(c, headers, hlen);
+    if (c->server->opts.gateway_headers) {
+        n = snprintf(line, sizeof line, "X-Request-Id: %s\r\nX-Gateway-Upstream: %s\r\n",
+                     req->request_id, req->upstream_name ? req->upstream_name : "gateway");
+        err |= head_append(c, line, (size_t)n);
+    }
+    c->resp_left = -1;
+    if (status == 204 || status < 200) {
+        /* no framing headers at all */
+    } else if (body_len >= 0) {
+        n = snprintf(line, sizeof line, "Content-Length: %" PRId64 "\r\n", body_len);
+        err |= head_append(c, line, (size_t)n);
+        if (!nobody)
+            c->resp_left = body_len;
+    } else if (!nobody) {
+        if (req->http_minor >= 1) {
+            c->flags |= F_RESP_CHUNKED;
+            err |= head_append(c, "Transfer-Encoding: chunked\r\n", 28);
+        } else {
+            c->flags |= F_CLOSE_AFTER; /* HTTP/1.0: the end of the body is the close */
+        }
+    }
+    if (nobody)
+        c->flags |= F_RESP_NOBODY;
+    if (will_close(c)) {
+        c->flags |= F_CLOSE_AFTER;
+        err |= head_append(c, "Connection: close\r\n\r\n", 21);
+    } else if (req->http_minor == 0) {
+        err |= head_append(c, "Connection: keep-alive\r\n\r\n", 26);
+    } else {
+        err |= head_append(c, "\r\n", 2);
+    }
+    if (err)
+        return GW_ENOMEM;
+    c->flags |= F_HEAD_PENDING;
+    return 0;
+}
+
+int gw_response_body(gw_request *req, const char *p, size_t n)
+{
+    gw_client *c = req->client;
+    if (c->state != CS_ACTIVE || !(c->flags & F_RESP_BEGUN) || (c->flags & F_ABORT_POSTED))
+        return GW_ECLOSED;
+    uv_buf_t bufs[4];
+    unsigned nb = 0;
+    char size_line[24];
+    if (c->flags & F_RESP_NOBODY)
+        n = 0;
+    if (c->resp_left >= 0 && (int64_t)n > c->resp_left)
+        n = (size_t)c->resp_left; /* never more than the Content-Length we announced */
+    if (c->flags & F_HEAD_PENDING) {
+        bufs[nb++] = uv_buf_init(c->hbuf, (unsigned)c->hlen);
+        req->bytes_out += c->hlen;
+        c->flags &= ~F_HEAD_PENDING;
+    }
+    if (n > 0) {
+        if (c->flags & F_RESP_CHUNKED) {
+            size_t l = gw_chunk_size_line(size_line, n);
+            bufs[nb++] = uv_buf_init(size_line, (unsigned)l);
+            bufs[nb++] = uv_buf_init((char *)p, (unsigned)n);
+            bufs[nb++] = uv_buf_init("\r\n", 2);
+        } else {
+            bufs[nb++] = uv_buf_init((char *)p, (unsigned)n);
+        }
+        if (c->resp_left >= 0)
+            c->resp_left -= (int64_t)n;
+        req->bytes_out += n;
+    }
+    int r = gw__client_write(c, bufs, nb);
+    if (r < 0) {
+        gw__client_abort_later(c, r);
+        return r;
+    }
+    if (c->pending_write > WRITE_HIGH_WATER) {
+        c->flags |= F_WANT_DRAIN;
+        return 1;
+    }
+    return 0;
+}
+
+void gw_response_end(gw_request *req)
+{
+    gw_client *c = req->client;
+    if (c->state != CS_ACTIVE || !(c->flags & F_RESP_BEGUN))
+        return;
+    uv_buf_t bufs[2];
+    unsigned nb = 0;
+    if (c->flags & F_HEAD_PENDING) {
+        bufs[nb++] = uv_buf_init(c->hbuf, (unsigned)c->hlen);
+        req->bytes_out += c->hlen;
+        c->flags &= ~F_HEAD_PENDING;
+    }
+    if (c->flags & F_RESP_CHUNKED)
+        bufs[nb++] = uv_buf_init("0\r\n\r\n", 5);
+    if (c->resp_left > 0)
+        c->flags |= F_CLOSE_AFTER; /* short body: only a close tells the client */
+    int r = gw__client_write(c, bufs, nb);
+    if (r < 0) {
+        gw__client_abort_later(c, r);
+        return;
+    }
+    gw__request_finish(c);
+}
+
+void gw_response_fail(gw_request *req)
+{
+    gw_client *c = req->client;
+    if (c->state != CS_ACTIVE)
+        return;
+    if (!(c->flags & F_RESP_BEGUN))
+        req->status = 502;
+    c->flags |= F_CLOSE_AFTER;
+    c->flags &= ~F_HEAD_PENDING;
+    c->resp_left = 0;
+    gw__request_finish(c);
+}
+
+void gw_response_simple(gw_request *req, int status, const char *content_type,
+                        const char *body, size_t n, const char *extra_headers)
+{
+    char hdr[1024];
+    int hl = snprintf(hdr, sizeof hdr, "%s%s%s%s", content_type ? "Content-Type: " : "",
+                      content_type ? content_type : "", content_type ? "\r\n" : "",
+                      extra_headers ? extra_headers : "");
+    if (hl < 0 || (size_t)hl >= sizeof hdr)
+        hl = 0;
+    if (gw_response_begin(req, status, hdr, (size_t)hl, (int64_t)n) < 0)
+        return;
+    if (n && gw_response_body(req, body, n) < 0)
+        return;
+    gw_response_end(req);
+}
+
+void gw_response_error(gw_request *req, int status, const char *msg)
+{
+    char body[768];
+    size_t len = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
+    gw_json_escape(body, &len, sizeof body - 96, msg, strlen(msg));
+    len += (size_t)snprintf(body + len, sizeof body - len,
+                            "\",\"status\":%d,\"request_id\":\"%s\"}", status,
+                            req->request_id[0] ? req->request_id : "-");
+    if (!req->request_id[0])
+        gw_request_id_generate(req->request_id);
+    gw_response_simple(req, status, "application/json", body, len, NULL);
+}
+
