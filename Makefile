@@ -40,16 +40,18 @@ all: $(OUT)/gateway $(OUT)/mockd
 
 $(OUT)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # Third-party llhttp from Debian's node-llhttp: compiled, never copied into the repo.
 $(OUT)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 $(OPT) -w -I$(LLHTTP_INC) -c $< -o $@
+	@echo "  CC    $< (Debian node-llhttp)"
+	@$(CC) -std=c11 $(OPT) -w -I$(LLHTTP_INC) -c $< -o $@
 
 $(OUT)/libgw.a: $(LIB_OBJS) $(LLHTTP_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 $(OUT)/gateway: $(OUT)/obj/gateway/main.o $(OUT)/libgw.a
 	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)

@@ -22,6 +22,7 @@
 #include "http1.h"
 #include "request_id.h"
 #include "client_int.h"
+#include "metrics.h"
 
 static const char *client_state_name(client_state s)
 {
@@ -784,6 +785,8 @@ void gw__client_accept(gw_server *s)
     gw_queue_init(&c->post_node);
     gw_queue_insert_tail(&s->clients, &c->node);
     s->n_clients++;
+    if (s->opts.metrics)
+        atomic_fetch_add_explicit(&s->opts.metrics->connections_accepted, 1, memory_order_relaxed);
     if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
         c->state = CS_IDLE;
         client_close(c);
@@ -902,6 +905,9 @@ void gw__request_finish(gw_client *c)
         };
         gw_access_log_write(s->opts.log, &e);
     }
+    if (s->opts.metrics)
+        gw_metrics_request(s->opts.metrics, q->route_id, q->upstream_name, q->status,
+                           (double)(uv_hrtime() - q->start_ns) / 1e6);
     int close_now = (c->flags & F_CLOSE_AFTER) || !q->keep_alive || s->draining ||
                     !(c->flags & F_BODY_DONE);
     free_request(c);

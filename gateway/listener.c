@@ -51,15 +51,16 @@ void gw__server_post(gw_server *s, gw_queue *node)
     uv_idle_start(&s->idle, on_idle);
 }
 
-/* A socket with SO_REUSEPORT set before bind: libuv 1.44 has no flag for it. */
-static int open_listen_socket(const struct sockaddr *addr)
+/* A listening socket, with SO_REUSEPORT set before bind when asked (libuv 1.44 has no flag
+ * for it): the kernel then spreads connections across the workers' sockets. */
+static int open_listen_socket(const struct sockaddr *addr, int reuseport)
 {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0))
         goto fail;
     socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (bind(fd, addr, len) != 0)
@@ -85,7 +86,7 @@ int gw_server_init(gw_server **out, uv_loop_t *loop, const struct sockaddr *addr
     s->buf_size = opts->limits.max_header_bytes < 16384 ? 16384 : opts->limits.max_header_bytes;
     s->cap_free_bufs = FREE_BUFS_MAX;
     s->free_bufs = calloc(FREE_BUFS_MAX, sizeof *s->free_bufs);
-    int fd = open_listen_socket(addr);
+    int fd = open_listen_socket(addr, opts->reuseport);
     if (fd < 0) {
         free(s->free_bufs);
         free(s);

@@ -5,7 +5,9 @@
  *   gateway -c conf/gateway.json --check   validate config and routes; print the first
  *                                          error as "FILE: json.path: reason"; exit 1 (0 ok)
  */
+#include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +15,9 @@
 #include <unistd.h>
 
 #include "../routes/route_table.h"
+#include "admin.h"
 #include "config.h"
+#include "metrics.h"
 #include "worker.h"
 
 static gw_config cfg;
@@ -21,6 +25,7 @@ static gw_worker *workers;
 static int n_workers;
 static uv_signal_t sig_term, sig_int, sig_hup;
 static int stopping;
+static gw_admin admin;
 
 static void usage(FILE *f)
 {
@@ -63,22 +68,39 @@ static int open_access_log(const gw_config *c)
 
 /* SIGHUP: re-read the routes file; a table that fails validation is rejected whole and
  * the running one stays. Off the workers' loops: this is the main thread. */
+static int reload_routes(char *err, size_t errlen)
+{
+    rt_table *t = load_routes(&cfg, err, errlen);
+    if (!t) {
+        atomic_fetch_add(&gw_process_stats.reloads_failed, 1);
+        rt_table *cur = rt_current_acquire();
+        fprintf(stderr, "gateway: reload rejected, keeping version %llu: %s\n",
+                (unsigned long long)(cur ? rt_table_version(cur) : 0), err);
+        if (cur)
+            rt_table_unref(cur);
+        return -1;
+    }
+    rt_current_publish(t);
+    atomic_fetch_add(&gw_process_stats.reloads_ok, 1);
+    rt_table *now = rt_current_acquire();
+    fprintf(stderr, "gateway: routes reloaded: version %llu, %d routes\n",
+            (unsigned long long)rt_table_version(now), rt_table_count(now));
+    rt_table_unref(now);
+    return 0;
+}
+
+static int admin_reload(gw_admin *a, char *err, size_t errlen)
+{
+    (void)a;
+    return reload_routes(err, errlen);
+}
+
 static void on_hup(uv_signal_t *h, int sig)
 {
     (void)h;
     (void)sig;
     char err[1024];
-    rt_table *t = load_routes(&cfg, err, sizeof err);
-    if (!t) {
-        fprintf(stderr, "gateway: reload rejected, keeping version %llu: %s\n",
-                (unsigned long long)rt_current_generation(), err);
-        return;
-    }
-    rt_current_publish(t);
-    rt_table *now = rt_current_acquire();
-    fprintf(stderr, "gateway: routes reloaded: version %llu, %d routes\n",
-            (unsigned long long)rt_table_version(now), rt_table_count(now));
-    rt_table_unref(now);
+    reload_routes(err, sizeof err);
 }
 
 static void on_stop(uv_signal_t *h, int sig)
@@ -94,6 +116,7 @@ static void on_stop(uv_signal_t *h, int sig)
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
+    gw_admin_stop(&admin);
 }
 
 int main(int argc, char **argv)
@@ -164,11 +187,27 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    fprintf(stderr, "gateway: listening on %s, %d workers, %d routes (version 1) from %s\n",
-            cfg.listen, n_workers, rt_table_count(routes), cfg.routes_file);
+    admin.cfg = &cfg;
+    admin.n_workers = n_workers;
+    admin.metrics = calloc((size_t)n_workers, sizeof *admin.metrics);
+    for (int i = 0; i < n_workers; i++)
+        admin.metrics[i] = workers[i].metrics;
+    admin.reload = admin_reload;
+    int ar = gw_admin_start(&admin, loop);
+    if (ar < 0) {
+        fprintf(stderr, "gateway: %s: admin.listen: cannot listen on %s: %s\n", cfg.path,
+                cfg.admin_listen, uv_strerror(ar));
+        on_stop(&sig_term, SIGTERM);
+    }
+    admin.ready = 1;
+    fprintf(stderr, "gateway: listening on %s (admin %s), %d workers, %d routes (version 1) from %s\n",
+            cfg.listen, cfg.admin_listen, n_workers, rt_table_count(routes), cfg.routes_file);
     uv_run(loop, UV_RUN_DEFAULT);
     for (int i = 0; i < n_workers; i++)
         gw_worker_join(&workers[i]);
+    for (int i = 0; i < n_workers; i++)
+        free(workers[i].metrics);
+    free(admin.metrics);
     free(workers);
     rt_current_clear();
     uv_loop_close(loop);

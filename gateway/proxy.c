@@ -102,10 +102,13 @@ int gw_path_has_dot_segment(gw_slice path)
 
 static void start_attempt(proxy_req *p);
 
+static void count_error(proxy_req *p, enum gw_upstream_err_kind kind)
+{
+    gw_metrics_upstream_error(p->w->metrics, kind);
+}
+
 static void fail_before_response(proxy_req *p, int err, int phase)
 {
-    gw_worker *w = p->w;
-    (void)w;
     switch (err) {
     case GW_ETIMEOUT:
         proxy_error(p, 504, phase == GW_UPHASE_CONNECT ? "upstream connect timeout" : "upstream timeout");
@@ -127,6 +130,9 @@ static void up_on_error(gw_uconn *u, void *data, int err, int phase)
     proxy_req *p = data;
     (void)u;
     p->u = NULL;
+    count_error(p, err == GW_ETIMEOUT ? GW_UERR_TIMEOUT
+                   : err == GW_ECONNECT ? GW_UERR_CONNECT
+                   : err == GW_EUPSTREAM_PROTO ? GW_UERR_PROTOCOL : GW_UERR_RESET);
     if (p->flags & P_RESP_BEGUN) {
         /* bytes of the response reached the client: never retried, only cut */
         gw_request *req = p->req;
@@ -193,6 +199,7 @@ static void start_attempt(proxy_req *p)
 {
     gw_endpoint *ep = gw_upstream_pick(p->up, p->connect_attempts ? p->last_endpoint : -1);
     if (!ep) {
+        count_error(p, GW_UERR_NO_ENDPOINT);
         proxy_error(p, 503, "no healthy endpoint");
         return;
     }

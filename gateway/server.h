@@ -52,8 +52,10 @@ typedef struct gw_server_limits {
 typedef struct gw_server_opts {
     gw_server_limits limits;
     int gateway_headers;      /* add X-Request-Id and X-Gateway-Upstream to every response */
+    int reuseport;            /* SO_REUSEPORT: each worker binds the same address */
     int worker_id;            /* folded into generated request ids */
     gw_access_log *log;       /* NULL: no access log */
+    struct gw_metrics *metrics; /* NULL: not counted */
     void *data;               /* for the handler: gw_request_server(req)->opts.data */
 } gw_server_opts;
 
@@ -89,7 +91,7 @@ struct gw_request {
     void *data;                /* the handler's per-request state */
 };
 
-/* Starts listening on addr with SO_REUSEPORT (so every worker can bind the same address). */
+/* Starts listening on addr (with SO_REUSEPORT when opts->reuseport). */
 int gw_server_init(gw_server **out, uv_loop_t *loop, const struct sockaddr *addr,
                    const gw_server_opts *opts, const gw_handler *handler);
 /* Graceful stop: stop accepting, close idle keep-alive connections at once, let the others

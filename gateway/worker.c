@@ -3,6 +3,7 @@
 #include "worker.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../routes/route_table.h"
@@ -90,8 +91,10 @@ static void worker_main(void *arg)
             .send_timeout_ms = l->send_timeout_ms,
         },
         .gateway_headers = 1,
+        .reuseport = 1,
         .worker_id = w->id,
         .log = w->log,
+        .metrics = w->metrics,
         .data = w,
     };
     int r = gw_server_init(&w->server, &w->loop, (const struct sockaddr *)&w->cfg->listen_addr,
@@ -117,6 +120,9 @@ int gw_worker_start(gw_worker *w, int id, const gw_config *cfg, int log_fd)
     w->cfg = cfg;
     w->log_fd = log_fd;
     atomic_init(&w->command, GW_CMD_NONE);
+    w->metrics = calloc(1, sizeof *w->metrics);
+    if (!w->metrics)
+        return UV_ENOMEM;
     int r = uv_loop_init(&w->loop);
     if (r < 0)
         return r;

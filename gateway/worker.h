@@ -9,6 +9,7 @@
 
 #include "access_log.h"
 #include "config.h"
+#include "metrics.h"
 #include "server.h"
 #include "upstream.h"
 
@@ -25,6 +26,7 @@ typedef struct gw_worker {
     int log_fd;                  /* -1: access log off */
     gw_server *server;
     gw_access_log *log;
+    gw_metrics *metrics;         /* written by this worker only; read by the admin thread */
     gw_upstream upstreams[GW_MAX_UPSTREAMS];
     rt_table *table;             /* this worker's pinned snapshot */
     uint64_t table_gen;

@@ -1,0 +1,26 @@
+/* admin.h — the admin listener (default 127.0.0.1:9090) on the main thread's loop:
+ * /healthz, /readyz, /metrics, and the /admin/ paths (Bearer token) for routes and reloads. It never
+ * runs on a worker loop, so its file and database work never delays a proxied request. */
+#ifndef GW_ADMIN_H
+#define GW_ADMIN_H
+
+#include "config.h"
+#include "metrics.h"
+#include "server.h"
+
+typedef struct gw_admin {
+    const gw_config *cfg;
+    gw_metrics **metrics;         /* one per worker */
+    int n_workers;
+    int ready;                    /* a route table is loaded and the workers listen */
+    /* Re-reads the active route source and publishes it. 0, or <0 with err set. */
+    int (*reload)(struct gw_admin *a, char *err, size_t errlen);
+    void *data;
+    gw_server *server;
+} gw_admin;
+
+/* Starts the admin listener on cfg->admin_addr. */
+int gw_admin_start(gw_admin *a, uv_loop_t *loop);
+void gw_admin_stop(gw_admin *a);
+
+#endif

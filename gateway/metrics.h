@@ -1,0 +1,62 @@
+/* metrics.h — counters and histograms for GET /metrics (Prometheus text format).
+ *
+ * Each worker owns a gw_metrics and is its only writer (relaxed atomic adds: no lock, no
+ * shared cache line). The admin thread reads every worker's block and sums. Labelled request
+ * counters live in an insert-only table per worker: a slot is filled, then published with a
+ * release store, so a concurrent reader sees either nothing or a complete key. */
+#ifndef GW_METRICS_H
+#define GW_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GW_METRICS_SLOTS 4096          /* (route, upstream, status class) combinations */
+#define GW_METRICS_KEY_MAX 96
+#define GW_LATENCY_BUCKETS 14
+
+typedef struct gw_metric_slot {
+    atomic_int used;                   /* 0 empty, 1 published */
+    uint64_t hash;
+    char route[GW_METRICS_KEY_MAX];
+    char upstream[GW_METRICS_KEY_MAX];
+    int status_class;                  /* 1..5 */
+    atomic_uint_fast64_t count;
+} gw_metric_slot;
+
+enum gw_upstream_err_kind {
+    GW_UERR_CONNECT, GW_UERR_TIMEOUT, GW_UERR_RESET, GW_UERR_PROTOCOL, GW_UERR_NO_ENDPOINT,
+    GW_UERR__COUNT
+};
+
+typedef struct gw_metrics {
+    gw_metric_slot slots[GW_METRICS_SLOTS];
+    atomic_uint_fast64_t overflow;     /* requests whose label set found no free slot */
+    atomic_uint_fast64_t duration_buckets[GW_LATENCY_BUCKETS + 1]; /* last = +Inf */
+    atomic_uint_fast64_t duration_count;
+    atomic_uint_fast64_t duration_sum_us;
+    atomic_uint_fast64_t upstream_errors[GW_UERR__COUNT];
+    atomic_uint_fast64_t connections_accepted;
+} gw_metrics;
+
+/* Upper bounds of the duration histogram, in seconds. */
+extern const double gw_latency_bounds[GW_LATENCY_BUCKETS];
+
+void gw_metrics_request(gw_metrics *m, const char *route, const char *upstream, int status,
+                        double total_ms);
+void gw_metrics_upstream_error(gw_metrics *m, enum gw_upstream_err_kind kind);
+const char *gw_upstream_err_name(enum gw_upstream_err_kind kind);
+
+/* Process-wide values set by the main thread. */
+typedef struct gw_process_metrics {
+    atomic_uint_fast64_t reloads_ok, reloads_failed;
+    atomic_uint_fast64_t shadow_compared, shadow_mismatched;
+} gw_process_metrics;
+extern gw_process_metrics gw_process_stats;
+
+/* Appends the Prometheus text for WORKERS[0..n) plus process values to a malloc'd buffer
+ * (*out, *len); route_version is the table in force. Returns 0 or -1 (out of memory). */
+int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version, char **out,
+                      size_t *len);
+
+#endif
