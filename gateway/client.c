@@ -164,6 +164,36 @@ static void client_on_close(uv_handle_t *h)
     gw__server_client_gone(s);
 }
 
+/* One access-log line and one metrics count per request, however it ended: a request cut
+ * by the client before its response is logged with status 499 (nginx's "client closed"). */
+static void log_request(gw_client *c)
+{
+    gw_request *q = &c->req->pub;
+    gw_server *s = c->server;
+    if (!q->status)
+        q->status = 499;
+    double total_ms = (double)(uv_hrtime() - q->start_ns) / 1e6;
+    if (s->opts.log) {
+        gw_access_entry e = {
+            .request_id = q->request_id[0] ? q->request_id : NULL,
+            .client = c->peer,
+            .method = q->method_buf[0] ? q->method_buf : NULL,
+            .path = c->req->url_copy[0] ? c->req->url_copy : NULL,
+            .route = q->route_id,
+            .upstream = q->upstream_name ? q->upstream_name : "gateway",
+            .route_version = q->route_version,
+            .status = q->status,
+            .bytes_in = q->bytes_in,
+            .bytes_out = q->bytes_out,
+            .upstream_ms = q->upstream_ms,
+            .total_ms = total_ms,
+        };
+        gw_access_log_write(s->opts.log, &e);
+    }
+    if (s->opts.metrics)
+        gw_metrics_request(s->opts.metrics, q->route_id, q->upstream_name, q->status, total_ms);
+}
+
 static void free_request(gw_client *c)
 {
     free(c->req);
@@ -179,6 +209,7 @@ static void client_close(gw_client *c)
     if (c->req && c->state == CS_ACTIVE) {
         c->state = CS_CLOSING;
         c->server->handler.on_abort(&c->req->pub, GW_ECLOSED);
+        log_request(c);
     }
     free_request(c);
     c->state = CS_CLOSING;
@@ -198,6 +229,7 @@ static void client_abort(gw_client *c, int err)
         c->state = CS_CLOSING; /* the handler must not write any more */
         c->server->handler.on_abort(&c->req->pub, err);
         c->state = CS_ACTIVE;
+        log_request(c);
         free_request(c);
     }
     client_close(c);
@@ -236,6 +268,7 @@ void gw__client_run_posted(gw_queue *node)
 /* ---- timers -------------------------------------------------------------------------- */
 
 static void fail_in_body(gw_client *c, int status, int err, const char *why);
+static int check_chunk_crlf(gw_client *c, const char *p, const char *end);
 
 static void on_timer(uv_timer_t *t)
 {
@@ -285,6 +318,7 @@ static void fail_in_body(gw_client *c, int status, int err, const char *why)
     }
     c->flags |= F_CLOSE_AFTER;
     c->flags &= ~(F_BODY_PULL | F_WANT_DRAIN);
+    c->req->pub.upstream_name = NULL; /* the gateway answers, not the upstream */
     gw_response_error(&c->req->pub, status, why);
 }
 
@@ -351,9 +385,17 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         }
         return;
     }
+    size_t fresh = c->len;
     c->len += (size_t)nread;
     if (c->req)
         c->req->pub.bytes_in += (uint64_t)nread;
+    if (c->crlf_pending && c->state == CS_ACTIVE &&
+        check_chunk_crlf(c, c->buf + fresh, c->buf + c->len) < 0) {
+        c->fail_status = 400;
+        c->fail_reason = "chunk data not followed by CRLF";
+        fail_in_body(c, 400, GW_EPARSE, c->fail_reason);
+        return;
+    }
     if (c->state == CS_ACTIVE && (c->flags & F_BODY_PULL))
         arm_timer(c); /* body timeout counts from the last read */
     client_process(c);
@@ -434,6 +476,11 @@ static int scan_head(gw_client *c)
     }
     if (!(c->flags & F_SCAN_DONE))
         c->scan_pos = c->len;
+    if (c->scan_pos - c->head_start > c->server->opts.limits.max_header_bytes) {
+        c->fail_status = c->scan_lines == 0 ? 414 : 431; /* still on the request line: URI */
+        c->fail_reason = c->scan_lines == 0 ? "request line too long" : "request head too large";
+        return -1;
+    }
     return 0;
 }
 
@@ -464,11 +511,13 @@ static void begin_request(gw_client *c)
     q->bytes_in = c->len - c->off;
     snprintf(q->client_addr, sizeof q->client_addr, "%s", c->peer);
     c->state = CS_HEAD;
-    c->flags &= ~(F_BODY_PULL | F_BODY_DONE | F_BODY_END_SENT | F_DISPATCH | F_RESP_BEGUN |
+    c->flags &= ~(F_BODY_PULL | F_BODY_DONE | F_BODY_END_SENT | F_DISPATCH | F_FIRST_CHUNK | F_RESP_BEGUN |
                   F_HEAD_PENDING | F_RESP_CHUNKED | F_RESP_NOBODY | F_CONTINUE_SENT |
                   F_WANT_DRAIN | F_SCAN_DONE);
-    c->scan_pos = c->off;
+    c->scan_pos = c->head_start = c->off;
     c->scan_state = SC_LINE_START;
+    c->chunk_left = 0;
+    c->crlf_pending = 0;
     c->scan_lines = 0;
     c->url_len = 0;
     c->n_content_length = c->n_transfer_encoding = c->n_host = 0;
@@ -526,7 +575,7 @@ static void client_process(gw_client *c)
         if (c->state == CS_IDLE && c->buf && c->off < c->len)
             begin_request(c);
         if (c->state == CS_HEAD && scan_head(c) < 0) {
-            fail_head(c, 400, c->fail_reason);
+            fail_head(c, c->fail_status, c->fail_reason);
             continue;
         }
         if (can_parse(c) && c->buf && c->off < c->len) {
@@ -666,8 +715,15 @@ static int on_header_value_complete(llhttp_t *p)
         h->value = (gw_slice){ "", 0 };
     if (gw_slice_ieq(h->name, "content-length"))
         c->n_content_length++;
-    else if (gw_slice_ieq(h->name, "transfer-encoding"))
+    else if (gw_slice_ieq(h->name, "transfer-encoding")) {
         c->n_transfer_encoding++;
+        /* only a lone "chunked": "gzip, chunked" and friends are how smuggling starts */
+        gw_slice v = h->value;
+        while (v.n && (v.p[v.n - 1] == ' ' || v.p[v.n - 1] == '\t'))
+            v.n--;
+        if (!gw_slice_ieq(v, "chunked"))
+            return reject(c, 400, "Transfer-Encoding other than chunked");
+    }
     else if (gw_slice_ieq(h->name, "host")) {
         c->n_host++;
         q->host = h->value;
@@ -726,15 +782,56 @@ static int on_headers_complete(llhttp_t *p)
     } else {
         gw_request_id_generate(q->request_id);
     }
+    if (q->chunked && !q->expect_continue) {
+        /* hold the request until its first chunk-size line parsed: a malformed one is then
+         * refused before anything went upstream (a 100-continue client sends no body before
+         * we answer, so that one goes at once) */
+        c->flags |= F_FIRST_CHUNK;
+        return 0;
+    }
     c->flags |= F_DISPATCH;
     /* With a body, stop here: the handler pulls it when it is ready for it. */
     return q->has_body ? HPE_PAUSED : 0;
+}
+
+/* llhttp 8.1 does not check the CRLF that must follow chunk data; we do, since a proxy
+ * that reads chunk boundaries differently from its upstream can be smuggled through. */
+static int check_chunk_crlf(gw_client *c, const char *p, const char *end)
+{
+    static const char crlf[2] = { '\r', '\n' };
+    while (c->crlf_pending && p < end) {
+        if (*p != crlf[2 - c->crlf_pending])
+            return -1;
+        c->crlf_pending--;
+        p++;
+    }
+    return 0;
+}
+
+static int on_chunk_header(llhttp_t *p)
+{
+    gw_client *c = parser_client(p);
+    c->chunk_left = p->content_length;
+    if (c->flags & F_FIRST_CHUNK) {
+        c->flags &= ~F_FIRST_CHUNK;
+        c->flags |= F_DISPATCH;
+        return HPE_PAUSED;
+    }
+    return 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     gw_client *c = parser_client(p);
     gw_request *q = &c->req->pub;
+    if (q->chunked) {
+        c->chunk_left -= n < c->chunk_left ? n : c->chunk_left;
+        if (c->chunk_left == 0) {
+            c->crlf_pending = 2;
+            if (check_chunk_crlf(c, at + n, c->buf + c->len) < 0)
+                return reject(c, 400, "chunk data not followed by CRLF");
+        }
+    }
     c->body_read += n;
     if (q->max_body_bytes && c->body_read > q->max_body_bytes)
         return reject(c, 413, "request body too large");
@@ -766,6 +863,7 @@ static void init_parser_settings(void)
     parser_settings.on_header_value_complete = on_header_value_complete;
     parser_settings.on_headers_complete = on_headers_complete;
     parser_settings.on_body = on_body;
+    parser_settings.on_chunk_header = on_chunk_header;
     parser_settings.on_message_complete = on_message_complete;
     done = 1;
 }
@@ -888,26 +986,7 @@ void gw__request_finish(gw_client *c)
 {
     gw_request *q = &c->req->pub;
     gw_server *s = c->server;
-    if (s->opts.log) {
-        gw_access_entry e = {
-            .request_id = q->request_id[0] ? q->request_id : NULL,
-            .client = c->peer,
-            .method = q->method_buf[0] ? q->method_buf : NULL,
-            .path = c->req->url_copy[0] ? c->req->url_copy : NULL,
-            .route = q->route_id,
-            .upstream = q->upstream_name ? q->upstream_name : "gateway",
-            .route_version = q->route_version,
-            .status = q->status,
-            .bytes_in = q->bytes_in,
-            .bytes_out = q->bytes_out,
-            .upstream_ms = q->upstream_ms,
-            .total_ms = (double)(uv_hrtime() - q->start_ns) / 1e6,
-        };
-        gw_access_log_write(s->opts.log, &e);
-    }
-    if (s->opts.metrics)
-        gw_metrics_request(s->opts.metrics, q->route_id, q->upstream_name, q->status,
-                           (double)(uv_hrtime() - q->start_ns) / 1e6);
+    log_request(c);
     int close_now = (c->flags & F_CLOSE_AFTER) || !q->keep_alive || s->draining ||
                     !(c->flags & F_BODY_DONE);
     free_request(c);

@@ -39,6 +39,7 @@ enum {
     F_WANT_DRAIN = 1 << 14,   /* gw_response_body returned 1: call on_drain when flushed */
     F_SCAN_DONE = 1 << 15,    /* the raw head scan reached the empty line */
     F_ABORT_POSTED = 1 << 17, /* an abort waits in the server's posted queue */
+    F_FIRST_CHUNK = 1 << 18,  /* chunked head parsed; dispatch once the first chunk size is */
 };
 
 typedef struct req_impl {
@@ -62,12 +63,15 @@ struct gw_client {
     int fail_status;         /* status to answer when a callback rejects the head */
     const char *fail_reason;
     /* raw head scan (bare CR/LF, control bytes, obs-fold), see scan_head */
+    size_t head_start;       /* where the current head begins in buf */
     size_t scan_pos;
     unsigned scan_state, scan_lines;
     size_t url_len;
     int n_content_length, n_transfer_encoding, n_host;
     int last_was_value;      /* llhttp callback order: field, value, field, ... */
     uint64_t body_read;
+    uint64_t chunk_left;     /* bytes of the current chunk still to come */
+    int crlf_pending;        /* bytes of the CRLF after chunk data still to check (0..2) */
     int64_t resp_left;       /* Content-Length bytes still to send; -1 when not counted */
     char *hbuf;              /* pending response head */
     size_t hlen, hcap;

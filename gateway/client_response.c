@@ -188,14 +188,13 @@ void gw_response_simple(gw_request *req, int status, const char *content_type,
 
 void gw_response_error(gw_request *req, int status, const char *msg)
 {
+    if (!req->request_id[0]) /* the head never completed: no id was taken or made yet */
+        gw_request_id_generate(req->request_id);
     char body[768];
     size_t len = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
-    gw_json_escape(body, &len, sizeof body - 96, msg, strlen(msg));
+    gw_json_escape(body, &len, sizeof body - 128, msg, strlen(msg));
     len += (size_t)snprintf(body + len, sizeof body - len,
-                            "\",\"status\":%d,\"request_id\":\"%s\"}", status,
-                            req->request_id[0] ? req->request_id : "-");
-    if (!req->request_id[0])
-        gw_request_id_generate(req->request_id);
+                            "\",\"status\":%d,\"request_id\":\"%s\"}", status, req->request_id);
     gw_response_simple(req, status, "application/json", body, len, NULL);
 }
 

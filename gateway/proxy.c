@@ -60,6 +60,7 @@ static void proxy_free(proxy_req *p)
 static void proxy_error(proxy_req *p, int status, const char *msg)
 {
     gw_request *req = p->req;
+    req->upstream_name = NULL; /* the gateway answers: X-Gateway-Upstream: gateway */
     if (p->u) {
         gw_uconn_abort(p->u);
         p->u = NULL;
@@ -125,6 +126,8 @@ static void fail_before_response(proxy_req *p, int err, int phase)
     }
 }
 
+static int method_is_idempotent(const gw_request *req);
+
 static void up_on_error(gw_uconn *u, void *data, int err, int phase)
 {
     proxy_req *p = data;
@@ -146,7 +149,7 @@ static void up_on_error(gw_uconn *u, void *data, int err, int phase)
         return;
     }
     if (phase == GW_UPHASE_REQUEST && (p->flags & P_REUSED) && !body_sent && p->stale_retries < 1 &&
-        err != GW_ETIMEOUT) {
+        err != GW_ETIMEOUT && method_is_idempotent(p->req)) {
         /* a pooled connection the upstream had closed: send again on a fresh one */
         p->stale_retries++;
         p->connect_attempts = 0;
@@ -154,6 +157,16 @@ static void up_on_error(gw_uconn *u, void *data, int err, int phase)
         return;
     }
     fail_before_response(p, err, phase);
+}
+
+/* RFC 9110 §9.2.2: only these may be sent twice without the client's say-so. */
+static int method_is_idempotent(const gw_request *req)
+{
+    static const char *const ok[] = { "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE" };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (gw_slice_eq(req->method, ok[i]))
+            return 1;
+    return 0;
 }
 
 static int write_upstream(proxy_req *p, uv_buf_t *bufs, unsigned n)

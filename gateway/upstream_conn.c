@@ -307,7 +307,7 @@ static int on_headers_complete(llhttp_t *p)
         if (u->status == 101)
             return -1; /* we never ask for an upgrade */
         u->flags |= U_INFORMATIONAL;
-        return 0;
+        return 1; /* no body; the real response follows */
     }
     if (p->http_major != 1)
         return -1;
@@ -324,7 +324,9 @@ static int on_headers_complete(llhttp_t *p)
         u->cb->on_head(u, u->data, u->status, u->headers, u->n_headers, body_len);
     if (u->state == UC_CLOSING)
         return -1;
-    return (u->flags & U_IS_HEAD) ? 1 : 0;
+    /* llhttp 8.1 would wait for a Content-Length body after 204/304: say there is none
+     * (RFC 9112 §6.3 rule 1), as for a response to HEAD */
+    return (u->flags & U_IS_HEAD) || u->status == 204 || u->status == 304 ? 1 : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t n)

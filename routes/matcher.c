@@ -78,16 +78,22 @@ void rt__strmap_free(rt__strmap *m)
 
 /* ---- building ---------------------------------------------------------------------------- */
 
+static const char *const method_names[RT_N_METHODS - 1] = {
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
+};
+
 int rt__method_index(gw_slice method)
 {
-    static const char *const names[RT_N_METHODS - 1] = {
-        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
-    };
     for (int i = 0; i < RT_N_METHODS - 1; i++) {
-        if (gw_slice_eq(method, names[i]))
+        if (gw_slice_eq(method, method_names[i]))
             return i;
     }
     return RT_N_METHODS - 1;
+}
+
+const char *rt__method_name(int b)
+{
+    return b >= 0 && b < RT_N_METHODS - 1 ? method_names[b] : NULL;
 }
 
 static rt__node *child_for(rt__node *n, gw_slice seg)

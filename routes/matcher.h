@@ -53,8 +53,13 @@ struct rt_table {
     atomic_uint refs;
     uint64_t version;
     int n_routes;
-    rt_route *routes;     /* owns every string it points to */
+    rt_route *routes;     /* owns every string it points to, except upstream names below */
     rt__node *root;
+    char **upstreams;     /* copies of the names given to parse; policy fields point here */
+    int n_upstreams;
+    const char *legacy;   /* legacy_upstream: upstreams[legacy_index], or "legacy" (static)
+                           * when the document names none and no upstream is called that */
+    int legacy_index;     /* -1: the legacy upstream is unknown (rollback fails) */
 };
 
 /* Adds route R, whose pattern is valid, to the trie under ROOT. Returns 0; GW_EINVAL when a
@@ -64,6 +69,8 @@ void rt__node_free(rt__node *n);
 
 /* The method's RT_M_* bit number; an unlisted method is RT_M_OTHER's. */
 int rt__method_index(gw_slice method);
+/* The name of RT_M_* bit number B ("GET" for 0), NULL for RT_M_OTHER's. */
+const char *rt__method_name(int b);
 
 /* Iterates over the '/'-separated segments of a path or pattern that starts with '/'.
  * "/" is the root and has no segment at all, unlike "/a/" whose segments are "a" and "". */

@@ -6,10 +6,12 @@
  *   both:                template, then the stripped path -> "/v2" + "/users/5"
  *                        ("/api" -> "/v2"; a path without the prefix keeps it: "/v2/x")
  *   query (when given):  appended after "?", or after "&" when the template has its own "?"
+ *
+ * The rule is the chosen upstream's "rewrites" entry when it has one, else "rewrite".
  */
 #include <string.h>
 
-#include "route_table.h"
+#include "policy.h"
 
 typedef struct writer {
     char *out;
@@ -77,19 +79,18 @@ static gw_slice strip(gw_slice path, const char *prefix)
     return (gw_slice){ path.p + n, path.n - n };
 }
 
-int rt_rewrite(const rt_match *m, gw_slice path, gw_slice query, char *out, size_t outlen)
+/* The rewrite itself: STRIP and TPL are the rule's (either may be NULL). */
+static int rewrite_with(const rt_match *m, const char *strip_prefix, const char *tpl,
+                        gw_slice path, gw_slice query, char *out, size_t outlen)
 {
-    const rt_route *r = m->route;
-    if (!r)
-        return -1;
     writer w = { out, outlen, 0, outlen == 0, 0 };
-    gw_slice tail = r->strip_prefix ? strip(path, r->strip_prefix) : path;
+    gw_slice tail = strip_prefix ? strip(path, strip_prefix) : path;
 
-    if (r->rewrite_template) {
-        if (put_template(&w, r->rewrite_template, m) != 0)
+    if (tpl) {
+        if (put_template(&w, tpl, m) != 0)
             return -1;
         /* A template alone replaces the whole path; so does one whose prefix took it all. */
-        if (!r->strip_prefix || gw_slice_eq(tail, "/")) {
+        if (!strip_prefix || gw_slice_eq(tail, "/")) {
             tail.n = 0;
         } else if (w.len > 0 && out[w.len - 1] == '/' && tail.n > 0) {
             tail.p++; /* "/v2/" + "/users" must not give "/v2//users" */
@@ -105,4 +106,25 @@ int rt_rewrite(const rt_match *m, gw_slice path, gw_slice query, char *out, size
         return -1;
     out[w.len] = '\0';
     return (int)w.len;
+}
+
+int rt_rewrite_for(const rt_match *m, int upstream_index, gw_slice path, gw_slice query,
+                   char *out, size_t outlen)
+{
+    const rt_route *r = m->route;
+    if (!r)
+        return -1;
+    for (int i = 0; i < r->n_rewrites; i++) {
+        const rt_rewrite_rule *rule = &r->rewrites[i];
+        if (rule->upstream_index == upstream_index)
+            return rewrite_with(m, rule->strip_prefix, rule->rewrite_template, path, query,
+                                out, outlen);
+    }
+    return rewrite_with(m, r->strip_prefix, r->rewrite_template, path, query, out, outlen);
+}
+
+int rt_rewrite(const rt_match *m, gw_slice path, gw_slice query, char *out, size_t outlen)
+{
+    return m->route ? rt_rewrite_for(m, m->route->upstream_index, path, query, out, outlen)
+                    : -1;
 }

@@ -1,6 +1,7 @@
 /* route_table.c — routes.json to an rt_table: parse with jansson, validate every field,
  * copy the strings the table keeps, and compile the matcher route by route, so the first
  * error reported is the first one in the document. Errors read "SOURCE: json.path: reason".
+ * The cutover policy fields of a route are read by parse_policy.c.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -11,7 +12,7 @@
 #include <string.h>
 
 #include "../gateway/gw_errors.h"
-#include "matcher.h"
+#include "parse.h"
 
 #define RT_MAX_ROUTES 100000
 #define RT_MAX_STRING 4096
@@ -35,11 +36,16 @@ void rt__table_free(rt_table *t)
         free((char *)r->upstream);
         free((char *)r->strip_prefix);
         free((char *)r->rewrite_template);
+        rt__route_free_policies(r);
     }
     free(t->routes);
     t->routes = NULL;
     rt__node_free(t->root);
     t->root = NULL;
+    for (int i = 0; i < t->n_upstreams; i++)
+        free(t->upstreams[i]);
+    free(t->upstreams);
+    t->upstreams = NULL;
     free(t);
     atomic_fetch_sub(&g_alive, 1);
 }
@@ -61,33 +67,24 @@ static rt_table *table_new(size_t n_routes)
     return t;
 }
 
-int rt_table_count(const rt_table *t)
+static int copy_upstreams(rt_table *t, const char *const *names, int n)
 {
-    return t ? t->n_routes : 0;
-}
-
-const rt_route *rt_table_route(const rt_table *t, int i)
-{
-    return t && i >= 0 && i < t->n_routes ? &t->routes[i] : NULL;
+    t->upstreams = calloc(n > 0 ? (size_t)n : 1, sizeof(*t->upstreams));
+    if (!t->upstreams)
+        return GW_ENOMEM;
+    for (int i = 0; i < n; i++) {
+        if (!(t->upstreams[i] = strdup(names[i])))
+            return GW_ENOMEM;
+        t->n_upstreams = i + 1;
+    }
+    return 0;
 }
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
-typedef struct parser {
-    const char *source;
-    char *err;
-    size_t errlen;
-    char where[48]; /* JSON path of the object being read: "", "routes[3]", "routes[3].rewrite" */
-    const char *const *upstreams;
-    int n_upstreams;
-    rt_table *t;
-    rt__strmap ids; /* id -> rt_route*, to find duplicates as they come */
-} parser;
+typedef rt__parser parser;
 
-/* Writes "SOURCE: WHERE.FIELD: reason" (FIELD may be NULL) and returns -1. */
-static int fail(parser *ps, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(parser *ps, const char *field, const char *fmt, ...)
+int rt__fail(parser *ps, const char *field, const char *fmt, ...)
 {
     if (!ps->err || ps->errlen == 0)
         return -1;
@@ -101,16 +98,23 @@ static int fail(parser *ps, const char *field, const char *fmt, ...)
     return -1;
 }
 
-static int fail_nomem(parser *ps)
+int rt__fail_nomem(parser *ps)
 {
     if (ps->err && ps->errlen)
         snprintf(ps->err, ps->errlen, "%s: out of memory", ps->source);
     return -1;
 }
 
+size_t rt__where_push(parser *ps, const char *field)
+{
+    size_t at = strlen(ps->where);
+    snprintf(ps->where + at, sizeof(ps->where) - at, "%s%s", at ? "." : "", field);
+    return at;
+}
+
 /* ---- field readers ----------------------------------------------------------------------- */
 
-static int check_fields(parser *ps, json_t *obj, const char *const *known)
+int rt__check_fields(parser *ps, json_t *obj, const char *const *known)
 {
     const char *key;
     json_t *v;
@@ -119,70 +123,80 @@ static int check_fields(parser *ps, json_t *obj, const char *const *known)
         while (*k && strcmp(*k, key) != 0)
             k++;
         if (!*k)
-            return fail(ps, key, "unknown field");
+            return rt__fail(ps, key, "unknown field");
     }
     return 0;
 }
 
 /* The string field KEY of OBJ in *out; NULL when absent and not required. */
-static int get_string(parser *ps, json_t *obj, const char *key, int required, const char **out)
+int rt__get_string(parser *ps, json_t *obj, const char *key, int required, const char **out)
 {
     json_t *v = json_object_get(obj, key);
     *out = NULL;
     if (!v)
-        return required ? fail(ps, key, "missing") : 0;
+        return required ? rt__fail(ps, key, "missing") : 0;
     if (!json_is_string(v))
-        return fail(ps, key, "must be a string");
+        return rt__fail(ps, key, "must be a string");
     if (json_string_length(v) > RT_MAX_STRING)
-        return fail(ps, key, "longer than %d bytes", RT_MAX_STRING);
+        return rt__fail(ps, key, "longer than %d bytes", RT_MAX_STRING);
     *out = json_string_value(v);
     return 0;
 }
 
-static int copy_string(parser *ps, const char *s, const char **dst)
+int rt__copy_string(parser *ps, const char *s, const char **dst)
 {
     if (!s)
         return 0;
     char *c = strdup(s);
     if (!c)
-        return fail_nomem(ps);
+        return rt__fail_nomem(ps);
     *dst = c;
     return 0;
+}
+
+/* Admin edits name the route by id: its position means nothing to whoever sent the PUT.
+ * Only ids short and clean enough to quote as they are. */
+void rt__route_label(char *buf, size_t len, int by_id, const char *id, size_t i)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (by_id && n > 0 && n <= 64 && strspn(id, RT__ID_CHARS) == n)
+        snprintf(buf, len, "routes[\"%s\"]", id);
+    else
+        snprintf(buf, len, "routes[%zu]", i);
 }
 
 /* Ids name routes in admin URLs (/admin/routes/{id}), so they stay URL-safe. */
 static int check_id(parser *ps, const char *id)
 {
     if (!id[0])
-        return fail(ps, "id", "must not be empty");
-    if (strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~") !=
-        strlen(id))
-        return fail(ps, "id", "\"%s\": only letters, digits and \"-._~\" are allowed", id);
+        return rt__fail(ps, "id", "must not be empty");
+    if (strspn(id, RT__ID_CHARS) != strlen(id))
+        return rt__fail(ps, "id", "\"%s\": only letters, digits and \"-._~\" are allowed", id);
     const rt_route *other = rt__strmap_get(&ps->ids, id, strlen(id));
     if (other)
-        return fail(ps, "id", "duplicate id \"%s\" (also routes[%d])", id,
+        return rt__fail(ps, "id", "duplicate id \"%s\" (also routes[%d])", id,
                     (int)(other - ps->t->routes));
     return 0;
 }
 
-static int parse_methods(parser *ps, json_t *v, unsigned *bits)
+int rt__parse_methods(parser *ps, json_t *v, const char *key, unsigned *bits)
 {
     *bits = 0;
     if (v && !json_is_array(v))
-        return fail(ps, "methods", "must be an array of method names");
+        return rt__fail(ps, key, "must be an array of method names");
     size_t i;
     json_t *m;
     json_array_foreach(v, i, m) {
-        char field[32];
-        snprintf(field, sizeof(field), "methods[%zu]", i);
+        char field[48];
+        snprintf(field, sizeof(field), "%s[%zu]", key, i);
         if (!json_is_string(m))
-            return fail(ps, field, "must be a string");
+            return rt__fail(ps, field, "must be a string");
         gw_slice name = { json_string_value(m), json_string_length(m) };
         int b = rt__method_index(name);
         if (b == RT_N_METHODS - 1)
-            return fail(ps, field, "unknown method \"%s\"", name.p);
+            return rt__fail(ps, field, "unknown method \"%s\"", name.p);
         if (*bits & (1u << b))
-            return fail(ps, field, "duplicate method \"%s\"", name.p);
+            return rt__fail(ps, field, "duplicate method \"%s\"", name.p);
         *bits |= 1u << b;
     }
     if (*bits == 0)
@@ -197,20 +211,20 @@ static int parse_size(parser *ps, json_t *obj, const char *key, int64_t *out)
     if (!v)
         return 0;
     if (!json_is_integer(v))
-        return fail(ps, key, "must be an integer");
+        return rt__fail(ps, key, "must be an integer");
     if (json_integer_value(v) < 0)
-        return fail(ps, key, "must not be negative");
+        return rt__fail(ps, key, "must not be negative");
     *out = json_integer_value(v);
     return 0;
 }
 
-static int find_upstream(parser *ps, const char *name)
+int rt__find_upstream(parser *ps, const char *field, const char *name)
 {
-    for (int i = 0; i < ps->n_upstreams; i++) {
-        if (strcmp(ps->upstreams[i], name) == 0)
+    for (int i = 0; i < ps->t->n_upstreams; i++) {
+        if (strcmp(ps->t->upstreams[i], name) == 0)
             return i;
     }
-    return fail(ps, "upstream", "unknown upstream \"%s\"", name);
+    return rt__fail(ps, field, "unknown upstream \"%s\"", name);
 }
 
 /* ---- patterns ---------------------------------------------------------------------------- */
@@ -220,15 +234,15 @@ static int find_upstream(parser *ps, const char *name)
 static int check_literal(parser *ps, const char *field, gw_slice seg)
 {
     if (seg.n == 0)
-        return fail(ps, field, "empty segment");
+        return rt__fail(ps, field, "empty segment");
     for (size_t i = 0; i < seg.n; i++) {
         unsigned char c = (unsigned char)seg.p[i];
         if (c == '{' || c == '}')
-            return fail(ps, field, "a {param} must be a whole segment");
+            return rt__fail(ps, field, "a {param} must be a whole segment");
         if (c == '*')
-            return fail(ps, field, "\"*\" is only allowed as a whole \"**\" segment");
+            return rt__fail(ps, field, "\"*\" is only allowed as a whole \"**\" segment");
         if (c <= 0x20 || c == 0x7f || c == '?' || c == '#')
-            return fail(ps, field, "byte 0x%02x is not allowed", c);
+            return rt__fail(ps, field, "byte 0x%02x is not allowed", c);
     }
     return 0;
 }
@@ -247,7 +261,7 @@ static int param_name_ok(gw_slice name)
 static int check_pattern(parser *ps, const char *path)
 {
     if (path[0] != '/')
-        return fail(ps, "path", "must start with \"/\"");
+        return rt__fail(ps, "path", "must start with \"/\"");
     gw_slice names[RT_MAX_PARAMS];
     int n = 0;
     rt__segs it = rt__segs_of(path, strlen(path));
@@ -255,7 +269,7 @@ static int check_pattern(parser *ps, const char *path)
     while (rt__segs_next(&it, &seg)) {
         if (rt__seg_is_rest(seg)) {
             if (it.pos != it.end)
-                return fail(ps, "path", "\"**\" must be the last segment");
+                return rt__fail(ps, "path", "\"**\" must be the last segment");
             continue;
         }
         if (!rt__seg_is_param(seg)) {
@@ -265,15 +279,15 @@ static int check_pattern(parser *ps, const char *path)
         }
         gw_slice name = { seg.p + 1, seg.n - 2 };
         if (name.n == 0)
-            return fail(ps, "path", "empty {param} name");
+            return rt__fail(ps, "path", "empty {param} name");
         if (!param_name_ok(name))
-            return fail(ps, "path", "bad {param} name \"%.*s\"", (int)name.n, name.p);
+            return rt__fail(ps, "path", "bad {param} name \"%.*s\"", (int)name.n, name.p);
         for (int i = 0; i < n; i++) {
             if (names[i].n == name.n && memcmp(names[i].p, name.p, name.n) == 0)
-                return fail(ps, "path", "duplicate {param} \"%.*s\"", (int)name.n, name.p);
+                return rt__fail(ps, "path", "duplicate {param} \"%.*s\"", (int)name.n, name.p);
         }
         if (n == RT_MAX_PARAMS)
-            return fail(ps, "path", "more than %d {param} segments", RT_MAX_PARAMS);
+            return rt__fail(ps, "path", "more than %d {param} segments", RT_MAX_PARAMS);
         names[n++] = name;
     }
     return 0;
@@ -296,27 +310,27 @@ static int captures(const char *path, gw_slice name)
 static int check_template(parser *ps, const char *tpl, const char *path, const char *strip)
 {
     if (tpl[0] != '/')
-        return fail(ps, "template", "must start with \"/\"");
+        return rt__fail(ps, "template", "must start with \"/\"");
     for (const char *p = tpl; *p; p++) {
         unsigned char c = (unsigned char)*p;
         if (c == '}')
-            return fail(ps, "template", "unmatched \"}\"");
+            return rt__fail(ps, "template", "unmatched \"}\"");
         if (c <= 0x20 || c == 0x7f || c == '#')
-            return fail(ps, "template", "byte 0x%02x is not allowed", c);
+            return rt__fail(ps, "template", "byte 0x%02x is not allowed", c);
         if (c != '{')
             continue;
         const char *close = strchr(p, '}');
         if (!close)
-            return fail(ps, "template", "unclosed \"{\"");
+            return rt__fail(ps, "template", "unclosed \"{\"");
         gw_slice name = { p + 1, (size_t)(close - p - 1) };
         if (!captures(path, name))
-            return fail(ps, "template", "{%.*s} is not captured by the path", (int)name.n,
+            return rt__fail(ps, "template", "{%.*s} is not captured by the path", (int)name.n,
                         name.p);
         p = close;
     }
     /* With strip_prefix the rest of the path follows the template: not after a query. */
     if (strip && strchr(tpl, '?'))
-        return fail(ps, "template", "a template with \"?\" cannot be used with strip_prefix");
+        return rt__fail(ps, "template", "a template with \"?\" cannot be used with strip_prefix");
     return 0;
 }
 
@@ -325,9 +339,9 @@ static int check_template(parser *ps, const char *tpl, const char *path, const c
 static int check_strip(parser *ps, const char *prefix, const char *path)
 {
     if (prefix[0] != '/')
-        return fail(ps, "strip_prefix", "must start with \"/\"");
+        return rt__fail(ps, "strip_prefix", "must start with \"/\"");
     if (prefix[1] == '\0')
-        return fail(ps, "strip_prefix", "must not be \"/\"");
+        return rt__fail(ps, "strip_prefix", "must not be \"/\"");
     rt__segs pi = rt__segs_of(prefix, strlen(prefix));
     rt__segs ti = rt__segs_of(path, strlen(path));
     gw_slice pseg, tseg;
@@ -347,24 +361,23 @@ static int check_strip(parser *ps, const char *prefix, const char *path)
     }
     return 0;
 mismatch:
-    return fail(ps, "strip_prefix", "the path \"%s\" cannot start with \"%s\"", path, prefix);
+    return rt__fail(ps, "strip_prefix", "the path \"%s\" cannot start with \"%s\"", path, prefix);
 }
 
 /* ---- routes ------------------------------------------------------------------------------ */
 
-static int parse_rewrite(parser *ps, json_t *v, const char *path, const char **strip,
-                         const char **tpl)
+int rt__parse_rewrite(parser *ps, json_t *v, const char *field, const char *path,
+                      const char **strip, const char **tpl)
 {
     static const char *const fields[] = { "strip_prefix", "template", NULL };
     *strip = *tpl = NULL;
     if (!v)
         return 0;
     if (!json_is_object(v))
-        return fail(ps, "rewrite", "must be an object");
-    size_t at = strlen(ps->where);
-    snprintf(ps->where + at, sizeof(ps->where) - at, ".rewrite");
-    if (check_fields(ps, v, fields) != 0 || get_string(ps, v, "strip_prefix", 0, strip) != 0 ||
-        get_string(ps, v, "template", 0, tpl) != 0 ||
+        return rt__fail(ps, field, "must be an object");
+    size_t at = rt__where_push(ps, field);
+    if (rt__check_fields(ps, v, fields) != 0 || rt__get_string(ps, v, "strip_prefix", 0, strip) != 0 ||
+        rt__get_string(ps, v, "template", 0, tpl) != 0 ||
         (*strip && check_strip(ps, *strip, path) != 0) ||
         (*tpl && check_template(ps, *tpl, path, *strip) != 0))
         return -1;
@@ -374,88 +387,116 @@ static int parse_rewrite(parser *ps, json_t *v, const char *path, const char **s
 
 static int parse_route(parser *ps, int i, json_t *jr)
 {
-    static const char *const fields[] = { "id",      "methods",        "path", "upstream",
-                                          "rewrite", "max_body_bytes", NULL };
+    static const char *const fields[] = {
+        "id",     "methods", "path",     "upstream", "rewrite",        "rewrites", "split",
+        "sticky", "override", "shadow", "fallback", "max_body_bytes", NULL
+    };
     rt_route *r = &ps->t->routes[i];
     const char *id, *path, *upstream, *strip, *tpl;
     const rt_route *conflict = NULL;
 
-    snprintf(ps->where, sizeof(ps->where), "routes[%d]", i);
+    json_t *jid = json_object_get(jr, "id");
+    rt__route_label(ps->where, sizeof(ps->where), ps->by_id,
+                    json_is_string(jid) ? json_string_value(jid) : NULL, (size_t)i);
     if (!json_is_object(jr))
-        return fail(ps, NULL, "must be an object");
+        return rt__fail(ps, NULL, "must be an object");
     /* Fields in a fixed order, path before rewrite: rewrite is checked against the path. */
-    if (check_fields(ps, jr, fields) != 0 ||
-        get_string(ps, jr, "id", 1, &id) != 0 || check_id(ps, id) != 0 ||
-        parse_methods(ps, json_object_get(jr, "methods"), &r->methods) != 0 ||
-        get_string(ps, jr, "path", 1, &path) != 0 || check_pattern(ps, path) != 0 ||
-        get_string(ps, jr, "upstream", 1, &upstream) != 0 ||
-        (r->upstream_index = find_upstream(ps, upstream)) < 0 ||
-        parse_rewrite(ps, json_object_get(jr, "rewrite"), path, &strip, &tpl) != 0 ||
+    if (rt__check_fields(ps, jr, fields) != 0 ||
+        rt__get_string(ps, jr, "id", 1, &id) != 0 || check_id(ps, id) != 0 ||
+        rt__parse_methods(ps, json_object_get(jr, "methods"), "methods", &r->methods) != 0 ||
+        rt__get_string(ps, jr, "path", 1, &path) != 0 || check_pattern(ps, path) != 0 ||
+        rt__get_string(ps, jr, "upstream", 1, &upstream) != 0 ||
+        (r->upstream_index = rt__find_upstream(ps, "upstream", upstream)) < 0 ||
+        rt__parse_rewrite(ps, json_object_get(jr, "rewrite"), "rewrite", path, &strip,
+                          &tpl) != 0 ||
+        rt__parse_policies(ps, jr, r) != 0 ||
         parse_size(ps, jr, "max_body_bytes", &r->max_body_bytes) != 0)
         return -1;
 
-    if (copy_string(ps, id, &r->id) != 0 || copy_string(ps, path, &r->path) != 0 ||
-        copy_string(ps, upstream, &r->upstream) != 0 ||
-        copy_string(ps, strip, &r->strip_prefix) != 0 ||
-        copy_string(ps, tpl, &r->rewrite_template) != 0)
+    if (rt__copy_string(ps, id, &r->id) != 0 || rt__copy_string(ps, path, &r->path) != 0 ||
+        rt__copy_string(ps, upstream, &r->upstream) != 0 ||
+        rt__copy_string(ps, strip, &r->strip_prefix) != 0 ||
+        rt__copy_string(ps, tpl, &r->rewrite_template) != 0)
         return -1;
     /* Keys borrow the table's own copies, which outlive the map. */
     if (rt__strmap_put(&ps->ids, r->id, strlen(r->id), r) != 0)
-        return fail_nomem(ps);
+        return rt__fail_nomem(ps);
 
     int rc = rt__matcher_add(ps->t->root, r, &conflict);
     if (rc == GW_EINVAL)
-        return fail(ps, "path", "same pattern as routes[%d] (\"%s\") with overlapping methods",
-                    (int)(conflict - ps->t->routes), conflict->id);
-    return rc == 0 ? 0 : fail_nomem(ps);
+        return rt__fail(ps, "path",
+                        "same pattern as routes[%d] (\"%s\") with overlapping methods",
+                        (int)(conflict - ps->t->routes), conflict->id);
+    return rc == 0 ? 0 : rt__fail_nomem(ps);
 }
 
 /* Checks the document root and sets *routes to its routes array. */
 static int routes_of(parser *ps, json_t *root, json_t **routes)
 {
-    static const char *const fields[] = { "routes", NULL };
+    static const char *const fields[] = { "version", "legacy_upstream", "routes", NULL };
     if (!json_is_object(root))
-        return fail(ps, "(root)", "must be an object");
-    if (check_fields(ps, root, fields) != 0)
+        return rt__fail(ps, "(root)", "must be an object");
+    if (rt__check_fields(ps, root, fields) != 0)
         return -1;
     *routes = json_object_get(root, "routes");
     if (!*routes)
-        return fail(ps, "routes", "missing");
+        return rt__fail(ps, "routes", "missing");
     if (!json_is_array(*routes))
-        return fail(ps, "routes", "must be an array");
+        return rt__fail(ps, "routes", "must be an array");
     if (json_array_size(*routes) > RT_MAX_ROUTES)
-        return fail(ps, "routes", "more than %d routes", RT_MAX_ROUTES);
+        return rt__fail(ps, "routes", "more than %d routes", RT_MAX_ROUTES);
     return 0;
 }
 
-rt_table *rt_table_parse(const char *json, size_t len, const char *source,
-                         const char *const *upstreams, int n_upstreams,
-                         char *err, size_t errlen)
+/* "version" and "legacy_upstream". A legacy_upstream given must exist; without one it is
+ * "legacy" when there is an upstream of that name, else unknown (rollback then fails, and so
+ * does a fallback that names no upstream). */
+static int parse_root(parser *ps, json_t *root)
+{
+    rt_table *t = ps->t;
+    json_t *v = json_object_get(root, "version");
+    if (v && (!json_is_integer(v) || json_integer_value(v) < 0))
+        return rt__fail(ps, "version", "must be a non-negative integer");
+    t->version = v ? (uint64_t)json_integer_value(v) : 0;
+
+    const char *legacy;
+    if (rt__get_string(ps, root, "legacy_upstream", 0, &legacy) != 0)
+        return -1;
+    t->legacy_index = -1;
+    if (legacy) {
+        if ((t->legacy_index = rt__find_upstream(ps, "legacy_upstream", legacy)) < 0)
+            return -1;
+    } else {
+        for (int i = 0; i < t->n_upstreams && t->legacy_index < 0; i++) {
+            if (strcmp(t->upstreams[i], "legacy") == 0)
+                t->legacy_index = i;
+        }
+    }
+    t->legacy = t->legacy_index >= 0 ? t->upstreams[t->legacy_index] : "legacy";
+    return 0;
+}
+
+rt_table *rt__table_from_json(json_t *root, const char *source,
+                              const char *const *upstreams, int n_upstreams, int by_id,
+                              char *err, size_t errlen)
 {
     parser ps = { .source = source ? source : "routes", .err = err, .errlen = errlen,
-                  .upstreams = upstreams, .n_upstreams = n_upstreams };
-    json_error_t jerr;
-    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: line %d column %d: %s", ps.source, jerr.line,
-                     jerr.column, jerr.text);
-        return NULL;
-    }
+                  .by_id = by_id };
     json_t *routes = NULL;
     if (routes_of(&ps, root, &routes) != 0)
         goto fail;
     ps.t = table_new(json_array_size(routes));
-    if (!ps.t) {
-        fail_nomem(&ps);
+    if (!ps.t || copy_upstreams(ps.t, upstreams, n_upstreams) != 0) {
+        rt__fail_nomem(&ps);
         goto fail;
     }
+    if (parse_root(&ps, root) != 0)
+        goto fail;
     for (int i = 0; i < ps.t->n_routes; i++) {
         if (parse_route(&ps, i, json_array_get(routes, (size_t)i)) != 0)
             goto fail;
     }
     rt__strmap_free(&ps.ids);
-    json_decref(root);
     if (err && errlen)
         err[0] = '\0';
     return ps.t;
@@ -464,12 +505,27 @@ fail:
     rt__strmap_free(&ps.ids);
     rt__table_free(ps.t);
     ps.t = NULL;
-    json_decref(root);
     return NULL;
 }
 
-/* Reads all of FILE into a malloc'd buffer; NULL with errno set on failure. */
-static char *read_all(const char *file, size_t *len)
+rt_table *rt_table_parse(const char *json, size_t len, const char *source,
+                         const char *const *upstreams, int n_upstreams,
+                         char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: line %d column %d: %s", source ? source : "routes",
+                     jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+    rt_table *t = rt__table_from_json(root, source, upstreams, n_upstreams, 0, err, errlen);
+    json_decref(root);
+    return t;
+}
+
+char *rt__read_file(const char *file, size_t *len)
 {
     FILE *f = fopen(file, "rb");
     if (!f)
@@ -513,7 +569,7 @@ rt_table *rt_table_load_file(const char *file, const char *const *upstreams, int
                              char *err, size_t errlen)
 {
     size_t len = 0;
-    char *text = read_all(file, &len);
+    char *text = rt__read_file(file, &len);
     if (!text) {
         if (err && errlen)
             snprintf(err, errlen, "%s: cannot read: %s", file, strerror(errno));

@@ -2,11 +2,15 @@
 // path rewriting, and the refcounted immutable snapshot that workers pin per request.
 //
 // routes.json:
-//   { "routes": [ { "id": "users", "methods": ["GET","PUT"], "path": "/api/users/**",
+//   { "legacy_upstream": "legacy",       -- optional, default "legacy": where rollback goes
+//     "version": 7,                      -- optional, written by rt_table_to_json
+//     "routes": [ { "id": "users", "methods": ["GET","PUT"], "path": "/api/users/**",
 //                   "upstream": "user-service",
 //                   "rewrite": { "strip_prefix": "/api" }            -- or
 //                   "rewrite": { "template": "/users/{id}" },        -- and/or both
-//                   "max_body_bytes": 1048576 } ] }
+//                   "max_body_bytes": 1048576,
+//                   ...cutover policies: "rewrites", "split", "sticky", "override",
+//                   "shadow", "fallback" — see the rt_route fields below and policy.h } ] }
 //
 // Path patterns: "/a/b" exact; "{name}" matches one non-empty segment and captures it;
 // a final "/**" matches the rest (zero or more segments) and is captured as "**".
@@ -31,6 +35,28 @@ enum {
     RT_M_ANY = 0xff
 };
 
+/* "rewrites": { NAME: { "strip_prefix", "template" } } — the rewrite used whenever upstream
+ * NAME is the one a request goes to, instead of the route's "rewrite". {} means none. */
+typedef struct rt_rewrite_rule {
+    const char *upstream;
+    int upstream_index;
+    const char *strip_prefix;     /* NULL when absent */
+    const char *rewrite_template; /* NULL when absent */
+} rt_rewrite_rule;
+
+/* One side of "split": { NAME: weight, ... }. */
+typedef struct rt_split_side {
+    const char *upstream;
+    int upstream_index;
+    uint32_t weight;              /* 0..100000 */
+} rt_split_side;
+
+/* Bits of rt_route.fallback.on. */
+enum { RT_FB_404 = 1 << 0, RT_FB_5XX = 1 << 1, RT_FB_CONNECT = 1 << 2, RT_FB_ALL = 7 };
+
+/* Upstream names in the policy fields point into the table's own copy of the upstream list:
+ * they live as long as the table. *_index fields index that list (the one given to
+ * rt_table_parse), as upstream_index does. */
 typedef struct rt_route {
     const char *id;
     unsigned methods;          /* RT_M_* bits; RT_M_ANY when the route lists none */
@@ -40,6 +66,28 @@ typedef struct rt_route {
     const char *strip_prefix;  /* NULL when absent */
     const char *rewrite_template; /* NULL when absent; may use {param} and {**} */
     int64_t max_body_bytes;    /* -1: the gateway's default limit */
+
+    int n_rewrites;            /* "rewrites", in document order */
+    rt_rewrite_rule *rewrites;
+    int n_split;               /* 0: no split, "upstream" decides; else at least one weight */
+    rt_split_side *split;      /*   is > 0 and the split decides */
+    uint64_t split_total;      /* sum of the weights */
+    const char *sticky_header; /* "sticky": at most one of the two is set; only with split */
+    const char *sticky_cookie;
+    const char *override_header; /* "override": NULL when absent */
+    struct {
+        const char *upstream;  /* NULL when no shadow */
+        int upstream_index;    /* -1 when no shadow */
+        int percent;           /* 0..100 */
+        unsigned methods;      /* RT_M_* bits; default GET|HEAD|OPTIONS */
+        int n_ignore_fields;
+        const char **ignore_fields; /* dotted JSON paths the response comparison skips */
+    } shadow;
+    struct {
+        const char *upstream;  /* NULL when no fallback */
+        int upstream_index;    /* -1 when no fallback */
+        unsigned on;           /* RT_FB_* bits; only for GET, HEAD and OPTIONS requests */
+    } fallback;
 } rt_route;
 
 typedef struct rt_match {
@@ -54,13 +102,15 @@ typedef struct rt_match {
 typedef struct rt_table rt_table;
 
 /* Parses and validates a routes document and compiles its matcher. upstreams[0..n) are the
- * upstream names a route may use. source names the document in errors. On error returns NULL
+ * upstream names a route may use; the table keeps its own copy (for rt_table_* mutations,
+ * see route_edit.h). source names the document in errors. A "version" in the document
+ * becomes the table's version. On error returns NULL
  * and writes "SOURCE: json.path: reason" (e.g. "conf/routes.json: routes[2].upstream: unknown
  * upstream \"foo\"") into err. Rejects: non-object root, missing/duplicate ids, bad methods,
  * patterns not starting with '/', "**" not last, empty or duplicate {param} names, two routes
  * with the same pattern and overlapping methods, unknown upstream, template params that the
  * pattern does not capture, strip_prefix that the pattern cannot start with, negative sizes,
- * unknown fields. */
+ * unknown fields, and every malformed policy (see policy.h for what each means). */
 rt_table *rt_table_parse(const char *json, size_t len, const char *source,
                          const char *const *upstreams, int n_upstreams,
                          char *err, size_t errlen);
@@ -77,6 +127,14 @@ uint64_t rt_table_version(const rt_table *t);
 void rt_table_set_version(rt_table *t, uint64_t version); /* before the table is published */
 int rt_table_count(const rt_table *t);
 const rt_route *rt_table_route(const rt_table *t, int i);
+/* The route with id ID, or NULL. Linear: for admin use, not per request. */
+const rt_route *rt_table_find(const rt_table *t, const char *id);
+/* The upstream names the table was parsed with: index i is what *_index fields hold. */
+int rt_table_upstream_count(const rt_table *t);
+const char *rt_table_upstream(const rt_table *t, int i);
+/* legacy_upstream (rollback's target): its name, and its index or -1 when unknown. */
+const char *rt_table_legacy_upstream(const rt_table *t);
+int rt_table_legacy_index(const rt_table *t);
 
 /* Finds the most specific route for METHOD (e.g. "GET") and PATH (no query string).
  * Returns 0 and fills *m, or -1 when nothing matches. O(path length) in the common case. */
@@ -84,7 +142,9 @@ int rt_table_match(const rt_table *t, gw_slice method, gw_slice path, rt_match *
 
 /* Writes the upstream path for a matched request into out: strip_prefix first, then the
  * template with {param}/{**} substituted, then "?query" appended when query.n > 0.
- * Returns the length written (NUL-terminated), or -1 if it would not fit in outlen. */
+ * Returns the length written (NUL-terminated), or -1 if it would not fit in outlen.
+ * The rewrite is the primary upstream's: its "rewrites" entry if any, else "rewrite". For
+ * another upstream (split, override, shadow, fallback) use rt_rewrite_for (policy.h). */
 int rt_rewrite(const rt_match *m, gw_slice path, gw_slice query, char *out, size_t outlen);
 
 /* The process-wide current snapshot (Varnish-style: swap under a lock, requests pin).

@@ -1,9 +1,11 @@
 /* snapshot.c — table lifetime and the process-wide current table, after Varnish's VCL swap:
  * the current pointer changes under a mutex, each request pins (refs) the table it started
  * with, and a replaced table is freed by whoever drops its last reference — usually the last
- * in-flight request, never the publisher while a request still uses it. */
+ * in-flight request, never the publisher while a request still uses it. Also the table's
+ * read-only accessors. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "matcher.h"
 
@@ -30,6 +32,46 @@ uint64_t rt_table_version(const rt_table *t)
 void rt_table_set_version(rt_table *t, uint64_t version)
 {
     t->version = version;
+}
+
+int rt_table_count(const rt_table *t)
+{
+    return t ? t->n_routes : 0;
+}
+
+const rt_route *rt_table_route(const rt_table *t, int i)
+{
+    return t && i >= 0 && i < t->n_routes ? &t->routes[i] : NULL;
+}
+
+/* Linear: admin use only. */
+const rt_route *rt_table_find(const rt_table *t, const char *id)
+{
+    for (int i = 0; t && id && i < t->n_routes; i++) {
+        if (strcmp(t->routes[i].id, id) == 0)
+            return &t->routes[i];
+    }
+    return NULL;
+}
+
+int rt_table_upstream_count(const rt_table *t)
+{
+    return t ? t->n_upstreams : 0;
+}
+
+const char *rt_table_upstream(const rt_table *t, int i)
+{
+    return t && i >= 0 && i < t->n_upstreams ? t->upstreams[i] : NULL;
+}
+
+const char *rt_table_legacy_upstream(const rt_table *t)
+{
+    return t ? t->legacy : NULL;
+}
+
+int rt_table_legacy_index(const rt_table *t)
+{
+    return t ? t->legacy_index : -1;
 }
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;

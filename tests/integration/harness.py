@@ -4,6 +4,7 @@ temp dir, talks raw HTTP over sockets, and stops exactly the processes it starte
 Tests are plain functions named test_* in tests/integration/test_*.py taking no arguments;
 run.py runs them. Use `with Stack(...) as s:` to get a gateway in front of mockd upstreams.
 """
+import copy
 import json
 import os
 import shutil
@@ -141,12 +142,16 @@ class Stack:
                         self.conf[k][k2] = v2
             else:
                 self.conf[k] = v
-        self.routes = {"routes": routes if routes is not None else DEFAULT_ROUTES}
+        self.routes = {"routes": copy.deepcopy(routes if routes is not None else DEFAULT_ROUTES)}
         self.conf_path = os.path.join(self.tmp, "gateway.json")
         self.write()
         self.gw = None
         if start:
-            self.start()
+            try:
+                self.start()
+            except Exception:
+                self.stop()  # stop the mockds already started
+                raise
 
     def write(self):
         with open(self.conf_path, "w") as f:
