@@ -406,8 +406,13 @@ static void update_reading(gw_client *c)
     int want = 0;
     if (c->state == CS_IDLE || c->state == CS_HEAD)
         want = !c->buf || c->len < c->server->buf_size;
+    else if (c->state == CS_ACTIVE && (c->flags & F_BODY_DONE))
+        /* keep watching the socket while the handler works, so a client that leaves is
+         * noticed (on_abort frees the upstream side at once); pipelined bytes wait in the
+         * buffer unparsed, and reading stops when it is full */
+        want = c->buf && c->len < c->server->buf_size;
     else if (c->state == CS_ACTIVE)
-        want = (c->flags & F_BODY_PULL) && !(c->flags & F_BODY_DONE) && c->off == c->len;
+        want = (c->flags & F_BODY_PULL) && c->off == c->len;
     if (want && !(c->flags & F_READING)) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->flags |= F_READING;
@@ -508,6 +513,7 @@ static void begin_request(gw_client *c)
     q->upstream_ms = -1;
     q->max_body_bytes = c->server->opts.limits.max_body_bytes;
     q->start_ns = uv_hrtime();
+    q->conn_id = c->id;
     q->bytes_in = c->len - c->off;
     snprintf(q->client_addr, sizeof q->client_addr, "%s", c->peer);
     c->state = CS_HEAD;
@@ -876,6 +882,7 @@ void gw__client_accept(gw_server *s)
     if (!c)
         return;
     c->server = s;
+    c->id = ++s->next_conn_id;
     uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->timer);
     c->tcp.data = c->timer.data = c;

@@ -76,6 +76,7 @@ struct gw_client {
     char *hbuf;              /* pending response head */
     size_t hlen, hcap;
     int abort_err;
+    uint64_t id;             /* gw_request.conn_id */
     gw_queue post_node;      /* in server->posted while deferred work waits */
     char peer[64];
 };

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "access_log.h"
 #include "client_int.h"
@@ -168,6 +169,17 @@ void gw_response_fail(gw_request *req)
     c->flags &= ~F_HEAD_PENDING;
     c->resp_left = 0;
     gw__request_finish(c);
+}
+
+void gw_response_reset(gw_request *req)
+{
+    gw_client *c = req->client;
+    uv_os_fd_t fd;
+    if (c->state == CS_ACTIVE && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+        struct linger l = { .l_onoff = 1, .l_linger = 0 };
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    gw_response_fail(req);
 }
 
 void gw_response_simple(gw_request *req, int status, const char *content_type,

@@ -45,6 +45,8 @@ typedef struct out_buf {
 
 static void put(out_buf *o, const char *s, size_t n)
 {
+    if (n == 0)
+        return;
     if (o->overflow || o->len + n > o->cap) {
         o->overflow = 1;
         return;

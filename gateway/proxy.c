@@ -403,7 +403,9 @@ static void client_on_request(gw_request *req)
     gw_fwd f = {
         .method = req->method,
         .target = gw_slice_of(target),
-        .host = host[0] ? gw_slice_of(host) : req->host,
+        /* an HTTP/1.0 client may send no Host: name the endpoint then */
+        .host = host[0] ? gw_slice_of(host)
+                : req->host.n ? req->host : gw_slice_of(up->conf->endpoints[0].address),
         .client_host = req->host,
         .client_ip = req->client_addr,
         .proto = "http",

@@ -85,6 +85,7 @@ struct gw_request {
     uint64_t route_version;
     double upstream_ms;        /* -1 when no upstream answered */
     /* Kept by the server. */
+    uint64_t conn_id;          /* unique per server: which connection carried the request */
     uint64_t start_ns;
     uint64_t bytes_in, bytes_out;
     int status;                /* response status, once begun */
@@ -131,6 +132,9 @@ void gw_response_end(gw_request *req);
 /* The response could not be completed (upstream died mid-body): the connection is closed
  * without a clean end so the client sees a truncated message. req is gone afterwards. */
 void gw_response_fail(gw_request *req);
+/* Like gw_response_fail, but the connection ends with a TCP reset (SO_LINGER 0) once what
+ * was queued is written: for fault injection and for peers that must not reuse it. */
+void gw_response_reset(gw_request *req);
 /* One-shot complete responses. */
 void gw_response_simple(gw_request *req, int status, const char *content_type,
                         const char *body, size_t n, const char *extra_headers);

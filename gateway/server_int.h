@@ -15,6 +15,7 @@ struct gw_server {
     uv_idle_t idle;            /* runs the posted work; active only while there is some */
     int n_clients;
     int port;
+    uint64_t next_conn_id;
     unsigned draining : 1;
     unsigned closing : 1;
     unsigned listener_open : 1;

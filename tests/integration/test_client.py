@@ -697,3 +697,26 @@ def test_slow_1gib_chunked_upload_bounded_memory():
         assert s.mock("legacy").stats()["body_bytes"] == GIB
         hwm = s.gw.rss_kib("VmHWM")
         assert 0 < hwm < 64 * 1024, "gateway VmHWM %d KiB" % hwm
+
+
+def test_client_leaving_during_hung_upstream_is_noticed_at_once():
+    """The gateway keeps watching the client socket while the upstream works: a client that
+    closes is logged as 499 long before any upstream timeout, and its upstream exchange is
+    dropped (the next request still works)."""
+    from harness import Stack
+    with Stack(gw_conf={"upstreams": {"legacy": {"response_timeout_ms": 20000}}}) as s:
+        c = connect(s.port)
+        c.sendall(b"GET /api/orders/1 HTTP/1.1\r\nHost: x\r\nX-Mock-Hang: 1\r\n\r\n")
+        time.sleep(0.3)
+        c.close()
+        deadline = time.time() + 5.0
+        log = ""
+        while time.time() < deadline and '"status":499' not in log:
+            time.sleep(0.1)
+            with open(s.access_log) as f:
+                log = f.read()
+        assert '"status":499' in log, log
+        entry = json.loads([l for l in log.splitlines() if '"status":499' in l][0])
+        assert entry["total_ms"] < 5000, entry
+        st, h, body = request(s.port, "GET", "/api/orders/2")
+        assert st == 200

@@ -351,35 +351,6 @@ static void mk_pick_fault(mk_req *m, gw_request *req)
         m->limit = v;
 }
 
-/* ---- the client's socket ------------------------------------------------------------- */
-
-/* server.h has no accessor for the socket, which a reset and the connection count need.
- * gw_client starts with its uv_tcp_t whose data points back at it: checked here, and NULL
- * (reset becomes a plain close, connections are counted by pointer) if that changes. */
-static uv_tcp_t *mk_client_tcp(const gw_request *req)
-{
-    uv_handle_t *h = (uv_handle_t *)req->client;
-    if (!h || h->type != UV_TCP || h->data != (void *)req->client) return NULL;
-    return (uv_tcp_t *)h;
-}
-
-/* Identifies the connection: the gw_client pointer (reused after a close) plus the peer
- * port (which a new connection from the same client does not reuse at once). */
-static uint64_t mk_conn_key(const gw_request *req)
-{
-    uint64_t key = (uint64_t)(uintptr_t)req->client;
-    uv_tcp_t *tcp = mk_client_tcp(req);
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (tcp && uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0) {
-        uint16_t port = 0;
-        if (ss.ss_family == AF_INET) port = ((struct sockaddr_in *)&ss)->sin_port;
-        else if (ss.ss_family == AF_INET6) port = ((struct sockaddr_in6 *)&ss)->sin6_port;
-        key ^= (uint64_t)port << 48;
-    }
-    return key;
-}
-
 /* ---- answering ----------------------------------------------------------------------- */
 
 /* Gives req back without a clean end: the client sees the connection close (a truncated
@@ -393,17 +364,14 @@ static void mk_fail(mk_req *m)
     gw_response_fail(req);
 }
 
-/* Closes the client connection with a RST once what was written is out: SO_LINGER 0 makes
- * the server's close (after its queue drained) send RST instead of FIN. */
+/* Closes the client connection with a RST once what was written is out. */
 static void mk_reset(mk_req *m)
 {
-    uv_tcp_t *tcp = mk_client_tcp(m->req);
-    uv_os_fd_t fd;
-    if (tcp && uv_fileno((uv_handle_t *)tcp, &fd) == 0) {
-        struct linger l = { .l_onoff = 1, .l_linger = 0 };
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-    }
-    mk_fail(m);
+    gw_request *req = m->req;
+    req->data = NULL;
+    m->req = NULL;
+    m->flags |= MK_DONE;
+    gw_response_reset(req);
 }
 
 /* One complete response. body may be NULL when n == 0. */
@@ -621,7 +589,7 @@ static void mk_on_request(gw_request *req)
         (req->path.n >= 8 && memcmp(req->path.p, "/__stats", 8) == 0)) {
         m->flags |= MK_NO_STATS;
     } else {
-        mk_stats_request(&c->stats, mk_conn_key(req), req->path.p, req->path.n);
+        mk_stats_request(&c->stats, req->conn_id, req->path.p, req->path.n);
         mk_pick_fault(m, req);
         if (header_flag(req, "X-Mock-Chunked")) m->flags |= MK_CHUNKED;
         uint64_t ms = c->conf.latency_ms;

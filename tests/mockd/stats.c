@@ -1,8 +1,8 @@
 /* stats.c — counters behind GET /__stats, so a test can prove what reached this instance.
  *
- * Connections are counted as distinct connection keys (see mk_conn_key) seen since start
- * or the last reset: server.h exposes no per-connection serial. So a keep-alive connection
- * opened before a reset counts once it is used again after it. */
+ * Connections are counted as distinct gw_request.conn_id values seen since start or the
+ * last reset, so a keep-alive connection opened before a reset counts once it is used
+ * again after it. */
 #include <stdlib.h>
 #include <string.h>
 
