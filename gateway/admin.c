@@ -1,32 +1,96 @@
-/* admin.c — the admin API handler (see admin.h). */
+/* admin.c — the admin API handler (see admin.h).
+ *
+ *   GET  /healthz  /readyz  /metrics                          (no token)
+ *   GET  /admin/routes                 the table in force, as JSON, with its version
+ *   GET  /admin/routes/history         the audit trail, newest first (?limit=N)
+ *   GET|PUT|PATCH|DELETE /admin/routes/{id}
+ *   POST /admin/rollback               {} = every route, {"id": "x"} = one; one atomic change
+ *   POST /admin/reload                 re-read the active source
+ *
+ * A change builds a new table from the one in force (routes/route_edit.h), validates it
+ * whole, writes it to the active source with its audit entries (who = the token's name),
+ * then publishes it. Requests are answered after the store confirms; a client that left
+ * meanwhile only leaves a flag for the late callback.
+ */
 #include "admin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../routes/route_edit.h"
 #include "../routes/route_table.h"
 
-static int token_ok(const gw_admin *a, const gw_request *req)
+#define BODY_MAX (1 << 20)
+
+typedef enum admin_op {
+    OP_NONE, OP_PUT, OP_PATCH, OP_DELETE, OP_ROLLBACK, OP_RELOAD, OP_HISTORY,
+} admin_op;
+
+typedef struct admin_req {
+    gw_request *req;    /* NULL once the client went away */
+    gw_admin *a;
+    admin_op op;
+    char who[64];
+    char id[256];
+    char *body;
+    size_t len;
+    int waiting_store;  /* a store callback will come: free there */
+} admin_req;
+
+/* The name of the token in the Authorization header, or NULL. Constant time per token. */
+static const char *token_name(const gw_admin *a, const gw_request *req)
 {
-    const char *tok = a->cfg->admin_token;
-    if (!tok[0])
-        return 0; /* no token configured: the admin API is closed */
     gw_slice auth = gw_request_header(req, "authorization");
-    size_t tl = strlen(tok);
-    if (auth.n != tl + 7 || strncasecmp(auth.p, "Bearer ", 7) != 0)
-        return 0;
-    /* constant time in the token's length */
-    unsigned char diff = 0;
-    for (size_t i = 0; i < tl; i++)
-        diff |= (unsigned char)(auth.p[7 + i] ^ tok[i]);
-    return diff == 0;
+    if (auth.n < 8 || strncasecmp(auth.p, "Bearer ", 7) != 0)
+        return NULL;
+    gw_slice given = { auth.p + 7, auth.n - 7 };
+    const char *found = NULL;
+    for (int i = -1; i < a->cfg->n_admin_tokens; i++) {
+        const char *tok = i < 0 ? a->cfg->admin_token : a->cfg->admin_tokens[i].token;
+        size_t tl = strlen(tok);
+        if (!tl || tl != given.n)
+            continue;
+        unsigned char diff = 0;
+        for (size_t j = 0; j < tl; j++)
+            diff |= (unsigned char)(given.p[j] ^ tok[j]);
+        if (diff == 0 && !found)
+            found = i < 0 ? "admin" : a->cfg->admin_tokens[i].name;
+    }
+    return found;
 }
 
-static void send_json(gw_request *req, int status, const char *body)
+static void send_json(gw_request *req, int status, json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (!text) {
+        gw_response_error(req, 500, "out of memory");
+        return;
+    }
+    size_t n = strlen(text);
+    text[n] = '\n'; /* replace the NUL: the body is sent by length */
+    gw_response_simple(req, status, "application/json", text, n + 1, NULL);
+    free(text);
+}
+
+static void send_text_json(gw_request *req, int status, const char *body)
 {
     gw_response_simple(req, status, "application/json", body, strlen(body), NULL);
 }
+
+/* Frees r and returns its request (or NULL if the client left), unlinked from r: answer it
+ * after this, so that an abort following a failed write never finds freed state. */
+static gw_request *detach(admin_req *r)
+{
+    gw_request *req = r->req;
+    if (req)
+        req->data = NULL;
+    free(r->body);
+    free(r);
+    return req;
+}
+
+/* ---- reads --------------------------------------------------------------------------- */
 
 static void serve_metrics(gw_admin *a, gw_request *req)
 {
@@ -44,64 +108,295 @@ static void serve_metrics(gw_admin *a, gw_request *req)
     free(text);
 }
 
-static void serve_reload(gw_admin *a, gw_request *req)
+static void serve_routes(gw_admin *a, gw_request *req, const char *id)
 {
-    char err[1024], body[1400];
-    if (a->reload(a, err, sizeof err) != 0) {
-        gw_response_error(req, 422, err);
+    rt_table *t = rt_current_acquire();
+    if (!t) {
+        gw_response_error(req, 503, "no route table loaded");
         return;
     }
-    rt_table *t = rt_current_acquire();
-    snprintf(body, sizeof body, "{\"reloaded\":true,\"version\":%llu,\"routes\":%d}",
-             (unsigned long long)(t ? rt_table_version(t) : 0), t ? rt_table_count(t) : 0);
-    if (t)
-        rt_table_unref(t);
-    send_json(req, 200, body);
+    if (id) {
+        const rt_route *r = rt_table_find(t, id);
+        if (!r)
+            gw_response_error(req, 404, "no such route");
+        else {
+            json_t *doc = rt_route_to_json(r);
+            send_json(req, 200, doc);
+            json_decref(doc);
+        }
+    } else {
+        json_t *doc = rt_table_to_json(t);
+        json_object_set_new(doc, "source", json_string(gw_route_store_kind(a->store)));
+        send_json(req, 200, doc);
+        json_decref(doc);
+    }
+    rt_table_unref(t);
 }
+
+/* ---- changes ------------------------------------------------------------------------- */
+
+static void on_store_done(int status, const char *err, json_t *result, void *arg)
+{
+    gw_request *req = detach(arg);
+    if (!req)
+        return;
+    if (status != 0)
+        gw_response_error(req, status, err ? err : "route store failed");
+    else if (result)
+        send_json(req, 200, result);
+    else
+        send_text_json(req, 200, "{}");
+}
+
+/* One audit entry per route whose JSON differs between OLD and NEXT. */
+static json_t *diff_audit(const rt_table *old, const rt_table *next, const char *who,
+                          const char *action, json_t *changed_ids)
+{
+    json_t *audit = json_array();
+    json_t *od = rt_table_to_json(old), *nd = rt_table_to_json(next);
+    json_t *or = json_object_get(od, "routes"), *nr = json_object_get(nd, "routes");
+    size_t i, j;
+    json_t *o, *n;
+    /* changed and removed */
+    json_array_foreach(or, i, o) {
+        const char *id = json_string_value(json_object_get(o, "id"));
+        json_t *match = NULL;
+        json_array_foreach(nr, j, n) {
+            if (strcmp(id, json_string_value(json_object_get(n, "id"))) == 0) {
+                match = n;
+                break;
+            }
+        }
+        if (match && json_equal(o, match))
+            continue;
+        json_array_append_new(audit, json_pack("{s:s, s:s, s:s, s:O, s:O}", "who", who, "action",
+                                               action, "route_id", id, "old", o, "new",
+                                               match ? match : json_null()));
+        if (changed_ids)
+            json_array_append_new(changed_ids, json_string(id));
+    }
+    /* added */
+    json_array_foreach(nr, j, n) {
+        const char *id = json_string_value(json_object_get(n, "id"));
+        int existed = 0;
+        json_array_foreach(or, i, o) {
+            if (strcmp(id, json_string_value(json_object_get(o, "id"))) == 0) {
+                existed = 1;
+                break;
+            }
+        }
+        if (!existed) {
+            json_array_append_new(audit, json_pack("{s:s, s:s, s:s, s:n, s:O}", "who", who, "action",
+                                                   action, "route_id", id, "old", "new", n));
+            if (changed_ids)
+                json_array_append_new(changed_ids, json_string(id));
+        }
+    }
+    json_decref(od);
+    json_decref(nd);
+    return audit;
+}
+
+static void run_change(admin_req *r)
+{
+    json_t *body = NULL;
+    json_error_t jerr;
+    if (r->op == OP_PUT || r->op == OP_PATCH || (r->op == OP_ROLLBACK && r->len)) {
+        body = json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!body || !json_is_object(body)) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "request body: %s", body ? "must be a JSON object" : jerr.text);
+            json_decref(body);
+            gw_response_error(detach(r), 400, msg);
+            return;
+        }
+    }
+    rt_table *cur = rt_current_acquire();
+    if (!cur) {
+        json_decref(body);
+        gw_response_error(detach(r), 503, "no route table loaded");
+        return;
+    }
+    char err[1024] = "";
+    rt_table *next = NULL;
+    const char *action = "";
+    switch (r->op) {
+    case OP_PUT: next = rt_table_with_route(cur, r->id, body, err, sizeof err); action = "put"; break;
+    case OP_PATCH: next = rt_table_patch_route(cur, r->id, body, err, sizeof err); action = "patch"; break;
+    case OP_DELETE: next = rt_table_delete_route(cur, r->id, err, sizeof err); action = "delete"; break;
+    case OP_ROLLBACK: {
+        json_t *idv = body ? json_object_get(body, "id") : NULL;
+        if (idv && !json_is_string(idv)) {
+            snprintf(err, sizeof err, "request body: id: must be a string");
+            break;
+        }
+        next = rt_table_rollback(cur, idv ? json_string_value(idv) : NULL, err, sizeof err);
+        action = idv ? "rollback" : "rollback-all";
+        break;
+    }
+    default: break;
+    }
+    json_decref(body);
+    if (!next) {
+        rt_table_unref(cur);
+        int status = strstr(err, "no route \"") ? 404 : 422;
+        gw_response_error(detach(r), status, err[0] ? err : "invalid change");
+        return;
+    }
+    json_t *changed = json_array();
+    json_t *audit = diff_audit(cur, next, r->who, action, changed);
+    rt_table_unref(cur);
+    fprintf(stderr, "gateway: admin: %s by %s: %s%s%zu route(s) changed\n", action, r->who,
+            r->id[0] ? r->id : "", r->id[0] ? ": " : "", json_array_size(changed));
+    json_decref(changed);
+    r->waiting_store = 1;
+    gw_route_store_apply(r->a->store, next, audit, on_store_done, r);
+}
+
+/* ---- dispatch ------------------------------------------------------------------------ */
+
+static int method_is(const gw_request *req, const char *m) { return gw_slice_eq(req->method, m); }
 
 static void admin_on_request(gw_request *req)
 {
     gw_admin *a = gw_server_options(req->server)->data;
     gw_slice path = req->path;
-    int get = gw_slice_eq(req->method, "GET") || gw_slice_eq(req->method, "HEAD");
-    if (gw_slice_eq(path, "/healthz")) {
-        if (!get) { gw_response_error(req, 405, "method not allowed"); return; }
-        send_json(req, 200, "{\"status\":\"ok\"}");
+    int get = method_is(req, "GET") || method_is(req, "HEAD");
+    if (gw_slice_eq(path, "/healthz") || gw_slice_eq(path, "/readyz") || gw_slice_eq(path, "/metrics")) {
+        if (!get) {
+            gw_response_error(req, 405, "method not allowed");
+        } else if (gw_slice_eq(path, "/healthz")) {
+            send_text_json(req, 200, "{\"status\":\"ok\"}");
+        } else if (gw_slice_eq(path, "/readyz")) {
+            if (a->ready)
+                send_text_json(req, 200, "{\"status\":\"ready\"}");
+            else
+                gw_response_error(req, 503, "not ready: no route table loaded yet");
+        } else {
+            serve_metrics(a, req);
+        }
         return;
     }
-    if (gw_slice_eq(path, "/readyz")) {
-        if (!get) { gw_response_error(req, 405, "method not allowed"); return; }
-        if (a->ready)
-            send_json(req, 200, "{\"status\":\"ready\"}");
-        else
-            gw_response_error(req, 503, "not ready: no route table loaded yet");
+    if (path.n < 7 || memcmp(path.p, "/admin/", 7) != 0) {
+        gw_response_error(req, 404, "not found");
         return;
     }
-    if (gw_slice_eq(path, "/metrics")) {
-        if (!get) { gw_response_error(req, 405, "method not allowed"); return; }
-        serve_metrics(a, req);
+    const char *who = token_name(a, req);
+    if (!who) {
+        gw_response_simple(req, 401, "application/json",
+                           "{\"error\":\"missing or invalid bearer token\",\"status\":401}", 55,
+                           "WWW-Authenticate: Bearer\r\n");
         return;
     }
-    if (path.n >= 7 && memcmp(path.p, "/admin/", 7) == 0) {
-        if (!token_ok(a, req)) {
-            gw_response_simple(req, 401, "application/json",
-                               "{\"error\":\"missing or invalid bearer token\",\"status\":401}", 55,
-                               "WWW-Authenticate: Bearer\r\n");
+    static const char prefix[] = "/admin/routes/";
+    if (gw_slice_eq(path, "/admin/routes")) {
+        if (!get) goto not_allowed;
+        serve_routes(a, req, NULL);
+        return;
+    }
+    if (path.n > sizeof prefix - 1 && memcmp(path.p, prefix, sizeof prefix - 1) == 0 && get &&
+        !gw_slice_eq(path, "/admin/routes/history")) {
+        char id[256];
+        size_t idn = path.n - (sizeof prefix - 1);
+        if (idn >= sizeof id || memchr(path.p + sizeof prefix - 1, '/', idn)) {
+            gw_response_error(req, 404, "no such route");
             return;
         }
-        if (gw_slice_eq(path, "/admin/reload")) {
-            if (!gw_slice_eq(req->method, "POST")) { gw_response_error(req, 405, "use POST"); return; }
-            serve_reload(a, req);
+        memcpy(id, path.p + sizeof prefix - 1, idn);
+        id[idn] = '\0';
+        serve_routes(a, req, id);
+        return;
+    }
+    /* everything below answers later (store I/O, request body): keep state */
+    admin_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        gw_response_error(req, 500, "out of memory");
+        return;
+    }
+    r->req = req;
+    r->a = a;
+    snprintf(r->who, sizeof r->who, "%s", who);
+    req->data = r;
+    if (gw_slice_eq(path, "/admin/routes/history")) {
+        if (!get) goto not_allowed;
+        int limit = 100;
+        if (req->query.n > 6 && memcmp(req->query.p, "limit=", 6) == 0)
+            limit = atoi(req->query.p + 6) > 0 ? atoi(req->query.p + 6) : 100;
+        r->waiting_store = 1;
+        gw_route_store_history(a->store, limit, on_store_done, r);
+        return;
+    }
+    if (gw_slice_eq(path, "/admin/reload")) {
+        if (!method_is(req, "POST")) goto not_allowed;
+        r->waiting_store = 1;
+        gw_route_store_reload(a->store, on_store_done, r);
+        return;
+    }
+    if (gw_slice_eq(path, "/admin/rollback")) {
+        if (!method_is(req, "POST")) goto not_allowed;
+        r->op = OP_ROLLBACK;
+    } else if (path.n > sizeof prefix - 1 && memcmp(path.p, prefix, sizeof prefix - 1) == 0) {
+        size_t idn = path.n - (sizeof prefix - 1);
+        if (idn >= sizeof r->id || memchr(path.p + sizeof prefix - 1, '/', idn)) {
+            gw_response_error(detach(r), 404, "no such route");
             return;
         }
+        memcpy(r->id, path.p + sizeof prefix - 1, idn);
+        r->id[idn] = '\0';
+        r->op = method_is(req, "PUT") ? OP_PUT : method_is(req, "PATCH") ? OP_PATCH
+              : method_is(req, "DELETE") ? OP_DELETE : OP_NONE;
+        if (r->op == OP_NONE) goto not_allowed;
+    } else {
+        gw_response_error(detach(r), 404, "not found");
+        return;
     }
-    gw_response_error(req, 404, "not found");
+    /* a change: take the body first (if any), then apply */
+    if (req->has_body) {
+        if (gw_request_read_body(req) != 0)
+            gw_response_error(detach(r), 413, "request body too large");
+        return;
+    }
+    run_change(r);
+    return;
+not_allowed:
+    if (req->data)
+        detach(req->data);
+    gw_response_error(req, 405, "method not allowed");
 }
 
-static void admin_on_body(gw_request *req, const char *p, size_t n) { (void)req; (void)p; (void)n; }
-static void admin_on_body_end(gw_request *req) { (void)req; }
+static void admin_on_body(gw_request *req, const char *p, size_t n)
+{
+    admin_req *r = req->data;
+    if (!r || r->len + n > BODY_MAX)
+        return; /* the server's max_body_bytes (1 MiB) answers 413 first */
+    char *nb = realloc(r->body, r->len + n + 1);
+    if (!nb)
+        return;
+    memcpy(nb + r->len, p, n);
+    r->body = nb;
+    r->len += n;
+}
+
+static void admin_on_body_end(gw_request *req)
+{
+    admin_req *r = req->data;
+    if (r)
+        run_change(r);
+}
+
 static void admin_on_drain(gw_request *req) { (void)req; }
-static void admin_on_abort(gw_request *req, int err) { (void)req; (void)err; }
+
+static void admin_on_abort(gw_request *req, int err)
+{
+    admin_req *r = req->data;
+    (void)err;
+    if (!r)
+        return;
+    r->req = NULL;
+    req->data = NULL;
+    if (!r->waiting_store)
+        detach(r);
+}
 
 static const gw_handler admin_handler = {
     .on_request = admin_on_request,
@@ -115,7 +410,7 @@ int gw_admin_start(gw_admin *a, uv_loop_t *loop)
 {
     gw_server_opts opts = {
         .limits = { .max_uri_bytes = 4096, .max_header_bytes = 16384, .max_headers = 64,
-                    .max_body_bytes = 1 << 20, .header_timeout_ms = 10000,
+                    .max_body_bytes = BODY_MAX, .header_timeout_ms = 10000,
                     .body_timeout_ms = 10000, .idle_timeout_ms = 30000, .send_timeout_ms = 30000 },
         .gateway_headers = 1,
         .data = a,

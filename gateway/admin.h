@@ -5,6 +5,7 @@
 #define GW_ADMIN_H
 
 #include "config.h"
+#include "route_store.h"
 #include "metrics.h"
 #include "server.h"
 
@@ -13,9 +14,7 @@ typedef struct gw_admin {
     gw_metrics **metrics;         /* one per worker */
     int n_workers;
     int ready;                    /* a route table is loaded and the workers listen */
-    /* Re-reads the active route source and publishes it. 0, or <0 with err set. */
-    int (*reload)(struct gw_admin *a, char *err, size_t errlen);
-    void *data;
+    gw_route_store *store;        /* the active route source */
     gw_server *server;
 } gw_admin;
 

@@ -6,7 +6,10 @@
  *     "listen": "127.0.0.1:8080",             // required; host:port or [v6]:port, port 0..65535
  *     "workers": 0,                            // 0 or absent = number of CPU cores; else 1..256
  *     "admin": { "listen": "127.0.0.1:9090",   // default "127.0.0.1:9090"
+ *                "tokens": { "alice": "s3cret" }, // named tokens: the audit trail records
+ *                                              //   the name of the token that made a change
  *                "token": "change-me" },       // default "" = admin API disabled (401);
+ *                                              //   this one's audit name is "admin";
  *                                              //   printable ASCII, no spaces, <= 255 bytes
  *     "upstreams": {                           // required, 1..64 upstreams
  *       "legacy": {                            // name: [A-Za-z0-9_.-]{1,63}
@@ -624,7 +627,7 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
 {
     static const char *const keys[] = { "listen", "workers", "admin", "upstreams", "limits",
                                         "log", "shutdown", "routes", "redis", NULL };
-    static const char *const admin_keys[] = { "listen", "token", NULL };
+    static const char *const admin_keys[] = { "listen", "token", "tokens", NULL };
     static const char *const log_keys[] = { "access", NULL };
     static const char *const shutdown_keys[] = { "drain_timeout_ms", NULL };
     char access[sizeof k->access_log];
@@ -659,6 +662,29 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
             return rc;
         if (!gw__token_ok(k->admin_token))
             return gw__fail(c, "admin.token", "must be visible ASCII without spaces");
+        /* named tokens: the name is who the audit trail says made a change */
+        json_t *toks = json_object_get(o, "tokens");
+        if (toks) {
+            const char *name;
+            json_t *v;
+            if (!json_is_object(toks))
+                return gw__fail(c, "admin.tokens", "must be an object of name: token");
+            json_object_foreach(toks, name, v) {
+                char path[128];
+                snprintf(path, sizeof path, "admin.tokens.%.60s", name);
+                if (k->n_admin_tokens >= GW_MAX_ADMIN_TOKENS)
+                    return gw__fail(c, "admin.tokens", "at most %d tokens", GW_MAX_ADMIN_TOKENS);
+                if (!gw__name_ok(name))
+                    return gw__fail(c, path, "name must be [A-Za-z0-9_.-]{1,63}");
+                if (!json_is_string(v) || !json_string_length(v) ||
+                    json_string_length(v) >= sizeof k->admin_tokens[0].token ||
+                    !gw__token_ok(json_string_value(v)))
+                    return gw__fail(c, path, "must be a non-empty string of visible ASCII without spaces");
+                gw_admin_token *t = &k->admin_tokens[k->n_admin_tokens++];
+                snprintf(t->name, sizeof t->name, "%s", name);
+                snprintf(t->token, sizeof t->token, "%s", json_string_value(v));
+            }
+        }
     }
 
     if ((rc = gw__parse_upstreams(c, root, k)) != 0 ||

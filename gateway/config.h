@@ -42,6 +42,13 @@ typedef struct gw_limits_conf {
     uint32_t send_timeout_ms;    /* client not reading our response; default 30000 */
 } gw_limits_conf;
 
+#define GW_MAX_ADMIN_TOKENS 16
+
+typedef struct gw_admin_token {
+    char name[64];
+    char token[256];
+} gw_admin_token;
+
 typedef enum gw_route_source_kind { GW_ROUTES_FILE = 0, GW_ROUTES_POSTGRES = 1 } gw_route_source_kind;
 
 typedef struct gw_config {
@@ -52,7 +59,9 @@ typedef struct gw_config {
     char admin_listen[128];        /* "127.0.0.1:9090"; env GATEWAY_ADMIN_LISTEN */
     struct sockaddr_storage admin_addr;
     socklen_t admin_addrlen;
-    char admin_token[256];         /* env GATEWAY_ADMIN_TOKEN */
+    char admin_token[256];         /* env GATEWAY_ADMIN_TOKEN; audit name "admin" */
+    gw_admin_token admin_tokens[GW_MAX_ADMIN_TOKENS];
+    int n_admin_tokens;
     int workers;                   /* 0 in the file = number of cores */
     gw_upstream_conf upstreams[GW_MAX_UPSTREAMS];
     int n_upstreams;

@@ -18,6 +18,7 @@
 #include "admin.h"
 #include "config.h"
 #include "metrics.h"
+#include "route_store.h"
 #include "worker.h"
 
 static gw_config cfg;
@@ -26,6 +27,7 @@ static int n_workers;
 static uv_signal_t sig_term, sig_int, sig_hup;
 static int stopping;
 static gw_admin admin;
+static gw_route_store *store;
 
 static void usage(FILE *f)
 {
@@ -34,21 +36,6 @@ static void usage(FILE *f)
                "  --check    validate the configuration and its routes, then exit\n"
                "environment: GATEWAY_LISTEN, GATEWAY_ADMIN_LISTEN, GATEWAY_ADMIN_TOKEN,\n"
                "             GATEWAY_PG, GATEWAY_REDIS override the file\n");
-}
-
-/* Loads the routes named by the configuration. Returns a table or NULL with err set. */
-static rt_table *load_routes(const gw_config *c, char *err, size_t errlen)
-{
-    const char *names[GW_MAX_UPSTREAMS];
-    for (int i = 0; i < c->n_upstreams; i++)
-        names[i] = c->upstreams[i].name;
-    if (c->routes_source != GW_ROUTES_FILE) {
-        int n = snprintf(err, errlen, "%.900s: routes.source: \"postgres\" is not supported by this build yet",
-                         c->path);
-        (void)n;
-        return NULL;
-    }
-    return rt_table_load_file(c->routes_file, names, c->n_upstreams, err, errlen);
 }
 
 static int open_access_log(const gw_config *c)
@@ -68,39 +55,13 @@ static int open_access_log(const gw_config *c)
 
 /* SIGHUP: re-read the routes file; a table that fails validation is rejected whole and
  * the running one stays. Off the workers' loops: this is the main thread. */
-static int reload_routes(char *err, size_t errlen)
-{
-    rt_table *t = load_routes(&cfg, err, errlen);
-    if (!t) {
-        atomic_fetch_add(&gw_process_stats.reloads_failed, 1);
-        rt_table *cur = rt_current_acquire();
-        fprintf(stderr, "gateway: reload rejected, keeping version %llu: %s\n",
-                (unsigned long long)(cur ? rt_table_version(cur) : 0), err);
-        if (cur)
-            rt_table_unref(cur);
-        return -1;
-    }
-    rt_current_publish(t);
-    atomic_fetch_add(&gw_process_stats.reloads_ok, 1);
-    rt_table *now = rt_current_acquire();
-    fprintf(stderr, "gateway: routes reloaded: version %llu, %d routes\n",
-            (unsigned long long)rt_table_version(now), rt_table_count(now));
-    rt_table_unref(now);
-    return 0;
-}
-
-static int admin_reload(gw_admin *a, char *err, size_t errlen)
-{
-    (void)a;
-    return reload_routes(err, errlen);
-}
-
+/* SIGHUP: re-read the active route source; a table that fails validation is rejected
+ * whole and the running one stays (the store logs and counts it). */
 static void on_hup(uv_signal_t *h, int sig)
 {
     (void)h;
     (void)sig;
-    char err[1024];
-    reload_routes(err, sizeof err);
+    gw_route_store_reload(store, NULL, NULL);
 }
 
 static void on_stop(uv_signal_t *h, int sig)
@@ -117,6 +78,8 @@ static void on_stop(uv_signal_t *h, int sig)
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
     gw_admin_stop(&admin);
+    gw_route_store_close(store);
+    store = NULL;
 }
 
 int main(int argc, char **argv)
@@ -146,23 +109,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    rt_table *routes = load_routes(&cfg, err, sizeof err);
-    if (!routes) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-    }
     if (check) {
+        rt_table *routes = gw_route_store_check(&cfg, err, sizeof err);
+        if (!routes) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
         printf("%s: ok (%d upstreams, %d routes)\n", file, cfg.n_upstreams, rt_table_count(routes));
         rt_table_unref(routes);
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
-    rt_current_publish(routes);
+    uv_loop_t *loop = uv_default_loop();
+    if (gw_route_store_open(&store, loop, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     int log_fd = open_access_log(&cfg);
     if (log_fd < 0 && strcmp(cfg.access_log, "off") != 0)
         return 1;
 
-    uv_loop_t *loop = uv_default_loop();
     uv_signal_init(loop, &sig_term);
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_hup);
@@ -183,6 +149,7 @@ int main(int argc, char **argv)
             for (int j = 0; j < i; j++)
                 gw_worker_join(&workers[j]);
             free(workers);
+            gw_route_store_close(store);
             rt_current_clear();
             return 1;
         }
@@ -192,7 +159,7 @@ int main(int argc, char **argv)
     admin.metrics = calloc((size_t)n_workers, sizeof *admin.metrics);
     for (int i = 0; i < n_workers; i++)
         admin.metrics[i] = workers[i].metrics;
-    admin.reload = admin_reload;
+    admin.store = store;
     int ar = gw_admin_start(&admin, loop);
     if (ar < 0) {
         fprintf(stderr, "gateway: %s: admin.listen: cannot listen on %s: %s\n", cfg.path,
@@ -200,8 +167,9 @@ int main(int argc, char **argv)
         on_stop(&sig_term, SIGTERM);
     }
     admin.ready = 1;
-    fprintf(stderr, "gateway: listening on %s (admin %s), %d workers, %d routes (version 1) from %s\n",
-            cfg.listen, cfg.admin_listen, n_workers, rt_table_count(routes), cfg.routes_file);
+    fprintf(stderr, "gateway: listening on %s (admin %s), %d workers, routes from %s\n",
+            cfg.listen, cfg.admin_listen, n_workers,
+            cfg.routes_source == GW_ROUTES_FILE ? cfg.routes_file : "postgres");
     uv_run(loop, UV_RUN_DEFAULT);
     for (int i = 0; i < n_workers; i++)
         gw_worker_join(&workers[i]);

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../routes/policy.h"
 #include "../routes/route_table.h"
 #include "gw_errors.h"
 #include "http1.h"
+#include "request_id.h"
 #include "worker.h"
 
 #define TARGET_MAX 8192
@@ -354,6 +356,28 @@ static const gw_uconn_cb uconn_cb = {
 
 /* ---- routing ------------------------------------------------------------------------- */
 
+/* Which upstream answers: a tester's override header when the route allows it, else the
+ * route's split (sticky by header or cookie when configured), else its primary. */
+static int choose_upstream(const rt_route *route, const gw_request *req)
+{
+    const char *oh = rt_route_override_header(route);
+    if (oh) {
+        gw_slice v = gw_request_header(req, oh);
+        int idx = v.n ? rt_route_override(route, v) : -1;
+        if (idx >= 0)
+            return idx;
+    }
+    if (route->n_split == 0)
+        return route->upstream_index;
+    gw_slice sticky = { NULL, 0 };
+    const char *sh = rt_route_sticky_header(route), *sc = rt_route_sticky_cookie(route);
+    if (sh)
+        sticky = gw_request_header(req, sh);
+    else if (sc)
+        sticky = rt_cookie_value(gw_request_header(req, "cookie"), sc);
+    return rt_route_pick(route, sticky, gw_random64());
+}
+
 static void client_on_request(gw_request *req)
 {
     gw_worker *w = gw_server_options(req->server)->data;
@@ -372,7 +396,8 @@ static void client_on_request(gw_request *req)
     const rt_route *route = m.route;
     req->route_id = route->id;
     req->route_version = rt_table_version(table);
-    gw_upstream *up = &w->upstreams[route->upstream_index];
+    int ui = choose_upstream(route, req);
+    gw_upstream *up = &w->upstreams[ui];
     req->upstream_name = up->conf->name;
     if (route->max_body_bytes >= 0)
         req->max_body_bytes = (uint64_t)route->max_body_bytes;
@@ -383,7 +408,7 @@ static void client_on_request(gw_request *req)
         return;
     }
     char target[TARGET_MAX];
-    if (rt_rewrite(&m, req->path, req->query, target, sizeof target) < 0) {
+    if (rt_rewrite_for(&m, ui, req->path, req->query, target, sizeof target) < 0) {
         req->upstream_name = NULL;
         gw_response_error(req, 414, "rewritten URI too long");
         return;

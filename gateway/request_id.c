@@ -21,7 +21,7 @@ int gw_request_id_valid(gw_slice id)
 }
 
 /* xoshiro-style 64-bit generator (splitmix64): ids must be unique, not secret. */
-static uint64_t next_random(void)
+uint64_t gw_random64(void)
 {
     static _Thread_local uint64_t state;
     static _Thread_local int seeded;
@@ -39,7 +39,7 @@ static uint64_t next_random(void)
 void gw_request_id_generate(char *out)
 {
     static const char hex[] = "0123456789abcdef";
-    uint64_t a = next_random(), b = next_random();
+    uint64_t a = gw_random64(), b = gw_random64();
     unsigned char bytes[16];
     for (int i = 0; i < 8; i++) {
         bytes[i] = (unsigned char)(a >> (i * 8));

@@ -3,6 +3,7 @@
 #define GW_REQUEST_ID_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "gw_slice.h"
 
@@ -13,5 +14,8 @@ int gw_request_id_valid(gw_slice id);
 /* Writes a new UUIDv4-shaped id (36 chars + NUL) into out (>= 37 bytes). Per-thread PRNG
  * seeded from the kernel once: no system call per request. */
 void gw_request_id_generate(char *out);
+
+/* A fast per-thread pseudo-random 64-bit value (splitmix64): for ids, splits, sampling. */
+uint64_t gw_random64(void);
 
 #endif
