@@ -23,23 +23,20 @@ static uint64_t fnv(const char *s, uint64_t h)
 #define ADD(a, v) atomic_fetch_add_explicit(&(a), (v), memory_order_relaxed)
 #define GET(a) atomic_load_explicit(&(a), memory_order_relaxed)
 
-void gw_metrics_request(gw_metrics *m, const char *route, const char *upstream, int status,
-                        double total_ms)
+/* Finds or inserts the slot for (route, upstream, cls) and adds one. Linear probing in an
+ * insert-only table of which the calling worker is the only writer. Returns 0, or -1 when
+ * the table is full around this hash. */
+static int slot_add(gw_metric_slot *slots, unsigned n, const char *route, const char *upstream,
+                    int cls)
 {
-    route = route ? route : "-";
-    upstream = upstream ? upstream : "gateway";
-    int cls = status / 100;
-    if (cls < 1 || cls > 5)
-        cls = 5;
     uint64_t h = fnv(upstream, fnv(route, 0xcbf29ce484222325ULL)) ^ (uint64_t)cls;
-    /* linear probing in an insert-only table; this worker is the only writer */
     for (unsigned i = 0; i < 64; i++) {
-        gw_metric_slot *s = &m->slots[(h + i) % GW_METRICS_SLOTS];
+        gw_metric_slot *s = &slots[(h + i) % n];
         if (atomic_load_explicit(&s->used, memory_order_relaxed)) {
             if (s->hash == h && s->status_class == cls && strcmp(s->route, route) == 0 &&
                 strcmp(s->upstream, upstream) == 0) {
                 ADD(s->count, 1);
-                goto timed;
+                return 0;
             }
             continue;
         }
@@ -49,10 +46,20 @@ void gw_metrics_request(gw_metrics *m, const char *route, const char *upstream, 
         snprintf(s->upstream, sizeof s->upstream, "%s", upstream);
         atomic_store_explicit(&s->count, 1, memory_order_relaxed);
         atomic_store_explicit(&s->used, 1, memory_order_release);
-        goto timed;
+        return 0;
     }
-    ADD(m->overflow, 1);
-timed:;
+    return -1;
+}
+
+void gw_metrics_request(gw_metrics *m, const char *route, const char *upstream, int status,
+                        double total_ms)
+{
+    int cls = status / 100;
+    if (cls < 1 || cls > 5)
+        cls = 5;
+    if (slot_add(m->slots, GW_METRICS_SLOTS, route ? route : "-", upstream ? upstream : "gateway",
+                 cls) != 0)
+        ADD(m->overflow, 1);
     double sec = total_ms / 1000.0;
     int b = 0;
     while (b < GW_LATENCY_BUCKETS && sec > gw_latency_bounds[b])
@@ -60,6 +67,21 @@ timed:;
     ADD(m->duration_buckets[b], 1);
     ADD(m->duration_count, 1);
     ADD(m->duration_sum_us, (uint64_t)(total_ms * 1000.0));
+}
+
+void gw_metrics_shadow(gw_metrics *m, const char *route, int mismatched)
+{
+    slot_add(m->shadow_slots, GW_METRICS_SHADOW_SLOTS, route, "", 0);
+    atomic_fetch_add(&gw_process_stats.shadow_compared, 1);
+    if (mismatched) {
+        slot_add(m->shadow_slots, GW_METRICS_SHADOW_SLOTS, route, "", 1);
+        atomic_fetch_add(&gw_process_stats.shadow_mismatched, 1);
+    }
+}
+
+void gw_metrics_fallback(gw_metrics *m)
+{
+    ADD(m->fallbacks, 1);
 }
 
 void gw_metrics_upstream_error(gw_metrics *m, enum gw_upstream_err_kind kind)
@@ -116,57 +138,75 @@ static const char *label(const char *s, char *tmp, size_t n)
     return tmp;
 }
 
+static gw_metric_slot *table_of(gw_metrics *m, int shadow, unsigned *n)
+{
+    *n = shadow ? GW_METRICS_SHADOW_SLOTS : GW_METRICS_SLOTS;
+    return shadow ? m->shadow_slots : m->slots;
+}
+
+static const gw_metric_slot *find_in(gw_metrics *m, int shadow, const gw_metric_slot *key)
+{
+    unsigned n;
+    const gw_metric_slot *slots = table_of(m, shadow, &n);
+    for (unsigned j = 0; j < n; j++) {
+        const gw_metric_slot *o = &slots[(key->hash + j) % n];
+        if (!atomic_load_explicit(&o->used, memory_order_acquire))
+            return NULL;
+        if (o->hash == key->hash && o->status_class == key->status_class &&
+            strcmp(o->route, key->route) == 0 && strcmp(o->upstream, key->upstream) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+/* One line per label set, summed over the workers (each label set is printed by the first
+ * worker that has it). */
+static void render_slots(sbuf *b, gw_metrics *const *workers, int nw, int shadow)
+{
+    char t1[GW_METRICS_KEY_MAX], t2[GW_METRICS_KEY_MAX];
+    for (int w = 0; w < nw; w++) {
+        unsigned n;
+        const gw_metric_slot *slots = table_of(workers[w], shadow, &n);
+        for (unsigned i = 0; i < n; i++) {
+            const gw_metric_slot *s = &slots[i];
+            if (!atomic_load_explicit(&s->used, memory_order_acquire))
+                continue;
+            int seen = 0;
+            for (int v = 0; v < w && !seen; v++)
+                seen = find_in(workers[v], shadow, s) != NULL;
+            if (seen)
+                continue;
+            uint64_t total = 0;
+            for (int v = w; v < nw; v++) {
+                const gw_metric_slot *o = find_in(workers[v], shadow, s);
+                if (o)
+                    total += GET(((gw_metric_slot *)o)->count);
+            }
+            if (shadow)
+                sb_printf(b, "gateway_shadow_route_%s_total{route=\"%s\"} %" PRIu64 "\n",
+                          s->status_class ? "mismatches" : "comparisons",
+                          label(s->route, t1, sizeof t1), total);
+            else
+                sb_printf(b, "gateway_requests_total{route=\"%s\",upstream=\"%s\",status=\"%dxx\"} %" PRIu64 "\n",
+                          label(s->route, t1, sizeof t1), label(s->upstream, t2, sizeof t2),
+                          s->status_class, total);
+        }
+    }
+}
+
 int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version, char **out,
                       size_t *len)
 {
     sbuf b = { malloc(16384), 0, 16384, 0 };
     if (!b.p)
         return -1;
-    char t1[GW_METRICS_KEY_MAX], t2[GW_METRICS_KEY_MAX];
     sb_printf(&b, "# HELP gateway_requests_total Requests answered, by route, upstream and status class.\n"
                   "# TYPE gateway_requests_total counter\n");
-    /* the same label set may sit in several workers' tables: print each worker's line; sum
-     * per label set by merging through worker 0's order would need a map, and Prometheus
-     * sums series with identical labels only if we do it, so merge here */
-    for (int w = 0; w < n; w++) {
-        for (int i = 0; i < GW_METRICS_SLOTS; i++) {
-            const gw_metric_slot *s = &workers[w]->slots[i];
-            if (!atomic_load_explicit(&s->used, memory_order_acquire))
-                continue;
-            /* printed once, by the first worker that has it */
-            int seen = 0;
-            for (int v = 0; v < w && !seen; v++) {
-                for (int j = 0; j < GW_METRICS_SLOTS; j++) {
-                    const gw_metric_slot *o = &workers[v]->slots[(s->hash + (unsigned)j) % GW_METRICS_SLOTS];
-                    if (!atomic_load_explicit(&o->used, memory_order_acquire))
-                        break;
-                    if (o->hash == s->hash && o->status_class == s->status_class &&
-                        strcmp(o->route, s->route) == 0 && strcmp(o->upstream, s->upstream) == 0) {
-                        seen = 1;
-                        break;
-                    }
-                }
-            }
-            if (seen)
-                continue;
-            uint64_t total = 0;
-            for (int v = w; v < n; v++) {
-                for (int j = 0; j < GW_METRICS_SLOTS; j++) {
-                    const gw_metric_slot *o = &workers[v]->slots[(s->hash + (unsigned)j) % GW_METRICS_SLOTS];
-                    if (!atomic_load_explicit(&o->used, memory_order_acquire))
-                        break;
-                    if (o->hash == s->hash && o->status_class == s->status_class &&
-                        strcmp(o->route, s->route) == 0 && strcmp(o->upstream, s->upstream) == 0) {
-                        total += GET(((gw_metric_slot *)o)->count);
-                        break;
-                    }
-                }
-            }
-            sb_printf(&b, "gateway_requests_total{route=\"%s\",upstream=\"%s\",status=\"%dxx\"} %" PRIu64 "\n",
-                      label(s->route, t1, sizeof t1), label(s->upstream, t2, sizeof t2),
-                      s->status_class, total);
-        }
-    }
+    render_slots(&b, workers, n, 0);
+    sb_printf(&b, "# HELP gateway_shadow_route_comparisons_total Shadow comparisons by route (cls 0) and mismatches (cls 1).\n"
+                  "# TYPE gateway_shadow_route_comparisons_total counter\n"
+                  "# TYPE gateway_shadow_route_mismatches_total counter\n");
+    render_slots(&b, workers, n, 1);
     sb_printf(&b, "# HELP gateway_request_duration_seconds Time from a request's first byte to its last response byte queued.\n"
                   "# TYPE gateway_request_duration_seconds histogram\n");
     uint64_t cum = 0, count = 0, sum_us = 0;
@@ -194,11 +234,14 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
         sb_printf(&b, "gateway_upstream_errors_total{kind=\"%s\"} %" PRIu64 "\n",
                   gw_upstream_err_name((enum gw_upstream_err_kind)k), v);
     }
-    uint64_t acc = 0, ovf = 0;
+    uint64_t acc = 0, ovf = 0, fb = 0;
     for (int w = 0; w < n; w++) {
         acc += GET(workers[w]->connections_accepted);
         ovf += GET(workers[w]->overflow);
+        fb += GET(workers[w]->fallbacks);
     }
+    sb_printf(&b, "# HELP gateway_fallbacks_total Requests replayed to the legacy upstream by a route's fallback.\n"
+                  "# TYPE gateway_fallbacks_total counter\ngateway_fallbacks_total %" PRIu64 "\n", fb);
     sb_printf(&b, "# TYPE gateway_connections_accepted_total counter\ngateway_connections_accepted_total %" PRIu64 "\n", acc);
     sb_printf(&b, "# TYPE gateway_requests_unlabelled_total counter\ngateway_requests_unlabelled_total %" PRIu64 "\n", ovf);
     sb_printf(&b, "# HELP gateway_route_table_version Version of the route table in force.\n"

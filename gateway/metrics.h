@@ -14,6 +14,7 @@
 #define GW_METRICS_SLOTS 4096          /* (route, upstream, status class) combinations */
 #define GW_METRICS_KEY_MAX 96
 #define GW_LATENCY_BUCKETS 14
+#define GW_METRICS_SHADOW_SLOTS 256
 
 typedef struct gw_metric_slot {
     atomic_int used;                   /* 0 empty, 1 published */
@@ -37,6 +38,9 @@ typedef struct gw_metrics {
     atomic_uint_fast64_t duration_sum_us;
     atomic_uint_fast64_t upstream_errors[GW_UERR__COUNT];
     atomic_uint_fast64_t connections_accepted;
+    /* shadow comparisons per route: status_class 0 = compared, 1 = mismatched */
+    gw_metric_slot shadow_slots[GW_METRICS_SHADOW_SLOTS];
+    atomic_uint_fast64_t fallbacks;
 } gw_metrics;
 
 /* Upper bounds of the duration histogram, in seconds. */
@@ -45,6 +49,10 @@ extern const double gw_latency_bounds[GW_LATENCY_BUCKETS];
 void gw_metrics_request(gw_metrics *m, const char *route, const char *upstream, int status,
                         double total_ms);
 void gw_metrics_upstream_error(gw_metrics *m, enum gw_upstream_err_kind kind);
+/* A shadow comparison on ROUTE; MISMATCHED when the answers differed. Thread-safe for the
+ * owning worker only (like the rest). */
+void gw_metrics_shadow(gw_metrics *m, const char *route, int mismatched);
+void gw_metrics_fallback(gw_metrics *m);
 const char *gw_upstream_err_name(enum gw_upstream_err_kind kind);
 
 /* Process-wide values set by the main thread. */

@@ -14,6 +14,7 @@
 #include "gw_errors.h"
 #include "http1.h"
 #include "request_id.h"
+#include "shadow.h"
 #include "worker.h"
 
 #define TARGET_MAX 8192
@@ -25,6 +26,7 @@ enum {
     P_RESP_BEGUN = 1 << 2,   /* the client got the response head */
     P_REUSED = 1 << 3,       /* the current upstream connection came from the pool */
     P_BODY_PAUSED = 1 << 4,  /* client body reading paused: upstream slow */
+    P_FELL_BACK = 1 << 5,    /* replayed to the fallback upstream once already */
 };
 
 typedef struct proxy_req {
@@ -36,6 +38,10 @@ typedef struct proxy_req {
     gw_uconn *u;
     char *head;      /* upstream request head, kept until the response begins (retries) */
     size_t head_len;
+    rt_match match;  /* for re-targeting (fallback): slices into the head, valid while no body
+                        was read — fallback is for bodiless safe methods only */
+    int ui;          /* the upstream index in use */
+    gw_shadow *shadow;
     int connect_attempts;
     int stale_retries;
     int last_endpoint;
@@ -47,6 +53,10 @@ static const gw_uconn_cb uconn_cb;
 
 static void proxy_free(proxy_req *p)
 {
+    if (p->shadow) {
+        gw_shadow_primary_done(p->shadow, 0); /* the primary did not finish cleanly */
+        p->shadow = NULL;
+    }
     if (p->u) {
         gw_uconn_abort(p->u);
         p->u = NULL;
@@ -101,7 +111,85 @@ int gw_path_has_dot_segment(gw_slice path)
     return 0;
 }
 
+/* ---- request head ---------------------------------------------------------------------- */
+
+/* The request head for upstream UI of the route: its rewrite, its Host. Returns 0 with a
+ * malloc'd head, or the status to answer (414, 431, 500). */
+static int build_head(const gw_request *req, gw_upstream *up, const rt_match *m, int ui,
+                      char **head_out, size_t *len_out)
+{
+    char target[TARGET_MAX];
+    if (rt_rewrite_for(m, ui, req->path, req->query, target, sizeof target) < 0)
+        return 414;
+    size_t cap = 2048 + req->url.n + strlen(target);
+    for (int i = 0; i < req->n_headers; i++)
+        cap += req->headers[i].name.n + req->headers[i].value.n + 4;
+    char *head = malloc(cap);
+    if (!head)
+        return 500;
+    const char *host = up->conf->host;
+    gw_fwd f = {
+        .method = req->method,
+        .target = gw_slice_of(target),
+        /* an HTTP/1.0 client may send no Host: name the endpoint then */
+        .host = host[0] ? gw_slice_of(host)
+                : req->host.n ? req->host : gw_slice_of(up->conf->endpoints[0].address),
+        .client_host = req->host,
+        .client_ip = req->client_addr,
+        .proto = "http",
+        .request_id = req->request_id,
+        .content_length = req->chunked ? -1 : req->content_length,
+        .chunked = req->chunked,
+    };
+    int hl = gw_build_upstream_request(req->headers, req->n_headers, &f, head, cap);
+    if (hl < 0) {
+        free(head);
+        return 431;
+    }
+    *head_out = head;
+    *len_out = (size_t)hl;
+    return 0;
+}
+
 /* ---- sending ------------------------------------------------------------------------- */
+
+static void start_attempt(proxy_req *p);
+
+/* The route's fallback for this outcome (status, or -1 for unreachable): replay the request
+ * on the legacy upstream. Only for bodiless safe methods, once, and never after anything
+ * went to the client. Returns 1 when the request was handed to the fallback. */
+static int try_fallback(proxy_req *p, int status_or_neg)
+{
+    if ((p->flags & (P_FELL_BACK | P_RESP_BEGUN | P_BODY_STARTED)) || p->req->has_body)
+        return 0;
+    int fb = rt_route_fallback(p->route, p->req->method, status_or_neg);
+    if (fb < 0 || fb == p->ui)
+        return 0;
+    gw_upstream *up = &p->w->upstreams[fb];
+    char *head;
+    size_t hl;
+    if (build_head(p->req, up, &p->match, fb, &head, &hl) != 0)
+        return 0;
+    if (p->u) {
+        gw_uconn_abort(p->u);
+        p->u = NULL;
+    }
+    fprintf(stderr, "gateway: fallback route=%s from=%s to=%s reason=%d request_id=%s\n",
+            p->route->id, p->up->conf->name, up->conf->name, status_or_neg, p->req->request_id);
+    gw_metrics_fallback(p->w->metrics);
+    free(p->head);
+    p->head = head;
+    p->head_len = hl;
+    p->flags |= P_FELL_BACK;
+    p->ui = fb;
+    p->up = up;
+    p->req->upstream_name = up->conf->name;
+    p->connect_attempts = 0;
+    p->stale_retries = 0;
+    p->last_endpoint = -1;
+    start_attempt(p);
+    return 1;
+}
 
 static void start_attempt(proxy_req *p);
 
@@ -112,6 +200,8 @@ static void count_error(proxy_req *p, enum gw_upstream_err_kind kind)
 
 static void fail_before_response(proxy_req *p, int err, int phase)
 {
+    if (phase == GW_UPHASE_CONNECT && try_fallback(p, -1))
+        return;
     switch (err) {
     case GW_ETIMEOUT:
         proxy_error(p, 504, phase == GW_UPHASE_CONNECT ? "upstream connect timeout" : "upstream timeout");
@@ -286,6 +376,8 @@ static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *hea
 {
     proxy_req *p = data;
     gw_request *req = p->req;
+    if ((status == 404 || status >= 500) && try_fallback(p, status))
+        return; /* this connection was closed; the replay is under way */
     static _Thread_local char hdrs[RESP_HEADERS_MAX];
     int hl = gw_build_response_headers(headers, n, hdrs, sizeof hdrs);
     req->upstream_ms = (double)(uv_hrtime() - p->t_sent_ns) / 1e6;
@@ -298,6 +390,8 @@ static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *hea
     p->flags |= P_RESP_BEGUN;
     free(p->head); /* no retry from here on */
     p->head = NULL;
+    if (p->shadow)
+        gw_shadow_primary_head(p->shadow, status);
     if (gw_response_begin(req, status, hdrs, (size_t)hl, body_len) < 0) {
         p->u = NULL;
         gw_uconn_abort(u);
@@ -308,6 +402,8 @@ static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *hea
 static void up_on_body(gw_uconn *u, void *data, const char *b, size_t n)
 {
     proxy_req *p = data;
+    if (p->shadow)
+        gw_shadow_primary_body(p->shadow, b, n);
     int r = gw_response_body(p->req, b, n);
     if (r == 1) {
         gw_uconn_pause(u);
@@ -322,6 +418,10 @@ static void up_on_done(gw_uconn *u, void *data)
     proxy_req *p = data;
     gw_request *req = p->req;
     p->u = NULL;
+    if (p->shadow) {
+        gw_shadow_primary_done(p->shadow, 1);
+        p->shadow = NULL;
+    }
     if (p->flags & P_BODY_DONE)
         gw_uconn_release(u);
     else
@@ -407,42 +507,19 @@ static void client_on_request(gw_request *req)
         gw_response_error(req, 413, "request body too large");
         return;
     }
-    char target[TARGET_MAX];
-    if (rt_rewrite_for(&m, ui, req->path, req->query, target, sizeof target) < 0) {
+    char *head;
+    size_t hl;
+    int st = build_head(req, up, &m, ui, &head, &hl);
+    if (st != 0) {
         req->upstream_name = NULL;
-        gw_response_error(req, 414, "rewritten URI too long");
+        gw_response_error(req, st, st == 414 ? "rewritten URI too long"
+                                   : st == 431 ? "request head too large" : "out of memory");
         return;
     }
     proxy_req *p = calloc(1, sizeof *p);
-    size_t cap = 2048 + req->url.n + strlen(target);
-    for (int i = 0; i < req->n_headers; i++)
-        cap += req->headers[i].name.n + req->headers[i].value.n + 4;
-    char *head = malloc(cap);
-    if (!p || !head) {
-        free(p);
+    if (!p) {
         free(head);
         gw_response_error(req, 500, "out of memory");
-        return;
-    }
-    const char *host = up->conf->host;
-    gw_fwd f = {
-        .method = req->method,
-        .target = gw_slice_of(target),
-        /* an HTTP/1.0 client may send no Host: name the endpoint then */
-        .host = host[0] ? gw_slice_of(host)
-                : req->host.n ? req->host : gw_slice_of(up->conf->endpoints[0].address),
-        .client_host = req->host,
-        .client_ip = req->client_addr,
-        .proto = "http",
-        .request_id = req->request_id,
-        .content_length = req->chunked ? -1 : req->content_length,
-        .chunked = req->chunked,
-    };
-    int hl = gw_build_upstream_request(req->headers, req->n_headers, &f, head, cap);
-    if (hl < 0) {
-        free(p);
-        free(head);
-        gw_response_error(req, 431, "request head too large");
         return;
     }
     rt_table_ref(table);
@@ -450,11 +527,24 @@ static void client_on_request(gw_request *req)
     p->w = w;
     p->table = table;
     p->route = route;
+    p->match = m;
+    p->ui = ui;
     p->up = up;
     p->head = head;
-    p->head_len = (size_t)hl;
+    p->head_len = hl;
     p->last_endpoint = -1;
     req->data = p;
+    /* a shadow copy to the candidate: bodiless requests only (the body is not teed) */
+    int si = req->has_body ? -1 : rt_route_shadow(route, req->method, gw_random64());
+    if (si >= 0 && si != ui) {
+        char *sh;
+        size_t shl;
+        if (build_head(req, &w->upstreams[si], &m, si, &sh, &shl) == 0) {
+            p->shadow = gw_shadow_start(&w->upstreams[si], w->metrics, table, route, sh, shl,
+                                        req->request_id, req->is_head);
+            free(sh);
+        }
+    }
     start_attempt(p);
 }
 

@@ -1,0 +1,265 @@
+/* shadow.c — see shadow.h. */
+#include "shadow.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw_errors.h"
+#include "metrics.h"
+
+#define CAPTURE_MAX (1 << 20) /* bodies larger than this are compared by status only */
+
+typedef struct capture {
+    int status;       /* 0 until the head came */
+    char *body;
+    size_t len;
+    int too_big;
+} capture;
+
+struct gw_shadow {
+    int refs;
+    gw_metrics *metrics;
+    rt_table *table;
+    const rt_route *route;
+    gw_upstream *up;
+    gw_uconn *u;
+    char *head;
+    size_t head_len;
+    int is_head;
+    char request_id[72];
+    capture primary, shadow;
+    int primary_ok, shadow_ok;
+    char shadow_err[64];
+};
+
+static void capture_add(capture *c, const char *p, size_t n)
+{
+    if (c->too_big)
+        return;
+    if (c->len + n > CAPTURE_MAX) {
+        c->too_big = 1;
+        return;
+    }
+    char *nb = realloc(c->body, c->len + n);
+    if (!nb) {
+        c->too_big = 1;
+        return;
+    }
+    memcpy(nb + c->len, p, n);
+    c->body = nb;
+    c->len += n;
+}
+
+/* Removes a dotted path ("meta.generated_at") from a JSON document. */
+static void remove_path(json_t *doc, const char *path)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    json_t *cur = doc;
+    char *save = NULL, *tok = strtok_r(buf, ".", &save);
+    while (tok && cur) {
+        char *next = strtok_r(NULL, ".", &save);
+        if (!next) {
+            if (json_is_object(cur))
+                json_object_del(cur, tok);
+            return;
+        }
+        cur = json_is_object(cur) ? json_object_get(cur, tok) : NULL;
+        tok = next;
+    }
+}
+
+int gw_shadow_bodies_equal(const char *a, size_t an, const char *b, size_t bn,
+                           const char *const *ignore, int n_ignore, char *diff, size_t difflen)
+{
+    json_t *ja = json_loadb(a ? a : "", an, 0, NULL);
+    json_t *jb = json_loadb(b ? b : "", bn, 0, NULL);
+    int eq;
+    if (ja && jb) {
+        for (int i = 0; i < n_ignore; i++) {
+            remove_path(ja, ignore[i]);
+            remove_path(jb, ignore[i]);
+        }
+        eq = json_equal(ja, jb);
+        if (!eq) {
+            /* name the first top-level key that differs */
+            const char *key;
+            json_t *v;
+            const char *which = NULL;
+            if (json_is_object(ja) && json_is_object(jb)) {
+                json_object_foreach(ja, key, v) {
+                    if (!json_equal(v, json_object_get(jb, key))) {
+                        which = key;
+                        break;
+                    }
+                }
+                if (!which)
+                    json_object_foreach(jb, key, v) {
+                        if (!json_object_get(ja, key)) {
+                            which = key;
+                            break;
+                        }
+                    }
+            }
+            snprintf(diff, difflen, which ? "body differs at \"%s\"" : "body differs", which);
+        }
+    } else {
+        eq = an == bn && (an == 0 || memcmp(a, b, an) == 0);
+        if (!eq)
+            snprintf(diff, difflen, "%s body differs (%zu vs %zu bytes)",
+                     ja || jb ? "one non-JSON" : "non-JSON", an, bn);
+    }
+    json_decref(ja);
+    json_decref(jb);
+    return eq;
+}
+
+static void shadow_finish(gw_shadow *s)
+{
+    if (s->primary_ok) {
+        char diff[200] = "";
+        int match;
+        if (!s->shadow_ok) {
+            match = 0;
+            snprintf(diff, sizeof diff, "shadow failed: %s", s->shadow_err);
+        } else if (s->primary.status != s->shadow.status) {
+            match = 0;
+            snprintf(diff, sizeof diff, "status %d vs %d", s->primary.status, s->shadow.status);
+        } else if (s->primary.too_big || s->shadow.too_big || s->is_head) {
+            match = 1; /* compared by status only */
+        } else {
+            match = gw_shadow_bodies_equal(s->primary.body, s->primary.len, s->shadow.body,
+                                           s->shadow.len, s->route->shadow.ignore_fields,
+                                           s->route->shadow.n_ignore_fields, diff, sizeof diff);
+        }
+        gw_metrics_shadow(s->metrics, s->route->id, !match);
+        if (!match)
+            fprintf(stderr, "gateway: shadow mismatch route=%s shadow=%s request_id=%s: %s\n",
+                    s->route->id, s->up->conf->name, s->request_id, diff);
+    }
+    rt_table_unref(s->table);
+    free(s->head);
+    free(s->primary.body);
+    free(s->shadow.body);
+    free(s);
+}
+
+static void unref(gw_shadow *s)
+{
+    if (--s->refs == 0)
+        shadow_finish(s);
+}
+
+static void sh_on_ready(gw_uconn *u, void *data)
+{
+    gw_shadow *s = data;
+    uv_buf_t b = uv_buf_init(s->head, (unsigned)s->head_len);
+    if (gw_uconn_write(u, &b, 1) < 0) {
+        s->u = NULL;
+        gw_uconn_abort(u);
+        snprintf(s->shadow_err, sizeof s->shadow_err, "write failed");
+        unref(s);
+        return;
+    }
+    gw_uconn_read_response(u, s->is_head);
+}
+
+static void sh_on_head(gw_uconn *u, void *data, int status, const gw_header *h, int n, int64_t len)
+{
+    gw_shadow *s = data;
+    (void)u, (void)h, (void)n, (void)len;
+    s->shadow.status = status;
+}
+
+static void sh_on_body(gw_uconn *u, void *data, const char *p, size_t n)
+{
+    gw_shadow *s = data;
+    (void)u;
+    capture_add(&s->shadow, p, n);
+}
+
+static void sh_on_done(gw_uconn *u, void *data)
+{
+    gw_shadow *s = data;
+    s->u = NULL;
+    s->shadow_ok = 1;
+    gw_uconn_release(u);
+    unref(s);
+}
+
+static void sh_on_drain(gw_uconn *u, void *data)
+{
+    (void)u, (void)data;
+}
+
+static void sh_on_error(gw_uconn *u, void *data, int err, int phase)
+{
+    gw_shadow *s = data;
+    (void)u, (void)phase;
+    s->u = NULL;
+    snprintf(s->shadow_err, sizeof s->shadow_err, "%s", gw_errname(err));
+    unref(s);
+}
+
+static const gw_uconn_cb shadow_cb = {
+    .on_ready = sh_on_ready,
+    .on_head = sh_on_head,
+    .on_body = sh_on_body,
+    .on_done = sh_on_done,
+    .on_drain = sh_on_drain,
+    .on_error = sh_on_error,
+};
+
+gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, rt_table *table,
+                           const rt_route *route, const char *head, size_t head_len,
+                           const char *request_id, int is_head)
+{
+    gw_endpoint *ep = gw_upstream_pick(up, -1);
+    if (!ep)
+        return NULL;
+    gw_shadow *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->head = malloc(head_len);
+    if (!s->head) {
+        free(s);
+        return NULL;
+    }
+    memcpy(s->head, head, head_len);
+    s->head_len = head_len;
+    s->refs = 2;
+    s->metrics = metrics;
+    rt_table_ref(table);
+    s->table = table;
+    s->route = route;
+    s->up = up;
+    s->is_head = is_head;
+    snprintf(s->request_id, sizeof s->request_id, "%s", request_id);
+    int reused;
+    s->refs++; /* hold s across the open: on_ready may run (and fail) inside it */
+    if (gw_uconn_open(ep, &shadow_cb, s, &s->u, &reused) < 0) {
+        s->u = NULL;
+        snprintf(s->shadow_err, sizeof s->shadow_err, "connect");
+        s->refs--; /* the shadow side is over */
+    }
+    s->refs--;
+    return s;
+}
+
+void gw_shadow_primary_head(gw_shadow *s, int status)
+{
+    s->primary.status = status;
+}
+
+void gw_shadow_primary_body(gw_shadow *s, const char *p, size_t n)
+{
+    capture_add(&s->primary, p, n);
+}
+
+void gw_shadow_primary_done(gw_shadow *s, int ok)
+{
+    s->primary_ok = ok;
+    unref(s);
+}

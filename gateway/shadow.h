@@ -1,0 +1,37 @@
+/* shadow.h — a shadow copy of a request sent to a candidate upstream while the primary
+ * answers the client. The two answers are compared (status, then the JSON bodies with the
+ * route's ignore_fields removed; byte for byte when a body is not JSON), the result is
+ * counted per route, and a mismatch is logged with the request id and a short diff.
+ *
+ * The shadow never touches the client: it has its own upstream connection and timeouts, and
+ * its state outlives the client request if it is slower. It is freed when both sides have
+ * reported (refcount of two: primary side, shadow side). */
+#ifndef GW_SHADOW_H
+#define GW_SHADOW_H
+
+#include <stddef.h>
+
+#include "../routes/route_table.h"
+#include "upstream.h"
+
+typedef struct gw_shadow gw_shadow;
+typedef struct gw_metrics gw_metrics;
+
+/* Starts the shadow exchange on UP with the request head HEAD (copied). TABLE is ref'd for
+ * the route's ignore_fields. Returns NULL when it could not start (no endpoint, no memory):
+ * the primary goes on alone. */
+gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, rt_table *table,
+                           const rt_route *route, const char *head, size_t head_len,
+                           const char *request_id, int is_head);
+/* The primary's answer, as it reaches the client. */
+void gw_shadow_primary_head(gw_shadow *s, int status);
+void gw_shadow_primary_body(gw_shadow *s, const char *p, size_t n);
+/* The primary is finished: OK = its whole answer was seen. Drops the primary's reference. */
+void gw_shadow_primary_done(gw_shadow *s, int ok);
+
+/* Compares two bodies as JSON after removing IGNORE (dotted paths). Returns 1 when equal, and
+ * otherwise writes a one-line difference into diff. Exposed for unit tests. */
+int gw_shadow_bodies_equal(const char *a, size_t an, const char *b, size_t bn,
+                           const char *const *ignore, int n_ignore, char *diff, size_t difflen);
+
+#endif
