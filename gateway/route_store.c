@@ -47,14 +47,14 @@ rt_table *gw_route_store_check(const gw_config *cfg, char *err, size_t errlen)
     return rt_table_load_file(cfg->routes_file, names, cfg->n_upstreams, err, errlen);
 }
 
-static uint64_t publish(rt_table *t)
+static uint64_t publish(rt_table *t, const char *why)
 {
     rt_current_publish(t);
     atomic_fetch_add(&gw_process_stats.reloads_ok, 1);
     rt_table *now = rt_current_acquire();
     uint64_t v = rt_table_version(now);
-    fprintf(stderr, "gateway: routes: version %llu in force (%d routes)\n", (unsigned long long)v,
-            rt_table_count(now));
+    fprintf(stderr, "gateway: routes %s: version %llu in force (%d routes)\n", why,
+            (unsigned long long)v, rt_table_count(now));
     rt_table_unref(now);
     return v;
 }
@@ -84,7 +84,7 @@ static void on_file_table(rt_table *t, const char *err, void *arg)
         return;
     }
     int count = rt_table_count(t);
-    uint64_t v = publish(t);
+    uint64_t v = publish(t, "reloaded");
     json_t *res = json_pack("{s:b, s:I, s:i}", "reloaded", 1, "version", (json_int_t)v, "routes", count);
     answer_pending(s, 0, NULL, res);
     json_decref(res);
@@ -105,7 +105,7 @@ int gw_route_store_open(gw_route_store **out, uv_loop_t *loop, const gw_config *
     s->loop = loop;
     s->cfg = cfg;
     snprintf(s->history_path, sizeof s->history_path, "%s.history.jsonl", cfg->routes_file);
-    publish(t);
+    publish(t, "loaded");
     const char *names[GW_MAX_UPSTREAMS];
     upstream_names(cfg, names);
     int r = rt_file_source_start(loop, cfg->routes_file, names, cfg->n_upstreams, 0,
@@ -193,7 +193,7 @@ void gw_route_store_apply(gw_route_store *s, rt_table *next, json_t *audit, gw_s
         done(500, err, NULL, arg);
         return;
     }
-    uint64_t v = publish(next);
+    uint64_t v = publish(next, "changed");
     append_history(s, audit, v);
     json_decref(audit);
     json_t *res = json_pack("{s:I}", "version", (json_int_t)v);
