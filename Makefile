@@ -36,7 +36,7 @@ UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 
 .PHONY: all deps run test unit integration bench clean check-deps
-all: $(OUT)/gateway $(OUT)/mockd
+all: $(OUT)/gateway $(OUT)/gatewayctl $(OUT)/mockd
 
 $(OUT)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

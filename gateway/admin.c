@@ -36,6 +36,7 @@ typedef struct admin_req {
     char *body;
     size_t len;
     int waiting_store;  /* a store callback will come: free there */
+    json_t *changed;    /* ids a change touched, for the answer */
 } admin_req;
 
 /* The name of the token in the Authorization header, or NULL. Constant time per token. */
@@ -85,6 +86,7 @@ static gw_request *detach(admin_req *r)
     gw_request *req = r->req;
     if (req)
         req->data = NULL;
+    json_decref(r->changed);
     free(r->body);
     free(r);
     return req;
@@ -100,7 +102,11 @@ static void serve_metrics(gw_admin *a, gw_request *req)
         rt_table_unref(t);
     char *text;
     size_t len;
-    if (gw_metrics_render(a->metrics, a->n_workers, version, &text, &len) != 0) {
+    const char *names[GW_MAX_UPSTREAMS];
+    for (int i = 0; i < a->cfg->n_upstreams; i++)
+        names[i] = a->cfg->upstreams[i].name;
+    if (gw_metrics_render(a->metrics, a->n_workers, version, names, a->cfg->n_upstreams, &text,
+                          &len) != 0) {
         gw_response_error(req, 500, "out of memory");
         return;
     }
@@ -137,7 +143,10 @@ static void serve_routes(gw_admin *a, gw_request *req, const char *id)
 
 static void on_store_done(int status, const char *err, json_t *result, void *arg)
 {
-    gw_request *req = detach(arg);
+    admin_req *r = arg;
+    if (result && r->changed)
+        json_object_set(result, "changed", r->changed);
+    gw_request *req = detach(r);
     if (!req)
         return;
     if (status != 0)
@@ -248,7 +257,7 @@ static void run_change(admin_req *r)
     rt_table_unref(cur);
     fprintf(stderr, "gateway: admin: %s by %s: %s%s%zu route(s) changed\n", action, r->who,
             r->id[0] ? r->id : "", r->id[0] ? ": " : "", json_array_size(changed));
-    json_decref(changed);
+    r->changed = changed; /* reported with the version */
     r->waiting_store = 1;
     gw_route_store_apply(r->a->store, next, audit, on_store_done, r);
 }
@@ -283,8 +292,8 @@ static void admin_on_request(gw_request *req)
     }
     const char *who = token_name(a, req);
     if (!who) {
-        gw_response_simple(req, 401, "application/json",
-                           "{\"error\":\"missing or invalid bearer token\",\"status\":401}", 55,
+        static const char body401[] = "{\"error\":\"missing or invalid bearer token\",\"status\":401}";
+        gw_response_simple(req, 401, "application/json", body401, sizeof body401 - 1,
                            "WWW-Authenticate: Bearer\r\n");
         return;
     }

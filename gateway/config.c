@@ -23,6 +23,7 @@
  *         "read_timeout_ms": 30000,            // between two body reads; default 30000
  *         "pool": { "max_idle": 64,            // per worker per endpoint, 0..65535; default 64
  *                   "idle_timeout_ms": 30000 },// default 30000
+ *         "breaker": { "failures": 5, "cooldown_ms": 5000 }, // composition legs: circuit
  *         "down_ms": 5000                      // refused endpoint skipped this long, 0..3600000;
  *       },                                     //   default 5000
  *       ...
@@ -45,7 +46,10 @@
  *                                                            //   the config file's folder
  *            // or { "source": "postgres", "conninfo": "host=... dbname=..." }
  *            // (conninfo may be left out when GATEWAY_PG supplies it)
- *     "redis": "127.0.0.1:6379"                // optional; absent = no user cache
+ *     "redis": "127.0.0.1:6379",               // optional; absent = in-process LRU user cache
+ *     "composers": "composers.json",           // optional; compositions (composers/spec.h)
+ *     "cache": { "ttl_ms": 60000, "negative_ttl_ms": 5000, "stale_ms": 300000,
+ *                "timeout_ms": 20, "lru_entries": 10000 }   // user cache (routes with "cache")
  *   }
  *
  * Every timeout ("*_ms" except down_ms) is an integer from 1 to 3600000. Unknown keys and
@@ -465,7 +469,8 @@ static int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_ups
 {
     static const char *const keys[] = { "endpoints", "host", "connect_timeout_ms",
                                         "response_timeout_ms", "read_timeout_ms", "pool",
-                                        "down_ms", NULL };
+                                        "down_ms", "breaker", NULL };
+    static const char *const breaker_keys[] = { "failures", "cooldown_ms", NULL };
     static const char *const pool_keys[] = { "max_idle", "idle_timeout_ms", NULL };
     char path[GW__PATH_MAX], p[GW__PATH_MAX], pp[GW__PATH_MAX + 32], q[GW__QUOTE_SIZE];
     json_t *eps, *ep, *pool;
@@ -519,6 +524,16 @@ static int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_ups
             (rc = gw__get_ms(c, pool, "idle_timeout_ms", p, &up->pool_idle_timeout_ms)) != 0)
             return rc;
     }
+    json_t *br;
+    if ((rc = gw__get_obj(c, u, "breaker", path, &br)) != 0)
+        return rc;
+    if (br != NULL) {
+        gw__path(p, path, "breaker");
+        if ((rc = gw__only_keys(c, br, p, breaker_keys)) != 0 ||
+            (rc = gw__get_u32(c, br, "failures", p, 1, 1000000, &up->breaker_failures)) != 0 ||
+            (rc = gw__get_ms(c, br, "cooldown_ms", p, &up->breaker_cooldown_ms)) != 0)
+            return rc;
+    }
     return gw__get_u32(c, u, "down_ms", path, 0, GW__MS_MAX, &up->down_ms);
 }
 
@@ -531,6 +546,8 @@ static void gw__upstream_defaults(gw_upstream_conf *up)
     up->pool_max_idle = 64;
     up->pool_idle_timeout_ms = 30000;
     up->down_ms = 5000;
+    up->breaker_failures = 5;
+    up->breaker_cooldown_ms = 5000;
 }
 
 static int gw__parse_upstreams(gw__cfgctx *c, json_t *root, gw_config *k)
@@ -626,7 +643,8 @@ static int gw__parse_routes(gw__cfgctx *c, json_t *root, gw_config *k)
 static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
 {
     static const char *const keys[] = { "listen", "workers", "admin", "upstreams", "limits",
-                                        "log", "shutdown", "routes", "redis", NULL };
+                                        "log", "shutdown", "routes", "redis", "composers",
+                                        "cache", NULL };
     static const char *const admin_keys[] = { "listen", "token", "tokens", NULL };
     static const char *const log_keys[] = { "access", NULL };
     static const char *const shutdown_keys[] = { "drain_timeout_ms", NULL };
@@ -715,6 +733,27 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
         return rc;
 
     if ((rc = gw__parse_routes(c, root, k)) != 0)
+        return rc;
+
+    /* compositions (composers/spec.h), relative to this file's folder */
+    char comp[sizeof k->composers_file];
+    int has_comp = 0;
+    if ((rc = gw__get_str(c, root, "composers", "", comp, sizeof comp, 0, &has_comp)) != 0)
+        return rc;
+    if (has_comp && (rc = gw__resolve_path(c, "composers", comp, k->composers_file,
+                                           sizeof k->composers_file)) != 0)
+        return rc;
+
+    static const char *const cache_keys[] = { "ttl_ms", "negative_ttl_ms", "stale_ms",
+                                              "timeout_ms", "lru_entries", NULL };
+    if ((rc = gw__get_obj(c, root, "cache", "", &o)) != 0)
+        return rc;
+    if (o != NULL && ((rc = gw__only_keys(c, o, "cache", cache_keys)) != 0 ||
+                      (rc = gw__get_ms(c, o, "ttl_ms", "cache", &k->cache.ttl_ms)) != 0 ||
+                      (rc = gw__get_ms(c, o, "negative_ttl_ms", "cache", &k->cache.negative_ttl_ms)) != 0 ||
+                      (rc = gw__get_u32(c, o, "stale_ms", "cache", 0, GW__MS_MAX, &k->cache.stale_ms)) != 0 ||
+                      (rc = gw__get_ms(c, o, "timeout_ms", "cache", &k->cache.timeout_ms)) != 0 ||
+                      (rc = gw__get_u32(c, o, "lru_entries", "cache", 0, 10000000, &k->cache.lru_entries)) != 0))
         return rc;
 
     /* hiredis resolves the name itself when it connects; only the syntax is checked here */
@@ -814,6 +853,11 @@ static void gw__defaults(gw_config *k)
     strcpy(k->access_log, "stderr");
     k->drain_timeout_ms = 10000;
     k->routes_source = GW_ROUTES_FILE;
+    k->cache.ttl_ms = 60000;
+    k->cache.negative_ttl_ms = 5000;
+    k->cache.stale_ms = 300000;
+    k->cache.timeout_ms = 20;
+    k->cache.lru_entries = 10000;
 }
 
 /* Reads FILE whole into a NUL-terminated heap buffer. */

@@ -29,6 +29,8 @@ typedef struct gw_upstream_conf {
     uint32_t pool_max_idle;       /* idle keep-alive connections kept per worker per endpoint; default 64 */
     uint32_t pool_idle_timeout_ms;/* default 30000 */
     uint32_t down_ms;             /* an endpoint that refused a connection is skipped this long; default 5000 */
+    uint32_t breaker_failures;    /* composition legs: consecutive failures that open the circuit; default 5 */
+    uint32_t breaker_cooldown_ms; /* open this long, then one probe (half-open); default 5000 */
 } gw_upstream_conf;
 
 typedef struct gw_limits_conf {
@@ -72,6 +74,14 @@ typedef struct gw_config {
     char routes_file[1024];        /* resolved relative to the config file's folder */
     char pg_conninfo[1024];        /* env GATEWAY_PG */
     char redis[128];               /* "host:port"; env GATEWAY_REDIS */
+    char composers_file[1024];     /* compositions; "" = none */
+    struct {
+        uint32_t ttl_ms;           /* fresh for; default 60000 */
+        uint32_t negative_ttl_ms;  /* a cached 404 is fresh for; default 5000 */
+        uint32_t stale_ms;         /* kept past ttl for stale-if-error; default 300000 */
+        uint32_t timeout_ms;       /* a Redis command slower than this is a miss; default 20 */
+        uint32_t lru_entries;      /* in-process cache size when no Redis; default 10000 */
+    } cache;
 } gw_config;
 
 /* Reads and validates FILE, then applies the environment overrides. On failure returns a

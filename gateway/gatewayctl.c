@@ -34,7 +34,7 @@ enum { CTL_OK = 0, CTL_FAIL = 1, CTL_USAGE = 2 };
 #define CTL_TIMEOUT_S   5
 #define CTL_MAX_WEIGHT  100000
 /* pg_advisory_lock key held while migrating: "gwschema" as a big-endian int64. */
-#define CTL_LOCK_KEY    "7455998262316166497"
+#define CTL_LOCK_KEY    "7455554578925579617"
 
 static const char usage_text[] =
     "usage: gatewayctl [--admin URL] [--token T] COMMAND\n"

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 
 const double gw_latency_bounds[GW_LATENCY_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
@@ -51,6 +52,9 @@ static int slot_add(gw_metric_slot *slots, unsigned n, const char *route, const 
     return -1;
 }
 
+static void observe(atomic_uint_fast64_t *buckets, atomic_uint_fast64_t *count,
+                    atomic_uint_fast64_t *sum_us, double ms);
+
 void gw_metrics_request(gw_metrics *m, const char *route, const char *upstream, int status,
                         double total_ms)
 {
@@ -60,13 +64,7 @@ void gw_metrics_request(gw_metrics *m, const char *route, const char *upstream, 
     if (slot_add(m->slots, GW_METRICS_SLOTS, route ? route : "-", upstream ? upstream : "gateway",
                  cls) != 0)
         ADD(m->overflow, 1);
-    double sec = total_ms / 1000.0;
-    int b = 0;
-    while (b < GW_LATENCY_BUCKETS && sec > gw_latency_bounds[b])
-        b++;
-    ADD(m->duration_buckets[b], 1);
-    ADD(m->duration_count, 1);
-    ADD(m->duration_sum_us, (uint64_t)(total_ms * 1000.0));
+    observe(m->duration_buckets, &m->duration_count, &m->duration_sum_us, total_ms);
 }
 
 void gw_metrics_shadow(gw_metrics *m, const char *route, int mismatched)
@@ -82,6 +80,31 @@ void gw_metrics_shadow(gw_metrics *m, const char *route, int mismatched)
 void gw_metrics_fallback(gw_metrics *m)
 {
     ADD(m->fallbacks, 1);
+}
+
+void gw_metrics_composition(gw_metrics *m, int outcome)
+{
+    ADD(m->compositions[outcome], 1);
+}
+
+static void observe(atomic_uint_fast64_t *buckets, atomic_uint_fast64_t *count,
+                    atomic_uint_fast64_t *sum_us, double ms)
+{
+    double sec = ms / 1000.0;
+    int b = 0;
+    while (b < GW_LATENCY_BUCKETS && sec > gw_latency_bounds[b])
+        b++;
+    ADD(buckets[b], 1);
+    ADD(*count, 1);
+    ADD(*sum_us, (uint64_t)(ms * 1000.0));
+}
+
+void gw_metrics_leg(gw_metrics *m, const char *composition, const char *leg, int degraded,
+                    double ms)
+{
+    if (degraded)
+        slot_add(m->degraded_slots, GW_METRICS_SHADOW_SLOTS, composition, leg, 0);
+    observe(m->leg_buckets, &m->leg_count, &m->leg_sum_us, ms);
 }
 
 void gw_metrics_upstream_error(gw_metrics *m, enum gw_upstream_err_kind kind)
@@ -138,10 +161,11 @@ static const char *label(const char *s, char *tmp, size_t n)
     return tmp;
 }
 
-static gw_metric_slot *table_of(gw_metrics *m, int shadow, unsigned *n)
+/* which: 0 requests, 1 shadow comparisons, 2 degraded composition legs */
+static gw_metric_slot *table_of(gw_metrics *m, int which, unsigned *n)
 {
-    *n = shadow ? GW_METRICS_SHADOW_SLOTS : GW_METRICS_SLOTS;
-    return shadow ? m->shadow_slots : m->slots;
+    *n = which ? GW_METRICS_SHADOW_SLOTS : GW_METRICS_SLOTS;
+    return which == 2 ? m->degraded_slots : which ? m->shadow_slots : m->slots;
 }
 
 static const gw_metric_slot *find_in(gw_metrics *m, int shadow, const gw_metric_slot *key)
@@ -182,7 +206,10 @@ static void render_slots(sbuf *b, gw_metrics *const *workers, int nw, int shadow
                 if (o)
                     total += GET(((gw_metric_slot *)o)->count);
             }
-            if (shadow)
+            if (shadow == 2)
+                sb_printf(b, "gateway_composition_degraded_legs_total{composition=\"%s\",leg=\"%s\"} %" PRIu64 "\n",
+                          label(s->route, t1, sizeof t1), label(s->upstream, t2, sizeof t2), total);
+            else if (shadow)
                 sb_printf(b, "gateway_shadow_route_%s_total{route=\"%s\"} %" PRIu64 "\n",
                           s->status_class ? "mismatches" : "comparisons",
                           label(s->route, t1, sizeof t1), total);
@@ -194,8 +221,29 @@ static void render_slots(sbuf *b, gw_metrics *const *workers, int nw, int shadow
     }
 }
 
-int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version, char **out,
-                      size_t *len)
+static void render_histogram(sbuf *b, gw_metrics *const *workers, int n, const char *name,
+                             size_t buckets_off, size_t count_off, size_t sum_off)
+{
+    uint64_t cum = 0, count = 0, sum_us = 0;
+    for (int k = 0; k <= GW_LATENCY_BUCKETS; k++) {
+        for (int w = 0; w < n; w++)
+            cum += GET(((atomic_uint_fast64_t *)((char *)workers[w] + buckets_off))[k]);
+        if (k < GW_LATENCY_BUCKETS)
+            sb_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, gw_latency_bounds[k], cum);
+        else
+            sb_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
+    }
+    for (int w = 0; w < n; w++) {
+        count += GET(*(atomic_uint_fast64_t *)((char *)workers[w] + count_off));
+        sum_us += GET(*(atomic_uint_fast64_t *)((char *)workers[w] + sum_off));
+    }
+    sb_printf(b, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name, (double)sum_us / 1e6, name, count);
+}
+
+#define SUM(field) ({ uint64_t t_ = 0; for (int w_ = 0; w_ < n; w_++) t_ += GET(workers[w_]->field); t_; })
+
+int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
+                      const char *const *upstream_names, int n_upstreams, char **out, size_t *len)
 {
     sbuf b = { malloc(16384), 0, 16384, 0 };
     if (!b.p)
@@ -209,22 +257,9 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     render_slots(&b, workers, n, 1);
     sb_printf(&b, "# HELP gateway_request_duration_seconds Time from a request's first byte to its last response byte queued.\n"
                   "# TYPE gateway_request_duration_seconds histogram\n");
-    uint64_t cum = 0, count = 0, sum_us = 0;
-    for (int k = 0; k <= GW_LATENCY_BUCKETS; k++) {
-        for (int w = 0; w < n; w++)
-            cum += GET(workers[w]->duration_buckets[k]);
-        if (k < GW_LATENCY_BUCKETS)
-            sb_printf(&b, "gateway_request_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-                      gw_latency_bounds[k], cum);
-        else
-            sb_printf(&b, "gateway_request_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
-    }
-    for (int w = 0; w < n; w++) {
-        count += GET(workers[w]->duration_count);
-        sum_us += GET(workers[w]->duration_sum_us);
-    }
-    sb_printf(&b, "gateway_request_duration_seconds_sum %.6f\ngateway_request_duration_seconds_count %" PRIu64 "\n",
-              (double)sum_us / 1e6, count);
+    render_histogram(&b, workers, n, "gateway_request_duration_seconds",
+                     offsetof(gw_metrics, duration_buckets), offsetof(gw_metrics, duration_count),
+                     offsetof(gw_metrics, duration_sum_us));
     sb_printf(&b, "# HELP gateway_upstream_errors_total Upstream failures by kind.\n"
                   "# TYPE gateway_upstream_errors_total counter\n");
     for (int k = 0; k < GW_UERR__COUNT; k++) {
@@ -256,6 +291,42 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
                   "# TYPE gateway_shadow_mismatches_total counter\n"
                   "gateway_shadow_mismatches_total %" PRIu64 "\n",
               (uint64_t)GET(gw_process_stats.shadow_compared), (uint64_t)GET(gw_process_stats.shadow_mismatched));
+    static const char *const outcomes[] = { "ok", "degraded", "failed" };
+    sb_printf(&b, "# HELP gateway_compositions_total Compositions answered, by outcome.\n"
+                  "# TYPE gateway_compositions_total counter\n");
+    for (int k = 0; k < 3; k++)
+        sb_printf(&b, "gateway_compositions_total{outcome=\"%s\"} %" PRIu64 "\n", outcomes[k],
+                  SUM(compositions[k]));
+    sb_printf(&b, "# HELP gateway_composition_degraded_legs_total Legs answered as null (degraded), by composition and leg.\n"
+                  "# TYPE gateway_composition_degraded_legs_total counter\n");
+    render_slots(&b, workers, n, 2);
+    sb_printf(&b, "# HELP gateway_composition_leg_duration_seconds Time a composition leg took.\n"
+                  "# TYPE gateway_composition_leg_duration_seconds histogram\n");
+    render_histogram(&b, workers, n, "gateway_composition_leg_duration_seconds",
+                     offsetof(gw_metrics, leg_buckets), offsetof(gw_metrics, leg_count),
+                     offsetof(gw_metrics, leg_sum_us));
+    sb_printf(&b, "# HELP gateway_circuit_state Circuit breaker per upstream (0 closed, 1 open, 2 half-open; the worst worker).\n"
+                  "# TYPE gateway_circuit_state gauge\n");
+    for (int u = 0; u < n_upstreams && u < GW_METRICS_UPSTREAMS; u++) {
+        int worst = 0;
+        for (int w = 0; w < n; w++) {
+            int st = atomic_load_explicit(&workers[w]->breaker_state[u], memory_order_relaxed);
+            worst = st > worst ? st : worst;
+        }
+        char t[GW_METRICS_KEY_MAX];
+        sb_printf(&b, "gateway_circuit_state{upstream=\"%s\"} %d\n", label(upstream_names[u], t, sizeof t), worst);
+    }
+    sb_printf(&b, "# HELP gateway_cache_requests_total User cache lookups by result.\n"
+                  "# TYPE gateway_cache_requests_total counter\n"
+                  "gateway_cache_requests_total{result=\"hit\"} %" PRIu64 "\n"
+                  "gateway_cache_requests_total{result=\"miss\"} %" PRIu64 "\n"
+                  "gateway_cache_requests_total{result=\"error\"} %" PRIu64 "\n"
+                  "gateway_cache_requests_total{result=\"stale\"} %" PRIu64 "\n"
+                  "# HELP gateway_cache_coalesced_total Lookups that waited for a fetch already in flight.\n"
+                  "# TYPE gateway_cache_coalesced_total counter\n"
+                  "gateway_cache_coalesced_total %" PRIu64 "\n",
+              SUM(cache_hits), SUM(cache_misses), SUM(cache_errors), SUM(cache_stale),
+              SUM(cache_coalesced));
     if (b.oom) {
         free(b.p);
         return -1;

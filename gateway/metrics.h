@@ -15,6 +15,7 @@
 #define GW_METRICS_KEY_MAX 96
 #define GW_LATENCY_BUCKETS 14
 #define GW_METRICS_SHADOW_SLOTS 256
+#define GW_METRICS_UPSTREAMS 64
 
 typedef struct gw_metric_slot {
     atomic_int used;                   /* 0 empty, 1 published */
@@ -41,7 +42,17 @@ typedef struct gw_metrics {
     /* shadow comparisons per route: status_class 0 = compared, 1 = mismatched */
     gw_metric_slot shadow_slots[GW_METRICS_SHADOW_SLOTS];
     atomic_uint_fast64_t fallbacks;
+    /* compositions */
+    atomic_uint_fast64_t compositions[3];          /* GW_COMP_OK, _DEGRADED, _FAILED */
+    gw_metric_slot degraded_slots[GW_METRICS_SHADOW_SLOTS]; /* route = composition, upstream = leg */
+    atomic_uint_fast64_t leg_buckets[GW_LATENCY_BUCKETS + 1];
+    atomic_uint_fast64_t leg_count, leg_sum_us;
+    atomic_int breaker_state[GW_METRICS_UPSTREAMS]; /* 0 closed, 1 open, 2 half-open */
+    /* user cache */
+    atomic_uint_fast64_t cache_hits, cache_misses, cache_errors, cache_coalesced, cache_stale;
 } gw_metrics;
+
+enum { GW_COMP_OK, GW_COMP_DEGRADED, GW_COMP_FAILED };
 
 /* Upper bounds of the duration histogram, in seconds. */
 extern const double gw_latency_bounds[GW_LATENCY_BUCKETS];
@@ -53,6 +64,9 @@ void gw_metrics_upstream_error(gw_metrics *m, enum gw_upstream_err_kind kind);
  * owning worker only (like the rest). */
 void gw_metrics_shadow(gw_metrics *m, const char *route, int mismatched);
 void gw_metrics_fallback(gw_metrics *m);
+void gw_metrics_composition(gw_metrics *m, int outcome);
+void gw_metrics_leg(gw_metrics *m, const char *composition, const char *leg, int degraded,
+                    double ms);
 const char *gw_upstream_err_name(enum gw_upstream_err_kind kind);
 
 /* Process-wide values set by the main thread. */
@@ -64,7 +78,7 @@ extern gw_process_metrics gw_process_stats;
 
 /* Appends the Prometheus text for WORKERS[0..n) plus process values to a malloc'd buffer
  * (*out, *len); route_version is the table in force. Returns 0 or -1 (out of memory). */
-int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version, char **out,
-                      size_t *len);
+int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
+                      const char *const *upstream_names, int n_upstreams, char **out, size_t *len);
 
 #endif
