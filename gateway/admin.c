@@ -236,8 +236,10 @@ static void run_change(admin_req *r)
     case OP_ROLLBACK: {
         json_t *idv = body ? json_object_get(body, "id") : NULL;
         if (idv && !json_is_string(idv)) {
-            snprintf(err, sizeof err, "request body: id: must be a string");
-            break;
+            json_decref(body);
+            rt_table_unref(cur);
+            gw_response_error(detach(r), 400, "request body: id: must be a string");
+            return;
         }
         next = rt_table_rollback(cur, idv ? json_string_value(idv) : NULL, err, sizeof err);
         action = idv ? "rollback" : "rollback-all";
@@ -258,6 +260,15 @@ static void run_change(admin_req *r)
     fprintf(stderr, "gateway: admin: %s by %s: %s%s%zu route(s) changed\n", action, r->who,
             r->id[0] ? r->id : "", r->id[0] ? ": " : "", json_array_size(changed));
     r->changed = changed; /* reported with the version */
+    if (json_array_size(changed) == 0) {
+        /* nothing differs: no new version, no write, no history entry */
+        json_t *res = json_pack("{s:I}", "version", (json_int_t)(rt_table_version(next) - 1));
+        rt_table_unref(next);
+        json_decref(audit);
+        on_store_done(0, NULL, res, r);
+        json_decref(res);
+        return;
+    }
     r->waiting_store = 1;
     gw_route_store_apply(r->a->store, next, audit, on_store_done, r);
 }

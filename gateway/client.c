@@ -719,15 +719,15 @@ static int on_header_value_complete(llhttp_t *p)
     gw_header *h = &q->headers[q->n_headers - 1];
     if (h->value.p == NULL)
         h->value = (gw_slice){ "", 0 };
+    /* a field value excludes trailing whitespace (RFC 9110 §5.5); llhttp keeps it */
+    while (h->value.n && (h->value.p[h->value.n - 1] == ' ' || h->value.p[h->value.n - 1] == '\t'))
+        h->value.n--;
     if (gw_slice_ieq(h->name, "content-length"))
         c->n_content_length++;
     else if (gw_slice_ieq(h->name, "transfer-encoding")) {
         c->n_transfer_encoding++;
         /* only a lone "chunked": "gzip, chunked" and friends are how smuggling starts */
-        gw_slice v = h->value;
-        while (v.n && (v.p[v.n - 1] == ' ' || v.p[v.n - 1] == '\t'))
-            v.n--;
-        if (!gw_slice_ieq(v, "chunked"))
+        if (!gw_slice_ieq(h->value, "chunked"))
             return reject(c, 400, "Transfer-Encoding other than chunked");
     }
     else if (gw_slice_ieq(h->name, "host")) {

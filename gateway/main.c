@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../routes/route_table.h"
+#include "../composers/spec.h"
 #include "admin.h"
 #include "config.h"
 #include "metrics.h"
@@ -28,6 +29,7 @@ static uv_signal_t sig_term, sig_int, sig_hup;
 static int stopping;
 static gw_admin admin;
 static gw_route_store *store;
+static cmp_spec *compositions;
 
 static void usage(FILE *f)
 {
@@ -109,14 +111,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    if (cfg.composers_file[0] && !(compositions = cmp_spec_load(cfg.composers_file, err, sizeof err))) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     if (check) {
         rt_table *routes = gw_route_store_check(&cfg, err, sizeof err);
         if (!routes) {
             fprintf(stderr, "%s\n", err);
+            cmp_spec_free(compositions);
             return 1;
         }
-        printf("%s: ok (%d upstreams, %d routes)\n", file, cfg.n_upstreams, rt_table_count(routes));
+        printf("%s: ok (%d upstreams, %d routes, %d compositions)\n", file, cfg.n_upstreams,
+               rt_table_count(routes), compositions ? compositions->n : 0);
         rt_table_unref(routes);
+        cmp_spec_free(compositions);
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -139,7 +148,7 @@ int main(int argc, char **argv)
     n_workers = cfg.workers;
     workers = calloc((size_t)n_workers, sizeof *workers);
     for (int i = 0; i < n_workers; i++) {
-        int r = gw_worker_start(&workers[i], i, &cfg, log_fd);
+        int r = gw_worker_start(&workers[i], i, &cfg, compositions, log_fd);
         if (r < 0) {
             fprintf(stderr, "gateway: %s: listen: cannot listen on %s: %s\n", cfg.path, cfg.listen,
                     uv_strerror(r));
@@ -177,6 +186,7 @@ int main(int argc, char **argv)
         free(workers[i].metrics);
     free(admin.metrics);
     free(workers);
+    cmp_spec_free(compositions);
     rt_current_clear();
     uv_loop_close(loop);
     fprintf(stderr, "gateway: stopped\n");

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../routes/policy.h"
+#include "../composers/compose.h"
 #include "../routes/route_table.h"
 #include "gw_errors.h"
 #include "http1.h"
@@ -29,7 +30,10 @@ enum {
     P_FELL_BACK = 1 << 5,    /* replayed to the fallback upstream once already */
 };
 
+#define PROXY_KIND 0x70727879 /* "prxy": req->data is a proxy_req (see cmp_owns) */
+
 typedef struct proxy_req {
+    int kind;
     gw_request *req;
     gw_worker *w;
     rt_table *table; /* pinned for the whole request: route strings live in it */
@@ -305,6 +309,8 @@ static void start_attempt(proxy_req *p)
     gw_endpoint *ep = gw_upstream_pick(p->up, p->connect_attempts ? p->last_endpoint : -1);
     if (!ep) {
         count_error(p, GW_UERR_NO_ENDPOINT);
+        if (try_fallback(p, -1)) /* every endpoint is down: unreachable, as for a refusal */
+            return;
         proxy_error(p, 503, "no healthy endpoint");
         return;
     }
@@ -432,6 +438,8 @@ static void up_on_done(gw_uconn *u, void *data)
 
 static void client_on_drain(gw_request *req)
 {
+    if (cmp_owns(req))
+        return;
     proxy_req *p = req->data;
     if (p && p->u)
         gw_uconn_resume(p->u);
@@ -439,8 +447,12 @@ static void client_on_drain(gw_request *req)
 
 static void client_on_abort(gw_request *req, int err)
 {
-    proxy_req *p = req->data;
     (void)err;
+    if (cmp_owns(req)) {
+        cmp_on_abort(req);
+        return;
+    }
+    proxy_req *p = req->data;
     if (p)
         proxy_free(p);
 }
@@ -486,6 +498,8 @@ static void client_on_request(gw_request *req)
         return;
     }
     rt_table *table = gw_worker_routes(w);
+    if (w->composer && cmp_handle(w->composer, table, req))
+        return; /* answered by the composition engine */
     rt_match m;
     if (!table || rt_table_match(table, req->method, req->path, &m) != 0) {
         if (table)
@@ -523,6 +537,7 @@ static void client_on_request(gw_request *req)
         return;
     }
     rt_table_ref(table);
+    p->kind = PROXY_KIND;
     p->req = req;
     p->w = w;
     p->table = table;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../routes/route_table.h"
+#include "../composers/compose.h"
 #include "proxy.h"
 
 rt_table *gw_worker_routes(gw_worker *w)
@@ -78,6 +79,8 @@ static void worker_main(void *arg)
         w->log = gw_access_log_new(&w->loop, w->log_fd);
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_init(&w->upstreams[i], &w->loop, &w->cfg->upstreams[i]);
+    if (w->compositions)
+        w->composer = cmp_worker_new(&w->loop, w->compositions, w->cfg, w->upstreams, w->metrics);
     const gw_limits_conf *l = &w->cfg->limits;
     gw_server_opts opts = {
         .limits = {
@@ -110,14 +113,18 @@ static void worker_main(void *arg)
         rt_table_unref(w->table);
         w->table = NULL;
     }
+    cmp_worker_free(w->composer);
+    w->composer = NULL;
     uv_loop_close(&w->loop);
 }
 
-int gw_worker_start(gw_worker *w, int id, const gw_config *cfg, int log_fd)
+int gw_worker_start(gw_worker *w, int id, const gw_config *cfg, const cmp_spec *compositions,
+                    int log_fd)
 {
     memset(w, 0, sizeof *w);
     w->id = id;
     w->cfg = cfg;
+    w->compositions = compositions;
     w->log_fd = log_fd;
     atomic_init(&w->command, GW_CMD_NONE);
     w->metrics = calloc(1, sizeof *w->metrics);

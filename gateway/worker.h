@@ -14,6 +14,8 @@
 #include "upstream.h"
 
 typedef struct rt_table rt_table;
+typedef struct cmp_worker cmp_worker;
+typedef struct cmp_spec cmp_spec;
 
 typedef struct gw_worker {
     int id;
@@ -30,6 +32,8 @@ typedef struct gw_worker {
     gw_upstream upstreams[GW_MAX_UPSTREAMS];
     rt_table *table;             /* this worker's pinned snapshot */
     uint64_t table_gen;
+    const cmp_spec *compositions; /* shared, immutable; NULL when none are configured */
+    cmp_worker *composer;        /* this worker's composition engine (breakers, cache) */
     int started;                 /* 1 listening, <0 start error */
     uv_sem_t ready;              /* posted once started is set */
     int stopping;
@@ -38,7 +42,8 @@ typedef struct gw_worker {
 enum { GW_CMD_NONE = 0, GW_CMD_DRAIN = 1 };
 
 /* Starts the worker thread; returns once it listens (0) or failed (<0). */
-int gw_worker_start(gw_worker *w, int id, const gw_config *cfg, int log_fd);
+int gw_worker_start(gw_worker *w, int id, const gw_config *cfg, const cmp_spec *compositions,
+                    int log_fd);
 /* Asks the worker to drain (stop accepting, finish in-flight requests up to the config's
  * drain deadline, then exit its loop). Thread-safe. */
 void gw_worker_drain(gw_worker *w);

@@ -172,6 +172,7 @@ class Stack:
         self.gw = Proc([os.path.join(ROOT, BUILD, "gateway"), "-c", self.conf_path],
                        os.path.join(self.tmp, "gateway.log"), env=self.env)
         wait_port(self.port)
+        wait_port(self.admin_port)  # the admin listener opens after the workers
 
     def mock(self, upstream, i=0):
         return self.mocks[upstream][i]
