@@ -288,7 +288,11 @@ static void admin_on_request(gw_request *req)
         } else if (gw_slice_eq(path, "/healthz")) {
             send_text_json(req, 200, "{\"status\":\"ok\"}");
         } else if (gw_slice_eq(path, "/readyz")) {
-            if (a->ready)
+            rt_table *t = rt_current_acquire();
+            int loaded = t != NULL;
+            if (t)
+                rt_table_unref(t);
+            if (a->ready && loaded)
                 send_text_json(req, 200, "{\"status\":\"ready\"}");
             else
                 gw_response_error(req, 503, "not ready: no route table loaded yet");

@@ -44,7 +44,9 @@
  *     "shutdown": { "drain_timeout_ms": 10000 },             // default 10000
  *     "routes": { "source": "file", "file": "routes.json" }, // required; file relative to
  *                                                            //   the config file's folder
- *            // or { "source": "postgres", "conninfo": "host=... dbname=..." }
+ *            // or { "source": "postgres", "conninfo": "host=127.0.0.1 dbname=...",
+ *            //      "cache_file": "routes.cache.json" }  (last good table, for starts
+ *            //      while PostgreSQL is down; relative to this file's folder)
  *            // (conninfo may be left out when GATEWAY_PG supplies it)
  *     "redis": "127.0.0.1:6379",               // optional; absent = in-process LRU user cache
  *     "composers": "composers.json",           // optional; compositions (composers/spec.h)
@@ -611,8 +613,9 @@ static int gw__parse_limits(gw__cfgctx *c, json_t *root, gw_limits_conf *l)
 
 static int gw__parse_routes(gw__cfgctx *c, json_t *root, gw_config *k)
 {
-    static const char *const keys[] = { "source", "file", "conninfo", NULL };
-    char file[sizeof k->routes_file];
+    static const char *const keys[] = { "source", "file", "conninfo", "cache_file", NULL };
+    char file[sizeof k->routes_file], cache[sizeof k->routes_cache_file];
+    int has_cache = 0;
     json_t *o, *src;
     int rc, has_file;
 
@@ -633,7 +636,13 @@ static int gw__parse_routes(gw__cfgctx *c, json_t *root, gw_config *k)
         return gw__fail(c, "routes.source", "must be \"file\" or \"postgres\"");
     if ((rc = gw__get_str(c, o, "file", "routes", file, sizeof file, 0, &has_file)) != 0 ||
         (rc = gw__get_str(c, o, "conninfo", "routes", k->pg_conninfo, sizeof k->pg_conninfo, 0,
-                          NULL)) != 0)
+                          NULL)) != 0 ||
+        (rc = gw__get_str(c, o, "cache_file", "routes", cache, sizeof cache, 0, &has_cache)) != 0)
+        return rc;
+    /* the PostgreSQL source keeps its last good table here, to start while the database is
+     * down; default: routes.cache.json beside this file */
+    if ((rc = gw__resolve_path(c, "routes.cache_file", has_cache ? cache : "routes.cache.json",
+                               k->routes_cache_file, sizeof k->routes_cache_file)) != 0)
         return rc;
     if (has_file)
         return gw__resolve_path(c, "routes.file", file, k->routes_file, sizeof k->routes_file);

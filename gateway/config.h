@@ -73,6 +73,7 @@ typedef struct gw_config {
     gw_route_source_kind routes_source;
     char routes_file[1024];        /* resolved relative to the config file's folder */
     char pg_conninfo[1024];        /* env GATEWAY_PG */
+    char routes_cache_file[1024];  /* postgres source: last good table on disk */
     char redis[128];               /* "host:port"; env GATEWAY_REDIS */
     char composers_file[1024];     /* compositions; "" = none */
     struct {

@@ -501,7 +501,11 @@ static void client_on_request(gw_request *req)
     if (w->composer && cmp_handle(w->composer, table, req))
         return; /* answered by the composition engine */
     rt_match m;
-    if (!table || rt_table_match(table, req->method, req->path, &m) != 0) {
+    if (!table) {
+        gw_response_error(req, 503, "no route table loaded yet");
+        return;
+    }
+    if (rt_table_match(table, req->method, req->path, &m) != 0) {
         if (table)
             req->route_version = rt_table_version(table);
         gw_response_error(req, 404, "no route");

@@ -10,6 +10,7 @@
 
 #include "../routes/route_edit.h"
 #include "../routes/source_file.h"
+#include "../routes/source_pg.h"
 #include "metrics.h"
 
 #define MAX_PENDING_RELOADS 16
@@ -24,6 +25,7 @@ struct gw_route_store {
     uv_loop_t *loop;
     const gw_config *cfg;
     rt_file_source *file;
+    rt_pg_source *pg;
     char history_path[1100];
     pending_reload pending[MAX_PENDING_RELOADS];
     int n_pending;
@@ -39,17 +41,24 @@ rt_table *gw_route_store_check(const gw_config *cfg, char *err, size_t errlen)
 {
     const char *names[GW_MAX_UPSTREAMS];
     upstream_names(cfg, names);
-    if (cfg->routes_source != GW_ROUTES_FILE) {
-        snprintf(err, errlen, "%.900s: routes.source: \"postgres\" is not supported by this build yet",
-                 cfg->path);
-        return NULL;
+    if (cfg->routes_source == GW_ROUTES_POSTGRES) {
+        /* --check does not reach the database: it checks the last good table, if any */
+        rt_table *t = rt_pg_source_load_cache(cfg->routes_cache_file, names, cfg->n_upstreams,
+                                              err, errlen);
+        if (!t && strstr(err, "cannot read"))
+            return rt_table_parse("{\"routes\":[]}", 13, "postgres", names, cfg->n_upstreams,
+                                  err, errlen);
+        return t;
     }
     return rt_table_load_file(cfg->routes_file, names, cfg->n_upstreams, err, errlen);
 }
 
-static uint64_t publish(rt_table *t, const char *why)
+static uint64_t publish_as(rt_table *t, const char *why, int exact)
 {
-    rt_current_publish(t);
+    if (exact)
+        rt_current_publish_exact(t);
+    else
+        rt_current_publish(t);
     atomic_fetch_add(&gw_process_stats.reloads_ok, 1);
     rt_table *now = rt_current_acquire();
     uint64_t v = rt_table_version(now);
@@ -57,6 +66,13 @@ static uint64_t publish(rt_table *t, const char *why)
             (unsigned long long)v, rt_table_count(now));
     rt_table_unref(now);
     return v;
+}
+
+/* The file source numbers its own versions; PostgreSQL's are the store's revision, alike on
+ * every instance. */
+static uint64_t publish_for(gw_route_store *s, rt_table *t, const char *why)
+{
+    return publish_as(t, why, s->pg != NULL);
 }
 
 static void answer_pending(gw_route_store *s, int status, const char *err, json_t *result)
@@ -84,15 +100,65 @@ static void on_file_table(rt_table *t, const char *err, void *arg)
         return;
     }
     int count = rt_table_count(t);
-    uint64_t v = publish(t, "reloaded");
+    if (s->pg) {
+        /* our own writes were published when they committed: the NOTIFY that follows
+         * brings the same version again */
+        rt_table *cur = rt_current_acquire();
+        int same = cur && rt_table_version(cur) == rt_table_version(t);
+        if (cur)
+            rt_table_unref(cur);
+        if (same) {
+            json_t *res = json_pack("{s:b, s:I, s:i}", "reloaded", 1, "version",
+                                    (json_int_t)rt_table_version(t), "routes", count);
+            rt_table_unref(t);
+            answer_pending(s, 0, NULL, res);
+            json_decref(res);
+            return;
+        }
+    }
+    uint64_t v = publish_for(s, t, "reloaded");
     json_t *res = json_pack("{s:b, s:I, s:i}", "reloaded", 1, "version", (json_int_t)v, "routes", count);
     answer_pending(s, 0, NULL, res);
     json_decref(res);
 }
 
+static int open_postgres(gw_route_store *s, char *err, size_t errlen)
+{
+    const char *names[GW_MAX_UPSTREAMS];
+    upstream_names(s->cfg, names);
+    char cerr[1024];
+    rt_table *t = rt_pg_source_load_cache(s->cfg->routes_cache_file, names, s->cfg->n_upstreams,
+                                          cerr, sizeof cerr);
+    if (t)
+        publish_as(t, "loaded from the cache file", 1);
+    int r = rt_pg_source_start(s->loop, s->cfg->pg_conninfo, names, s->cfg->n_upstreams,
+                               s->cfg->routes_cache_file, on_file_table, s, &s->pg);
+    if (r < 0) {
+        snprintf(err, errlen, "%.900s: routes.conninfo: %s", s->cfg->path,
+                 r == UV_EINVAL ? "not a valid libpq connection string" : uv_strerror(r));
+        return -1;
+    }
+    return 0;
+}
+
 int gw_route_store_open(gw_route_store **out, uv_loop_t *loop, const gw_config *cfg, char *err,
                         size_t errlen)
 {
+    if (cfg->routes_source == GW_ROUTES_POSTGRES) {
+        gw_route_store *s = calloc(1, sizeof *s);
+        if (!s) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        s->loop = loop;
+        s->cfg = cfg;
+        if (open_postgres(s, err, errlen) != 0) {
+            free(s);
+            return -1;
+        }
+        *out = s;
+        return 0;
+    }
     rt_table *t = gw_route_store_check(cfg, err, errlen);
     if (!t)
         return -1;
@@ -105,7 +171,7 @@ int gw_route_store_open(gw_route_store **out, uv_loop_t *loop, const gw_config *
     s->loop = loop;
     s->cfg = cfg;
     snprintf(s->history_path, sizeof s->history_path, "%s.history.jsonl", cfg->routes_file);
-    publish(t, "loaded");
+    publish_as(t, "loaded", 0);
     const char *names[GW_MAX_UPSTREAMS];
     upstream_names(cfg, names);
     int r = rt_file_source_start(loop, cfg->routes_file, names, cfg->n_upstreams, 0,
@@ -124,6 +190,22 @@ const char *gw_route_store_kind(const gw_route_store *s)
 
 void gw_route_store_reload(gw_route_store *s, gw_store_done done, void *arg)
 {
+    if (s->pg) {
+        if (!rt_pg_source_connected(s->pg)) {
+            if (done)
+                done(503, "postgres: not connected; the last table stays in force", NULL, arg);
+            return;
+        }
+        if (done) {
+            if (s->n_pending >= MAX_PENDING_RELOADS) {
+                done(503, "too many reloads in progress", NULL, arg);
+                return;
+            }
+            s->pending[s->n_pending++] = (pending_reload){ done, arg };
+        }
+        rt_pg_source_reload(s->pg);
+        return;
+    }
     if (!s->file) {
         /* no watcher (its directory could not be watched): read synchronously, on the
          * main loop, which serves no requests */
@@ -178,9 +260,63 @@ static void append_history(gw_route_store *s, json_t *audit, uint64_t version)
     fclose(f);
 }
 
+typedef struct pg_apply {
+    gw_route_store *s;
+    rt_table *next;
+    gw_store_done done;
+    void *arg;
+} pg_apply;
+
+static void on_pg_written(int status, const char *err, void *arg)
+{
+    pg_apply *a = arg;
+    if (status != 0) {
+        rt_table_unref(a->next);
+        a->done(status == UV_EIO ? 422 : 503, err, NULL, a->arg);
+        free(a);
+        return;
+    }
+    /* in force here at once, with the store's version; the NOTIFY brings it to the others */
+    rt_table_set_version(a->next, rt_pg_source_written_version(a->s->pg));
+    uint64_t v = publish_as(a->next, "changed", 1);
+    json_t *res = json_pack("{s:I}", "version", (json_int_t)v);
+    a->done(0, NULL, res, a->arg);
+    json_decref(res);
+    free(a);
+}
+
+static void apply_postgres(gw_route_store *s, rt_table *next, json_t *audit, gw_store_done done,
+                           void *arg)
+{
+    pg_apply *a = malloc(sizeof *a);
+    json_t *doc = rt_table_to_json(next);
+    if (!a || !doc) {
+        free(a);
+        json_decref(doc);
+        json_decref(audit);
+        rt_table_unref(next);
+        done(500, "out of memory", NULL, arg);
+        return;
+    }
+    *a = (pg_apply){ s, next, done, arg };
+    int r = rt_pg_source_write(s->pg, doc, audit, on_pg_written, a);
+    json_decref(doc);
+    json_decref(audit);
+    if (r < 0) {
+        rt_table_unref(next);
+        free(a);
+        done(r == UV_ENOTCONN ? 503 : 500, r == UV_ENOTCONN ? "postgres: not connected" : uv_strerror(r),
+             NULL, arg);
+    }
+}
+
 void gw_route_store_apply(gw_route_store *s, rt_table *next, json_t *audit, gw_store_done done,
                           void *arg)
 {
+    if (s->pg) {
+        apply_postgres(s, next, audit, done, arg);
+        return;
+    }
     char err[1024];
     json_t *doc = rt_table_to_json(next);
     int r = doc ? (s->file ? rt_file_source_write(s->file, doc, err, sizeof err)
@@ -193,7 +329,7 @@ void gw_route_store_apply(gw_route_store *s, rt_table *next, json_t *audit, gw_s
         done(500, err, NULL, arg);
         return;
     }
-    uint64_t v = publish(next, "changed");
+    uint64_t v = publish_as(next, "changed", 0);
     append_history(s, audit, v);
     json_decref(audit);
     json_t *res = json_pack("{s:I}", "version", (json_int_t)v);
@@ -201,8 +337,40 @@ void gw_route_store_apply(gw_route_store *s, rt_table *next, json_t *audit, gw_s
     json_decref(res);
 }
 
+typedef struct pg_hist {
+    gw_store_done done;
+    void *arg;
+} pg_hist;
+
+static void on_pg_history(json_t *changes, const char *err, void *arg)
+{
+    pg_hist *h = arg;
+    if (!changes) {
+        h->done(503, err, NULL, h->arg);
+    } else {
+        json_t *res = json_pack("{s:O}", "changes", changes);
+        h->done(0, NULL, res, h->arg);
+        json_decref(res);
+    }
+    free(h);
+}
+
 void gw_route_store_history(gw_route_store *s, int limit, gw_store_done done, void *arg)
 {
+    if (s->pg) {
+        pg_hist *h = malloc(sizeof *h);
+        if (!h) {
+            done(500, "out of memory", NULL, arg);
+            return;
+        }
+        *h = (pg_hist){ done, arg };
+        int r = rt_pg_source_history(s->pg, limit > 0 ? limit : 100, on_pg_history, h);
+        if (r < 0) {
+            free(h);
+            done(503, r == UV_ENOTCONN ? "postgres: not connected" : uv_strerror(r), NULL, arg);
+        }
+        return;
+    }
     json_t *changes = json_array();
     FILE *f = fopen(s->history_path, "r");
     if (f) {
@@ -228,6 +396,8 @@ void gw_route_store_close(gw_route_store *s)
         return;
     if (s->file)
         rt_file_source_stop(s->file);
+    if (s->pg)
+        rt_pg_source_stop(s->pg);
     answer_pending(s, 503, "shutting down", NULL);
     free(s);
 }

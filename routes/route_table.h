@@ -156,6 +156,9 @@ int rt_rewrite(const rt_match *m, gw_slice path, gw_slice query, char *out, size
 rt_table *rt_current_acquire(void);
 void rt_current_publish(rt_table *t);
 uint64_t rt_current_generation(void);
+/* Like rt_current_publish, but T keeps its version as set (a shared store's revision, which
+ * every instance on that store must show alike), even if not above the last one. */
+void rt_current_publish_exact(rt_table *t);
 void rt_current_clear(void); /* drops the current table (shutdown, tests) */
 
 #endif

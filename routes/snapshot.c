@@ -91,11 +91,14 @@ rt_table *rt_current_acquire(void)
 
 /* Swaps in T (taking over the caller's reference) and returns the table it replaced, whose
  * reference the caller must drop — outside the lock, since that may free a large table. */
-static rt_table *swap_current(rt_table *t)
+static rt_table *swap_current_as(rt_table *t, int exact)
 {
     pthread_mutex_lock(&g_lock);
     rt_table *old = g_current;
-    if (t) {
+    if (t && exact) {
+        if (t->version > g_last_version)
+            g_last_version = t->version;
+    } else if (t) {
         /* Versions only go up. A source that set its own (e.g. a database revision) keeps
          * it when it is higher than the last one published. */
         if (t->version <= g_last_version)
@@ -110,10 +113,21 @@ static rt_table *swap_current(rt_table *t)
     return old;
 }
 
+static rt_table *swap_current(rt_table *t)
+{
+    return swap_current_as(t, 0);
+}
+
 void rt_current_publish(rt_table *t)
 {
     if (t)
         rt_table_unref(swap_current(t));
+}
+
+void rt_current_publish_exact(rt_table *t)
+{
+    if (t)
+        rt_table_unref(swap_current_as(t, 1));
 }
 
 uint64_t rt_current_generation(void)

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 
-from harness import BUILD, ROOT, Stack, free_port, request, sanitizer_errors
+from harness import BUILD, ROOT, Postgres, Stack, _pg_bin, free_port, request, sanitizer_errors
 
 GATEWAYCTL = os.path.join(ROOT, BUILD, "gatewayctl")
 
@@ -343,78 +343,6 @@ def test_rollback_one_and_all():
 
 
 # ---- db: a real PostgreSQL ------------------------------------------------------------------
-
-def _pg_bin(name):
-    p = shutil.which(name)
-    if p:
-        return p
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/" + name))
-    if not found:
-        raise RuntimeError("%s not found (make deps installs postgresql)" % name)
-    return found[-1]
-
-
-class Postgres:
-    """A throwaway PostgreSQL cluster in a temp dir on a free port, run as the 'postgres' OS
-    user when we are root. stop() stops exactly this postmaster (pg_ctl stop -m fast on its
-    data dir, SIGQUIT to its pid if that fails)."""
-
-    def __init__(self):
-        self.tmp = tempfile.mkdtemp(prefix="gwctl-pg-")
-        self.data = os.path.join(self.tmp, "data")
-        self.port = free_port()
-        self.pid = None
-        self.as_user = []
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        try:
-            self._run([_pg_bin("initdb"), "-D", self.data, "-A", "trust", "-U", "postgres",
-                       "-E", "UTF8", "--no-sync"])
-            self._run([_pg_bin("pg_ctl"), "-D", self.data, "-l", os.path.join(self.tmp, "pg.log"),
-                       "-w", "-t", "30", "-o",
-                       "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off" % (self.port, self.tmp),
-                       "start"])
-            with open(os.path.join(self.data, "postmaster.pid")) as f:
-                self.pid = int(f.readline())
-        except Exception:
-            self.stop()
-            raise
-
-    def _run(self, args):
-        cp = subprocess.run(self.as_user + args, capture_output=True, timeout=60, cwd=self.tmp)
-        if cp.returncode != 0:
-            raise RuntimeError("%s failed: %s" % (args[0], (cp.stdout + cp.stderr).decode()[-2000:]))
-
-    def conninfo(self, db="postgres"):
-        return "host=127.0.0.1 port=%d user=postgres dbname=%s connect_timeout=5" % (self.port, db)
-
-    def sql(self, query, db="postgres"):
-        cp = subprocess.run([_pg_bin("psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-                             "-d", self.conninfo(db), "-c", query], capture_output=True, timeout=30)
-        assert cp.returncode == 0, cp.stderr.decode()
-        return cp.stdout.decode().strip()
-
-    def stop(self):
-        if self.pid is not None:
-            try:
-                self._run([_pg_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"])
-            except Exception:
-                try:
-                    os.kill(self.pid, signal.SIGQUIT)
-                except ProcessLookupError:
-                    pass
-            self.pid = None
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
-
 
 # gatewayctl's pg_advisory_lock key while it migrates ("gwschema" as a big-endian int64)
 MIGRATION_LOCK_KEY = int.from_bytes(b"gwschema", "big")
