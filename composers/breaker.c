@@ -56,3 +56,8 @@ void cmp_breaker_failure(cmp_breaker *b, uint64_t now_ms)
         set_state(b, CMP_BREAKER_OPEN);
     }
 }
+
+void cmp_breaker_abandon(cmp_breaker *b)
+{
+    b->probe_in_flight = 0;
+}

@@ -25,5 +25,8 @@ void cmp_breaker_init(cmp_breaker *b, uint32_t threshold, uint32_t cooldown_ms, 
 int cmp_breaker_allow(cmp_breaker *b, uint64_t now_ms);
 void cmp_breaker_success(cmp_breaker *b);
 void cmp_breaker_failure(cmp_breaker *b, uint64_t now_ms);
+/* A call that was let through ended without a result (cut by a deadline or a client that
+ * left): a half-open circuit may let the next probe through. */
+void cmp_breaker_abandon(cmp_breaker *b);
 
 #endif

@@ -13,31 +13,22 @@
 #include <string.h>
 
 #include "../gateway/gw_errors.h"
-#include "../gateway/http1.h"
 #include "../gateway/request_id.h"
-#include "../routes/policy.h"
+#include "fetch.h"
+#include "lookup.h"
 #include "template.h"
+#include "worker_int.h"
 
-#define LEG_BODY_MAX (1 << 20)
 #define LEG_PATH_MAX 2048
 #define RUN_KIND 0x636d7072 /* "cmpr": tags req->data as a composition run */
 
 typedef enum leg_state {
     LEG_WAITING,  /* dependencies not done yet */
-    LEG_RUNNING,  /* request out (u may be NULL briefly while connecting) */
+    LEG_RUNNING,  /* fetch or wait under way */
     LEG_OK,       /* 2xx with valid JSON: json set */
     LEG_FAILED,   /* why set; status set when the upstream answered */
     LEG_SKIPPED,  /* a dependency failed or was skipped */
 } leg_state;
-
-struct cmp_worker {
-    uv_loop_t *loop;
-    const cmp_spec *spec;
-    const gw_config *cfg;
-    gw_upstream *upstreams;
-    gw_metrics *metrics;
-    cmp_breaker breakers[GW_MAX_UPSTREAMS];
-};
 
 typedef struct cmp_run cmp_run;
 
@@ -45,17 +36,17 @@ typedef struct cmp_leg {
     cmp_run *run;
     int index;
     leg_state state;
-    gw_uconn *u;
-    int upstream;           /* index, -1 before routing */
-    uint64_t started_ms, deadline_ms;
+    cmp_fetch *fetch;       /* a plain leg */
+    cmp_wait *wait;         /* a leg on a cached route */
+    uint64_t started_ms;
     int status;
-    char *body;
+    char *body;             /* kept for direct answers */
     size_t len;
     json_t *json;
-    const char *why;        /* "timeout", "connect failed", "upstream 503", ... */
+    const char *why;        /* "timeout", "connect failed", "upstream 5xx", ... */
     int timed_out;
-    char *head;
-    size_t head_len;
+    cmp_source source;
+    const char *upstream;   /* which upstream (or "cache") answered */
 } cmp_leg;
 
 struct cmp_run {
@@ -64,12 +55,15 @@ struct cmp_run {
     gw_request *req;        /* NULL once the client went away */
     rt_table *table;
     const cmp_composition *c;
+    cmp_composition direct; /* a cached GET answered directly: one leg, the request's URL */
+    int is_direct;
     cmp_params params;      /* values point into param_buf */
     char param_buf[1024];
+    char direct_url[LEG_PATH_MAX];
     char client_ip[64];
     char request_id[72];
     cmp_leg legs[CMP_MAX_LEGS];
-    uv_timer_t timer;
+    uv_timer_t timer;       /* the deadline */
     uint64_t deadline_at;
     int running;            /* legs out */
     int starting;           /* start_ready_legs on the stack: don't end the run under it */
@@ -78,7 +72,6 @@ struct cmp_run {
 
 static void run_end(cmp_run *r);
 static void start_ready_legs(cmp_run *r);
-static void arm_timer(cmp_run *r);
 
 /* ---- legs ---------------------------------------------------------------------------- */
 
@@ -89,14 +82,13 @@ static void leg_end(cmp_leg *l, leg_state st, const char *why)
         return;
     l->state = st;
     l->why = why;
-    if (l->u) {
-        gw_uconn_abort(l->u);
-        l->u = NULL;
-    }
+    cmp_fetch_cancel(l->fetch);
+    l->fetch = NULL;
+    cmp_lookup_cancel(l->wait);
+    l->wait = NULL;
     r->running--;
     double ms = (double)(uv_now(r->w->loop) - l->started_ms);
-    gw_metrics_leg(r->w->metrics, r->c->id, r->c->legs[l->index].name,
-                   st != LEG_OK && !(l->status == 404), ms);
+    gw_metrics_leg(r->w->metrics, r->c->id, r->c->legs[l->index].name, 0, ms);
     if (r->ended)
         return;
     if (st != LEG_OK && r->c->legs[l->index].required) {
@@ -104,108 +96,57 @@ static void leg_end(cmp_leg *l, leg_state st, const char *why)
         return;
     }
     start_ready_legs(r);
-    if (!r->starting && r->running == 0)
-        run_end(r);
-    else if (!r->ended)
-        arm_timer(r);
 }
 
-static void breaker_result(cmp_leg *l, int ok)
+/* The answer of a leg, from the upstream, the cache, or a stale copy. */
+static void leg_answer(cmp_leg *l, int status, const char *body, size_t len, cmp_source src,
+                       const char *why, int timed_out, const char *upstream)
 {
-    if (l->upstream < 0)
-        return;
-    cmp_breaker *b = &l->run->w->breakers[l->upstream];
-    if (ok)
-        cmp_breaker_success(b);
-    else
-        cmp_breaker_failure(b, uv_now(l->run->w->loop));
-}
-
-static void leg_on_ready(gw_uconn *u, void *data)
-{
-    cmp_leg *l = data;
-    uv_buf_t b = uv_buf_init(l->head, (unsigned)l->head_len);
-    if (gw_uconn_write(u, &b, 1) < 0) {
-        breaker_result(l, 0);
-        leg_end(l, LEG_FAILED, "upstream connection failed");
-        return;
-    }
-    gw_uconn_read_response(u, 0);
-}
-
-static void leg_on_head(gw_uconn *u, void *data, int status, const gw_header *h, int n, int64_t len)
-{
-    cmp_leg *l = data;
-    (void)u, (void)h, (void)n, (void)len;
     l->status = status;
-}
-
-static void leg_on_body(gw_uconn *u, void *data, const char *p, size_t n)
-{
-    cmp_leg *l = data;
-    (void)u;
-    if (l->len + n > LEG_BODY_MAX) {
-        breaker_result(l, 1);
-        leg_end(l, LEG_FAILED, "answer too large");
+    l->source = src;
+    l->upstream = upstream;
+    l->timed_out = timed_out;
+    if (status == 0) {
+        leg_end(l, LEG_FAILED, why ? why : "failed");
         return;
     }
-    char *nb = realloc(l->body, l->len + n);
-    if (!nb) {
-        leg_end(l, LEG_FAILED, "out of memory");
-        return;
-    }
-    memcpy(nb + l->len, p, n);
-    l->body = nb;
-    l->len += n;
-}
-
-static void leg_on_done(gw_uconn *u, void *data)
-{
-    cmp_leg *l = data;
-    l->u = NULL;
-    gw_uconn_release(u);
-    if (l->status >= 500) {
-        breaker_result(l, 0);
+    if (status >= 500) {
         leg_end(l, LEG_FAILED, "upstream 5xx");
         return;
     }
-    breaker_result(l, 1); /* the upstream is alive, whatever it said */
-    if (l->status < 200 || l->status >= 300) {
-        leg_end(l, LEG_FAILED, l->status == 404 ? "not found" : "upstream 4xx");
+    if (l->run->is_direct || status < 200 || status >= 300) {
+        /* direct answers pass the body on as it is; an error keeps it for the record */
+        l->body = malloc(len ? len : 1);
+        if (l->body) {
+            memcpy(l->body, body, len);
+            l->len = len;
+        }
+    }
+    if (status < 200 || status >= 300) {
+        leg_end(l, LEG_FAILED, status == 404 ? "not found" : "upstream 4xx");
         return;
     }
-    l->json = json_loadb(l->body ? l->body : "", l->len, 0, NULL);
+    l->json = json_loadb(body ? body : "", len, 0, NULL);
     leg_end(l, l->json ? LEG_OK : LEG_FAILED, l->json ? NULL : "invalid JSON");
 }
 
-static void leg_on_drain(gw_uconn *u, void *data)
+static void on_leg_fetched(int status, const char *body, size_t len, const char *why,
+                           int timed_out, const char *upstream, void *arg)
 {
-    (void)u, (void)data;
+    cmp_leg *l = arg;
+    l->fetch = NULL;
+    leg_answer(l, status, body, len, CMP_FROM_UPSTREAM, why, timed_out, upstream);
 }
 
-static void leg_on_error(gw_uconn *u, void *data, int err, int phase)
+static void on_leg_looked_up(int status, const char *body, size_t len, cmp_source src,
+                             const char *why, int timed_out, const char *upstream, void *arg)
 {
-    cmp_leg *l = data;
-    (void)u, (void)phase;
-    l->u = NULL;
-    breaker_result(l, 0);
-    if (err == GW_ETIMEOUT)
-        l->timed_out = 1;
-    leg_end(l, LEG_FAILED, err == GW_ETIMEOUT ? "timeout" : err == GW_ECONNECT ? "connect failed"
-                                                        : "upstream connection failed");
+    cmp_leg *l = arg;
+    l->wait = NULL;
+    leg_answer(l, status, body, len, src, why, timed_out, upstream);
 }
 
-static const gw_uconn_cb leg_cb = {
-    .on_ready = leg_on_ready,
-    .on_head = leg_on_head,
-    .on_body = leg_on_body,
-    .on_done = leg_on_done,
-    .on_drain = leg_on_drain,
-    .on_error = leg_on_error,
-};
-
-/* Resolves the leg's URL through the route table and sends it; on any failure the leg ends
- * at once (a circuit that is open costs no time). */
+/* Expands the leg's URL and sends it: through the cache when its route says so. */
 static void leg_start(cmp_run *r, cmp_leg *l)
 {
     cmp_worker *w = r->w;
@@ -214,69 +155,35 @@ static void leg_start(cmp_run *r, cmp_leg *l)
     for (int i = 0; i < r->c->n_legs; i++)
         answers[i] = r->legs[i].json;
     l->state = LEG_RUNNING;
-    l->upstream = -1;
     r->running++;
     l->started_ms = uv_now(w->loop);
-    uint64_t d = l->started_ms + spec->timeout_ms;
-    l->deadline_ms = d < r->deadline_at ? d : r->deadline_at;
+    uint64_t left = r->deadline_at > l->started_ms ? r->deadline_at - l->started_ms : 1;
+    uint32_t timeout = spec->timeout_ms < left ? spec->timeout_ms : (uint32_t)left;
 
-    char url[LEG_PATH_MAX], target[LEG_PATH_MAX];
-    int n = cmp_expand(spec->url, &r->params, r->c->legs, answers, r->c->n_legs, url, sizeof url);
-    if (n < 0) {
+    char url[LEG_PATH_MAX];
+    if (r->is_direct) {
+        snprintf(url, sizeof url, "%s", r->direct_url);
+    } else if (cmp_expand(spec->url, &r->params, r->c->legs, answers, r->c->n_legs, url,
+                          sizeof url) < 0) {
         leg_end(l, LEG_FAILED, "its URL refers to a value that is missing");
         return;
     }
     const char *qm = strchr(url, '?');
-    gw_slice path = { url, qm ? (size_t)(qm - url) : (size_t)n };
-    gw_slice query = qm ? (gw_slice){ qm + 1, (size_t)n - path.n - 1 } : (gw_slice){ NULL, 0 };
+    gw_slice path = { url, qm ? (size_t)(qm - url) : strlen(url) };
     rt_match m;
-    if (rt_table_match(r->table, GW_SLICE_LIT("GET"), path, &m) != 0) {
-        leg_end(l, LEG_FAILED, "no route");
-        return;
-    }
-    /* the route decides the side, as for a client request: split by weight (no stickiness:
-     * a leg has no client key), no override */
-    int ui = rt_route_pick(m.route, (gw_slice){ NULL, 0 }, gw_random64());
-    gw_upstream *up = &w->upstreams[ui];
-    if (!cmp_breaker_allow(&w->breakers[ui], uv_now(w->loop))) {
-        leg_end(l, LEG_FAILED, "circuit open");
-        return;
-    }
-    l->upstream = ui;
-    if (rt_rewrite_for(&m, ui, path, query, target, sizeof target) < 0) {
-        breaker_result(l, 1);
-        leg_end(l, LEG_FAILED, "URL too long");
-        return;
-    }
-    gw_endpoint *ep = gw_upstream_pick(up, -1);
-    if (!ep) {
-        breaker_result(l, 0);
-        leg_end(l, LEG_FAILED, "no healthy endpoint");
-        return;
-    }
-    const char *host = up->conf->host[0] ? up->conf->host : up->conf->endpoints[0].address;
-    size_t cap = strlen(target) + strlen(host) + 512;
-    l->head = malloc(cap);
-    if (!l->head) {
+    int cached = !qm && rt_table_match(r->table, GW_SLICE_LIT("GET"), path, &m) == 0 && m.route->cache;
+    if (cached)
+        l->wait = cmp_lookup_start(w, r->table, url, r->request_id, r->client_ip, timeout,
+                                   on_leg_looked_up, l);
+    if (!l->wait)
+        l->fetch = cmp_fetch_start(w, r->table, url, r->request_id, r->client_ip, timeout,
+                                   on_leg_fetched, l);
+    if (!l->wait && !l->fetch)
         leg_end(l, LEG_FAILED, "out of memory");
-        return;
-    }
-    int hl = snprintf(l->head, cap,
-                      "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
-                      "X-Request-Id: %s\r\nX-Forwarded-For: %s\r\nVia: 1.1 gateway\r\n\r\n",
-                      target, host, r->request_id, r->client_ip);
-    l->head_len = (size_t)hl;
-    int reused;
-    /* on_ready may run (and end the leg) inside the open */
-    if (gw_uconn_open(ep, &leg_cb, l, &l->u, &reused) < 0) {
-        l->u = NULL;
-        breaker_result(l, 0);
-        leg_end(l, LEG_FAILED, "connect failed");
-    }
 }
 
 /* Starts every waiting leg whose dependencies answered; skips those whose dependencies
- * failed. */
+ * failed; ends the run when nothing is left to wait for. */
 static void start_ready_legs(cmp_run *r)
 {
     if (r->starting)
@@ -320,34 +227,11 @@ static void start_ready_legs(cmp_run *r)
         run_end(r);
 }
 
-/* ---- timer: leg timeouts and the deadline -------------------------------------------- */
+/* ---- the deadline ---------------------------------------------------------------------- */
 
-static void on_timer(uv_timer_t *t)
+static void on_deadline(uv_timer_t *t)
 {
-    cmp_run *r = t->data;
-    uint64_t now = uv_now(r->w->loop);
-    for (int i = 0; i < r->c->n_legs && !r->ended; i++) {
-        cmp_leg *l = &r->legs[i];
-        if (l->state == LEG_RUNNING && now >= l->deadline_ms) {
-            l->timed_out = 1;
-            breaker_result(l, 0);
-            leg_end(l, LEG_FAILED, now >= r->deadline_at ? "deadline" : "timeout");
-        }
-    }
-    if (!r->ended && now >= r->deadline_at)
-        run_end(r);
-    else if (!r->ended)
-        arm_timer(r);
-}
-
-static void arm_timer(cmp_run *r)
-{
-    uint64_t next = r->deadline_at;
-    for (int i = 0; i < r->c->n_legs; i++)
-        if (r->legs[i].state == LEG_RUNNING && r->legs[i].deadline_ms < next)
-            next = r->legs[i].deadline_ms;
-    uint64_t now = uv_now(r->w->loop);
-    uv_timer_start(&r->timer, on_timer, next > now ? next - now : 0, 0);
+    run_end(t->data);
 }
 
 /* ---- the answer ---------------------------------------------------------------------- */
@@ -357,7 +241,6 @@ static void run_free(uv_handle_t *h)
     cmp_run *r = h->data;
     for (int i = 0; i < r->c->n_legs; i++) {
         free(r->legs[i].body);
-        free(r->legs[i].head);
         json_decref(r->legs[i].json);
     }
     rt_table_unref(r->table);
@@ -384,19 +267,49 @@ static void answer_error(gw_request *req, const cmp_leg_spec *spec, const cmp_le
     gw_response_error(req, status, msg);
 }
 
+/* A cached GET answered directly: the upstream's (or the cache's) answer as it is. */
+static void answer_direct(gw_request *req, const cmp_leg *l)
+{
+    if (l->status == 200 || l->status == 404) {
+        static const char *const src[] = { "HIT", "MISS", "STALE" };
+        char extra[64];
+        snprintf(extra, sizeof extra, "X-Cache: %s\r\n", src[l->source]);
+        req->upstream_name = l->upstream;
+        const char *body = l->body ? l->body : "";
+        size_t len = l->body ? l->len : 0;
+        if (l->status == 200 && l->json) {
+            gw_response_simple(req, 200, "application/json", body, len, extra);
+            return;
+        }
+        if (l->status == 404) {
+            gw_response_simple(req, 404, "application/json", body, len, extra);
+            return;
+        }
+    }
+    if (l->status >= 400 && l->status < 500) {
+        req->upstream_name = l->upstream;
+        gw_response_simple(req, l->status, "application/json", l->body ? l->body : "",
+                           l->body ? l->len : 0, NULL);
+        return;
+    }
+    char msg[200];
+    snprintf(msg, sizeof msg, "upstream %s", l->why ? l->why : "failed");
+    gw_response_error(req, l->timed_out ? 504 : 502, msg);
+}
+
 static void run_end(cmp_run *r)
 {
     if (r->ended)
         return;
     r->ended = 1;
-    /* legs still out are cut: their connections close, no callback follows */
+    /* legs still out are cut: no callback follows */
     for (int i = 0; i < r->c->n_legs; i++) {
         cmp_leg *l = &r->legs[i];
         if (l->state == LEG_RUNNING) {
-            if (l->u) {
-                gw_uconn_abort(l->u);
-                l->u = NULL;
-            }
+            cmp_fetch_cancel(l->fetch);
+            l->fetch = NULL;
+            cmp_lookup_cancel(l->wait);
+            l->wait = NULL;
             l->state = LEG_FAILED;
             l->timed_out = 1;
             l->why = "deadline";
@@ -404,7 +317,11 @@ static void run_end(cmp_run *r)
     }
     uv_timer_stop(&r->timer);
     gw_request *req = r->req;
-    if (req) {
+    if (req && r->is_direct) {
+        req->data = NULL;
+        r->req = NULL;
+        answer_direct(req, &r->legs[0]);
+    } else if (req) {
         req->data = NULL;
         r->req = NULL;
         /* a required leg missing, or a 4xx other than 404 anywhere, is the answer */
@@ -433,12 +350,21 @@ static void run_end(cmp_run *r)
                 /* an optional part that does not exist (404) is null, not degraded */
                 if (l->state != LEG_OK && !(l->state == LEG_FAILED && l->status == 404)) {
                     json_array_append_new(degraded, json_string(name));
+                    gw_metrics_leg_degraded(r->w->metrics, r->c->id, name);
                     hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "%s%s", hl ? "," : "", name);
                     if (hl >= sizeof hdr)
                         hl = sizeof hdr - 1;
                 }
             }
             json_object_set_new(doc, "degraded", degraded);
+            json_t *stale = json_array();
+            for (int i = 0; i < r->c->n_legs; i++)
+                if (r->legs[i].state == LEG_OK && r->legs[i].source == CMP_FROM_STALE)
+                    json_array_append_new(stale, json_string(r->c->legs[i].name));
+            if (json_array_size(stale))
+                json_object_set_new(doc, "stale", stale);
+            else
+                json_decref(stale);
             char extra[600] = "";
             if (hl)
                 snprintf(extra, sizeof extra, "X-Composition-Degraded: %s\r\n", hdr);
@@ -456,6 +382,20 @@ static void run_end(cmp_run *r)
 }
 
 /* ---- entry points -------------------------------------------------------------------- */
+
+static void run_start(cmp_run *r, uint32_t deadline_ms)
+{
+    for (int i = 0; i < r->c->n_legs; i++) {
+        r->legs[i].run = r;
+        r->legs[i].index = i;
+    }
+    uv_timer_init(r->w->loop, &r->timer);
+    r->timer.data = r;
+    r->deadline_at = uv_now(r->w->loop) + deadline_ms;
+    uv_timer_start(&r->timer, on_deadline, deadline_ms, 0);
+    r->req->data = r;
+    start_ready_legs(r);
+}
 
 int cmp_handle(cmp_worker *w, rt_table *table, gw_request *req)
 {
@@ -491,19 +431,41 @@ int cmp_handle(cmp_worker *w, rt_table *table, gw_request *req)
     }
     snprintf(r->client_ip, sizeof r->client_ip, "%s", req->client_addr);
     snprintf(r->request_id, sizeof r->request_id, "%s", req->request_id);
-    for (int i = 0; i < c->n_legs; i++) {
-        r->legs[i].run = r;
-        r->legs[i].index = i;
-        r->legs[i].upstream = -1;
-    }
-    uv_timer_init(w->loop, &r->timer);
-    r->timer.data = r;
-    r->deadline_at = uv_now(w->loop) + c->deadline_ms;
-    req->data = r;
-    start_ready_legs(r);
-    if (!r->ended)
-        arm_timer(r);
+    run_start(r, c->deadline_ms);
     return 1;
+}
+
+int cmp_handle_cached(cmp_worker *w, rt_table *table, gw_request *req, const char *route_id,
+                      uint32_t timeout_ms)
+{
+    if (!w || !table || req->url.n >= LEG_PATH_MAX)
+        return 0;
+    cmp_run *r = calloc(1, sizeof *r);
+    if (!r)
+        return 0;
+    r->kind = RUN_KIND;
+    r->w = w;
+    r->req = req;
+    r->is_direct = 1;
+    r->direct.id = (char *)route_id;
+    r->direct.deadline_ms = timeout_ms;
+    r->direct.n_legs = 1;
+    r->direct.legs[0] = (cmp_leg_spec){ .name = (char *)route_id, .url = NULL, .required = 1,
+                                         .timeout_ms = timeout_ms };
+    r->c = &r->direct;
+    memcpy(r->direct_url, req->url.p, req->url.n);
+    r->direct_url[req->url.n] = '\0';
+    rt_table_ref(table);
+    r->table = table;
+    snprintf(r->client_ip, sizeof r->client_ip, "%s", req->client_addr);
+    snprintf(r->request_id, sizeof r->request_id, "%s", req->request_id);
+    run_start(r, timeout_ms);
+    return 1;
+}
+
+void cmp_invalidate(cmp_worker *w, const char *path)
+{
+    cmp_lookup_invalidate(w, path);
 }
 
 int cmp_owns(const gw_request *req)
@@ -534,7 +496,30 @@ cmp_worker *cmp_worker_new(uv_loop_t *loop, const cmp_spec *spec, const gw_confi
         cmp_breaker_init(&w->breakers[i], cfg->upstreams[i].breaker_failures,
                          cfg->upstreams[i].breaker_cooldown_ms,
                          i < GW_METRICS_UPSTREAMS ? &metrics->breaker_state[i] : NULL);
+    gw_queue_init(&w->inflight);
+    cmp_cache_conf cc = {
+        .redis = cfg->redis[0] ? cfg->redis : NULL,
+        .timeout_ms = cfg->cache.timeout_ms,
+        .lru_entries = cfg->cache.lru_entries,
+        .prefix = "gw:",
+    };
+    w->cache = cmp_cache_new(loop, &cc);
+    if (!w->cache) {
+        free(w);
+        return NULL;
+    }
     return w;
+}
+
+void cmp_worker_close(cmp_worker *w)
+{
+    if (!w)
+        return;
+    cmp_lookup_shutdown(w);
+    if (w->cache) {
+        cmp_cache_close(w->cache);
+        w->cache = NULL;
+    }
 }
 
 void cmp_worker_free(cmp_worker *w)

@@ -103,8 +103,13 @@ void gw_metrics_leg(gw_metrics *m, const char *composition, const char *leg, int
                     double ms)
 {
     if (degraded)
-        slot_add(m->degraded_slots, GW_METRICS_SHADOW_SLOTS, composition, leg, 0);
+        gw_metrics_leg_degraded(m, composition, leg);
     observe(m->leg_buckets, &m->leg_count, &m->leg_sum_us, ms);
+}
+
+void gw_metrics_leg_degraded(gw_metrics *m, const char *composition, const char *leg)
+{
+    slot_add(m->degraded_slots, GW_METRICS_SHADOW_SLOTS, composition, leg, 0);
 }
 
 void gw_metrics_upstream_error(gw_metrics *m, enum gw_upstream_err_kind kind)

@@ -67,6 +67,8 @@ void gw_metrics_fallback(gw_metrics *m);
 void gw_metrics_composition(gw_metrics *m, int outcome);
 void gw_metrics_leg(gw_metrics *m, const char *composition, const char *leg, int degraded,
                     double ms);
+/* A leg answered as null in a degraded composition answer. */
+void gw_metrics_leg_degraded(gw_metrics *m, const char *composition, const char *leg);
 const char *gw_upstream_err_name(enum gw_upstream_err_kind kind);
 
 /* Process-wide values set by the main thread. */

@@ -28,6 +28,7 @@ enum {
     P_REUSED = 1 << 3,       /* the current upstream connection came from the pool */
     P_BODY_PAUSED = 1 << 4,  /* client body reading paused: upstream slow */
     P_FELL_BACK = 1 << 5,    /* replayed to the fallback upstream once already */
+    P_INVALIDATE = 1 << 6,   /* a change on a cached route: evict the path on success */
 };
 
 #define PROXY_KIND 0x70727879 /* "prxy": req->data is a proxy_req (see cmp_owns) */
@@ -46,6 +47,7 @@ typedef struct proxy_req {
                         was read — fallback is for bodiless safe methods only */
     int ui;          /* the upstream index in use */
     gw_shadow *shadow;
+    char *cache_key;    /* P_INVALIDATE: the path to evict */
     int connect_attempts;
     int stale_retries;
     int last_endpoint;
@@ -67,6 +69,7 @@ static void proxy_free(proxy_req *p)
     }
     if (p->table)
         rt_table_unref(p->table);
+    free(p->cache_key);
     free(p->head);
     p->req->data = NULL;
     free(p);
@@ -393,6 +396,8 @@ static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *hea
         proxy_error(p, 502, "upstream response headers too large");
         return;
     }
+    if ((p->flags & P_INVALIDATE) && status >= 200 && status < 300)
+        cmp_invalidate(p->w->composer, p->cache_key); /* the next read sees the change */
     p->flags |= P_RESP_BEGUN;
     free(p->head); /* no retry from here on */
     p->head = NULL;
@@ -517,6 +522,9 @@ static void client_on_request(gw_request *req)
     int ui = choose_upstream(route, req);
     gw_upstream *up = &w->upstreams[ui];
     req->upstream_name = up->conf->name;
+    if (route->cache && !req->has_body && (req->is_head || gw_slice_eq(req->method, "GET")) &&
+        cmp_handle_cached(w->composer, table, req, route->id, up->conf->response_timeout_ms))
+        return; /* answered from the user cache (or fetched into it) */
     if (route->max_body_bytes >= 0)
         req->max_body_bytes = (uint64_t)route->max_body_bytes;
     if (req->max_body_bytes && req->content_length > 0 &&
@@ -552,6 +560,12 @@ static void client_on_request(gw_request *req)
     p->head = head;
     p->head_len = hl;
     p->last_endpoint = -1;
+    if (route->cache && (gw_slice_eq(req->method, "PUT") || gw_slice_eq(req->method, "PATCH") ||
+                         gw_slice_eq(req->method, "DELETE"))) {
+        p->cache_key = strndup(req->path.p, req->path.n); /* the head dies with the body read */
+        if (p->cache_key)
+            p->flags |= P_INVALIDATE;
+    }
     req->data = p;
     /* a shadow copy to the candidate: bodiless requests only (the body is not teed) */
     int si = req->has_body ? -1 : rt_route_shadow(route, req->method, gw_random64());

@@ -39,6 +39,7 @@ static void on_log_closed(void *arg)
 /* Everything is drained: close what is left so uv_run returns. */
 static void worker_finish(gw_worker *w)
 {
+    cmp_worker_close(w->composer);
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
     if (w->log)
@@ -79,8 +80,8 @@ static void worker_main(void *arg)
         w->log = gw_access_log_new(&w->loop, w->log_fd);
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_init(&w->upstreams[i], &w->loop, &w->cfg->upstreams[i]);
-    if (w->compositions)
-        w->composer = cmp_worker_new(&w->loop, w->compositions, w->cfg, w->upstreams, w->metrics);
+    /* compositions and the user cache (Redis, or an in-process LRU) */
+    w->composer = cmp_worker_new(&w->loop, w->compositions, w->cfg, w->upstreams, w->metrics);
     const gw_limits_conf *l = &w->cfg->limits;
     gw_server_opts opts = {
         .limits = {

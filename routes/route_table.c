@@ -389,7 +389,7 @@ static int parse_route(parser *ps, int i, json_t *jr)
 {
     static const char *const fields[] = {
         "id",     "methods", "path",     "upstream", "rewrite",        "rewrites", "split",
-        "sticky", "override", "shadow", "fallback", "max_body_bytes", NULL
+        "sticky", "override", "shadow", "fallback", "max_body_bytes", "cache", NULL
     };
     rt_route *r = &ps->t->routes[i];
     const char *id, *path, *upstream, *strip, *tpl;
@@ -412,6 +412,10 @@ static int parse_route(parser *ps, int i, json_t *jr)
         rt__parse_policies(ps, jr, r) != 0 ||
         parse_size(ps, jr, "max_body_bytes", &r->max_body_bytes) != 0)
         return -1;
+    json_t *jc = json_object_get(jr, "cache");
+    if (jc && !json_is_boolean(jc))
+        return rt__fail(ps, "cache", "must be true or false");
+    r->cache = jc && json_is_true(jc);
 
     if (rt__copy_string(ps, id, &r->id) != 0 || rt__copy_string(ps, path, &r->path) != 0 ||
         rt__copy_string(ps, upstream, &r->upstream) != 0 ||

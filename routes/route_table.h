@@ -66,6 +66,9 @@ typedef struct rt_route {
     const char *strip_prefix;  /* NULL when absent */
     const char *rewrite_template; /* NULL when absent; may use {param} and {**} */
     int64_t max_body_bytes;    /* -1: the gateway's default limit */
+    int cache;                 /* "cache": true — GET answers (200 JSON, 404) are cached by
+                                  path in the user cache, and a successful PUT/PATCH/DELETE
+                                  on the same path evicts it */
 
     int n_rewrites;            /* "rewrites", in document order */
     rt_rewrite_rule *rewrites;

@@ -133,6 +133,8 @@ json_t *rt_route_to_json(const rt_route *r)
         set(&b, "fallback", fallback_json(r));
     if (r->max_body_bytes >= 0)
         set(&b, "max_body_bytes", json_integer(r->max_body_bytes));
+    if (r->cache)
+        set(&b, "cache", json_true());
     return finish(&b);
 }
 
