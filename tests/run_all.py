@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """`make test`: unit tests and integration tests on the plain build, then on the ASan+UBSan
-build (build/san), then the bench harness once in quick mode (asserting only that it ran).
+build (build/san), then a subset under valgrind, then the bench harness once in quick mode
+(asserting only that it ran).
 Ends with the total 'N passed, N failed' line."""
 import glob
 import os
@@ -39,6 +40,28 @@ for build in ("build", "build/san"):
         total_f += int(m.group(2))
     elif r.returncode != 0:
         total_f += 1
+
+# valgrind (memcheck) on the plain build: a behaviour subset (valgrind is ~20x slower, and
+# timing-bound tests would only measure valgrind). Any memory error or definite leak makes the
+# gateway exit 99, which fails the test.
+VALGRIND_SUBSET = ",".join([
+    "test_smoke", "test_keepalive", "test_pipelined", "test_chunked_request", "test_expect_100",
+    "test_smuggling_heads", "test_upstream_hop", "test_upstream_forward", "test_rollback_all",
+    "test_put_validation", "test_shadow_compares", "test_compose_healthy", "test_compose_head",
+    "test_ops_access_log", "test_routes_view", "test_compose_client_disconnect",
+    "test_client_leaving",
+])
+section("integration tests under valgrind (build, subset)")
+r = subprocess.run([sys.executable, "tests/integration/run.py", "--build", "build", "-k", VALGRIND_SUBSET],
+                   env=dict(os.environ, GW_VALGRIND="1"), stdout=subprocess.PIPE,
+                   stderr=subprocess.STDOUT, text=True)
+sys.stdout.write(r.stdout)
+m = re.search(r"integration \(.*\): (\d+) passed, (\d+) failed", r.stdout)
+if m:
+    total_p += int(m.group(1))
+    total_f += int(m.group(2))
+elif r.returncode != 0:
+    total_f += 1
 
 if os.path.exists("bench/run.sh"):
     section("bench harness smoke run (BENCH_QUICK=1; asserts only that it produced results)")

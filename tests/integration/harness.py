@@ -19,6 +19,13 @@ import time
 BUILD = os.environ.get("GW_BUILD", "build")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SANITIZED = "san" in BUILD
+# GW_VALGRIND=1: the gateway runs under valgrind (memcheck); any error or definite leak makes
+# it exit 99, which Stack's exit check reports.
+VALGRIND = os.environ.get("GW_VALGRIND") == "1"
+VALGRIND_CMD = ["valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full",
+                "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite",
+                "--track-fds=no", "--child-silent-after-fork=yes"]
+START_TIMEOUT = 60.0 if VALGRIND else 10.0
 
 
 _handed_out = set()
@@ -36,7 +43,8 @@ def free_port():
             return port
 
 
-def wait_port(port, timeout=10.0):
+def wait_port(port, timeout=None):
+    timeout = timeout or START_TIMEOUT
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -61,7 +69,7 @@ class Proc:
         self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=e, cwd=ROOT)
         self.pid = self.p.pid
 
-    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+    def stop(self, sig=signal.SIGTERM, timeout=60.0 if VALGRIND else 15.0):
         """Returns the exit code (-9 if it had to be killed)."""
         if self.p.poll() is None:
             os.kill(self.pid, sig)
@@ -90,7 +98,9 @@ class Proc:
 
 
 def sanitizer_errors(text):
-    marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+    marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+             "Invalid read", "Invalid write", "uninitialised", "definitely lost",
+             "Invalid free", "Mismatched free")
     return [l for l in text.splitlines() if any(m in l for m in marks)]
 
 
@@ -171,7 +181,8 @@ class Stack:
             json.dump(self.routes, f)
 
     def start(self):
-        self.gw = Proc([os.path.join(ROOT, BUILD, "gateway"), "-c", self.conf_path],
+        self.gw = Proc((VALGRIND_CMD if VALGRIND else []) +
+                       [os.path.join(ROOT, BUILD, "gateway"), "-c", self.conf_path],
                        os.path.join(self.tmp, "gateway.log"), env=self.env)
         wait_port(self.port)
         wait_port(self.admin_port)  # the admin listener opens after the workers

@@ -12,7 +12,7 @@ import traceback
 here = os.path.dirname(os.path.abspath(__file__))
 ap = argparse.ArgumentParser()
 ap.add_argument("--build", default="build")
-ap.add_argument("-k", default="", help="run only tests whose name contains this")
+ap.add_argument("-k", default="", help="run only tests whose name contains this (comma: any of)")
 args = ap.parse_args()
 os.environ["GW_BUILD"] = args.build
 sys.path.insert(0, here)
@@ -26,7 +26,7 @@ for path in sorted(glob.glob(os.path.join(here, "test_*.py"))):
     spec.loader.exec_module(mod)
     for fn_name in sorted(n for n in dir(mod) if n.startswith("test_")):
         full = "%s.%s" % (name, fn_name)
-        if args.k and args.k not in full:
+        if args.k and not any(k and k in full for k in args.k.split(",")):
             continue
         t0 = time.time()
         try:
