@@ -51,6 +51,12 @@ VALGRIND_SUBSET = ",".join([
     "test_ops_access_log", "test_routes_view", "test_compose_client_disconnect",
     "test_client_leaving",
 ])
+section("unit tests under valgrind (build)")
+p, f = run_unit.run(sorted(glob.glob(os.path.join("build", "tests", "test_*"))), valgrind=True)
+print("unit under valgrind: %d passed, %d failed" % (p, f))
+total_p += p
+total_f += f
+
 section("integration tests under valgrind (build, subset)")
 r = subprocess.run([sys.executable, "tests/integration/run.py", "--build", "build", "-k", VALGRIND_SUBSET],
                    env=dict(os.environ, GW_VALGRIND="1"), stdout=subprocess.PIPE,

@@ -6,10 +6,15 @@ import subprocess
 import sys
 
 
-def run(binaries):
+VALGRIND = ["valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full",
+            "--errors-for-leak-kinds=definite", "--child-silent-after-fork=yes"]
+
+
+def run(binaries, valgrind=False):
     passed = failed = 0
     for b in binaries:
-        p = subprocess.run([b], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.run((VALGRIND if valgrind else []) + [b], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
         sys.stdout.write(p.stdout)
         ok = re.search(r"\[  PASSED  \] (\d+) test", p.stdout)
         bad = re.search(r"\[  FAILED  \] (\d+) test", p.stdout)

@@ -1,0 +1,618 @@
+"""User cache (issue 4): GETs on a route with "cache": true and composition legs on such a
+route go through cached, coalesced lookups. Key = the client-facing path; a 200 is kept
+cache.ttl_ms, a 404 cache.negative_ttl_ms, each cache.stale_ms longer for stale-if-error;
+Redis failing (down, killed, hung) is a miss, never an error; without "redis" an in-process
+LRU per worker is used. Successful PUT/PATCH/DELETE through the gateway evict the path.
+
+Every test that needs Redis starts a real redis-server (no persistence) on a free port in a
+temp dir and stops exactly that pid. What reached user-service is proven by mockd's
+/__stats; cache outcomes by X-Cache and gateway_cache_* in /metrics. Every wait is bounded;
+timings are printed."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from harness import BUILD, ROOT, Mockd, Proc, Stack, connect, free_port, request, wait_port
+
+SHIPPED_COMPOSERS = os.path.join(ROOT, "conf", "composers.json")
+
+USERS_ROUTE = {"id": "users", "path": "/api/users/**", "upstream": "user-service",
+               "rewrites": {"user-service": {"strip_prefix": "/api"}}, "cache": True}
+ROUTES = [
+    {"id": "orders", "path": "/api/orders/{id}", "upstream": "order-service",
+     "rewrites": {"order-service": {"template": "/orders/{id}"}}},
+    {"id": "shipments", "path": "/api/orders/{id}/shipment", "upstream": "logistics-service",
+     "rewrites": {"logistics-service": {"template": "/shipments?order_id={id}"}}},
+    USERS_ROUTE,
+    {"id": "legacy", "path": "/**", "upstream": "legacy"},
+]
+SETTLE = 0.05  # sets/dels are fire-and-forget: let one reach Redis before another worker reads
+
+
+# ---- a real redis-server ------------------------------------------------------------------
+
+def redis_bin():
+    p = shutil.which("redis-server")
+    assert p, ("redis-server not found in PATH: the user-cache integration tests need a real "
+               "Redis (apt-get install redis-server)")
+    return p
+
+
+def resp(port, *args, timeout=2.0):
+    """One Redis command over RESP; returns the decoded reply (str/int/None), raises on -ERR."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a.encode() if isinstance(a, str) else a
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        s.sendall(out)
+        buf = b""
+        while b"\r\n" not in buf:
+            d = s.recv(65536)
+            if not d:
+                raise EOFError("redis closed")
+            buf += d
+        line, _, rest = buf.partition(b"\r\n")
+        kind, val = line[:1], line[1:].decode()
+        if kind == b"-":
+            raise RuntimeError("redis: " + val)
+        if kind == b"+":
+            return val
+        if kind == b":":
+            return int(val)
+        if kind == b"$":
+            n = int(val)
+            if n < 0:
+                return None
+            while len(rest) < n + 2:
+                d = s.recv(65536)
+                if not d:
+                    raise EOFError("redis closed in bulk")
+                rest += d
+            return rest[:n]
+        raise RuntimeError("unexpected redis reply %r" % line)
+
+
+class RedisServer:
+    """redis-server as our child on a fixed free port, in its own temp dir. stop()/kill()
+    signal exactly this pid; restart() starts a fresh (empty) server on the same port."""
+
+    def __init__(self):
+        self.bin = redis_bin()
+        self.tmp = tempfile.mkdtemp(prefix="gwtest-redis-")
+        self.port = free_port()
+        self.p = None
+        self.runs = 0
+        self.start()
+
+    def start(self, timeout=10.0):
+        assert self.p is None or self.p.poll() is not None, "already running"
+        self.runs += 1
+        self.log = open(os.path.join(self.tmp, "redis-%d.log" % self.runs), "wb")
+        self.p = subprocess.Popen([self.bin, "--port", str(self.port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "no", "--dir", self.tmp],
+                                  stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tmp)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.p.poll() is not None:
+                break
+            try:
+                if resp(self.port, "PING", timeout=0.5) == "PONG":
+                    return
+            except (OSError, EOFError, RuntimeError):
+                time.sleep(0.02)
+        self.stop()
+        with open(self.log.name, "rb") as f:
+            raise RuntimeError("redis-server on port %d did not come up: %s"
+                               % (self.port, f.read().decode("utf-8", "replace")[-1000:]))
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.p is not None and self.p.poll() is None:
+            os.kill(self.p.pid, sig)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+        if self.p is not None:
+            self.log.close()
+
+    def kill(self):
+        self.stop(signal.SIGKILL)
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+# ---- stack and helpers ----------------------------------------------------------------------
+
+def cache_stack(redis=None, cache=None, workers=1, user_args=(), composers=False):
+    """A started Stack: legacy, order-service, user-service (mockd with USER_ARGS),
+    logistics-service; ROUTES (users cached); REDIS: a port, or None for the LRU."""
+    ups = {"legacy": 1, "order-service": 1, "user-service": list(user_args) or 1,
+           "logistics-service": 1}
+    s = Stack(upstreams=ups, routes=ROUTES, workers=workers, start=False)
+    try:
+        if redis is not None:
+            s.conf["redis"] = "127.0.0.1:%d" % redis
+        if cache:
+            s.conf["cache"] = cache
+        if composers:
+            shutil.copy(SHIPPED_COMPOSERS, os.path.join(s.tmp, "composers.json"))
+            s.conf["composers"] = "composers.json"
+        s.write()
+        s.start()
+    except Exception:
+        s.stop()
+        raise
+    return s
+
+
+def user_calls(s, uid=None):
+    """Requests user-service served (for /users/UID, or all but /__stats)."""
+    by = s.mock("user-service").stats()["by_path"]
+    if uid is not None:
+        return by.get("/users/%s" % uid, 0)
+    return sum(v for k, v in by.items() if not k.startswith("/__stats"))
+
+
+def get(s, path, headers=None, method="GET", body=b"", timeout=10.0):
+    st, h, b = request(s.port, method, path, headers, body, timeout=timeout)
+    return st, h, b
+
+
+def get_user(s, uid):
+    return get(s, "/api/users/%s" % uid)
+
+
+def direct_user(s, uid):
+    """What user-service itself answers for /users/UID (mockd's documents are deterministic)."""
+    st, _, b = request(s.mock("user-service").port, "GET", "/users/%s" % uid,
+                       {"X-Mock-No-Stats": "1"})
+    return st, b
+
+
+def metrics(s):
+    st, _, b = request(s.admin_port, "GET", "/metrics")
+    assert st == 200, st
+    out = {}
+    for line in b.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+def m_cache(m, result):
+    return m.get('gateway_cache_requests_total{result="%s"}' % result, 0)
+
+
+def expect(st, h, b, status, xcache, what=""):
+    assert st == status and h.get("x-cache") == xcache, (what, st, h, b[:200])
+
+
+def compose(s, oid):
+    st, h, b = get(s, "/api/orders/%s/details" % oid)
+    assert st == 200, (st, h, b[:300])
+    return h, json.loads(b)
+
+
+# ---- 1. Redis shared by the workers; the composition's user leg ---------------------------
+
+def test_cache_redis_hit_shared_by_workers_and_composition():
+    with RedisServer() as rs:
+        with cache_stack(rs.port, workers=2, composers=True) as s:
+            st, h, b = get_user(s, 7)
+            expect(st, h, b, 200, "MISS", "first GET")
+            assert h.get("x-gateway-upstream") == "user-service", h
+            assert b == direct_user(s, 7)[1], b
+            assert user_calls(s, 7) == 1
+            time.sleep(SETTLE)
+            # the value is in Redis under the gateway's prefix, with ttl + stale as expiry
+            assert resp(rs.port, "EXISTS", "gw:/api/users/7") == 1
+            pttl = resp(rs.port, "PTTL", "gw:/api/users/7")
+            assert 60000 < pttl <= 60000 + 300000, pttl
+            for i in range(10):  # new connections: SO_REUSEPORT spreads them over both workers
+                st, h, b2 = get_user(s, 7)
+                expect(st, h, b2, 200, "HIT", "GET %d" % i)
+                assert h.get("x-gateway-upstream") == "cache", h
+                assert b2 == b
+            assert user_calls(s, 7) == 1, "a hit reached user-service"
+            m = metrics(s)
+            assert m_cache(m, "hit") >= 10 and m_cache(m, "miss") >= 1, m
+
+            # the composition's user leg: one warm-up, then no user-service call
+            _, doc = compose(s, 42)
+            assert doc["user"] is not None and doc["degraded"] == [], doc
+            time.sleep(SETTLE)
+            s.mock("user-service").reset()
+            for i in range(10):
+                h, d = compose(s, 42)
+                assert d["user"] == doc["user"], d
+                assert d["degraded"] == [] and "stale" not in d, d
+                assert "x-composition-degraded" not in h, h
+            assert user_calls(s) == 0, s.mock("user-service").stats()
+            # the leg and a direct GET of the same path share the entry
+            st, h, b = get_user(s, doc["user"]["id"])
+            expect(st, h, b, 200, "HIT", "direct GET of the composed user")
+            assert json.loads(b) == doc["user"]
+
+
+# ---- 2. 404 kept for the negative ttl ------------------------------------------------------
+
+def test_cache_negative_ttl():
+    with RedisServer() as rs:
+        with cache_stack(rs.port, cache={"negative_ttl_ms": 300}) as s:
+            t0 = time.monotonic()
+            st, h, b = get_user(s, "missing-1")
+            expect(st, h, b, 404, "MISS")
+            st, h, b = get_user(s, "missing-1")
+            expect(st, h, b, 404, "HIT")
+            assert h.get("x-gateway-upstream") == "cache", h
+            assert json.loads(b)["error"] == "not found", b
+            assert user_calls(s, "missing-1") == 1
+            pttl = resp(rs.port, "PTTL", "gw:/api/users/missing-1")
+            assert 0 < pttl <= 300, ("a 404 is kept negative_ttl_ms, no stale time", pttl)
+            time.sleep(max(0, t0 + 0.45 - time.monotonic()))
+            st, h, b = get_user(s, "missing-1")
+            expect(st, h, b, 404, "MISS", "after negative_ttl_ms")
+            assert user_calls(s, "missing-1") == 2
+
+
+# ---- 3. 200 kept for the ttl --------------------------------------------------------------
+
+def test_cache_ttl_expiry():
+    with RedisServer() as rs:
+        with cache_stack(rs.port, cache={"ttl_ms": 500}) as s:
+            t0 = time.monotonic()
+            expect(*get_user(s, 7), 200, "MISS")
+            expect(*get_user(s, 7), 200, "HIT")
+            assert user_calls(s, 7) == 1
+            time.sleep(max(0, t0 + 0.65 - time.monotonic()))
+            expect(*get_user(s, 7), 200, "MISS", "after ttl_ms")
+            assert user_calls(s, 7) == 2
+            expect(*get_user(s, 7), 200, "HIT", "stored again")
+            assert user_calls(s, 7) == 2
+
+
+# ---- 4. coalescing -------------------------------------------------------------------------
+
+def test_cache_coalescing_100_concurrent():
+    workers, n = 2, 100
+    with RedisServer() as rs:
+        with cache_stack(rs.port, workers=workers, user_args=["--latency-ms", "200"]) as s:
+            socks = [connect(s.port, timeout=10) for _ in range(n)]
+            barrier = threading.Barrier(n)
+            results = [None] * n
+            req = ("GET /api/users/4242 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode()
+
+            def one(i):
+                from harness import read_response
+                try:
+                    barrier.wait(10)
+                    socks[i].sendall(req)
+                    r, _ = read_response(socks[i])
+                    results[i] = (r.status, r.header("X-Cache"), r.body)
+                except Exception as e:  # recorded, asserted below
+                    results[i] = ("error", repr(e), b"")
+                finally:
+                    socks[i].close()
+
+            t0 = time.monotonic()
+            ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(15)
+            took = time.monotonic() - t0
+            calls = user_calls(s, 4242)
+            m = metrics(s)
+            srcs = {}
+            for r in results:
+                if r:
+                    srcs[r[1]] = srcs.get(r[1], 0) + 1
+            print("    100 concurrent GETs: %.0f ms, user-service calls %d, X-Cache %s, coalesced %d"
+                  % (took * 1e3, calls, srcs, m.get("gateway_cache_coalesced_total", 0)))
+            bad = [r for r in results if not r or r[0] != 200]
+            assert not bad, bad[:3]
+            assert len({r[2] for r in results}) == 1, "bodies differ"
+            assert results[0][2] == direct_user(s, 4242)[1]
+            assert 1 <= calls <= workers, calls
+            assert m.get("gateway_cache_coalesced_total", 0) > 0, m
+
+
+# ---- 5. invalidation (Redis) -----------------------------------------------------------------
+
+def test_cache_invalidation_redis():
+    with RedisServer() as rs:
+        with cache_stack(rs.port, workers=2) as s:
+            check_invalidation(s, redis_port=rs.port)
+
+
+def check_invalidation(s, redis_port=None):
+    body = b'{"name": "Ada"}'
+    ct = {"Content-Type": "application/json"}
+    expect(*get_user(s, 7), 200, "MISS")
+    time.sleep(SETTLE)
+    expect(*get_user(s, 7), 200, "HIT")
+    assert user_calls(s, 7) == 1
+    st, h, b = get(s, "/api/users/7", ct, "PUT", body)
+    assert st == 200, (st, h, b[:200])
+    assert h.get("x-gateway-upstream") == "user-service", h
+    assert user_calls(s, 7) == 2  # the PUT
+    if redis_port is not None:
+        time.sleep(SETTLE)
+        assert resp(redis_port, "EXISTS", "gw:/api/users/7") == 0, "PUT did not evict"
+    expect(*get_user(s, 7), 200, "MISS", "GET after a successful PUT")
+    assert user_calls(s, 7) == 3
+    time.sleep(SETTLE)
+    expect(*get_user(s, 7), 200, "HIT")
+
+    # a failed change does not evict
+    st, h, b = get(s, "/api/users/7", dict(ct, **{"X-Mock-Status": "500"}), "PUT", body)
+    assert st == 500, (st, h, b[:200])
+    assert user_calls(s, 7) == 4
+    time.sleep(SETTLE)
+    expect(*get_user(s, 7), 200, "HIT", "GET after a failed PUT")
+    assert user_calls(s, 7) == 4
+
+    # DELETE (204) and PATCH evict too
+    st, h, b = get(s, "/api/users/7", method="DELETE")
+    assert st == 204, (st, h, b[:200])
+    time.sleep(SETTLE)
+    expect(*get_user(s, 7), 200, "MISS", "GET after DELETE")
+    time.sleep(SETTLE)
+    expect(*get_user(s, 7), 200, "HIT")
+    st, h, b = get(s, "/api/users/7", ct, "PATCH", body)
+    assert st == 200, (st, h, b[:200])
+    time.sleep(SETTLE)
+    expect(*get_user(s, 7), 200, "MISS", "GET after PATCH")
+    assert user_calls(s, 7) == 8
+
+
+# ---- 6. Redis killed mid-run; Redis never up --------------------------------------------------
+
+def test_cache_redis_killed_and_restarted():
+    with RedisServer() as rs:
+        with cache_stack(rs.port, workers=2) as s:
+            users = [101, 102, 103, 104, 105]
+            for u in users:
+                get_user(s, u)
+            log = []  # (t_sent, status or error, x-cache)
+            stop = threading.Event()
+
+            def client():
+                i = 0
+                while not stop.is_set():
+                    u = users[i % len(users)]
+                    i += 1
+                    t = time.monotonic()
+                    try:
+                        st, h, b = get_user(s, u)
+                        ok = st == 200 and json.loads(b)["id"] == str(u)
+                        log.append((t, st if ok else ("bad body", st, b[:100]), h.get("x-cache")))
+                    except Exception as e:
+                        log.append((t, repr(e), None))
+
+            th = threading.Thread(target=client)
+            th.start()
+            try:
+                time.sleep(0.3)
+                m0 = metrics(s)
+                calls0 = user_calls(s)
+                t_kill = time.monotonic()
+                rs.kill()
+                time.sleep(1.0)
+                calls_outage = user_calls(s) - calls0
+                t_restart = time.monotonic()
+                rs.start()
+                time.sleep(1.0)
+            finally:
+                stop.set()
+                th.join(10)
+            m1 = metrics(s)
+            failed = [x for x in log if x[1] != 200]
+            outage = [x for x in log if t_kill + 0.05 < x[0] < t_restart]
+            xc = {}
+            for x in outage:
+                xc[x[2]] = xc.get(x[2], 0) + 1
+            print("    redis killed: %d requests, %d failed; outage %d requests %s; user-service "
+                  "served %d during the outage; cache errors +%d"
+                  % (len(log), len(failed), len(outage), xc, calls_outage,
+                     m_cache(m1, "error") - m_cache(m0, "error")))
+            assert not failed, failed[:5]
+            assert len(outage) >= 10, len(outage)
+            assert set(xc) == {"MISS"}, xc
+            assert calls_outage >= len(outage) - 2, (calls_outage, len(outage))
+            assert m_cache(m1, "error") > m_cache(m0, "error"), (m0, m1)
+
+            # hits come back: both workers reconnected (backoff <= 5 s)
+            t0 = time.monotonic()
+            streak = 0
+            while streak < 10:
+                assert time.monotonic() - t0 < 8, "no hits within 8 s of the restart"
+                st, h, b = get_user(s, 999)
+                assert st == 200, (st, h, b)
+                streak = streak + 1 if h.get("x-cache") == "HIT" else 0
+                if streak == 0:
+                    time.sleep(0.05)
+            print("    hits back %.0f ms after the checks began (%.1f s after the restart)"
+                  % ((time.monotonic() - t0) * 1e3, time.monotonic() - t_restart))
+
+
+def test_cache_redis_never_up():
+    port = free_port()  # nothing listens there
+    redis_bin()
+    with cache_stack(port, workers=2) as s:
+        for i in range(10):
+            st, h, b = get_user(s, 7)
+            expect(st, h, b, 200, "MISS", "GET %d" % i)
+        assert user_calls(s, 7) == 10
+        assert m_cache(metrics(s), "error") >= 10
+
+
+# ---- 7. a Redis that never answers --------------------------------------------------------
+
+class SilentRedis:
+    """Accepts connections. pong=False: never reads. pong=True: answers the first PING
+    (so the gateway sees a working server), then reads everything and answers nothing."""
+
+    def __init__(self, pong):
+        self.pong = pong
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.stopping = False
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns.append(c)
+            if self.pong:
+                threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        c.settimeout(0.2)
+        buf, ponged = b"", False
+        while not self.stopping:
+            try:
+                d = c.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not d:
+                return
+            buf += d
+            if not ponged and b"PING" in buf.upper():
+                ponged = True
+                try:
+                    c.sendall(b"+PONG\r\n")
+                except OSError:
+                    return
+
+    def close(self):
+        self.stopping = True
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+        self.th.join(2)
+
+
+def test_cache_redis_hung_bounded_latency():
+    timeout_ms = 50
+    for pong in (False, True):
+        sr = SilentRedis(pong)
+        try:
+            with cache_stack(sr.port, cache={"timeout_ms": timeout_ms}) as s:
+                # upstream time, measured directly
+                up = []
+                for i in range(5):
+                    t = time.monotonic()
+                    direct_user(s, 7)
+                    up.append(time.monotonic() - t)
+                time.sleep(0.3)  # connected (pong) or stuck connecting (no pong)
+                lat = []
+                for i in range(20):
+                    t = time.monotonic()
+                    st, h, b = get_user(s, 200 + i % 3)
+                    lat.append(time.monotonic() - t)
+                    expect(st, h, b, 200, "MISS", "GET %d" % i)
+                    time.sleep(0.05)
+                m = metrics(s)
+                bound = timeout_ms / 1e3 + max(up) + 0.15
+                lat.sort()
+                print("    redis %s: upstream max %.1f ms; GET p50 %.1f ms max %.1f ms (bound %.0f ms);"
+                      " cache errors %d, connections accepted %d"
+                      % ("answers PING then nothing" if pong else "never reads", max(up) * 1e3,
+                         lat[len(lat) // 2] * 1e3, lat[-1] * 1e3, bound * 1e3,
+                         m_cache(m, "error"), len(sr.conns)))
+                assert lat[-1] < bound, (lat[-1], bound)
+                assert m_cache(m, "error") >= 20, m
+                assert len(sr.conns) >= 1
+        finally:
+            sr.close()
+
+
+# ---- 8. stale-if-error ---------------------------------------------------------------------
+
+def test_cache_stale_if_error():
+    with RedisServer() as rs:
+        with cache_stack(rs.port, cache={"ttl_ms": 300, "stale_ms": 60000}, composers=True) as s:
+            t0 = time.monotonic()
+            st, h, old = get_user(s, 7)
+            expect(st, h, old, 200, "MISS")
+            _, doc = compose(s, 42)
+            assert doc["user"] is not None and doc["degraded"] == [], doc
+            time.sleep(max(0, t0 + 0.45 - time.monotonic()))
+
+            um = s.mock("user-service")
+            port = um.port
+            um.proc.stop()
+
+            def check(why):
+                st, h, b = get_user(s, 7)
+                expect(st, h, b, 200, "STALE", why)
+                assert h.get("x-gateway-upstream") == "cache", h
+                assert b == old, b
+                h, d = compose(s, 42)
+                assert d["user"] == doc["user"], (why, d)
+                assert d.get("stale") == ["user"], (why, d)
+                assert d["degraded"] == [] and "x-composition-degraded" not in h, (why, d, h)
+
+            check("user-service down")
+            # user-service back, but failing every request
+            nm = Mockd.__new__(Mockd)
+            nm.port, nm.name = port, "user-service-0"
+            nm.proc = Proc([os.path.join(ROOT, BUILD, "mockd"), "--listen", "127.0.0.1:%d" % port,
+                            "--name", nm.name, "--error-rate", "1"],
+                           os.path.join(s.tmp, "mockd-user-service-err.log"))
+            s.mocks["user-service"][0] = nm
+            wait_port(port)
+            check("user-service answers 500")
+            assert m_cache(metrics(s), "stale") >= 4
+            # a never-stored key has nothing stale to fall back on: the upstream error shows
+            st, h, b = get_user(s, 8)
+            assert st >= 500 and h.get("x-cache") != "HIT", (st, h, b[:200])
+
+
+# ---- 9. no Redis: the in-process LRU ------------------------------------------------------------
+
+def test_cache_lru_without_redis():
+    with cache_stack(None, workers=1) as s:
+        assert "redis" not in s.conf
+        check_invalidation(s)
+        st, h, b = get(s, "/api/users/7", method="HEAD")
+        assert st == 200 and h.get("x-cache") == "HIT" and b == b"", (st, h, b)
+        m = metrics(s)
+        assert m_cache(m, "error") == 0, m
+        assert m_cache(m, "hit") >= 3, m
