@@ -27,7 +27,8 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -ljanss
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -pthread -I. -I$(LLHTTP_INC) $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lpthread -lm
 
-LIB_SRCS := $(filter-out gateway/main.c gateway/gatewayctl.c,$(wildcard gateway/*.c)) \
+CTL_SRCS := gateway/gatewayctl.c $(wildcard gateway/ctl_*.c)
+LIB_SRCS := $(filter-out gateway/main.c $(CTL_SRCS),$(wildcard gateway/*.c)) \
             $(wildcard routes/*.c) $(wildcard composers/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o)
 LLHTTP_OBJS := $(OUT)/obj/llhttp/api.o $(OUT)/obj/llhttp/http.o $(OUT)/obj/llhttp/llhttp.o
@@ -56,7 +57,7 @@ $(OUT)/libgw.a: $(LIB_OBJS) $(LLHTTP_OBJS)
 $(OUT)/gateway: $(OUT)/obj/gateway/main.o $(OUT)/libgw.a
 	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
 
-$(OUT)/gatewayctl: $(OUT)/obj/gateway/gatewayctl.o $(OUT)/libgw.a
+$(OUT)/gatewayctl: $(CTL_SRCS:%.c=$(OUT)/obj/%.o) $(OUT)/libgw.a
 	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
 
 $(OUT)/mockd: $(MOCKD_SRCS:%.c=$(OUT)/obj/%.o) $(OUT)/libgw.a
