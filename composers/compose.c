@@ -110,10 +110,6 @@ static void leg_answer(cmp_leg *l, int status, const char *body, size_t len, cmp
         leg_end(l, LEG_FAILED, why ? why : "failed");
         return;
     }
-    if (status >= 500) {
-        leg_end(l, LEG_FAILED, "upstream 5xx");
-        return;
-    }
     if (l->run->is_direct || status < 200 || status >= 300) {
         /* direct answers pass the body on as it is; an error keeps it for the record */
         l->body = malloc(len ? len : 1);
@@ -123,7 +119,8 @@ static void leg_answer(cmp_leg *l, int status, const char *body, size_t len, cmp
         }
     }
     if (status < 200 || status >= 300) {
-        leg_end(l, LEG_FAILED, status == 404 ? "not found" : "upstream 4xx");
+        leg_end(l, LEG_FAILED, status >= 500 ? "upstream 5xx" : status == 404 ? "not found"
+                                                                             : "upstream 4xx");
         return;
     }
     l->json = json_loadb(body ? body : "", len, 0, NULL);
@@ -286,14 +283,16 @@ static void answer_direct(gw_request *req, const cmp_leg *l)
             return;
         }
     }
-    if (l->status >= 400 && l->status < 500) {
+    if (l->status >= 400) {
+        /* the upstream's own answer, as an uncached route would pass it on */
         req->upstream_name = l->upstream;
         gw_response_simple(req, l->status, "application/json", l->body ? l->body : "",
                            l->body ? l->len : 0, NULL);
         return;
     }
     char msg[200];
-    snprintf(msg, sizeof msg, "upstream %s", l->why ? l->why : "failed");
+    snprintf(msg, sizeof msg, "upstream failed: %s", l->why ? l->why : "no answer");
+    req->upstream_name = NULL; /* the gateway answers */
     gw_response_error(req, l->timed_out ? 504 : 502, msg);
 }
 
@@ -497,6 +496,7 @@ cmp_worker *cmp_worker_new(uv_loop_t *loop, const cmp_spec *spec, const gw_confi
                          cfg->upstreams[i].breaker_cooldown_ms,
                          i < GW_METRICS_UPSTREAMS ? &metrics->breaker_state[i] : NULL);
     gw_queue_init(&w->inflight);
+    gw_queue_init(&w->detached);
     cmp_cache_conf cc = {
         .redis = cfg->redis[0] ? cfg->redis : NULL,
         .timeout_ms = cfg->cache.timeout_ms,

@@ -36,6 +36,7 @@ struct inflight {
     cmp_fetch *fetch;
     int cache_pending;       /* the cache read has not called back yet */
     int dead;                /* finished while the cache read was pending: free it then */
+    int no_store;            /* the path changed while this was under way: don't cache it */
     char *stale;             /* a copy past its ttl, for stale-if-error */
     size_t stale_len;
     int stale_status;
@@ -86,7 +87,7 @@ static void on_fetched(int status, const char *body, size_t len, const char *why
     inflight *in = arg;
     cmp_worker *w = in->w;
     in->fetch = NULL;
-    if (status == 200 || status == 404) {
+    if ((status == 200 || status == 404) && !in->no_store) {
         const gw_config *cfg = w->cfg;
         uint32_t ttl = status == 200 ? cfg->cache.ttl_ms : cfg->cache.negative_ttl_ms;
         char *v = malloc(len + 5);
@@ -97,6 +98,10 @@ static void on_fetched(int status, const char *body, size_t len, const char *why
                           status == 200 ? cfg->cache.stale_ms : 0);
             free(v);
         }
+        finish(in, status, body, len, CMP_FROM_UPSTREAM, NULL, 0, upstream);
+        return;
+    }
+    if (status == 200 || status == 404) {
         finish(in, status, body, len, CMP_FROM_UPSTREAM, NULL, 0, upstream);
         return;
     }
@@ -208,6 +213,11 @@ void cmp_lookup_cancel(cmp_wait *wt)
 
 void cmp_lookup_shutdown(cmp_worker *w)
 {
+    while (!gw_queue_empty(&w->detached)) {
+        gw_queue *q = w->detached.next;
+        gw_queue_remove(q);
+        gw_queue_insert_tail(&w->inflight, q);
+    }
     while (!gw_queue_empty(&w->inflight)) {
         inflight *in = GW_QUEUE_DATA(w->inflight.next, inflight, node);
         cmp_fetch_cancel(in->fetch);
@@ -218,6 +228,20 @@ void cmp_lookup_shutdown(cmp_worker *w)
 
 void cmp_lookup_invalidate(cmp_worker *w, const char *path)
 {
-    if (w && w->cache)
+    if (!w)
+        return;
+    /* a lookup under way read the old data: its answer must not be stored, and lookups
+     * from now on must not join it */
+    gw_queue *q, *n;
+    GW_QUEUE_FOREACH_SAFE(q, n, &w->inflight)
+    {
+        inflight *in = GW_QUEUE_DATA(q, inflight, node);
+        if (strcmp(in->key, path) == 0) {
+            in->no_store = 1;
+            gw_queue_remove(&in->node);
+            gw_queue_insert_tail(&w->detached, &in->node); /* still cancelled at shutdown */
+        }
+    }
+    if (w->cache)
         cmp_cache_del(w->cache, path);
 }

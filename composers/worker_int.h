@@ -17,6 +17,7 @@ struct cmp_worker {
     cmp_breaker breakers[GW_MAX_UPSTREAMS];
     cmp_cache *cache;          /* Redis, or the in-process LRU */
     gw_queue inflight;         /* lookups with a fetch or cache read under way (by key) */
+    gw_queue detached;         /* ones whose path changed meanwhile: not joined, not stored */
 };
 
 #endif

@@ -234,6 +234,7 @@ def test_cache_redis_hit_shared_by_workers_and_composition():
                 st, h, b2 = get_user(s, 7)
                 expect(st, h, b2, 200, "HIT", "GET %d" % i)
                 assert h.get("x-gateway-upstream") == "cache", h
+                assert h.get("x-request-id") and h.get("content-type") == "application/json", h
                 assert b2 == b
             assert user_calls(s, 7) == 1, "a hit reached user-service"
             m = metrics(s)
@@ -388,6 +389,41 @@ def check_invalidation(s, redis_port=None):
     assert user_calls(s, 7) == 8
 
 
+def test_cache_invalidation_during_inflight_fetch():
+    """A change that succeeds while a lookup of its path is fetching: what that fetch read
+    predates the change, so it must neither serve lookups that start after the change nor
+    be stored (else the PUT's eviction is undone for ttl_ms). Deterministic on one worker:
+    user-service answers GETs after 300 ms, the PUT (X-Mock-Latency-Ms: 0) at once."""
+    with cache_stack(None, workers=1, user_args=["--latency-ms", "300"]) as s:
+        res = {}
+
+        def bg(name):
+            res[name] = get_user(s, 9)
+
+        ta = threading.Thread(target=bg, args=("A",))
+        ta.start()  # A: MISS, its fetch reads user 9 at once, answers at ~300 ms
+        time.sleep(0.05)
+        st, h, b = get(s, "/api/users/9", {"Content-Type": "application/json",
+                                           "X-Mock-Latency-Ms": "0"}, "PUT", b'{"name": "Ada"}')
+        assert st == 200, (st, h, b[:200])
+        calls = user_calls(s, 9)  # A's GET + the PUT
+        tb = threading.Thread(target=bg, args=("B",))
+        tb.start()  # B: starts after the PUT succeeded
+        time.sleep(0.05)
+        calls_b = user_calls(s, 9)
+        ta.join(5)
+        st, h, b = get_user(s, 9)  # C: A is done, B still fetching
+        tb.join(5)
+        print("    A %s, B %s (user-service calls for B: %d), C after A: %s"
+              % (res["A"][1].get("x-cache"), res["B"][1].get("x-cache"), calls_b - calls,
+                 h.get("x-cache")))
+        assert res["A"][0] == 200 and res["B"][0] == 200 and st == 200
+        assert calls_b == calls + 1, ("a GET begun after the successful PUT was coalesced "
+                                      "into a fetch begun before it", calls, calls_b)
+        assert h.get("x-cache") != "HIT", ("the value fetched before the PUT was stored after "
+                                           "the PUT evicted the path", h)
+
+
 # ---- 6. Redis killed mid-run; Redis never up --------------------------------------------------
 
 def test_cache_redis_killed_and_restarted():
@@ -460,13 +496,16 @@ def test_cache_redis_killed_and_restarted():
 
 def test_cache_redis_never_up():
     port = free_port()  # nothing listens there
-    redis_bin()
-    with cache_stack(port, workers=2) as s:
+    with cache_stack(port, workers=2, composers=True) as s:
         for i in range(10):
             st, h, b = get_user(s, 7)
             expect(st, h, b, 200, "MISS", "GET %d" % i)
         assert user_calls(s, 7) == 10
-        assert m_cache(metrics(s), "error") >= 10
+        for i in range(3):
+            h, d = compose(s, 42)
+            assert d["user"] is not None and d["degraded"] == [] and "stale" not in d, d
+        assert user_calls(s) == 13
+        assert m_cache(metrics(s), "error") >= 13
 
 
 # ---- 7. a Redis that never answers --------------------------------------------------------
@@ -611,6 +650,13 @@ def test_cache_lru_without_redis():
     with cache_stack(None, workers=1) as s:
         assert "redis" not in s.conf
         check_invalidation(s)
+        # a HEAD miss fills the cache too
+        st, h, b = get(s, "/api/users/70", method="HEAD")
+        assert st == 200 and h.get("x-cache") == "MISS" and b == b"", (st, h, b)
+        st, h, b = get_user(s, 70)
+        expect(st, h, b, 200, "HIT", "GET after HEAD")
+        assert int(h["content-length"]) == len(b) and b == direct_user(s, 70)[1]
+        assert user_calls(s, 70) == 1
         st, h, b = get(s, "/api/users/7", method="HEAD")
         assert st == 200 and h.get("x-cache") == "HIT" and b == b"", (st, h, b)
         m = metrics(s)
