@@ -402,8 +402,7 @@ int cmp_handle(cmp_worker *w, rt_table *table, gw_request *req)
     const cmp_composition *c = w ? cmp_spec_match(w->spec, req->method, req->path, &params) : NULL;
     if (!c || !table)
         return 0;
-    req->route_id = c->id;
-    req->route_version = rt_table_version(table);
+    gw_request_set_route(req, c->id, rt_table_version(table));
     req->upstream_name = NULL; /* the gateway answers */
     cmp_run *r = calloc(1, sizeof *r);
     if (!r) {

@@ -938,6 +938,13 @@ void gw__close_all_clients(gw_server *s, int hard)
 
 /* ---- requests: body ------------------------------------------------------------------ */
 
+void gw_request_set_route(gw_request *req, const char *id, uint64_t version)
+{
+    snprintf(req->route_buf, sizeof req->route_buf, "%s", id ? id : "-");
+    req->route_id = req->route_buf;
+    req->route_version = version;
+}
+
 gw_slice gw_request_header(const gw_request *req, const char *name)
 {
     for (int i = 0; i < req->n_headers; i++)

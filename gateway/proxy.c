@@ -517,8 +517,7 @@ static void client_on_request(gw_request *req)
         return;
     }
     const rt_route *route = m.route;
-    req->route_id = route->id;
-    req->route_version = rt_table_version(table);
+    gw_request_set_route(req, route->id, rt_table_version(table));
     int ui = choose_upstream(route, req);
     gw_upstream *up = &w->upstreams[ui];
     req->upstream_name = up->conf->name;

@@ -80,7 +80,9 @@ struct gw_request {
     char client_addr[64];      /* "ip" of the peer */
     uint64_t max_body_bytes;   /* 0 = unlimited; starts at the server's limit */
     /* Filled by the handler for the access log and the X-Gateway-Upstream header. */
-    const char *route_id;      /* NULL: "-" */
+    const char *route_id;      /* NULL: "-"; set with gw_request_set_route (it is copied:
+                                  the route table may be released before the log line) */
+    char route_buf[64];
     const char *upstream_name; /* NULL: "gateway" */
     uint64_t route_version;
     double upstream_ms;        /* -1 when no upstream answered */
@@ -107,6 +109,9 @@ int gw_server_active(const gw_server *s); /* open client connections */
 const gw_server_opts *gw_server_options(const gw_server *s);
 uv_loop_t *gw_server_loop(const gw_server *s);
 int gw_server_port(const gw_server *s); /* the bound port (useful with port 0) */
+
+/* Names the route (and table version) for the access log and metrics; ID is copied. */
+void gw_request_set_route(gw_request *req, const char *id, uint64_t version);
 
 /* The first header named NAME (case-insensitive), or an empty slice {NULL,0}. */
 gw_slice gw_request_header(const gw_request *req, const char *name);

@@ -11,7 +11,7 @@ import re
 import threading
 import time
 
-from harness import Stack, connect, free_port, read_response, request, wait_port
+from harness import SANITIZED, Stack, connect, free_port, read_response, request, wait_port
 
 TOKEN = "test-token"
 AUTH = {"Authorization": "Bearer " + TOKEN}
@@ -797,6 +797,10 @@ def test_fallback_on_5xx():
 
 # ---- 12. 1,000 reloads under load, memory flat ------------------------------------------
 
+# 10,000 on the plain build (the RSS check); fewer under ASan, where each costs 4x as much
+N_RELOADS = 2000 if SANITIZED else 10000
+
+
 def test_ten_thousand_reloads_under_load_rss_flat():
     with stack(upstreams=UPS3, routes=base_routes(), workers=2) as s:
         ac = Conn(s.admin_port)
@@ -817,7 +821,7 @@ def test_ten_thousand_reloads_under_load_rss_flat():
             rss0 = s.gw.rss_kib("VmRSS")
             v0 = version(s)
             t0 = time.monotonic()
-            for i in range(10000):
+            for i in range(N_RELOADS):
                 reload_or_flip(i)
             dt = time.monotonic() - t0
             time.sleep(0.3)
@@ -826,11 +830,12 @@ def test_ten_thousand_reloads_under_load_rss_flat():
         finally:
             load.stop()
             ac.close()
-        print("    10000 reloads/flips in %.1f s under %d requests; VmRSS %d KiB -> %d KiB (%+d KiB)"
-              % (dt, len(load.records), rss0, rss1, rss1 - rss0))
+        print("    %d reloads/flips in %.1f s under %d requests; VmRSS %d KiB -> %d KiB (%+d KiB)"
+              % (N_RELOADS, dt, len(load.records), rss0, rss1, rss1 - rss0))
         assert not load.failures, (len(load.failures), load.failures[:5])
         assert len(load.records) > 500, len(load.records)
-        assert v1 >= v0 + 10000, (v0, v1)
-        assert rss1 - rss0 < 5 * 1024, (rss0, rss1)
+        assert v1 >= v0 + N_RELOADS, (v0, v1)
+        if not SANITIZED:  # ASan keeps freed memory in quarantine: RSS says nothing there
+            assert rss1 - rss0 < 5 * 1024, (rss0, rss1)
         n_leg = sum(1 for _, u in load.records if u == "legacy")
         check_stats_shape(s, n_leg, len(load.records) - n_leg)
