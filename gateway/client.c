@@ -515,7 +515,7 @@ static void begin_request(gw_client *c)
     q->start_ns = uv_hrtime();
     q->conn_id = c->id;
     q->bytes_in = c->len - c->off;
-    snprintf(q->client_addr, sizeof q->client_addr, "%s", c->peer);
+    memcpy(q->client_addr, c->peer, sizeof q->client_addr < sizeof c->peer ? sizeof q->client_addr : sizeof c->peer);
     c->state = CS_HEAD;
     c->flags &= ~(F_BODY_PULL | F_BODY_DONE | F_BODY_END_SENT | F_DISPATCH | F_FIRST_CHUNK | F_RESP_BEGUN |
                   F_HEAD_PENDING | F_RESP_CHUNKED | F_RESP_NOBODY | F_CONTINUE_SENT |

@@ -88,5 +88,7 @@ void gw_uconn_abort(gw_uconn *u);
 gw_endpoint *gw_uconn_endpoint(const gw_uconn *u);
 int gw_uconn_reused(const gw_uconn *u); /* it carried an earlier request */
 gw_uconn *gw__uconn_from_pool_node(gw_queue *q); /* for upstream_pool.c */
+/* Frees this thread's spare read buffers: call when a worker's loop has ended. */
+void gw_uconn_thread_cleanup(void);
 
 #endif

@@ -63,6 +63,7 @@ typedef struct uwrite_req {
 } uwrite_req;
 
 static llhttp_settings_t settings;
+static void buf_put(char *b);
 static void uconn_close(gw_uconn *u);
 static void uconn_fail(gw_uconn *u, int err);
 static void uconn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
@@ -82,7 +83,7 @@ static void uconn_on_close(uv_handle_t *h)
     gw_uconn *u = h->data;
     if (--u->handles_open > 0)
         return;
-    free(u->buf);
+    buf_put(u->buf);
     free(u);
 }
 
@@ -141,12 +142,37 @@ static void arm(gw_uconn *u, uint32_t ms)
 
 /* ---- reading ------------------------------------------------------------------------- */
 
+/* Read buffers come from a small per-thread stack: a pooled connection gives its buffer
+ * back between requests, and the next exchange takes it again without malloc. */
+#define UC_FREE_BUFS 32
+static _Thread_local char *free_bufs[UC_FREE_BUFS];
+static _Thread_local int n_free_bufs;
+
+static char *buf_get(void)
+{
+    return n_free_bufs ? free_bufs[--n_free_bufs] : malloc(UC_BUF_SIZE);
+}
+
+static void buf_put(char *b)
+{
+    if (b && n_free_bufs < UC_FREE_BUFS)
+        free_bufs[n_free_bufs++] = b;
+    else
+        free(b);
+}
+
+void gw_uconn_thread_cleanup(void)
+{
+    while (n_free_bufs)
+        free(free_bufs[--n_free_bufs]);
+}
+
 static void uconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     gw_uconn *u = h->data;
     (void)suggested;
     if (!u->buf) {
-        u->buf = malloc(UC_BUF_SIZE);
+        u->buf = buf_get();
         u->len = u->off = 0;
     }
     if (!u->buf) {
@@ -158,8 +184,9 @@ static void uconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 
 static void update_reading(gw_uconn *u)
 {
-    int want = u->state == UC_IDLE ||
-               (u->state == UC_ACTIVE && !(u->flags & U_PAUSED) && !(u->flags & U_MSG_DONE));
+    /* reading stays on from connect to close (idle in the pool included), except while the
+     * client is slow: no epoll_ctl per request */
+    int want = u->state == UC_IDLE || (u->state == UC_ACTIVE && !(u->flags & U_PAUSED));
     if (want && !(u->flags & U_READING)) {
         if (uv_read_start((uv_stream_t *)&u->tcp, uconn_alloc, uconn_on_read) == 0)
             u->flags |= U_READING;
@@ -218,6 +245,17 @@ static void uconn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         return;
     if (u->state == UC_IDLE) {
         uconn_close(u); /* data or EOF on an idle pooled connection: it is done */
+        return;
+    }
+    if (u->flags & U_MSG_DONE) {
+        /* the response is complete and the owner is about to release: anything more means
+         * the connection cannot be reused */
+        u->flags |= U_NO_REUSE;
+        u->len = u->off = 0;
+        if (nread < 0 && (u->flags & U_READING)) {
+            uv_read_stop(st);
+            u->flags &= ~U_READING;
+        }
         return;
     }
     if (nread < 0) {
@@ -414,10 +452,6 @@ int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn *
         ep->n_idle--;
         u->state = UC_ACTIVE;
         uv_timer_stop(&u->timer);
-        if (u->flags & U_READING) {
-            uv_read_stop((uv_stream_t *)&u->tcp);
-            u->flags &= ~U_READING;
-        }
         reset_exchange(u, cb, data);
         ep->up->n_reuses++;
         u->exchanges++;
@@ -564,7 +598,7 @@ static void do_release(gw_uconn *u)
     u->state = UC_IDLE;
     u->flags &= U_READING;
     if (u->buf) { /* an idle connection keeps no buffer */
-        free(u->buf);
+        buf_put(u->buf);
         u->buf = NULL;
         u->len = u->off = 0;
     }
