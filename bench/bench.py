@@ -98,10 +98,14 @@ WORKLOADS = [
          path="/api/users/42", direct_path="/users/42", headers=["Connection: close"]),
     dict(id="route_flip", title="small GET while the users route flips every 100 ms",
          path="/api/users/42", targets=["gateway"], flip=True),
-    dict(id="order_composition", title="order details composition (composer)",
-         skipped="not implemented yet"),
-    dict(id="cached_user", title="cached user lookup (Redis user cache)",
-         skipped="not implemented yet"),
+    # no peer composes: the gateway's answer is set against its three legs called directly
+    dict(id="order_composition", title="order details composition (order, then user + shipment)",
+         path="/api/orders/1001/details", targets=["gateway"], gateway={"composers": True},
+         legs=["/api/orders/1001", "/users/{user_id}", "/api/orders/1001/shipment"]),
+    # the gateway answers from its user cache (Redis when redis-server is installed, else the
+    # in-process LRU); the peers proxy every request
+    dict(id="cached_user", title="cached user lookup (gateway: user cache; peers: proxy)",
+         path="/api/users/42", direct_path="/users/42", gateway={"cache": True}),
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -346,16 +350,20 @@ class Env:
                    os.path.join(self.tmp, "mockd-" + name), "/users/1", port)
         return s.start()
 
-    def routes_doc(self, users_upstream):
+    def routes_doc(self, users_upstream, cache=False):
+        users = {"id": "users", "path": "/api/users/**", "upstream": users_upstream,
+                 "rewrite": {"strip_prefix": "/api"}}
+        if cache:
+            users["cache"] = True
         return json.dumps({"routes": [
-            {"id": "users", "path": "/api/users/**", "upstream": users_upstream,
-             "rewrite": {"strip_prefix": "/api"}},
+            users,
             {"id": "orders", "path": "/api/orders/{id}", "upstream": "legacy"},
             {"id": "shipment", "path": "/api/orders/{id}/shipment", "upstream": "legacy"},
             {"id": "legacy", "path": "/**", "upstream": "legacy"},
         ]}, indent=1) + "\n"
 
-    def gateway(self, run):
+    def gateway(self, run, opts=None):
+        opts = opts or {}
         d = os.path.join(self.tmp, run, "gateway")
         os.makedirs(d, exist_ok=True)
         port, admin = free_port(), free_port()
@@ -373,10 +381,16 @@ class Env:
             "shutdown": {"drain_timeout_ms": 2000},
             "routes": {"source": "file", "file": "routes.json"},
         }
+        if opts.get("composers"):
+            cfg["composers"] = os.path.join(ROOT, "conf", "composers.json")
+        if opts.get("cache"):
+            rp = self.redis()
+            if rp:
+                cfg["redis"] = "127.0.0.1:%d" % rp
         with open(os.path.join(d, "gateway.json"), "w") as f:
             json.dump(cfg, f, indent=1)
         with open(os.path.join(d, "routes.json"), "w") as f:
-            f.write(self.routes_doc("users-a"))
+            f.write(self.routes_doc("users-a", cache=bool(opts.get("cache"))))
         s = Server("gateway", [os.path.join(BIN, "gateway"), "-c",
                                os.path.join(d, "gateway.json")], d, "/api/users/1", port)
         s.routes_path = os.path.join(d, "routes.json")
@@ -419,8 +433,36 @@ class Env:
         })
         return Server("haproxy", ["haproxy", "-f", cfg, "-db"], d, "/api/users/1", port)
 
-    def make(self, target, run):
+    def make(self, target, run, wl=None):
+        if target == "gateway":
+            return self.gateway(run, (wl or {}).get("gateway", {}))
         return getattr(self, target)(run)
+
+    def redis(self):
+        """A redis-server for the cached-user workload, started once (None: not installed)."""
+        if getattr(self, "_redis", None) is None and shutil.which("redis-server"):
+            port = free_port()
+            d = os.path.join(self.tmp, "redis")
+            os.makedirs(d, exist_ok=True)
+            self._redis = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", d], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+            self._redis_port = port
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        return getattr(self, "_redis_port", None)
+
+    def stop_redis(self):
+        p = getattr(self, "_redis", None)
+        if p is not None:
+            p.terminate()
+            p.wait(10)
 
 
 # ---------------------------------------------------------------------------------------
@@ -525,7 +567,7 @@ def run_one(env, wl, target):
         if direct:
             port = env.mock_a.port
         else:
-            srv = env.make(target, wl["id"]).start()
+            srv = env.make(target, wl["id"], wl).start()
             port = srv.port
         path = wl.get("direct_path", wl["path"]) if direct else wl["path"]
         check_target(port, wl, direct)
@@ -728,6 +770,18 @@ def print_table(wl, res):
     if wl.get("added_latency") and "added_p50_us" in res:
         print("   latency added over direct (p50): gateway %s, nginx %s, haproxy %s" % tuple(
             fmt_us(res["added_p50_us"].get(t)) for t in PROXIES))
+    legs = res.get("legs_direct")
+    if legs:
+        for path, r in legs["legs"].items():
+            if r.get("status") == "ok":
+                print("   leg %-28s direct: %10s req/s  p50 %s  p99 %s" % (
+                    path, "{:,.0f}".format(r["rps"]), fmt_us(r["latency_us"]["p50"]),
+                    fmt_us(r["latency_us"]["p99"])))
+        g0 = res["targets"].get("gateway", {})
+        if g0.get("status") == "ok":
+            print("   composition p50 %s / p99 %s vs the sum of its legs called directly: p50 %s / p99 %s"
+                  % (fmt_us(g0["latency_us"]["p50"]), fmt_us(g0["latency_us"]["p99"]),
+                     fmt_us(legs["sum_p50_us"]), fmt_us(legs["sum_p99_us"])))
     g = res["targets"].get("gateway", {})
     if "flips" in g:
         print("   route flips: %d (rename + SIGHUP), %d reloads logged by the gateway; served by "
@@ -735,6 +789,25 @@ def print_table(wl, res):
                   g["flips"], g["reloads_logged"], g["served_by_users_a"], g["served_by_users_b"],
                   g["non2xx"] + g["errors"]))
     print()
+
+
+def measure_legs(env, wl, t_start):
+    """Each leg of a composition called directly on mockd, one wrk run per leg with the same
+    connections and duration; the sums are the baseline the composition is reported against."""
+    status, _, body = http_get(env.mock_a.port, wl["legs"][0])
+    uid = json.loads(body).get("user_id", "1") if status == 200 else "1"
+    out = {"legs": {}}
+    p50 = p99 = 0
+    for leg in wl["legs"]:
+        path = leg.replace("{user_id}", uid)
+        r = run_quiet(env, dict(wl, id=wl["id"] + "-leg", path=path, direct_path=path,
+                                legs=None), "direct", t_start)
+        out["legs"][path] = r
+        if r.get("status") == "ok":
+            p50 += r["latency_us"]["p50"]
+            p99 += r["latency_us"]["p99"]
+    out["sum_p50_us"], out["sum_p99_us"] = p50, p99
+    return out
 
 
 def ratios(res):
@@ -897,6 +970,8 @@ def main():
                     else:
                         r = {"status": "n/a", "reason": "gateway-only workload"}
                     res["targets"][t] = r
+                if wl.get("legs"):
+                    res["legs_direct"] = measure_legs(env, wl, t_start)
                 res["ratios"] = ratios(res)
                 d = res["targets"]["direct"]
                 if d.get("status") == "ok":
@@ -933,6 +1008,7 @@ def main():
         for s in (getattr(env, "mock_a", None), getattr(env, "mock_b", None)):
             if s:
                 s.stop()
+        env.stop_redis()
 
     results["elapsed_s"] = round(time.monotonic() - t_start, 1)
     png = plot(results)
