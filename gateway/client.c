@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <llhttp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,9 +195,27 @@ static void log_request(gw_client *c)
         gw_metrics_request(s->opts.metrics, q->route_id, q->upstream_name, q->status, total_ms);
 }
 
+/* Requests are recycled through a per-server free list: a request struct is large (its
+ * header array), and only the part before the array needs clearing for the next one. */
+static req_impl *req_get(gw_server *s)
+{
+    req_impl *r;
+    if (s->n_free_reqs > 0) {
+        r = s->free_reqs[--s->n_free_reqs];
+        memset(&r->pub, 0, offsetof(gw_request, headers));
+        r->url_copy[0] = '\0';
+        return r;
+    }
+    return calloc(1, sizeof *r);
+}
+
 static void free_request(gw_client *c)
 {
-    free(c->req);
+    gw_server *s = c->server;
+    if (c->req && s->n_free_reqs < GW_FREE_REQS_MAX)
+        s->free_reqs[s->n_free_reqs++] = c->req;
+    else
+        free(c->req);
     c->req = NULL;
 }
 
@@ -248,7 +267,7 @@ void gw__client_abort_later(gw_client *c, int err)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->flags &= ~F_READING;
     }
-    uv_timer_stop(&c->timer);
+    c->deadline = 0; /* no timeout fires for a connection that is being aborted */
     gw__server_post(c->server, &c->post_node);
 }
 
@@ -270,9 +289,45 @@ void gw__client_run_posted(gw_queue *node)
 static void fail_in_body(gw_client *c, int status, int err, const char *why);
 static int check_chunk_crlf(gw_client *c, const char *p, const char *end);
 
+static void on_timer(uv_timer_t *t);
+
+/* Lazy timers (as nginx does): the connection keeps its deadline; the libuv timer is only
+ * moved when the deadline comes EARLIER than the wake-up already set, and a wake-up that
+ * finds the deadline moved later just sleeps again. Most requests then touch no timer at all.
+ * MS 0: no deadline. */
+static void set_deadline(gw_client *c, uint64_t ms)
+{
+    if (!ms) {
+        c->deadline = 0;
+        return;
+    }
+    c->deadline = uv_now(c->server->loop) + ms;
+    if (c->armed_at && c->armed_at <= c->deadline)
+        return;
+    c->armed_at = c->deadline;
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void on_timer_expired(gw_client *c);
+
 static void on_timer(uv_timer_t *t)
 {
     gw_client *c = t->data;
+    c->armed_at = 0;
+    if (!c->deadline)
+        return;
+    uint64_t now = uv_now(c->server->loop);
+    if (now < c->deadline) {
+        c->armed_at = c->deadline;
+        uv_timer_start(&c->timer, on_timer, c->deadline - now, 0);
+        return;
+    }
+    c->deadline = 0;
+    on_timer_expired(c);
+}
+
+static void on_timer_expired(gw_client *c)
+{
     switch (c->state) {
     case CS_IDLE:
         client_close(c);
@@ -341,10 +396,7 @@ static void arm_timer(gw_client *c)
     }
     if (c->flags & F_ABORT_POSTED)
         return;
-    if (ms)
-        uv_timer_start(&c->timer, on_timer, ms, 0);
-    else
-        uv_timer_stop(&c->timer);
+    set_deadline(c, ms);
 }
 
 /* ---- reading ------------------------------------------------------------------------- */
@@ -500,7 +552,7 @@ static void fail_head(gw_client *c, int status, const char *reason)
 
 static void begin_request(gw_client *c)
 {
-    req_impl *r = calloc(1, sizeof *r);
+    req_impl *r = req_get(c->server);
     if (!r) {
         client_close(c);
         return;
@@ -532,7 +584,7 @@ static void begin_request(gw_client *c)
     c->resp_left = -1;
     c->fail_status = 400;
     c->fail_reason = NULL;
-    uv_timer_start(&c->timer, on_timer, c->server->opts.limits.header_timeout_ms, 0);
+    set_deadline(c, c->server->opts.limits.header_timeout_ms);
 }
 
 static int can_parse(const gw_client *c)

@@ -77,6 +77,8 @@ struct gw_client {
     size_t hlen, hcap;
     int abort_err;
     uint64_t id;             /* gw_request.conn_id */
+    uint64_t deadline;       /* uv_now() ms when the state's timeout expires; 0: none */
+    uint64_t armed_at;       /* when the libuv timer wakes up; 0: not armed */
     gw_queue post_node;      /* in server->posted while deferred work waits */
     char peer[64];
 };

@@ -39,6 +39,23 @@ static int head_append(gw_client *c, const char *p, size_t n)
     return 0;
 }
 
+/* Appends a string literal (its length known at compile time). */
+#define HEAD_LIT(c, lit) head_append((c), (lit), sizeof(lit) - 1)
+
+/* Decimal digits of V into out (no NUL); returns their count. */
+static size_t put_uint(char *out, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 int gw_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
                       int64_t body_len)
 {
@@ -48,30 +65,44 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
     c->flags |= F_RESP_BEGUN;
     req->status = status;
     int nobody = req->is_head || status == 204 || status == 304 || status < 200;
-    char line[512];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
-                     gw_status_reason(status), gw_http_date(c->server->loop));
+    /* built with copies, not printf: this runs once per response */
+    const char *reason = gw_status_reason(status);
+    const char *date = gw_http_date(c->server->loop);
+    char line[64];
     c->hlen = 0;
-    int err = head_append(c, line, (size_t)n);
+    int err = HEAD_LIT(c, "HTTP/1.1 ");
+    size_t n = put_uint(line, (uint64_t)status);
+    line[n++] = ' ';
+    err |= head_append(c, line, n);
+    err |= head_append(c, reason, strlen(reason));
+    err |= HEAD_LIT(c, "\r\nDate: ");
+    err |= head_append(c, date, strlen(date));
+    err |= HEAD_LIT(c, "\r\n");
     if (headers && hlen)
         err |= head_append(c, headers, hlen);
     if (c->server->opts.gateway_headers) {
-        n = snprintf(line, sizeof line, "X-Request-Id: %s\r\nX-Gateway-Upstream: %s\r\n",
-                     req->request_id, req->upstream_name ? req->upstream_name : "gateway");
-        err |= head_append(c, line, (size_t)n);
+        const char *up = req->upstream_name ? req->upstream_name : "gateway";
+        err |= HEAD_LIT(c, "X-Request-Id: ");
+        err |= head_append(c, req->request_id, strlen(req->request_id));
+        err |= HEAD_LIT(c, "\r\nX-Gateway-Upstream: ");
+        err |= head_append(c, up, strlen(up));
+        err |= HEAD_LIT(c, "\r\n");
     }
     c->resp_left = -1;
     if (status == 204 || status < 200) {
         /* no framing headers at all */
     } else if (body_len >= 0) {
-        n = snprintf(line, sizeof line, "Content-Length: %" PRId64 "\r\n", body_len);
-        err |= head_append(c, line, (size_t)n);
+        err |= HEAD_LIT(c, "Content-Length: ");
+        n = put_uint(line, (uint64_t)body_len);
+        line[n++] = '\r';
+        line[n++] = '\n';
+        err |= head_append(c, line, n);
         if (!nobody)
             c->resp_left = body_len;
     } else if (!nobody) {
         if (req->http_minor >= 1) {
             c->flags |= F_RESP_CHUNKED;
-            err |= head_append(c, "Transfer-Encoding: chunked\r\n", 28);
+            err |= HEAD_LIT(c, "Transfer-Encoding: chunked\r\n");
         } else {
             c->flags |= F_CLOSE_AFTER; /* HTTP/1.0: the end of the body is the close */
         }
@@ -80,11 +111,11 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
         c->flags |= F_RESP_NOBODY;
     if (will_close(c)) {
         c->flags |= F_CLOSE_AFTER;
-        err |= head_append(c, "Connection: close\r\n\r\n", 21);
+        err |= HEAD_LIT(c, "Connection: close\r\n\r\n");
     } else if (req->http_minor == 0) {
-        err |= head_append(c, "Connection: keep-alive\r\n\r\n", 26);
+        err |= HEAD_LIT(c, "Connection: keep-alive\r\n\r\n");
     } else {
-        err |= head_append(c, "\r\n", 2);
+        err |= HEAD_LIT(c, "\r\n");
     }
     if (err)
         return GW_ENOMEM;

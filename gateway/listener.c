@@ -86,9 +86,11 @@ int gw_server_init(gw_server **out, uv_loop_t *loop, const struct sockaddr *addr
     s->buf_size = opts->limits.max_header_bytes < 16384 ? 16384 : opts->limits.max_header_bytes;
     s->cap_free_bufs = FREE_BUFS_MAX;
     s->free_bufs = calloc(FREE_BUFS_MAX, sizeof *s->free_bufs);
+    s->free_reqs = calloc(GW_FREE_REQS_MAX, sizeof *s->free_reqs);
     int fd = open_listen_socket(addr, opts->reuseport);
     if (fd < 0) {
         free(s->free_bufs);
+        free(s->free_reqs);
         free(s);
         return fd;
     }
@@ -185,6 +187,9 @@ void gw_server_free(gw_server *s)
     for (int i = 0; i < s->n_free_bufs; i++)
         free(s->free_bufs[i]);
     free(s->free_bufs);
+    for (int i = 0; i < s->n_free_reqs; i++)
+        free(s->free_reqs[i]);
+    free(s->free_reqs);
     free(s);
 }
 

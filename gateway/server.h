@@ -66,8 +66,7 @@ struct gw_request {
      * gw_request_read_body or until the response ends, whichever comes first. */
     gw_slice method, url, path, query;
     int http_major, http_minor;
-    gw_header headers[GW_MAX_HEADERS];
-    int n_headers;
+    int n_headers;             /* headers[0..n_headers), at the end of this struct */
     gw_slice host;             /* Host header value (may be empty) */
     int64_t content_length;    /* -1 when absent */
     unsigned chunked : 1;      /* Transfer-Encoding: chunked */
@@ -92,6 +91,8 @@ struct gw_request {
     uint64_t bytes_in, bytes_out;
     int status;                /* response status, once begun */
     void *data;                /* the handler's per-request state */
+    /* Last, so that recycling a request clears only what comes before it. */
+    gw_header headers[GW_MAX_HEADERS];
 };
 
 /* Starts listening on addr (with SO_REUSEPORT when opts->reuseport). */

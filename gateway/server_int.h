@@ -26,7 +26,11 @@ struct gw_server {
     char **free_bufs;
     int n_free_bufs, cap_free_bufs;
     size_t buf_size;
+    struct req_impl **free_reqs; /* recycled request structs (client.c) */
+    int n_free_reqs;
 };
+
+#define GW_FREE_REQS_MAX 64
 
 void gw__client_accept(gw_server *s);
 void gw__client_shutdown(gw_client *c, int hard); /* drain (hard=0) or abort (hard=1) */

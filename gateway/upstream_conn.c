@@ -52,6 +52,8 @@ struct gw_uconn {
     int n_headers;
     int last_was_value;
     int fail_err;
+    uint64_t deadline;       /* uv_now() ms when this state's timeout expires; 0: none */
+    uint64_t armed_at;       /* when the libuv timer wakes up; 0: not armed */
     uint64_t exchanges;      /* requests carried, this one included */
 };
 
@@ -123,21 +125,44 @@ static void uconn_fail(gw_uconn *u, int err)
 
 /* ---- timers -------------------------------------------------------------------------- */
 
+/* Lazy timers, as for client connections (client.c set_deadline): one deadline per state,
+ * the libuv timer moved only when the deadline comes earlier than the wake-up already set. */
 static void uconn_on_timer(uv_timer_t *t)
 {
     gw_uconn *u = t->data;
-    if (u->state == UC_IDLE)
+    u->armed_at = 0;
+    if (!u->deadline)
+        return;
+    uint64_t now = uv_now(u->ep->up->loop);
+    if (now < u->deadline) {
+        u->armed_at = u->deadline;
+        uv_timer_start(&u->timer, uconn_on_timer, u->deadline - now, 0);
+        return;
+    }
+    u->deadline = 0;
+    if (u->state == UC_IDLE) {
         uconn_close(u);
-    else
+    } else if (u->state == UC_CONNECTING) {
+        gw_endpoint_mark_down(u->ep);
+        u->ep->up->n_connect_errors++;
         uconn_fail(u, GW_ETIMEOUT);
+    } else {
+        uconn_fail(u, GW_ETIMEOUT);
+    }
 }
 
+/* MS 0: no deadline in this state. */
 static void arm(gw_uconn *u, uint32_t ms)
 {
-    if (ms)
-        uv_timer_start(&u->timer, uconn_on_timer, ms, 0);
-    else
-        uv_timer_stop(&u->timer);
+    if (!ms) {
+        u->deadline = 0;
+        return;
+    }
+    u->deadline = uv_now(u->ep->up->loop) + ms;
+    if (u->armed_at && u->armed_at <= u->deadline)
+        return;
+    u->armed_at = u->deadline;
+    uv_timer_start(&u->timer, uconn_on_timer, ms, 0);
 }
 
 /* ---- reading ------------------------------------------------------------------------- */
@@ -383,7 +408,7 @@ static int on_message_complete(llhttp_t *p)
         return 0; /* the real response follows */
     }
     u->flags |= U_MSG_DONE;
-    uv_timer_stop(&u->timer);
+    arm(u, 0);
     return HPE_PAUSED;
 }
 
@@ -417,16 +442,8 @@ static void uconn_on_connect(uv_connect_t *req, int status)
     }
     uv_tcp_nodelay(&u->tcp, 1);
     u->state = UC_ACTIVE;
-    uv_timer_stop(&u->timer);
+    arm(u, 0);
     u->cb->on_ready(u, u->data);
-}
-
-static void uconn_on_connect_timeout(uv_timer_t *t)
-{
-    gw_uconn *u = t->data;
-    gw_endpoint_mark_down(u->ep);
-    u->ep->up->n_connect_errors++;
-    uconn_fail(u, GW_ETIMEOUT);
 }
 
 static void reset_exchange(gw_uconn *u, const gw_uconn_cb *cb, void *data)
@@ -451,7 +468,7 @@ int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn *
         gw_queue_remove(&u->pool_node);
         ep->n_idle--;
         u->state = UC_ACTIVE;
-        uv_timer_stop(&u->timer);
+        arm(u, 0);
         reset_exchange(u, cb, data);
         ep->up->n_reuses++;
         u->exchanges++;
@@ -481,7 +498,7 @@ int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn *
         gw_endpoint_mark_down(ep);
         return GW_ECONNECT;
     }
-    uv_timer_start(&u->timer, uconn_on_connect_timeout, ep->up->conf->connect_timeout_ms, 0);
+    arm(u, ep->up->conf->connect_timeout_ms);
     *out = u;
     return 0;
 }
@@ -564,7 +581,7 @@ void gw_uconn_pause(gw_uconn *u)
     if (u->state != UC_ACTIVE)
         return;
     u->flags |= U_PAUSED;
-    uv_timer_stop(&u->timer); /* the client's send timeout covers a slow reader */
+    arm(u, 0); /* the client's send timeout covers a slow reader */
     if (!(u->flags & U_IN_PARSE))
         update_reading(u);
 }
