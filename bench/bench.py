@@ -99,8 +99,9 @@ WORKLOADS = [
     dict(id="route_flip", title="small GET while the users route flips every 100 ms",
          path="/api/users/42", targets=["gateway"], flip=True),
     # no peer composes: the gateway's answer is set against its three legs called directly
+    # at moderate load (8 connections): the quality bar is about latency, not saturation
     dict(id="order_composition", title="order details composition (order, then user + shipment)",
-         path="/api/orders/1001/details", targets=["gateway"], gateway={"composers": True},
+         path="/api/orders/1001/details", targets=["gateway"], gateway={"composers": True}, conns=8,
          legs=["/api/orders/1001", "/users/{user_id}", "/api/orders/1001/shipment"]),
     # the gateway answers from its user cache (Redis when redis-server is installed, else the
     # in-process LRU); the peers proxy every request

@@ -15,6 +15,7 @@
 #include "../gateway/gw_errors.h"
 #include "../gateway/request_id.h"
 #include "fetch.h"
+#include "json_check.h"
 #include "lookup.h"
 #include "template.h"
 #include "worker_int.h"
@@ -98,6 +99,15 @@ static void leg_end(cmp_leg *l, leg_state st, const char *why)
     start_ready_legs(r);
 }
 
+/* Does another leg of the run read this one's answer? */
+static int leg_is_read(const cmp_run *r, int index)
+{
+    for (int i = 0; i < r->c->n_legs; i++)
+        if (r->c->legs[i].deps & (1u << index))
+            return 1;
+    return 0;
+}
+
 /* The answer of a leg, from the upstream, the cache, or a stale copy. */
 static void leg_answer(cmp_leg *l, int status, const char *body, size_t len, cmp_source src,
                        const char *why, int timed_out, const char *upstream)
@@ -110,21 +120,29 @@ static void leg_answer(cmp_leg *l, int status, const char *body, size_t len, cmp
         leg_end(l, LEG_FAILED, why ? why : "failed");
         return;
     }
-    if (l->run->is_direct || status < 200 || status >= 300) {
-        /* direct answers pass the body on as it is; an error keeps it for the record */
-        l->body = malloc(len ? len : 1);
-        if (l->body) {
-            memcpy(l->body, body, len);
-            l->len = len;
-        }
+    /* the answer is kept as it came: spliced into the composed document, passed on
+     * directly, or kept for the record of an error */
+    l->body = malloc(len ? len : 1);
+    if (!l->body) {
+        leg_end(l, LEG_FAILED, "out of memory");
+        return;
     }
+    memcpy(l->body, body, len);
+    l->len = len;
     if (status < 200 || status >= 300) {
         leg_end(l, LEG_FAILED, status >= 500 ? "upstream 5xx" : status == 404 ? "not found"
                                                                              : "upstream 4xx");
         return;
     }
-    l->json = json_loadb(body ? body : "", len, 0, NULL);
-    leg_end(l, l->json ? LEG_OK : LEG_FAILED, l->json ? NULL : "invalid JSON");
+    /* only an answer other legs read from ({leg.field}) is parsed; the others are checked
+     * without being built */
+    if (leg_is_read(l->run, l->index)) {
+        l->json = json_loadb(l->body, len, 0, NULL);
+        leg_end(l, l->json ? LEG_OK : LEG_FAILED, l->json ? NULL : "invalid JSON");
+        return;
+    }
+    int valid = cmp_json_valid(l->body, len);
+    leg_end(l, valid ? LEG_OK : LEG_FAILED, valid ? NULL : "invalid JSON");
 }
 
 static void on_leg_fetched(int status, const char *body, size_t len, const char *why,
@@ -264,6 +282,75 @@ static void answer_error(gw_request *req, const cmp_leg_spec *spec, const cmp_le
     gw_response_error(req, status, msg);
 }
 
+/* The composed document, spliced from the legs' answers as they came (each checked to be
+ * one JSON value) — no parse-and-print of the whole:
+ *   {"order":{...},"user":null,"shipment":{...},"degraded":["user"],"stale":[...]}
+ * Leg names are [A-Za-z0-9_-]: they need no escaping. */
+static void compose_answer(cmp_run *r, gw_request *req)
+{
+    size_t cap = 64;
+    for (int i = 0; i < r->c->n_legs; i++)
+        cap += 2 * strlen(r->c->legs[i].name) + 16 + (r->legs[i].state == LEG_OK ? r->legs[i].len : 4);
+    char *out = malloc(cap);
+    if (!out) {
+        gw_metrics_composition(r->w->metrics, GW_COMP_FAILED);
+        gw_response_error(req, 500, "out of memory");
+        return;
+    }
+    char hdr[512] = "";
+    size_t n = 0, hl = 0;
+    int n_degraded = 0, n_stale = 0;
+#define PUT(p, len) (memcpy(out + n, (p), (len)), n += (len))
+#define PUTS(s) PUT((s), strlen(s))
+    PUTS("{");
+    for (int i = 0; i < r->c->n_legs; i++) {
+        const cmp_leg *l = &r->legs[i];
+        PUTS(i ? ",\"" : "\"");
+        PUTS(r->c->legs[i].name);
+        PUTS("\":");
+        if (l->state == LEG_OK)
+            PUT(l->body, l->len);
+        else
+            PUTS("null");
+    }
+    PUTS(",\"degraded\":[");
+    for (int i = 0; i < r->c->n_legs; i++) {
+        const cmp_leg *l = &r->legs[i];
+        const char *name = r->c->legs[i].name;
+        /* an optional part that does not exist (404) is null, not degraded */
+        if (l->state == LEG_OK || (l->state == LEG_FAILED && l->status == 404))
+            continue;
+        PUTS(n_degraded ? ",\"" : "\"");
+        n_degraded++;
+        PUTS(name);
+        PUTS("\"");
+        gw_metrics_leg_degraded(r->w->metrics, r->c->id, name);
+        hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "%s%s", hl ? "," : "", name);
+        if (hl >= sizeof hdr)
+            hl = sizeof hdr - 1;
+    }
+    PUTS("]");
+    for (int i = 0; i < r->c->n_legs; i++) {
+        if (r->legs[i].state != LEG_OK || r->legs[i].source != CMP_FROM_STALE)
+            continue;
+        PUTS(n_stale ? ",\"" : ",\"stale\":[\"");
+        n_stale++;
+        PUTS(r->c->legs[i].name);
+        PUTS("\"");
+    }
+    if (n_stale)
+        PUTS("]");
+    PUTS("}");
+#undef PUTS
+#undef PUT
+    char extra[600] = "";
+    if (hl)
+        snprintf(extra, sizeof extra, "X-Composition-Degraded: %s\r\n", hdr);
+    gw_metrics_composition(r->w->metrics, n_degraded ? GW_COMP_DEGRADED : GW_COMP_OK);
+    gw_response_simple(req, 200, "application/json", out, n, extra);
+    free(out);
+}
+
 /* A cached GET answered directly: the upstream's (or the cache's) answer as it is. */
 static void answer_direct(gw_request *req, const cmp_leg *l)
 {
@@ -274,7 +361,7 @@ static void answer_direct(gw_request *req, const cmp_leg *l)
         req->upstream_name = l->upstream;
         const char *body = l->body ? l->body : "";
         size_t len = l->body ? l->len : 0;
-        if (l->status == 200 && l->json) {
+        if (l->status == 200 && l->state == LEG_OK) {
             gw_response_simple(req, 200, "application/json", body, len, extra);
             return;
         }
@@ -339,42 +426,7 @@ static void run_end(cmp_run *r)
             gw_metrics_composition(r->w->metrics, GW_COMP_FAILED);
             answer_error(req, &r->c->legs[bad_i], bad);
         } else {
-            json_t *doc = json_object(), *degraded = json_array();
-            char hdr[512] = "";
-            size_t hl = 0;
-            for (int i = 0; i < r->c->n_legs; i++) {
-                const cmp_leg *l = &r->legs[i];
-                const char *name = r->c->legs[i].name;
-                json_object_set(doc, name, l->state == LEG_OK ? l->json : json_null());
-                /* an optional part that does not exist (404) is null, not degraded */
-                if (l->state != LEG_OK && !(l->state == LEG_FAILED && l->status == 404)) {
-                    json_array_append_new(degraded, json_string(name));
-                    gw_metrics_leg_degraded(r->w->metrics, r->c->id, name);
-                    hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "%s%s", hl ? "," : "", name);
-                    if (hl >= sizeof hdr)
-                        hl = sizeof hdr - 1;
-                }
-            }
-            json_object_set_new(doc, "degraded", degraded);
-            json_t *stale = json_array();
-            for (int i = 0; i < r->c->n_legs; i++)
-                if (r->legs[i].state == LEG_OK && r->legs[i].source == CMP_FROM_STALE)
-                    json_array_append_new(stale, json_string(r->c->legs[i].name));
-            if (json_array_size(stale))
-                json_object_set_new(doc, "stale", stale);
-            else
-                json_decref(stale);
-            char extra[600] = "";
-            if (hl)
-                snprintf(extra, sizeof extra, "X-Composition-Degraded: %s\r\n", hdr);
-            gw_metrics_composition(r->w->metrics, hl ? GW_COMP_DEGRADED : GW_COMP_OK);
-            char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            json_decref(doc);
-            if (text)
-                gw_response_simple(req, 200, "application/json", text, strlen(text), extra);
-            else
-                gw_response_error(req, 500, "out of memory");
-            free(text);
+            compose_answer(r, req);
         }
     }
     uv_close((uv_handle_t *)&r->timer, run_free);
