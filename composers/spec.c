@@ -170,9 +170,9 @@ static int parse_composition(cmp_composition *c, json_t *o, int ci, const char *
     size_t i;
     json_t *leg;
     json_array_foreach(legs, i, leg) {
+        c->n_legs++; /* counted first: cmp_spec_free frees what a failing leg copied */
         if (parse_leg(c, (int)i, leg, src, base, err, errlen) < 0)
             return -1;
-        c->n_legs++;
     }
     /* dependencies: from the templates and "after"; params must exist in the path */
     json_array_foreach(legs, i, leg) {
