@@ -4,6 +4,7 @@
 #include "access_log.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,20 +27,27 @@ struct gw_access_log {
     void (*done)(void *);
     void *done_arg;
     int handles_open;
+    int finished;        /* closed and flushed; the memory stays until gw_access_log_free */
 };
 
 static void log_flush(gw_access_log *log);
 
 static void log_maybe_finish(gw_access_log *log)
 {
-    if (!log->closing || log->busy || log->fill_len || log->handles_open)
+    if (!log->closing || log->busy || log->fill_len || log->handles_open || log->finished)
         return;
-    void (*done)(void *) = log->done;
-    void *arg = log->done_arg;
+    log->finished = 1;
+    if (log->done)
+        log->done(log->done_arg);
+}
+
+void gw_access_log_free(gw_access_log *log)
+{
+    if (!log)
+        return;
     free(log->fill);
+    free(log->busy);
     free(log);
-    if (done)
-        done(arg);
 }
 
 static void on_write(uv_fs_t *req)
@@ -176,6 +184,32 @@ void gw_access_log_write(gw_access_log *log, const gw_access_entry *e)
         len = w > 0 && (size_t)w < cap - len ? len + (size_t)w : cap;
     }
     line[len++] = '\n';
+    if (log->fill_len + len > LOG_BUF_CAP) {
+        log_flush(log);
+        if (log->fill_len + len > LOG_BUF_CAP) {
+            log->dropped++;
+            return;
+        }
+    }
+    memcpy(log->fill + log->fill_len, line, len);
+    log->fill_len += len;
+}
+
+void gw_log_event(gw_access_log *log, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof line - 1 ? (size_t)n : sizeof line - 2;
+    line[len++] = '\n';
+    if (!log || log->closing) {
+        fwrite(line, 1, len, stderr);
+        return;
+    }
     if (log->fill_len + len > LOG_BUF_CAP) {
         log_flush(log);
         if (log->fill_len + len > LOG_BUF_CAP) {

@@ -20,8 +20,17 @@ typedef struct gw_access_entry {
 /* fd is shared by every worker's log and owned by the caller (opened O_APPEND). */
 gw_access_log *gw_access_log_new(uv_loop_t *loop, int fd);
 void gw_access_log_write(gw_access_log *log, const gw_access_entry *e);
-/* Flushes what is buffered, then frees the log; done(arg) runs when the last write ended. */
+/* A plain text line (an operational event: fallback, shadow mismatch) through a buffered
+ * stream like the access log, so that a worker never writes to a file descriptor itself.
+ * Workers keep a separate stream on stderr for these: the access log stays one JSON line
+ * per request. LOG NULL or closed: the line goes to stderr directly. */
+void gw_log_event(gw_access_log *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Flushes what is buffered and closes the flush timer; done(arg) runs when the last write
+ * ended. Lines written after this go to stderr directly. The memory stays valid (for late
+ * writers such as a shadow request finishing after a drain) until gw_access_log_free, once
+ * the loop has ended. */
 void gw_access_log_close(gw_access_log *log, void (*done)(void *), void *arg);
+void gw_access_log_free(gw_access_log *log);
 /* Lines dropped because the disk could not keep up (the buffer is bounded). */
 uint64_t gw_access_log_dropped(const gw_access_log *log);
 

@@ -181,8 +181,8 @@ static int try_fallback(proxy_req *p, int status_or_neg)
         gw_uconn_abort(p->u);
         p->u = NULL;
     }
-    fprintf(stderr, "gateway: fallback route=%s from=%s to=%s reason=%d request_id=%s\n",
-            p->route->id, p->up->conf->name, up->conf->name, status_or_neg, p->req->request_id);
+    gw_log_event(p->w->events, "gateway: fallback route=%s from=%s to=%s reason=%d request_id=%s",
+                 p->route->id, p->up->conf->name, up->conf->name, status_or_neg, p->req->request_id);
     gw_metrics_fallback(p->w->metrics);
     free(p->head);
     p->head = head;
@@ -572,8 +572,8 @@ static void client_on_request(gw_request *req)
         char *sh;
         size_t shl;
         if (build_head(req, &w->upstreams[si], &m, si, &sh, &shl) == 0) {
-            p->shadow = gw_shadow_start(&w->upstreams[si], w->metrics, table, route, sh, shl,
-                                        req->request_id, req->is_head);
+            p->shadow = gw_shadow_start(&w->upstreams[si], w->metrics, w->events, table, route, sh,
+                                        shl, req->request_id, req->is_head);
             free(sh);
         }
     }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gw_errors.h"
+#include "access_log.h"
 #include "metrics.h"
 
 #define CAPTURE_MAX (1 << 20) /* bodies larger than this are compared by status only */
@@ -21,6 +22,7 @@ typedef struct capture {
 struct gw_shadow {
     int refs;
     gw_metrics *metrics;
+    gw_access_log *log;
     rt_table *table;
     const rt_route *route;
     gw_upstream *up;
@@ -136,8 +138,8 @@ static void shadow_finish(gw_shadow *s)
         }
         gw_metrics_shadow(s->metrics, s->route->id, !match);
         if (!match)
-            fprintf(stderr, "gateway: shadow mismatch route=%s shadow=%s request_id=%s: %s\n",
-                    s->route->id, s->up->conf->name, s->request_id, diff);
+            gw_log_event(s->log, "gateway: shadow mismatch route=%s shadow=%s request_id=%s: %s",
+                         s->route->id, s->up->conf->name, s->request_id, diff);
     }
     rt_table_unref(s->table);
     free(s->head);
@@ -212,7 +214,7 @@ static const gw_uconn_cb shadow_cb = {
     .on_error = sh_on_error,
 };
 
-gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, rt_table *table,
+gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, gw_access_log *log, rt_table *table,
                            const rt_route *route, const char *head, size_t head_len,
                            const char *request_id, int is_head)
 {
@@ -231,6 +233,7 @@ gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, rt_table *table
     s->head_len = head_len;
     s->refs = 2;
     s->metrics = metrics;
+    s->log = log;
     rt_table_ref(table);
     s->table = table;
     s->route = route;

@@ -16,11 +16,12 @@
 
 typedef struct gw_shadow gw_shadow;
 typedef struct gw_metrics gw_metrics;
+typedef struct gw_access_log gw_access_log;
 
 /* Starts the shadow exchange on UP with the request head HEAD (copied). TABLE is ref'd for
  * the route's ignore_fields. Returns NULL when it could not start (no endpoint, no memory):
- * the primary goes on alone. */
-gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, rt_table *table,
+ * the primary goes on alone. Mismatches are logged through LOG (see gw_log_event). */
+gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, gw_access_log *log, rt_table *table,
                            const rt_route *route, const char *head, size_t head_len,
                            const char *request_id, int is_head);
 /* The primary's answer, as it reaches the client. */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../routes/route_table.h"
 #include "../composers/compose.h"
@@ -30,12 +31,6 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-static void on_log_closed(void *arg)
-{
-    gw_worker *w = arg;
-    w->log = NULL;
-}
-
 /* Everything is drained: close what is left so uv_run returns. */
 static void worker_finish(gw_worker *w)
 {
@@ -43,7 +38,9 @@ static void worker_finish(gw_worker *w)
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
     if (w->log)
-        gw_access_log_close(w->log, on_log_closed, w);
+        gw_access_log_close(w->log, NULL, NULL);
+    if (w->events)
+        gw_access_log_close(w->events, NULL, NULL);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
 }
@@ -78,6 +75,7 @@ static void worker_main(void *arg)
     gw_worker *w = arg;
     if (w->log_fd >= 0)
         w->log = gw_access_log_new(&w->loop, w->log_fd);
+    w->events = gw_access_log_new(&w->loop, STDERR_FILENO);
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_init(&w->upstreams[i], &w->loop, &w->cfg->upstreams[i]);
     /* compositions and the user cache (Redis, or an in-process LRU) */
@@ -116,6 +114,10 @@ static void worker_main(void *arg)
     }
     cmp_worker_free(w->composer);
     w->composer = NULL;
+    gw_access_log_free(w->log); /* after the loop: late writers are done */
+    w->log = NULL;
+    gw_access_log_free(w->events);
+    w->events = NULL;
     uv_loop_close(&w->loop);
     gw_uconn_thread_cleanup();
 }

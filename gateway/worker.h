@@ -28,6 +28,8 @@ typedef struct gw_worker {
     int log_fd;                  /* -1: access log off */
     gw_server *server;
     gw_access_log *log;
+    gw_access_log *events;       /* operational events (fallback, shadow mismatch): stderr,
+                                    buffered and written off the loop like the access log */
     gw_metrics *metrics;         /* written by this worker only; read by the admin thread */
     gw_upstream upstreams[GW_MAX_UPSTREAMS];
     rt_table *table;             /* this worker's pinned snapshot */

@@ -733,6 +733,8 @@ def test_shadow_mismatch_counted_and_logged():
         ok = wait_for(lambda: metrics(s)["gateway_shadow_mismatches_total"] >= 5, 3.0, 0.05)
         assert ok, "mismatches not counted: %r" % metrics(s).get("gateway_shadow_mismatches_total")
         assert s.mock("order-service").stats()["requests"] >= 5
+        # event lines are buffered and written off the loop (flushed every 200 ms)
+        wait_for(lambda: all(i in gw_log(s) for i in ids), 3.0, 0.05)
         log = gw_log(s)
         missing = [i for i in ids if i not in log]
         assert not missing, "no log line with request ids %r:\n%s" % (missing, log[-1500:])
