@@ -20,6 +20,7 @@
 
 #define TARGET_MAX 8192
 #define RESP_HEADERS_MAX (32 * 1024)
+#define SHADOW_BODY_MAX (1 << 20) /* larger bodies are not shadowed */
 
 enum {
     P_BODY_STARTED = 1 << 0, /* request body bytes went upstream: no retry any more */
@@ -47,6 +48,10 @@ typedef struct proxy_req {
                         was read — fallback is for bodiless safe methods only */
     int ui;          /* the upstream index in use */
     gw_shadow *shadow;
+    char *sh_req;       /* a shadow of a request with a body: its head, then the body as it
+                           streams to the primary (up to SHADOW_BODY_MAX), sent at body end */
+    size_t sh_len, sh_head_len;
+    int sh_ui;
     char *cache_key;    /* P_INVALIDATE: the path to evict */
     int connect_attempts;
     int stale_retries;
@@ -70,6 +75,7 @@ static void proxy_free(proxy_req *p)
     if (p->table)
         rt_table_unref(p->table);
     free(p->cache_key);
+    free(p->sh_req);
     free(p->head);
     p->req->data = NULL;
     free(p);
@@ -330,9 +336,66 @@ static void start_attempt(proxy_req *p)
 
 /* ---- request body -------------------------------------------------------------------- */
 
+/* Keeps a copy of the body for the shadow (before the upstream write, which may end p). */
+static void shadow_keep_body(proxy_req *p, const char *data, size_t n)
+{
+    if (!p->sh_req)
+        return;
+    char *nb = p->sh_len + n - p->sh_head_len <= SHADOW_BODY_MAX ? realloc(p->sh_req, p->sh_len + n) : NULL;
+    if (!nb) { /* too large to shadow: the primary goes on alone */
+        free(p->sh_req);
+        p->sh_req = NULL;
+        return;
+    }
+    memcpy(nb + p->sh_len, data, n);
+    p->sh_req = nb;
+    p->sh_len += n;
+}
+
+/* The whole body is in: send the shadow copy, framed as the head says (Content-Length as the
+ * client sent it, or one chunk). Not when the primary already answered: nothing to compare. */
+static void shadow_send_with_body(proxy_req *p)
+{
+    char *buf = p->sh_req;
+    size_t len = p->sh_len;
+    p->sh_req = NULL;
+    if (!buf)
+        return;
+    if (p->flags & P_RESP_BEGUN) {
+        free(buf);
+        return;
+    }
+    if (p->req->chunked) {
+        size_t body = len - p->sh_head_len;
+        char *framed = malloc(len + 32);
+        if (!framed) {
+            free(buf);
+            return;
+        }
+        memcpy(framed, buf, p->sh_head_len);
+        size_t at = p->sh_head_len;
+        if (body) {
+            at += gw_chunk_size_line(framed + at, body);
+            memcpy(framed + at, buf + p->sh_head_len, body);
+            at += body;
+            memcpy(framed + at, "\r\n", 2);
+            at += 2;
+        }
+        memcpy(framed + at, "0\r\n\r\n", 5);
+        len = at + 5;
+        free(buf);
+        buf = framed;
+    }
+    gw_worker *w = p->w;
+    p->shadow = gw_shadow_start(&w->upstreams[p->sh_ui], w->metrics, w->events, p->table,
+                                p->route, buf, len, p->req->request_id, p->req->is_head);
+    free(buf);
+}
+
 static void client_on_body(gw_request *req, const char *data, size_t n)
 {
     proxy_req *p = req->data;
+    shadow_keep_body(p, data, n);
     if (!p->u)
         return;
     uv_buf_t bufs[3];
@@ -357,6 +420,7 @@ static void client_on_body_end(gw_request *req)
 {
     proxy_req *p = req->data;
     p->flags |= P_BODY_DONE;
+    shadow_send_with_body(p);
     if (!p->u || !req->chunked)
         return;
     uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
@@ -566,15 +630,22 @@ static void client_on_request(gw_request *req)
             p->flags |= P_INVALIDATE;
     }
     req->data = p;
-    /* a shadow copy to the candidate: bodiless requests only (the body is not teed) */
-    int si = req->has_body ? -1 : rt_route_shadow(route, req->method, gw_random64());
+    /* a shadow copy to the candidate (methods as the route says: safe ones by default);
+     * with a body, the copy leaves when the body has streamed to the primary */
+    int si = rt_route_shadow(route, req->method, gw_random64());
     if (si >= 0 && si != ui) {
         char *sh;
         size_t shl;
         if (build_head(req, &w->upstreams[si], &m, si, &sh, &shl) == 0) {
-            p->shadow = gw_shadow_start(&w->upstreams[si], w->metrics, w->events, table, route, sh,
-                                        shl, req->request_id, req->is_head);
-            free(sh);
+            if (req->has_body) {
+                p->sh_req = sh;
+                p->sh_len = p->sh_head_len = shl;
+                p->sh_ui = si;
+            } else {
+                p->shadow = gw_shadow_start(&w->upstreams[si], w->metrics, w->events, table,
+                                            route, sh, shl, req->request_id, req->is_head);
+                free(sh);
+            }
         }
     }
     start_attempt(p);

@@ -50,7 +50,7 @@ VALGRIND_SUBSET = ",".join([
     "test_put_validation", "test_shadow_compares", "test_compose_healthy", "test_compose_head",
     "test_ops_access_log", "test_routes_view", "test_compose_client_disconnect",
     "test_sighup_reloads", "test_file_invalid_rejected", "test_cache_lru_without_redis",
-    "test_cache_redis_never_up",
+    "test_cache_redis_never_up", "test_shadow_post_bodies",
     "test_client_leaving",
 ])
 section("unit tests under valgrind (build)")

@@ -841,3 +841,32 @@ def test_ten_thousand_reloads_under_load_rss_flat():
             assert rss1 - rss0 < 5 * 1024, (rss0, rss1)
         n_leg = sum(1 for _, u in load.records if u == "legacy")
         check_stats_shape(s, n_leg, len(load.records) - n_leg)
+
+
+def test_shadow_post_bodies_when_the_route_opts_in():
+    """A route that lists POST in its shadow methods gets POST bodies copied to the candidate
+    (Content-Length and chunked), compared like any answer; without the opt-in, POST is not
+    shadowed (test_shadow_compares_equal)."""
+    ups = {"legacy": 1, "user-service": 1, "order-service": 1}
+    routes = [{"id": "echo", "path": "/echo", "upstream": "legacy",
+               "shadow": {"upstream": "order-service", "methods": ["POST"],
+                          "ignore_fields": ["name", "headers"]}},
+              {"id": "legacy", "path": "/**", "upstream": "legacy"}]
+    with stack(upstreams=ups, routes=routes) as s:
+        body = os.urandom(100000)
+        st, h, b = request(s.port, "POST", "/echo", body=body)
+        assert st == 200 and h["x-gateway-upstream"] == "legacy", (st, h)
+        assert json.loads(b)["body_bytes"] == len(body)
+        c = connect(s.port)
+        c.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                  b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        r, _ = read_response(c)
+        c.close()
+        assert r.status == 200 and json.loads(r.body)["body_bytes"] == 11
+        ok = wait_for(lambda: metrics(s).get('gateway_shadow_route_comparisons_total{route="echo"}', 0) >= 2, 3.0, 0.05)
+        m = metrics(s)
+        assert ok, m
+        assert m.get('gateway_shadow_route_mismatches_total{route="echo"}', 0) == 0, m
+        # the candidate received both bodies, whole
+        st = s.mock("order-service").stats()
+        assert st["by_path"].get("/echo") == 2 and st["body_bytes"] == len(body) + 11, st
