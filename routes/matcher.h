@@ -112,6 +112,10 @@ static inline int rt__seg_is_rest(gw_slice s)
 
 /* Number of tables alive in the process, for the leak tests. */
 int rt__tables_alive(void);
+/* Copies of NAMES[0..n) (an array with a NULL after the last). 0 or GW_ENOMEM; either way
+ * *n_out says how many were copied, for rt__names_free. */
+int rt__names_dup(const char *const *names, int n, char ***out, int *n_out);
+void rt__names_free(char **names, int n);
 void rt__table_free(rt_table *t);
 
 #endif

@@ -42,9 +42,7 @@ void rt__table_free(rt_table *t)
     t->routes = NULL;
     rt__node_free(t->root);
     t->root = NULL;
-    for (int i = 0; i < t->n_upstreams; i++)
-        free(t->upstreams[i]);
-    free(t->upstreams);
+    rt__names_free(t->upstreams, t->n_upstreams);
     t->upstreams = NULL;
     free(t);
     atomic_fetch_sub(&g_alive, 1);
@@ -67,17 +65,30 @@ static rt_table *table_new(size_t n_routes)
     return t;
 }
 
-static int copy_upstreams(rt_table *t, const char *const *names, int n)
+int rt__names_dup(const char *const *names, int n, char ***out, int *n_out)
 {
-    t->upstreams = calloc(n > 0 ? (size_t)n : 1, sizeof(*t->upstreams));
-    if (!t->upstreams)
+    *n_out = 0;
+    *out = calloc((size_t)(n > 0 ? n : 0) + 1, sizeof **out);
+    if (!*out)
         return GW_ENOMEM;
     for (int i = 0; i < n; i++) {
-        if (!(t->upstreams[i] = strdup(names[i])))
-            return GW_ENOMEM;
-        t->n_upstreams = i + 1;
+        if (!((*out)[i] = strdup(names[i])))
+            return GW_ENOMEM; /* the caller frees what was copied: *n_out says how much */
+        *n_out = i + 1;
     }
     return 0;
+}
+
+void rt__names_free(char **names, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+static int copy_upstreams(rt_table *t, const char *const *names, int n)
+{
+    return rt__names_dup(names, n, &t->upstreams, &t->n_upstreams);
 }
 
 /* ---- errors ------------------------------------------------------------------------------ */

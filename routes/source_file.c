@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "parse.h"
+#include "matcher.h"
 #include "source_file.h"
 
 enum {
@@ -57,9 +58,7 @@ struct rt_file_source {
 
 static void free_source(rt_file_source *s)
 {
-    for (int i = 0; i < s->n_upstreams; i++)
-        free(s->upstreams[i]);
-    free(s->upstreams);
+    rt__names_free(s->upstreams, s->n_upstreams);
     free(s->path);
     free(s->dir);
     free(s);
@@ -214,14 +213,8 @@ int rt_file_source_start(uv_loop_t *loop, const char *file, const char *const *u
     int rc = split_path(s, file);
     if (rc == 0 && !*s->base)
         rc = UV_EINVAL; /* "dir/": not a file */
-    if (rc == 0 && !(s->upstreams = calloc((size_t)n_upstreams + 1, sizeof(char *))))
+    if (rc == 0 && rt__names_dup(upstreams, n_upstreams, &s->upstreams, &s->n_upstreams) != 0)
         rc = UV_ENOMEM;
-    for (int i = 0; rc == 0 && i < n_upstreams; i++) {
-        if (!(s->upstreams[i] = strdup(upstreams[i])))
-            rc = UV_ENOMEM;
-        else
-            s->n_upstreams = i + 1;
-    }
     if (rc != 0) {
         free_source(s);
         return rc;

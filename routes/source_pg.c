@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "matcher.h"
 #include "source_pg_int.h"
 
 static void on_poll(uv_poll_t *h, int status, int events);
@@ -20,9 +21,7 @@ static void on_timer(uv_timer_t *t);
 
 static void free_source(rt_pg_source *s)
 {
-    for (int i = 0; i < s->n_upstreams; i++)
-        free(s->upstreams[i]);
-    free(s->upstreams);
+    rt__names_free(s->upstreams, s->n_upstreams);
     free(s->conninfo);
     free(s->cache_file);
     free(s);
@@ -463,14 +462,8 @@ int rt_pg_source_start(uv_loop_t *loop, const char *conninfo, const char *const 
     s->parse_work.data = s->cache_work.data = s;
     int rc = 0;
     if (!(s->conninfo = strdup(conninfo)) || (cache_file && !(s->cache_file = strdup(cache_file))) ||
-        !(s->upstreams = calloc((size_t)n_upstreams + 1, sizeof(char *))))
+        rt__names_dup(upstreams, n_upstreams, &s->upstreams, &s->n_upstreams) != 0)
         rc = UV_ENOMEM;
-    for (int i = 0; rc == 0 && i < n_upstreams; i++) {
-        if (!(s->upstreams[i] = strdup(upstreams[i])))
-            rc = UV_ENOMEM;
-        else
-            s->n_upstreams = i + 1;
-    }
     if (rc != 0) {
         free_source(s);
         return rc;
