@@ -268,18 +268,10 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     sb_printf(&b, "# HELP gateway_upstream_errors_total Upstream failures by kind.\n"
                   "# TYPE gateway_upstream_errors_total counter\n");
     for (int k = 0; k < GW_UERR__COUNT; k++) {
-        uint64_t v = 0;
-        for (int w = 0; w < n; w++)
-            v += GET(workers[w]->upstream_errors[k]);
         sb_printf(&b, "gateway_upstream_errors_total{kind=\"%s\"} %" PRIu64 "\n",
-                  gw_upstream_err_name((enum gw_upstream_err_kind)k), v);
+                  gw_upstream_err_name((enum gw_upstream_err_kind)k), SUM(upstream_errors[k]));
     }
-    uint64_t acc = 0, ovf = 0, fb = 0;
-    for (int w = 0; w < n; w++) {
-        acc += GET(workers[w]->connections_accepted);
-        ovf += GET(workers[w]->overflow);
-        fb += GET(workers[w]->fallbacks);
-    }
+    uint64_t acc = SUM(connections_accepted), ovf = SUM(overflow), fb = SUM(fallbacks);
     sb_printf(&b, "# HELP gateway_fallbacks_total Requests replayed to the legacy upstream by a route's fallback.\n"
                   "# TYPE gateway_fallbacks_total counter\ngateway_fallbacks_total %" PRIu64 "\n", fb);
     sb_printf(&b, "# TYPE gateway_connections_accepted_total counter\ngateway_connections_accepted_total %" PRIu64 "\n", acc);

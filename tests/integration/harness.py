@@ -325,6 +325,29 @@ def send_raw(port, data, timeout=5.0):
         s.close()
 
 
+def metrics(s):
+    """The gateway's /metrics (admin listener of Stack s) as {series: value}."""
+    st, _, b = request(s.admin_port, "GET", "/metrics")
+    assert st == 200, st
+    out = {}
+    for line in b.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+def wait_until(pred, timeout, what, step=0.02):
+    """Polls PRED until it returns something true (returned) or fails after TIMEOUT s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("timed out (%.1fs) waiting for %s" % (timeout, what))
+
+
 def fnv1a64(data, h=0xcbf29ce484222325):
     for b in data:
         h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 
-from harness import BUILD, ROOT, Mockd, Proc, Stack, connect, free_port, request, wait_port
+from harness import BUILD, ROOT, Mockd, Proc, Stack, connect, free_port, metrics, request, wait_port
 
 SHIPPED_COMPOSERS = os.path.join(ROOT, "conf", "composers.json")
 
@@ -188,17 +188,6 @@ def direct_user(s, uid):
     instance, so ask the legacy mockd (user-service's counts stay untouched)."""
     st, _, b = request(s.mock("legacy").port, "GET", "/users/%s" % uid)
     return st, b
-
-
-def metrics(s):
-    st, _, b = request(s.admin_port, "GET", "/metrics")
-    assert st == 200, st
-    out = {}
-    for line in b.decode().splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
 
 
 def m_cache(m, result):

@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 
-from harness import BUILD, ROOT, Mockd, Proc, Stack, connect, free_port, read_response, request, wait_port
+from harness import BUILD, ROOT, Mockd, Proc, Stack, connect, free_port, metrics, read_response, request, wait_port
 
 TOKEN = "test-token"
 SLACK = 0.3          # seconds over a contract figure an upper bound allows
@@ -91,17 +91,6 @@ def admin(s, method, path, body=None):
 def flip(s, rid, upstream):
     st, b = admin(s, "PATCH", "/admin/routes/" + rid, {"upstream": upstream})
     assert st == 200, (rid, upstream, st, b)
-
-
-def metrics(s):
-    st, _, b = request(s.admin_port, "GET", "/metrics")
-    assert st == 200, st
-    out = {}
-    for line in b.decode().splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
 
 
 def m_outcome(m, outcome):

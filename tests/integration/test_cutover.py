@@ -11,7 +11,7 @@ import re
 import threading
 import time
 
-from harness import SANITIZED, Stack, connect, free_port, read_response, request, wait_port
+from harness import SANITIZED, Stack, connect, free_port, metrics, read_response, request, wait_port
 
 TOKEN = "test-token"
 AUTH = {"Authorization": "Bearer " + TOKEN}
@@ -119,17 +119,6 @@ def history(s, limit=None):
     st, _, doc, b = admin(s, "GET", "/admin/routes/history" + ("?limit=%d" % limit if limit else ""))
     assert st == 200, (st, b)
     return doc["changes"]
-
-
-def metrics(s):
-    st, _, b = request(s.admin_port, "GET", "/metrics")
-    assert st == 200, st
-    out = {}
-    for line in b.decode().splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
 
 
 def wait_for(pred, timeout, step=0.01):

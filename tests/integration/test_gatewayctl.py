@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 
-from harness import BUILD, ROOT, Postgres, Stack, _pg_bin, free_port, request, sanitizer_errors
+from harness import BUILD, ROOT, Postgres, Stack, _pg_bin, free_port, request, sanitizer_errors, wait_until
 
 GATEWAYCTL = os.path.join(ROOT, BUILD, "gatewayctl")
 
@@ -65,16 +65,6 @@ def upstream_of(s, path, method="GET"):
     st, h, body = request(s.port, method, path)
     assert st == 200, (path, st, body)
     return h["x-gateway-upstream"]
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("timed out (%.1fs) waiting for %s" % (timeout, what))
 
 
 def list_version(s):
@@ -254,7 +244,7 @@ def test_shadow_and_unshadow():
         for i in range(5):
             assert upstream_of(s, "/api/orders/%d" % i) == "legacy"  # the answer stays legacy's
         # ... and a copy of each reached order-service, rewritten for it
-        wait_for(lambda: s.mock("order-service").stats()["requests"] == 5, 5, "5 shadow copies")
+        wait_until(lambda: s.mock("order-service").stats()["requests"] == 5, 5, "5 shadow copies")
         assert s.mock("order-service").stats()["by_path"] == {"/orders/%d" % i: 1 for i in range(5)}
         assert s.mock("legacy").stats()["requests"] == 5
 
@@ -489,7 +479,7 @@ def test_db_two_migrators_do_not_race_and_the_shipped_migrations_apply():
                 holder.stdin.flush()
                 locks = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = %s "
                          "AND (classid::bigint << 32 | objid::bigint) = %d")
-                wait_for(lambda: pg.sql(locks % ("true", MIGRATION_LOCK_KEY)) == "1", 10, "the lock held")
+                wait_until(lambda: pg.sql(locks % ("true", MIGRATION_LOCK_KEY)) == "1", 10, "the lock held")
                 results = [None, None]
 
                 def run(i):
@@ -498,7 +488,7 @@ def test_db_two_migrators_do_not_race_and_the_shipped_migrations_apply():
                 threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
                 for t in threads:
                     t.start()
-                wait_for(lambda: pg.sql(locks % ("false", MIGRATION_LOCK_KEY)) == "2", 10,
+                wait_until(lambda: pg.sql(locks % ("false", MIGRATION_LOCK_KEY)) == "2", 10,
                          "two migrators waiting")
                 assert not _exists(pg, "slow")
                 holder.stdin.close()  # the session ends, the lock goes

@@ -13,19 +13,9 @@ import subprocess
 import tempfile
 import time
 
-from harness import BUILD, DEFAULT_ROUTES, ROOT, Stack, connect, free_port, read_response, request
+from harness import BUILD, DEFAULT_ROUTES, ROOT, Stack, connect, free_port, read_response, request, wait_until
 
 GATEWAY = os.path.join(ROOT, BUILD, "gateway")
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("timed out (%.1fs) waiting for %s" % (timeout, what))
 
 
 def run_gateway(args, env=None, timeout=10):
@@ -197,7 +187,7 @@ def test_ops_sigterm_drains_inflight_then_exits_0():
         assert r.status == 200
         slow = connect(s.port)
         slow.sendall(b"GET /echo/slow HTTP/1.1\r\nHost: x\r\nX-Mock-Latency-Ms: 1500\r\n\r\n")
-        wait_for(lambda: s.mock("legacy").stats()["by_path"].get("/echo/slow"), 5, "mockd to get the slow request")
+        wait_until(lambda: s.mock("legacy").stats()["by_path"].get("/echo/slow"), 5, "mockd to get the slow request")
 
         t0 = time.time()
         os.kill(s.gw.pid, signal.SIGTERM)
@@ -209,7 +199,7 @@ def test_ops_sigterm_drains_inflight_then_exits_0():
                 return True  # a connect caught in the backlog as the listener closes is reset
             c.close()
             return False
-        wait_for(refused, 1.0, "new connections to be refused after SIGTERM")
+        wait_until(refused, 1.0, "new connections to be refused after SIGTERM")
         assert time.time() - t0 < 1.4, "listener still open while the slow request was in flight"
 
         idle.settimeout(3)
@@ -238,7 +228,7 @@ def test_ops_sigterm_drain_deadline_cuts_hung_request():
                gw_conf={"shutdown": {"drain_timeout_ms": 300}}) as s:
         hung = connect(s.port)
         hung.sendall(b"GET /echo/hang HTTP/1.1\r\nHost: x\r\nX-Mock-Hang: 1\r\n\r\n")
-        wait_for(lambda: s.mock("legacy").stats()["by_path"].get("/echo/hang"), 5, "mockd to get the hung request")
+        wait_until(lambda: s.mock("legacy").stats()["by_path"].get("/echo/hang"), 5, "mockd to get the hung request")
         t0 = time.time()
         os.kill(s.gw.pid, signal.SIGTERM)
         rc = s.gw.p.wait(timeout=5)
@@ -284,7 +274,7 @@ def test_ops_access_log_one_json_line_per_request():
         assert st == 200
         st, h, body3 = request(s.port, "GET", "/nope", headers={"X-Request-Id": "log-3"})
         assert st == 404
-        wait_for(lambda: len(read_log(s.access_log)) >= 3, 5, "3 access log lines")
+        wait_until(lambda: len(read_log(s.access_log)) >= 3, 5, "3 access log lines")
         time.sleep(0.5)  # two more flush periods: nothing else may appear
         lines = read_log(s.access_log)
         assert len(lines) == 3, lines
@@ -321,7 +311,7 @@ def test_ops_access_log_keepalive_requests_each_logged():
             r, _ = read_response(c)
             assert r.status == 200
         c.close()
-        wait_for(lambda: len(read_log(s.access_log)) >= 5, 5, "5 access log lines")
+        wait_until(lambda: len(read_log(s.access_log)) >= 5, 5, "5 access log lines")
         time.sleep(0.5)
         lines = read_log(s.access_log)
         assert [l["request_id"] for l in lines] == ["ka-%d" % i for i in range(5)], lines
@@ -341,7 +331,7 @@ def test_ops_access_log_line_for_request_cut_by_client():
         c.close()  # RST mid-body
         # a request after it, on a fresh connection, is logged in any case
         assert request(s.port, "GET", "/echo/after", headers={"X-Request-Id": "after-1"})[0] == 200
-        wait_for(lambda: any(l["request_id"] == "after-1" for l in read_log(s.access_log)), 5,
+        wait_until(lambda: any(l["request_id"] == "after-1" for l in read_log(s.access_log)), 5,
                  "the next request's log line")
         time.sleep(0.5)
         ids = [l["request_id"] for l in read_log(s.access_log)]
@@ -391,7 +381,7 @@ def test_ops_env_invalid_gateway_listen_exits_1():
 def _hup_and_wait(s, marker):
     before = s.gw.output().count(marker)
     os.kill(s.gw.pid, signal.SIGHUP)
-    wait_for(lambda: s.gw.output().count(marker) > before, 5, "%r in the gateway log" % marker)
+    wait_until(lambda: s.gw.output().count(marker) > before, 5, "%r in the gateway log" % marker)
 
 
 def test_ops_sighup_reloads_routes():

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import time
 
-from harness import BUILD, ROOT, Postgres, Proc, Stack, free_port, request, wait_port
+from harness import BUILD, ROOT, Postgres, Proc, Stack, free_port, request, wait_port, wait_until
 
 TOKEN = "test-token"
 
@@ -25,15 +25,6 @@ def version(port):
     st, doc = admin(port, "GET", "/admin/routes")
     assert st == 200, (st, doc)
     return doc["version"]
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return time.time()
-        time.sleep(0.01)
-    raise AssertionError("timed out (%.1fs) waiting for %s" % (timeout, what))
 
 
 def migrate(pg):
@@ -96,7 +87,8 @@ def test_two_instances_converge_and_survive_postgres_going_away():
                 assert st == 200, (st, doc)
                 v = doc["version"]
                 assert version(s.admin_port) == v
-                t_b = wait_for(lambda: version(b.admin_port) == v, 1.0, "B at version %d" % v)
+                wait_until(lambda: version(b.admin_port) == v, 1.0, "B at version %d" % v, step=0.01)
+                t_b = time.time()
                 print("  B converged %.1f ms after A's answer" % ((t_b - t0) * 1000))
                 st, h, _ = request(b.port, "GET", "/api/orders/5")
                 assert st == 200 and h["x-gateway-upstream"] == "legacy", (st, h)
@@ -105,7 +97,7 @@ def test_two_instances_converge_and_survive_postgres_going_away():
                 st, doc = admin(b.admin_port, "PATCH", "/admin/routes/orders", {"upstream": "order-service"})
                 assert st == 200, (st, doc)
                 v2 = doc["version"]
-                wait_for(lambda: version(s.admin_port) == v2, 1.0, "A at version %d" % v2)
+                wait_until(lambda: version(s.admin_port) == v2, 1.0, "A at version %d" % v2)
                 st, h, _ = request(s.port, "GET", "/api/orders/6")
                 assert st == 200 and h["x-gateway-upstream"] == "order-service", (st, h)
                 assert s.mock("order-service").stats()["by_path"].get("/orders/6") == 1
@@ -114,7 +106,7 @@ def test_two_instances_converge_and_survive_postgres_going_away():
                 t0 = time.time()
                 pg.sql("UPDATE gateway_routes SET doc = jsonb_set(doc, '{upstream}', '\"legacy\"') WHERE id = 'orders'")
                 for port in (s.port, b.port):
-                    wait_for(lambda: request(port, "GET", "/api/orders/7")[1]["x-gateway-upstream"] == "legacy",
+                    wait_until(lambda: request(port, "GET", "/api/orders/7")[1]["x-gateway-upstream"] == "legacy",
                              1.0, "the psql change on :%d" % port)
                 print("  psql change in force on both after %.1f ms" % ((time.time() - t0) * 1000))
 
@@ -142,10 +134,10 @@ def test_two_instances_converge_and_survive_postgres_going_away():
 
                 # the database is back: both reconnect and take changes again
                 pg.resume()
-                wait_for(lambda: admin(s.admin_port, "PATCH", "/admin/routes/orders",
+                wait_until(lambda: admin(s.admin_port, "PATCH", "/admin/routes/orders",
                                        {"upstream": "order-service"})[0] == 200, 10, "A writing again")
                 v3 = version(s.admin_port)
-                wait_for(lambda: version(b.admin_port) == v3, 10, "B reconnected at version %d" % v3)
+                wait_until(lambda: version(b.admin_port) == v3, 10, "B reconnected at version %d" % v3)
                 st, h, _ = request(b.port, "GET", "/api/orders/10")
                 assert h["x-gateway-upstream"] == "order-service"
             finally:
