@@ -54,6 +54,9 @@ class Second:
                          os.path.join(self.tmp, self.name + ".log"))
         wait_port(self.port)
         wait_port(self.admin_port)
+        # ready once its first table is in force (from the cache file or the database)
+        wait_until(lambda: request(self.admin_port, "GET", "/readyz")[0] == 200, 10,
+                   "%s ready" % self.name, step=0.01)
 
     def stop(self):
         return self.proc.stop()
@@ -64,6 +67,7 @@ def pg_stack(pg):
     s.conf["routes"] = {"source": "postgres", "conninfo": pg.conninfo(), "cache_file": "routes.cache.json"}
     s.write()
     s.start()
+    wait_until(lambda: request(s.admin_port, "GET", "/readyz")[0] == 200, 10, "gateway ready", step=0.01)
     return s
 
 
