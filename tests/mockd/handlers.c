@@ -374,13 +374,27 @@ static void mk_reset(mk_req *m)
     gw_response_reset(req);
 }
 
+static const char mk_json_type[] = "application/json";
+
 /* One complete response. body may be NULL when n == 0. */
 static void mk_send(mk_req *m, int status, const char *ctype, const char *body, size_t n)
 {
     gw_request *req = m->req;
-    char hdr[160];
-    int hl = snprintf(hdr, sizeof hdr, "%s%s%sX-Mock-Name: %s\r\n", ctype ? "Content-Type: " : "",
-                      ctype ? ctype : "", ctype ? "\r\n" : "", m->ctx->conf.name);
+    mk_ctx *c = m->ctx;
+    char buf[160];
+    const char *hdr = buf;
+    int hl;
+    if (ctype == mk_json_type) { /* the common case, formatted once */
+        if (!c->json_head_n)
+            c->json_head_n = snprintf(c->json_head, sizeof c->json_head,
+                                      "Content-Type: %s\r\nX-Mock-Name: %s\r\n", ctype,
+                                      c->conf.name);
+        hdr = c->json_head;
+        hl = c->json_head_n;
+    } else {
+        hl = snprintf(buf, sizeof buf, "%s%s%sX-Mock-Name: %s\r\n", ctype ? "Content-Type: " : "",
+                      ctype ? ctype : "", ctype ? "\r\n" : "", c->conf.name);
+    }
     int no_body = req->is_head || status == 204 || status == 304;
     int64_t len = (m->flags & MK_CHUNKED) ? -1 : (int64_t)n;
 
@@ -398,11 +412,23 @@ static void mk_send_json(mk_req *m, int status, json_t *doc)
     json_decref(doc);
     if (!s) {
         static const char oom[] = "{\"error\":\"out of memory\"}";
-        mk_send(m, 500, "application/json", oom, sizeof oom - 1);
+        mk_send(m, 500, mk_json_type, oom, sizeof oom - 1);
         return;
     }
-    mk_send(m, status, "application/json", s, strlen(s));
+    mk_send(m, status, mk_json_type, s, strlen(s));
     free(s);
+}
+
+/* A demo document (user, order, shipment) for m->id, rendered once per id. */
+static void mk_send_doc(mk_req *m, int kind)
+{
+    const char *body;
+    size_t n;
+    if (mk_doc_get(kind, m->id, m->id_n, &body, &n) != 0) {
+        mk_send_json(m, 500, NULL);
+        return;
+    }
+    mk_send(m, 200, mk_json_type, body, n);
 }
 
 static void mk_send_error(mk_req *m, int status, const char *msg)
@@ -501,13 +527,13 @@ static void mk_answer(mk_req *m)
         if (m->method == MK_M_DELETE)
             mk_send(m, 204, NULL, NULL, 0);
         else
-            mk_send_json(m, 200, mk_user_json(m->id, m->id_n));
+            mk_send_doc(m, MK_DOC_USER);
         break;
     case MK_R_ORDER:
-        mk_send_json(m, 200, mk_order_json(m->id, m->id_n));
+        mk_send_doc(m, MK_DOC_ORDER);
         break;
     case MK_R_SHIPMENT:
-        mk_send_json(m, 200, mk_shipment_json(m->id, m->id_n));
+        mk_send_doc(m, MK_DOC_SHIPMENT);
         break;
     case MK_R_ECHO: {
         char hash[17];

@@ -31,6 +31,13 @@ json_t *mk_user_json(const char *id, size_t n);
 json_t *mk_order_json(const char *id, size_t n);
 json_t *mk_shipment_json(const char *order_id, size_t n);
 
+/* ---- doc_cache.c: rendered demo documents, memoised --------------------------------- */
+
+enum { MK_DOC_USER = 1, MK_DOC_ORDER, MK_DOC_SHIPMENT };
+/* The compact JSON of document kind for id; valid until the next call. -1: out of memory. */
+int mk_doc_get(int kind, const char *id, size_t n, const char **body, size_t *body_n);
+void mk_doc_cache_free(void);
+
 /* ---- stats.c: what reached this instance (GET /__stats) ------------------------------- */
 
 typedef struct mk_stats {
@@ -73,6 +80,8 @@ typedef struct mk_ctx {
     uv_loop_t *loop;
     gw_server *server;
     int stopping;
+    int json_head_n;      /* 0 until json_head is formatted */
+    char json_head[160];  /* Content-Type: application/json + X-Mock-Name, CRLF-terminated */
 } mk_ctx;
 
 extern const gw_handler mk_handler;
