@@ -71,11 +71,6 @@ static void client_release_idle_memory(gw_client *c)
         c->buf = NULL;
         c->len = c->off = 0;
     }
-    if (c->hbuf && !(c->flags & F_HEAD_PENDING)) {
-        free(c->hbuf);
-        c->hbuf = NULL;
-        c->hcap = c->hlen = 0;
-    }
 }
 
 /* ---- writing ------------------------------------------------------------------------- */
@@ -160,7 +155,6 @@ static void client_on_close(uv_handle_t *h)
         return;
     gw_server *s = c->server;
     server_put_buf(s, c->buf);
-    free(c->hbuf);
     free(c);
     gw__server_client_gone(s);
 }
@@ -204,19 +198,30 @@ static req_impl *req_get(gw_server *s)
         r = s->free_reqs[--s->n_free_reqs];
         memset(&r->pub, 0, offsetof(gw_request, headers));
         r->url_copy[0] = '\0';
-        return r;
+    } else if (!(r = malloc(sizeof *r))) {
+        return NULL;
+    } else {
+        memset(r, 0, offsetof(req_impl, head_inline)); /* the buffer needs no clearing */
     }
-    return calloc(1, sizeof *r);
+    r->hbuf = r->head_inline;
+    r->hcap = sizeof r->head_inline;
+    r->hlen = 0;
+    return r;
 }
 
 static void free_request(gw_client *c)
 {
     gw_server *s = c->server;
-    if (c->req && s->n_free_reqs < GW_FREE_REQS_MAX)
-        s->free_reqs[s->n_free_reqs++] = c->req;
-    else
-        free(c->req);
+    req_impl *r = c->req;
     c->req = NULL;
+    if (!r)
+        return;
+    if (r->hbuf != r->head_inline)
+        free(r->hbuf);
+    if (s->n_free_reqs < GW_FREE_REQS_MAX)
+        s->free_reqs[s->n_free_reqs++] = r;
+    else
+        free(r);
 }
 
 /* Closes both handles; safe to call twice. A request still held by the handler is aborted
@@ -474,71 +479,96 @@ static void update_reading(gw_client *c)
     }
 }
 
+enum { SC_LINE_START, SC_IN_LINE, SC_CR, SC_END_CR };
+
+/* A byte that may sit inside a head line: visible ASCII, SP, HTAB and obs-text. */
+static inline int head_plain(unsigned char ch)
+{
+    return (ch >= 0x20 && ch != 0x7f) || ch == '\t';
+}
+
 /* Rejects what llhttp accepts but a proxy must not forward (RFC 9112 §2.2, §5.2): a bare
  * CR or LF, a control byte or NUL anywhere in the head, and obs-fold continuation lines.
  * Scans only the head: it stops at the empty line. Returns 0 or -1 (fail_reason set). */
-enum { SC_LINE_START, SC_IN_LINE, SC_CR, SC_END_CR };
 static int scan_head(gw_client *c)
 {
     const unsigned char *p = (const unsigned char *)c->buf;
-    for (size_t i = c->scan_pos; i < c->len && !(c->flags & F_SCAN_DONE); i++) {
+    /* locals, not c->...: the loop runs once per head byte */
+    size_t i = c->scan_pos, len = c->len;
+    unsigned state = c->scan_state, lines = c->scan_lines;
+    int done = (c->flags & F_SCAN_DONE) != 0;
+    const char *bad = NULL;
+
+    while (!done && i < len) {
+        if (state == SC_IN_LINE) {
+            while (i < len && head_plain(p[i]))
+                i++;
+            if (i == len)
+                break;
+        }
         unsigned char ch = p[i];
-        switch (c->scan_state) {
+        switch (state) {
         case SC_LINE_START:
             if (ch == '\r') {
-                c->scan_state = SC_END_CR;
-                continue;
+                state = SC_END_CR;
+                break;
             }
-            if (ch == ' ' || ch == '\t') {
-                if (c->scan_lines > 0) {
-                    c->fail_reason = "obsolete line folding is not accepted";
-                    return -1;
-                }
+            if ((ch == ' ' || ch == '\t') && lines > 0) {
+                bad = "obsolete line folding is not accepted";
+                goto fail;
             }
             /* fallthrough */
         case SC_IN_LINE:
             if (ch == '\r') {
-                c->scan_state = SC_CR;
+                state = SC_CR;
             } else if (ch == '\n') {
-                c->fail_reason = "bare LF in request head";
-                return -1;
-            } else if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-                c->fail_reason = ch ? "control character in request head" : "NUL in request head";
-                return -1;
+                bad = "bare LF in request head";
+                goto fail;
+            } else if (!head_plain(ch)) {
+                bad = ch ? "control character in request head" : "NUL in request head";
+                goto fail;
             } else {
-                c->scan_state = SC_IN_LINE;
+                state = SC_IN_LINE;
             }
             break;
         case SC_CR:
             if (ch != '\n') {
-                c->fail_reason = "bare CR in request head";
-                return -1;
+                bad = "bare CR in request head";
+                goto fail;
             }
-            c->scan_lines++;
-            c->scan_state = SC_LINE_START;
+            lines++;
+            state = SC_LINE_START;
             break;
         case SC_END_CR:
             if (ch != '\n') {
-                c->fail_reason = "bare CR in request head";
-                return -1;
+                bad = "bare CR in request head";
+                goto fail;
             }
-            if (c->scan_lines == 0) { /* an empty line before the request line is ignored */
-                c->scan_state = SC_LINE_START;
-                break;
-            }
-            c->flags |= F_SCAN_DONE;
+            if (lines == 0) /* an empty line before the request line is ignored */
+                state = SC_LINE_START;
+            else
+                done = 1;
             break;
         }
-        c->scan_pos = i + 1;
+        i++;
     }
-    if (!(c->flags & F_SCAN_DONE))
-        c->scan_pos = c->len;
+    c->scan_pos = i;
+    c->scan_state = state;
+    c->scan_lines = lines;
+    if (done)
+        c->flags |= F_SCAN_DONE;
     if (c->scan_pos - c->head_start > c->server->opts.limits.max_header_bytes) {
-        c->fail_status = c->scan_lines == 0 ? 414 : 431; /* still on the request line: URI */
-        c->fail_reason = c->scan_lines == 0 ? "request line too long" : "request head too large";
+        c->fail_status = lines == 0 ? 414 : 431; /* still on the request line: URI */
+        c->fail_reason = lines == 0 ? "request line too long" : "request head too large";
         return -1;
     }
     return 0;
+
+fail:
+    c->scan_state = state;
+    c->scan_lines = lines;
+    c->fail_reason = bad;
+    return -1;
 }
 
 /* Answers a broken head with STATUS and closes: nothing was given to a handler. */
@@ -992,7 +1022,11 @@ void gw__close_all_clients(gw_server *s, int hard)
 
 void gw_request_set_route(gw_request *req, const char *id, uint64_t version)
 {
-    snprintf(req->route_buf, sizeof req->route_buf, "%s", id ? id : "-");
+    if (!id)
+        id = "-";
+    size_t n = strnlen(id, sizeof req->route_buf - 1); /* truncated like the old snprintf */
+    memcpy(req->route_buf, id, n);
+    req->route_buf[n] = '\0';
     req->route_id = req->route_buf;
     req->route_version = version;
 }

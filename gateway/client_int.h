@@ -45,6 +45,11 @@ enum {
 typedef struct req_impl {
     gw_request pub;
     char url_copy[512]; /* for the access log: the head slices die with the buffer */
+    /* the response head, built aside and sent with the first body bytes: in head_inline
+     * unless it is larger (then malloc'd); it lives and dies with the request */
+    char *hbuf;
+    size_t hlen, hcap;
+    char head_inline[HEAD_BUF_SIZE];
 } req_impl;
 
 struct gw_client {
@@ -73,8 +78,6 @@ struct gw_client {
     uint64_t chunk_left;     /* bytes of the current chunk still to come */
     int crlf_pending;        /* bytes of the CRLF after chunk data still to check (0..2) */
     int64_t resp_left;       /* Content-Length bytes still to send; -1 when not counted */
-    char *hbuf;              /* pending response head */
-    size_t hlen, hcap;
     int abort_err;
     uint64_t id;             /* gw_request.conn_id */
     uint64_t deadline;       /* uv_now() ms when the state's timeout expires; 0: none */

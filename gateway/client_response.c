@@ -22,28 +22,33 @@ static int will_close(const gw_client *c)
            (q->has_body && !(c->flags & F_BODY_DONE) && !(c->flags & F_BODY_PULL));
 }
 
-static int head_append(gw_client *c, const char *p, size_t n)
+/* Room for n head bytes in the request's head buffer (grown past the inline one only for
+ * unusually large heads); NULL when out of memory. */
+static char *head_reserve(req_impl *r, size_t n)
 {
-    if (c->hlen + n > c->hcap) {
-        size_t cap = c->hcap ? c->hcap : HEAD_BUF_SIZE;
-        while (cap < c->hlen + n)
-            cap *= 2;
-        char *nb = realloc(c->hbuf, cap);
+    if (n > r->hcap) {
+        char *nb = malloc(n);
         if (!nb)
-            return -1;
-        c->hbuf = nb;
-        c->hcap = cap;
+            return NULL;
+        if (r->hbuf != r->head_inline)
+            free(r->hbuf);
+        r->hbuf = nb;
+        r->hcap = n;
     }
-    memcpy(c->hbuf + c->hlen, p, n);
-    c->hlen += n;
-    return 0;
+    return r->hbuf;
+}
+
+static char *put(char *o, const char *p, size_t n)
+{
+    memcpy(o, p, n);
+    return o + n;
 }
 
 /* Appends a string literal (its length known at compile time). */
-#define HEAD_LIT(c, lit) head_append((c), (lit), sizeof(lit) - 1)
+#define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
 
-/* Decimal digits of V into out (no NUL); returns their count. */
-static size_t put_uint(char *out, uint64_t v)
+/* Decimal digits of V at out (no NUL); returns the end. */
+static char *put_uint(char *out, uint64_t v)
 {
     char tmp[24];
     size_t n = 0;
@@ -51,9 +56,9 @@ static size_t put_uint(char *out, uint64_t v)
         tmp[n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
+    while (n)
+        *out++ = tmp[--n];
+    return out;
 }
 
 int gw_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
@@ -65,44 +70,51 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
     c->flags |= F_RESP_BEGUN;
     req->status = status;
     int nobody = req->is_head || status == 204 || status == 304 || status < 200;
-    /* built with copies, not printf: this runs once per response */
+    /* built with copies into one reservation, not printf: this runs once per response */
     const char *reason = gw_status_reason(status);
     const char *date = gw_http_date(c->server->loop);
-    char line[64];
-    c->hlen = 0;
-    int err = HEAD_LIT(c, "HTTP/1.1 ");
-    size_t n = put_uint(line, (uint64_t)status);
-    line[n++] = ' ';
-    err |= head_append(c, line, n);
-    err |= head_append(c, reason, strlen(reason));
-    err |= HEAD_LIT(c, "\r\nDate: ");
-    err |= head_append(c, date, strlen(date));
-    err |= HEAD_LIT(c, "\r\n");
-    if (headers && hlen)
-        err |= head_append(c, headers, hlen);
+    const char *up = req->upstream_name ? req->upstream_name : "gateway";
+    size_t reason_n = strlen(reason), date_n = strlen(date);
+    size_t id_n = 0, up_n = 0;
     if (c->server->opts.gateway_headers) {
-        const char *up = req->upstream_name ? req->upstream_name : "gateway";
-        err |= HEAD_LIT(c, "X-Request-Id: ");
-        err |= head_append(c, req->request_id, strlen(req->request_id));
-        err |= HEAD_LIT(c, "\r\nX-Gateway-Upstream: ");
-        err |= head_append(c, up, strlen(up));
-        err |= HEAD_LIT(c, "\r\n");
+        id_n = strlen(req->request_id);
+        up_n = strlen(up);
+    }
+    /* 160 covers the status line's fixed parts, the gateway header names and the framing
+     * and Connection lines; the variable parts are counted */
+    char *o = head_reserve(c->req, 160 + reason_n + date_n + (headers ? hlen : 0) + id_n + up_n);
+    if (!o)
+        return GW_ENOMEM;
+    char *start = o;
+    o = PUT_LIT(o, "HTTP/1.1 ");
+    o = put_uint(o, (uint64_t)status);
+    *o++ = ' ';
+    o = put(o, reason, reason_n);
+    o = PUT_LIT(o, "\r\nDate: ");
+    o = put(o, date, date_n);
+    o = PUT_LIT(o, "\r\n");
+    if (headers && hlen)
+        o = put(o, headers, hlen);
+    if (c->server->opts.gateway_headers) {
+        o = PUT_LIT(o, "X-Request-Id: ");
+        o = put(o, req->request_id, id_n);
+        o = PUT_LIT(o, "\r\nX-Gateway-Upstream: ");
+        o = put(o, up, up_n);
+        o = PUT_LIT(o, "\r\n");
     }
     c->resp_left = -1;
     if (status == 204 || status < 200) {
         /* no framing headers at all */
     } else if (body_len >= 0) {
-        err |= HEAD_LIT(c, "Content-Length: ");
-        n = put_uint(line, (uint64_t)body_len);
-        line[n++] = '\r';
-        line[n++] = '\n';
-        err |= head_append(c, line, n);
+        o = PUT_LIT(o, "Content-Length: ");
+        o = put_uint(o, (uint64_t)body_len);
+        o = PUT_LIT(o, "\r\n");
         if (!nobody)
             c->resp_left = body_len;
     } else if (!nobody) {
         if (req->http_minor >= 1) {
             c->flags |= F_RESP_CHUNKED;
-            err |= HEAD_LIT(c, "Transfer-Encoding: chunked\r\n");
+            o = PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
         } else {
             c->flags |= F_CLOSE_AFTER; /* HTTP/1.0: the end of the body is the close */
         }
@@ -111,14 +123,13 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
         c->flags |= F_RESP_NOBODY;
     if (will_close(c)) {
         c->flags |= F_CLOSE_AFTER;
-        err |= HEAD_LIT(c, "Connection: close\r\n\r\n");
+        o = PUT_LIT(o, "Connection: close\r\n\r\n");
     } else if (req->http_minor == 0) {
-        err |= HEAD_LIT(c, "Connection: keep-alive\r\n\r\n");
+        o = PUT_LIT(o, "Connection: keep-alive\r\n\r\n");
     } else {
-        err |= HEAD_LIT(c, "\r\n");
+        o = PUT_LIT(o, "\r\n");
     }
-    if (err)
-        return GW_ENOMEM;
+    c->req->hlen = (size_t)(o - start);
     c->flags |= F_HEAD_PENDING;
     return 0;
 }
@@ -136,8 +147,8 @@ int gw_response_body(gw_request *req, const char *p, size_t n)
     if (c->resp_left >= 0 && (int64_t)n > c->resp_left)
         n = (size_t)c->resp_left; /* never more than the Content-Length we announced */
     if (c->flags & F_HEAD_PENDING) {
-        bufs[nb++] = uv_buf_init(c->hbuf, (unsigned)c->hlen);
-        req->bytes_out += c->hlen;
+        bufs[nb++] = uv_buf_init(c->req->hbuf, (unsigned)c->req->hlen);
+        req->bytes_out += c->req->hlen;
         c->flags &= ~F_HEAD_PENDING;
     }
     if (n > 0) {
@@ -173,8 +184,8 @@ void gw_response_end(gw_request *req)
     uv_buf_t bufs[2];
     unsigned nb = 0;
     if (c->flags & F_HEAD_PENDING) {
-        bufs[nb++] = uv_buf_init(c->hbuf, (unsigned)c->hlen);
-        req->bytes_out += c->hlen;
+        bufs[nb++] = uv_buf_init(c->req->hbuf, (unsigned)c->req->hlen);
+        req->bytes_out += c->req->hlen;
         c->flags &= ~F_HEAD_PENDING;
     }
     if (c->flags & F_RESP_CHUNKED)

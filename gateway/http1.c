@@ -1,7 +1,6 @@
 /* http1.c — header rewriting and chunk framing for the proxy. */
 #include "http1.h"
 
-#include <stdio.h>
 #include <string.h>
 
 /* Does a comma-separated header value list the token NAME (case-insensitive)? */
@@ -24,17 +23,107 @@ static int list_has_token(gw_slice list, gw_slice name)
     return 0;
 }
 
-int gw_is_hop_by_hop(gw_slice name, const gw_header *hdrs, int n)
+/* Header names the proxy treats specially, recognised in one pass (switch on the length,
+ * then one case-insensitive compare) instead of a strncasecmp per name per rule. */
+typedef enum hdr_kind {
+    HK_OTHER,
+    HK_CONNECTION, HK_KEEP_ALIVE, HK_TE, HK_TRAILER, HK_TRANSFER_ENCODING, HK_UPGRADE,
+    HK_PROXY, /* Proxy-* */
+    HK_HOST, HK_CONTENT_LENGTH, HK_EXPECT, HK_X_FORWARDED_FOR, HK_X_FORWARDED_PROTO,
+    HK_X_FORWARDED_HOST, HK_X_REQUEST_ID, HK_VIA, HK_DATE, HK_X_GATEWAY_UPSTREAM,
+} hdr_kind;
+
+#define HK(k) (1u << (k))
+#define HK_HOP_BY_HOP                                                                       \
+    (HK(HK_CONNECTION) | HK(HK_KEEP_ALIVE) | HK(HK_TE) | HK(HK_TRAILER) |                   \
+     HK(HK_TRANSFER_ENCODING) | HK(HK_UPGRADE) | HK(HK_PROXY))
+/* replaced in the request head sent upstream */
+#define HK_DROP_REQUEST                                                                     \
+    (HK_HOP_BY_HOP | HK(HK_HOST) | HK(HK_CONTENT_LENGTH) | HK(HK_EXPECT) |                  \
+     HK(HK_X_FORWARDED_FOR) | HK(HK_X_FORWARDED_PROTO) | HK(HK_X_FORWARDED_HOST) |          \
+     HK(HK_X_REQUEST_ID) | HK(HK_VIA))
+/* replaced in the response passed back */
+#define HK_DROP_RESPONSE                                                                    \
+    (HK_HOP_BY_HOP | HK(HK_CONTENT_LENGTH) | HK(HK_DATE) | HK(HK_X_REQUEST_ID) |            \
+     HK(HK_X_GATEWAY_UPSTREAM))
+
+/* p[0..n) equals the lower-case literal lit, ignoring ASCII case. */
+static int lower_eq(const char *p, const char *lit, size_t n)
 {
-    if (gw_slice_ieq(name, "connection") || gw_slice_ieq(name, "keep-alive") ||
-        gw_slice_ieq(name, "te") || gw_slice_ieq(name, "trailer") ||
-        gw_slice_ieq(name, "transfer-encoding") || gw_slice_ieq(name, "upgrade") ||
-        (name.n >= 6 && strncasecmp(name.p, "proxy-", 6) == 0))
-        return 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + ('a' - 'A'));
+        if (c != (unsigned char)lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+static hdr_kind classify(gw_slice name)
+{
+    const char *p = name.p;
+#define IS(lit) lower_eq(p, lit, sizeof(lit) - 1)
+    if (name.n >= 6 && IS("proxy-"))
+        return HK_PROXY;
+    switch (name.n) {
+    case 2: return IS("te") ? HK_TE : HK_OTHER;
+    case 3: return IS("via") ? HK_VIA : HK_OTHER;
+    case 4: return IS("host") ? HK_HOST : IS("date") ? HK_DATE : HK_OTHER;
+    case 6: return IS("expect") ? HK_EXPECT : HK_OTHER;
+    case 7: return IS("trailer") ? HK_TRAILER : IS("upgrade") ? HK_UPGRADE : HK_OTHER;
+    case 10: return IS("connection") ? HK_CONNECTION : IS("keep-alive") ? HK_KEEP_ALIVE : HK_OTHER;
+    case 12: return IS("x-request-id") ? HK_X_REQUEST_ID : HK_OTHER;
+    case 14: return IS("content-length") ? HK_CONTENT_LENGTH : HK_OTHER;
+    case 15: return IS("x-forwarded-for") ? HK_X_FORWARDED_FOR : HK_OTHER;
+    case 16: return IS("x-forwarded-host") ? HK_X_FORWARDED_HOST : HK_OTHER;
+    case 17:
+        return IS("transfer-encoding") ? HK_TRANSFER_ENCODING
+               : IS("x-forwarded-proto") ? HK_X_FORWARDED_PROTO : HK_OTHER;
+    case 18: return IS("x-gateway-upstream") ? HK_X_GATEWAY_UPSTREAM : HK_OTHER;
+    }
+    return HK_OTHER;
+#undef IS
+}
+
+/* The kinds of hdrs[0..n) (n <= GW_MAX_HEADERS); returns whether one is a Connection. */
+static int classify_all(const gw_header *hdrs, int n, unsigned char *kinds)
+{
+    int conn = 0;
+    for (int i = 0; i < n; i++) {
+        kinds[i] = (unsigned char)classify(hdrs[i].name);
+        conn |= kinds[i] == HK_CONNECTION;
+    }
+    return conn;
+}
+
+/* Is name listed in one of the Connection headers among hdrs? */
+static int listed_in_connection(gw_slice name, const gw_header *hdrs, int n,
+                                const unsigned char *kinds)
+{
     for (int i = 0; i < n; i++)
-        if (gw_slice_ieq(hdrs[i].name, "connection") && list_has_token(hdrs[i].value, name))
+        if (kinds[i] == HK_CONNECTION && list_has_token(hdrs[i].value, name))
             return 1;
     return 0;
+}
+
+int gw_is_hop_by_hop(gw_slice name, const gw_header *hdrs, int n)
+{
+    if (HK(classify(name)) & HK_HOP_BY_HOP)
+        return 1;
+    for (int i = 0; i < n; i++)
+        if (classify(hdrs[i].name) == HK_CONNECTION && list_has_token(hdrs[i].value, name))
+            return 1;
+    return 0;
+}
+
+/* Whether header i must be left out: its kind is in drop, or a Connection header lists it. */
+static int dropped(const gw_header *hdrs, int n, const unsigned char *kinds, int has_conn,
+                   unsigned drop, int i)
+{
+    if (HK(kinds[i]) & drop)
+        return 1;
+    return has_conn && listed_in_connection(hdrs[i].name, hdrs, n, kinds);
 }
 
 typedef struct out_buf {
@@ -66,13 +155,14 @@ static void put_header(out_buf *o, const char *name, gw_slice value)
     put(o, "\r\n", 2);
 }
 
-/* Appends every value of header NAME, comma-joined, then EXTRA. */
-static void put_joined(out_buf *o, const char *name, const gw_header *hdrs, int n, const char *extra)
+/* Appends every value of the headers of kind KIND as NAME, comma-joined, then EXTRA. */
+static void put_joined(out_buf *o, const char *name, const gw_header *hdrs, int n,
+                       const unsigned char *kinds, hdr_kind kind, const char *extra)
 {
     put_str(o, name);
     put(o, ": ", 2);
     for (int i = 0; i < n; i++) {
-        if (gw_slice_ieq(hdrs[i].name, name) && hdrs[i].value.n) {
+        if (kinds[i] == kind && hdrs[i].value.n) {
             put_slice(o, hdrs[i].value);
             put(o, ", ", 2);
         }
@@ -89,31 +179,38 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
     put_slice(&o, f->target);
     put_str(&o, " HTTP/1.1\r\n");
     put_header(&o, "Host", f->host);
+    unsigned char kinds[GW_MAX_HEADERS];
+    if (n > GW_MAX_HEADERS)
+        return -1;
+    int has_conn = classify_all(hdrs, n, kinds);
     for (int i = 0; i < n; i++) {
-        gw_slice name = hdrs[i].name;
-        if (gw_is_hop_by_hop(name, hdrs, n) || gw_slice_ieq(name, "host") ||
-            gw_slice_ieq(name, "content-length") || gw_slice_ieq(name, "expect") ||
-            gw_slice_ieq(name, "x-forwarded-for") || gw_slice_ieq(name, "x-forwarded-proto") ||
-            gw_slice_ieq(name, "x-forwarded-host") || gw_slice_ieq(name, "x-request-id") ||
-            gw_slice_ieq(name, "via"))
+        if (dropped(hdrs, n, kinds, has_conn, HK_DROP_REQUEST, i))
             continue;
-        put_slice(&o, name);
+        put_slice(&o, hdrs[i].name);
         put(&o, ": ", 2);
         put_slice(&o, hdrs[i].value);
         put(&o, "\r\n", 2);
     }
-    put_joined(&o, "X-Forwarded-For", hdrs, n, f->client_ip ? f->client_ip : "unknown");
+    put_joined(&o, "X-Forwarded-For", hdrs, n, kinds, HK_X_FORWARDED_FOR,
+               f->client_ip ? f->client_ip : "unknown");
     put_header(&o, "X-Forwarded-Proto", gw_slice_of(f->proto ? f->proto : "http"));
     if (f->client_host.n)
         put_header(&o, "X-Forwarded-Host", f->client_host);
-    put_joined(&o, "Via", hdrs, n, "1.1 gateway");
+    put_joined(&o, "Via", hdrs, n, kinds, HK_VIA, "1.1 gateway");
     put_header(&o, "X-Request-Id", gw_slice_of(f->request_id));
     if (f->chunked) {
         put_str(&o, "Transfer-Encoding: chunked\r\n");
     } else if (f->content_length >= 0) {
-        char cl[48];
-        int l = snprintf(cl, sizeof cl, "Content-Length: %lld\r\n", (long long)f->content_length);
-        put(&o, cl, (size_t)l);
+        char cl[24];
+        size_t l = 0;
+        uint64_t v = (uint64_t)f->content_length;
+        do {
+            cl[sizeof cl - 1 - l++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        put_str(&o, "Content-Length: ");
+        put(&o, cl + sizeof cl - l, l);
+        put(&o, "\r\n", 2);
     }
     put(&o, "\r\n", 2);
     return o.overflow ? -1 : (int)o.len;
@@ -122,12 +219,14 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
 int gw_build_response_headers(const gw_header *hdrs, int n, char *out, size_t cap)
 {
     out_buf o = { out, 0, cap, 0 };
+    unsigned char kinds[GW_MAX_HEADERS];
+    if (n > GW_MAX_HEADERS)
+        return -1;
+    int has_conn = classify_all(hdrs, n, kinds);
     for (int i = 0; i < n; i++) {
-        gw_slice name = hdrs[i].name;
-        if (gw_is_hop_by_hop(name, hdrs, n) || gw_slice_ieq(name, "content-length") ||
-            gw_slice_ieq(name, "date") || gw_slice_ieq(name, "x-request-id") ||
-            gw_slice_ieq(name, "x-gateway-upstream"))
+        if (dropped(hdrs, n, kinds, has_conn, HK_DROP_RESPONSE, i))
             continue;
+        gw_slice name = hdrs[i].name;
         put_slice(&o, name);
         put(&o, ": ", 2);
         put_slice(&o, hdrs[i].value);

@@ -6,6 +6,7 @@
  */
 #include "proxy.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +35,9 @@ enum {
 
 #define PROXY_KIND 0x70727879 /* "prxy": req->data is a proxy_req (see cmp_owns) */
 
+#define PROXY_HEAD_INLINE 4096
+#define PROXY_FREE_MAX 64
+
 typedef struct proxy_req {
     int kind;
     gw_request *req;
@@ -58,9 +62,45 @@ typedef struct proxy_req {
     int last_endpoint;
     unsigned flags;
     uint64_t t_sent_ns;
+    char head_inline[PROXY_HEAD_INLINE]; /* where head is built when it fits */
 } proxy_req;
 
 static const gw_uconn_cb uconn_cb;
+
+/* proxy_reqs come from a small per-thread stack, like the upstream read buffers: the
+ * struct (with its inline head buffer) is reused by the next request without malloc. */
+static _Thread_local proxy_req *free_proxies[PROXY_FREE_MAX];
+static _Thread_local int n_free_proxies;
+
+static proxy_req *proxy_get(void)
+{
+    proxy_req *p = n_free_proxies ? free_proxies[--n_free_proxies] : malloc(sizeof *p);
+    if (p)
+        memset(p, 0, offsetof(proxy_req, head_inline));
+    return p;
+}
+
+static void head_release(proxy_req *p)
+{
+    if (p->head != p->head_inline)
+        free(p->head);
+    p->head = NULL;
+}
+
+void gw_proxy_thread_cleanup(void)
+{
+    while (n_free_proxies)
+        free(free_proxies[--n_free_proxies]);
+}
+
+/* Back to the per-thread stack (or free when it is full). */
+static void proxy_recycle(proxy_req *p)
+{
+    if (n_free_proxies < PROXY_FREE_MAX)
+        free_proxies[n_free_proxies++] = p;
+    else
+        free(p);
+}
 
 static void proxy_free(proxy_req *p)
 {
@@ -76,9 +116,9 @@ static void proxy_free(proxy_req *p)
         rt_table_unref(p->table);
     free(p->cache_key);
     free(p->sh_req);
-    free(p->head);
+    head_release(p);
     p->req->data = NULL;
-    free(p);
+    proxy_recycle(p);
 }
 
 /* The gateway's own error, then done with the request. */
@@ -126,10 +166,11 @@ int gw_path_has_dot_segment(gw_slice path)
 
 /* ---- request head ---------------------------------------------------------------------- */
 
-/* The request head for upstream UI of the route: its rewrite, its Host. Returns 0 with a
- * malloc'd head, or the status to answer (414, 431, 500). */
+/* The request head for upstream UI of the route: its rewrite, its Host. Returns 0 with the
+ * head in buf when it fits in buf_cap (buf may be NULL), else in a malloc'd one; or the
+ * status to answer (414, 431, 500). */
 static int build_head(const gw_request *req, gw_upstream *up, const rt_match *m, int ui,
-                      char **head_out, size_t *len_out)
+                      char *buf, size_t buf_cap, char **head_out, size_t *len_out)
 {
     char target[TARGET_MAX];
     if (rt_rewrite_for(m, ui, req->path, req->query, target, sizeof target) < 0)
@@ -137,7 +178,7 @@ static int build_head(const gw_request *req, gw_upstream *up, const rt_match *m,
     size_t cap = 2048 + req->url.n + strlen(target);
     for (int i = 0; i < req->n_headers; i++)
         cap += req->headers[i].name.n + req->headers[i].value.n + 4;
-    char *head = malloc(cap);
+    char *head = buf && cap <= buf_cap ? buf : malloc(cap);
     if (!head)
         return 500;
     const char *host = up->conf->host;
@@ -156,7 +197,8 @@ static int build_head(const gw_request *req, gw_upstream *up, const rt_match *m,
     };
     int hl = gw_build_upstream_request(req->headers, req->n_headers, &f, head, cap);
     if (hl < 0) {
-        free(head);
+        if (head != buf)
+            free(head);
         return 431;
     }
     *head_out = head;
@@ -181,7 +223,7 @@ static int try_fallback(proxy_req *p, int status_or_neg)
     gw_upstream *up = &p->w->upstreams[fb];
     char *head;
     size_t hl;
-    if (build_head(p->req, up, &p->match, fb, &head, &hl) != 0)
+    if (build_head(p->req, up, &p->match, fb, NULL, 0, &head, &hl) != 0)
         return 0;
     if (p->u) {
         gw_uconn_abort(p->u);
@@ -190,7 +232,7 @@ static int try_fallback(proxy_req *p, int status_or_neg)
     gw_log_event(p->w->events, "gateway: fallback route=%s from=%s to=%s reason=%d request_id=%s",
                  p->route->id, p->up->conf->name, up->conf->name, status_or_neg, p->req->request_id);
     gw_metrics_fallback(p->w->metrics);
-    free(p->head);
+    head_release(p);
     p->head = head;
     p->head_len = hl;
     p->flags |= P_FELL_BACK;
@@ -463,8 +505,7 @@ static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *hea
     if ((p->flags & P_INVALIDATE) && status >= 200 && status < 300)
         cmp_invalidate(p->w->composer, p->cache_key); /* the next read sees the change */
     p->flags |= P_RESP_BEGUN;
-    free(p->head); /* no retry from here on */
-    p->head = NULL;
+    head_release(p); /* no retry from here on */
     if (p->shadow)
         gw_shadow_primary_head(p->shadow, status);
     if (gw_response_begin(req, status, hdrs, (size_t)hl, body_len) < 0) {
@@ -596,19 +637,19 @@ static void client_on_request(gw_request *req)
         gw_response_error(req, 413, "request body too large");
         return;
     }
+    proxy_req *p = proxy_get();
+    if (!p) {
+        gw_response_error(req, 500, "out of memory");
+        return;
+    }
     char *head;
     size_t hl;
-    int st = build_head(req, up, &m, ui, &head, &hl);
+    int st = build_head(req, up, &m, ui, p->head_inline, sizeof p->head_inline, &head, &hl);
     if (st != 0) {
+        proxy_recycle(p);
         req->upstream_name = NULL;
         gw_response_error(req, st, st == 414 ? "rewritten URI too long"
                                    : st == 431 ? "request head too large" : "out of memory");
-        return;
-    }
-    proxy_req *p = calloc(1, sizeof *p);
-    if (!p) {
-        free(head);
-        gw_response_error(req, 500, "out of memory");
         return;
     }
     rt_table_ref(table);
@@ -636,7 +677,7 @@ static void client_on_request(gw_request *req)
     if (si >= 0 && si != ui) {
         char *sh;
         size_t shl;
-        if (build_head(req, &w->upstreams[si], &m, si, &sh, &shl) == 0) {
+        if (build_head(req, &w->upstreams[si], &m, si, NULL, 0, &sh, &shl) == 0) {
             if (req->has_body) {
                 p->sh_req = sh;
                 p->sh_len = p->sh_head_len = shl;

@@ -9,6 +9,9 @@
 /* The handler; gw_server_opts.data must point to the gw_worker. */
 extern const gw_handler gw_proxy_handler;
 
+/* Frees this thread's recycled request state: call when a worker's loop has ended. */
+void gw_proxy_thread_cleanup(void);
+
 /* Whether PATH has a "." or ".." segment (also percent-encoded): such paths are refused so
  * that prefix routes cannot be escaped. */
 int gw_path_has_dot_segment(gw_slice path);
