@@ -490,6 +490,20 @@ static inline int head_plain(unsigned char ch)
 /* Rejects what llhttp accepts but a proxy must not forward (RFC 9112 §2.2, §5.2): a bare
  * CR or LF, a control byte or NUL anywhere in the head, and obs-fold continuation lines.
  * Scans only the head: it stops at the empty line. Returns 0 or -1 (fail_reason set). */
+/* Eight bytes at once: 1 when none is a control byte (< 0x20, which includes CR, LF and
+ * HTAB) or DEL. The borrow trick is exact about whether such a byte exists; a word with
+ * one (or an HTAB) goes through the byte loop. */
+static inline int word_plain(const unsigned char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, sizeof x);
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t lt = (x - 0x20 * ones) & ~x & highs;
+    uint64_t y = x ^ (0x7f * ones);
+    uint64_t del = (y - ones) & ~y & highs;
+    return !(lt | del);
+}
+
 static int scan_head(gw_client *c)
 {
     const unsigned char *p = (const unsigned char *)c->buf;
@@ -501,6 +515,8 @@ static int scan_head(gw_client *c)
 
     while (!done && i < len) {
         if (state == SC_IN_LINE) {
+            while (i + 8 <= len && word_plain(p + i))
+                i += 8;
             while (i < len && head_plain(p[i]))
                 i++;
             if (i == len)

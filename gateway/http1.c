@@ -147,19 +147,23 @@ static void put(out_buf *o, const char *s, size_t n)
 static void put_str(out_buf *o, const char *s) { put(o, s, strlen(s)); }
 static void put_slice(out_buf *o, gw_slice s) { put(o, s.p, s.n); }
 
-static void put_header(out_buf *o, const char *name, gw_slice value)
+static void put_header_n(out_buf *o, const char *name, size_t name_n, gw_slice value)
 {
-    put_str(o, name);
+    put(o, name, name_n);
     put(o, ": ", 2);
     put_slice(o, value);
     put(o, "\r\n", 2);
 }
 
+/* Header names are literals: their lengths are known at compile time. */
+#define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
+#define PUT_HEADER(o, lit, value) put_header_n((o), (lit), sizeof(lit) - 1, (value))
+
 /* Appends every value of the headers of kind KIND as NAME, comma-joined, then EXTRA. */
-static void put_joined(out_buf *o, const char *name, const gw_header *hdrs, int n,
-                       const unsigned char *kinds, hdr_kind kind, const char *extra)
+static void put_joined(out_buf *o, const char *name, size_t name_n, const gw_header *hdrs,
+                       int n, const unsigned char *kinds, hdr_kind kind, const char *extra)
 {
-    put_str(o, name);
+    put(o, name, name_n);
     put(o, ": ", 2);
     for (int i = 0; i < n; i++) {
         if (kinds[i] == kind && hdrs[i].value.n) {
@@ -171,14 +175,16 @@ static void put_joined(out_buf *o, const char *name, const gw_header *hdrs, int 
     put(o, "\r\n", 2);
 }
 
+#define PUT_JOINED(o, lit, ...) put_joined((o), (lit), sizeof(lit) - 1, __VA_ARGS__)
+
 int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, char *out, size_t cap)
 {
     out_buf o = { out, 0, cap, 0 };
     put_slice(&o, f->method);
     put(&o, " ", 1);
     put_slice(&o, f->target);
-    put_str(&o, " HTTP/1.1\r\n");
-    put_header(&o, "Host", f->host);
+    PUT_LIT(&o, " HTTP/1.1\r\n");
+    PUT_HEADER(&o, "Host", f->host);
     unsigned char kinds[GW_MAX_HEADERS];
     if (n > GW_MAX_HEADERS)
         return -1;
@@ -191,15 +197,15 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
         put_slice(&o, hdrs[i].value);
         put(&o, "\r\n", 2);
     }
-    put_joined(&o, "X-Forwarded-For", hdrs, n, kinds, HK_X_FORWARDED_FOR,
+    PUT_JOINED(&o, "X-Forwarded-For", hdrs, n, kinds, HK_X_FORWARDED_FOR,
                f->client_ip ? f->client_ip : "unknown");
-    put_header(&o, "X-Forwarded-Proto", gw_slice_of(f->proto ? f->proto : "http"));
+    PUT_HEADER(&o, "X-Forwarded-Proto", gw_slice_of(f->proto ? f->proto : "http"));
     if (f->client_host.n)
-        put_header(&o, "X-Forwarded-Host", f->client_host);
-    put_joined(&o, "Via", hdrs, n, kinds, HK_VIA, "1.1 gateway");
-    put_header(&o, "X-Request-Id", gw_slice_of(f->request_id));
+        PUT_HEADER(&o, "X-Forwarded-Host", f->client_host);
+    PUT_JOINED(&o, "Via", hdrs, n, kinds, HK_VIA, "1.1 gateway");
+    PUT_HEADER(&o, "X-Request-Id", gw_slice_of(f->request_id));
     if (f->chunked) {
-        put_str(&o, "Transfer-Encoding: chunked\r\n");
+        PUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
     } else if (f->content_length >= 0) {
         char cl[24];
         size_t l = 0;
@@ -208,7 +214,7 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
             cl[sizeof cl - 1 - l++] = (char)('0' + v % 10);
             v /= 10;
         } while (v);
-        put_str(&o, "Content-Length: ");
+        PUT_LIT(&o, "Content-Length: ");
         put(&o, cl + sizeof cl - l, l);
         put(&o, "\r\n", 2);
     }

@@ -509,6 +509,12 @@ SMUGGLING_HEAD = [
     ("absolute-form", "GET http://gw.test/echo HTTP/1.1\r\n" + H + "\r\n"),
     ("missing Host", "GET /echo HTTP/1.1\r\nX-A: b\r\n\r\n"),
     ("two Hosts", "GET /echo HTTP/1.1\r\n" + H + "Host: evil.test\r\n\r\n"),
+] + [  # deep in a long line, at every offset of an 8-byte word (the scan skips words)
+    ("%s at offset %d of a long value" % (name, 24 + k),
+     "GET /echo HTTP/1.1\r\n" + H + "X-Long: " + "v" * (16 + k) + bad + "w" * 21 + "\r\n\r\n")
+    for name, bad in (("control byte", "\x01"), ("DEL", "\x7f"), ("NUL", "\x00"),
+                      ("bare CR", "\r"), ("bare LF", "\n"))
+    for k in range(8)
 ]
 
 SMUGGLING_CHUNKS = [  # head is valid; the first chunk is not: must not reach the upstream either
@@ -554,6 +560,22 @@ def test_smuggling_heads_rejected_400_close_nothing_forwarded():
         # the gateway is still fine
         st, h, body = request(s.port, "GET", "/echo/ok")
         assert st == 200
+
+
+def test_long_header_values_with_htab_and_obs_text_pass_through():
+    """The head scan skips plain bytes eight at a time: HTAB and obs-text (0x80-0xff) inside
+    long values are still allowed, at every offset, and reach the upstream byte for byte."""
+    with stack() as s:
+        for k in range(8):
+            value = "v" * (16 + k) + "\t" + "\xe9\xff" + "w" * 21
+            data = ("GET /echo HTTP/1.1\r\n" + H + "X-Long: " + value +
+                    "\r\nConnection: close\r\n\r\n").encode("latin-1")
+            out, _ = exchange(s.port, data)
+            r, _ = parse(out)
+            assert r.status == 200, (k, out[:200])
+            echoed = dict((n.lower(), v) for n, v in json.loads(r.body)["headers"])
+            # mockd reads invalid UTF-8 as Latin-1
+            assert echoed.get("x-long") == value, (k, echoed.get("x-long"))
 
 
 def test_smuggling_bad_first_chunk_rejected_400_close_nothing_forwarded():
