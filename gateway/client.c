@@ -509,6 +509,11 @@ static int scan_head(gw_client *c)
     const unsigned char *p = (const unsigned char *)c->buf;
     /* locals, not c->...: the loop runs once per head byte */
     size_t i = c->scan_pos, len = c->len;
+    /* stop one byte past the head limit, so the error says where that limit was crossed
+     * (still on the request line: 414) however much the read buffer holds */
+    size_t limit = c->head_start + c->server->opts.limits.max_header_bytes + 1;
+    if (len > limit)
+        len = limit;
     unsigned state = c->scan_state, lines = c->scan_lines;
     int done = (c->flags & F_SCAN_DONE) != 0;
     const char *bad = NULL;

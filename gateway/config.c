@@ -37,7 +37,12 @@
  *       "header_timeout_ms": 10000,            // default 10000
  *       "body_timeout_ms": 30000,              // default 30000
  *       "idle_timeout_ms": 60000,              // default 60000
- *       "send_timeout_ms": 30000               // default 30000
+ *       "send_timeout_ms": 30000,              // default 30000
+ *       "read_buffer_bytes": 65536             // 4096..16777216; default 65536: a client
+ *                                              //   connection's read buffer while it has a
+ *                                              //   request (idle ones hold none); bodies are
+ *                                              //   read and sent upstream in pieces this big;
+ *                                              //   raised to max_header_bytes when smaller
  *     },
  *     "log": { "access": "stderr" },           // "stderr" | "stdout" | "off" | file path
  *                                              //   (relative to the config file's folder)
@@ -583,7 +588,8 @@ static int gw__parse_limits(gw__cfgctx *c, json_t *root, gw_limits_conf *l)
 {
     static const char *const keys[] = { "max_uri_bytes", "max_header_bytes", "max_headers",
                                         "max_body_bytes", "header_timeout_ms", "body_timeout_ms",
-                                        "idle_timeout_ms", "send_timeout_ms", NULL };
+                                        "idle_timeout_ms", "send_timeout_ms",
+                                        "read_buffer_bytes", NULL };
     json_t *o;
     json_int_t body = (json_int_t)l->max_body_bytes;
     int rc;
@@ -605,7 +611,9 @@ static int gw__parse_limits(gw__cfgctx *c, json_t *root, gw_limits_conf *l)
         (rc = gw__get_ms(c, o, "header_timeout_ms", "limits", &l->header_timeout_ms)) != 0 ||
         (rc = gw__get_ms(c, o, "body_timeout_ms", "limits", &l->body_timeout_ms)) != 0 ||
         (rc = gw__get_ms(c, o, "idle_timeout_ms", "limits", &l->idle_timeout_ms)) != 0 ||
-        (rc = gw__get_ms(c, o, "send_timeout_ms", "limits", &l->send_timeout_ms)) != 0)
+        (rc = gw__get_ms(c, o, "send_timeout_ms", "limits", &l->send_timeout_ms)) != 0 ||
+        (rc = gw__get_u32(c, o, "read_buffer_bytes", "limits", 4096, 16777216,
+                          &l->read_buffer_bytes)) != 0)
         return rc;
     l->max_body_bytes = (uint64_t)body;
     return 0;
@@ -859,6 +867,7 @@ static void gw__defaults(gw_config *k)
     k->limits.body_timeout_ms = 30000;
     k->limits.idle_timeout_ms = 60000;
     k->limits.send_timeout_ms = 30000;
+    k->limits.read_buffer_bytes = 65536;
     strcpy(k->access_log, "stderr");
     k->drain_timeout_ms = 10000;
     k->routes_source = GW_ROUTES_FILE;

@@ -83,7 +83,10 @@ int gw_server_init(gw_server **out, uv_loop_t *loop, const struct sockaddr *addr
     s->handler = *handler;
     gw_queue_init(&s->clients);
     gw_queue_init(&s->posted);
-    s->buf_size = opts->limits.max_header_bytes < 16384 ? 16384 : opts->limits.max_header_bytes;
+    /* a head must fit in one buffer; bodies stream through it */
+    s->buf_size = opts->limits.read_buffer_bytes ? opts->limits.read_buffer_bytes : 16384;
+    if (s->buf_size < opts->limits.max_header_bytes)
+        s->buf_size = opts->limits.max_header_bytes;
     s->cap_free_bufs = FREE_BUFS_MAX;
     s->free_bufs = calloc(FREE_BUFS_MAX, sizeof *s->free_bufs);
     s->free_reqs = calloc(GW_FREE_REQS_MAX, sizeof *s->free_reqs);

@@ -47,6 +47,8 @@ typedef struct gw_server_limits {
     uint32_t max_uri_bytes, max_header_bytes, max_headers;
     uint64_t max_body_bytes; /* default per request; the handler may lower/raise it per route */
     uint32_t header_timeout_ms, body_timeout_ms, idle_timeout_ms, send_timeout_ms;
+    uint32_t read_buffer_bytes; /* per connection with a request; at least max_header_bytes
+                                   (0: 16 KiB) */
 } gw_server_limits;
 
 typedef struct gw_server_opts {

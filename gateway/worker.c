@@ -91,6 +91,7 @@ static void worker_main(void *arg)
             .body_timeout_ms = l->body_timeout_ms,
             .idle_timeout_ms = l->idle_timeout_ms,
             .send_timeout_ms = l->send_timeout_ms,
+            .read_buffer_bytes = l->read_buffer_bytes,
         },
         .gateway_headers = 1,
         .reuseport = 1,

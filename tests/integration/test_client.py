@@ -12,7 +12,8 @@ import re
 import socket
 import time
 
-from harness import DEFAULT_ROUTES, Stack, connect, fnv1a64, free_port, read_response, request
+from harness import (DEFAULT_ROUTES, SANITIZED, Stack, connect, fnv1a64, free_port, read_response,
+                     request)
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SMALL_ROUTE = {"id": "small", "path": "/small/**", "upstream": "legacy",
@@ -718,7 +719,10 @@ def test_slow_1gib_chunked_upload_bounded_memory():
         assert r.json()["body_bytes"] == GIB, r.body
         assert s.mock("legacy").stats()["body_bytes"] == GIB
         hwm = s.gw.rss_kib("VmHWM")
-        assert 0 < hwm < 64 * 1024, "gateway VmHWM %d KiB" % hwm
+        print("gateway VmHWM %d KiB" % hwm)
+        # ASan keeps freed write buffers in its quarantine (256 MiB): the bound holds for the
+        # plain build
+        assert 0 < hwm < (256 + 64 if SANITIZED else 64) * 1024, "gateway VmHWM %d KiB" % hwm
 
 
 def test_client_leaving_during_hung_upstream_is_noticed_at_once():

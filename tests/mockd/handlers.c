@@ -57,6 +57,8 @@ enum {
     MK_ABORTED = 1 << 7,      /* on_abort ran: req is NULL */
     MK_FREEING = 1 << 8,      /* mk_free ran: waiting for the timer's close callback */
     MK_NO_STATS = 1 << 9,     /* /__stats*: not counted, no faults */
+    MK_NO_HASH = 1 << 10,     /* /upload?hash=0: count the body, skip FNV (bench: FNV-1a
+                                 runs a multiply per byte, more CPU than any proxy spends) */
 };
 
 typedef struct mk_req {
@@ -550,8 +552,9 @@ static void mk_answer(mk_req *m)
     case MK_R_UPLOAD: {
         char hash[17];
         snprintf(hash, sizeof hash, "%016" PRIx64, m->body_hash);
-        mk_send_json(m, 200, json_pack("{s:I, s:s}", "body_bytes", (json_int_t)m->body_bytes,
-                                       "body_fnv1a64", hash));
+        mk_send_json(m, 200, json_pack("{s:I, s:o}", "body_bytes", (json_int_t)m->body_bytes,
+                                       "body_fnv1a64", (m->flags & MK_NO_HASH) ? json_null()
+                                                                              : json_string(hash)));
         break;
     }
     case MK_R_BYTES:
@@ -626,6 +629,9 @@ static void mk_on_request(gw_request *req)
         }
     }
     if (m->route == MK_R_ECHO) m->echo = echo_head(m, req);
+    gw_slice hv;
+    if (m->route == MK_R_UPLOAD && query_param(req->query, "hash", &hv) && gw_slice_eq(hv, "0"))
+        m->flags |= MK_NO_HASH;
 
     /* the head's slices are invalid from here on */
     m->busy++;
@@ -640,7 +646,8 @@ static void mk_on_body(gw_request *req, const char *p, size_t n)
     mk_req *m = req->data;
     if (!m) return;
     m->body_bytes += n;
-    m->body_hash = mk_fnv1a64(m->body_hash, p, n);
+    if (!(m->flags & MK_NO_HASH))
+        m->body_hash = mk_fnv1a64(m->body_hash, p, n);
     if (!(m->flags & MK_NO_STATS)) m->ctx->stats.body_bytes += n;
 }
 

@@ -154,7 +154,7 @@ static const char full_json[] =
     "  \"limits\": { \"max_uri_bytes\": 4096, \"max_header_bytes\": 32768, \"max_headers\": 50,\n"
     "              \"max_body_bytes\": 0, \"header_timeout_ms\": 5000,\n"
     "              \"body_timeout_ms\": 6000, \"idle_timeout_ms\": 7000,\n"
-    "              \"send_timeout_ms\": 8000 },\n"
+    "              \"send_timeout_ms\": 8000, \"read_buffer_bytes\": 131072 },\n"
     "  \"log\": { \"access\": \"/var/log/gateway/access.log\" },\n"
     "  \"shutdown\": { \"drain_timeout_ms\": 2500 },\n"
     "  \"routes\": { \"source\": \"postgres\", \"conninfo\": \"host=/tmp dbname=gw\",\n"
@@ -223,6 +223,7 @@ static void test_full_config(void **state)
     assert_int_equal(cfg->limits.body_timeout_ms, 6000);
     assert_int_equal(cfg->limits.idle_timeout_ms, 7000);
     assert_int_equal(cfg->limits.send_timeout_ms, 8000);
+    assert_int_equal(cfg->limits.read_buffer_bytes, 131072);
     assert_string_equal(cfg->access_log, "/var/log/gateway/access.log");
     assert_int_equal(cfg->drain_timeout_ms, 2500);
     assert_int_equal(cfg->routes_source, GW_ROUTES_POSTGRES);
@@ -268,6 +269,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->limits.body_timeout_ms, 30000);
     assert_int_equal(cfg->limits.idle_timeout_ms, 60000);
     assert_int_equal(cfg->limits.send_timeout_ms, 30000);
+    assert_int_equal(cfg->limits.read_buffer_bytes, 65536);
     assert_string_equal(cfg->access_log, "stderr");
     assert_int_equal(cfg->drain_timeout_ms, 10000);
     assert_int_equal(cfg->routes_source, GW_ROUTES_FILE);
@@ -383,6 +385,10 @@ static void test_errors_limits(void **state)
           "limits.max_header_bytes: must be an integer from 1024 to 1048576" },
         { WITH(", \"limits\": {\"max_header_bytes\": 1048577}"), GW_EINVAL,
           "limits.max_header_bytes: must be an integer from 1024 to 1048576" },
+        { WITH(", \"limits\": {\"read_buffer_bytes\": 4095}"), GW_EINVAL,
+          "limits.read_buffer_bytes: must be an integer from 4096 to 16777216" },
+        { WITH(", \"limits\": {\"read_buffer_bytes\": 16777217}"), GW_EINVAL,
+          "limits.read_buffer_bytes: must be an integer from 4096 to 16777216" },
         { WITH(", \"limits\": {\"max_uri_bytes\": 63}"), GW_EINVAL,
           "limits.max_uri_bytes: must be an integer from 64 to 16384" },
         { WITH(", \"limits\": {\"max_header_bytes\": 2048, \"max_uri_bytes\": 4096}"), GW_EINVAL,
