@@ -20,7 +20,7 @@ Environment:
   BENCH_RETRIES=N       run again when other load took > BENCH_NOISE_PCT (25) % of a core
                         during a run; the quietest attempt is kept (1; 0 in quick mode)
   BENCH_ROUNDS=N        run the targets interleaved N times per workload and report each
-                        target's median-throughput run (default: 3 for small_get, 1 for the
+                        target's median-throughput run (default: 5 for small_get, 1 for the
                         others; 1 in quick mode)
   BENCH_BUILD=DIR       where gateway and mockd are (build); copied to the temp dir first
   BENCH_OUT=DIR         where results go (build/bench)
@@ -78,7 +78,7 @@ RETRIES = env_int("BENCH_RETRIES", 0 if QUICK else 1)
 # Rounds: the targets run interleaved (direct, gateway, nginx, haproxy, direct, ...) this many
 # times and each target reports its median-throughput run, so a burst of other load on the
 # box hits one round of one target, not the whole comparison. Default: the workload's own
-# "rounds" (3 for the headline small_get) in full mode, 1 in quick mode.
+# "rounds" (5 for the headline small_get) in full mode, 1 in quick mode.
 ROUNDS = env_int("BENCH_ROUNDS", 0)
 NOISE_PCT = env_int("BENCH_NOISE_PCT", 25)
 RETRY_BUDGET_S = 420
@@ -96,7 +96,7 @@ PROXIES = ["gateway", "nginx", "haproxy"]
 # (the proxies strip "/api" from /api/users/*).
 WORKLOADS = [
     dict(id="small_get", title="small GET, keep-alive", path="/api/users/42",
-         direct_path="/users/42", added_latency=True, rounds=3),
+         direct_path="/users/42", added_latency=True, rounds=5),
     dict(id="small_get_1conn", title="small GET, keep-alive, 1 connection (added latency)",
          path="/api/users/42", direct_path="/users/42", conns=1, added_latency=True),
     dict(id="resp_16k", title="16 KiB responses", path="/bytes/16384", expect_len=16384),
@@ -785,6 +785,10 @@ def print_table(wl, res):
             fmt_num(r["proxy_cpu_us_per_req"], "%.1f"),
             "-" if r["proxy_peak_rss_kib"] is None else "%.1fM" % (r["proxy_peak_rss_kib"] / 1024.0),
             r["other_cpu_pct"]))
+    if rounds > 1:
+        print("   rounds, req/s: " + "; ".join(
+            "%s %s" % (t, " ".join("{:,.0f}".format(x) for x in res["targets"][t]["rounds_rps"]))
+            for t in TARGETS if res["targets"][t].get("rounds_rps")))
     ra = res.get("ratios", {})
     if ra:
         print("   gateway/nginx %s   gateway/haproxy %s   (throughput; p99 %s / %s)" % (
@@ -792,6 +796,11 @@ def print_table(wl, res):
             ra.get("gateway_vs_haproxy_rps") and "%.2fx" % ra["gateway_vs_haproxy_rps"] or "-",
             ra.get("gateway_vs_nginx_p99") and "%.2fx" % ra["gateway_vs_nginx_p99"] or "-",
             ra.get("gateway_vs_haproxy_p99") and "%.2fx" % ra["gateway_vs_haproxy_p99"] or "-"))
+    if ra.get("gateway_vs_nginx_per_core") or ra.get("gateway_vs_haproxy_per_core"):
+        print("   per proxy core (1e6 / us per request): gateway/nginx %s   gateway/haproxy %s" % (
+            ra.get("gateway_vs_nginx_per_core") and "%.2fx" % ra["gateway_vs_nginx_per_core"] or "-",
+            ra.get("gateway_vs_haproxy_per_core") and "%.2fx" % ra["gateway_vs_haproxy_per_core"]
+            or "-"))
     if wl.get("added_latency") and "added_p50_us" in res:
         print("   latency added over direct (p50): gateway %s, nginx %s, haproxy %s" % tuple(
             fmt_us(res["added_p50_us"].get(t)) for t in PROXIES))
@@ -851,6 +860,15 @@ def ratios(res):
     peers = [ok[p]["rps"] for p in ("nginx", "haproxy") if p in ok]
     if peers and max(peers):
         out["gateway_vs_best_peer_rps"] = round(g["rps"] / max(peers), 3)
+    # per-core capacity (1e6 / proxy CPU us per request): what each proxy could serve with a
+    # core to itself; on a box shared with wrk and mockd, throughput follows the *sum* of
+    # everyone's CPU per request instead
+    caps = {k: 1e6 / v["proxy_cpu_us_per_req"] for k, v in ok.items()
+            if k in PROXIES and v.get("proxy_cpu_us_per_req")}
+    if "gateway" in caps:
+        for peer in ("nginx", "haproxy"):
+            if peer in caps:
+                out["gateway_vs_%s_per_core" % peer] = round(caps["gateway"] / caps[peer], 3)
     return out
 
 
