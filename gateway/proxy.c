@@ -31,6 +31,10 @@ enum {
     P_BODY_PAUSED = 1 << 4,  /* client body reading paused: upstream slow */
     P_FELL_BACK = 1 << 5,    /* replayed to the fallback upstream once already */
     P_INVALIDATE = 1 << 6,   /* a change on a cached route: evict the path on success */
+    P_HEAD_HELD = 1 << 7,    /* a request with a body: the head waits to leave together with
+                                the first body bytes (one write instead of two) */
+    P_HEAD_LOST = 1 << 8,    /* the upstream answered before the held head left: no body
+                                bytes go to it */
 };
 
 #define PROXY_KIND 0x70727879 /* "prxy": req->data is a proxy_req (see cmp_owns) */
@@ -336,6 +340,13 @@ static void up_on_ready(gw_uconn *u, void *data)
         p->flags |= P_REUSED;
     else
         p->flags &= ~P_REUSED;
+    if (req->has_body && !(p->flags & P_BODY_STARTED)) {
+        /* the head leaves with the first body bytes (client_on_body) or at the body's end */
+        p->flags |= P_HEAD_HELD | P_BODY_STARTED;
+        gw_uconn_read_response(u, req->is_head);
+        gw_request_read_body(req);
+        return;
+    }
     if (gw_uconn_write(u, &b, 1) < 0) {
         /* the error arrives through on_error when the write callback fails; a failed
          * try_write on a pooled socket is a stale connection */
@@ -434,15 +445,25 @@ static void shadow_send_with_body(proxy_req *p)
     free(buf);
 }
 
+/* The held head as the first buffer of the write about to happen (see up_on_ready). */
+static unsigned take_held_head(proxy_req *p, uv_buf_t *b)
+{
+    if (!(p->flags & P_HEAD_HELD))
+        return 0;
+    p->flags &= ~P_HEAD_HELD;
+    *b = uv_buf_init(p->head, (unsigned)p->head_len);
+    return 1;
+}
+
 static void client_on_body(gw_request *req, const char *data, size_t n)
 {
     proxy_req *p = req->data;
     shadow_keep_body(p, data, n);
-    if (!p->u)
+    if (!p->u || (p->flags & P_HEAD_LOST))
         return;
-    uv_buf_t bufs[3];
-    unsigned nb = 0;
+    uv_buf_t bufs[4];
     char size_line[24];
+    unsigned nb = take_held_head(p, &bufs[0]);
     if (req->chunked) {
         bufs[nb++] = uv_buf_init(size_line, (unsigned)gw_chunk_size_line(size_line, n));
         bufs[nb++] = uv_buf_init((char *)data, (unsigned)n);
@@ -463,10 +484,13 @@ static void client_on_body_end(gw_request *req)
     proxy_req *p = req->data;
     p->flags |= P_BODY_DONE;
     shadow_send_with_body(p);
-    if (!p->u || !req->chunked)
+    if (!p->u || (p->flags & P_HEAD_LOST))
         return;
-    uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
-    if (write_upstream(p, &b, 1) < 0) {
+    uv_buf_t b[2];
+    unsigned nb = take_held_head(p, &b[0]); /* a body that ended without bytes */
+    if (req->chunked)
+        b[nb++] = uv_buf_init("0\r\n\r\n", 5);
+    if (nb && write_upstream(p, b, nb) < 0) {
         gw_uconn *u = p->u;
         p->u = NULL;
         gw_uconn_abort(u);
@@ -505,6 +529,8 @@ static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *hea
     if ((p->flags & P_INVALIDATE) && status >= 200 && status < 300)
         cmp_invalidate(p->w->composer, p->cache_key); /* the next read sees the change */
     p->flags |= P_RESP_BEGUN;
+    if (p->flags & P_HEAD_HELD) /* answered before it heard the request */
+        p->flags = (p->flags & ~P_HEAD_HELD) | P_HEAD_LOST;
     head_release(p); /* no retry from here on */
     if (p->shadow)
         gw_shadow_primary_head(p->shadow, status);
@@ -538,10 +564,10 @@ static void up_on_done(gw_uconn *u, void *data)
         gw_shadow_primary_done(p->shadow, 1);
         p->shadow = NULL;
     }
-    if (p->flags & P_BODY_DONE)
+    if ((p->flags & P_BODY_DONE) && !(p->flags & P_HEAD_LOST))
         gw_uconn_release(u);
     else
-        gw_uconn_abort(u); /* the upstream answered before taking the whole body */
+        gw_uconn_abort(u); /* the upstream answered before taking the whole request */
     proxy_free(p);
     gw_response_end(req);
 }

@@ -246,6 +246,33 @@ def test_chunked_request_body_streamed_upstream():
         assert echo_headers(doc, "content-length") == [], doc["headers"]
 
 
+def test_request_head_and_body_arrive_whole_however_the_body_comes():
+    """The upstream request head waits for the first body bytes so both leave in one write:
+    an empty chunked body, a body sent after a pause, and a Content-Length body on one
+    keep-alive client connection all reach the upstream complete, and the connection
+    (client and pooled upstream) is fine for the next request."""
+    with stack() as s:
+        c = connect(s.port)
+        c.sendall(req_bytes("POST", "/upload", [("Transfer-Encoding", "chunked")]) + b"0\r\n\r\n")
+        r, rest = read_response(c)
+        assert r.status == 200 and r.json()["body_bytes"] == 0, (r.status, r.body)
+        body = os.urandom(5000)
+        c.sendall(req_bytes("POST", "/upload", [("Content-Length", str(len(body)))]))
+        time.sleep(0.2)  # the head alone is held: nothing has reached the upstream yet
+        c.sendall(body)
+        r, rest = read_response(c, buf=rest)
+        doc = r.json()
+        assert r.status == 200 and doc["body_bytes"] == len(body), doc
+        assert int(doc["body_fnv1a64"], 16) == fnv1a64(body), doc
+        c.sendall(req_bytes("POST", "/upload", body=b"xyz"))
+        r, rest = read_response(c, buf=rest)
+        assert r.status == 200 and r.json()["body_bytes"] == 3, r.body
+        st, h, b = request(s.port, "GET", "/api/users/42")
+        assert st == 200, (st, b)
+        c.close()
+        assert total_requests(s) == 4, [m.stats() for ms in s.mocks.values() for m in ms]
+
+
 def test_chunked_response_body_streamed_downstream():
     with stack() as s:
         n = 300007
