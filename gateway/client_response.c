@@ -47,20 +47,6 @@ static char *put(char *o, const char *p, size_t n)
 /* Appends a string literal (its length known at compile time). */
 #define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
 
-/* Decimal digits of V at out (no NUL); returns the end. */
-static char *put_uint(char *out, uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *out++ = tmp[--n];
-    return out;
-}
-
 int gw_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
                       int64_t body_len)
 {
@@ -87,7 +73,7 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
         return GW_ENOMEM;
     char *start = o;
     o = PUT_LIT(o, "HTTP/1.1 ");
-    o = put_uint(o, (uint64_t)status);
+    o = gw_put_u64(o, (uint64_t)status);
     *o++ = ' ';
     o = put(o, reason, reason_n);
     o = PUT_LIT(o, "\r\nDate: ");
@@ -107,7 +93,7 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
         /* no framing headers at all */
     } else if (body_len >= 0) {
         o = PUT_LIT(o, "Content-Length: ");
-        o = put_uint(o, (uint64_t)body_len);
+        o = gw_put_u64(o, (uint64_t)body_len);
         o = PUT_LIT(o, "\r\n");
         if (!nobody)
             c->resp_left = body_len;

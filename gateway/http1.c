@@ -208,14 +208,8 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
         PUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
     } else if (f->content_length >= 0) {
         char cl[24];
-        size_t l = 0;
-        uint64_t v = (uint64_t)f->content_length;
-        do {
-            cl[sizeof cl - 1 - l++] = (char)('0' + v % 10);
-            v /= 10;
-        } while (v);
         PUT_LIT(&o, "Content-Length: ");
-        put(&o, cl + sizeof cl - l, l);
+        put(&o, cl, (size_t)(gw_put_u64(cl, (uint64_t)f->content_length) - cl));
         put(&o, "\r\n", 2);
     }
     put(&o, "\r\n", 2);
@@ -239,6 +233,19 @@ int gw_build_response_headers(const gw_header *hdrs, int n, char *out, size_t ca
         put(&o, "\r\n", 2);
     }
     return o.overflow ? -1 : (int)o.len;
+}
+
+char *gw_put_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *out++ = tmp[--n];
+    return out;
 }
 
 size_t gw_chunk_size_line(char *out, size_t n)

@@ -35,6 +35,10 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
  * X-Request-Id / X-Gateway-Upstream removed. Returns the length or -1. */
 int gw_build_response_headers(const gw_header *hdrs, int n, char *out, size_t cap);
 
+/* V in decimal at out (up to 20 bytes, no NUL); returns the end. printf-free: it runs a few
+ * times per request. */
+char *gw_put_u64(char *out, uint64_t v);
+
 /* Chunk framing: writes "<hex size>\r\n" (no NUL needed), returns its length. out >= 20. */
 size_t gw_chunk_size_line(char *out, size_t n);
 

@@ -141,6 +141,40 @@ static void test_response_headers_filtered(void **state)
     assert_string_equal(out, "Content-Type: application/json\r\nSet-Cookie: a=b\r\n");
 }
 
+static void test_request_header_names_classified_exactly(void **state)
+{
+    (void)state;
+    /* every name the builder replaces or drops, in odd case, next to near misses that
+     * must pass through untouched */
+    gw_header h[] = { H("HOST", "a"), H("te", "trailers"), H("TRAILER", "x"), H("Upgrade", "h2c"),
+                      H("proxy-Authorization", "p"), H("EXPECT", "100-continue"),
+                      H("x-forwarded-HOST", "spoof"), H("VIA", "1.0 old"), H("Keep-Alive", "1"),
+                      H("CONNECTION", "X-Custom"), H("x-custom", "drop me"),
+                      H("Hosts", "keep1"), H("Via-Extra", "keep2"), H("Te2", "keep3"),
+                      H("Dates", "keep4"), H("Proxy", "keep5"), H("X-Forwarded-Fo", "keep6") };
+    gw_fwd f = default_fwd();
+    int n = gw_build_upstream_request(h, (int)(sizeof h / sizeof h[0]), &f, out, sizeof out);
+    assert_true(n > 0);
+    out[n] = '\0';
+    for (const char *gone = "te:|TRAILER:|Upgrade:|proxy-Authorization:|EXPECT:|spoof|Keep-Alive:|"
+                            "CONNECTION:|x-custom:|HOST: a";
+         *gone;) {
+        const char *bar = strchr(gone, '|');
+        size_t len = bar ? (size_t)(bar - gone) : strlen(gone);
+        char needle[40];
+        memcpy(needle, gone, len);
+        needle[len] = '\0';
+        assert_null(strstr(out, needle));
+        gone += len + (bar ? 1 : 0);
+    }
+    assert_non_null(strstr(out, "Via: 1.0 old, 1.1 gateway\r\n"));
+    for (int i = 1; i <= 6; i++) {
+        char keep[8];
+        snprintf(keep, sizeof keep, "keep%d", i);
+        assert_non_null(strstr(out, keep));
+    }
+}
+
 static void test_hop_by_hop_is_case_insensitive(void **state)
 {
     (void)state;
@@ -164,6 +198,20 @@ static void test_chunk_size_line(void **state)
     assert_memory_equal(b, "10000\r\n", n);
     n = gw_chunk_size_line(b, SIZE_MAX);
     assert_int_equal(n, 18);
+}
+
+static void test_put_u64(void **state)
+{
+    (void)state;
+    char b[24];
+    assert_int_equal(gw_put_u64(b, 0) - b, 1);
+    assert_memory_equal(b, "0", 1);
+    assert_int_equal(gw_put_u64(b, 204) - b, 3);
+    assert_memory_equal(b, "204", 3);
+    assert_int_equal(gw_put_u64(b, 65536) - b, 5);
+    assert_memory_equal(b, "65536", 5);
+    assert_int_equal(gw_put_u64(b, UINT64_MAX) - b, 20);
+    assert_memory_equal(b, "18446744073709551615", 20);
 }
 
 static void test_dot_segments(void **state)
@@ -190,6 +238,9 @@ static void test_request_ids(void **state)
     assert_false(gw_request_id_valid(gw_slice_of("")));
     assert_false(gw_request_id_valid(gw_slice_of("has space")));
     assert_false(gw_request_id_valid(gw_slice_of("new\r\nline")));
+    assert_true(gw_request_id_valid(gw_slice_of("Az09-_.:")));
+    assert_false(gw_request_id_valid(gw_slice_of("a/b")));
+    assert_false(gw_request_id_valid(gw_slice_of("caf\xc3\xa9")));
     char longid[80];
     memset(longid, 'a', 65);
     longid[65] = '\0';
@@ -208,6 +259,8 @@ int main(void)
         cmocka_unit_test(test_response_headers_filtered),
         cmocka_unit_test(test_hop_by_hop_is_case_insensitive),
         cmocka_unit_test(test_chunk_size_line),
+        cmocka_unit_test(test_put_u64),
+        cmocka_unit_test(test_request_header_names_classified_exactly),
         cmocka_unit_test(test_dot_segments),
         cmocka_unit_test(test_request_ids),
     };
