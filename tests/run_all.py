@@ -51,7 +51,7 @@ VALGRIND_SUBSET = ",".join([
     "test_ops_access_log", "test_routes_view", "test_compose_client_disconnect",
     "test_sighup_reloads", "test_file_invalid_rejected", "test_cache_lru_without_redis",
     "test_cache_redis_never_up", "test_shadow_post_bodies",
-    "test_client_leaving",
+    "test_client_leaving", "test_request_head_and_body", "test_long_header_values",
 ])
 section("unit tests under valgrind (build)")
 p, f = run_unit.run(sorted(glob.glob(os.path.join("build", "tests", "test_*"))), valgrind=True)
