@@ -169,7 +169,7 @@ static void test_request_header_names_classified_exactly(void **state)
     }
     assert_non_null(strstr(out, "Via: 1.0 old, 1.1 gateway\r\n"));
     for (int i = 1; i <= 6; i++) {
-        char keep[8];
+        char keep[16];
         snprintf(keep, sizeof keep, "keep%d", i);
         assert_non_null(strstr(out, keep));
     }
