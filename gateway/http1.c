@@ -109,12 +109,12 @@ static int listed_in_connection(gw_slice name, const gw_header *hdrs, int n,
 
 int gw_is_hop_by_hop(gw_slice name, const gw_header *hdrs, int n)
 {
-    if (HK(classify(name)) & HK_HOP_BY_HOP)
-        return 1;
-    for (int i = 0; i < n; i++)
-        if (classify(hdrs[i].name) == HK_CONNECTION && list_has_token(hdrs[i].value, name))
-            return 1;
-    return 0;
+    unsigned char kinds[GW_MAX_HEADERS];
+    if (n > GW_MAX_HEADERS)
+        n = GW_MAX_HEADERS;
+    int has_conn = classify_all(hdrs, n, kinds);
+    return (HK(classify(name)) & HK_HOP_BY_HOP) ||
+           (has_conn && listed_in_connection(name, hdrs, n, kinds));
 }
 
 /* Whether header i must be left out: its kind is in drop, or a Connection header lists it. */

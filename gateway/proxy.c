@@ -340,14 +340,8 @@ static void up_on_ready(gw_uconn *u, void *data)
         p->flags |= P_REUSED;
     else
         p->flags &= ~P_REUSED;
-    if (req->has_body && !(p->flags & P_BODY_STARTED)) {
-        /* the head leaves with the first body bytes (client_on_body) or at the body's end */
-        p->flags |= P_HEAD_HELD | P_BODY_STARTED;
-        gw_uconn_read_response(u, req->is_head);
-        gw_request_read_body(req);
-        return;
-    }
-    if (gw_uconn_write(u, &b, 1) < 0) {
+    int hold = req->has_body && !(p->flags & P_BODY_STARTED);
+    if (!hold && gw_uconn_write(u, &b, 1) < 0) {
         /* the error arrives through on_error when the write callback fails; a failed
          * try_write on a pooled socket is a stale connection */
         gw_uconn_abort(u);
@@ -356,12 +350,11 @@ static void up_on_ready(gw_uconn *u, void *data)
         return;
     }
     gw_uconn_read_response(u, req->is_head);
-    if (req->has_body) {
-        if (!(p->flags & P_BODY_STARTED)) {
-            p->flags |= P_BODY_STARTED;
-            gw_request_read_body(req);
-        }
-    } else {
+    if (hold) {
+        /* the head leaves with the first body bytes (client_on_body) or at the body's end */
+        p->flags |= P_HEAD_HELD | P_BODY_STARTED;
+        gw_request_read_body(req);
+    } else if (!req->has_body) {
         p->flags |= P_BODY_DONE;
     }
 }
