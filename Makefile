@@ -5,15 +5,16 @@
 #   make test       deps + build + unit tests + integration tests, plain and ASan+UBSan
 #   make bench      gateway vs nginx vs HAProxy (see bench/)
 #   SANITIZE=1      ASan+UBSan build, into build/san/
+#   OUT=DIR         build into DIR instead (parallel work trees share one checkout)
 
 CC       ?= gcc
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
-  OUT      := build/san
+  OUT      ?= build/san
   OPT      := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
   LDSAN    := -fsanitize=address,undefined
 else
-  OUT      := build
+  OUT      ?= build
   OPT      := -O2 -g
   LDSAN    :=
 endif
@@ -27,9 +28,11 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -ljanss
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -pthread -I. -I$(LLHTTP_INC) $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lpthread -lm
 
-CTL_SRCS := gateway/gatewayctl.c $(wildcard gateway/ctl_*.c)
-LIB_SRCS := $(filter-out gateway/main.c $(CTL_SRCS),$(wildcard gateway/*.c)) \
-            $(wildcard routes/*.c) $(wildcard composers/*.c)
+# Rooms, lowest first: http/ (the HTTP library) <- routes/ <- composers/ <- gateway/ (the
+# application); ctl/ is gatewayctl. A room includes headers only of rooms before it.
+CTL_SRCS := $(wildcard ctl/*.c)
+LIB_SRCS := $(wildcard http/*.c) $(wildcard routes/*.c) $(wildcard composers/*.c) \
+            $(filter-out gateway/main.c,$(wildcard gateway/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o)
 LLHTTP_OBJS := $(OUT)/obj/llhttp/api.o $(OUT)/obj/llhttp/http.o $(OUT)/obj/llhttp/llhttp.o
 MOCKD_SRCS := $(wildcard tests/mockd/*.c)

@@ -1,5 +1,5 @@
 /* breaker.c — see breaker.h. */
-#include "breaker.h"
+#include "composers/breaker.h"
 
 static void set_state(cmp_breaker *b, cmp_breaker_state st)
 {

@@ -6,7 +6,7 @@
 #include <uv.h>
 
 #include "composers/cache.h"
-#include "gateway/queue.h"
+#include "http/queue.h"
 
 struct redisAsyncContext;
 typedef struct cmp__entry cmp__entry;

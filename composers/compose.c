@@ -5,20 +5,20 @@
  * (leg_end), from its connection's callbacks, its timeout, or the run's end. When the run
  * ends every leg still out is aborted, so no callback can reach it afterwards.
  */
-#include "compose.h"
+#include "composers/compose.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../gateway/gw_errors.h"
-#include "../gateway/request_id.h"
-#include "fetch.h"
-#include "json_check.h"
-#include "lookup.h"
-#include "template.h"
-#include "worker_int.h"
+#include "http/gw_errors.h"
+#include "http/request_id.h"
+#include "composers/fetch.h"
+#include "composers/json_check.h"
+#include "composers/lookup.h"
+#include "composers/template.h"
+#include "composers/worker_int.h"
 
 #define LEG_PATH_MAX 2048
 #define RUN_KIND 0x636d7072 /* "cmpr": tags req->data as a composition run */

@@ -7,13 +7,13 @@
 #ifndef CMP_COMPOSE_H
 #define CMP_COMPOSE_H
 
-#include "../gateway/config.h"
-#include "../gateway/metrics.h"
-#include "../gateway/server.h"
-#include "../gateway/upstream.h"
-#include "../routes/route_table.h"
-#include "breaker.h"
-#include "spec.h"
+#include "gateway/config.h"
+#include "gateway/metrics.h"
+#include "http/server.h"
+#include "http/upstream.h"
+#include "routes/route_table.h"
+#include "composers/breaker.h"
+#include "composers/spec.h"
 
 typedef struct cmp_worker cmp_worker;
 struct cmp_cache;

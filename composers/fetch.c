@@ -1,15 +1,15 @@
 /* fetch.c — internal GETs (see fetch.h). One cmp_fetch per exchange, freed in one place
  * (fetch_free) after its timer handle closed; it ends exactly once (fetch_end). */
-#include "fetch.h"
+#include "composers/fetch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../gateway/gw_errors.h"
-#include "../gateway/request_id.h"
-#include "../routes/policy.h"
-#include "worker_int.h"
+#include "http/gw_errors.h"
+#include "http/request_id.h"
+#include "routes/policy.h"
+#include "composers/worker_int.h"
 
 #define BODY_MAX (1 << 20)
 #define PATH_MAX_LEN 2048

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../routes/route_table.h"
+#include "routes/route_table.h"
 
 typedef struct cmp_worker cmp_worker;
 typedef struct cmp_fetch cmp_fetch;

@@ -1,5 +1,5 @@
 /* json_check.c — a non-allocating JSON validator (see json_check.h). */
-#include "json_check.h"
+#include "composers/json_check.h"
 
 #define MAX_DEPTH 256
 

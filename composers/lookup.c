@@ -4,14 +4,14 @@
  * upstream fetch, so a waiter that gives up (its client left, its deadline passed) changes
  * nothing for the others; the answer still fills the cache. Stored values are
  * "<status>\n<body>". */
-#include "lookup.h"
+#include "composers/lookup.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fetch.h"
-#include "worker_int.h"
+#include "composers/fetch.h"
+#include "composers/worker_int.h"
 
 #define KEY_MAX 1024
 

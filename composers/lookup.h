@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../routes/route_table.h"
+#include "routes/route_table.h"
 
 typedef struct cmp_worker cmp_worker;
 typedef struct cmp_wait cmp_wait;

@@ -1,5 +1,5 @@
 /* spec.c — reading and validating compositions (see spec.h). */
-#include "spec.h"
+#include "composers/spec.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "template.h"
+#include "composers/template.h"
 
 #define DEFAULT_DEADLINE_MS 2000
 #define DEFAULT_LEG_TIMEOUT_MS 1000

@@ -20,7 +20,7 @@
 
 #include <stdint.h>
 
-#include "../gateway/gw_slice.h"
+#include "http/gw_slice.h"
 
 #define CMP_MAX_LEGS 16
 #define CMP_MAX_PARAMS 8

@@ -1,5 +1,5 @@
 /* template.c — leg URL expansion. */
-#include "template.h"
+#include "composers/template.h"
 
 #include <stdio.h>
 #include <string.h>

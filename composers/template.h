@@ -5,7 +5,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "spec.h"
+#include "composers/spec.h"
 
 /* Looks a {name} up: a composition parameter, or "leg.field.sub" in a finished leg's JSON
  * (legs[i] may be NULL for legs without an answer). Returns the number of bytes written to

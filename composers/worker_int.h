@@ -3,10 +3,10 @@
 #ifndef CMP_WORKER_INT_H
 #define CMP_WORKER_INT_H
 
-#include "../gateway/queue.h"
-#include "breaker.h"
-#include "cache.h"
-#include "compose.h"
+#include "http/queue.h"
+#include "composers/breaker.h"
+#include "composers/cache.h"
+#include "composers/compose.h"
 
 struct cmp_worker {
     uv_loop_t *loop;

@@ -1,7 +1,7 @@
 /* access_log.c — buffered JSON access log. Two buffers: one fills while the other is being
  * written by the thread pool. When both are busy the line is dropped and counted rather
  * than letting memory grow without bound. */
-#include "access_log.h"
+#include "gateway/access_log.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -112,32 +112,6 @@ gw_access_log *gw_access_log_new(uv_loop_t *loop, int fd)
     uv_unref((uv_handle_t *)&log->timer); /* the log alone must not keep a loop alive */
     log->handles_open = 1;
     return log;
-}
-
-void gw_json_escape(char *out, size_t *len, size_t cap, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t l = *len;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') {
-            if (l + 2 >= cap) break;
-            out[l++] = '\\';
-            out[l++] = (char)ch;
-        } else if (ch < 0x20 || ch >= 0x7f) {
-            /* non-ASCII is escaped byte-wise: a log line must stay valid JSON whatever the
-             * client sent (bytes need not be UTF-8) */
-            if (l + 6 >= cap) break;
-            memcpy(out + l, "\\u00", 4);
-            out[l + 4] = hex[ch >> 4];
-            out[l + 5] = hex[ch & 15];
-            l += 6;
-        } else {
-            if (l + 1 >= cap) break;
-            out[l++] = (char)ch;
-        }
-    }
-    *len = l;
 }
 
 static void put_str(char *line, size_t *len, size_t cap, const char *key, const char *v)

@@ -3,6 +3,8 @@
 #ifndef GW_ACCESS_LOG_H
 #define GW_ACCESS_LOG_H
 
+#include "http/http1.h" /* gw_json_escape */
+
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -34,8 +36,5 @@ void gw_access_log_free(gw_access_log *log);
 /* Lines dropped because the disk could not keep up (the buffer is bounded). */
 uint64_t gw_access_log_dropped(const gw_access_log *log);
 
-/* Appends s as a JSON string body (no quotes) to out[*len..cap), escaping as JSON needs;
- * stops (truncating) when full. Used by the log and the error bodies. */
-void gw_json_escape(char *out, size_t *len, size_t cap, const char *s, size_t n);
 
 #endif

@@ -12,14 +12,14 @@
  * then publishes it. Requests are answered after the store confirms; a client that left
  * meanwhile only leaves a flag for the late callback.
  */
-#include "admin.h"
+#include "gateway/admin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../routes/route_edit.h"
-#include "../routes/route_table.h"
+#include "routes/route_edit.h"
+#include "routes/route_table.h"
 
 #define BODY_MAX (1 << 20)
 

@@ -4,10 +4,10 @@
 #ifndef GW_ADMIN_H
 #define GW_ADMIN_H
 
-#include "config.h"
-#include "route_store.h"
-#include "metrics.h"
-#include "server.h"
+#include "gateway/config.h"
+#include "gateway/route_store.h"
+#include "gateway/metrics.h"
+#include "http/server.h"
 
 typedef struct gw_admin {
     const gw_config *cfg;

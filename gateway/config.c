@@ -71,7 +71,7 @@
  * Error messages: "FILE: json.path: reason", "FILE: line L column C: jansson's text",
  * "FILE: cannot read: strerror", "env NAME: reason".
  */
-#include "config.h"
+#include "gateway/config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -84,8 +84,8 @@
 #include <string.h>
 #include <uv.h>
 
-#include "gw_errors.h"
-#include "server.h" /* GW_MAX_HEADERS */
+#include "http/gw_errors.h"
+#include "http/server.h" /* GW_MAX_HEADERS */
 
 #define GW__MS_MAX 3600000
 #define GW__WORKERS_MAX 256

@@ -8,30 +8,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define GW_MAX_ENDPOINTS 32
+#include "http/upstream_conf.h"
+
 #define GW_MAX_UPSTREAMS 64
-#define GW_NAME_MAX 64
-
-typedef struct gw_endpoint_conf {
-    char address[128]; /* as written: "127.0.0.1:9101" or "host:port" */
-    struct sockaddr_storage addr; /* resolved once at load time, never on the request path */
-    socklen_t addrlen;
-} gw_endpoint_conf;
-
-typedef struct gw_upstream_conf {
-    char name[GW_NAME_MAX];
-    gw_endpoint_conf endpoints[GW_MAX_ENDPOINTS];
-    int n_endpoints;
-    char host[256];               /* Host header sent upstream; "" keeps the client's Host */
-    uint32_t connect_timeout_ms;  /* default 1000 */
-    uint32_t response_timeout_ms; /* request sent -> response head complete; default 30000 */
-    uint32_t read_timeout_ms;     /* between two reads of the response body; default 30000 */
-    uint32_t pool_max_idle;       /* idle keep-alive connections kept per worker per endpoint; default 64 */
-    uint32_t pool_idle_timeout_ms;/* default 30000 */
-    uint32_t down_ms;             /* an endpoint that refused a connection is skipped this long; default 5000 */
-    uint32_t breaker_failures;    /* composition legs: consecutive failures that open the circuit; default 5 */
-    uint32_t breaker_cooldown_ms; /* open this long, then one probe (half-open); default 5000 */
-} gw_upstream_conf;
 
 typedef struct gw_limits_conf {
     uint32_t max_uri_bytes;      /* 414 above; default 8192 */

@@ -14,13 +14,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../routes/route_table.h"
-#include "../composers/spec.h"
-#include "admin.h"
-#include "config.h"
-#include "metrics.h"
-#include "route_store.h"
-#include "worker.h"
+#include "routes/route_table.h"
+#include "composers/spec.h"
+#include "gateway/admin.h"
+#include "gateway/config.h"
+#include "gateway/metrics.h"
+#include "gateway/route_store.h"
+#include "gateway/worker.h"
 
 static gw_config cfg;
 static gw_worker *workers;

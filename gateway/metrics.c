@@ -1,5 +1,5 @@
 /* metrics.c — per-worker counters and their Prometheus rendering. */
-#include "metrics.h"
+#include "gateway/metrics.h"
 
 #include <inttypes.h>
 #include <stdarg.h>

@@ -4,20 +4,20 @@
  * the response ended (on_done), the response failed (error paths), or the client went
  * away (on_abort). The upstream connection is released or aborted before that.
  */
-#include "proxy.h"
+#include "gateway/proxy.h"
 
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../routes/policy.h"
-#include "../composers/compose.h"
-#include "../routes/route_table.h"
-#include "gw_errors.h"
-#include "http1.h"
-#include "request_id.h"
-#include "shadow.h"
-#include "worker.h"
+#include "routes/policy.h"
+#include "composers/compose.h"
+#include "routes/route_table.h"
+#include "http/gw_errors.h"
+#include "http/http1.h"
+#include "http/request_id.h"
+#include "gateway/shadow.h"
+#include "gateway/worker.h"
 
 #define TARGET_MAX 8192
 #define RESP_HEADERS_MAX (32 * 1024)

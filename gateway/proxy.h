@@ -4,7 +4,7 @@
 #ifndef GW_PROXY_H
 #define GW_PROXY_H
 
-#include "server.h"
+#include "http/server.h"
 
 /* The handler; gw_server_opts.data must point to the gw_worker. */
 extern const gw_handler gw_proxy_handler;

@@ -1,5 +1,5 @@
 /* route_store.c — see route_store.h. */
-#include "route_store.h"
+#include "gateway/route_store.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -8,10 +8,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "../routes/route_edit.h"
-#include "../routes/source_file.h"
-#include "../routes/source_pg.h"
-#include "metrics.h"
+#include "routes/route_edit.h"
+#include "routes/source_file.h"
+#include "routes/source_pg.h"
+#include "gateway/metrics.h"
 
 #define MAX_PENDING_RELOADS 16
 #define HISTORY_LINE_MAX (256 * 1024)

@@ -10,8 +10,8 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "../routes/route_table.h"
-#include "config.h"
+#include "routes/route_table.h"
+#include "gateway/config.h"
 
 typedef struct gw_route_store gw_route_store;
 

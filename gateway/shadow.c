@@ -1,14 +1,14 @@
 /* shadow.c — see shadow.h. */
-#include "shadow.h"
+#include "gateway/shadow.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "gw_errors.h"
-#include "access_log.h"
-#include "metrics.h"
+#include "http/gw_errors.h"
+#include "gateway/access_log.h"
+#include "gateway/metrics.h"
 
 #define CAPTURE_MAX (1 << 20) /* bodies larger than this are compared by status only */
 

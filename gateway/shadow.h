@@ -11,8 +11,8 @@
 
 #include <stddef.h>
 
-#include "../routes/route_table.h"
-#include "upstream.h"
+#include "routes/route_table.h"
+#include "http/upstream.h"
 
 typedef struct gw_shadow gw_shadow;
 typedef struct gw_metrics gw_metrics;

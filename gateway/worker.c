@@ -1,15 +1,15 @@
 /* worker.c — a worker thread: its loop, listener, upstream pools and access log, and the
  * graceful drain on SIGTERM (driven from the main thread through an async handle). */
-#include "worker.h"
+#include "gateway/worker.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "../routes/route_table.h"
-#include "../composers/compose.h"
-#include "proxy.h"
+#include "routes/route_table.h"
+#include "composers/compose.h"
+#include "gateway/proxy.h"
 
 rt_table *gw_worker_routes(gw_worker *w)
 {

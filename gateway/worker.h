@@ -7,11 +7,11 @@
 #include <stdatomic.h>
 #include <uv.h>
 
-#include "access_log.h"
-#include "config.h"
-#include "metrics.h"
-#include "server.h"
-#include "upstream.h"
+#include "gateway/access_log.h"
+#include "gateway/config.h"
+#include "gateway/metrics.h"
+#include "http/server.h"
+#include "http/upstream.h"
 
 typedef struct rt_table rt_table;
 typedef struct cmp_worker cmp_worker;

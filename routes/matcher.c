@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../gateway/gw_errors.h"
-#include "matcher.h"
+#include "http/gw_errors.h"
+#include "routes/matcher.h"
 
 /* ---- string map ------------------------------------------------------------------------ */
 

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "route_table.h"
+#include "routes/route_table.h"
 
 #define RT_N_METHODS 8 /* one per RT_M_* bit */
 

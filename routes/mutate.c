@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "parse.h"
-#include "route_edit.h"
+#include "routes/parse.h"
+#include "routes/route_edit.h"
 
 #define SOURCE "routes" /* how errors name an edited table */
 

@@ -6,7 +6,7 @@
 
 #include <jansson.h>
 
-#include "matcher.h"
+#include "routes/matcher.h"
 
 // What a route id is made of (ids name routes in admin URLs, so they stay URL-safe).
 #define RT__ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"

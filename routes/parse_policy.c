@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "parse.h"
-#include "policy.h"
+#include "routes/parse.h"
+#include "routes/policy.h"
 
 #define MAX_WEIGHT 100000
 #define MAX_STRING 4096

@@ -2,9 +2,9 @@
  * allocation, a few comparisons per call. */
 #include <string.h>
 
-#include "matcher.h"
-#include "parse.h"
-#include "policy.h"
+#include "routes/matcher.h"
+#include "routes/parse.h"
+#include "routes/policy.h"
 
 #define SAFE_METHODS (RT_M_GET | RT_M_HEAD | RT_M_OPTIONS)
 

@@ -25,7 +25,7 @@
 
 #include <stdint.h>
 
-#include "route_table.h"
+#include "routes/route_table.h"
 
 #define RT_OVERRIDE_HEADER "X-Gateway-Upstream-Override"
 

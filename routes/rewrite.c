@@ -11,7 +11,7 @@
  */
 #include <string.h>
 
-#include "policy.h"
+#include "routes/policy.h"
 
 typedef struct writer {
     char *out;

@@ -16,7 +16,7 @@
 
 #include <jansson.h>
 
-#include "route_table.h"
+#include "routes/route_table.h"
 
 // The canonical document: "version", "legacy_upstream" (when known), "routes" with every
 // field explicit (defaults written out: shadow percent and methods, fallback upstream and

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../gateway/gw_errors.h"
-#include "parse.h"
+#include "http/gw_errors.h"
+#include "routes/parse.h"
 
 #define RT_MAX_ROUTES 100000
 #define RT_MAX_STRING 4096

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../gateway/gw_slice.h"
+#include "http/gw_slice.h"
 
 #define RT_MAX_PARAMS 16
 

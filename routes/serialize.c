@@ -1,8 +1,8 @@
 /* serialize.c — a table back to its canonical routes document (route_edit.h). Fields come
  * out in the order the parser reads them, with every default written out, so a document
  * read, written and read again gives an equivalent table and a stable text. */
-#include "matcher.h"
-#include "route_edit.h"
+#include "routes/matcher.h"
+#include "routes/route_edit.h"
 
 /* Builds into an object and remembers whether any step failed (jansson returns NULL or -1
  * when out of memory; json_object_set_new accepts a NULL value and fails). */

@@ -7,7 +7,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "matcher.h"
+#include "routes/matcher.h"
 
 void rt_table_ref(rt_table *t)
 {

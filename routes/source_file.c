@@ -16,9 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "parse.h"
-#include "matcher.h"
-#include "source_file.h"
+#include "routes/parse.h"
+#include "routes/matcher.h"
+#include "routes/source_file.h"
 
 enum {
     F_LOADING = 1 << 0,  /* s->work is queued or running */

@@ -14,7 +14,7 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "route_table.h"
+#include "routes/route_table.h"
 
 #define RT_FILE_DEBOUNCE_MS 50
 

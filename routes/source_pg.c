@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "matcher.h"
-#include "source_pg_int.h"
+#include "routes/matcher.h"
+#include "routes/source_pg_int.h"
 
 static void on_poll(uv_poll_t *h, int status, int events);
 static void on_timer(uv_timer_t *t);

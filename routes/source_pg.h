@@ -28,8 +28,8 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "route_table.h"
-#include "source_file.h" // rt_file_cb
+#include "routes/route_table.h"
+#include "routes/source_file.h" // rt_file_cb
 
 #define RT_PG_CHANNEL "gateway_routes"
 #define RT_PG_BACKOFF_MIN_MS 100

@@ -20,7 +20,7 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
-#include "source_pg.h"
+#include "routes/source_pg.h"
 
 enum pg_state { PG_DOWN, PG_CONNECTING, PG_READY };
 

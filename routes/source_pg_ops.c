@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "parse.h"
-#include "source_pg_int.h"
+#include "routes/parse.h"
+#include "routes/source_pg_int.h"
 
 /* Session set-up: JSON is exchanged in UTF-8 whatever the database's defaults are. */
 static const char SQL_LISTEN[] =

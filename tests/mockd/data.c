@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mockd.h"
+#include "tests/mockd/mockd.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

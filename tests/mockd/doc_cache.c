@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mockd.h"
+#include "tests/mockd/mockd.h"
 
 #define MK_DOC_SLOTS 4096 /* power of two */
 

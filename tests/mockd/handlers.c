@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/gw_errors.h"
-#include "mockd.h"
+#include "http/gw_errors.h"
+#include "tests/mockd/mockd.h"
 
 #define MK_CHUNK (64 * 1024)
 #define MK_CHUNKS_PER_TURN 16            /* cap the work per wake-up */

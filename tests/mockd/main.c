@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "gateway/config.h"
-#include "gateway/gw_errors.h"
-#include "mockd.h"
+#include "http/gw_errors.h"
+#include "tests/mockd/mockd.h"
 
 static mk_ctx ctx;
 static uv_signal_t sig_term, sig_int;

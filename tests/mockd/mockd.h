@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "gateway/server.h"
+#include "http/server.h"
 
 #define MK_NAME_MAX 64
 #define MK_ID_MAX 512 /* longest id accepted (after percent-decoding) */

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mockd.h"
+#include "tests/mockd/mockd.h"
 
 int mk_stats_init(mk_stats *st)
 {

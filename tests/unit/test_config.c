@@ -16,7 +16,7 @@
 #include <uv.h>
 
 #include "gateway/config.h"
-#include "gateway/gw_errors.h"
+#include "http/gw_errors.h"
 
 static const char *const env_vars[] = { "GATEWAY_LISTEN", "GATEWAY_ADMIN_LISTEN",
                                         "GATEWAY_ADMIN_TOKEN", "GATEWAY_PG", "GATEWAY_REDIS" };

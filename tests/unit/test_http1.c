@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gateway/http1.h"
+#include "http/http1.h"
 #include "gateway/proxy.h"
-#include "gateway/request_id.h"
+#include "http/request_id.h"
 
 #define H(n, v) { GW_SLICE_LIT(n), GW_SLICE_LIT(v) }
 

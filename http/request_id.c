@@ -1,5 +1,5 @@
 /* request_id.c — request id validation and generation. */
-#include "request_id.h"
+#include "http/request_id.h"
 
 #include <stdint.h>
 #include <sys/random.h>

@@ -18,7 +18,7 @@
 #include <libpq-fe.h>
 #include <llhttp.h>
 
-#include "ctl.h"
+#include "ctl/ctl.h"
 
 /* ---- the admin API: plain blocking HTTP/1.1 -------------------------------------------------- */
 

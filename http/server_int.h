@@ -2,8 +2,8 @@
 #ifndef GW_SERVER_INT_H
 #define GW_SERVER_INT_H
 
-#include "queue.h"
-#include "server.h"
+#include "http/queue.h"
+#include "http/server.h"
 
 struct gw_server {
     uv_loop_t *loop;

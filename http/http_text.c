@@ -1,8 +1,10 @@
 /* http_text.c — small HTTP texts: reason phrases and the per-thread cached Date value. */
+#include <string.h>
 #include <stdio.h>
 #include <time.h>
 
-#include "server.h"
+#include "http/http1.h"
+#include "http/server.h"
 
 const char *gw_status_reason(int status)
 {
@@ -62,4 +64,30 @@ const char *gw_http_date(uv_loop_t *loop)
         cached_sec = now;
     }
     return cached;
+}
+
+void gw_json_escape(char *out, size_t *len, size_t cap, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t l = *len;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') {
+            if (l + 2 >= cap) break;
+            out[l++] = '\\';
+            out[l++] = (char)ch;
+        } else if (ch < 0x20 || ch >= 0x7f) {
+            /* non-ASCII is escaped byte-wise: a log line must stay valid JSON whatever the
+             * client sent (bytes need not be UTF-8) */
+            if (l + 6 >= cap) break;
+            memcpy(out + l, "\\u00", 4);
+            out[l + 4] = hex[ch >> 4];
+            out[l + 5] = hex[ch & 15];
+            l += 6;
+        } else {
+            if (l + 1 >= cap) break;
+            out[l++] = (char)ch;
+        }
+    }
+    *len = l;
 }

@@ -1,5 +1,5 @@
 /* gw_errors.c — message text and names for GW_E* codes. */
-#include "gw_errors.h"
+#include "http/gw_errors.h"
 
 #include <ctype.h>
 #include <uv.h>

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gw_errors.h"
-#include "upstream.h"
+#include "http/gw_errors.h"
+#include "http/upstream.h"
 
 #define UC_BUF_SIZE (32 * 1024) /* a response head must fit; body bytes pass through it */
 #define UC_HIGH_WATER (64 * 1024)

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "server.h"
+#include "http/server.h"
 
 /* Whether NAME must not be forwarded: Connection, Keep-Alive, Proxy-*, TE, Trailer,
  * Transfer-Encoding, Upgrade, or a name listed in a Connection header of HDRS. */
@@ -41,5 +41,9 @@ char *gw_put_u64(char *out, uint64_t v);
 
 /* Chunk framing: writes "<hex size>\r\n" (no NUL needed), returns its length. out >= 20. */
 size_t gw_chunk_size_line(char *out, size_t n);
+
+/* Appends s as a JSON string body (no quotes) to out[*len..cap), escaping as JSON needs;
+ * stops (truncating) when full. Used by the log and the error bodies. */
+void gw_json_escape(char *out, size_t *len, size_t cap, const char *s, size_t n);
 
 #endif

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gw_slice.h"
+#include "http/gw_slice.h"
 
 #define GW_REQUEST_ID_MAX 64
 

@@ -7,8 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "gw_errors.h"
-#include "server_int.h"
+#include "http/gw_errors.h"
+#include "http/server_int.h"
 
 #define ACCEPTS_PER_WAKEUP 64
 #define FREE_BUFS_MAX 256

@@ -11,9 +11,9 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "config.h"
-#include "queue.h"
-#include "server.h"
+#include "http/upstream_conf.h"
+#include "http/queue.h"
+#include "http/server.h"
 
 #define GW_UPSTREAM_MAX_HEADERS 128
 

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "gw_slice.h"
+#include "http/gw_slice.h"
 
 #define GW_MAX_HEADERS 256 /* hard cap; gw_limits.max_headers is usually lower */
 

@@ -18,12 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "access_log.h"
-#include "gw_errors.h"
-#include "http1.h"
-#include "request_id.h"
-#include "client_int.h"
-#include "metrics.h"
+#include "gateway/access_log.h"
+#include "http/gw_errors.h"
+#include "http/http1.h"
+#include "http/request_id.h"
+#include "http/client_int.h"
+#include "gateway/metrics.h"
 
 static const char *client_state_name(client_state s)
 {

@@ -1,5 +1,5 @@
 /* http1.c — header rewriting and chunk framing for the proxy. */
-#include "http1.h"
+#include "http/http1.h"
 
 #include <string.h>
 

@@ -29,7 +29,7 @@
 #include <libpq-fe.h>
 #include <llhttp.h>
 
-#include "ctl.h"
+#include "ctl/ctl.h"
 
 static const char usage_text[] =
     "usage: gatewayctl [--admin URL] [--token T] COMMAND\n"

@@ -2,7 +2,7 @@
  * endpoints marked down, and the per-endpoint idle keep-alive pools. */
 #include <string.h>
 
-#include "upstream.h"
+#include "http/upstream.h"
 
 void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *conf)
 {

@@ -5,7 +5,7 @@
 
 #include <llhttp.h>
 
-#include "server_int.h"
+#include "http/server_int.h"
 
 #define WRITE_HIGH_WATER (64 * 1024) /* gw_response_body returns 1 above this */
 #define HEAD_BUF_SIZE 4096

@@ -7,11 +7,10 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "access_log.h"
-#include "client_int.h"
-#include "gw_errors.h"
-#include "http1.h"
-#include "request_id.h"
+#include "http/client_int.h"
+#include "http/gw_errors.h"
+#include "http/http1.h"
+#include "http/request_id.h"
 
 /* ---- responses ----------------------------------------------------------------------- */
 
