@@ -36,7 +36,7 @@ LIB_SRCS := $(wildcard http/*.c) $(wildcard routes/*.c) $(wildcard composers/*.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o)
 LLHTTP_OBJS := $(OUT)/obj/llhttp/api.o $(OUT)/obj/llhttp/http.o $(OUT)/obj/llhttp/llhttp.o
 MOCKD_SRCS := $(wildcard tests/mockd/*.c)
-UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
+UNIT_SRCS  := $(wildcard tests/unit/*/test_*.c) # tests/unit/ mirrors the source tree
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 
 .PHONY: all deps run test unit integration bench clean check-deps

@@ -94,7 +94,7 @@ static void on_write(uv_write_t *wr, int status)
     arm_timer(c);
     if ((c->flags & F_WANT_DRAIN) && c->pending_write <= WRITE_HIGH_WATER / 2 && c->req) {
         c->flags &= ~F_WANT_DRAIN;
-        c->server->handler.on_drain(&c->req->pub);
+        c->req->pub.handler->on_drain(&c->req->pub);
     }
 }
 
@@ -232,7 +232,7 @@ static void client_close(gw_client *c)
         return;
     if (c->req && c->state == CS_ACTIVE) {
         c->state = CS_CLOSING;
-        c->server->handler.on_abort(&c->req->pub, GW_ECLOSED);
+        c->req->pub.handler->on_abort(&c->req->pub, GW_ECLOSED);
         log_request(c);
     }
     free_request(c);
@@ -251,7 +251,7 @@ static void client_abort(gw_client *c, int err)
         return;
     if (c->req && c->state == CS_ACTIVE) {
         c->state = CS_CLOSING; /* the handler must not write any more */
-        c->server->handler.on_abort(&c->req->pub, err);
+        c->req->pub.handler->on_abort(&c->req->pub, err);
         c->state = CS_ACTIVE;
         log_request(c);
         free_request(c);
@@ -369,7 +369,7 @@ static void fail_in_body(gw_client *c, int status, int err, const char *why)
 {
     int begun = c->flags & F_RESP_BEGUN;
     c->state = CS_CLOSING;
-    c->server->handler.on_abort(&c->req->pub, err);
+    c->req->pub.handler->on_abort(&c->req->pub, err);
     c->state = CS_ACTIVE;
     if (begun) {
         free_request(c);
@@ -612,6 +612,7 @@ static void begin_request(gw_client *c)
     gw_request *q = &r->pub;
     q->client = c;
     q->server = c->server;
+    q->handler = &c->server->handler;
     q->content_length = -1;
     q->upstream_ms = -1;
     q->max_body_bytes = c->server->opts.limits.max_body_bytes;
@@ -664,7 +665,7 @@ static void deliver_body_end(gw_client *c)
         !(c->flags & F_BODY_DONE) || (c->flags & F_BODY_END_SENT))
         return;
     c->flags |= F_BODY_END_SENT;
-    c->server->handler.on_body_end(&c->req->pub);
+    c->req->pub.handler->on_body_end(&c->req->pub);
 }
 
 /* The parse loop: feeds buffered bytes to llhttp as long as the state allows, dispatches
@@ -946,7 +947,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
         return reject(c, 413, "request body too large");
     if (c->state != CS_ACTIVE)
         return 0;
-    c->server->handler.on_body(q, at, n);
+    q->handler->on_body(q, at, n);
     return c->state == CS_CLOSING ? HPE_USER : 0;
 }
 

@@ -64,6 +64,9 @@ typedef struct gw_server_opts {
 struct gw_request {
     gw_client *client;
     gw_server *server;
+    /* Who gets this request's callbacks after on_request: the server's handler unless
+     * on_request (a router) hands the request to another one with gw_request_set_handler. */
+    const gw_handler *handler;
     /* The head: slices into the connection's read buffer, valid until the first call to
      * gw_request_read_body or until the response ends, whichever comes first. */
     gw_slice method, url, path, query;
@@ -112,6 +115,13 @@ int gw_server_active(const gw_server *s); /* open client connections */
 const gw_server_opts *gw_server_options(const gw_server *s);
 uv_loop_t *gw_server_loop(const gw_server *s);
 int gw_server_port(const gw_server *s); /* the bound port (useful with port 0) */
+
+/* From on_request: HANDLER's on_body, on_body_end, on_drain and on_abort serve this
+ * request from now on (its on_request is not called). */
+static inline void gw_request_set_handler(gw_request *req, const gw_handler *handler)
+{
+    req->handler = handler;
+}
 
 /* Names the route (and table version) for the access log and metrics; ID is copied. */
 void gw_request_set_route(gw_request *req, const char *id, uint64_t version);

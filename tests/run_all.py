@@ -24,7 +24,7 @@ def section(title):
 
 
 for build in ("build", "build/san"):
-    bins = sorted(glob.glob(os.path.join(build, "tests", "test_*")))
+    bins = sorted(glob.glob(os.path.join(build, "tests", "*", "test_*")))
     section("unit tests (%s)" % build)
     p, f = run_unit.run(bins)
     print("unit (%s): %d passed, %d failed" % (build, p, f))
@@ -54,7 +54,7 @@ VALGRIND_SUBSET = ",".join([
     "test_client_leaving", "test_request_head_and_body", "test_long_header_values",
 ])
 section("unit tests under valgrind (build)")
-p, f = run_unit.run(sorted(glob.glob(os.path.join("build", "tests", "test_*"))), valgrind=True)
+p, f = run_unit.run(sorted(glob.glob(os.path.join("build", "tests", "*", "test_*"))), valgrind=True)
 print("unit under valgrind: %d passed, %d failed" % (p, f))
 total_p += p
 total_f += f
