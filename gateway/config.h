@@ -23,6 +23,8 @@ typedef struct gw_limits_conf {
     uint32_t send_timeout_ms;    /* client not reading our response; default 30000 */
     uint32_t read_buffer_bytes;  /* a client connection's read buffer while it has a request
                                     (idle ones hold none); at least max_header_bytes; default 65536 */
+    uint32_t max_connections;    /* open client connections per worker; above, new ones are
+                                    closed at once; default 10000 */
 } gw_limits_conf;
 
 #define GW_MAX_ADMIN_TOKENS 16

@@ -275,6 +275,10 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     sb_printf(&b, "# HELP gateway_fallbacks_total Requests replayed to the legacy upstream by a route's fallback.\n"
                   "# TYPE gateway_fallbacks_total counter\ngateway_fallbacks_total %" PRIu64 "\n", fb);
     sb_printf(&b, "# TYPE gateway_connections_accepted_total counter\ngateway_connections_accepted_total %" PRIu64 "\n", acc);
+    sb_printf(&b, "# HELP gateway_connections_rejected_total Client connections closed at once.\n"
+                  "# TYPE gateway_connections_rejected_total counter\n"
+                  "gateway_connections_rejected_total{reason=\"max_connections\"} %" PRIu64 "\n",
+              SUM(connections_rejected_max));
     sb_printf(&b, "# TYPE gateway_requests_unlabelled_total counter\ngateway_requests_unlabelled_total %" PRIu64 "\n", ovf);
     sb_printf(&b, "# HELP gateway_route_table_version Version of the route table in force.\n"
                   "# TYPE gateway_route_table_version gauge\ngateway_route_table_version %" PRIu64 "\n",

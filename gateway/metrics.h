@@ -39,6 +39,7 @@ typedef struct gw_metrics {
     atomic_uint_fast64_t duration_sum_us;
     atomic_uint_fast64_t upstream_errors[GW_UERR__COUNT];
     atomic_uint_fast64_t connections_accepted;
+    atomic_uint_fast64_t connections_rejected_max; /* closed at once: limits.max_connections */
     /* shadow comparisons per route: status_class 0 = compared, 1 = mismatched */
     gw_metric_slot shadow_slots[GW_METRICS_SHADOW_SLOTS];
     atomic_uint_fast64_t fallbacks;

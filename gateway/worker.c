@@ -70,6 +70,39 @@ static void on_wakeup(uv_async_t *a)
     gw_server_drain(w->server, on_server_done);
 }
 
+/* The server reports each finished request here: one access-log line, one count. */
+static void on_request_done(const gw_request *q, const gw_request_report *r, void *data)
+{
+    gw_worker *w = data;
+    if (w->log) {
+        gw_access_entry e = {
+            .request_id = q->request_id[0] ? q->request_id : NULL,
+            .client = q->client_addr,
+            .method = q->method_buf[0] ? q->method_buf : NULL,
+            .path = r->url[0] ? r->url : NULL,
+            .route = q->route_id,
+            .upstream = q->upstream_name ? q->upstream_name : "gateway",
+            .route_version = q->route_version,
+            .status = q->status,
+            .bytes_in = q->bytes_in,
+            .bytes_out = q->bytes_out,
+            .upstream_ms = q->upstream_ms,
+            .total_ms = r->total_ms,
+        };
+        gw_access_log_write(w->log, &e);
+    }
+    gw_metrics_request(w->metrics, q->route_id, q->upstream_name, q->status, r->total_ms);
+}
+
+static void on_connection(enum gw_conn_event ev, void *data)
+{
+    gw_worker *w = data;
+    if (ev == GW_CONN_ACCEPTED)
+        atomic_fetch_add_explicit(&w->metrics->connections_accepted, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&w->metrics->connections_rejected_max, 1, memory_order_relaxed);
+}
+
 static void worker_main(void *arg)
 {
     gw_worker *w = arg;
@@ -92,12 +125,14 @@ static void worker_main(void *arg)
             .idle_timeout_ms = l->idle_timeout_ms,
             .send_timeout_ms = l->send_timeout_ms,
             .read_buffer_bytes = l->read_buffer_bytes,
+            .max_connections = l->max_connections,
         },
         .gateway_headers = 1,
         .reuseport = 1,
         .worker_id = w->id,
-        .log = w->log,
-        .metrics = w->metrics,
+        .on_request_done = on_request_done,
+        .on_connection = on_connection,
+        .hook_data = w,
         .data = w,
     };
     int r = gw_server_init(&w->server, &w->loop, (const struct sockaddr *)&w->cfg->listen_addr,

@@ -6,24 +6,31 @@
  * back when the connection goes idle with nothing buffered, so an idle keep-alive connection
  * holds only this struct.
  *
+ * "Response queued" and "response written" are separate facts: the next pipelined request
+ * is parsed, and the connection kept or closed, only once the previous response has left
+ * (CS_SENDING between the two), so a client that sends without reading costs at most one
+ * read buffer and one response, and its send timeout runs from the first unsent byte.
+ *
  * Ownership: the client owns its gw_request. The handler may use it from on_request until it
- * ends the response (or is told on_abort). The client is freed in one place, client_on_close,
- * after both of its handles (socket, timer) have closed.
+ * ends the response (or is told on_abort). A request ends in one place, end_request, for
+ * every reason. The client is freed in one place, client_on_close, after both of its
+ * handles (socket, timer) have closed.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <llhttp.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
-#include "gateway/access_log.h"
+#include "http/client_int.h"
 #include "http/gw_errors.h"
 #include "http/http1.h"
 #include "http/request_id.h"
-#include "http/client_int.h"
-#include "gateway/metrics.h"
+#include "http/stream_write.h"
 
 static const char *client_state_name(client_state s)
 {
@@ -31,7 +38,8 @@ static const char *client_state_name(client_state s)
     case CS_IDLE: return "idle";
     case CS_HEAD: return "head";
     case CS_ACTIVE: return "active";
-    case CS_FLUSH_CLOSE: return "flush_close";
+    case CS_SENDING: return "sending";
+    case CS_LINGER: return "linger";
     case CS_CLOSING: return "closing";
     }
     return "?";
@@ -39,10 +47,11 @@ static const char *client_state_name(client_state s)
 
 static llhttp_settings_t parser_settings;
 static void client_process(gw_client *c);
-static void client_close(gw_client *c);
-static void client_abort(gw_client *c, int err);
+static void client_close(gw_client *c, int err);
 static void update_reading(gw_client *c);
 static void arm_timer(gw_client *c);
+static void set_deadline(gw_client *c, uint64_t ms);
+static void response_flushed(gw_client *c);
 
 /* ---- buffers ------------------------------------------------------------------------- */
 
@@ -75,78 +84,52 @@ static void client_release_idle_memory(gw_client *c)
 
 /* ---- writing ------------------------------------------------------------------------- */
 
+/* Bytes left the queue: the send timeout counts from this progress (nginx send_timeout),
+ * never from a new request while older bytes still wait. */
+static void send_progress(gw_client *c)
+{
+    if (!(c->flags & F_ABORT_POSTED))
+        set_deadline(c, c->server->opts.limits.send_timeout_ms);
+}
+
 static void on_write(uv_write_t *wr, int status)
 {
-    write_req *w = (write_req *)wr;
-    gw_client *c = w->client;
-    c->pending_write -= w->len;
-    free(w);
+    gw_client *c = wr->handle->data;
+    gw_stream_write_done(wr, &c->pending_write);
     if (c->state == CS_CLOSING)
         return;
     if (status < 0) {
-        client_abort(c, status);
+        client_close(c, status);
         return;
     }
-    if (c->pending_write == 0 && c->state == CS_FLUSH_CLOSE) {
-        client_close(c);
+    if (c->pending_write > 0) {
+        send_progress(c);
+    } else if (c->state == CS_SENDING) {
+        response_flushed(c);
         return;
+    } else {
+        arm_timer(c); /* nothing unsent: the state's own timeout again */
     }
-    arm_timer(c);
-    if ((c->flags & F_WANT_DRAIN) && c->pending_write <= WRITE_HIGH_WATER / 2 && c->req) {
+    if ((c->flags & (F_WANT_DRAIN | F_HANDLER)) == (F_WANT_DRAIN | F_HANDLER) &&
+        c->state == CS_ACTIVE && c->pending_write <= WRITE_HIGH_WATER / 2) {
         c->flags &= ~F_WANT_DRAIN;
         c->req->pub.handler->on_drain(&c->req->pub);
     }
 }
 
-/* Writes bufs in order after whatever is queued: uv_try_write first (most responses leave
- * in that one system call), then the rest is copied and queued. Returns 0 or <0. */
+/* Writes bufs in order after whatever is queued (stream_write.h). Returns 0 or <0. */
 int gw__client_write(gw_client *c, uv_buf_t *bufs, unsigned n)
 {
     if (c->state == CS_CLOSING)
         return GW_ECLOSED;
-    size_t total = 0;
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    if (total == 0)
-        return 0;
-    size_t done = 0;
-    if (c->pending_write == 0) {
-        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
-        if (r >= 0)
-            done = (size_t)r;
-        else if (r != UV_EAGAIN && r != UV_ENOSYS)
-            return r;
-    }
-    if (done == total)
-        return 0;
-    write_req *w = malloc(sizeof *w + total - done);
-    if (!w)
-        return GW_ENOMEM;
-    size_t skip = done, at = 0;
-    for (unsigned i = 0; i < n; i++) {
-        size_t l = bufs[i].len;
-        if (skip >= l) {
-            skip -= l;
-            continue;
-        }
-        memcpy(w->data + at, bufs[i].base + skip, l - skip);
-        at += l - skip;
-        skip = 0;
-    }
-    w->client = c;
-    w->len = at;
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)at);
-    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-    if (r < 0) {
-        free(w);
-        return r;
-    }
-    c->pending_write += at;
-    arm_timer(c);
-    return 0;
+    size_t before = c->pending_write;
+    int r = gw_stream_write((uv_stream_t *)&c->tcp, &c->pending_write, bufs, n, on_write);
+    if (r == 0 && before == 0 && c->pending_write > 0)
+        send_progress(c); /* the first unsent byte */
+    return r;
 }
 
-/* ---- close --------------------------------------------------------------------------- */
+/* ---- ending a request, closing ------------------------------------------------------- */
 
 static void client_on_close(uv_handle_t *h)
 {
@@ -157,36 +140,6 @@ static void client_on_close(uv_handle_t *h)
     server_put_buf(s, c->buf);
     free(c);
     gw__server_client_gone(s);
-}
-
-/* One access-log line and one metrics count per request, however it ended: a request cut
- * by the client before its response is logged with status 499 (nginx's "client closed"). */
-static void log_request(gw_client *c)
-{
-    gw_request *q = &c->req->pub;
-    gw_server *s = c->server;
-    if (!q->status)
-        q->status = 499;
-    double total_ms = (double)(uv_hrtime() - q->start_ns) / 1e6;
-    if (s->opts.log) {
-        gw_access_entry e = {
-            .request_id = q->request_id[0] ? q->request_id : NULL,
-            .client = c->peer,
-            .method = q->method_buf[0] ? q->method_buf : NULL,
-            .path = c->req->url_copy[0] ? c->req->url_copy : NULL,
-            .route = q->route_id,
-            .upstream = q->upstream_name ? q->upstream_name : "gateway",
-            .route_version = q->route_version,
-            .status = q->status,
-            .bytes_in = q->bytes_in,
-            .bytes_out = q->bytes_out,
-            .upstream_ms = q->upstream_ms,
-            .total_ms = total_ms,
-        };
-        gw_access_log_write(s->opts.log, &e);
-    }
-    if (s->opts.metrics)
-        gw_metrics_request(s->opts.metrics, q->route_id, q->upstream_name, q->status, total_ms);
 }
 
 /* Requests are recycled through a per-server free list: a request struct is large (its
@@ -209,13 +162,43 @@ static req_impl *req_get(gw_server *s)
     return r;
 }
 
-static void free_request(gw_client *c)
+/* The handler lets go of the request: on_abort, once, if it still holds it. It can write
+ * nothing from there (the state reads CS_CLOSING while it runs). */
+static void release_handler(gw_client *c, int err)
 {
-    gw_server *s = c->server;
+    if (!(c->flags & F_HANDLER))
+        return;
+    c->flags &= ~(F_HANDLER | F_WANT_DRAIN | F_BODY_PULL);
+    client_state st = c->state;
+    c->state = CS_CLOSING;
+    c->req->pub.handler->on_abort(&c->req->pub, err);
+    c->state = st;
+}
+
+/* The one way a request ends, whatever the reason (ERR 0: its response was written whole;
+ * else why it was cut): the handler lets go (on_abort if it still held it), the request is
+ * reported once if a handler saw it or it got an answer (a request cut before its response
+ * began counts as 499, nginx's "client closed"), and it is freed. */
+static void end_request(gw_client *c, int err)
+{
     req_impl *r = c->req;
-    c->req = NULL;
     if (!r)
         return;
+    release_handler(c, err ? err : GW_ECLOSED);
+    gw_request *q = &r->pub;
+    const gw_server_opts *o = &c->server->opts;
+    if ((c->state == CS_ACTIVE || c->state == CS_SENDING) && o->on_request_done) {
+        if (!q->status)
+            q->status = 499;
+        gw_request_report rep = {
+            .url = r->url_copy,
+            .total_ms = (double)(uv_hrtime() - q->start_ns) / 1e6,
+            .err = err,
+        };
+        o->on_request_done(q, &rep, o->hook_data);
+    }
+    c->req = NULL;
+    gw_server *s = c->server;
     if (r->hbuf != r->head_inline)
         free(r->hbuf);
     if (s->n_free_reqs < GW_FREE_REQS_MAX)
@@ -224,18 +207,12 @@ static void free_request(gw_client *c)
         free(r);
 }
 
-/* Closes both handles; safe to call twice. A request still held by the handler is aborted
- * first so it can let go of upstream state. */
-static void client_close(gw_client *c)
+/* Ends the request (if any) with ERR and closes both handles; safe to call twice. */
+static void client_close(gw_client *c, int err)
 {
     if (c->state == CS_CLOSING)
         return;
-    if (c->req && c->state == CS_ACTIVE) {
-        c->state = CS_CLOSING;
-        c->req->pub.handler->on_abort(&c->req->pub, GW_ECLOSED);
-        log_request(c);
-    }
-    free_request(c);
+    end_request(c, err);
     c->state = CS_CLOSING;
     gw_queue_remove(&c->node);
     gw_queue_remove(&c->post_node);
@@ -243,20 +220,23 @@ static void client_close(gw_client *c)
     uv_close((uv_handle_t *)&c->tcp, client_on_close);
 }
 
-/* The connection failed under the request (read/write error, timeout): tell the handler
- * with the real error, then close. */
-static void client_abort(gw_client *c, int err)
+/* Lingering close (nginx): the answer is written; shut the write side so the client gets
+ * it with a FIN, then read and throw away what it still sends, for a bounded time and byte
+ * count, before closing. Closing with unread input would make the kernel send a reset,
+ * which can destroy the answer before the client reads it. */
+static void client_linger(gw_client *c)
 {
-    if (c->state == CS_CLOSING)
+    uv_os_fd_t fd;
+    if ((c->flags & F_PEER_EOF) || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
+        shutdown(fd, SHUT_WR) != 0) {
+        client_close(c, 0);
         return;
-    if (c->req && c->state == CS_ACTIVE) {
-        c->state = CS_CLOSING; /* the handler must not write any more */
-        c->req->pub.handler->on_abort(&c->req->pub, err);
-        c->state = CS_ACTIVE;
-        log_request(c);
-        free_request(c);
     }
-    client_close(c);
+    c->state = CS_LINGER;
+    c->body_read = 0;
+    c->len = c->off = 0; /* buffered input is thrown away too */
+    set_deadline(c, GW_LINGER_MS);
+    update_reading(c);
 }
 
 /* A failure inside an API call the handler made (a write that failed) must not call the
@@ -272,7 +252,7 @@ void gw__client_abort_later(gw_client *c, int err)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->flags &= ~F_READING;
     }
-    c->deadline = 0; /* no timeout fires for a connection that is being aborted */
+    gw_deadline_clear(&c->deadline); /* no timeout fires for a connection being aborted */
     gw__server_post(c->server, &c->post_node);
 }
 
@@ -282,70 +262,43 @@ void gw__client_run_posted(gw_queue *node)
     gw_client *c = GW_QUEUE_DATA(node, gw_client, post_node);
     if (c->flags & F_ABORT_POSTED) {
         c->flags &= ~F_ABORT_POSTED;
-        client_abort(c, c->abort_err);
+        client_close(c, c->abort_err);
         return;
     }
     client_process(c);
 }
 
-
 /* ---- timers -------------------------------------------------------------------------- */
 
 static void fail_in_body(gw_client *c, int status, int err, const char *why);
+static void fail_head(gw_client *c, int status, const char *reason);
 static int check_chunk_crlf(gw_client *c, const char *p, const char *end);
 
 static void on_timer(uv_timer_t *t);
 
-/* Lazy timers (as nginx does): the connection keeps its deadline; the libuv timer is only
- * moved when the deadline comes EARLIER than the wake-up already set, and a wake-up that
- * finds the deadline moved later just sleeps again. Most requests then touch no timer at all.
- * MS 0: no deadline. */
+/* MS 0: no deadline (http/deadline.h: the libuv timer is only moved when it must wake
+ * earlier). */
 static void set_deadline(gw_client *c, uint64_t ms)
 {
-    if (!ms) {
-        c->deadline = 0;
-        return;
-    }
-    c->deadline = uv_now(c->server->loop) + ms;
-    if (c->armed_at && c->armed_at <= c->deadline)
-        return;
-    c->armed_at = c->deadline;
-    uv_timer_start(&c->timer, on_timer, ms, 0);
+    gw_deadline_set(&c->deadline, &c->timer, on_timer, ms);
 }
-
-static void on_timer_expired(gw_client *c);
 
 static void on_timer(uv_timer_t *t)
 {
     gw_client *c = t->data;
-    c->armed_at = 0;
-    if (!c->deadline)
+    if (!gw_deadline_expired(&c->deadline, t, on_timer))
         return;
-    uint64_t now = uv_now(c->server->loop);
-    if (now < c->deadline) {
-        c->armed_at = c->deadline;
-        uv_timer_start(&c->timer, on_timer, c->deadline - now, 0);
-        return;
-    }
-    c->deadline = 0;
-    on_timer_expired(c);
-}
-
-static void on_timer_expired(gw_client *c)
-{
     switch (c->state) {
-    case CS_IDLE:
-        client_close(c);
+    case CS_IDLE: /* no request came: first (header_timeout) or next (idle_timeout) */
+        client_close(c, 0);
         return;
     case CS_HEAD:
         /* slow or stalled head (slowloris): answer 408 and close */
-        c->state = CS_ACTIVE;
-        c->flags |= F_CLOSE_AFTER;
-        gw_response_error(&c->req->pub, 408, "request head not received in time");
+        fail_head(c, 408, "request head not received in time");
         return;
     case CS_ACTIVE:
         if (c->pending_write > 0) {
-            client_abort(c, GW_ETIMEOUT); /* client stopped reading our response */
+            client_close(c, GW_ETIMEOUT); /* the client stopped reading our response */
             return;
         }
         if ((c->flags & F_BODY_PULL) && !(c->flags & F_BODY_DONE)) {
@@ -354,8 +307,11 @@ static void on_timer_expired(gw_client *c)
             fail_in_body(c, 408, GW_ETIMEOUT, "request body not received in time");
         }
         return;
-    case CS_FLUSH_CLOSE:
-        client_close(c);
+    case CS_SENDING: /* the client stopped reading: its pipelined requests are dropped */
+        client_close(c, GW_ETIMEOUT);
+        return;
+    case CS_LINGER:
+        client_close(c, 0);
         return;
     case CS_CLOSING:
         return;
@@ -367,37 +323,39 @@ static void on_timer_expired(gw_client *c)
  * else just the close. */
 static void fail_in_body(gw_client *c, int status, int err, const char *why)
 {
-    int begun = c->flags & F_RESP_BEGUN;
-    c->state = CS_CLOSING;
-    c->req->pub.handler->on_abort(&c->req->pub, err);
-    c->state = CS_ACTIVE;
-    if (begun) {
-        free_request(c);
-        client_close(c);
+    release_handler(c, err);
+    if (c->flags & F_RESP_BEGUN) {
+        client_close(c, err);
         return;
     }
-    c->flags |= F_CLOSE_AFTER;
+    c->flags |= F_CLOSE_AFTER | F_UNREAD;
     c->flags &= ~(F_BODY_PULL | F_WANT_DRAIN);
     c->req->pub.upstream_name = NULL; /* the gateway answers, not the upstream */
     gw_response_error(&c->req->pub, status, why);
 }
 
-/* One timer, whose meaning follows the state: idle, head, body, send. */
+/* Sets the timeout the state calls for. The head's (set at its first byte), the send
+ * timeout (from the first unsent byte) and the lingering time (from entry) are not moved
+ * here. */
 static void arm_timer(gw_client *c)
 {
     const gw_server_limits *lim = &c->server->opts.limits;
     uint64_t ms = 0;
     switch (c->state) {
-    case CS_IDLE: ms = lim->idle_timeout_ms; break;
-    case CS_HEAD: return; /* armed once, at the request's first byte */
+    case CS_IDLE:
+        ms = (c->flags & F_KEPT) ? lim->idle_timeout_ms : lim->header_timeout_ms;
+        break;
     case CS_ACTIVE:
         if (c->pending_write > 0)
-            ms = lim->send_timeout_ms;
-        else if ((c->flags & F_BODY_PULL) && !(c->flags & F_BODY_DONE))
+            return;
+        if ((c->flags & F_BODY_PULL) && !(c->flags & F_BODY_DONE))
             ms = lim->body_timeout_ms;
         break;
-    case CS_FLUSH_CLOSE: ms = lim->send_timeout_ms; break;
-    case CS_CLOSING: return;
+    case CS_HEAD:
+    case CS_SENDING:
+    case CS_LINGER:
+    case CS_CLOSING:
+        return;
     }
     if (c->flags & F_ABORT_POSTED)
         return;
@@ -429,22 +387,27 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     (void)b;
     if (nread == 0)
         return;
+    if (c->state == CS_LINGER) {
+        c->len = 0; /* thrown away */
+        if (nread < 0 || (c->body_read += (uint64_t)nread) > GW_LINGER_BYTES)
+            client_close(c, 0);
+        return;
+    }
     if (nread < 0) {
-        /* EOF or error. Between requests that is the normal end of a keep-alive
-         * connection; inside one, the request is void. */
-        if (c->state == CS_IDLE || c->state == CS_HEAD || c->state == CS_FLUSH_CLOSE) {
-            if (c->state == CS_HEAD && c->req && nread == UV_EOF && c->len > c->off) {
-                free_request(c);
-            }
-            client_close(c);
-        } else {
-            client_abort(c, nread == UV_EOF ? GW_ECLOSED : (int)nread);
+        if (nread == UV_EOF && c->state == CS_SENDING) {
+            /* the client shut its write side: what is queued still goes out, then close */
+            c->flags |= F_PEER_EOF | F_CLOSE_AFTER;
+            update_reading(c);
+            return;
         }
+        /* EOF or error. Between requests (or inside a head) that is the normal end of a
+         * connection; with a request under way, the request is void. */
+        client_close(c, nread == UV_EOF ? GW_ECLOSED : (int)nread);
         return;
     }
     size_t fresh = c->len;
     c->len += (size_t)nread;
-    if (c->req)
+    if (c->req && c->state != CS_SENDING)
         c->req->pub.bytes_in += (uint64_t)nread;
     if (c->crlf_pending && c->state == CS_ACTIVE &&
         check_chunk_crlf(c, c->buf + fresh, c->buf + c->len) < 0) {
@@ -463,13 +426,15 @@ static void update_reading(gw_client *c)
     int want = 0;
     if (c->state == CS_IDLE || c->state == CS_HEAD)
         want = !c->buf || c->len < c->server->buf_size;
-    else if (c->state == CS_ACTIVE && (c->flags & F_BODY_DONE))
-        /* keep watching the socket while the handler works, so a client that leaves is
-         * noticed (on_abort frees the upstream side at once); pipelined bytes wait in the
-         * buffer unparsed, and reading stops when it is full */
-        want = c->buf && c->len < c->server->buf_size;
+    else if ((c->state == CS_ACTIVE && (c->flags & F_BODY_DONE)) || c->state == CS_SENDING)
+        /* keep watching the socket while the handler works or the response leaves, so a
+         * client that goes is noticed (on_abort frees the upstream side at once); pipelined
+         * bytes wait in the buffer unparsed, and reading stops when it is full */
+        want = c->buf && c->len < c->server->buf_size && !(c->flags & F_PEER_EOF);
     else if (c->state == CS_ACTIVE)
         want = (c->flags & F_BODY_PULL) && c->off == c->len;
+    else if (c->state == CS_LINGER)
+        want = 1;
     if (want && !(c->flags & F_READING)) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->flags |= F_READING;
@@ -592,11 +557,12 @@ fail:
     return -1;
 }
 
-/* Answers a broken head with STATUS and closes: nothing was given to a handler. */
+/* Answers a broken head with STATUS and closes (lingering: the rest of the head may still
+ * be coming): nothing was given to a handler. */
 static void fail_head(gw_client *c, int status, const char *reason)
 {
     c->state = CS_ACTIVE;
-    c->flags |= F_CLOSE_AFTER;
+    c->flags |= F_CLOSE_AFTER | F_UNREAD;
     c->flags &= ~(F_BODY_PULL | F_DISPATCH);
     gw_response_error(&c->req->pub, status, reason);
 }
@@ -605,7 +571,7 @@ static void begin_request(gw_client *c)
 {
     req_impl *r = req_get(c->server);
     if (!r) {
-        client_close(c);
+        client_close(c, GW_ENOMEM);
         return;
     }
     c->req = r;
@@ -623,7 +589,7 @@ static void begin_request(gw_client *c)
     c->state = CS_HEAD;
     c->flags &= ~(F_BODY_PULL | F_BODY_DONE | F_BODY_END_SENT | F_DISPATCH | F_FIRST_CHUNK | F_RESP_BEGUN |
                   F_HEAD_PENDING | F_RESP_CHUNKED | F_RESP_NOBODY | F_CONTINUE_SENT |
-                  F_WANT_DRAIN | F_SCAN_DONE);
+                  F_WANT_DRAIN | F_SCAN_DONE | F_HANDLER | F_UNREAD | F_NO_LINGER);
     c->scan_pos = c->head_start = c->off;
     c->scan_state = SC_LINE_START;
     c->chunk_left = 0;
@@ -636,7 +602,9 @@ static void begin_request(gw_client *c)
     c->resp_left = -1;
     c->fail_status = 400;
     c->fail_reason = NULL;
-    set_deadline(c, c->server->opts.limits.header_timeout_ms);
+    /* the first request's head counts from accept: its deadline is already set */
+    if (c->flags & F_KEPT)
+        set_deadline(c, c->server->opts.limits.header_timeout_ms);
 }
 
 static int can_parse(const gw_client *c)
@@ -650,6 +618,7 @@ static int can_parse(const gw_client *c)
 static void dispatch(gw_client *c)
 {
     c->flags &= ~F_DISPATCH;
+    c->flags |= F_HANDLER;
     c->state = CS_ACTIVE;
     arm_timer(c);
     gw_request *q = &c->req->pub;
@@ -661,7 +630,7 @@ static void dispatch(gw_client *c)
 
 static void deliver_body_end(gw_client *c)
 {
-    if (c->state != CS_ACTIVE || !c->req || !(c->flags & F_BODY_PULL) ||
+    if (c->state != CS_ACTIVE || !(c->flags & F_HANDLER) || !(c->flags & F_BODY_PULL) ||
         !(c->flags & F_BODY_DONE) || (c->flags & F_BODY_END_SENT))
         return;
     c->flags |= F_BODY_END_SENT;
@@ -680,7 +649,7 @@ static void client_process(gw_client *c)
     c->flags |= F_IN_PARSE;
     do {
         c->flags &= ~F_REPARSE;
-        if (c->state == CS_CLOSING)
+        if (c->state == CS_CLOSING || c->state == CS_LINGER)
             break;
         if (c->state == CS_IDLE && c->buf && c->off < c->len)
             begin_request(c);
@@ -695,8 +664,8 @@ static void client_process(gw_client *c)
             }
             const char *start = c->buf + c->off;
             llhttp_errno_t err = llhttp_execute(&c->parser, start, c->len - c->off);
-            if (c->state == CS_CLOSING)
-                break;
+            if (c->state == CS_CLOSING || c->state == CS_LINGER)
+                break; /* the buffer is no longer the parser's */
             if (err == HPE_OK) {
                 c->off = c->len;
             } else if (err == HPE_PAUSED) {
@@ -713,7 +682,7 @@ static void client_process(gw_client *c)
                 const char *why = c->fail_reason ? c->fail_reason : llhttp_get_error_reason(&c->parser);
                 fail_in_body(c, status, status == 413 ? GW_ETOOBIG : GW_EPARSE,
                              why ? why : "malformed request body");
-                if (c->state == CS_CLOSING)
+                if (c->state == CS_CLOSING || c->state == CS_LINGER)
                     break;
                 continue;
             }
@@ -731,7 +700,7 @@ static void client_process(gw_client *c)
             continue;
         }
         deliver_body_end(c);
-    } while ((c->flags & F_REPARSE) && c->state != CS_CLOSING);
+    } while ((c->flags & F_REPARSE) && c->state != CS_CLOSING && c->state != CS_LINGER);
     c->flags &= ~F_IN_PARSE;
     if (c->state != CS_CLOSING)
         update_reading(c);
@@ -933,6 +902,11 @@ static int on_chunk_header(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     gw_client *c = parser_client(p);
+    /* the handler may have ended the response from an earlier on_body of this execute (the
+     * request is then being written or gone): stop; the connection closes without reading
+     * the rest */
+    if (c->state != CS_ACTIVE || !(c->flags & F_HANDLER))
+        return HPE_PAUSED;
     gw_request *q = &c->req->pub;
     if (q->chunked) {
         c->chunk_left -= n < c->chunk_left ? n : c->chunk_left;
@@ -945,8 +919,6 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     c->body_read += n;
     if (q->max_body_bytes && c->body_read > q->max_body_bytes)
         return reject(c, 413, "request body too large");
-    if (c->state != CS_ACTIVE)
-        return 0;
     q->handler->on_body(q, at, n);
     return c->state == CS_CLOSING ? HPE_USER : 0;
 }
@@ -959,11 +931,9 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+/* Once per process, whichever worker thread gets there first. */
 static void init_parser_settings(void)
 {
-    static int done;
-    if (done)
-        return;
     llhttp_settings_init(&parser_settings);
     parser_settings.on_message_begin = on_message_begin;
     parser_settings.on_url = on_url;
@@ -975,16 +945,19 @@ static void init_parser_settings(void)
     parser_settings.on_body = on_body;
     parser_settings.on_chunk_header = on_chunk_header;
     parser_settings.on_message_complete = on_message_complete;
-    done = 1;
 }
+
+static pthread_once_t parser_settings_once = PTHREAD_ONCE_INIT;
 
 /* ---- accept -------------------------------------------------------------------------- */
 
-void gw__client_accept(gw_server *s)
+/* Takes the connection waiting on the listener. Returns 0, or <0 when it could not be
+ * served (the listener then closes it). */
+int gw__client_accept(gw_server *s)
 {
     gw_client *c = calloc(1, sizeof *c);
     if (!c)
-        return;
+        return GW_ENOMEM;
     c->server = s;
     c->id = ++s->next_conn_id;
     uv_tcp_init(s->loop, &c->tcp);
@@ -994,13 +967,13 @@ void gw__client_accept(gw_server *s)
     gw_queue_init(&c->post_node);
     gw_queue_insert_tail(&s->clients, &c->node);
     s->n_clients++;
-    if (s->opts.metrics)
-        atomic_fetch_add_explicit(&s->opts.metrics->connections_accepted, 1, memory_order_relaxed);
+    c->state = CS_IDLE;
     if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
-        c->state = CS_IDLE;
-        client_close(c);
-        return;
+        client_close(c, 0);
+        return 0;
     }
+    if (s->opts.on_connection)
+        s->opts.on_connection(GW_CONN_ACCEPTED, s->opts.hook_data);
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int sl = sizeof ss;
@@ -1011,23 +984,23 @@ void gw__client_accept(gw_server *s)
         else if (ss.ss_family == AF_INET6)
             uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
     }
-    init_parser_settings();
+    pthread_once(&parser_settings_once, init_parser_settings);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
-    c->state = CS_IDLE;
-    arm_timer(c);
+    arm_timer(c); /* header_timeout: the first request must come in time */
     update_reading(c);
+    return 0;
 }
 
 void gw__client_shutdown(gw_client *c, int hard)
 {
     if (hard) {
-        client_abort(c, GW_ECLOSED);
+        client_close(c, GW_ECLOSED);
         return;
     }
     if (c->state == CS_IDLE && !(c->buf && c->off < c->len))
-        client_close(c);
-    else
+        client_close(c, 0);
+    else if (c->state != CS_LINGER) /* a lingering close ends on its own, soon */
         c->flags |= F_CLOSE_AFTER;
 }
 
@@ -1064,7 +1037,7 @@ gw_slice gw_request_header(const gw_request *req, const char *name)
 int gw_request_read_body(gw_request *req)
 {
     gw_client *c = req->client;
-    if (c->state != CS_ACTIVE || (c->flags & F_ABORT_POSTED))
+    if (c->state != CS_ACTIVE || !(c->flags & F_HANDLER) || (c->flags & F_ABORT_POSTED))
         return GW_ECLOSED;
     if (req->max_body_bytes && req->content_length > 0 &&
         (uint64_t)req->content_length > req->max_body_bytes)
@@ -1091,6 +1064,8 @@ int gw_request_read_body(gw_request *req)
 void gw_request_pause_body(gw_request *req)
 {
     gw_client *c = req->client;
+    if (c->state != CS_ACTIVE)
+        return;
     c->flags &= ~F_BODY_PULL;
     arm_timer(c);
     if (!(c->flags & F_IN_PARSE))
@@ -1102,30 +1077,41 @@ void gw_request_close_after(gw_request *req)
     req->client->flags |= F_CLOSE_AFTER;
 }
 
-/* The response is written (or queued): log it, then keep the connection for the next
- * request or close it once the bytes are out. */
-void gw__request_finish(gw_client *c)
+/* The response is complete in the write queue: the handler is done with req. The request
+ * ends once those bytes are out: at once in the common case (uv_try_write took them all),
+ * else from on_write; until then nothing more is parsed. */
+void gw__response_queued(gw_client *c)
+{
+    c->flags &= ~(F_HANDLER | F_WANT_DRAIN | F_BODY_PULL | F_DISPATCH);
+    if (c->pending_write == 0) {
+        response_flushed(c);
+        return;
+    }
+    c->state = CS_SENDING; /* the send deadline runs since the first unsent byte */
+    if (!(c->flags & F_IN_PARSE))
+        update_reading(c);
+}
+
+/* The response left whole: end the request, then keep the connection for the next request
+ * or close it (lingering when input is left unread). */
+static void response_flushed(gw_client *c)
 {
     gw_request *q = &c->req->pub;
     gw_server *s = c->server;
-    log_request(c);
-    int close_now = (c->flags & F_CLOSE_AFTER) || !q->keep_alive || s->draining ||
-                    !(c->flags & F_BODY_DONE);
-    free_request(c);
-    c->flags &= ~(F_BODY_PULL | F_WANT_DRAIN | F_DISPATCH);
+    int close_now = (c->flags & (F_CLOSE_AFTER | F_PEER_EOF)) || !q->keep_alive ||
+                    s->draining || !(c->flags & F_BODY_DONE);
+    int linger = close_now && !(c->flags & F_NO_LINGER) &&
+                 (!(c->flags & F_BODY_DONE) || (c->flags & F_UNREAD) || c->off < c->len);
+    end_request(c, (c->flags & F_NO_LINGER) ? GW_ECLOSED : 0);
     if (close_now) {
-        c->state = CS_FLUSH_CLOSE;
-        if (c->flags & F_READING) {
-            uv_read_stop((uv_stream_t *)&c->tcp);
-            c->flags &= ~F_READING;
-        }
-        if (c->pending_write == 0)
-            client_close(c);
+        if (linger)
+            client_linger(c);
         else
-            arm_timer(c);
+            client_close(c, 0);
         return;
     }
     c->state = CS_IDLE;
+    c->flags |= F_KEPT;
     if (c->off < c->len) {
         memmove(c->buf, c->buf + c->off, c->len - c->off);
         c->len -= c->off;

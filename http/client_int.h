@@ -5,21 +5,35 @@
 
 #include <llhttp.h>
 
+#include "http/deadline.h"
 #include "http/server_int.h"
 
 #define WRITE_HIGH_WATER (64 * 1024) /* gw_response_body returns 1 above this */
 #define HEAD_BUF_SIZE 4096
 
+/* One timer per connection whose meaning follows the state (noted per state below). */
 typedef enum client_state {
-    CS_IDLE,        /* between requests. req == NULL; buf holds only unparsed pipelined bytes
-                       (or is NULL); idle timer armed */
-    CS_HEAD,        /* reading a request head. req != NULL, not yet seen by the handler;
-                       header timer armed from the request's first byte */
-    CS_ACTIVE,      /* req belongs to the handler until its response ends */
-    CS_FLUSH_CLOSE, /* no request; last bytes being written, then close. send timer armed */
-    CS_CLOSING,     /* uv_close called on both handles; nothing else happens */
+    CS_IDLE,    /* waiting for a request. req == NULL; nothing unsent; buf holds only unparsed
+                   pipelined bytes (or is NULL). Timer: header_timeout before the connection's
+                   first request (from accept, as nginx's client_header_timeout), idle_timeout
+                   between requests (F_KEPT) */
+    CS_HEAD,    /* reading a request head. req != NULL, not seen by any handler. Timer: header,
+                   from the request's first byte (the first request: from accept) */
+    CS_ACTIVE,  /* req != NULL. F_HANDLER: the handler holds it until it ends the response or
+                   is told on_abort; without it the server itself answers (broken head, failed
+                   body). Timer: send while bytes are unsent (from the first unsent byte, moved
+                   only by write progress), else body while the body is pulled, else none */
+    CS_SENDING, /* the response is complete in the write queue, bytes still unsent. req !=
+                   NULL, the handler is done with it; nothing is parsed (pipelined bytes wait
+                   in buf, which bounds them). Timer: send */
+    CS_LINGER,  /* answered, write side shut down, unread input read and thrown away (nginx's
+                   lingering close) so the client sees the answer, not a reset. req == NULL;
+                   buf is the discard area. Timer: lingering time, from entry */
+    CS_CLOSING, /* uv_close called on both handles. req == NULL; nothing else happens */
 } client_state;
 
+#define GW_LINGER_MS 2000              /* lingering close lasts at most this long */
+#define GW_LINGER_BYTES (8u << 20)     /* ... and reads at most this much */
 
 enum {
     F_READING = 1 << 0,       /* uv_read_start is in effect */
@@ -38,8 +52,13 @@ enum {
     F_CONTINUE_SENT = 1 << 13,
     F_WANT_DRAIN = 1 << 14,   /* gw_response_body returned 1: call on_drain when flushed */
     F_SCAN_DONE = 1 << 15,    /* the raw head scan reached the empty line */
+    F_HANDLER = 1 << 16,      /* the handler holds req (on_abort is owed if it is cut) */
     F_ABORT_POSTED = 1 << 17, /* an abort waits in the server's posted queue */
     F_FIRST_CHUNK = 1 << 18,  /* chunked head parsed; dispatch once the first chunk size is */
+    F_KEPT = 1 << 19,         /* a request was served: the idle timer means idle_timeout */
+    F_UNREAD = 1 << 20,       /* the server answered a head it did not read to its end */
+    F_NO_LINGER = 1 << 21,    /* truncated or reset response: close as soon as it is written */
+    F_PEER_EOF = 1 << 22,     /* the client shut its write side: no request follows */
 };
 
 typedef struct req_impl {
@@ -64,7 +83,7 @@ struct gw_client {
     char *buf;               /* read buffer (server->buf_size), or NULL when idle and empty */
     size_t len, off;         /* buf[0..len) read, buf[0..off) consumed by the parser */
     req_impl *req;
-    size_t pending_write;    /* bytes handed to uv_write and not yet written */
+    size_t pending_write;    /* bytes handed to uv_write and not yet written (stream_write.h) */
     int fail_status;         /* status to answer when a callback rejects the head */
     const char *fail_reason;
     /* raw head scan (bare CR/LF, control bytes, obs-fold), see scan_head */
@@ -74,31 +93,23 @@ struct gw_client {
     size_t url_len;
     int n_content_length, n_transfer_encoding, n_host;
     int last_was_value;      /* llhttp callback order: field, value, field, ... */
-    uint64_t body_read;
+    uint64_t body_read;      /* request body bytes; in CS_LINGER: bytes thrown away */
     uint64_t chunk_left;     /* bytes of the current chunk still to come */
     int crlf_pending;        /* bytes of the CRLF after chunk data still to check (0..2) */
     int64_t resp_left;       /* Content-Length bytes still to send; -1 when not counted */
     int abort_err;
     uint64_t id;             /* gw_request.conn_id */
-    uint64_t deadline;       /* uv_now() ms when the state's timeout expires; 0: none */
-    uint64_t armed_at;       /* when the libuv timer wakes up; 0: not armed */
+    gw_deadline deadline;    /* the state's timeout (lazy timer) */
     gw_queue post_node;      /* in server->posted while deferred work waits */
     char peer[64];
 };
-
-typedef struct write_req {
-    uv_write_t req;
-    gw_client *client;
-    size_t len;
-    char data[];
-} write_req;
-
 
 /* Writes bufs after whatever is queued (uv_try_write first, the rest copied). 0 or <0. */
 int gw__client_write(gw_client *c, uv_buf_t *bufs, unsigned n);
 /* Abort from inside an API call: posted, so the handler is never called back re-entrantly. */
 void gw__client_abort_later(gw_client *c, int err);
-/* The response is queued: log it, then keep-alive or close. */
-void gw__request_finish(gw_client *c);
+/* The response is complete in the write queue: the handler lets go of req; the request is
+ * reported and the connection kept or closed once those bytes are written. */
+void gw__response_queued(gw_client *c);
 
 #endif

@@ -17,8 +17,10 @@
 static int will_close(const gw_client *c)
 {
     const gw_request *q = &c->req->pub;
+    /* a body not read to its end when the answer starts: the connection cannot carry
+     * another request after it, and the client is told so */
     return !q->keep_alive || (c->flags & F_CLOSE_AFTER) || c->server->draining ||
-           (q->has_body && !(c->flags & F_BODY_DONE) && !(c->flags & F_BODY_PULL));
+           (q->has_body && !(c->flags & F_BODY_DONE));
 }
 
 /* Room for n head bytes in the request's head buffer (grown past the inline one only for
@@ -68,8 +70,12 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
     /* 160 covers the status line's fixed parts, the gateway header names and the framing
      * and Connection lines; the variable parts are counted */
     char *o = head_reserve(c->req, 160 + reason_n + date_n + (headers ? hlen : 0) + id_n + up_n);
-    if (!o)
+    if (!o) {
+        /* no answer can be built: on_abort follows and the connection closes, so the
+         * client is not left waiting */
+        gw__client_abort_later(c, GW_ENOMEM);
         return GW_ENOMEM;
+    }
     char *start = o;
     o = PUT_LIT(o, "HTTP/1.1 ");
     o = gw_put_u64(o, (uint64_t)status);
@@ -166,6 +172,10 @@ void gw_response_end(gw_request *req)
     gw_client *c = req->client;
     if (c->state != CS_ACTIVE || !(c->flags & F_RESP_BEGUN))
         return;
+    if (c->flags & F_ABORT_POSTED) {
+        c->flags &= ~F_HANDLER; /* the handler let go; the posted abort ends the request */
+        return;
+    }
     uv_buf_t bufs[2];
     unsigned nb = 0;
     if (c->flags & F_HEAD_PENDING) {
@@ -179,10 +189,11 @@ void gw_response_end(gw_request *req)
         c->flags |= F_CLOSE_AFTER; /* short body: only a close tells the client */
     int r = gw__client_write(c, bufs, nb);
     if (r < 0) {
+        c->flags &= ~F_HANDLER;
         gw__client_abort_later(c, r);
         return;
     }
-    gw__request_finish(c);
+    gw__response_queued(c);
 }
 
 void gw_response_fail(gw_request *req)
@@ -190,12 +201,16 @@ void gw_response_fail(gw_request *req)
     gw_client *c = req->client;
     if (c->state != CS_ACTIVE)
         return;
+    if (c->flags & F_ABORT_POSTED) {
+        c->flags &= ~F_HANDLER;
+        return;
+    }
     if (!(c->flags & F_RESP_BEGUN))
         req->status = 502;
-    c->flags |= F_CLOSE_AFTER;
+    c->flags |= F_CLOSE_AFTER | F_NO_LINGER;
     c->flags &= ~F_HEAD_PENDING;
     c->resp_left = 0;
-    gw__request_finish(c);
+    gw__response_queued(c); /* what was queued goes out, then the connection closes */
 }
 
 void gw_response_reset(gw_request *req)

@@ -13,12 +13,36 @@
 #define ACCEPTS_PER_WAKEUP 64
 #define FREE_BUFS_MAX 256
 
+static void on_rejected_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Accepts the waiting connection only to close it (libuv stops accepting until the pending
+ * one is taken), so the client sees a close at once instead of waiting in the backlog. */
+static void reject_connection(gw_server *s, enum gw_conn_event why)
+{
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (!t)
+        return;
+    uv_tcp_init(s->loop, t);
+    if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)t) == 0 && s->opts.on_connection)
+        s->opts.on_connection(why, s->opts.hook_data);
+    uv_close((uv_handle_t *)t, on_rejected_closed);
+}
+
 static void on_connection(uv_stream_t *l, int status)
 {
     gw_server *s = l->data;
     if (status < 0 || s->draining || s->closing)
         return;
-    gw__client_accept(s);
+    uint32_t max = s->opts.limits.max_connections;
+    if (max && (uint32_t)s->n_clients >= max) {
+        reject_connection(s, GW_CONN_REJECTED_MAX);
+        return;
+    }
+    if (gw__client_accept(s) < 0)
+        reject_connection(s, GW_CONN_REJECTED_MAX);
 }
 
 static void on_idle(uv_idle_t *h)

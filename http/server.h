@@ -20,7 +20,6 @@
 typedef struct gw_server gw_server;
 typedef struct gw_client gw_client;
 typedef struct gw_request gw_request;
-typedef struct gw_access_log gw_access_log;
 
 typedef struct gw_header {
     gw_slice name, value;
@@ -49,15 +48,34 @@ typedef struct gw_server_limits {
     uint32_t header_timeout_ms, body_timeout_ms, idle_timeout_ms, send_timeout_ms;
     uint32_t read_buffer_bytes; /* per connection with a request; at least max_header_bytes
                                    (0: 16 KiB) */
+    uint32_t max_connections;   /* open client connections; above it new ones are closed at
+                                   once (0: no cap) */
 } gw_server_limits;
+
+/* How a finished request is reported to the application (access log, metrics): the server
+ * calls on_request_done exactly once per request that reached a handler or got an answer. */
+typedef struct gw_request_report {
+    const char *url;           /* the request target as received (truncated to 511 bytes) */
+    double total_ms;           /* first byte of the request to its last response byte written
+                                  (or to the moment it was cut) */
+    int err;                   /* 0: the response went out whole; else why it was cut (GW_E*) */
+} gw_request_report;
+
+enum gw_conn_event {
+    GW_CONN_ACCEPTED,          /* a new client connection is served */
+    GW_CONN_REJECTED_MAX,      /* closed at once: limits.max_connections reached */
+};
 
 typedef struct gw_server_opts {
     gw_server_limits limits;
     int gateway_headers;      /* add X-Request-Id and X-Gateway-Upstream to every response */
     int reuseport;            /* SO_REUSEPORT: each worker binds the same address */
     int worker_id;            /* folded into generated request ids */
-    gw_access_log *log;       /* NULL: no access log */
-    struct gw_metrics *metrics; /* NULL: not counted */
+    /* Hooks for the application, on the server's loop; each may be NULL. REQ is read-only
+     * and gone when the hook returns. */
+    void (*on_request_done)(const gw_request *req, const gw_request_report *r, void *hook_data);
+    void (*on_connection)(enum gw_conn_event ev, void *hook_data);
+    void *hook_data;
     void *data;               /* for the handler: gw_request_server(req)->opts.data */
 } gw_server_opts;
 
@@ -142,10 +160,12 @@ void gw_request_pause_body(gw_request *req);
  * For HEAD requests and 204/304 no body is sent whatever body_len says. Returns 0 or <0. */
 int gw_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
                       int64_t body_len);
+/* (Out of memory: GW_ENOMEM, and on_abort follows; the client connection is closed.) */
 /* Body bytes (framed by the server). Returns 0, 1 when the client is slow (stop producing
  * until on_drain), or <0 on error (the connection is going away: on_abort follows). */
 int gw_response_body(gw_request *req, const char *p, size_t n);
-/* Ends the response. Aborted = 0. After this, req belongs to the server again. */
+/* Ends the response. After this, req belongs to the server again: it is reported (and
+ * the next pipelined request parsed) once the response bytes have been written. */
 void gw_response_end(gw_request *req);
 /* The response could not be completed (upstream died mid-body): the connection is closed
  * without a clean end so the client sees a truncated message. req is gone afterwards. */

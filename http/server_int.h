@@ -32,7 +32,7 @@ struct gw_server {
 
 #define GW_FREE_REQS_MAX 64
 
-void gw__client_accept(gw_server *s);
+int gw__client_accept(gw_server *s); /* 0, or <0: the listener closes the connection */
 void gw__client_shutdown(gw_client *c, int hard); /* drain (hard=0) or abort (hard=1) */
 void gw__close_all_clients(gw_server *s, int hard);
 void gw__client_run_posted(gw_queue *node);

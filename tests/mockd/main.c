@@ -158,7 +158,6 @@ int main(int argc, char **argv)
         .send_timeout_ms = 60000,
     };
     opts.gateway_headers = 0;
-    opts.log = NULL;
     opts.data = &ctx;
     if ((rc = gw_server_init(&ctx.server, &loop, (struct sockaddr *)&addr, &opts, &mk_handler)) != 0)
         goto fail_server;
