@@ -14,6 +14,10 @@ Environment:
   BENCH_DURATION=S      seconds per run (10; 2 in quick mode), whole seconds
   BENCH_WARMUP=S        unmeasured wrk run before each measured one (1; 0 in quick mode)
   BENCH_IDLE_CONNS=N    idle keep-alive connections for the memory probe (10000; 2000 quick)
+  BENCH_PIPELINE_REQS=N requests one pipelining client sends ahead of reading, for the
+                        memory bound of a client that does not read (1,000,000; 50,000 quick)
+  BENCH_SHADOW_REQS=N   requests on a route shadowed to a candidate that never answers,
+                        gateway under RLIMIT_NOFILE 256 (20,000; 2,000 quick)
   BENCH_ONLY=a,b        only these workload ids (the others are reported as "not run")
   BENCH_PERF=1          perf record the gateway during its runs -> build/bench/perf-*.txt
                         (perf takes CPU from the same 2 cores: figures of that run are lower)
@@ -69,6 +73,8 @@ CONNS = max(1, env_int("BENCH_CONNECTIONS", 16 if QUICK else 64))
 DURATION = max(1, env_int("BENCH_DURATION", 2 if QUICK else 10))
 WARMUP = env_int("BENCH_WARMUP", 0 if QUICK else 1)
 IDLE_CONNS = env_int("BENCH_IDLE_CONNS", 2000 if QUICK else 10000)
+PIPELINE_REQS = env_int("BENCH_PIPELINE_REQS", 50000 if QUICK else 1000000)
+SHADOW_REQS = env_int("BENCH_SHADOW_REQS", 2000 if QUICK else 20000)
 PERF = os.environ.get("BENCH_PERF", "") not in ("", "0")
 # The box is shared (wrk, proxy and mockd on 2 cores, plus whatever else runs there): a run
 # during which other processes took more than NOISE_PCT of a core is run again, up to RETRIES
@@ -209,6 +215,7 @@ class Server:
         self.name, self.args, self.workdir = name, args, workdir
         self.port, self.ready_path = port, ready_path
         self.p, self.pids = None, []
+        self.nofile = None  # RLIMIT_NOFILE for the child (None: as high as allowed)
         os.makedirs(workdir, exist_ok=True)
         self.log_path = os.path.join(workdir, name + ".log")
         self.pid_path = os.path.join(PIDS, "%s-%d.pid" % (name, id(self)))
@@ -217,7 +224,8 @@ class Server:
         log = open(self.log_path, "ab")
         self.p = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, cwd=self.workdir,
-                                  start_new_session=True, preexec_fn=nofile_limit)
+                                  start_new_session=True,
+                                  preexec_fn=self.limit_nofile if self.nofile else nofile_limit)
         log.close()
         self.pid = self.p.pid
         self.pids = [self.pid]
@@ -227,6 +235,9 @@ class Server:
         self.pids = proc_tree(self.pid)  # nginx: master + workers
         self._write_pids(self.pids)
         return self
+
+    def limit_nofile(self):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def _write_pids(self, pids):
         with open(self.pid_path, "w") as f:
@@ -242,6 +253,14 @@ class Server:
             if not self.alive():
                 raise RuntimeError("%s exited with %s before it was ready:\n%s"
                                    % (self.name, self.p.returncode, self.log_tail()))
+            if self.ready_path == "":  # listening is enough (a server told to hang)
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return
+                except OSError as e:
+                    last = str(e)
+                    time.sleep(0.05)
+                    continue
             try:
                 status, _, _ = http_get(self.port, self.ready_path or "/")
                 if status < 500:
@@ -356,18 +375,20 @@ class Env:
         self.mock_a = self._mockd("users-a")
         self.mock_b = self._mockd("users-b")
 
-    def _mockd(self, name):
+    def _mockd(self, name, extra=()):
         port = free_port()
         s = Server("mockd-" + name, [os.path.join(BIN, "mockd"), "--listen",
-                                     "127.0.0.1:%d" % port, "--name", name],
-                   os.path.join(self.tmp, "mockd-" + name), "/users/1", port)
+                                     "127.0.0.1:%d" % port, "--name", name] + list(extra),
+                   os.path.join(self.tmp, "mockd-" + name), "" if extra else "/users/1", port)
         return s.start()
 
-    def routes_doc(self, users_upstream, cache=False):
+    def routes_doc(self, users_upstream, cache=False, shadow=None):
         users = {"id": "users", "path": "/api/users/**", "upstream": users_upstream,
                  "rewrite": {"strip_prefix": "/api"}}
         if cache:
             users["cache"] = True
+        if shadow:
+            users["shadow"] = {"upstream": shadow, "percent": 100}
         return json.dumps({"routes": [
             users,
             {"id": "orders", "path": "/api/orders/{id}", "upstream": "legacy"},
@@ -396,6 +417,11 @@ class Env:
         }
         if opts.get("composers"):
             cfg["composers"] = os.path.join(ROOT, "conf", "composers.json")
+        if opts.get("shadow_hang"):
+            if not getattr(self, "mock_hang", None):
+                self.mock_hang = self._mockd("users-hang", ["--hang-rate", "1"])
+            cfg["upstreams"]["users-hang"] = {"endpoints": ["127.0.0.1:%d" % self.mock_hang.port],
+                                              "pool": pool}
         if opts.get("cache"):
             rp = self.redis()
             if rp:
@@ -403,10 +429,12 @@ class Env:
         with open(os.path.join(d, "gateway.json"), "w") as f:
             json.dump(cfg, f, indent=1)
         with open(os.path.join(d, "routes.json"), "w") as f:
-            f.write(self.routes_doc("users-a", cache=bool(opts.get("cache"))))
+            f.write(self.routes_doc("users-a", cache=bool(opts.get("cache")),
+                                    shadow="users-hang" if opts.get("shadow_hang") else None))
         s = Server("gateway", [os.path.join(BIN, "gateway"), "-c",
                                os.path.join(d, "gateway.json")], d, "/api/users/1", port)
         s.routes_path = os.path.join(d, "routes.json")
+        s.admin_port = admin
         return s
 
     def _fill(self, template, out, fields):
@@ -739,6 +767,143 @@ def idle_probe(env, target, n):
 
 
 # ---------------------------------------------------------------------------------------
+# a pipelining client that does not read: the proxy's memory must stay bounded
+
+
+def pipeline_probe(env, target, n):
+    """One connection sends N pipelined GETs as fast as the proxy takes them; the reader
+    starts only once the writer is stuck (or done), then reads everything. A proxy that keeps parsing while its
+    answers pile up unsent holds them all; one that stops reading at a high-water mark holds
+    a bounded amount. Reports the proxy's peak RSS (VmHWM) and that every answer came."""
+    srv = env.make(target, "pipeline")
+    try:
+        srv.start()
+        req = ("GET /api/users/42 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % srv.port).encode()
+        before = srv.rss_kib()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sent = [0]
+        err = []
+
+        def writer():
+            batch = req * 1000
+            try:
+                while sent[0] < n:
+                    k = min(1000, n - sent[0])
+                    s.sendall(batch if k == 1000 else req * k)
+                    sent[0] += k
+            except OSError as e:
+                err.append(str(e))
+
+        t0 = time.monotonic()
+        wt = threading.Thread(target=writer, daemon=True)
+        wt.start()
+        # read only once the writer is stuck (the proxy stopped taking requests) for 1 s, or
+        # has sent everything: a proxy that never stops reading gets all N before a byte is read
+        last, still = -1, 0.0
+        while wt.is_alive() and still < 1.0:
+            time.sleep(0.1)
+            still = still + 0.1 if sent[0] == last else 0.0
+            last = sent[0]
+        sent_unread = sent[0]
+        got, buf, pat = 0, b"", b"HTTP/1.1 "
+        deadline = time.monotonic() + max(60.0, n / 5000.0)
+        while got < n and time.monotonic() < deadline:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            buf += d
+            got += buf.count(pat)
+            # keep the tail that may hold a split status-line prefix
+            cut = buf.rfind(pat)
+            buf = buf[cut + len(pat):] if cut >= 0 else buf[-len(pat):]
+        took = time.monotonic() - t0
+        wt.join(5)
+        s.close()
+        hwm = srv.hwm_kib()
+        return {"status": "ok" if got >= n and not err else "error",
+                "error": err[0] if err else ("%d of %d answers" % (got, n) if got < n else ""),
+                "requests": n, "answers": got, "sent_before_reading": sent_unread,
+                "rss_before_kib": before, "peak_rss_kib": hwm, "seconds": round(took, 2)}
+    except Exception as e:
+        return {"status": "error", "error": str(e)}
+    finally:
+        srv.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# a shadow candidate that never answers: client traffic must not notice
+
+
+def shadow_hang_probe(env, n):
+    """The users route shadows every request to a mockd that never answers; the gateway runs
+    under RLIMIT_NOFILE 256. N requests from 8 clients, a new connection every 10 requests
+    (a proxy out of descriptors can still serve open connections but not new ones): counts the answers,
+    the errors and resets, and samples the gateway's open descriptors."""
+    srv = env.gateway("shadow_hang", {"shadow_hang": True})
+    srv.nofile = 256
+    try:
+        srv.start()
+        req = ("GET /api/users/42 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % srv.port).encode()
+        ok, bad, max_fds = [0], [], [0]
+        stop = [False]
+
+        def sampler():
+            while not stop[0]:
+                try:
+                    max_fds[0] = max(max_fds[0], len(os.listdir("/proc/%d/fd" % srv.pid)))
+                except OSError:
+                    pass
+                time.sleep(0.05)
+
+        def client(k):
+            s = None
+            for i in range(k):
+                try:
+                    if s is not None and i % 10 == 0:  # new connections keep coming
+                        s.close()
+                        s = None
+                    if s is None:
+                        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                    s.sendall(req)
+                    status, _ = read_response(s)
+                    if status == 200:
+                        ok[0] += 1
+                    else:
+                        bad.append("status %d" % status)
+                except (OSError, ValueError, IndexError) as e:
+                    bad.append(type(e).__name__ + ": " + str(e))
+                    if s:
+                        s.close()
+                    s = None
+            if s:
+                s.close()
+
+        st = threading.Thread(target=sampler, daemon=True)
+        st.start()
+        t0 = time.monotonic()
+        ts = [threading.Thread(target=client, args=(n // 8,)) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        took = time.monotonic() - t0
+        stop[0] = True
+        st.join(1)
+        _, _, metrics = http_get(srv.admin_port, "/metrics")
+        skipped = sum(float(l.split()[-1]) for l in metrics.decode(errors="replace").splitlines()
+                      if l.startswith("gateway_shadow_skipped_total"))
+        return {"status": "ok" if not bad else "error", "requests": (n // 8) * 8,
+                "answered_200": ok[0], "failed": len(bad), "first_failures": bad[:3],
+                "max_open_fds": max_fds[0], "nofile": 256, "shadow_skipped": skipped,
+                "seconds": round(took, 2)}
+    except Exception as e:
+        return {"status": "error", "error": str(e)}
+    finally:
+        srv.stop()
+
+
+# ---------------------------------------------------------------------------------------
 # report
 
 
@@ -1054,11 +1219,43 @@ def main():
         else:
             idle["targets"] = {t: {"status": "not run"} for t in PROXIES}
         results["idle_connections"] = idle
+
+        if PIPELINE_REQS and not (ONLY and "pipeline" not in ONLY):
+            print("== one pipelining client: %d requests, read only once the proxy stops taking them ==" % PIPELINE_REQS)
+            print("   %-8s %12s %12s %10s %9s" % ("target", "RSS before", "peak RSS", "answers", "seconds"))
+            pipe = {}
+            for t in PROXIES:
+                r = pipeline_probe(env, t, PIPELINE_REQS)
+                pipe[t] = r
+                if "peak_rss_kib" in r:
+                    print("   %-8s %11.1fM %11.1fM %10d %9.1f%s" % (
+                        t, r["rss_before_kib"] / 1024.0, r["peak_rss_kib"] / 1024.0, r["answers"],
+                        r["seconds"], "" if r["status"] == "ok" else "  error: " + r["error"]))
+                else:
+                    print("   %-8s error: %s" % (t, r["error"].splitlines()[0] if r["error"] else "?"))
+                if r["status"] != "ok":
+                    failed += 1
+            results["pipelining_client"] = pipe
+            print()
+        if SHADOW_REQS and not (ONLY and "shadow_hang" not in ONLY):
+            print("== gateway: %d requests on a route shadowed to a candidate that never answers,"
+                  " RLIMIT_NOFILE 256 ==" % SHADOW_REQS)
+            r = shadow_hang_probe(env, SHADOW_REQS)
+            results["shadow_hang"] = r
+            if r["status"] == "ok":
+                print("   %d answered 200, 0 failed; open descriptors peaked at %d of 256; %d shadows"
+                      " skipped; %.1f s\n" % (r["answered_200"], r["max_open_fds"],
+                                            r["shadow_skipped"], r["seconds"]))
+            else:
+                failed += 1
+                print("   error: %s\n" % (r.get("error") or "%d failed, first: %s (peak fds %d)" % (
+                    r["failed"], r["first_failures"], r["max_open_fds"])))
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         raise
     finally:
-        for s in (getattr(env, "mock_a", None), getattr(env, "mock_b", None)):
+        for s in (getattr(env, "mock_a", None), getattr(env, "mock_b", None),
+                  getattr(env, "mock_hang", None)):
             if s:
                 s.stop()
         env.stop_redis()
