@@ -21,7 +21,6 @@
 #include "composers/worker_int.h"
 
 #define LEG_PATH_MAX 2048
-#define RUN_KIND 0x636d7072 /* "cmpr": tags req->data as a composition run */
 
 typedef enum leg_state {
     LEG_WAITING,  /* dependencies not done yet */
@@ -41,7 +40,7 @@ typedef struct cmp_leg {
     cmp_wait *wait;         /* a leg on a cached route */
     uint64_t started_ms;
     int status;
-    char *body;             /* kept for direct answers */
+    char *body;             /* the answer as it came: spliced into the document */
     size_t len;
     json_t *json;
     const char *why;        /* "timeout", "connect failed", "upstream 5xx", ... */
@@ -51,16 +50,12 @@ typedef struct cmp_leg {
 } cmp_leg;
 
 struct cmp_run {
-    int kind;               /* RUN_KIND */
     cmp_worker *w;
     gw_request *req;        /* NULL once the client went away */
     rt_table *table;
     const cmp_composition *c;
-    cmp_composition direct; /* a cached GET answered directly: one leg, the request's URL */
-    int is_direct;
     cmp_params params;      /* values point into param_buf */
     char param_buf[1024];
-    char direct_url[LEG_PATH_MAX];
     char client_ip[64];
     char request_id[72];
     cmp_leg legs[CMP_MAX_LEGS];
@@ -73,6 +68,12 @@ struct cmp_run {
 
 static void run_end(cmp_run *r);
 static void start_ready_legs(cmp_run *r);
+
+static void report_outcome(const cmp_worker *w, cmp_outcome outcome)
+{
+    if (w->report.composition)
+        w->report.composition(w->report.data, outcome);
+}
 
 /* ---- legs ---------------------------------------------------------------------------- */
 
@@ -89,7 +90,7 @@ static void leg_end(cmp_leg *l, leg_state st, const char *why)
     l->wait = NULL;
     r->running--;
     double ms = (double)(uv_now(r->w->loop) - l->started_ms);
-    gw_metrics_leg(r->w->metrics, r->c->id, r->c->legs[l->index].name, 0, ms);
+    cmp_report_leg(r->w, r->c->id, r->c->legs[l->index].name, ms);
     if (r->ended)
         return;
     if (st != LEG_OK && r->c->legs[l->index].required) {
@@ -120,8 +121,8 @@ static void leg_answer(cmp_leg *l, int status, const char *body, size_t len, cmp
         leg_end(l, LEG_FAILED, why ? why : "failed");
         return;
     }
-    /* the answer is kept as it came: spliced into the composed document, passed on
-     * directly, or kept for the record of an error */
+    /* the answer is kept as it came: spliced into the composed document, or kept for the
+     * record of an error */
     l->body = malloc(len ? len : 1);
     if (!l->body) {
         leg_end(l, LEG_FAILED, "out of memory");
@@ -176,9 +177,7 @@ static void leg_start(cmp_run *r, cmp_leg *l)
     uint32_t timeout = spec->timeout_ms < left ? spec->timeout_ms : (uint32_t)left;
 
     char url[LEG_PATH_MAX];
-    if (r->is_direct) {
-        snprintf(url, sizeof url, "%s", r->direct_url);
-    } else if (cmp_expand(spec->url, &r->params, r->c->legs, answers, r->c->n_legs, url,
+    if (cmp_expand(spec->url, &r->params, r->c->legs, answers, r->c->n_legs, url,
                           sizeof url) < 0) {
         leg_end(l, LEG_FAILED, "its URL refers to a value that is missing");
         return;
@@ -293,7 +292,7 @@ static void compose_answer(cmp_run *r, gw_request *req)
         cap += 2 * strlen(r->c->legs[i].name) + 16 + (r->legs[i].state == LEG_OK ? r->legs[i].len : 4);
     char *out = malloc(cap);
     if (!out) {
-        gw_metrics_composition(r->w->metrics, GW_COMP_FAILED);
+        report_outcome(r->w, CMP_COMPOSED_FAILED);
         gw_response_error(req, 500, "out of memory");
         return;
     }
@@ -324,7 +323,8 @@ static void compose_answer(cmp_run *r, gw_request *req)
         n_degraded++;
         PUTS(name);
         PUTS("\"");
-        gw_metrics_leg_degraded(r->w->metrics, r->c->id, name);
+        if (r->w->report.leg_degraded)
+            r->w->report.leg_degraded(r->w->report.data, r->c->id, name);
         hl += (size_t)snprintf(hdr + hl, sizeof hdr - hl, "%s%s", hl ? "," : "", name);
         if (hl >= sizeof hdr)
             hl = sizeof hdr - 1;
@@ -346,41 +346,9 @@ static void compose_answer(cmp_run *r, gw_request *req)
     char extra[600] = "";
     if (hl)
         snprintf(extra, sizeof extra, "X-Composition-Degraded: %s\r\n", hdr);
-    gw_metrics_composition(r->w->metrics, n_degraded ? GW_COMP_DEGRADED : GW_COMP_OK);
+    report_outcome(r->w, n_degraded ? CMP_COMPOSED_DEGRADED : CMP_COMPOSED_OK);
     gw_response_simple(req, 200, "application/json", out, n, extra);
     free(out);
-}
-
-/* A cached GET answered directly: the upstream's (or the cache's) answer as it is. */
-static void answer_direct(gw_request *req, const cmp_leg *l)
-{
-    if (l->status == 200 || l->status == 404) {
-        static const char *const src[] = { "HIT", "MISS", "STALE" };
-        char extra[64];
-        snprintf(extra, sizeof extra, "X-Cache: %s\r\n", src[l->source]);
-        req->upstream_name = l->upstream;
-        const char *body = l->body ? l->body : "";
-        size_t len = l->body ? l->len : 0;
-        if (l->status == 200 && l->state == LEG_OK) {
-            gw_response_simple(req, 200, "application/json", body, len, extra);
-            return;
-        }
-        if (l->status == 404) {
-            gw_response_simple(req, 404, "application/json", body, len, extra);
-            return;
-        }
-    }
-    if (l->status >= 400) {
-        /* the upstream's own answer, as an uncached route would pass it on */
-        req->upstream_name = l->upstream;
-        gw_response_simple(req, l->status, "application/json", l->body ? l->body : "",
-                           l->body ? l->len : 0, NULL);
-        return;
-    }
-    char msg[200];
-    snprintf(msg, sizeof msg, "upstream failed: %s", l->why ? l->why : "no answer");
-    req->upstream_name = NULL; /* the gateway answers */
-    gw_response_error(req, l->timed_out ? 504 : 502, msg);
 }
 
 static void run_end(cmp_run *r)
@@ -403,11 +371,7 @@ static void run_end(cmp_run *r)
     }
     uv_timer_stop(&r->timer);
     gw_request *req = r->req;
-    if (req && r->is_direct) {
-        req->data = NULL;
-        r->req = NULL;
-        answer_direct(req, &r->legs[0]);
-    } else if (req) {
+    if (req) {
         req->data = NULL;
         r->req = NULL;
         /* a required leg missing, or a 4xx other than 404 anywhere, is the answer */
@@ -423,7 +387,7 @@ static void run_end(cmp_run *r)
             }
         }
         if (bad) {
-            gw_metrics_composition(r->w->metrics, GW_COMP_FAILED);
+            report_outcome(r->w, CMP_COMPOSED_FAILED);
             answer_error(req, &r->c->legs[bad_i], bad);
         } else {
             compose_answer(r, req);
@@ -448,20 +412,14 @@ static void run_start(cmp_run *r, uint32_t deadline_ms)
     start_ready_legs(r);
 }
 
-int cmp_handle(cmp_worker *w, rt_table *table, gw_request *req)
+void cmp_compose_start(cmp_worker *w, rt_table *table, gw_request *req, const cmp_composition *c,
+                       const cmp_params *params)
 {
-    cmp_params params;
-    const cmp_composition *c = w ? cmp_spec_match(w->spec, req->method, req->path, &params) : NULL;
-    if (!c || !table)
-        return 0;
-    gw_request_set_route(req, c->id, rt_table_version(table));
-    req->upstream_name = NULL; /* the gateway answers */
     cmp_run *r = calloc(1, sizeof *r);
     if (!r) {
         gw_response_error(req, 500, "out of memory");
-        return 1;
+        return;
     }
-    r->kind = RUN_KIND;
     r->w = w;
     r->req = req;
     r->c = c;
@@ -469,48 +427,19 @@ int cmp_handle(cmp_worker *w, rt_table *table, gw_request *req)
     r->table = table;
     /* the head's slices die with the request buffer: copy what the legs need */
     size_t at = 0;
-    r->params.n = params.n;
-    for (int i = 0; i < params.n; i++) {
-        size_t vn = params.values[i].n;
+    r->params.n = params->n;
+    for (int i = 0; i < params->n; i++) {
+        size_t vn = params->values[i].n;
         if (at + vn > sizeof r->param_buf)
             vn = 0;
-        memcpy(r->param_buf + at, params.values[i].p, vn);
-        r->params.names[i] = params.names[i]; /* these point into the spec */
+        memcpy(r->param_buf + at, params->values[i].p, vn);
+        r->params.names[i] = params->names[i]; /* these point into the spec */
         r->params.values[i] = (gw_slice){ r->param_buf + at, vn };
         at += vn;
     }
     snprintf(r->client_ip, sizeof r->client_ip, "%s", req->client_addr);
     snprintf(r->request_id, sizeof r->request_id, "%s", req->request_id);
     run_start(r, c->deadline_ms);
-    return 1;
-}
-
-int cmp_handle_cached(cmp_worker *w, rt_table *table, gw_request *req, const char *route_id,
-                      uint32_t timeout_ms)
-{
-    if (!w || !table || req->url.n >= LEG_PATH_MAX)
-        return 0;
-    cmp_run *r = calloc(1, sizeof *r);
-    if (!r)
-        return 0;
-    r->kind = RUN_KIND;
-    r->w = w;
-    r->req = req;
-    r->is_direct = 1;
-    r->direct.id = (char *)route_id;
-    r->direct.deadline_ms = timeout_ms;
-    r->direct.n_legs = 1;
-    r->direct.legs[0] = (cmp_leg_spec){ .name = (char *)route_id, .url = NULL, .required = 1,
-                                         .timeout_ms = timeout_ms };
-    r->c = &r->direct;
-    memcpy(r->direct_url, req->url.p, req->url.n);
-    r->direct_url[req->url.n] = '\0';
-    rt_table_ref(table);
-    r->table = table;
-    snprintf(r->client_ip, sizeof r->client_ip, "%s", req->client_addr);
-    snprintf(r->request_id, sizeof r->request_id, "%s", req->request_id);
-    run_start(r, timeout_ms);
-    return 1;
 }
 
 void cmp_invalidate(cmp_worker *w, const char *path)
@@ -518,40 +447,73 @@ void cmp_invalidate(cmp_worker *w, const char *path)
     cmp_lookup_invalidate(w, path);
 }
 
-int cmp_owns(const gw_request *req)
+/* ---- the handler --------------------------------------------------------------------- */
+
+/* Compositions are GETs: a body is never pulled, so no bytes arrive here, and the end of
+ * one changes nothing. */
+static void compose_on_body(gw_request *req, const char *p, size_t n)
 {
-    return req->data && *(const int *)req->data == RUN_KIND;
+    (void)req, (void)p, (void)n;
 }
 
-void cmp_on_abort(gw_request *req)
+static void compose_on_body_end(gw_request *req)
 {
+    (void)req;
+}
+
+/* The answer leaves in one piece (gw_response_simple): nothing waits for a drain. */
+static void compose_on_drain(gw_request *req)
+{
+    (void)req;
+}
+
+static void compose_on_abort(gw_request *req, int err)
+{
+    (void)err;
     cmp_run *r = req->data;
+    if (!r)
+        return; /* answered already */
     req->data = NULL;
     r->req = NULL; /* no answer; the legs are cut and the run freed */
     run_end(r);
 }
 
-cmp_worker *cmp_worker_new(uv_loop_t *loop, const cmp_spec *spec, const gw_config *cfg,
-                           gw_upstream *upstreams, gw_metrics *metrics)
+const gw_handler cmp_compose_handler = {
+    .on_request = NULL,
+    .on_body = compose_on_body,
+    .on_body_end = compose_on_body_end,
+    .on_drain = compose_on_drain,
+    .on_abort = compose_on_abort,
+};
+
+/* ---- the worker ---------------------------------------------------------------------- */
+
+cmp_worker *cmp_worker_new(uv_loop_t *loop, const cmp_spec *spec, const cmp_conf *conf,
+                           gw_upstream *upstreams, int n_upstreams, const cmp_report *report)
 {
     cmp_worker *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
     w->loop = loop;
     w->spec = spec;
-    w->cfg = cfg;
+    w->conf = *conf;
+    w->conf.redis = NULL;
+    if (report)
+        w->report = *report;
     w->upstreams = upstreams;
-    w->metrics = metrics;
-    for (int i = 0; i < cfg->n_upstreams; i++)
-        cmp_breaker_init(&w->breakers[i], cfg->upstreams[i].breaker_failures,
-                         cfg->upstreams[i].breaker_cooldown_ms,
-                         i < GW_METRICS_UPSTREAMS ? &metrics->breaker_state[i] : NULL);
+    w->n_upstreams = n_upstreams < GW_MAX_UPSTREAMS ? n_upstreams : GW_MAX_UPSTREAMS;
+    for (int i = 0; i < w->n_upstreams; i++) {
+        const gw_upstream_conf *uc = upstreams[i].conf;
+        atomic_int *mirror = w->report.breaker_mirror ? w->report.breaker_mirror(w->report.data, i)
+                                                      : NULL;
+        cmp_breaker_init(&w->breakers[i], uc->breaker_failures, uc->breaker_cooldown_ms, mirror);
+    }
     gw_queue_init(&w->inflight);
     gw_queue_init(&w->detached);
     cmp_cache_conf cc = {
-        .redis = cfg->redis[0] ? cfg->redis : NULL,
-        .timeout_ms = cfg->cache.timeout_ms,
-        .lru_entries = cfg->cache.lru_entries,
+        .redis = conf->redis && conf->redis[0] ? conf->redis : NULL,
+        .timeout_ms = conf->cache.timeout_ms,
+        .lru_entries = conf->cache.lru_entries,
         .prefix = "gw:",
     };
     w->cache = cmp_cache_new(loop, &cc);

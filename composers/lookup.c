@@ -1,4 +1,5 @@
-/* lookup.c — cached, coalesced lookups (see lookup.h).
+/* lookup.c — cached, coalesced lookups (see lookup.h), and the handler that answers a
+ * client's GET on a cached route with one.
  *
  * One inflight per key under way, with its waiters. The inflight owns the cache read and the
  * upstream fetch, so a waiter that gives up (its client left, its deadline passed) changes
@@ -10,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/gw_errors.h"
 #include "composers/fetch.h"
+#include "composers/json_check.h"
 #include "composers/worker_int.h"
 
 #define KEY_MAX 1024
@@ -41,8 +44,6 @@ struct inflight {
     size_t stale_len;
     int stale_status;
 };
-
-#define ADD(m, f) atomic_fetch_add_explicit(&(m)->f, 1, memory_order_relaxed)
 
 static void free_inflight(inflight *in)
 {
@@ -88,7 +89,7 @@ static void on_fetched(int status, const char *body, size_t len, const char *why
     cmp_worker *w = in->w;
     in->fetch = NULL;
     if ((status == 200 || status == 404) && !in->no_store) {
-        const gw_config *cfg = w->cfg;
+        const cmp_conf *cfg = &w->conf;
         uint32_t ttl = status == 200 ? cfg->cache.ttl_ms : cfg->cache.negative_ttl_ms;
         char *v = malloc(len + 5);
         if (v) {
@@ -107,7 +108,7 @@ static void on_fetched(int status, const char *body, size_t len, const char *why
     }
     if ((status == 0 || status >= 500) && in->stale) {
         /* stale-if-error: a recent copy beats no answer */
-        ADD(w->metrics, cache_stale);
+        cmp_report_cache(w, CMP_CACHE_EV_STALE);
         char *s = in->stale;
         in->stale = NULL;
         finish(in, in->stale_status, s, in->stale_len, CMP_FROM_STALE, NULL, 0, "cache");
@@ -138,9 +139,9 @@ static void on_cached(cmp_cache_status st, const char *value, size_t len, uint64
         return;
     }
     if (st == CMP_CACHE_HIT && parse_value(value, len, &status, &body, &blen) == 0) {
-        uint32_t ttl = status == 200 ? w->cfg->cache.ttl_ms : w->cfg->cache.negative_ttl_ms;
+        uint32_t ttl = status == 200 ? w->conf.cache.ttl_ms : w->conf.cache.negative_ttl_ms;
         if (age_ms <= ttl) {
-            ADD(w->metrics, cache_hits);
+            cmp_report_cache(w, CMP_CACHE_EV_HIT);
             finish(in, status, body, blen, CMP_FROM_CACHE, NULL, 0, "cache");
             return;
         }
@@ -152,11 +153,11 @@ static void on_cached(cmp_cache_status st, const char *value, size_t len, uint64
                 in->stale_status = status;
             }
         }
-        ADD(w->metrics, cache_misses);
+        cmp_report_cache(w, CMP_CACHE_EV_MISS);
     } else if (st == CMP_CACHE_ERROR) {
-        ADD(w->metrics, cache_errors); /* fail open: the upstream answers */
+        cmp_report_cache(w, CMP_CACHE_EV_ERROR); /* fail open: the upstream answers */
     } else {
-        ADD(w->metrics, cache_misses);
+        cmp_report_cache(w, CMP_CACHE_EV_MISS);
     }
     fetch_now(in);
 }
@@ -176,7 +177,7 @@ cmp_wait *cmp_lookup_start(cmp_worker *w, rt_table *table, const char *path,
     for (q = w->inflight.next; q != &w->inflight; q = q->next) {
         inflight *in = GW_QUEUE_DATA(q, inflight, node);
         if (strcmp(in->key, path) == 0) {
-            ADD(w->metrics, cache_coalesced);
+            cmp_report_cache(w, CMP_CACHE_EV_COALESCED);
             wt->in = in;
             gw_queue_insert_tail(&in->waiters, &wt->node);
             return wt;
@@ -245,3 +246,187 @@ void cmp_lookup_invalidate(cmp_worker *w, const char *path)
     if (w->cache)
         cmp_cache_del(w->cache, path);
 }
+
+/* ---- a client's GET on a cached route ------------------------------------------------ */
+
+/* One per client request, freed in one place (cached_free) after its timer closed; it ends
+ * exactly once (cached_end): answered, out of time, or its client gone. */
+typedef struct cmp_cached {
+    cmp_worker *w;
+    gw_request *req;         /* NULL once answered or the client went away */
+    rt_table *table;
+    const char *route_id;    /* in table */
+    cmp_wait *wait;          /* the lookup, or */
+    cmp_fetch *fetch;        /* a plain fetch (a URL with a query) */
+    uv_timer_t timer;        /* the deadline */
+    uint64_t started_ms;
+    int ended;
+    char url[CMP_CACHED_URL_MAX];
+    char client_ip[64];
+    char request_id[72];
+} cmp_cached;
+
+static void cached_free(uv_handle_t *h)
+{
+    cmp_cached *c = h->data;
+    rt_table_unref(c->table);
+    free(c);
+}
+
+/* The upstream's (or the cache's) answer as it is: a 200 with valid JSON or a 404, with
+ * X-Cache; another upstream error status as an uncached route would pass it on; else the
+ * gateway's 502/504. */
+static void cached_answer(gw_request *req, int status, const char *body, size_t len,
+                          cmp_source src, const char *why, int timed_out, const char *upstream)
+{
+    if (!body) {
+        body = "";
+        len = 0;
+    }
+    int ok = status >= 200 && status < 300 && cmp_json_valid(body, len);
+    if (status == 200 && ok) {
+        why = NULL;
+    } else if (status >= 200 && status < 300) {
+        why = ok ? NULL : "invalid JSON";
+    } else if (status != 0) {
+        why = status >= 500 ? "upstream 5xx" : status == 404 ? "not found" : "upstream 4xx";
+    } else if (!why) {
+        why = "failed";
+    }
+    if ((status == 200 && ok) || status == 404) {
+        static const char *const names[] = { "HIT", "MISS", "STALE" };
+        char extra[64];
+        snprintf(extra, sizeof extra, "X-Cache: %s\r\n", names[src]);
+        req->upstream_name = upstream;
+        gw_response_simple(req, status, "application/json", body, len, extra);
+        return;
+    }
+    if (status >= 400) {
+        req->upstream_name = upstream;
+        gw_response_simple(req, status, "application/json", body, len, NULL);
+        return;
+    }
+    char msg[200];
+    snprintf(msg, sizeof msg, "upstream failed: %s", why ? why : "no answer");
+    req->upstream_name = NULL; /* the gateway answers */
+    gw_response_error(req, timed_out ? 504 : 502, msg);
+}
+
+/* COUNTED: the exchange ended with a result (reported like a composition leg); not when the
+ * deadline or the client cut it. */
+static void cached_end(cmp_cached *c, int counted, int status, const char *body, size_t len,
+                       cmp_source src, const char *why, int timed_out, const char *upstream)
+{
+    if (c->ended)
+        return;
+    c->ended = 1;
+    cmp_lookup_cancel(c->wait);
+    c->wait = NULL;
+    cmp_fetch_cancel(c->fetch);
+    c->fetch = NULL;
+    uv_timer_stop(&c->timer);
+    if (counted)
+        cmp_report_leg(c->w, c->route_id, c->route_id, (double)(uv_now(c->w->loop) - c->started_ms));
+    gw_request *req = c->req;
+    if (req) {
+        c->req = NULL;
+        req->data = NULL;
+        cached_answer(req, status, body, len, src, why, timed_out, upstream);
+    }
+    uv_close((uv_handle_t *)&c->timer, cached_free);
+}
+
+static void cached_looked_up(int status, const char *body, size_t len, cmp_source src,
+                             const char *why, int timed_out, const char *upstream, void *arg)
+{
+    cmp_cached *c = arg;
+    c->wait = NULL;
+    cached_end(c, 1, status, body, len, src, why, timed_out, upstream);
+}
+
+static void cached_fetched(int status, const char *body, size_t len, const char *why,
+                           int timed_out, const char *upstream, void *arg)
+{
+    cmp_cached *c = arg;
+    c->fetch = NULL;
+    cached_end(c, 1, status, body, len, CMP_FROM_UPSTREAM, why, timed_out, upstream);
+}
+
+static void cached_deadline(uv_timer_t *t)
+{
+    cached_end(t->data, 0, 0, NULL, 0, CMP_FROM_CACHE, "deadline", 1, NULL);
+}
+
+int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char *route_id,
+                     uint32_t timeout_ms)
+{
+    if (req->url.n >= CMP_CACHED_URL_MAX)
+        return GW_EINVAL; /* the router proxies these */
+    cmp_cached *c = calloc(1, sizeof *c);
+    if (!c)
+        return GW_ENOMEM;
+    c->w = w;
+    c->req = req;
+    rt_table_ref(table);
+    c->table = table;
+    c->route_id = route_id;
+    memcpy(c->url, req->url.p, req->url.n);
+    c->url[req->url.n] = '\0';
+    snprintf(c->client_ip, sizeof c->client_ip, "%s", req->client_addr);
+    snprintf(c->request_id, sizeof c->request_id, "%s", req->request_id);
+    uv_timer_init(w->loop, &c->timer);
+    c->timer.data = c;
+    c->started_ms = uv_now(w->loop);
+    uv_timer_start(&c->timer, cached_deadline, timeout_ms, 0);
+    req->data = c;
+    /* a query makes it a different resource: fetched, not cached */
+    const char *qm = strchr(c->url, '?');
+    gw_slice path = { c->url, qm ? (size_t)(qm - c->url) : strlen(c->url) };
+    rt_match m;
+    if (!qm && rt_table_match(table, GW_SLICE_LIT("GET"), path, &m) == 0 && m.route->cache)
+        c->wait = cmp_lookup_start(w, table, c->url, c->request_id, c->client_ip, timeout_ms,
+                                   cached_looked_up, c);
+    if (!c->wait)
+        c->fetch = cmp_fetch_start(w, table, c->url, c->request_id, c->client_ip, timeout_ms,
+                                   cached_fetched, c);
+    if (!c->wait && !c->fetch)
+        cached_end(c, 1, 0, NULL, 0, CMP_FROM_CACHE, "out of memory", 0, NULL);
+    return 0;
+}
+
+/* A GET: its body (if any) is never pulled, so no bytes arrive here, and the end of one
+ * changes nothing. */
+static void cached_on_body(gw_request *req, const char *p, size_t n)
+{
+    (void)req, (void)p, (void)n;
+}
+
+static void cached_on_body_end(gw_request *req)
+{
+    (void)req;
+}
+
+/* The answer leaves in one piece (gw_response_simple): nothing waits for a drain. */
+static void cached_on_drain(gw_request *req)
+{
+    (void)req;
+}
+
+static void cached_on_abort(gw_request *req, int err)
+{
+    (void)err;
+    cmp_cached *c = req->data;
+    if (!c)
+        return; /* answered already */
+    req->data = NULL;
+    c->req = NULL; /* no answer; the lookup is let go (it still fills the cache for others) */
+    cached_end(c, 0, 0, NULL, 0, CMP_FROM_CACHE, NULL, 0, NULL);
+}
+
+const gw_handler cmp_cached_handler = {
+    .on_request = NULL,
+    .on_body = cached_on_body,
+    .on_body_end = cached_on_body_end,
+    .on_drain = cached_on_drain,
+    .on_abort = cached_on_abort,
+};

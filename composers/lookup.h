@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http/server.h"
 #include "routes/route_table.h"
 
 typedef struct cmp_worker cmp_worker;
@@ -28,6 +29,22 @@ cmp_wait *cmp_lookup_start(cmp_worker *w, rt_table *table, const char *path,
                            const char *request_id, const char *client_ip, uint32_t timeout_ms,
                            cmp_lookup_cb cb, void *arg);
 void cmp_lookup_cancel(cmp_wait *wt);
+/* ---- a client's GET on a cached route ---- */
+
+#define CMP_CACHED_URL_MAX 2048 /* longer URLs are proxied, not cached */
+
+/* The cached lookup's handler (body, drain, abort) for a request handed to it with
+ * gw_request_set_handler before cmp_cached_start. Its on_request is NULL. */
+extern const gw_handler cmp_cached_handler;
+/* Answers REQ — a GET or HEAD without a body on the route ROUTE_ID (a string of TABLE, which
+ * is ref'd for the request) with "cache": true, its URL shorter than CMP_CACHED_URL_MAX —
+ * from the user cache, or fetched (one call for concurrent misses of the same path), stored,
+ * and answered with X-Cache: HIT, MISS or STALE; a URL with a query is fetched, not cached.
+ * TIMEOUT_MS bounds the whole answer. Returns 0 (the answer follows later), or <0 (out of
+ * memory, URL too long): nothing was answered and REQ is untouched. */
+int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char *route_id,
+                     uint32_t timeout_ms);
+
 /* After a successful change (PUT, PATCH, DELETE) of PATH through the gateway. */
 void cmp_lookup_invalidate(cmp_worker *w, const char *path);
 /* Shutdown: every lookup under way ends (waiters get a failure), fetches are cancelled. */

@@ -4,6 +4,7 @@
 #define CMP_WORKER_INT_H
 
 #include "http/queue.h"
+#include "http/upstream_conf.h"
 #include "composers/breaker.h"
 #include "composers/cache.h"
 #include "composers/compose.h"
@@ -11,13 +12,28 @@
 struct cmp_worker {
     uv_loop_t *loop;
     const cmp_spec *spec;
-    const gw_config *cfg;
+    cmp_conf conf;             /* a copy; conf.redis is NULL (only needed to open the cache) */
+    cmp_report report;         /* a copy */
     gw_upstream *upstreams;
-    gw_metrics *metrics;
+    int n_upstreams;
     cmp_breaker breakers[GW_MAX_UPSTREAMS];
     cmp_cache *cache;          /* Redis, or the in-process LRU */
     gw_queue inflight;         /* lookups with a fetch or cache read under way (by key) */
     gw_queue detached;         /* ones whose path changed meanwhile: not joined, not stored */
 };
+
+/* Reporting, for callbacks the gateway may leave NULL. */
+static inline void cmp_report_cache(const cmp_worker *w, cmp_cache_event ev)
+{
+    if (w->report.cache)
+        w->report.cache(w->report.data, ev);
+}
+
+static inline void cmp_report_leg(const cmp_worker *w, const char *composition, const char *leg,
+                                  double ms)
+{
+    if (w->report.leg)
+        w->report.leg(w->report.data, composition, leg, ms);
+}
 
 #endif

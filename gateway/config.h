@@ -8,9 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "http/upstream_conf.h"
-
-#define GW_MAX_UPSTREAMS 64
+#include "http/upstream_conf.h" /* GW_MAX_UPSTREAMS */
 
 typedef struct gw_limits_conf {
     uint32_t max_uri_bytes;      /* 414 above; default 8192 */

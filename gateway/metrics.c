@@ -1,6 +1,8 @@
 /* metrics.c — per-worker counters and their Prometheus rendering. */
 #include "gateway/metrics.h"
 
+#include "composers/compose.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -335,4 +337,53 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     *out = b.p;
     *len = b.len;
     return 0;
+}
+
+/* ---- the composers' reporting interface (composers/compose.h), on gw_metrics ---- */
+
+static void rep_composition(void *data, cmp_outcome outcome)
+{
+    gw_metrics_composition(data, outcome == CMP_COMPOSED_OK         ? GW_COMP_OK
+                                 : outcome == CMP_COMPOSED_DEGRADED ? GW_COMP_DEGRADED
+                                                                    : GW_COMP_FAILED);
+}
+
+static void rep_leg(void *data, const char *composition, const char *leg, double ms)
+{
+    gw_metrics_leg(data, composition, leg, 0, ms);
+}
+
+static void rep_leg_degraded(void *data, const char *composition, const char *leg)
+{
+    gw_metrics_leg_degraded(data, composition, leg);
+}
+
+static void rep_cache(void *data, cmp_cache_event ev)
+{
+    gw_metrics *m = data;
+    switch (ev) {
+    case CMP_CACHE_EV_HIT: ADD(m->cache_hits, 1); break;
+    case CMP_CACHE_EV_MISS: ADD(m->cache_misses, 1); break;
+    case CMP_CACHE_EV_ERROR: ADD(m->cache_errors, 1); break;
+    case CMP_CACHE_EV_STALE: ADD(m->cache_stale, 1); break;
+    case CMP_CACHE_EV_COALESCED: ADD(m->cache_coalesced, 1); break;
+    }
+}
+
+static atomic_int *rep_breaker_mirror(void *data, int upstream)
+{
+    gw_metrics *m = data;
+    return upstream >= 0 && upstream < GW_METRICS_UPSTREAMS ? &m->breaker_state[upstream] : NULL;
+}
+
+void gw_metrics_composer_report(gw_metrics *m, cmp_report *out)
+{
+    *out = (cmp_report){
+        .data = m,
+        .composition = rep_composition,
+        .leg = rep_leg,
+        .leg_degraded = rep_leg_degraded,
+        .cache = rep_cache,
+        .breaker_mirror = rep_breaker_mirror,
+    };
 }

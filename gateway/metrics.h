@@ -72,6 +72,10 @@ void gw_metrics_leg(gw_metrics *m, const char *composition, const char *leg, int
 void gw_metrics_leg_degraded(gw_metrics *m, const char *composition, const char *leg);
 const char *gw_upstream_err_name(enum gw_upstream_err_kind kind);
 
+/* The composers' reporting interface (cmp_report, composers/compose.h) writing into M. */
+struct cmp_report;
+void gw_metrics_composer_report(gw_metrics *m, struct cmp_report *out);
+
 /* Process-wide values set by the main thread. */
 typedef struct gw_process_metrics {
     atomic_uint_fast64_t reloads_ok, reloads_failed;

@@ -1,4 +1,4 @@
-/* proxy.c — the gateway's request handler (see proxy.h).
+/* proxy.c — the proxy: the handler of a request the router sent upstream (see proxy.h).
  *
  * One proxy_req per request, freed in one place (proxy_free), reached from exactly one of:
  * the response ended (on_done), the response failed (error paths), or the client went
@@ -37,13 +37,10 @@ enum {
                                 bytes go to it */
 };
 
-#define PROXY_KIND 0x70727879 /* "prxy": req->data is a proxy_req (see cmp_owns) */
-
 #define PROXY_HEAD_INLINE 4096
 #define PROXY_FREE_MAX 64
 
 typedef struct proxy_req {
-    int kind;
     gw_request *req;
     gw_worker *w;
     rt_table *table; /* pinned for the whole request: route strings live in it */
@@ -567,8 +564,6 @@ static void up_on_done(gw_uconn *u, void *data)
 
 static void client_on_drain(gw_request *req)
 {
-    if (cmp_owns(req))
-        return;
     proxy_req *p = req->data;
     if (p && p->u)
         gw_uconn_resume(p->u);
@@ -577,10 +572,6 @@ static void client_on_drain(gw_request *req)
 static void client_on_abort(gw_request *req, int err)
 {
     (void)err;
-    if (cmp_owns(req)) {
-        cmp_on_abort(req);
-        return;
-    }
     proxy_req *p = req->data;
     if (p)
         proxy_free(p);
@@ -595,59 +586,13 @@ static const gw_uconn_cb uconn_cb = {
     .on_error = up_on_error,
 };
 
-/* ---- routing ------------------------------------------------------------------------- */
+/* ---- start ------------------------------------------------------------------------- */
 
-/* Which upstream answers: a tester's override header when the route allows it, else the
- * route's split (sticky by header or cookie when configured), else its primary. */
-static int choose_upstream(const rt_route *route, const gw_request *req)
+void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_match *match, int ui)
 {
-    const char *oh = rt_route_override_header(route);
-    if (oh) {
-        gw_slice v = gw_request_header(req, oh);
-        int idx = v.n ? rt_route_override(route, v) : -1;
-        if (idx >= 0)
-            return idx;
-    }
-    if (route->n_split == 0)
-        return route->upstream_index;
-    gw_slice sticky = { NULL, 0 };
-    const char *sh = rt_route_sticky_header(route), *sc = rt_route_sticky_cookie(route);
-    if (sh)
-        sticky = gw_request_header(req, sh);
-    else if (sc)
-        sticky = rt_cookie_value(gw_request_header(req, "cookie"), sc);
-    return rt_route_pick(route, sticky, gw_random64());
-}
-
-static void client_on_request(gw_request *req)
-{
-    gw_worker *w = gw_server_options(req->server)->data;
-    if (gw_path_has_dot_segment(req->path)) {
-        gw_response_error(req, 400, "dot segments are not allowed in the path");
-        return;
-    }
-    rt_table *table = gw_worker_routes(w);
-    if (w->composer && cmp_handle(w->composer, table, req))
-        return; /* answered by the composition engine */
-    rt_match m;
-    if (!table) {
-        gw_response_error(req, 503, "no route table loaded yet");
-        return;
-    }
-    if (rt_table_match(table, req->method, req->path, &m) != 0) {
-        if (table)
-            req->route_version = rt_table_version(table);
-        gw_response_error(req, 404, "no route");
-        return;
-    }
-    const rt_route *route = m.route;
-    gw_request_set_route(req, route->id, rt_table_version(table));
-    int ui = choose_upstream(route, req);
+    const rt_route *route = match->route;
     gw_upstream *up = &w->upstreams[ui];
-    req->upstream_name = up->conf->name;
-    if (route->cache && !req->has_body && (req->is_head || gw_slice_eq(req->method, "GET")) &&
-        cmp_handle_cached(w->composer, table, req, route->id, up->conf->response_timeout_ms))
-        return; /* answered from the user cache (or fetched into it) */
+    rt_match m = *match;
     if (route->max_body_bytes >= 0)
         req->max_body_bytes = (uint64_t)route->max_body_bytes;
     if (req->max_body_bytes && req->content_length > 0 &&
@@ -672,7 +617,6 @@ static void client_on_request(gw_request *req)
         return;
     }
     rt_table_ref(table);
-    p->kind = PROXY_KIND;
     p->req = req;
     p->w = w;
     p->table = table;
@@ -712,7 +656,7 @@ static void client_on_request(gw_request *req)
 }
 
 const gw_handler gw_proxy_handler = {
-    .on_request = client_on_request,
+    .on_request = NULL, /* the router starts it: gw_proxy_start */
     .on_body = client_on_body,
     .on_body_end = client_on_body_end,
     .on_drain = client_on_drain,

@@ -1,13 +1,23 @@
-/* proxy.h — the gateway's request handler: route the request, rewrite it, send it to an
- * upstream endpoint (pooled connection, one retry when nothing was sent), stream both
- * bodies with backpressure, and map failures to the gateway's JSON errors. */
+/* proxy.h — the proxy: the handler of a request the router (router.h) sends upstream. It
+ * rewrites the request, sends it to an upstream endpoint (pooled connection, one retry when
+ * nothing was sent; the route's fallback), shadows it when the route says so, streams both
+ * bodies with backpressure, and maps failures to the gateway's JSON errors. */
 #ifndef GW_PROXY_H
 #define GW_PROXY_H
 
 #include "http/server.h"
+#include "routes/route_table.h"
 
-/* The handler; gw_server_opts.data must point to the gw_worker. */
+typedef struct gw_worker gw_worker;
+
+/* The proxy's handler (body, drain, abort) for a request handed to it with
+ * gw_request_set_handler before gw_proxy_start. Its on_request is NULL. */
 extern const gw_handler gw_proxy_handler;
+
+/* Proxies REQ on MATCH's route (MATCH slices REQ's path) to upstream UI of worker W: the
+ * route's body limit (413), the rewritten head, the shadow copy, then the upstream. TABLE is
+ * the worker's pinned route table (ref'd for the request). Answers at once on errors. */
+void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_match *match, int ui);
 
 /* Frees this thread's recycled request state: call when a worker's loop has ended. */
 void gw_proxy_thread_cleanup(void);

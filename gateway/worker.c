@@ -10,6 +10,7 @@
 #include "routes/route_table.h"
 #include "composers/compose.h"
 #include "gateway/proxy.h"
+#include "gateway/router.h"
 
 rt_table *gw_worker_routes(gw_worker *w)
 {
@@ -112,7 +113,7 @@ static void worker_main(void *arg)
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_init(&w->upstreams[i], &w->loop, &w->cfg->upstreams[i]);
     /* compositions and the user cache (Redis, or an in-process LRU) */
-    w->composer = cmp_worker_new(&w->loop, w->compositions, w->cfg, w->upstreams, w->metrics);
+    w->composer = gw_router_composer_new(w);
     const gw_limits_conf *l = &w->cfg->limits;
     gw_server_opts opts = {
         .limits = {
@@ -136,7 +137,7 @@ static void worker_main(void *arg)
         .data = w,
     };
     int r = gw_server_init(&w->server, &w->loop, (const struct sockaddr *)&w->cfg->listen_addr,
-                           &opts, &gw_proxy_handler);
+                           &opts, &gw_router_handler);
     w->started = r == 0 ? 1 : r;
     uv_sem_post(&w->ready);
     if (r == 0)

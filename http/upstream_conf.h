@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #define GW_MAX_ENDPOINTS 32
+#define GW_MAX_UPSTREAMS 64 /* named upstreams in one configuration */
 #define GW_NAME_MAX 64
 
 typedef struct gw_endpoint_conf {

@@ -1,0 +1,157 @@
+/* router.c — the router (see router.h): one decision per request, then one handler. */
+#include "gateway/router.h"
+
+#include <string.h>
+
+#include "http/request_id.h"
+#include "routes/policy.h"
+#include "composers/lookup.h"
+#include "gateway/metrics.h"
+#include "gateway/proxy.h"
+#include "gateway/worker.h"
+
+/* Which upstream answers: a tester's override header when the route allows it, else the
+ * route's split (sticky by header or cookie when configured), else its primary. */
+static int choose_upstream(const rt_route *route, const gw_request *req)
+{
+    const char *oh = rt_route_override_header(route);
+    if (oh) {
+        gw_slice v = gw_request_header(req, oh);
+        int idx = v.n ? rt_route_override(route, v) : -1;
+        if (idx >= 0)
+            return idx;
+    }
+    if (route->n_split == 0)
+        return route->upstream_index;
+    gw_slice sticky = { NULL, 0 };
+    const char *sh = rt_route_sticky_header(route), *sc = rt_route_sticky_cookie(route);
+    if (sh)
+        sticky = gw_request_header(req, sh);
+    else if (sc)
+        sticky = rt_cookie_value(gw_request_header(req, "cookie"), sc);
+    return rt_route_pick(route, sticky, gw_random64());
+}
+
+static void decide_error(gw_route_decision *d, int status, const char *msg)
+{
+    d->to = GW_TO_ERROR;
+    d->status = status;
+    d->msg = msg;
+}
+
+void gw_router_decide(const gw_request *req, const rt_table *table, const cmp_spec *spec,
+                      int cache, gw_route_decision *d)
+{
+    memset(d, 0, sizeof *d);
+    d->ui = -1;
+    if (gw_path_has_dot_segment(req->path)) {
+        decide_error(d, 400, "dot segments are not allowed in the path");
+        return;
+    }
+    /* compositions first: their paths are the gateway's own */
+    if (table && spec) {
+        d->composition = cmp_spec_match(spec, req->method, req->path, &d->params);
+        if (d->composition) {
+            d->to = GW_TO_COMPOSITION;
+            return;
+        }
+    }
+    if (!table) {
+        decide_error(d, 503, "no route table loaded yet");
+        return;
+    }
+    if (rt_table_match(table, req->method, req->path, &d->match) != 0) {
+        decide_error(d, 404, "no route");
+        return;
+    }
+    const rt_route *route = d->match.route;
+    d->ui = choose_upstream(route, req);
+    d->to = cache && route->cache && !req->has_body &&
+                    (req->is_head || gw_slice_eq(req->method, "GET")) && req->url.n < CMP_CACHED_URL_MAX
+                ? GW_TO_CACHED
+                : GW_TO_PROXY;
+}
+
+static void router_on_request(gw_request *req)
+{
+    gw_worker *w = gw_server_options(req->server)->data;
+    rt_table *table = gw_worker_routes(w);
+    gw_route_decision d;
+    gw_router_decide(req, table, w->composer ? w->compositions : NULL, w->composer != NULL, &d);
+    switch (d.to) {
+    case GW_TO_ERROR:
+        if (d.status == 404)
+            req->route_version = rt_table_version(table);
+        gw_response_error(req, d.status, d.msg);
+        return;
+    case GW_TO_COMPOSITION:
+        gw_request_set_route(req, d.composition->id, rt_table_version(table));
+        req->upstream_name = NULL; /* the gateway answers */
+        gw_request_set_handler(req, &cmp_compose_handler);
+        cmp_compose_start(w->composer, table, req, d.composition, &d.params);
+        return;
+    case GW_TO_CACHED:
+    case GW_TO_PROXY:
+        break;
+    }
+    const rt_route *route = d.match.route;
+    gw_request_set_route(req, route->id, rt_table_version(table));
+    const gw_upstream *up = &w->upstreams[d.ui];
+    req->upstream_name = up->conf->name;
+    if (d.to == GW_TO_CACHED) {
+        gw_request_set_handler(req, &cmp_cached_handler);
+        if (cmp_cached_start(w->composer, table, req, route->id, up->conf->response_timeout_ms) == 0)
+            return;
+        /* out of memory for the lookup: the upstream may still answer */
+    }
+    gw_request_set_handler(req, &gw_proxy_handler);
+    gw_proxy_start(req, w, table, &d.match, d.ui);
+}
+
+/* The router answers or hands the request on inside on_request, so these only see a request
+ * it answered itself (an abort posted by a failed write): nothing to release. */
+static void router_on_body(gw_request *req, const char *p, size_t n)
+{
+    (void)req, (void)p, (void)n;
+}
+
+static void router_on_body_end(gw_request *req)
+{
+    (void)req;
+}
+
+static void router_on_drain(gw_request *req)
+{
+    (void)req;
+}
+
+static void router_on_abort(gw_request *req, int err)
+{
+    (void)req, (void)err;
+}
+
+const gw_handler gw_router_handler = {
+    .on_request = router_on_request,
+    .on_body = router_on_body,
+    .on_body_end = router_on_body_end,
+    .on_drain = router_on_drain,
+    .on_abort = router_on_abort,
+};
+
+cmp_worker *gw_router_composer_new(gw_worker *w)
+{
+    const gw_config *cfg = w->cfg;
+    cmp_conf conf = {
+        .redis = cfg->redis,
+        .cache = {
+            .ttl_ms = cfg->cache.ttl_ms,
+            .negative_ttl_ms = cfg->cache.negative_ttl_ms,
+            .stale_ms = cfg->cache.stale_ms,
+            .timeout_ms = cfg->cache.timeout_ms,
+            .lru_entries = cfg->cache.lru_entries,
+        },
+    };
+    cmp_report report;
+    gw_metrics_composer_report(w->metrics, &report);
+    return cmp_worker_new(&w->loop, w->compositions, &conf, w->upstreams, cfg->n_upstreams, &report);
+}
