@@ -49,6 +49,10 @@
  *     "log": { "access": "stderr" },           // "stderr" | "stdout" | "off" | file path
  *                                              //   (relative to the config file's folder)
  *     "shutdown": { "drain_timeout_ms": 10000 },             // default 10000
+ *     "background": { "max_in_flight": 256,        // shadow copies under way per worker,
+ *                     "max_connections_per_endpoint": 64 }, // and their connections per
+ *                                              //   endpoint per worker; 0..65535; over a cap
+ *                                              //   a shadow is skipped (counted)
  *     "routes": { "source": "file", "file": "routes.json" }, // required; file relative to
  *                                                            //   the config file's folder
  *            // or { "source": "postgres", "conninfo": "host=127.0.0.1 dbname=...",
@@ -665,7 +669,7 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
 {
     static const char *const keys[] = { "listen", "workers", "admin", "upstreams", "limits",
                                         "log", "shutdown", "routes", "redis", "composers",
-                                        "cache", NULL };
+                                        "cache", "background", NULL };
     static const char *const admin_keys[] = { "listen", "token", "tokens", NULL };
     static const char *const log_keys[] = { "access", NULL };
     static const char *const shutdown_keys[] = { "drain_timeout_ms", NULL };
@@ -751,6 +755,17 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
     if (o != NULL && ((rc = gw__only_keys(c, o, "shutdown", shutdown_keys)) != 0 ||
                       (rc = gw__get_ms(c, o, "drain_timeout_ms", "shutdown",
                                        &k->drain_timeout_ms)) != 0))
+        return rc;
+
+    static const char *const background_keys[] = { "max_in_flight",
+                                                    "max_connections_per_endpoint", NULL };
+    if ((rc = gw__get_obj(c, root, "background", "", &o)) != 0)
+        return rc;
+    if (o != NULL && ((rc = gw__only_keys(c, o, "background", background_keys)) != 0 ||
+                      (rc = gw__get_u32(c, o, "max_in_flight", "background", 0, 65535,
+                                        &k->background.max_in_flight)) != 0 ||
+                      (rc = gw__get_u32(c, o, "max_connections_per_endpoint", "background", 0,
+                                        65535, &k->background.max_connections_per_endpoint)) != 0))
         return rc;
 
     if ((rc = gw__parse_routes(c, root, k)) != 0)
@@ -875,6 +890,8 @@ static void gw__defaults(gw_config *k)
     k->limits.max_connections = 10000;
     strcpy(k->access_log, "stderr");
     k->drain_timeout_ms = 10000;
+    k->background.max_in_flight = 256;
+    k->background.max_connections_per_endpoint = 64;
     k->routes_source = GW_ROUTES_FILE;
     k->cache.ttl_ms = 60000;
     k->cache.negative_ttl_ms = 5000;

@@ -51,6 +51,10 @@ typedef struct gw_config {
     gw_limits_conf limits;
     char access_log[1024];         /* "stderr", "stdout", "off" or a file path */
     uint32_t drain_timeout_ms;     /* graceful shutdown deadline; default 10000 */
+    struct {                       /* one-shot exchanges no client waits for (shadow copies) */
+        uint32_t max_in_flight;    /* per worker; above it they are skipped; default 256 */
+        uint32_t max_connections_per_endpoint; /* per worker per endpoint; default 64 */
+    } background;
     gw_route_source_kind routes_source;
     char routes_file[1024];        /* resolved relative to the config file's folder */
     char pg_conninfo[1024];        /* env GATEWAY_PG */

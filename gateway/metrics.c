@@ -79,6 +79,11 @@ void gw_metrics_shadow(gw_metrics *m, const char *route, int mismatched)
     }
 }
 
+void gw_metrics_shadow_skipped(gw_metrics *m, const char *route, const char *reason)
+{
+    slot_add(m->shadow_skipped_slots, GW_METRICS_SHADOW_SLOTS, route, reason, 0);
+}
+
 void gw_metrics_fallback(gw_metrics *m)
 {
     ADD(m->fallbacks, 1);
@@ -168,11 +173,12 @@ static const char *label(const char *s, char *tmp, size_t n)
     return tmp;
 }
 
-/* which: 0 requests, 1 shadow comparisons, 2 degraded composition legs */
+/* which: 0 requests, 1 shadow comparisons, 2 degraded composition legs, 3 skipped shadows */
 static gw_metric_slot *table_of(gw_metrics *m, int which, unsigned *n)
 {
     *n = which ? GW_METRICS_SHADOW_SLOTS : GW_METRICS_SLOTS;
-    return which == 2 ? m->degraded_slots : which ? m->shadow_slots : m->slots;
+    return which == 3 ? m->shadow_skipped_slots : which == 2 ? m->degraded_slots
+           : which ? m->shadow_slots : m->slots;
 }
 
 static const gw_metric_slot *find_in(gw_metrics *m, int shadow, const gw_metric_slot *key)
@@ -213,7 +219,10 @@ static void render_slots(sbuf *b, gw_metrics *const *workers, int nw, int shadow
                 if (o)
                     total += GET(((gw_metric_slot *)o)->count);
             }
-            if (shadow == 2)
+            if (shadow == 3)
+                sb_printf(b, "gateway_shadow_skipped_total{route=\"%s\",reason=\"%s\"} %" PRIu64 "\n",
+                          label(s->route, t1, sizeof t1), label(s->upstream, t2, sizeof t2), total);
+            else if (shadow == 2)
                 sb_printf(b, "gateway_composition_degraded_legs_total{composition=\"%s\",leg=\"%s\"} %" PRIu64 "\n",
                           label(s->route, t1, sizeof t1), label(s->upstream, t2, sizeof t2), total);
             else if (shadow)
@@ -262,6 +271,9 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
                   "# TYPE gateway_shadow_route_comparisons_total counter\n"
                   "# TYPE gateway_shadow_route_mismatches_total counter\n");
     render_slots(&b, workers, n, 1);
+    sb_printf(&b, "# HELP gateway_shadow_skipped_total Shadow copies not sent (background caps full, draining, no endpoint), by route and reason.\n"
+                  "# TYPE gateway_shadow_skipped_total counter\n");
+    render_slots(&b, workers, n, 3);
     sb_printf(&b, "# HELP gateway_request_duration_seconds Time from a request's first byte to its last response byte queued.\n"
                   "# TYPE gateway_request_duration_seconds histogram\n");
     render_histogram(&b, workers, n, "gateway_request_duration_seconds",

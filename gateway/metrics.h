@@ -42,6 +42,9 @@ typedef struct gw_metrics {
     atomic_uint_fast64_t connections_rejected_max; /* closed at once: limits.max_connections */
     /* shadow comparisons per route: status_class 0 = compared, 1 = mismatched */
     gw_metric_slot shadow_slots[GW_METRICS_SHADOW_SLOTS];
+    /* shadow copies not sent: route, upstream = reason ("in_flight", "endpoint", "draining",
+     * "no_endpoint") */
+    gw_metric_slot shadow_skipped_slots[GW_METRICS_SHADOW_SLOTS];
     atomic_uint_fast64_t fallbacks;
     /* compositions */
     atomic_uint_fast64_t compositions[3];          /* GW_COMP_OK, _DEGRADED, _FAILED */
@@ -64,6 +67,8 @@ void gw_metrics_upstream_error(gw_metrics *m, enum gw_upstream_err_kind kind);
 /* A shadow comparison on ROUTE; MISMATCHED when the answers differed. Thread-safe for the
  * owning worker only (like the rest). */
 void gw_metrics_shadow(gw_metrics *m, const char *route, int mismatched);
+/* A shadow copy of a request on ROUTE was not sent, for REASON (a label value). */
+void gw_metrics_shadow_skipped(gw_metrics *m, const char *route, const char *reason);
 void gw_metrics_fallback(gw_metrics *m);
 void gw_metrics_composition(gw_metrics *m, int outcome);
 void gw_metrics_leg(gw_metrics *m, const char *composition, const char *leg, int degraded,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "http/gw_errors.h"
+#include "http/oneshot.h"
 #include "gateway/access_log.h"
 #include "gateway/metrics.h"
 
@@ -26,9 +27,6 @@ struct gw_shadow {
     rt_table *table;
     const rt_route *route;
     gw_upstream *up;
-    gw_uconn *u;
-    char *head;
-    size_t head_len;
     int is_head;
     char request_id[72];
     capture primary, shadow;
@@ -142,7 +140,6 @@ static void shadow_finish(gw_shadow *s)
                          s->route->id, s->up->conf->name, s->request_id, diff);
     }
     rt_table_unref(s->table);
-    free(s->head);
     free(s->primary.body);
     free(s->shadow.body);
     free(s);
@@ -154,100 +151,57 @@ static void unref(gw_shadow *s)
         shadow_finish(s);
 }
 
-static void sh_on_ready(gw_uconn *u, void *data)
+/* The shadow side's answer (one-shot exchange, oneshot.h): its body is copied, the exchange
+ * is freed after this returns. */
+static void sh_on_result(gw_oneshot *o, const gw_oneshot_result *r, void *arg)
 {
-    gw_shadow *s = data;
-    uv_buf_t b = uv_buf_init(s->head, (unsigned)s->head_len);
-    if (gw_uconn_write(u, &b, 1) < 0) {
-        s->u = NULL;
-        gw_uconn_abort(u);
-        snprintf(s->shadow_err, sizeof s->shadow_err, "write failed");
-        unref(s);
-        return;
+    gw_shadow *s = arg;
+    (void)o;
+    if (r->err) {
+        snprintf(s->shadow_err, sizeof s->shadow_err, "%s", gw_errname(r->err));
+    } else {
+        s->shadow_ok = 1;
+        s->shadow.status = r->status;
+        if (r->too_big)
+            s->shadow.too_big = 1;
+        else if (r->len)
+            capture_add(&s->shadow, r->body, r->len);
     }
-    gw_uconn_read_response(u, s->is_head);
-}
-
-static void sh_on_head(gw_uconn *u, void *data, int status, const gw_header *h, int n, int64_t len)
-{
-    gw_shadow *s = data;
-    (void)u, (void)h, (void)n, (void)len;
-    s->shadow.status = status;
-}
-
-static void sh_on_body(gw_uconn *u, void *data, const char *p, size_t n)
-{
-    gw_shadow *s = data;
-    (void)u;
-    capture_add(&s->shadow, p, n);
-}
-
-static void sh_on_done(gw_uconn *u, void *data)
-{
-    gw_shadow *s = data;
-    s->u = NULL;
-    s->shadow_ok = 1;
-    gw_uconn_release(u);
     unref(s);
 }
-
-static void sh_on_drain(gw_uconn *u, void *data)
-{
-    (void)u, (void)data;
-}
-
-static void sh_on_error(gw_uconn *u, void *data, int err, int phase)
-{
-    gw_shadow *s = data;
-    (void)u, (void)phase;
-    s->u = NULL;
-    snprintf(s->shadow_err, sizeof s->shadow_err, "%s", gw_errname(err));
-    unref(s);
-}
-
-static const gw_uconn_cb shadow_cb = {
-    .on_ready = sh_on_ready,
-    .on_head = sh_on_head,
-    .on_body = sh_on_body,
-    .on_done = sh_on_done,
-    .on_drain = sh_on_drain,
-    .on_error = sh_on_error,
-};
 
 gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, gw_access_log *log, rt_table *table,
                            const rt_route *route, const char *head, size_t head_len,
                            const char *request_id, int is_head)
 {
-    gw_endpoint *ep = gw_upstream_pick(up, -1);
-    if (!ep)
+    gw_endpoint *ep = up->oneshots ? gw_upstream_pick(up, -1) : NULL;
+    if (!ep) {
+        gw_metrics_shadow_skipped(metrics, route->id, "no_endpoint");
         return NULL;
+    }
     gw_shadow *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    s->head = malloc(head_len);
-    if (!s->head) {
-        free(s);
-        return NULL;
-    }
-    memcpy(s->head, head, head_len);
-    s->head_len = head_len;
-    s->refs = 2;
+    s->refs = 2; /* the primary side and the shadow side */
     s->metrics = metrics;
     s->log = log;
-    rt_table_ref(table);
-    s->table = table;
     s->route = route;
     s->up = up;
     s->is_head = is_head;
     snprintf(s->request_id, sizeof s->request_id, "%s", request_id);
-    int reused;
-    s->refs++; /* hold s across the open: on_ready may run (and fail) inside it */
-    if (gw_uconn_open(ep, &shadow_cb, s, &s->u, &reused) < 0) {
-        s->u = NULL;
-        snprintf(s->shadow_err, sizeof s->shadow_err, "connect");
-        s->refs--; /* the shadow side is over */
+    gw_oneshot *o;
+    int skip;
+    int r = gw_oneshot_start(up->oneshots, ep, GW_ONESHOT_BACKGROUND, head, head_len, is_head,
+                             CAPTURE_MAX, route->shadow.timeout_ms, sh_on_result, s, &o, &skip);
+    if (r < 0) {
+        /* a full background budget, or a draining worker: the primary goes on alone */
+        if (skip)
+            gw_metrics_shadow_skipped(metrics, route->id, gw_oneshot_skip_name(skip));
+        free(s);
+        return NULL;
     }
-    s->refs--;
+    rt_table_ref(table);
+    s->table = table;
     return s;
 }
 

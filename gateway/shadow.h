@@ -3,9 +3,11 @@
  * route's ignore_fields removed; byte for byte when a body is not JSON), the result is
  * counted per route, and a mismatch is logged with the request id and a short diff.
  *
- * The shadow never touches the client: it has its own upstream connection and timeouts, and
- * its state outlives the client request if it is slower. It is freed when both sides have
- * reported (refcount of two: primary side, shadow side). */
+ * The shadow never touches the client: it is a background one-shot exchange (http/oneshot.h)
+ * on the worker's set, with the route's own shadow.timeout_ms for the whole exchange, and is
+ * skipped (gateway_shadow_skipped_total{route,reason}) when the worker's background caps are
+ * full or the worker drains. Its state outlives the client request if it is slower. It is
+ * freed when both sides have reported (refcount of two: primary side, shadow side). */
 #ifndef GW_SHADOW_H
 #define GW_SHADOW_H
 
@@ -18,9 +20,9 @@ typedef struct gw_shadow gw_shadow;
 typedef struct gw_metrics gw_metrics;
 typedef struct gw_access_log gw_access_log;
 
-/* Starts the shadow exchange on UP with the request head HEAD (copied). TABLE is ref'd for
- * the route's ignore_fields. Returns NULL when it could not start (no endpoint, no memory):
- * the primary goes on alone. Mismatches are logged through LOG (see gw_log_event). */
+/* Starts the shadow exchange on UP with the request HEAD (copied; the body follows it in the
+ * same bytes). TABLE is ref'd for the route's ignore_fields. Returns NULL when it did not
+ * start (skipped and counted, or no memory): the primary goes on alone. Mismatches are logged through LOG (see gw_log_event). */
 gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, gw_access_log *log, rt_table *table,
                            const rt_route *route, const char *head, size_t head_len,
                            const char *request_id, int is_head);

@@ -32,10 +32,13 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-/* Everything is drained: close what is left so uv_run returns. */
+/* Everything is drained: close what is left so uv_run returns. Runs once: when the client
+ * side and the one-shot exchanges are both done (see on_server_done). */
 static void worker_finish(gw_worker *w)
 {
+    w->stopping = 2;
     cmp_worker_close(w->composer);
+    gw_oneshot_abort_all(&w->oneshots); /* whatever cmp_worker_close did not cancel */
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
     if (w->log)
@@ -46,12 +49,22 @@ static void worker_finish(gw_worker *w)
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
 }
 
+static void on_oneshots_empty(gw_oneshot_set *set, void *data)
+{
+    gw_worker *w = data;
+    (void)set;
+    if (w->stopping == 1 && !w->server)
+        worker_finish(w);
+}
+
+/* The client side is done. Shadow copies still under way may finish until the drain
+ * deadline (their comparisons count); the last one to end finishes the worker. */
 static void on_server_done(gw_server *s)
 {
     gw_worker *w = gw_server_options(s)->data;
     gw_server_free(s);
     w->server = NULL;
-    worker_finish(w);
+    gw_oneshot_set_on_empty(&w->oneshots, on_oneshots_empty, w);
 }
 
 static void on_drain_deadline(uv_timer_t *t)
@@ -59,6 +72,8 @@ static void on_drain_deadline(uv_timer_t *t)
     gw_worker *w = t->data;
     if (w->server)
         gw_server_close(w->server, on_server_done); /* whoever is still there is cut */
+    /* and so is every exchange still out: each gets its callback (GW_ECLOSED) now */
+    gw_oneshot_abort_all(&w->oneshots);
 }
 
 static void on_wakeup(uv_async_t *a)
@@ -68,6 +83,11 @@ static void on_wakeup(uv_async_t *a)
         return;
     w->stopping = 1;
     uv_timer_start(&w->drain_timer, on_drain_deadline, w->cfg->drain_timeout_ms, 0);
+    /* no new shadow copy; pooled connections close now and released ones are not pooled
+     * again (their idle timers would hold the loop past the deadline) */
+    gw_oneshot_set_drain(&w->oneshots);
+    for (int i = 0; i < w->cfg->n_upstreams; i++)
+        gw_upstream_close_idle(&w->upstreams[i]);
     gw_server_drain(w->server, on_server_done);
 }
 
@@ -110,8 +130,12 @@ static void worker_main(void *arg)
     if (w->log_fd >= 0)
         w->log = gw_access_log_new(&w->loop, w->log_fd);
     w->events = gw_access_log_new(&w->loop, STDERR_FILENO);
-    for (int i = 0; i < w->cfg->n_upstreams; i++)
+    gw_oneshot_set_init(&w->oneshots, &w->loop, w->cfg->background.max_in_flight,
+                        w->cfg->background.max_connections_per_endpoint);
+    for (int i = 0; i < w->cfg->n_upstreams; i++) {
         gw_upstream_init(&w->upstreams[i], &w->loop, &w->cfg->upstreams[i]);
+        w->upstreams[i].oneshots = &w->oneshots;
+    }
     /* compositions and the user cache (Redis, or an in-process LRU) */
     w->composer = gw_router_composer_new(w);
     const gw_limits_conf *l = &w->cfg->limits;

@@ -12,6 +12,7 @@
 #include "gateway/metrics.h"
 #include "http/server.h"
 #include "http/upstream.h"
+#include "http/oneshot.h"
 
 typedef struct rt_table rt_table;
 typedef struct cmp_worker cmp_worker;
@@ -32,6 +33,7 @@ typedef struct gw_worker {
                                     buffered and written off the loop like the access log */
     gw_metrics *metrics;         /* written by this worker only; read by the admin thread */
     gw_upstream upstreams[GW_MAX_UPSTREAMS];
+    gw_oneshot_set oneshots;     /* shadow copies and internal GETs: caps, abort at shutdown */
     rt_table *table;             /* this worker's pinned snapshot */
     uint64_t table_gen;
     const cmp_spec *compositions; /* shared, immutable; NULL when none are configured */

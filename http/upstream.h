@@ -19,6 +19,7 @@
 
 typedef struct gw_uconn gw_uconn;
 typedef struct gw_upstream gw_upstream;
+typedef struct gw_oneshot_set gw_oneshot_set;
 
 typedef struct gw_endpoint {
     gw_upstream *up;
@@ -27,6 +28,7 @@ typedef struct gw_endpoint {
     uint64_t down_until_ms;  /* uv_now() time before which the endpoint is skipped */
     gw_queue idle;           /* pooled keep-alive connections */
     uint32_t n_idle;
+    uint32_t n_background;   /* connections held by background one-shot exchanges (oneshot.h) */
 } gw_endpoint;
 
 struct gw_upstream {
@@ -35,6 +37,8 @@ struct gw_upstream {
     gw_endpoint endpoints[GW_MAX_ENDPOINTS];
     int n_endpoints;
     unsigned rr;
+    gw_oneshot_set *oneshots; /* this worker's one-shot exchanges (oneshot.h); set by the worker */
+    int closing;             /* shutting down: released connections close instead of pooling */
     /* counters for /metrics */
     uint64_t n_connects, n_reuses, n_connect_errors;
 };
@@ -62,7 +66,8 @@ enum {
 };
 
 void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *conf);
-/* Closes pooled connections (shutdown); connections in use close when released. */
+/* Shutdown: closes pooled connections, and from now on a released connection closes
+ * instead of going back to the pool (an idle timer would keep the loop alive). */
 void gw_upstream_close_idle(gw_upstream *up);
 
 /* Picks an endpoint by round robin, skipping ones marked down and EXCLUDE (or -1).
@@ -80,8 +85,8 @@ int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n);
 void gw_uconn_read_response(gw_uconn *u, int is_head);
 void gw_uconn_pause(gw_uconn *u);   /* client slow: stop reading the upstream */
 void gw_uconn_resume(gw_uconn *u);
-/* The owner is done: back to the pool if the response ended cleanly and both sides allow
- * keep-alive, else closed. No callback follows. */
+/* The owner is done: back to the pool if the response ended cleanly, both sides allow
+ * keep-alive and the upstream is not closing, else closed. No callback follows. */
 void gw_uconn_release(gw_uconn *u);
 /* Close now, whatever the state. No callback follows. */
 void gw_uconn_abort(gw_uconn *u);

@@ -607,7 +607,7 @@ static void do_release(gw_uconn *u)
     gw_endpoint *ep = u->ep;
     int reusable = u->state == UC_ACTIVE && (u->flags & U_MSG_DONE) &&
                    !(u->flags & U_NO_REUSE) && u->pending_write == 0 &&
-                   ep->n_idle < ep->up->conf->pool_max_idle;
+                   ep->n_idle < ep->up->conf->pool_max_idle && !ep->up->closing;
     if (!reusable) {
         uconn_close(u);
         return;

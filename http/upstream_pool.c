@@ -38,6 +38,7 @@ void gw_endpoint_mark_down(gw_endpoint *ep)
 
 void gw_upstream_close_idle(gw_upstream *up)
 {
+    up->closing = 1;
     for (int i = 0; i < up->n_endpoints; i++) {
         gw_endpoint *ep = &up->endpoints[i];
         while (!gw_queue_empty(&ep->idle)) {

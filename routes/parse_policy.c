@@ -213,7 +213,7 @@ static int parse_ignore_fields(rt__parser *ps, json_t *v, rt_route *r)
 static int parse_shadow(rt__parser *ps, json_t *jr, rt_route *r)
 {
     static const char *const fields[] = { "upstream", "percent", "ignore_fields", "methods",
-                                          NULL };
+                                          "timeout_ms", NULL };
     json_t *v;
     const char *up;
     r->shadow.upstream_index = -1;
@@ -224,6 +224,7 @@ static int parse_shadow(rt__parser *ps, json_t *jr, rt_route *r)
     size_t at = rt__where_push(ps, "shadow");
     json_t *pct = json_object_get(v, "percent");
     json_t *methods = json_object_get(v, "methods");
+    json_t *tmo = json_object_get(v, "timeout_ms");
     if (rt__check_fields(ps, v, fields) != 0 || rt__get_string(ps, v, "upstream", 1, &up) != 0)
         return -1;
     int idx = rt__find_upstream(ps, "upstream", up);
@@ -232,6 +233,9 @@ static int parse_shadow(rt__parser *ps, json_t *jr, rt_route *r)
     if (pct && (!json_is_integer(pct) || json_integer_value(pct) < 0 ||
                 json_integer_value(pct) > 100))
         return rt__fail(ps, "percent", "must be an integer from 0 to 100");
+    if (tmo && (!json_is_integer(tmo) || json_integer_value(tmo) < 1 ||
+                json_integer_value(tmo) > 3600000))
+        return rt__fail(ps, "timeout_ms", "must be an integer from 1 to 3600000");
     if (json_is_array(methods) && json_array_size(methods) == 0)
         return rt__fail(ps, "methods", "must not be empty");
     if (rt__parse_methods(ps, methods, "methods", &r->shadow.methods) != 0 ||
@@ -241,6 +245,7 @@ static int parse_shadow(rt__parser *ps, json_t *jr, rt_route *r)
     if (!methods)
         r->shadow.methods = SAFE_METHODS;
     r->shadow.percent = pct ? (int)json_integer_value(pct) : 100;
+    r->shadow.timeout_ms = tmo ? (uint32_t)json_integer_value(tmo) : RT_SHADOW_TIMEOUT_MS;
     r->shadow.upstream_index = idx;
     r->shadow.upstream = ps->t->upstreams[idx];
     return 0;

@@ -21,6 +21,8 @@
 #ifndef RT_ROUTE_TABLE_H
 #define RT_ROUTE_TABLE_H
 
+#define RT_SHADOW_TIMEOUT_MS 2000 /* shadow.timeout_ms when absent */
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,6 +87,8 @@ typedef struct rt_route {
         unsigned methods;      /* RT_M_* bits; default GET|HEAD|OPTIONS */
         int n_ignore_fields;
         const char **ignore_fields; /* dotted JSON paths the response comparison skips */
+        uint32_t timeout_ms;   /* the whole shadow exchange, independent of the primary's
+                                  timeouts; default RT_SHADOW_TIMEOUT_MS */
     } shadow;
     struct {
         const char *upstream;  /* NULL when no fallback */

@@ -77,6 +77,8 @@ static json_t *shadow_json(const rt_route *r)
     set_str(&b, "upstream", r->shadow.upstream);
     set(&b, "percent", json_integer(r->shadow.percent));
     set(&b, "methods", methods_json(r->shadow.methods));
+    if (r->shadow.timeout_ms != RT_SHADOW_TIMEOUT_MS) /* the default stays implicit */
+        set(&b, "timeout_ms", json_integer(r->shadow.timeout_ms));
     if (r->shadow.n_ignore_fields > 0) {
         json_t *a = json_array();
         for (int i = 0; a && i < r->shadow.n_ignore_fields; i++) {
