@@ -2,9 +2,11 @@
 #   make            build build/gateway, build/gatewayctl, build/mockd
 #   make deps       apt-get only the Debian packages that are missing (sudo when not root)
 #   make run        deps + build + start the demo stack (mockd x4 + gateway on :8080)
-#   make test       deps + build + unit tests + integration tests, plain and ASan+UBSan
+#   make test       deps + build + unit tests + integration tests, plain and ASan+UBSan;
+#                   the multi-threaded subset under ThreadSanitizer; a valgrind subset
 #   make bench      gateway vs nginx vs HAProxy (see bench/)
 #   SANITIZE=1      ASan+UBSan build, into build/san/
+#   SANITIZE=thread ThreadSanitizer build, into build/tsan/
 #   OUT=DIR         build into DIR instead (parallel work trees share one checkout)
 
 CC       ?= gcc
@@ -13,6 +15,11 @@ ifeq ($(SANITIZE),1)
   OUT      ?= build/san
   OPT      := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
   LDSAN    := -fsanitize=address,undefined
+else ifeq ($(SANITIZE),thread)
+  # ThreadSanitizer: llhttp is compiled with it too, so races on its settings are seen
+  OUT      ?= build/tsan
+  OPT      := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+  LDSAN    := -fsanitize=thread
 else
   OUT      ?= build
   OPT      := -O2 -g
@@ -93,10 +100,12 @@ unit: $(UNIT_BINS)
 integration: all
 	@python3 tests/integration/run.py --build $(OUT)
 
-# Plain build: unit + integration. Then ASan+UBSan build: unit + integration again.
+# Plain build: unit + integration. Then ASan+UBSan build: unit + integration again. Then the
+# ThreadSanitizer build: unit + the multi-threaded integration subset (tests/run_all.py).
 test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BINS)
 	@$(MAKE) --no-print-directory SANITIZE=1 all build/san/libgw.a $(UNIT_BINS:build/%=build/san/%)
+	@$(MAKE) --no-print-directory SANITIZE=thread all build/tsan/libgw.a $(UNIT_BINS:build/%=build/tsan/%)
 	@python3 tests/run_all.py
 
 bench: deps

@@ -20,9 +20,10 @@ def run(binaries, valgrind=False):
         bad = re.search(r"\[  FAILED  \] (\d+) test", p.stdout)
         n_ok = int(ok.group(1)) if ok else 0
         n_bad = int(bad.group(1)) if bad else 0
-        if p.returncode != 0 and n_bad == 0:
-            n_bad = 1  # crashed or sanitizer abort before cmocka's summary
-            print("%s: exited %d" % (b, p.returncode))
+        tsan = "WARNING: ThreadSanitizer" in p.stdout  # exits 66 at the end (TSAN_OPTIONS)
+        if (p.returncode != 0 or tsan) and n_bad == 0:
+            n_bad = 1  # crashed, sanitizer abort before cmocka's summary, or a race report
+            print("%s: exited %d%s" % (b, p.returncode, " (ThreadSanitizer reports)" if tsan else ""))
         passed += n_ok
         failed += n_bad
     return passed, failed

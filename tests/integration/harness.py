@@ -26,6 +26,13 @@ VALGRIND_CMD = ["valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full
                 "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite",
                 "--track-fds=no", "--child-silent-after-fork=yes"]
 START_TIMEOUT = 60.0 if VALGRIND else 10.0
+# ThreadSanitizer builds (make SANITIZE=thread, build/tsan): any data race report makes the
+# process exit 66 at the end (halt_on_error=0 lets it run on and report every race), which
+# Stack's exit check reports; "WARNING: ThreadSanitizer" in its log fails the test as well.
+# Children inherit it (set for every binary: the other builds ignore it).
+TSAN = "tsan" in os.path.basename(os.path.normpath(BUILD))
+os.environ.setdefault("TSAN_OPTIONS", "exitcode=66:halt_on_error=0:second_deadlock_stack=1:"
+                      "suppressions=" + os.path.join(ROOT, "tests", "tsan.supp"))
 
 
 _handed_out = set()
@@ -99,9 +106,24 @@ class Proc:
 
 def sanitizer_errors(text):
     marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+             "WARNING: ThreadSanitizer", "ThreadSanitizer: reported",
              "Invalid read", "Invalid write", "uninitialised", "definitely lost",
              "Invalid free", "Mismatched free")
     return [l for l in text.splitlines() if any(m in l for m in marks)]
+
+
+def tsan_report(text, limit=6000):
+    """The ThreadSanitizer reports in TEXT (each WARNING block up to its ====== line)."""
+    blocks, cur = [], None
+    for l in text.splitlines():
+        if "WARNING: ThreadSanitizer" in l:
+            cur = [l]
+        elif cur is not None:
+            cur.append(l)
+            if l.startswith("=================="):
+                blocks.append("\n".join(cur))
+                cur = None
+    return "\n".join(blocks)[:limit]
 
 
 class Mockd:
@@ -205,8 +227,10 @@ class Stack:
         out = self.gw.output() if self.gw else ""
         errs = sanitizer_errors(out)
         if et is None:
-            assert not errs, "sanitizer errors in gateway:\n" + "\n".join(errs)
-            assert rc == 0, "gateway exited %s; log:\n%s" % (rc, out[-2000:])
+            assert not errs, "sanitizer errors in gateway (%s/gateway.log):\n" % self.tmp + "\n".join(errs) + (
+                "\nThreadSanitizer report:\n" + tsan_report(out) if TSAN else "")
+            assert rc == 0, "gateway exited %s%s; log:\n%s" % (
+                rc, " (66: ThreadSanitizer reports)" if rc == 66 and TSAN else "", out[-2000:])
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
             print("  (kept %s for inspection)" % self.tmp)
