@@ -1,10 +1,13 @@
 /* upstream_conn.c — one connection to an upstream endpoint, as an explicit state machine.
  * Freed in one place, uconn_on_close, after both handles (socket, timer) have closed. */
 #include <llhttp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/deadline.h"
 #include "http/gw_errors.h"
+#include "http/stream_write.h"
 #include "http/upstream.h"
 
 #define UC_BUF_SIZE (32 * 1024) /* a response head must fit; body bytes pass through it */
@@ -52,17 +55,9 @@ struct gw_uconn {
     int n_headers;
     int last_was_value;
     int fail_err;
-    uint64_t deadline;       /* uv_now() ms when this state's timeout expires; 0: none */
-    uint64_t armed_at;       /* when the libuv timer wakes up; 0: not armed */
+    gw_deadline deadline;    /* this state's timeout (http/deadline.h) */
     uint64_t exchanges;      /* requests carried, this one included */
 };
-
-typedef struct uwrite_req {
-    uv_write_t req;
-    gw_uconn *u;
-    size_t len;
-    char data[];
-} uwrite_req;
 
 static llhttp_settings_t settings;
 static void buf_put(char *b);
@@ -125,21 +120,13 @@ static void uconn_fail(gw_uconn *u, int err)
 
 /* ---- timers -------------------------------------------------------------------------- */
 
-/* Lazy timers, as for client connections (client.c set_deadline): one deadline per state,
+/* Lazy timers, shared with client connections (http/deadline.h): one deadline per state,
  * the libuv timer moved only when the deadline comes earlier than the wake-up already set. */
 static void uconn_on_timer(uv_timer_t *t)
 {
     gw_uconn *u = t->data;
-    u->armed_at = 0;
-    if (!u->deadline)
+    if (!gw_deadline_expired(&u->deadline, t, uconn_on_timer))
         return;
-    uint64_t now = uv_now(u->ep->up->loop);
-    if (now < u->deadline) {
-        u->armed_at = u->deadline;
-        uv_timer_start(&u->timer, uconn_on_timer, u->deadline - now, 0);
-        return;
-    }
-    u->deadline = 0;
     if (u->state == UC_IDLE) {
         uconn_close(u);
     } else if (u->state == UC_CONNECTING) {
@@ -154,15 +141,7 @@ static void uconn_on_timer(uv_timer_t *t)
 /* MS 0: no deadline in this state. */
 static void arm(gw_uconn *u, uint32_t ms)
 {
-    if (!ms) {
-        u->deadline = 0;
-        return;
-    }
-    u->deadline = uv_now(u->ep->up->loop) + ms;
-    if (u->armed_at && u->armed_at <= u->deadline)
-        return;
-    u->armed_at = u->deadline;
-    uv_timer_start(&u->timer, uconn_on_timer, ms, 0);
+    gw_deadline_set(&u->deadline, &u->timer, uconn_on_timer, ms);
 }
 
 /* ---- reading ------------------------------------------------------------------------- */
@@ -412,11 +391,8 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static void init_settings(void)
+static void init_settings_once(void)
 {
-    static int done;
-    if (done)
-        return;
     llhttp_settings_init(&settings);
     settings.on_message_begin = on_message_begin;
     settings.on_header_field = on_header_field;
@@ -424,7 +400,13 @@ static void init_settings(void)
     settings.on_headers_complete = on_headers_complete;
     settings.on_body = on_body;
     settings.on_message_complete = on_message_complete;
-    done = 1;
+}
+
+/* Once per process, whichever worker thread gets there first. */
+static void init_settings(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_settings_once);
 }
 
 /* ---- connect ------------------------------------------------------------------------- */
@@ -507,10 +489,8 @@ int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn *
 
 static void uconn_on_write(uv_write_t *wr, int status)
 {
-    uwrite_req *w = (uwrite_req *)wr;
-    gw_uconn *u = w->u;
-    u->pending_write -= w->len;
-    free(w);
+    gw_uconn *u = wr->handle->data;
+    gw_stream_write_done(wr, &u->pending_write);
     if (u->state == UC_CLOSING)
         return;
     if (status < 0) {
@@ -523,43 +503,14 @@ static void uconn_on_write(uv_write_t *wr, int status)
     }
 }
 
+/* The write path shared with client connections (http/stream_write.h). */
 int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n)
 {
     if (u->state != UC_ACTIVE)
         return GW_ECLOSED;
-    size_t total = 0, done = 0;
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    if (u->pending_write == 0) {
-        int r = uv_try_write((uv_stream_t *)&u->tcp, bufs, n);
-        if (r >= 0)
-            done = (size_t)r;
-        else if (r != UV_EAGAIN)
-            return GW_ERESET;
-    }
-    if (done < total) {
-        uwrite_req *w = malloc(sizeof *w + total - done);
-        if (!w)
-            return GW_ENOMEM;
-        size_t skip = done, at = 0;
-        for (unsigned i = 0; i < n; i++) {
-            if (skip >= bufs[i].len) {
-                skip -= bufs[i].len;
-                continue;
-            }
-            memcpy(w->data + at, bufs[i].base + skip, bufs[i].len - skip);
-            at += bufs[i].len - skip;
-            skip = 0;
-        }
-        w->u = u;
-        w->len = at;
-        uv_buf_t b = uv_buf_init(w->data, (unsigned)at);
-        if (uv_write(&w->req, (uv_stream_t *)&u->tcp, &b, 1, uconn_on_write) < 0) {
-            free(w);
-            return GW_ERESET;
-        }
-        u->pending_write += at;
-    }
+    int r = gw_stream_write((uv_stream_t *)&u->tcp, &u->pending_write, bufs, n, uconn_on_write);
+    if (r < 0)
+        return r == GW_ENOMEM ? r : GW_ERESET;
     if (u->pending_write > UC_HIGH_WATER) {
         u->flags |= U_WANT_DRAIN;
         return 1;
