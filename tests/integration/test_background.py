@@ -30,9 +30,9 @@ def skipped(s, route="orders"):
                if k.startswith("gateway_shadow_skipped_total{route=\"%s\"" % route))
 
 
-def drive(port, n_requests, n_threads, keep_alive=True, timeout=10.0):
-    """N_REQUESTS GETs over N_THREADS clients (keep-alive connections, or a new connection
-    per request). Returns (statuses by code, errors as strings)."""
+def drive(port, n_requests, n_threads, reconnect_every=0, timeout=10.0):
+    """N_REQUESTS GETs over N_THREADS keep-alive clients, each opening a new connection
+    every RECONNECT_EVERY requests (0: never). Returns (statuses by code, errors)."""
     statuses, errors, lock = {}, [], threading.Lock()
     per = n_requests // n_threads
 
@@ -40,15 +40,17 @@ def drive(port, n_requests, n_threads, keep_alive=True, timeout=10.0):
         s, buf = None, b""
         for i in range(per):
             try:
+                if s is not None and reconnect_every and i % reconnect_every == 0:
+                    s.close()
+                    s = None
                 if s is None:
                     s, buf = connect(port, timeout), b""
-                hdr = "" if keep_alive else "Connection: close\r\n"
-                s.sendall(("GET /api/orders/%d HTTP/1.1\r\nHost: x\r\n%s\r\n"
-                           % (t * per + i + 1, hdr)).encode())
+                s.sendall(("GET /api/orders/%d HTTP/1.1\r\nHost: x\r\n\r\n"
+                           % (t * per + i + 1)).encode())
                 r, buf = read_response(s, buf=buf)
                 with lock:
                     statuses[r.status] = statuses.get(r.status, 0) + 1
-                if not keep_alive or (r.header("connection") or "").lower() == "close":
+                if (r.header("connection") or "").lower() == "close":
                     s.close()
                     s = None
             except (OSError, EOFError) as e:
@@ -119,9 +121,10 @@ def test_hung_shadow_descriptors_stay_under_the_caps():
 
 
 def test_low_nofile_no_client_reset():
-    """Under ulimit -n 256 and a hung candidate, 2,000 requests each on a new connection:
-    none is reset (before: the shadows took every descriptor and accept failed)."""
-    n = 400 if VALGRIND else 2000
+    """Under ulimit -n 256 and a hung candidate, 3,000 requests from 8 clients that open a
+    new connection every 10 requests: none is reset (before: the shadows took every
+    descriptor, and new connections were refused)."""
+    n = 600 if VALGRIND else 3000
     s = Stack(upstreams=HUNG, routes=routes(timeout_ms=60000), workers=1, start=False)
     try:
         gw = [os.path.join(ROOT, BUILD, "gateway"), "-c", s.conf_path]
@@ -133,8 +136,8 @@ def test_low_nofile_no_client_reset():
         with open("/proc/%d/limits" % s.gw.pid) as f:
             assert any(l.startswith("Max open files") and " 256 " in l for l in f), \
                 "the limit did not apply"
-        statuses, errors = drive(s.port, n, 4, keep_alive=False)
-        print("    %d new connections under ulimit -n 256: %r, %d errors; descriptors %d"
+        statuses, errors = drive(s.port, n, 8, reconnect_every=10)
+        print("    %d requests under ulimit -n 256: %r, %d errors; descriptors %d"
               % (n, statuses, len(errors), fds(s.gw.pid)))
         assert not errors, errors[:5]
         assert statuses == {200: n}, statuses
