@@ -14,6 +14,8 @@
  */
 #include "gateway/admin.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +41,29 @@ typedef struct admin_req {
     json_t *changed;    /* ids a change touched, for the answer */
 } admin_req;
 
-/* The name of the token in the Authorization header, or NULL. Constant time per token. */
+int gw_admin_token_equal(const char *token, const char *given, size_t n)
+{
+    /* Every byte of the token's buffer is read, with the given bytes zero-padded (or cut) to
+     * it, and the lengths are folded in arithmetically: no branch or early exit depends on
+     * the token, so the time says neither where a guess goes wrong nor how long the token
+     * is. Only N (the client's own length) decides which given bytes are read. */
+    unsigned diff = n >= GW_ADMIN_TOKEN_BYTES; /* longer than any token: never equal */
+    unsigned ended = 0, tl = 0;
+    for (size_t j = 0; j < GW_ADMIN_TOKEN_BYTES; j++) {
+        unsigned t = (unsigned char)token[j];
+        ended |= ((t - 1u) >> 8) & 1u;      /* 1 from the token's NUL on */
+        unsigned keep = ended - 1u;          /* all ones before the NUL, 0 after */
+        unsigned g = j < n ? (unsigned char)given[j] : 0u;
+        diff |= (t & keep) ^ g;
+        tl += keep & 1u;
+    }
+    diff |= tl ^ (unsigned)(n < GW_ADMIN_TOKEN_BYTES ? n : 0);
+    diff |= (unsigned)(tl == 0); /* an empty token (admin API disabled) matches nothing */
+    return diff == 0;
+}
+
+/* The name of the token in the Authorization header, or NULL. Every token is compared, in
+ * time that depends on none of them (gw_admin_token_equal). */
 static const char *token_name(const gw_admin *a, const gw_request *req)
 {
     gw_slice auth = gw_request_header(req, "authorization");
@@ -49,16 +73,47 @@ static const char *token_name(const gw_admin *a, const gw_request *req)
     const char *found = NULL;
     for (int i = -1; i < a->cfg->n_admin_tokens; i++) {
         const char *tok = i < 0 ? a->cfg->admin_token : a->cfg->admin_tokens[i].token;
-        size_t tl = strlen(tok);
-        if (!tl || tl != given.n)
-            continue;
-        unsigned char diff = 0;
-        for (size_t j = 0; j < tl; j++)
-            diff |= (unsigned char)(given.p[j] ^ tok[j]);
-        if (diff == 0 && !found)
+        int eq = gw_admin_token_equal(tok, given.p, given.n);
+        if (eq && !found)
             found = i < 0 ? "admin" : a->cfg->admin_tokens[i].name;
     }
     return found;
+}
+
+int gw_admin_on_loopback(const gw_config *cfg)
+{
+    const struct sockaddr_storage *ss = &cfg->admin_addr;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+int gw_admin_check_tokens(const gw_config *cfg, int token_from_env, char *err, size_t errlen)
+{
+    if (gw_admin_on_loopback(cfg))
+        return 0;
+    for (int i = -1; i < cfg->n_admin_tokens; i++) {
+        const char *tok = i < 0 ? cfg->admin_token : cfg->admin_tokens[i].token;
+        size_t n = strnlen(tok, GW_ADMIN_TOKEN_BYTES);
+        if (n == 0 || n >= GW_ADMIN_MIN_TOKEN)
+            continue; /* empty: that token is off (401), nothing to guess */
+        if (i < 0 && token_from_env)
+            snprintf(err, errlen, "env GATEWAY_ADMIN_TOKEN: %zu bytes, shorter than %d, while "
+                     "admin.listen (%s) is not loopback", n, GW_ADMIN_MIN_TOKEN, cfg->admin_listen);
+        else
+            snprintf(err, errlen, "%.900s: admin.%s%.64s: %zu bytes, shorter than %d, while "
+                     "admin.listen (%s) is not loopback", cfg->path, i < 0 ? "token" : "tokens.",
+                     i < 0 ? "" : cfg->admin_tokens[i].name, n, GW_ADMIN_MIN_TOKEN,
+                     cfg->admin_listen);
+        return -1;
+    }
+    return 0;
 }
 
 static void send_json(gw_request *req, int status, json_t *doc)

@@ -18,6 +18,19 @@ typedef struct gw_admin {
     gw_server *server;
 } gw_admin;
 
+#define GW_ADMIN_TOKEN_BYTES 256 /* sizeof gw_config.admin_token and gw_admin_token.token */
+#define GW_ADMIN_MIN_TOKEN 16    /* shortest token accepted off loopback */
+
+/* Whether the N bytes GIVEN are TOKEN (NUL-terminated in a buffer of GW_ADMIN_TOKEN_BYTES).
+ * Constant time: independent of the token's bytes and of its length. */
+int gw_admin_token_equal(const char *token, const char *given, size_t n);
+/* Whether cfg->admin_addr is a loopback address (127.0.0.0/8, ::1, ::ffff:127.x). */
+int gw_admin_on_loopback(const gw_config *cfg);
+/* Off loopback every non-empty token must have at least GW_ADMIN_MIN_TOKEN bytes. Returns 0,
+ * or -1 with err naming the field ("FILE: admin.tokens.ci: ...", or "env GATEWAY_ADMIN_TOKEN:
+ * ..." when TOKEN_FROM_ENV: the environment replaced admin.token). */
+int gw_admin_check_tokens(const gw_config *cfg, int token_from_env, char *err, size_t errlen);
+
 /* Starts the admin listener on cfg->admin_addr. */
 int gw_admin_start(gw_admin *a, uv_loop_t *loop);
 void gw_admin_stop(gw_admin *a);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "routes/route_table.h"
@@ -27,6 +28,7 @@ static gw_worker *workers;
 static int n_workers;
 static uv_signal_t sig_term, sig_int, sig_hup;
 static int stopping;
+static int exit_code; /* 1 when a listener could not be opened */
 static gw_admin admin;
 static gw_route_store *store;
 static cmp_spec *compositions;
@@ -64,6 +66,46 @@ static void on_hup(uv_signal_t *h, int sig)
     (void)h;
     (void)sig;
     gw_route_store_reload(store, NULL, NULL);
+}
+
+/* Off loopback a short token can be guessed: refuse it; and say that the admin API is
+ * reachable from elsewhere. Also for --check: it is a configuration error. */
+static int check_admin_tokens(const gw_config *c)
+{
+    char err[1200];
+    const char *env = getenv("GATEWAY_ADMIN_TOKEN");
+    if (gw_admin_check_tokens(c, env && env[0], err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    if (!gw_admin_on_loopback(c))
+        fprintf(stderr, "gateway: warning: %s: admin.listen %s is not loopback: the admin API "
+                "(route changes) is reachable from other hosts; keep it behind a firewall\n",
+                c->path, c->admin_listen);
+    return 0;
+}
+
+/* The workers bind with SO_REUSEPORT, which would let a second gateway on the same port
+ * start and silently take half the connections. A bind without SO_REUSEPORT fails with
+ * EADDRINUSE while any socket listens there (SO_REUSEADDR: connections in TIME_WAIT from a
+ * previous run do not count), so probe with one first. */
+static int probe_port(const char *field, const char *shown, const struct sockaddr_storage *ss,
+                      socklen_t len)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0; /* the real bind reports it */
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (const struct sockaddr *)ss, len);
+    int saved = errno;
+    close(fd);
+    if (rc != 0 && saved == EADDRINUSE) {
+        fprintf(stderr, "gateway: %s: %s: %s is already in use (another gateway running?); "
+                "not starting\n", cfg.path, field, shown);
+        return -1;
+    }
+    return 0;
 }
 
 static void on_stop(uv_signal_t *h, int sig)
@@ -115,6 +157,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    if (check_admin_tokens(&cfg) != 0) {
+        cmp_spec_free(compositions);
+        return 1;
+    }
     if (check) {
         rt_table *routes = gw_route_store_check(&cfg, err, sizeof err);
         if (!routes) {
@@ -127,6 +173,11 @@ int main(int argc, char **argv)
         rt_table_unref(routes);
         cmp_spec_free(compositions);
         return 0;
+    }
+    if (probe_port("listen", cfg.listen, &cfg.listen_addr, cfg.listen_addrlen) != 0 ||
+        probe_port("admin.listen", cfg.admin_listen, &cfg.admin_addr, cfg.admin_addrlen) != 0) {
+        cmp_spec_free(compositions);
+        return 1;
     }
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t *loop = uv_default_loop();
@@ -173,6 +224,7 @@ int main(int argc, char **argv)
     if (ar < 0) {
         fprintf(stderr, "gateway: %s: admin.listen: cannot listen on %s: %s\n", cfg.path,
                 cfg.admin_listen, uv_strerror(ar));
+        exit_code = 1;
         on_stop(&sig_term, SIGTERM);
     }
     admin.ready = 1;
@@ -190,5 +242,5 @@ int main(int argc, char **argv)
     rt_current_clear();
     uv_loop_close(loop);
     fprintf(stderr, "gateway: stopped\n");
-    return 0;
+    return exit_code;
 }
