@@ -13,8 +13,9 @@
  *
  * Ownership: the client owns its gw_request. The handler may use it from on_request until it
  * ends the response (or is told on_abort). A request ends in one place, end_request, for
- * every reason. The client is freed in one place, client_on_close, after both of its
- * handles (socket, timer) have closed.
+ * every reason. The client is freed in one place, client_on_close, once its socket handle
+ * has closed. Its timeout is a node in one of the server's lists (http/deadline.h), not a
+ * handle of its own.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -50,7 +51,7 @@ static void client_process(gw_client *c);
 static void client_close(gw_client *c, int err);
 static void update_reading(gw_client *c);
 static void arm_timer(gw_client *c);
-static void set_deadline(gw_client *c, uint64_t ms);
+static void set_deadline(gw_client *c, unsigned kind, uint64_t ms);
 static void response_flushed(gw_client *c);
 
 /* ---- buffers ------------------------------------------------------------------------- */
@@ -89,7 +90,7 @@ static void client_release_idle_memory(gw_client *c)
 static void send_progress(gw_client *c)
 {
     if (!(c->flags & F_ABORT_POSTED))
-        set_deadline(c, c->server->opts.limits.send_timeout_ms);
+        set_deadline(c, TK_SEND, c->server->opts.limits.send_timeout_ms);
 }
 
 static void on_write(uv_write_t *wr, int status)
@@ -134,8 +135,6 @@ int gw__client_write(gw_client *c, uv_buf_t *bufs, unsigned n)
 static void client_on_close(uv_handle_t *h)
 {
     gw_client *c = h->data;
-    if (--c->handles_open > 0)
-        return;
     gw_server *s = c->server;
     server_put_buf(s, c->buf);
     free(c);
@@ -216,7 +215,7 @@ static void client_close(gw_client *c, int err)
     c->state = CS_CLOSING;
     gw_queue_remove(&c->node);
     gw_queue_remove(&c->post_node);
-    uv_close((uv_handle_t *)&c->timer, client_on_close);
+    gw_timeout_clear(&c->timeout);
     uv_close((uv_handle_t *)&c->tcp, client_on_close);
 }
 
@@ -235,7 +234,7 @@ static void client_linger(gw_client *c)
     c->state = CS_LINGER;
     c->body_read = 0;
     c->len = c->off = 0; /* buffered input is thrown away too */
-    set_deadline(c, GW_LINGER_MS);
+    set_deadline(c, TK_LINGER, GW_LINGER_MS);
     update_reading(c);
 }
 
@@ -252,7 +251,7 @@ void gw__client_abort_later(gw_client *c, int err)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->flags &= ~F_READING;
     }
-    gw_deadline_clear(&c->deadline); /* no timeout fires for a connection being aborted */
+    gw_timeout_clear(&c->timeout); /* no timeout fires for a connection being aborted */
     gw__server_post(c->server, &c->post_node);
 }
 
@@ -274,20 +273,16 @@ static void fail_in_body(gw_client *c, int status, int err, const char *why);
 static void fail_head(gw_client *c, int status, const char *reason);
 static int check_chunk_crlf(gw_client *c, const char *p, const char *end);
 
-static void on_timer(uv_timer_t *t);
-
-/* MS 0: no deadline (http/deadline.h: the libuv timer is only moved when it must wake
- * earlier). */
-static void set_deadline(gw_client *c, uint64_t ms)
+/* MS 0: no deadline. KIND is the list (one per timeout value, see TK_*). */
+static void set_deadline(gw_client *c, unsigned kind, uint64_t ms)
 {
-    gw_deadline_set(&c->deadline, &c->timer, on_timer, ms);
+    gw_timeout_set(&c->server->timeouts, &c->timeout, kind, ms);
 }
 
-static void on_timer(uv_timer_t *t)
+/* The server's timeout lists found this connection's deadline passed. */
+void gw__client_on_timeout(gw_timeout *t)
 {
-    gw_client *c = t->data;
-    if (!gw_deadline_expired(&c->deadline, t, on_timer))
-        return;
+    gw_client *c = GW_QUEUE_DATA(t, gw_client, timeout);
     switch (c->state) {
     case CS_IDLE: /* no request came: first (header_timeout) or next (idle_timeout) */
         client_close(c, 0);
@@ -341,8 +336,10 @@ static void arm_timer(gw_client *c)
 {
     const gw_server_limits *lim = &c->server->opts.limits;
     uint64_t ms = 0;
+    unsigned kind = TK_BODY;
     switch (c->state) {
     case CS_IDLE:
+        kind = (c->flags & F_KEPT) ? TK_IDLE : TK_HEADER;
         ms = (c->flags & F_KEPT) ? lim->idle_timeout_ms : lim->header_timeout_ms;
         break;
     case CS_ACTIVE:
@@ -359,7 +356,7 @@ static void arm_timer(gw_client *c)
     }
     if (c->flags & F_ABORT_POSTED)
         return;
-    set_deadline(c, ms);
+    set_deadline(c, kind, ms);
 }
 
 /* ---- reading ------------------------------------------------------------------------- */
@@ -409,11 +406,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     c->len += (size_t)nread;
     if (c->req && c->state != CS_SENDING)
         c->req->pub.bytes_in += (uint64_t)nread;
-    if (c->crlf_pending && c->state == CS_ACTIVE &&
+    if (c->state == CS_ACTIVE && c->req->crlf_pending &&
         check_chunk_crlf(c, c->buf + fresh, c->buf + c->len) < 0) {
-        c->fail_status = 400;
-        c->fail_reason = "chunk data not followed by CRLF";
-        fail_in_body(c, 400, GW_EPARSE, c->fail_reason);
+        c->req->fail_status = 400;
+        c->req->fail_reason = "chunk data not followed by CRLF";
+        fail_in_body(c, 400, GW_EPARSE, c->req->fail_reason);
         return;
     }
     if (c->state == CS_ACTIVE && (c->flags & F_BODY_PULL))
@@ -473,13 +470,13 @@ static int scan_head(gw_client *c)
 {
     const unsigned char *p = (const unsigned char *)c->buf;
     /* locals, not c->...: the loop runs once per head byte */
-    size_t i = c->scan_pos, len = c->len;
+    size_t i = c->req->scan_pos, len = c->len;
     /* stop one byte past the head limit, so the error says where that limit was crossed
      * (still on the request line: 414) however much the read buffer holds */
-    size_t limit = c->head_start + c->server->opts.limits.max_header_bytes + 1;
+    size_t limit = c->req->head_start + c->server->opts.limits.max_header_bytes + 1;
     if (len > limit)
         len = limit;
-    unsigned state = c->scan_state, lines = c->scan_lines;
+    unsigned state = c->req->scan_state, lines = c->req->scan_lines;
     int done = (c->flags & F_SCAN_DONE) != 0;
     const char *bad = NULL;
 
@@ -538,22 +535,22 @@ static int scan_head(gw_client *c)
         }
         i++;
     }
-    c->scan_pos = i;
-    c->scan_state = state;
-    c->scan_lines = lines;
+    c->req->scan_pos = i;
+    c->req->scan_state = state;
+    c->req->scan_lines = lines;
     if (done)
         c->flags |= F_SCAN_DONE;
-    if (c->scan_pos - c->head_start > c->server->opts.limits.max_header_bytes) {
-        c->fail_status = lines == 0 ? 414 : 431; /* still on the request line: URI */
-        c->fail_reason = lines == 0 ? "request line too long" : "request head too large";
+    if (c->req->scan_pos - c->req->head_start > c->server->opts.limits.max_header_bytes) {
+        c->req->fail_status = lines == 0 ? 414 : 431; /* still on the request line: URI */
+        c->req->fail_reason = lines == 0 ? "request line too long" : "request head too large";
         return -1;
     }
     return 0;
 
 fail:
-    c->scan_state = state;
-    c->scan_lines = lines;
-    c->fail_reason = bad;
+    c->req->scan_state = state;
+    c->req->scan_lines = lines;
+    c->req->fail_reason = bad;
     return -1;
 }
 
@@ -585,26 +582,31 @@ static void begin_request(gw_client *c)
     q->start_ns = uv_hrtime();
     q->conn_id = c->id;
     q->bytes_in = c->len - c->off;
-    memcpy(q->client_addr, c->peer, sizeof q->client_addr < sizeof c->peer ? sizeof q->client_addr : sizeof c->peer);
+    /* the address is kept raw per connection (an idle one needs no text) */
+    q->client_addr[0] = '\0';
+    if (c->peer_family)
+        inet_ntop(c->peer_family, c->peer_addr, q->client_addr, sizeof q->client_addr);
+    llhttp_init(&r->parser, HTTP_REQUEST, &parser_settings);
+    r->parser.data = c;
     c->state = CS_HEAD;
-    c->flags &= ~(F_BODY_PULL | F_BODY_DONE | F_BODY_END_SENT | F_DISPATCH | F_FIRST_CHUNK | F_RESP_BEGUN |
+    c->flags &= ~(F_PARSER_PAUSED | F_BODY_PULL | F_BODY_DONE | F_BODY_END_SENT | F_DISPATCH | F_FIRST_CHUNK | F_RESP_BEGUN |
                   F_HEAD_PENDING | F_RESP_CHUNKED | F_RESP_NOBODY | F_CONTINUE_SENT |
                   F_WANT_DRAIN | F_SCAN_DONE | F_HANDLER | F_UNREAD | F_NO_LINGER);
-    c->scan_pos = c->head_start = c->off;
-    c->scan_state = SC_LINE_START;
-    c->chunk_left = 0;
-    c->crlf_pending = 0;
-    c->scan_lines = 0;
-    c->url_len = 0;
-    c->n_content_length = c->n_transfer_encoding = c->n_host = 0;
-    c->last_was_value = 1;
+    c->req->scan_pos = c->req->head_start = c->off;
+    c->req->scan_state = SC_LINE_START;
+    c->req->chunk_left = 0;
+    c->req->crlf_pending = 0;
+    c->req->scan_lines = 0;
+    c->req->url_len = 0;
+    c->req->n_content_length = c->req->n_transfer_encoding = c->req->n_host = 0;
+    c->req->last_was_value = 1;
     c->body_read = 0;
-    c->resp_left = -1;
-    c->fail_status = 400;
-    c->fail_reason = NULL;
+    c->req->resp_left = -1;
+    c->req->fail_status = 400;
+    c->req->fail_reason = NULL;
     /* the first request's head counts from accept: its deadline is already set */
     if (c->flags & F_KEPT)
-        set_deadline(c, c->server->opts.limits.header_timeout_ms);
+        set_deadline(c, TK_HEADER, c->server->opts.limits.header_timeout_ms);
 }
 
 static int can_parse(const gw_client *c)
@@ -654,32 +656,32 @@ static void client_process(gw_client *c)
         if (c->state == CS_IDLE && c->buf && c->off < c->len)
             begin_request(c);
         if (c->state == CS_HEAD && scan_head(c) < 0) {
-            fail_head(c, c->fail_status, c->fail_reason);
+            fail_head(c, c->req->fail_status, c->req->fail_reason);
             continue;
         }
         if (can_parse(c) && c->buf && c->off < c->len) {
             if (c->flags & F_PARSER_PAUSED) {
-                llhttp_resume(&c->parser);
+                llhttp_resume(&c->req->parser);
                 c->flags &= ~F_PARSER_PAUSED;
             }
             const char *start = c->buf + c->off;
-            llhttp_errno_t err = llhttp_execute(&c->parser, start, c->len - c->off);
+            llhttp_errno_t err = llhttp_execute(&c->req->parser, start, c->len - c->off);
             if (c->state == CS_CLOSING || c->state == CS_LINGER)
                 break; /* the buffer is no longer the parser's */
             if (err == HPE_OK) {
                 c->off = c->len;
             } else if (err == HPE_PAUSED) {
-                c->off = (size_t)(llhttp_get_error_pos(&c->parser) - c->buf);
+                c->off = (size_t)(llhttp_get_error_pos(&c->req->parser) - c->buf);
                 c->flags |= F_PARSER_PAUSED;
             } else if (c->state == CS_HEAD) {
-                const char *why = c->fail_reason ? c->fail_reason : llhttp_get_error_reason(&c->parser);
-                fail_head(c, c->fail_status, why ? why : "malformed request");
+                const char *why = c->req->fail_reason ? c->req->fail_reason : llhttp_get_error_reason(&c->req->parser);
+                fail_head(c, c->req->fail_status, why ? why : "malformed request");
                 continue;
             } else {
                 /* bad chunked framing or a limit in the body, after the handler got the
                  * head: the handler lets go; the client gets an error if nothing went out */
-                int status = c->fail_status ? c->fail_status : 400;
-                const char *why = c->fail_reason ? c->fail_reason : llhttp_get_error_reason(&c->parser);
+                int status = c->req->fail_status ? c->req->fail_status : 400;
+                const char *why = c->req->fail_reason ? c->req->fail_reason : llhttp_get_error_reason(&c->req->parser);
                 fail_in_body(c, status, status == 413 ? GW_ETOOBIG : GW_EPARSE,
                              why ? why : "malformed request body");
                 if (c->state == CS_CLOSING || c->state == CS_LINGER)
@@ -695,7 +697,7 @@ static void client_process(gw_client *c)
             continue;
         }
         if (c->state == CS_HEAD && c->buf && c->len >= c->server->buf_size) {
-            int uri = c->scan_lines == 0; /* still on the request line */
+            int uri = c->req->scan_lines == 0; /* still on the request line */
             fail_head(c, uri ? 414 : 431, uri ? "request line too long" : "request head too large");
             continue;
         }
@@ -715,8 +717,8 @@ static gw_client *parser_client(llhttp_t *p)
 
 static int reject(gw_client *c, int status, const char *reason)
 {
-    c->fail_status = status;
-    c->fail_reason = reason;
+    c->req->fail_status = status;
+    c->req->fail_reason = reason;
     return HPE_USER;
 }
 
@@ -744,8 +746,8 @@ static int extend(gw_slice *s, const char *at, size_t n)
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
     gw_client *c = parser_client(p);
-    c->url_len += n;
-    if (c->url_len > c->server->opts.limits.max_uri_bytes)
+    c->req->url_len += n;
+    if (c->req->url_len > c->server->opts.limits.max_uri_bytes)
         return reject(c, 414, "request URI too long");
     return extend(&c->req->pub.url, at, n) ? reject(c, 400, "malformed URI") : 0;
 }
@@ -760,13 +762,13 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     gw_client *c = parser_client(p);
     gw_request *q = &c->req->pub;
-    if (c->last_was_value) {
+    if (c->req->last_was_value) {
         if ((uint32_t)q->n_headers >= c->server->opts.limits.max_headers)
             return reject(c, 431, "too many request headers");
         q->headers[q->n_headers].name = (gw_slice){ NULL, 0 };
         q->headers[q->n_headers].value = (gw_slice){ "", 0 };
         q->n_headers++;
-        c->last_was_value = 0;
+        c->req->last_was_value = 0;
     }
     return extend(&q->headers[q->n_headers - 1].name, at, n) ? reject(c, 400, "malformed header") : 0;
 }
@@ -776,10 +778,10 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
     gw_client *c = parser_client(p);
     gw_request *q = &c->req->pub;
     gw_slice *v = &q->headers[q->n_headers - 1].value;
-    if (!c->last_was_value) {
+    if (!c->req->last_was_value) {
         v->p = NULL;
         v->n = 0;
-        c->last_was_value = 1;
+        c->req->last_was_value = 1;
     }
     return extend(v, at, n) ? reject(c, 400, "malformed header") : 0;
 }
@@ -788,7 +790,7 @@ static int on_header_value_complete(llhttp_t *p)
 {
     gw_client *c = parser_client(p);
     gw_request *q = &c->req->pub;
-    c->last_was_value = 1;
+    c->req->last_was_value = 1;
     gw_header *h = &q->headers[q->n_headers - 1];
     if (h->value.p == NULL)
         h->value = (gw_slice){ "", 0 };
@@ -796,15 +798,15 @@ static int on_header_value_complete(llhttp_t *p)
     while (h->value.n && (h->value.p[h->value.n - 1] == ' ' || h->value.p[h->value.n - 1] == '\t'))
         h->value.n--;
     if (gw_slice_ieq(h->name, "content-length"))
-        c->n_content_length++;
+        c->req->n_content_length++;
     else if (gw_slice_ieq(h->name, "transfer-encoding")) {
-        c->n_transfer_encoding++;
+        c->req->n_transfer_encoding++;
         /* only a lone "chunked": "gzip, chunked" and friends are how smuggling starts */
         if (!gw_slice_ieq(h->value, "chunked"))
             return reject(c, 400, "Transfer-Encoding other than chunked");
     }
     else if (gw_slice_ieq(h->name, "host")) {
-        c->n_host++;
+        c->req->n_host++;
         q->host = h->value;
     } else if (gw_slice_ieq(h->name, "expect")) {
         if (!gw_slice_ieq(h->value, "100-continue"))
@@ -823,24 +825,24 @@ static int on_headers_complete(llhttp_t *p)
     if (q->http_major != 1 || q->http_minor > 1)
         return reject(c, 400, "unsupported HTTP version");
     /* request smuggling: one framing, stated once (RFC 9112 §6.1, §6.3) */
-    if (c->n_content_length && c->n_transfer_encoding)
+    if (c->req->n_content_length && c->req->n_transfer_encoding)
         return reject(c, 400, "both Content-Length and Transfer-Encoding");
-    if (c->n_content_length > 1)
+    if (c->req->n_content_length > 1)
         return reject(c, 400, "several Content-Length headers");
-    if (c->n_transfer_encoding > 1)
+    if (c->req->n_transfer_encoding > 1)
         return reject(c, 400, "several Transfer-Encoding headers");
-    if (c->n_transfer_encoding && !(p->flags & F_CHUNKED))
+    if (c->req->n_transfer_encoding && !(p->flags & F_CHUNKED))
         return reject(c, 400, "Transfer-Encoding other than chunked");
-    if (c->n_transfer_encoding && q->http_minor == 0)
+    if (c->req->n_transfer_encoding && q->http_minor == 0)
         return reject(c, 400, "Transfer-Encoding in an HTTP/1.0 request");
-    if (c->n_host > 1)
+    if (c->req->n_host > 1)
         return reject(c, 400, "several Host headers");
-    if (c->n_host == 0 && q->http_minor == 1)
+    if (c->req->n_host == 0 && q->http_minor == 1)
         return reject(c, 400, "missing Host header");
     if (q->url.n == 0 || q->url.p[0] != '/')
         return reject(c, 400, "request target must be an absolute path");
     q->chunked = (p->flags & F_CHUNKED) != 0;
-    if (c->n_content_length)
+    if (c->req->n_content_length)
         q->content_length = (int64_t)p->content_length;
     q->has_body = q->chunked || q->content_length > 0;
     q->keep_alive = llhttp_should_keep_alive(p) != 0;
@@ -878,10 +880,10 @@ static int on_headers_complete(llhttp_t *p)
 static int check_chunk_crlf(gw_client *c, const char *p, const char *end)
 {
     static const char crlf[2] = { '\r', '\n' };
-    while (c->crlf_pending && p < end) {
-        if (*p != crlf[2 - c->crlf_pending])
+    while (c->req->crlf_pending && p < end) {
+        if (*p != crlf[2 - c->req->crlf_pending])
             return -1;
-        c->crlf_pending--;
+        c->req->crlf_pending--;
         p++;
     }
     return 0;
@@ -890,7 +892,7 @@ static int check_chunk_crlf(gw_client *c, const char *p, const char *end)
 static int on_chunk_header(llhttp_t *p)
 {
     gw_client *c = parser_client(p);
-    c->chunk_left = p->content_length;
+    c->req->chunk_left = p->content_length;
     if (c->flags & F_FIRST_CHUNK) {
         c->flags &= ~F_FIRST_CHUNK;
         c->flags |= F_DISPATCH;
@@ -909,9 +911,9 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
         return HPE_PAUSED;
     gw_request *q = &c->req->pub;
     if (q->chunked) {
-        c->chunk_left -= n < c->chunk_left ? n : c->chunk_left;
-        if (c->chunk_left == 0) {
-            c->crlf_pending = 2;
+        c->req->chunk_left -= n < c->req->chunk_left ? n : c->req->chunk_left;
+        if (c->req->chunk_left == 0) {
+            c->req->crlf_pending = 2;
             if (check_chunk_crlf(c, at + n, c->buf + c->len) < 0)
                 return reject(c, 400, "chunk data not followed by CRLF");
         }
@@ -960,11 +962,11 @@ int gw__client_accept(gw_server *s)
         return GW_ENOMEM;
     c->server = s;
     c->id = ++s->next_conn_id;
+    pthread_once(&parser_settings_once, init_parser_settings);
     uv_tcp_init(s->loop, &c->tcp);
-    uv_timer_init(s->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->handles_open = 2;
+    c->tcp.data = c;
     gw_queue_init(&c->post_node);
+    gw_timeout_init(&c->timeout);
     gw_queue_insert_tail(&s->clients, &c->node);
     s->n_clients++;
     c->state = CS_IDLE;
@@ -977,16 +979,15 @@ int gw__client_accept(gw_server *s)
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int sl = sizeof ss;
-    c->peer[0] = '\0';
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
-        else if (ss.ss_family == AF_INET6)
-            uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+        if (ss.ss_family == AF_INET) {
+            c->peer_family = AF_INET;
+            memcpy(c->peer_addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        } else if (ss.ss_family == AF_INET6) {
+            c->peer_family = AF_INET6;
+            memcpy(c->peer_addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        }
     }
-    pthread_once(&parser_settings_once, init_parser_settings);
-    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
-    c->parser.data = c;
     arm_timer(c); /* header_timeout: the first request must come in time */
     update_reading(c);
     return 0;

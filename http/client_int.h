@@ -11,7 +11,7 @@
 #define WRITE_HIGH_WATER (64 * 1024) /* gw_response_body returns 1 above this */
 #define HEAD_BUF_SIZE 4096
 
-/* One timer per connection whose meaning follows the state (noted per state below). */
+/* One timeout per connection whose meaning follows the state (noted per state below). */
 typedef enum client_state {
     CS_IDLE,    /* waiting for a request. req == NULL; nothing unsent; buf holds only unparsed
                    pipelined bytes (or is NULL). Timer: header_timeout before the connection's
@@ -61,29 +61,16 @@ enum {
     F_PEER_EOF = 1 << 22,     /* the client shut its write side: no request follows */
 };
 
+/* Which list of the server's timeouts (deadline.h) a deadline goes to: one per timeout
+ * value, so that each list stays in expiry order. */
+enum { TK_HEADER, TK_IDLE, TK_BODY, TK_SEND, TK_LINGER };
+
+/* What only a request needs lives here, not in the connection: an idle keep-alive
+ * connection holds no request (the structs are recycled per server). */
 typedef struct req_impl {
     gw_request pub;
-    char url_copy[512]; /* for the access log: the head slices die with the buffer */
-    /* the response head, built aside and sent with the first body bytes: in head_inline
-     * unless it is larger (then malloc'd); it lives and dies with the request */
-    char *hbuf;
-    size_t hlen, hcap;
-    char head_inline[HEAD_BUF_SIZE];
-} req_impl;
-
-struct gw_client {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    gw_server *server;
-    gw_queue node;
-    llhttp_t parser;
-    client_state state;
-    unsigned flags;
-    int handles_open;
-    char *buf;               /* read buffer (server->buf_size), or NULL when idle and empty */
-    size_t len, off;         /* buf[0..len) read, buf[0..off) consumed by the parser */
-    req_impl *req;
-    size_t pending_write;    /* bytes handed to uv_write and not yet written (stream_write.h) */
+    llhttp_t parser;         /* initialised per request: llhttp keeps nothing between
+                                messages that a new request needs */
     int fail_status;         /* status to answer when a callback rejects the head */
     const char *fail_reason;
     /* raw head scan (bare CR/LF, control bytes, obs-fold), see scan_head */
@@ -93,15 +80,36 @@ struct gw_client {
     size_t url_len;
     int n_content_length, n_transfer_encoding, n_host;
     int last_was_value;      /* llhttp callback order: field, value, field, ... */
-    uint64_t body_read;      /* request body bytes; in CS_LINGER: bytes thrown away */
     uint64_t chunk_left;     /* bytes of the current chunk still to come */
     int crlf_pending;        /* bytes of the CRLF after chunk data still to check (0..2) */
     int64_t resp_left;       /* Content-Length bytes still to send; -1 when not counted */
-    int abort_err;
+    char url_copy[512]; /* for the access log: the head slices die with the buffer */
+    /* the response head, built aside and sent with the first body bytes: in head_inline
+     * unless it is larger (then malloc'd); it lives and dies with the request */
+    char *hbuf;
+    size_t hlen, hcap;
+    char head_inline[HEAD_BUF_SIZE];
+} req_impl;
+
+/* An idle keep-alive connection is this struct and nothing else (no read buffer, no
+ * request, no timer handle): keep it small. */
+struct gw_client {
+    uv_tcp_t tcp;
+    gw_server *server;
+    gw_queue node;
+    client_state state;
+    unsigned flags;
+    char *buf;               /* read buffer (server->buf_size), or NULL when idle and empty */
+    uint32_t len, off;       /* buf[0..len) read, buf[0..off) consumed by the parser */
+    req_impl *req;
+    size_t pending_write;    /* bytes handed to uv_write and not yet written (stream_write.h) */
+    uint64_t body_read;      /* request body bytes; in CS_LINGER: bytes thrown away */
     uint64_t id;             /* gw_request.conn_id */
-    gw_deadline deadline;    /* the state's timeout (lazy timer) */
+    gw_timeout timeout;      /* the state's timeout, in one of the server's lists */
     gw_queue post_node;      /* in server->posted while deferred work waits */
-    char peer[64];
+    int abort_err;
+    uint8_t peer_family;     /* AF_INET, AF_INET6, or 0: unknown */
+    uint8_t peer_addr[16];   /* formatted into each request's client_addr */
 };
 
 /* Writes bufs after whatever is queued (uv_try_write first, the rest copied). 0 or <0. */

@@ -93,7 +93,7 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
         o = put(o, up, up_n);
         o = PUT_LIT(o, "\r\n");
     }
-    c->resp_left = -1;
+    c->req->resp_left = -1;
     if (status == 204 || status < 200) {
         /* no framing headers at all */
     } else if (body_len >= 0) {
@@ -101,7 +101,7 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
         o = gw_put_u64(o, (uint64_t)body_len);
         o = PUT_LIT(o, "\r\n");
         if (!nobody)
-            c->resp_left = body_len;
+            c->req->resp_left = body_len;
     } else if (!nobody) {
         if (req->http_minor >= 1) {
             c->flags |= F_RESP_CHUNKED;
@@ -135,8 +135,8 @@ int gw_response_body(gw_request *req, const char *p, size_t n)
     char size_line[24];
     if (c->flags & F_RESP_NOBODY)
         n = 0;
-    if (c->resp_left >= 0 && (int64_t)n > c->resp_left)
-        n = (size_t)c->resp_left; /* never more than the Content-Length we announced */
+    if (c->req->resp_left >= 0 && (int64_t)n > c->req->resp_left)
+        n = (size_t)c->req->resp_left; /* never more than the Content-Length we announced */
     if (c->flags & F_HEAD_PENDING) {
         bufs[nb++] = uv_buf_init(c->req->hbuf, (unsigned)c->req->hlen);
         req->bytes_out += c->req->hlen;
@@ -151,8 +151,8 @@ int gw_response_body(gw_request *req, const char *p, size_t n)
         } else {
             bufs[nb++] = uv_buf_init((char *)p, (unsigned)n);
         }
-        if (c->resp_left >= 0)
-            c->resp_left -= (int64_t)n;
+        if (c->req->resp_left >= 0)
+            c->req->resp_left -= (int64_t)n;
         req->bytes_out += n;
     }
     int r = gw__client_write(c, bufs, nb);
@@ -185,7 +185,7 @@ void gw_response_end(gw_request *req)
     }
     if (c->flags & F_RESP_CHUNKED)
         bufs[nb++] = uv_buf_init("0\r\n\r\n", 5);
-    if (c->resp_left > 0)
+    if (c->req->resp_left > 0)
         c->flags |= F_CLOSE_AFTER; /* short body: only a close tells the client */
     int r = gw__client_write(c, bufs, nb);
     if (r < 0) {
@@ -209,7 +209,7 @@ void gw_response_fail(gw_request *req)
         req->status = 502;
     c->flags |= F_CLOSE_AFTER | F_NO_LINGER;
     c->flags &= ~F_HEAD_PENDING;
-    c->resp_left = 0;
+    c->req->resp_left = 0;
     gw__response_queued(c); /* what was queued goes out, then the connection closes */
 }
 

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "http/queue.h"
+
 typedef struct gw_deadline {
     uint64_t at;       /* uv_now() ms when it expires; 0: none */
     uint64_t armed_at; /* when the libuv timer wakes up; 0: not armed */
@@ -29,5 +31,52 @@ static inline int gw_deadline_active(const gw_deadline *d)
 /* Call first in the timer callback CB: 1 when the deadline has passed (it is cleared then),
  * 0 when there is none or it moved later (the timer is set again for it). */
 int gw_deadline_expired(gw_deadline *d, uv_timer_t *t, uv_timer_cb cb);
+
+/* Timeout lists: many connections, one libuv timer (client.c: per server). A connection
+ * keeps a gw_timeout, not a uv_timer_t (152 bytes less per idle connection). Deadlines set
+ * with the same timeout value come in the order they expire, since uv_now() only grows, so
+ * each kind of timeout (header, idle, body, ...) gets a FIFO list and set/clear are O(1):
+ * the new deadline goes to its list's tail. The one timer is armed for the earliest head;
+ * it is moved only when a new deadline comes earlier, and a wake-up that finds nothing due
+ * (the head was cleared or moved) just sleeps until the next head. */
+#define GW_TIMEOUT_KINDS 6
+
+typedef struct gw_timeout {
+    gw_queue node; /* in its kind's list while set; linked to itself when not */
+    uint64_t at;   /* uv_now() ms when it expires; 0: none */
+} gw_timeout;
+
+typedef struct gw_timeouts gw_timeouts;
+struct gw_timeouts {
+    uv_timer_t timer;
+    gw_queue lists[GW_TIMEOUT_KINDS]; /* each sorted by at */
+    uint64_t armed_at;                /* when the timer wakes up; 0: not armed */
+    void (*on_expire)(gw_timeout *t); /* t is already cleared; it may be set again */
+};
+
+void gw_timeouts_init(gw_timeouts *ts, uv_loop_t *loop, void (*on_expire)(gw_timeout *t));
+/* Stops the timer and closes it (CB as for uv_close, may be NULL). Every gw_timeout must
+ * have been cleared first. */
+void gw_timeouts_close(gw_timeouts *ts, uv_close_cb cb);
+
+static inline void gw_timeout_init(gw_timeout *t)
+{
+    gw_queue_init(&t->node);
+    t->at = 0;
+}
+
+static inline void gw_timeout_clear(gw_timeout *t)
+{
+    gw_queue_remove(&t->node);
+    t->at = 0;
+}
+
+static inline int gw_timeout_active(const gw_timeout *t)
+{
+    return t->at != 0;
+}
+
+/* Expires MS from now, in list KIND (< GW_TIMEOUT_KINDS); MS 0 clears it. */
+void gw_timeout_set(gw_timeouts *ts, gw_timeout *t, unsigned kind, uint64_t ms);
 
 #endif

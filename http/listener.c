@@ -125,6 +125,7 @@ int gw_server_init(gw_server **out, uv_loop_t *loop, const struct sockaddr *addr
     s->listener.data = s;
     uv_idle_init(loop, &s->idle);
     s->idle.data = s;
+    gw_timeouts_init(&s->timeouts, loop, gw__client_on_timeout);
     int r = uv_tcp_open(&s->listener, fd);
     if (r == 0)
         r = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
@@ -151,15 +152,23 @@ static void on_idle_closed(uv_handle_t *h)
     server_maybe_done(s);
 }
 
-/* Done when the listener, every client and the idle handle have closed. done(s) runs then,
+static void on_timer_closed(uv_handle_t *h)
+{
+    gw_server *s = GW_QUEUE_DATA(h->data, gw_server, timeouts); /* data: the gw_timeouts */
+    s->timer_closed = 1;
+    server_maybe_done(s);
+}
+
+/* Done when the listener, every client, the idle handle and the timer have closed. done(s) runs then,
  * and s may be freed in it with gw_server_free; with no done, s is freed here. */
 static void server_maybe_done(gw_server *s)
 {
     if (!(s->draining || s->closing) || s->n_clients > 0 || s->listener_open)
         return;
-    if (!s->idle_closed) {
+    if (!s->idle_closed || !s->timer_closed) {
         if (!uv_is_closing((uv_handle_t *)&s->idle))
             uv_close((uv_handle_t *)&s->idle, on_idle_closed);
+        gw_timeouts_close(&s->timeouts, on_timer_closed);
         return;
     }
     void (*done)(gw_server *) = s->done;

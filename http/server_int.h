@@ -2,6 +2,7 @@
 #ifndef GW_SERVER_INT_H
 #define GW_SERVER_INT_H
 
+#include "http/deadline.h"
 #include "http/queue.h"
 #include "http/server.h"
 
@@ -13,6 +14,7 @@ struct gw_server {
     gw_queue clients;          /* every open gw_client */
     gw_queue posted;           /* clients with deferred work (nginx "posted events") */
     uv_idle_t idle;            /* runs the posted work; active only while there is some */
+    gw_timeouts timeouts;      /* every client's deadline, one libuv timer (deadline.h) */
     int n_clients;
     int port;
     uint64_t next_conn_id;
@@ -20,6 +22,7 @@ struct gw_server {
     unsigned closing : 1;
     unsigned listener_open : 1;
     unsigned idle_closed : 1;
+    unsigned timer_closed : 1;
     void (*done)(gw_server *s);
     /* read buffers of idle connections come back here: an idle keep-alive connection
      * holds no buffer at all */
@@ -36,6 +39,7 @@ int gw__client_accept(gw_server *s); /* 0, or <0: the listener closes the connec
 void gw__client_shutdown(gw_client *c, int hard); /* drain (hard=0) or abort (hard=1) */
 void gw__close_all_clients(gw_server *s, int hard);
 void gw__client_run_posted(gw_queue *node);
+void gw__client_on_timeout(gw_timeout *t); /* on_expire of the server's timeouts */
 void gw__server_post(gw_server *s, gw_queue *node);
 void gw__server_client_gone(gw_server *s);
 
