@@ -274,7 +274,7 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     sb_printf(&b, "# HELP gateway_shadow_skipped_total Shadow copies not sent (background caps full, draining, no endpoint), by route and reason.\n"
                   "# TYPE gateway_shadow_skipped_total counter\n");
     render_slots(&b, workers, n, 3);
-    sb_printf(&b, "# HELP gateway_request_duration_seconds Time from a request's first byte to its last response byte queued.\n"
+    sb_printf(&b, "# HELP gateway_request_duration_seconds Time from a request's first byte to its last response byte written.\n"
                   "# TYPE gateway_request_duration_seconds histogram\n");
     render_histogram(&b, workers, n, "gateway_request_duration_seconds",
                      offsetof(gw_metrics, duration_buckets), offsetof(gw_metrics, duration_count),
