@@ -331,10 +331,14 @@ fail:
     return NULL;
 }
 
-static int cmd_routes_history(const ctl_admin *a)
+/* LIMIT NULL: the gateway's default (100). */
+static int cmd_routes_history(const ctl_admin *a, const char *limit)
 {
     json_t *doc;
-    int rc = ctl_admin_json(a, "routes history", "GET", "/admin/routes/history", NULL, &doc);
+    char path[64];
+    snprintf(path, sizeof path, "/admin/routes/history%s%s", limit ? "?limit=" : "",
+             limit ? limit : "");
+    int rc = ctl_admin_json(a, "routes history", "GET", path, NULL, &doc);
     if (rc != CTL_OK)
         return rc;
     json_t *changes = json_object_get(doc, "changes");
@@ -437,7 +441,7 @@ static const ctl_sub routes_subs[] = {
     { "split", 2, "routes split ID UP=W,UP=W" },
     { "shadow", 2, "routes shadow ID UPSTREAM" },
     { "unshadow", 1, "routes unshadow ID" },
-    { "history", 0, "routes history" },
+    { "history", 0, "routes history [--limit N]" },
     { "reload", 0, "routes reload" },
 };
 
@@ -456,6 +460,19 @@ int ctl_cmd_routes(const ctl_admin *a, int argc, char **argv)
                          "unknown subcommand \"%s\"", argv[0]);
     char what[64];
     snprintf(what, sizeof what, "routes %s", sub->name);
+    const char *limit = NULL;
+    if (strcmp(sub->name, "history") == 0 && argc >= 2 && strcmp(argv[1], "--limit") == 0) {
+        if (argc < 3)
+            return ctl_usage(what, sub->synopsis, "--limit: missing N");
+        limit = argv[2];
+        size_t n = strlen(limit);
+        if (n == 0 || n > 5 || strspn(limit, "0123456789") != n || atoi(limit) < 1 ||
+            atoi(limit) > 10000)
+            return ctl_usage(what, sub->synopsis, "--limit: \"%s\" is not a number from 1 to 10000",
+                             limit);
+        argc -= 2;
+        argv += 2;
+    }
     if (argc - 1 != sub->nargs)
         return ctl_usage(what, sub->synopsis, argc - 1 < sub->nargs ? "missing argument"
                                                                       : "too many arguments");
@@ -469,7 +486,7 @@ int ctl_cmd_routes(const ctl_admin *a, int argc, char **argv)
     if (strcmp(sub->name, "show") == 0)
         return cmd_routes_show(a, id);
     if (strcmp(sub->name, "history") == 0)
-        return cmd_routes_history(a);
+        return cmd_routes_history(a, limit);
     if (strcmp(sub->name, "reload") == 0)
         return cmd_routes_reload(a);
     if (strcmp(sub->name, "flip") == 0)

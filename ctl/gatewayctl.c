@@ -42,7 +42,7 @@ static const char usage_text[] =
     "  routes split ID UP=W,UP=W        weighted split, W an integer 0..100000\n"
     "  routes shadow ID UPSTREAM        copy route ID's requests to UPSTREAM, compare answers\n"
     "  routes unshadow ID               stop shadowing route ID\n"
-    "  routes history                   the audit trail of route changes\n"
+    "  routes history [--limit N]       the audit trail, newest first (N: 1..10000, default 100)\n"
     "  routes reload                    re-read the route source now\n"
     "  rollback ID                      route ID back to the legacy monolith\n"
     "  rollback --all                   every route back to the legacy monolith, one change\n"

@@ -29,6 +29,10 @@ typedef enum admin_op {
     OP_NONE, OP_PUT, OP_PATCH, OP_DELETE, OP_ROLLBACK, OP_RELOAD, OP_HISTORY,
 } admin_op;
 
+/* A request that answers later. A change goes through: queued (a->queue_*), computing (on the
+ * threadpool: the in/out fields below; nothing else of it is touched meanwhile), storing
+ * (gw_route_store_apply), then answered. One change at a time (a->changing), each made to
+ * the table in force when it starts, so none is lost to another. */
 typedef struct admin_req {
     gw_request *req;    /* NULL once the client went away */
     gw_admin *a;
@@ -37,8 +41,19 @@ typedef struct admin_req {
     char id[256];
     char *body;
     size_t len;
-    int waiting_store;  /* a store callback will come: free there */
+    int waiting_store;  /* a store (or change) callback will come: free there */
     json_t *changed;    /* ids a change touched, for the answer */
+    struct admin_req *queue_next;
+    uv_work_t work;
+    /* in (set on the loop before the work is queued) */
+    json_t *edit;       /* the parsed body of PUT/PATCH, or rollback's id */
+    rt_table *cur;      /* the table the change is made to (a reference) */
+    /* out (set on the threadpool, read on the loop after) */
+    rt_table *next;     /* NULL: err/status say why */
+    json_t *doc;        /* next as a document, for the store */
+    json_t *audit;
+    int status;
+    char err[1024];
 } admin_req;
 
 int gw_admin_token_equal(const char *token, const char *given, size_t n)
@@ -142,9 +157,43 @@ static gw_request *detach(admin_req *r)
     if (req)
         req->data = NULL;
     json_decref(r->changed);
+    json_decref(r->edit);
+    json_decref(r->doc);
+    json_decref(r->audit);
+    rt_table_unref(r->cur);
+    rt_table_unref(r->next);
     free(r->body);
     free(r);
     return req;
+}
+
+/* ---- main loop lag ------------------------------------------------------------------- */
+
+#define LAG_PROBE_MS 10
+#define LAG_WINDOW_NS (10 * 1000000000ull)
+
+/* A 10 ms timer on the main loop: how late it fires is how long the loop was busy with
+ * something else. The gauge is the largest lateness in the current and the previous 10 s
+ * window, so a stall shows for 10 to 20 s after it. */
+static void on_lag_probe(uv_timer_t *t)
+{
+    gw_admin *a = t->data;
+    uint64_t now = uv_hrtime();
+    uint64_t late = now > a->lag_due ? now - a->lag_due : 0;
+    if (now - a->lag_window_start >= LAG_WINDOW_NS) {
+        a->lag_max_prev = a->lag_max_cur;
+        a->lag_max_cur = 0;
+        a->lag_window_start = now;
+    }
+    if (late > a->lag_max_cur)
+        a->lag_max_cur = late;
+    a->lag_due = now + LAG_PROBE_MS * 1000000ull;
+}
+
+static double lag_seconds(const gw_admin *a)
+{
+    uint64_t m = a->lag_max_cur > a->lag_max_prev ? a->lag_max_cur : a->lag_max_prev;
+    return (double)m / 1e9;
 }
 
 /* ---- reads --------------------------------------------------------------------------- */
@@ -160,11 +209,24 @@ static void serve_metrics(gw_admin *a, gw_request *req)
     const char *names[GW_MAX_UPSTREAMS];
     for (int i = 0; i < a->cfg->n_upstreams; i++)
         names[i] = a->cfg->upstreams[i].name;
+    static const char lag_fmt[] =
+        "# HELP gateway_main_loop_lag_seconds Largest delay of the main loop (admin API, route "
+        "changes, reloads) over the last 10 to 20 s.\n"
+        "# TYPE gateway_main_loop_lag_seconds gauge\n"
+        "gateway_main_loop_lag_seconds %.6f\n";
+    char lag[sizeof lag_fmt + 64];
+    int ln = snprintf(lag, sizeof lag, lag_fmt, lag_seconds(a));
+    char *more = NULL;
     if (gw_metrics_render(a->metrics, a->n_workers, version, names, a->cfg->n_upstreams, &text,
-                          &len) != 0) {
+                          &len) != 0 ||
+        !(more = realloc(text, len + (size_t)ln + 1))) {
+        free(more ? more : text);
         gw_response_error(req, 500, "out of memory");
         return;
     }
+    text = more;
+    memcpy(text + len, lag, (size_t)ln + 1);
+    len += (size_t)ln;
     gw_response_simple(req, 200, "text/plain; version=0.0.4", text, len, NULL);
     free(text);
 }
@@ -212,53 +274,156 @@ static void on_store_done(int status, const char *err, json_t *result, void *arg
         send_text_json(req, 200, "{}");
 }
 
-/* One audit entry per route whose JSON differs between OLD and NEXT. */
-static json_t *diff_audit(const rt_table *old, const rt_table *next, const char *who,
-                          const char *action, json_t *changed_ids)
+/* An audit entry for route ID when its JSON differs between O and N (either NULL: added or
+ * removed). */
+static void audit_route(json_t *audit, json_t *changed_ids, const char *who, const char *action,
+                        const char *id, const rt_route *o, const rt_route *n)
+{
+    json_t *oj = o ? rt_route_to_json(o) : json_null();
+    json_t *nj = n ? rt_route_to_json(n) : json_null();
+    if ((o || n) && !json_equal(oj, nj)) {
+        json_array_append_new(audit, json_pack("{s:s, s:s, s:s, s:O, s:O}", "who", who, "action",
+                                               action, "route_id", id, "old", oj, "new", nj));
+        json_array_append_new(changed_ids, json_string(id));
+    }
+    json_decref(oj);
+    json_decref(nj);
+}
+
+/* The audit entries of a change of route ID (NULL: of every route, rollback --all) from OLD
+ * to NEXT: only the routes the change can have touched are compared, so its cost is the
+ * changed routes, not the table (rollback --all keeps every route in its place). */
+static json_t *diff_audit(const rt_table *old, const rt_table *next, const char *id,
+                          const char *who, const char *action, json_t *changed_ids)
 {
     json_t *audit = json_array();
-    json_t *od = rt_table_to_json(old), *nd = rt_table_to_json(next);
-    json_t *or = json_object_get(od, "routes"), *nr = json_object_get(nd, "routes");
-    size_t i, j;
-    json_t *o, *n;
-    /* changed and removed */
-    json_array_foreach(or, i, o) {
-        const char *id = json_string_value(json_object_get(o, "id"));
-        json_t *match = NULL;
-        json_array_foreach(nr, j, n) {
-            if (strcmp(id, json_string_value(json_object_get(n, "id"))) == 0) {
-                match = n;
-                break;
-            }
-        }
-        if (match && json_equal(o, match))
-            continue;
-        json_array_append_new(audit, json_pack("{s:s, s:s, s:s, s:O, s:O}", "who", who, "action",
-                                               action, "route_id", id, "old", o, "new",
-                                               match ? match : json_null()));
-        if (changed_ids)
-            json_array_append_new(changed_ids, json_string(id));
+    if (id) {
+        audit_route(audit, changed_ids, who, action, id, rt_table_find(old, id),
+                    rt_table_find(next, id));
+        return audit;
     }
-    /* added */
-    json_array_foreach(nr, j, n) {
-        const char *id = json_string_value(json_object_get(n, "id"));
-        int existed = 0;
-        json_array_foreach(or, i, o) {
-            if (strcmp(id, json_string_value(json_object_get(o, "id"))) == 0) {
-                existed = 1;
-                break;
-            }
-        }
-        if (!existed) {
-            json_array_append_new(audit, json_pack("{s:s, s:s, s:s, s:n, s:O}", "who", who, "action",
-                                                   action, "route_id", id, "old", "new", n));
-            if (changed_ids)
-                json_array_append_new(changed_ids, json_string(id));
-        }
+    for (int i = 0; i < rt_table_count(old); i++) {
+        const rt_route *o = rt_table_route(old, i), *n = rt_table_route(next, i);
+        if (!n || strcmp(o->id, n->id) != 0)
+            n = rt_table_find(next, o->id);
+        audit_route(audit, changed_ids, who, action, o->id, o, n);
     }
-    json_decref(od);
-    json_decref(nd);
     return audit;
+}
+
+static const char *op_action(const admin_req *r)
+{
+    switch (r->op) {
+    case OP_PUT: return "put";
+    case OP_PATCH: return "patch";
+    case OP_DELETE: return "delete";
+    case OP_ROLLBACK: return r->edit ? "rollback" : "rollback-all";
+    default: return "";
+    }
+}
+
+/* Threadpool: the edit, the parse and compile of the new table, its audit and document.
+ * Touches only R's in/out fields and the (immutable) tables. */
+static void change_work(uv_work_t *w)
+{
+    admin_req *r = w->data;
+    rt_table *cur = r->cur;
+    char *err = r->err;
+    size_t el = sizeof r->err;
+    switch (r->op) {
+    case OP_PUT: r->next = rt_table_with_route(cur, r->id, r->edit, err, el); break;
+    case OP_PATCH: r->next = rt_table_patch_route(cur, r->id, r->edit, err, el); break;
+    case OP_DELETE: r->next = rt_table_delete_route(cur, r->id, err, el); break;
+    case OP_ROLLBACK:
+        r->next = rt_table_rollback(cur, r->edit ? json_string_value(r->edit) : NULL, err, el);
+        break;
+    default: break;
+    }
+    if (!r->next) {
+        r->status = strstr(err, "no route \"") ? 404 : 422;
+        return;
+    }
+    const char *id = r->op == OP_ROLLBACK ? (r->edit ? json_string_value(r->edit) : NULL) : r->id;
+    r->changed = json_array();
+    r->audit = diff_audit(cur, r->next, id, r->who, op_action(r), r->changed);
+    if (json_array_size(r->changed) > 0)
+        r->doc = rt_table_to_json(r->next);
+}
+
+static void pump(gw_admin *a);
+
+/* The change in progress ended (answered or dropped): start the next. */
+static void change_finished(gw_admin *a)
+{
+    a->changing = NULL;
+    pump(a);
+}
+
+static void on_change_stored(int status, const char *err, json_t *result, void *arg)
+{
+    admin_req *r = arg;
+    gw_admin *a = r->a;
+    on_store_done(status, err, result, r);
+    change_finished(a);
+}
+
+static void change_after(uv_work_t *w, int status)
+{
+    admin_req *r = w->data;
+    gw_admin *a = r->a;
+    rt_table_unref(r->cur);
+    r->cur = NULL;
+    if (status != 0 || a->stopping) {
+        on_store_done(503, "shutting down", NULL, r);
+        change_finished(a);
+        return;
+    }
+    if (!r->next) {
+        on_store_done(r->status, r->err[0] ? r->err : "invalid change", NULL, r);
+        change_finished(a);
+        return;
+    }
+    size_t n = json_array_size(r->changed);
+    fprintf(stderr, "gateway: admin: %s by %s: %s%s%zu route(s) changed\n", op_action(r), r->who,
+            r->id[0] ? r->id : "", r->id[0] ? ": " : "", n);
+    if (n == 0) {
+        /* nothing differs: no new version, no write, no history entry */
+        json_t *res = json_pack("{s:I}", "version", (json_int_t)(rt_table_version(r->next) - 1));
+        on_store_done(0, NULL, res, r);
+        json_decref(res);
+        change_finished(a);
+        return;
+    }
+    if (!r->doc) {
+        on_store_done(500, "out of memory", NULL, r);
+        change_finished(a);
+        return;
+    }
+    rt_table *next = r->next;
+    json_t *doc = r->doc, *audit = r->audit;
+    r->next = NULL;
+    r->doc = r->audit = NULL;
+    gw_route_store_apply(a->store, next, doc, audit, on_change_stored, r);
+}
+
+/* Starts the next queued change, unless one is in progress. */
+static void pump(gw_admin *a)
+{
+    while (!a->changing && a->queue_head && !a->stopping) {
+        admin_req *r = a->queue_head;
+        a->queue_head = r->queue_next;
+        if (!a->queue_head)
+            a->queue_tail = NULL;
+        r->queue_next = NULL;
+        if (!(r->cur = rt_current_acquire())) {
+            on_store_done(503, "no route table loaded", NULL, r);
+            continue;
+        }
+        a->changing = r;
+        r->work.data = r;
+        /* Fails only for a NULL work callback. */
+        (void)uv_queue_work(a->loop, &r->work, change_work, change_after);
+    }
 }
 
 static void run_change(admin_req *r)
@@ -275,57 +440,62 @@ static void run_change(admin_req *r)
             return;
         }
     }
-    rt_table *cur = rt_current_acquire();
-    if (!cur) {
-        json_decref(body);
-        gw_response_error(detach(r), 503, "no route table loaded");
-        return;
-    }
-    char err[1024] = "";
-    rt_table *next = NULL;
-    const char *action = "";
-    switch (r->op) {
-    case OP_PUT: next = rt_table_with_route(cur, r->id, body, err, sizeof err); action = "put"; break;
-    case OP_PATCH: next = rt_table_patch_route(cur, r->id, body, err, sizeof err); action = "patch"; break;
-    case OP_DELETE: next = rt_table_delete_route(cur, r->id, err, sizeof err); action = "delete"; break;
-    case OP_ROLLBACK: {
+    free(r->body);
+    r->body = NULL;
+    if (r->op == OP_ROLLBACK) {
         json_t *idv = body ? json_object_get(body, "id") : NULL;
         if (idv && !json_is_string(idv)) {
             json_decref(body);
-            rt_table_unref(cur);
             gw_response_error(detach(r), 400, "request body: id: must be a string");
             return;
         }
-        next = rt_table_rollback(cur, idv ? json_string_value(idv) : NULL, err, sizeof err);
-        action = idv ? "rollback" : "rollback-all";
-        break;
+        r->edit = json_incref(idv);
+        json_decref(body);
+    } else {
+        r->edit = body;
     }
-    default: break;
-    }
-    json_decref(body);
-    if (!next) {
-        rt_table_unref(cur);
-        int status = strstr(err, "no route \"") ? 404 : 422;
-        gw_response_error(detach(r), status, err[0] ? err : "invalid change");
-        return;
-    }
-    json_t *changed = json_array();
-    json_t *audit = diff_audit(cur, next, r->who, action, changed);
-    rt_table_unref(cur);
-    fprintf(stderr, "gateway: admin: %s by %s: %s%s%zu route(s) changed\n", action, r->who,
-            r->id[0] ? r->id : "", r->id[0] ? ": " : "", json_array_size(changed));
-    r->changed = changed; /* reported with the version */
-    if (json_array_size(changed) == 0) {
-        /* nothing differs: no new version, no write, no history entry */
-        json_t *res = json_pack("{s:I}", "version", (json_int_t)(rt_table_version(next) - 1));
-        rt_table_unref(next);
-        json_decref(audit);
-        on_store_done(0, NULL, res, r);
-        json_decref(res);
+    gw_admin *a = r->a;
+    if (a->stopping) {
+        gw_response_error(detach(r), 503, "shutting down");
         return;
     }
     r->waiting_store = 1;
-    gw_route_store_apply(r->a->store, next, audit, on_store_done, r);
+    if (a->queue_tail)
+        a->queue_tail->queue_next = r;
+    else
+        a->queue_head = r;
+    a->queue_tail = r;
+    pump(a);
+}
+
+/* ---- history ------------------------------------------------------------------------- */
+
+/* ?limit=N (1..GW_HISTORY_MAX; absent: the default). Returns the limit, or -1 for a bad
+ * value. Other parameters are ignored. */
+static int history_limit(gw_slice q)
+{
+    int limit = GW_HISTORY_DEFAULT;
+    size_t i = 0;
+    while (i < q.n) {
+        size_t j = i;
+        while (j < q.n && q.p[j] != '&')
+            j++;
+        if (j - i >= 6 && memcmp(q.p + i, "limit=", 6) == 0) {
+            size_t k = i + 6;
+            long v = 0;
+            if (k == j)
+                return -1;
+            for (; k < j; k++) {
+                if (q.p[k] < '0' || q.p[k] > '9' || (v = v * 10 + (q.p[k] - '0')) > GW_HISTORY_MAX)
+                    return -1;
+            }
+            if (v < 1)
+                return -1;
+            limit = (int)v;
+        }
+        i = j + 1;
+    }
+    return limit;
 }
 
 /* ---- dispatch ------------------------------------------------------------------------ */
@@ -398,9 +568,13 @@ static void admin_on_request(gw_request *req)
     req->data = r;
     if (gw_slice_eq(path, "/admin/routes/history")) {
         if (!get) goto not_allowed;
-        int limit = 100;
-        if (req->query.n > 6 && memcmp(req->query.p, "limit=", 6) == 0)
-            limit = atoi(req->query.p + 6) > 0 ? atoi(req->query.p + 6) : 100;
+        int limit = history_limit(req->query);
+        if (limit < 0) {
+            char msg[100];
+            snprintf(msg, sizeof msg, "limit: must be an integer from 1 to %d", GW_HISTORY_MAX);
+            gw_response_error(detach(r), 400, msg);
+            return;
+        }
         r->waiting_store = 1;
         gw_route_store_history(a->store, limit, on_store_done, r);
         return;
@@ -487,6 +661,15 @@ static const gw_handler admin_handler = {
 
 int gw_admin_start(gw_admin *a, uv_loop_t *loop)
 {
+    a->loop = loop;
+    if (!a->lag_started) {
+        uv_timer_init(loop, &a->lag_timer);
+        a->lag_timer.data = a;
+        a->lag_started = 1;
+        a->lag_window_start = uv_hrtime();
+        a->lag_due = a->lag_window_start + LAG_PROBE_MS * 1000000ull;
+        uv_timer_start(&a->lag_timer, on_lag_probe, LAG_PROBE_MS, LAG_PROBE_MS);
+    }
     gw_server_opts opts = {
         .limits = { .max_uri_bytes = 4096, .max_header_bytes = 16384, .max_headers = 64,
                     .max_body_bytes = BODY_MAX, .header_timeout_ms = 10000,
@@ -500,6 +683,18 @@ int gw_admin_start(gw_admin *a, uv_loop_t *loop)
 
 void gw_admin_stop(gw_admin *a)
 {
+    a->stopping = 1;
+    /* queued changes never start; the one in progress ends by itself (change_after) */
+    while (a->queue_head) {
+        admin_req *r = a->queue_head;
+        a->queue_head = r->queue_next;
+        on_store_done(503, "shutting down", NULL, r);
+    }
+    a->queue_tail = NULL;
+    if (a->lag_started == 1) {
+        uv_close((uv_handle_t *)&a->lag_timer, NULL);
+        a->lag_started = 2;
+    }
     if (a->server) {
         gw_server_close(a->server, NULL);
         a->server = NULL;

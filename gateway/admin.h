@@ -16,6 +16,16 @@ typedef struct gw_admin {
     int ready;                    /* a route table is loaded and the workers listen */
     gw_route_store *store;        /* the active route source */
     gw_server *server;
+    uv_loop_t *loop;
+    int stopping;                 /* gw_admin_stop was called: no change starts any more */
+    struct admin_req *queue_head; /* changes waiting, in arrival order */
+    struct admin_req *queue_tail;
+    struct admin_req *changing;   /* the change in progress (threadpool or store), or NULL */
+    uv_timer_t lag_timer;         /* the main loop's lag probe */
+    int lag_started;              /* 1 running, 2 closed */
+    uint64_t lag_due;             /* uv_hrtime() the probe is due */
+    uint64_t lag_window_start;
+    uint64_t lag_max_cur, lag_max_prev; /* ns, this window and the previous one */
 } gw_admin;
 
 #define GW_ADMIN_TOKEN_BYTES 256 /* sizeof gw_config.admin_token and gw_admin_token.token */

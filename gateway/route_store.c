@@ -14,7 +14,6 @@
 #include "gateway/metrics.h"
 
 #define MAX_PENDING_RELOADS 16
-#define HISTORY_LINE_MAX (256 * 1024)
 
 typedef struct pending_reload {
     gw_store_done done;
@@ -237,11 +236,11 @@ static void iso_now(char *out, size_t n)
 }
 
 /* The history of a file source: one JSON object per line, appended on the main loop. */
-static void append_history(gw_route_store *s, json_t *audit, uint64_t version)
+static void append_history(const char *path, json_t *audit, uint64_t version)
 {
-    FILE *f = fopen(s->history_path, "a");
+    FILE *f = fopen(path, "a");
     if (!f) {
-        fprintf(stderr, "gateway: routes: cannot append to %s: %s\n", s->history_path, strerror(errno));
+        fprintf(stderr, "gateway: routes: cannot append to %s: %s\n", path, strerror(errno));
         return;
     }
     char at[40];
@@ -285,11 +284,10 @@ static void on_pg_written(int status, const char *err, void *arg)
     free(a);
 }
 
-static void apply_postgres(gw_route_store *s, rt_table *next, json_t *audit, gw_store_done done,
-                           void *arg)
+static void apply_postgres(gw_route_store *s, rt_table *next, json_t *doc, json_t *audit,
+                           gw_store_done done, void *arg)
 {
     pg_apply *a = malloc(sizeof *a);
-    json_t *doc = rt_table_to_json(next);
     if (!a || !doc) {
         free(a);
         json_decref(doc);
@@ -310,31 +308,69 @@ static void apply_postgres(gw_route_store *s, rt_table *next, json_t *audit, gw_
     }
 }
 
-void gw_route_store_apply(gw_route_store *s, rt_table *next, json_t *audit, gw_store_done done,
-                          void *arg)
+/* A file-source change while its write runs on the threadpool. Holds no pointer to the
+ * store: the store may be closed (shutdown) before the write ends. */
+typedef struct file_apply {
+    rt_table *next;
+    json_t *audit;
+    gw_store_done done;
+    void *arg;
+    char history_path[1100];
+} file_apply;
+
+static void on_file_written(int status, const char *err, void *arg)
 {
+    file_apply *a = arg;
+    if (status != 0) {
+        rt_table_unref(a->next);
+        a->done(500, err, NULL, a->arg);
+    } else {
+        uint64_t v = publish_as(a->next, "changed", 0);
+        append_history(a->history_path, a->audit, v);
+        json_t *res = json_pack("{s:I}", "version", (json_int_t)v);
+        a->done(0, NULL, res, a->arg);
+        json_decref(res);
+    }
+    json_decref(a->audit);
+    free(a);
+}
+
+void gw_route_store_apply(gw_route_store *s, rt_table *next, json_t *doc, json_t *audit,
+                          gw_store_done done, void *arg)
+{
+    if (!doc)
+        doc = rt_table_to_json(next);
     if (s->pg) {
-        apply_postgres(s, next, audit, done, arg);
+        apply_postgres(s, next, doc, audit, done, arg);
         return;
     }
+    file_apply *a = doc ? malloc(sizeof *a) : NULL;
+    if (a) {
+        *a = (file_apply){ next, audit, done, arg, "" };
+        snprintf(a->history_path, sizeof a->history_path, "%s", s->history_path);
+    }
+    if (a && s->file) {
+        int r = rt_file_source_write_async(s->file, doc, on_file_written, a);
+        if (r == 0)
+            return; /* the write owns doc now */
+        json_decref(doc);
+        char err[1200];
+        snprintf(err, sizeof err, "%s: cannot write: %s", s->cfg->routes_file, uv_strerror(r));
+        on_file_written(-1, err, a);
+        return;
+    }
+    /* no watcher (its directory could not be watched): write here, on the main loop */
     char err[1024];
-    json_t *doc = rt_table_to_json(next);
-    int r = doc ? (s->file ? rt_file_source_write(s->file, doc, err, sizeof err)
-                           : rt_file_write_atomic(s->cfg->routes_file, doc, err, sizeof err))
-                : (snprintf(err, sizeof err, "out of memory"), -1);
+    int r = a ? rt_file_write_atomic(s->cfg->routes_file, doc, err, sizeof err)
+              : (snprintf(err, sizeof err, "out of memory"), -1);
     json_decref(doc);
-    if (r != 0) {
-        rt_table_unref(next);
-        json_decref(audit);
-        done(500, err, NULL, arg);
+    if (a) {
+        on_file_written(r, err, a);
         return;
     }
-    uint64_t v = publish_as(next, "changed", 0);
-    append_history(s, audit, v);
+    rt_table_unref(next);
     json_decref(audit);
-    json_t *res = json_pack("{s:I}", "version", (json_int_t)v);
-    done(0, NULL, res, arg);
-    json_decref(res);
+    done(500, err, NULL, arg);
 }
 
 typedef struct pg_hist {
@@ -355,8 +391,41 @@ static void on_pg_history(json_t *changes, const char *err, void *arg)
     free(h);
 }
 
+/* A history read of the file source on the threadpool; holds no pointer to the store. */
+typedef struct file_hist {
+    uv_work_t work;
+    char path[1100];
+    int limit;
+    json_t *changes; /* out */
+    char err[1200];  /* out */
+    gw_store_done done;
+    void *arg;
+} file_hist;
+
+static void history_work(uv_work_t *w)
+{
+    file_hist *h = w->data;
+    h->changes = rt_file_history_tail(h->path, h->limit, h->err, sizeof h->err);
+}
+
+static void history_done(uv_work_t *w, int status)
+{
+    file_hist *h = w->data;
+    (void)status; /* never cancelled */
+    if (!h->changes) {
+        h->done(500, h->err, NULL, h->arg);
+    } else {
+        json_t *res = json_pack("{s:o}", "changes", h->changes);
+        h->done(0, NULL, res, h->arg);
+        json_decref(res);
+    }
+    free(h);
+}
+
 void gw_route_store_history(gw_route_store *s, int limit, gw_store_done done, void *arg)
 {
+    if (limit < 1)
+        limit = GW_HISTORY_DEFAULT;
     if (s->pg) {
         pg_hist *h = malloc(sizeof *h);
         if (!h) {
@@ -364,30 +433,24 @@ void gw_route_store_history(gw_route_store *s, int limit, gw_store_done done, vo
             return;
         }
         *h = (pg_hist){ done, arg };
-        int r = rt_pg_source_history(s->pg, limit > 0 ? limit : 100, on_pg_history, h);
+        int r = rt_pg_source_history(s->pg, limit, on_pg_history, h);
         if (r < 0) {
             free(h);
             done(503, r == UV_ENOTCONN ? "postgres: not connected" : uv_strerror(r), NULL, arg);
         }
         return;
     }
-    json_t *changes = json_array();
-    FILE *f = fopen(s->history_path, "r");
-    if (f) {
-        char *line = malloc(HISTORY_LINE_MAX);
-        while (line && fgets(line, HISTORY_LINE_MAX, f)) {
-            json_t *e = json_loads(line, 0, NULL);
-            if (e)
-                json_array_insert_new(changes, 0, e); /* newest first */
-        }
-        free(line);
-        fclose(f);
+    file_hist *h = calloc(1, sizeof *h);
+    if (!h) {
+        done(500, "out of memory", NULL, arg);
+        return;
     }
-    while (limit > 0 && json_array_size(changes) > (size_t)limit)
-        json_array_remove(changes, json_array_size(changes) - 1);
-    json_t *res = json_pack("{s:o}", "changes", changes);
-    done(0, NULL, res, arg);
-    json_decref(res);
+    snprintf(h->path, sizeof h->path, "%s", s->history_path);
+    h->limit = limit;
+    h->done = done;
+    h->arg = arg;
+    h->work.data = h;
+    (void)uv_queue_work(s->loop, &h->work, history_work, history_done);
 }
 
 void gw_route_store_close(gw_route_store *s)

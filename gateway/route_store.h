@@ -30,10 +30,15 @@ const char *gw_route_store_kind(const gw_route_store *s);
 void gw_route_store_reload(gw_route_store *s, gw_store_done done, void *arg);
 /* Makes NEXT (a validated table; the reference is taken) the stored table, with AUDIT (a JSON
  * array of {"who","action","route_id","old","new"}; the reference is taken), then publishes
- * it. done gets {"version":N}. */
-void gw_route_store_apply(gw_route_store *s, rt_table *next, json_t *audit, gw_store_done done,
-                          void *arg);
-/* The newest LIMIT changes, newest first: {"changes":[...]} */
+ * it. DOC is NEXT as rt_table_to_json gives it (the reference is taken), built by the caller
+ * off the loop; NULL: built here. The file is written on the threadpool; done (on the loop)
+ * gets {"version":N} once the table is in force. */
+void gw_route_store_apply(gw_route_store *s, rt_table *next, json_t *doc, json_t *audit,
+                          gw_store_done done, void *arg);
+#define GW_HISTORY_DEFAULT 100  /* changes GET /admin/routes/history gives without ?limit= */
+#define GW_HISTORY_MAX 10000
+/* The newest LIMIT (1..GW_HISTORY_MAX; < 1: the default) changes, newest first:
+ * {"changes":[...]}. The file's tail is read on the threadpool; PostgreSQL's with LIMIT. */
 void gw_route_store_history(gw_route_store *s, int limit, gw_store_done done, void *arg);
 void gw_route_store_close(gw_route_store *s);
 

@@ -5,8 +5,11 @@
  *   debouncing the timer is armed; each matching event re-arms it.
  *   loading    F_LOADING: a read+parse runs on the threadpool; events meanwhile set F_DIRTY
  *              (re-arm the timer when it ends), reloads set F_FORCE (read again at once).
+ *   writing    s->writing > 0: rt_file_source_write_async jobs on the threadpool; timer
+ *              expiries and reloads meanwhile only set F_DIRTY / F_FORCE, acted on when the
+ *              last write ends (so the written text is known as our own before it is read).
  *   stopping   F_STOPPING: handles closing, no callback any more; freed when both handles
- *              are closed, no read is in flight and we are not inside the callback. */
+ *              are closed, no read or write is in flight and we are not inside the callback. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -27,6 +30,18 @@ enum {
     F_STOPPING = 1 << 3, /* rt_file_source_stop was called */
     F_IN_CB = 1 << 4,    /* inside the user's callback: do not free */
 };
+
+/* An rt_file_source_write_async in flight (s->writing counts them). */
+typedef struct write_job {
+    uv_work_t work;
+    rt_file_source *s;
+    json_t *doc;            /* in */
+    rt_file_write_cb cb;
+    void *arg;
+    int rc;                 /* out */
+    uint64_t hash;          /* out: of the text written */
+    char err[1024];         /* out */
+} write_job;
 
 struct rt_file_source {
     uv_loop_t *loop;
@@ -54,6 +69,7 @@ struct rt_file_source {
     /* The text last delivered as a table, or written by rt_file_source_write. */
     int have_last;
     uint64_t last_hash;
+    int writing;            /* rt_file_source_write_async jobs in flight: loads wait */
 };
 
 static void free_source(rt_file_source *s)
@@ -66,7 +82,7 @@ static void free_source(rt_file_source *s)
 
 static void maybe_free(rt_file_source *s)
 {
-    if (s->open_handles == 0 && !(s->flags & (F_LOADING | F_IN_CB)))
+    if (s->open_handles == 0 && !(s->flags & (F_LOADING | F_IN_CB)) && s->writing == 0)
         free_source(s);
 }
 
@@ -115,7 +131,7 @@ static void start_load(rt_file_source *s, int forced)
 static void on_timer(uv_timer_t *t)
 {
     rt_file_source *s = t->data;
-    if (s->flags & F_LOADING)
+    if ((s->flags & F_LOADING) || s->writing)
         s->flags |= F_DIRTY;
     else
         start_load(s, 0);
@@ -152,6 +168,8 @@ static void load_done(uv_work_t *w, int status)
         if (deliver(s, t, t ? NULL : s->err))
             return;
     }
+    if (s->writing)
+        return; /* write_done starts what is pending */
     if (s->flags & F_FORCE)
         start_load(s, 1);
     else if (s->flags & F_DIRTY)
@@ -238,7 +256,7 @@ void rt_file_source_reload(rt_file_source *s)
     if (!s || (s->flags & F_STOPPING))
         return;
     uv_timer_stop(&s->timer);
-    if (s->flags & F_LOADING)
+    if ((s->flags & F_LOADING) || s->writing)
         s->flags |= F_FORCE;
     else
         start_load(s, 1);
@@ -363,6 +381,66 @@ int rt_file_write_atomic(const char *path, const json_t *doc, char *err, size_t 
     return rc;
 }
 
+static void write_work(uv_work_t *w)
+{
+    write_job *j = w->data;
+    size_t len = 0;
+    char *text = dump(j->doc, &len);
+    if (!text) {
+        errno = ENOMEM;
+        j->rc = cannot_write(j->s->path, j->err, sizeof j->err);
+        return;
+    }
+    j->rc = write_text_atomic(j->s->path, text, len, j->err, sizeof j->err);
+    j->hash = rt__hash64(text, len);
+    free(text);
+}
+
+static void write_done(uv_work_t *w, int status)
+{
+    write_job *j = w->data;
+    rt_file_source *s = j->s;
+    s->writing--;
+    if (status != 0 && j->rc == 0) { /* cancelled: never happens for a queued write */
+        j->rc = -1;
+        snprintf(j->err, sizeof j->err, "%s: cannot write: %s", s->path, uv_strerror(status));
+    }
+    if (j->rc == 0) {
+        s->have_last = 1;
+        s->last_hash = j->hash;
+    }
+    json_decref(j->doc);
+    j->cb(j->rc, j->rc == 0 ? NULL : j->err, j->arg);
+    free(j);
+    if (s->flags & F_STOPPING) {
+        maybe_free(s);
+        return;
+    }
+    if (s->writing || (s->flags & F_LOADING))
+        return;
+    if (s->flags & F_FORCE)
+        start_load(s, 1);
+    else if (s->flags & F_DIRTY) {
+        s->flags &= ~(unsigned)F_DIRTY;
+        uv_timer_start(&s->timer, on_timer, s->debounce_ms, 0);
+    }
+}
+
+int rt_file_source_write_async(rt_file_source *s, json_t *doc, rt_file_write_cb cb, void *arg)
+{
+    if (!s || (s->flags & F_STOPPING))
+        return UV_ECANCELED;
+    write_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return UV_ENOMEM;
+    *j = (write_job){ .s = s, .doc = doc, .cb = cb, .arg = arg };
+    j->work.data = j;
+    s->writing++;
+    /* Fails only for a NULL work callback. */
+    (void)uv_queue_work(s->loop, &j->work, write_work, write_done);
+    return 0;
+}
+
 int rt_file_source_write(rt_file_source *s, const json_t *doc, char *err, size_t errlen)
 {
     size_t len = 0;
@@ -378,4 +456,113 @@ int rt_file_source_write(rt_file_source *s, const json_t *doc, char *err, size_t
     }
     free(text);
     return rc;
+}
+
+/* ---- history --------------------------------------------------------------------------- */
+
+#define TAIL_CHUNK 65536
+
+json_t *rt_file_history_tail(const char *path, int limit, char *err, size_t errlen)
+{
+    char ebuf[128];
+    json_t *out = json_array();
+    if (!out) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return NULL;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return out; /* no change yet */
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+        json_decref(out);
+        return NULL;
+    }
+    struct stat st;
+    char *buf = NULL, *chunk = NULL;
+    size_t *starts = NULL;
+    if (fstat(fd, &st) != 0 || !(chunk = malloc(TAIL_CHUNK)))
+        goto fail;
+    /* Backwards from the end, a chunk at a time, until LIMIT line ends are seen before the
+     * end (the newline that ends the file's last line does not count) or the start: from
+     * there to the end is the tail. Bytes appended meanwhile are not read. */
+    off_t end = st.st_size, start = end, lines = 0;
+    while (start > 0) {
+        off_t from = start > TAIL_CHUNK ? start - TAIL_CHUNK : 0;
+        size_t n = (size_t)(start - from);
+        ssize_t got = pread(fd, chunk, n, from);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got != (ssize_t)n) {
+            if (got >= 0)
+                errno = EIO; /* shrank under us */
+            goto fail;
+        }
+        size_t i = n;
+        while (i > 0) {
+            i--;
+            if (chunk[i] != '\n' || from + (off_t)i == end - 1)
+                continue;
+            if (++lines == limit) {
+                start = from + (off_t)i + 1;
+                goto found;
+            }
+        }
+        start = from;
+    }
+found:;
+    size_t len = (size_t)(end - start);
+    buf = malloc(len + 1);
+    if (!buf) {
+        errno = ENOMEM;
+        goto fail;
+    }
+    for (size_t done = 0; done < len;) {
+        ssize_t got = pread(fd, buf + done, len - done, start + (off_t)done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            if (got == 0)
+                errno = EIO;
+            goto fail;
+        }
+        done += (size_t)got;
+    }
+    close(fd);
+    fd = -1;
+    /* The line starts, forwards; then parsed from the last one: newest first. */
+    size_t n_lines = 0;
+    if (!(starts = malloc(((size_t)lines + 2) * sizeof *starts))) {
+        errno = ENOMEM;
+        goto fail;
+    }
+    for (size_t at = 0; at < len && n_lines < (size_t)lines + 1;) {
+        starts[n_lines++] = at;
+        char *nl = memchr(buf + at, '\n', len - at);
+        at = nl ? (size_t)(nl - buf) + 1 : len;
+    }
+    for (size_t k = n_lines; k-- > 0;) {
+        size_t at = starts[k], to = k + 1 < n_lines ? starts[k + 1] : len;
+        while (to > at && (buf[to - 1] == '\n' || buf[to - 1] == '\r'))
+            to--;
+        json_t *e = to > at ? json_loadb(buf + at, to - at, 0, NULL) : NULL;
+        if (json_is_object(e))
+            json_array_append_new(out, e);
+        else
+            json_decref(e);
+    }
+    free(starts);
+    free(chunk);
+    free(buf);
+    return out;
+
+fail:
+    snprintf(err, errlen, "%s: cannot read: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+    if (fd >= 0)
+        close(fd);
+    free(starts);
+    free(chunk);
+    free(buf);
+    json_decref(out);
+    return NULL;
 }

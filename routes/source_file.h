@@ -46,6 +46,14 @@ void rt_file_source_reload(rt_file_source *s);
 // Returns 0, or -1 with err set.
 int rt_file_source_write(rt_file_source *s, const json_t *doc, char *err, size_t errlen);
 
+// rt_file_source_write on libuv's threadpool: DOC (the reference is taken; leave it alone
+// until CB) is dumped and written there, and CB runs on the loop afterwards with STATUS 0, or
+// -1 and ERR. Changes the watcher sees meanwhile are read only once the write has ended, and
+// the written text counts as the source's own. CB runs even if the source is stopped
+// meanwhile. Returns 0, or UV_ENOMEM / UV_ECANCELED (stopped) with CB never called.
+typedef void (*rt_file_write_cb)(int status, const char *err, void *arg);
+int rt_file_source_write_async(rt_file_source *s, json_t *doc, rt_file_write_cb cb, void *arg);
+
 // Stops watching; no callback runs after this returns. Memory is freed once libuv has closed
 // the handles and any read in progress has finished, so run the loop (uv_run) before closing
 // it. Safe to call twice, and from the callback.
@@ -56,5 +64,13 @@ void rt_file_source_stop(rt_file_source *s);
 // Readers see the old file or the new one, never a part. Keeps PATH's permission bits (new
 // file: 0644 less the umask). Returns 0, or -1 with err "PATH: cannot write: reason".
 int rt_file_write_atomic(const char *path, const json_t *doc, char *err, size_t errlen);
+
+// The history file next to a routes file (FILE.history.jsonl): one JSON object per line,
+// appended. rt_file_history_tail reads the last LIMIT lines (1..) backwards from the end in
+// chunks, so its cost is the tail's size, not the file's; a line may be of any length. It
+// blocks on the file: call it off the loop. Returns a new array, newest first (lines that are
+// not JSON objects, e.g. a torn last write, are skipped); an empty array when PATH does not
+// exist; NULL with err set when it cannot be read.
+json_t *rt_file_history_tail(const char *path, int limit, char *err, size_t errlen);
 
 #endif
