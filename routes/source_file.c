@@ -386,6 +386,8 @@ static void write_work(uv_work_t *w)
     write_job *j = w->data;
     size_t len = 0;
     char *text = dump(j->doc, &len);
+    json_decref(j->doc); /* here: freeing a large document would hold up the loop */
+    j->doc = NULL;
     if (!text) {
         errno = ENOMEM;
         j->rc = cannot_write(j->s->path, j->err, sizeof j->err);
