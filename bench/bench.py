@@ -18,6 +18,8 @@ Environment:
                         memory bound of a client that does not read (1,000,000; 50,000 quick)
   BENCH_SHADOW_REQS=N   requests on a route shadowed to a candidate that never answers,
                         gateway under RLIMIT_NOFILE 256 (20,000; 2,000 quick)
+  BENCH_SCALE_ROUTES=N  routes in the route_scale probe's big table (10000; 0: skip it)
+  BENCH_SCALE_CHANGES=N admin changes and reloads timed by route_scale (20; 5 quick)
   BENCH_ONLY=a,b        only these workload ids (the others are reported as "not run")
   BENCH_PERF=1          perf record the gateway during its runs -> build/bench/perf-*.txt
                         (perf takes CPU from the same 2 cores: figures of that run are lower)
@@ -75,6 +77,8 @@ WARMUP = env_int("BENCH_WARMUP", 0 if QUICK else 1)
 IDLE_CONNS = env_int("BENCH_IDLE_CONNS", 2000 if QUICK else 10000)
 PIPELINE_REQS = env_int("BENCH_PIPELINE_REQS", 50000 if QUICK else 1000000)
 SHADOW_REQS = env_int("BENCH_SHADOW_REQS", 2000 if QUICK else 20000)
+SCALE_ROUTES = env_int("BENCH_SCALE_ROUTES", 10000)
+SCALE_CHANGES = env_int("BENCH_SCALE_CHANGES", 5 if QUICK else 20)
 PERF = os.environ.get("BENCH_PERF", "") not in ("", "0")
 # The box is shared (wrk, proxy and mockd on 2 cores, plus whatever else runs there): a run
 # during which other processes took more than NOISE_PCT of a core is run again, up to RETRIES
@@ -382,7 +386,7 @@ class Env:
                    os.path.join(self.tmp, "mockd-" + name), "" if extra else "/users/1", port)
         return s.start()
 
-    def routes_doc(self, users_upstream, cache=False, shadow=None):
+    def routes_doc(self, users_upstream, cache=False, shadow=None, extra=0):
         users = {"id": "users", "path": "/api/users/**", "upstream": users_upstream,
                  "rewrite": {"strip_prefix": "/api"}}
         if cache:
@@ -394,7 +398,8 @@ class Env:
             {"id": "orders", "path": "/api/orders/{id}", "upstream": "legacy"},
             {"id": "shipment", "path": "/api/orders/{id}/shipment", "upstream": "legacy"},
             {"id": "legacy", "path": "/**", "upstream": "legacy"},
-        ]}, indent=1) + "\n"
+        ] + [{"id": "svc%d" % i, "path": "/svc%d/**" % i, "upstream": "legacy"}  # route_scale
+             for i in range(extra)]}, indent=1) + "\n"
 
     def gateway(self, run, opts=None):
         opts = opts or {}
@@ -422,6 +427,8 @@ class Env:
                 self.mock_hang = self._mockd("users-hang", ["--hang-rate", "1"])
             cfg["upstreams"]["users-hang"] = {"endpoints": ["127.0.0.1:%d" % self.mock_hang.port],
                                               "pool": pool}
+        if opts.get("token"):
+            cfg["admin"]["token"] = opts["token"]
         if opts.get("cache"):
             rp = self.redis()
             if rp:
@@ -430,7 +437,8 @@ class Env:
             json.dump(cfg, f, indent=1)
         with open(os.path.join(d, "routes.json"), "w") as f:
             f.write(self.routes_doc("users-a", cache=bool(opts.get("cache")),
-                                    shadow="users-hang" if opts.get("shadow_hang") else None))
+                                    shadow="users-hang" if opts.get("shadow_hang") else None,
+                                    extra=opts.get("extra_routes", 0)))
         s = Server("gateway", [os.path.join(BIN, "gateway"), "-c",
                                os.path.join(d, "gateway.json")], d, "/api/users/1", port)
         s.routes_path = os.path.join(d, "routes.json")
@@ -903,6 +911,94 @@ def shadow_hang_probe(env, n):
         srv.stop()
 
 
+def route_scale_probe(env, n_routes, n_changes):
+    """Lookup throughput of the gateway with N_ROUTES more routes than the usual 4 against
+    the usual table (wrk GET /api/users/42, the route being looked up among them); then,
+    with the big table: the time from an admin PATCH of the users route (users-a <-> users-b)
+    to the first answer from the new upstream, the same for a file rewritten and
+    POST /admin/reload, and gateway_main_loop_lag_seconds after them."""
+    token = "bench-token-route-scale"
+    out = {"status": "ok", "routes": n_routes + 4}
+    try:
+        for key, extra in (("small_table", 0), ("big_table", n_routes)):
+            srv = env.gateway("route_scale_%s" % key, {"extra_routes": extra, "token": token})
+            try:
+                srv.start()
+                if WARMUP:
+                    wrk(srv.port, "/api/users/42", CONNS, WARMUP)
+                r = wrk(srv.port, "/api/users/42", CONNS, DURATION,
+                        raw_name="route_scale-%s" % key)
+                secs = r["duration_us"] / 1e6
+                out[key] = {"routes": extra + 4, "rps": round(r["requests"] / secs, 1),
+                            "latency_us": r["latency_us"], "non2xx": r["errors"]["status"]}
+                if extra:
+                    out.update(scale_changes(srv, token, n_changes))
+            finally:
+                srv.stop()
+        out["big_vs_small_rps"] = round(out["big_table"]["rps"] / out["small_table"]["rps"], 3)
+    except Exception as e:
+        out = {"status": "error", "error": str(e)}
+    return out
+
+
+def admin_call(port, method, path, token, body=b""):
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                   "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                   % (method, path, token, len(body))).encode() + body)
+        status, _ = read_response(s)
+    return status
+
+
+def wait_upstream(port, want, timeout=10.0):
+    """Seconds until GET /api/users/42 through the gateway is answered by WANT."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        _, h, _ = http_get(port, "/api/users/42")
+        if h.get("x-gateway-upstream") == want:
+            return time.monotonic() - t0
+    raise RuntimeError("%s not in force after %.0f s" % (want, timeout))
+
+
+def scale_changes(srv, token, n):
+    change_ms, reload_ms, sides = [], [], ["users-b", "users-a"]
+    for i in range(n):
+        want = sides[i % 2]
+        t0 = time.monotonic()
+        st = admin_call(srv.admin_port, "PATCH", "/admin/routes/users", token,
+                        json.dumps({"upstream": want}).encode())
+        if st != 200:
+            raise RuntimeError("PATCH /admin/routes/users answered %d" % st)
+        wait_upstream(srv.port, want)
+        change_ms.append((time.monotonic() - t0) * 1e3)
+    with open(srv.routes_path) as f:
+        doc = json.load(f)
+    for i in range(n):
+        want = sides[(i + n) % 2]
+        for r in doc["routes"]:
+            if r["id"] == "users":
+                r["upstream"] = want
+        doc.pop("version", None)
+        with open(srv.routes_path + ".tmp", "w") as f:
+            json.dump(doc, f)
+        t0 = time.monotonic()
+        os.replace(srv.routes_path + ".tmp", srv.routes_path)
+        st = admin_call(srv.admin_port, "POST", "/admin/reload", token)
+        if st != 200:
+            raise RuntimeError("POST /admin/reload answered %d" % st)
+        wait_upstream(srv.port, want)
+        reload_ms.append((time.monotonic() - t0) * 1e3)
+    _, _, m = http_get(srv.admin_port, "/metrics")
+    lag = [float(l.split()[-1]) for l in m.decode(errors="replace").splitlines()
+           if l.startswith("gateway_main_loop_lag_seconds")]
+
+    def summary(xs):
+        xs = sorted(xs)
+        return {"median_ms": round(xs[len(xs) // 2], 1), "max_ms": round(xs[-1], 1), "n": len(xs)}
+    return {"admin_change_in_force": summary(change_ms), "file_reload_in_force": summary(reload_ms),
+            "main_loop_lag_s": lag[0] if lag else None}
+
+
 # ---------------------------------------------------------------------------------------
 # report
 
@@ -1250,6 +1346,24 @@ def main():
                 failed += 1
                 print("   error: %s\n" % (r.get("error") or "%d failed, first: %s (peak fds %d)" % (
                     r["failed"], r["first_failures"], r["max_open_fds"])))
+        if SCALE_ROUTES and not (ONLY and "route_scale" not in ONLY):
+            print("== route_scale: %d routes: lookups against a 4-route table, admin change and"
+                  " file reload to in force ==" % (SCALE_ROUTES + 4))
+            r = route_scale_probe(env, SCALE_ROUTES, SCALE_CHANGES)
+            results["route_scale"] = r
+            if r["status"] == "ok":
+                print("   GET /api/users/42: %s req/s with %d routes, %s req/s with 4 (%.2fx)" % (
+                    "{:,.0f}".format(r["big_table"]["rps"]), r["routes"],
+                    "{:,.0f}".format(r["small_table"]["rps"]), r["big_vs_small_rps"]))
+                a, f = r["admin_change_in_force"], r["file_reload_in_force"]
+                print("   PATCH to in force: median %.1f ms, max %.1f ms (%d); file rewrite + "
+                      "POST /admin/reload to in force: median %.1f ms, max %.1f ms (%d)" % (
+                          a["median_ms"], a["max_ms"], a["n"], f["median_ms"], f["max_ms"], f["n"]))
+                print("   gateway_main_loop_lag_seconds after them: %s\n" % (
+                    "-" if r["main_loop_lag_s"] is None else "%.4f" % r["main_loop_lag_s"]))
+            else:
+                failed += 1
+                print("   error: %s\n" % r["error"].splitlines()[0])
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         raise
