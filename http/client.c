@@ -123,6 +123,16 @@ int gw__client_write(gw_client *c, uv_buf_t *bufs, unsigned n)
 {
     if (c->state == CS_CLOSING)
         return GW_ECLOSED;
+    /* TCP_NODELAY only from the connection's second write on (nginx sets it when a
+     * connection is kept alive): one write then close needs no setsockopt, since Linux's
+     * Nagle (Minshall's variant) holds back a small segment only behind another small one
+     * still unacknowledged, which a single write does not leave. */
+    if (n && (c->flags & (F_WROTE | F_NODELAY)) == F_WROTE) {
+        uv_tcp_nodelay(&c->tcp, 1);
+        c->flags |= F_NODELAY;
+    }
+    if (n)
+        c->flags |= F_WROTE; /* (gw_response_end after the last body bytes writes nothing) */
     size_t before = c->pending_write;
     int r = gw_stream_write((uv_stream_t *)&c->tcp, &c->pending_write, bufs, n, on_write);
     if (r == 0 && before == 0 && c->pending_write > 0)
@@ -976,7 +986,6 @@ int gw__client_accept(gw_server *s)
     }
     if (s->opts.on_connection)
         s->opts.on_connection(GW_CONN_ACCEPTED, s->opts.hook_data);
-    uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int sl = sizeof ss;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {

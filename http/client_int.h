@@ -59,6 +59,8 @@ enum {
     F_UNREAD = 1 << 20,       /* the server answered a head it did not read to its end */
     F_NO_LINGER = 1 << 21,    /* truncated or reset response: close as soon as it is written */
     F_PEER_EOF = 1 << 22,     /* the client shut its write side: no request follows */
+    F_WROTE = 1 << 23,        /* something was written on this connection */
+    F_NODELAY = 1 << 24,      /* TCP_NODELAY is set (from the second write on, see gw__client_write) */
 };
 
 /* Which list of the server's timeouts (deadline.h) a deadline goes to: one per timeout

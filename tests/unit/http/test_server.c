@@ -35,6 +35,7 @@ static struct {
     int n_request, n_abort, n_done, abort_err, last_status, last_err;
     gw_request *held;
     char *big;
+    char last_addr[64];
 } T;
 
 /* ---- the handler --------------------------------------------------------------------- */
@@ -96,6 +97,7 @@ static void on_done(const gw_request *req, const gw_request_report *r, void *dat
     T.n_done++;
     T.last_status = req->status;
     T.last_err = r->err;
+    snprintf(T.last_addr, sizeof T.last_addr, "%s", req->client_addr);
 }
 
 /* ---- the loop and the client side ---------------------------------------------------- */
@@ -507,6 +509,41 @@ static void test_timer_idle_between_requests(void **st)
     server_stop();
 }
 
+static int server_nodelay(void)
+{
+    uv_os_fd_t fd;
+    int on = 0;
+    socklen_t len = sizeof on;
+    assert_int_equal(uv_fileno((uv_handle_t *)&the_client()->tcp, &fd), 0);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+    return on;
+}
+
+/* One response, one write: no TCP_NODELAY (no setsockopt for a connection per request);
+ * from the connection's second write on it is set, so small writes in a row are not held
+ * back by Nagle. The peer address reaches each request as text. */
+static void test_nodelay_from_the_second_write(void **st)
+{
+    (void)st;
+    server_start(M_SMALL);
+    int fd = cli_connect(0);
+    char buf[4096];
+    int eof;
+    cli_sends(fd, GET);
+    assert_true(PUMP_UNTIL(T.n_done == 1, 1000));
+    cli_read(fd, buf, sizeof buf, 50, &eof);
+    assert_false(eof);
+    assert_string_equal(T.last_addr, "127.0.0.1");
+    assert_false(server_nodelay());
+    cli_sends(fd, GET);
+    assert_true(PUMP_UNTIL(T.n_done == 2, 1000));
+    assert_true(server_nodelay());
+    assert_string_equal(T.last_addr, "127.0.0.1");
+    close(fd);
+    assert_true(PUMP_UNTIL(gw_server_active(T.s) == 0, 1000));
+    server_stop();
+}
+
 static void test_timer_send_cuts_a_client_that_does_not_read(void **st)
 {
     (void)st;
@@ -585,6 +622,7 @@ int main(void)
         cmocka_unit_test(test_timer_head_answers_408),
         cmocka_unit_test(test_timer_body_answers_408_and_aborts_the_handler),
         cmocka_unit_test(test_timer_idle_between_requests),
+        cmocka_unit_test(test_nodelay_from_the_second_write),
         cmocka_unit_test(test_timer_send_cuts_a_client_that_does_not_read),
         cmocka_unit_test(test_timer_linger_is_bounded),
         cmocka_unit_test(test_answer_inside_on_body_then_more_body),
