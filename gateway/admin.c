@@ -263,11 +263,13 @@ static void on_store_done(int status, const char *err, json_t *result, void *arg
     admin_req *r = arg;
     if (result && r->changed)
         json_object_set(result, "changed", r->changed);
+    char msg[sizeof r->err];
+    snprintf(msg, sizeof msg, "%s", err ? err : "route store failed"); /* err may be r->err */
     gw_request *req = detach(r);
     if (!req)
         return;
     if (status != 0)
-        gw_response_error(req, status, err ? err : "route store failed");
+        gw_response_error(req, status, msg);
     else if (result)
         send_json(req, 200, result);
     else
