@@ -527,3 +527,16 @@ def test_db_two_migrators_do_not_race_and_the_shipped_migrations_apply():
             assert rc == 0 and out.count("applied ") == len(shipped), (out, err)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_history_limit():
+    with stack() as s:
+        ok(s, "routes", "flip", "orders", "order-service")
+        ok(s, "routes", "flip", "orders", "legacy")
+        body = ok(s, "routes", "history", "--limit", "1").splitlines()[1:]
+        assert len(body) == 1 and "order-service → legacy" in body[0], body
+        assert len(ok(s, "routes", "history").splitlines()[1:]) == 2
+        for bad in (["--limit"], ["--limit", "0"], ["--limit", "10001"], ["--limit", "x"],
+                    ["--limit", "1", "extra"]):
+            rc, out, err = admin(s, "routes", "history", *bad)
+            assert rc == 2 and "routes history" in err, (bad, rc, out, err)
