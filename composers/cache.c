@@ -116,8 +116,11 @@ void cmp__finish(cmp__req *r, cmp_cache_status st, const char *v, size_t len, ui
             r->cb(st, v, len, age, r->arg);
         else
             r->cb(st, NULL, 0, 0, r->arg);
-    } else if (st == CMP_CACHE_ERROR) {
-        c->st.errors++;
+    } else {
+        if (st == CMP_CACHE_ERROR)
+            c->st.errors++;
+        if (r->cb != NULL) /* a confirmed del */
+            r->cb(st, NULL, 0, 0, r->arg);
     }
     if (r->entry != NULL) {
         cmp__entry_unref(r->entry);
@@ -140,7 +143,7 @@ static void cmp__on_idle(uv_idle_t *h)
         size_t len = 0;
         uint64_t stored = now;
 
-        if (r->st == CMP_CACHE_HIT)
+        if (r->st == CMP_CACHE_HIT && r->entry != NULL) /* not for a confirmed del */
             v = cmp__entry_value(r->entry, &len, &stored);
         cmp__finish(r, r->st, v, len, now > stored ? now - stored : 0);
     }
@@ -257,6 +260,30 @@ static void cmp__del(cmp_cache *c, const char *key, int counted)
 void cmp_cache_del(cmp_cache *c, const char *key)
 {
     cmp__del(c, key, 1);
+}
+
+void cmp_cache_del_confirmed(cmp_cache *c, const char *const *keys, int n, cmp_cache_get_cb cb,
+                             void *arg)
+{
+    cmp__req *r;
+
+    if ((c->flags & CMP__F_CLOSING) || (r = cmp__req_new(c, CMP__REQ_DEL)) == NULL) {
+        c->st.errors++;
+        cb(CMP_CACHE_ERROR, NULL, 0, 0, arg);
+        return;
+    }
+    r->cb = cb;
+    r->arg = arg;
+    if (c->rstate == CMP__R_OFF) {
+        for (int i = 0; i < n; i++)
+            cmp__lru_del(&c->lru, keys[i], strlen(keys[i]));
+        c->st.dels++;
+        cmp__defer(c, r, CMP_CACHE_HIT);
+    } else if (cmp__redis_send_del(c, r, keys, n) != 0) {
+        cmp__defer(c, r, CMP_CACHE_ERROR); /* not connected: the caller marks the keys */
+    } else {
+        c->st.dels++;
+    }
 }
 
 void cmp_cache_set(cmp_cache *c, const char *key, const char *value, size_t len,

@@ -70,6 +70,13 @@ void cmp_cache_get(cmp_cache *c, const char *key, cmp_cache_get_cb cb, void *arg
 void cmp_cache_set(cmp_cache *c, const char *key, const char *value, size_t len,
                    uint32_t ttl_ms, uint32_t stale_ms);
 void cmp_cache_del(cmp_cache *c, const char *key);
+/* Deletes KEYS[0..N) (in Redis: one DEL of them all) and calls CB once: CMP_CACHE_HIT when
+ * the store confirmed it, CMP_CACHE_ERROR when it could not (Redis not connected, an error
+ * reply, no reply within timeout_ms). Never from inside this call — the LRU deletes at once
+ * and calls back on the next loop iteration — except while the cache is closing (ERROR,
+ * synchronously, as for a get). VALUE is NULL and AGE 0 in the callback. */
+void cmp_cache_del_confirmed(cmp_cache *c, const char *const *keys, int n, cmp_cache_get_cb cb,
+                             void *arg);
 
 /* Every pending get fires CMP_CACHE_ERROR, before this returns (when called from inside a
  * cache callback: at the latest when that callback returns). The memory is freed once the

@@ -45,7 +45,7 @@ enum { CMP__REQ_GET, CMP__REQ_SET, CMP__REQ_DEL };
 typedef struct cmp__req {
     gw_queue node;
     cmp_cache *c;
-    cmp_cache_get_cb cb; /* gets only */
+    cmp_cache_get_cb cb; /* gets, and confirmed dels */
     void *arg;
     cmp__entry *entry;   /* LRU hit waiting for delivery: pinned */
     uint64_t deadline;   /* loop time (ms) by which Redis must have answered */
@@ -115,6 +115,8 @@ void cmp__redis_start(cmp_cache *c);
 /* 0: sent (R is on c->inflight, HIREDIS set); <0: not connected, nothing happened. */
 int cmp__redis_send(cmp_cache *c, cmp__req *r, const char *key, const char *val, size_t vlen,
                     uint64_t keep_ms);
+/* As cmp__redis_send, for one DEL of KEYS[0..N). */
+int cmp__redis_send_del(cmp_cache *c, cmp__req *r, const char *const *keys, int n);
 /* Drops the connection (pending commands fire), abandons a lookup, stops the timers. */
 void cmp__redis_close(cmp_cache *c);
 

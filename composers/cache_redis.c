@@ -393,6 +393,21 @@ static void cmp__on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     cmp__req_release(r, CMP__REQ_HIREDIS);
 }
 
+/* Hands one command to hiredis (which formats it into its output buffer: ARGV is free after)
+ * and puts R on c->inflight with its deadline. */
+static int cmp__redis_queue(cmp_cache *c, cmp__req *r, int argc, const char **argv,
+                            const size_t *lens)
+{
+    if (redisAsyncCommandArgv(c->ac, cmp__on_reply, r, argc, argv, lens) != REDIS_OK)
+        return -1;
+    r->flags |= CMP__REQ_OWED | CMP__REQ_HIREDIS;
+    r->deadline = uv_now(c->loop) + c->timeout_ms;
+    gw_queue_insert_tail(&c->inflight, &r->node);
+    if (!uv_is_active((uv_handle_t *)&c->cmd_timer))
+        uv_timer_start(&c->cmd_timer, cmp__on_cmd_timer, c->timeout_ms, 0);
+    return 0;
+}
+
 int cmp__redis_send(cmp_cache *c, cmp__req *r, const char *key, const char *val, size_t vlen,
                     uint64_t keep_ms)
 {
@@ -437,18 +452,45 @@ int cmp__redis_send(cmp_cache *c, cmp__req *r, const char *key, const char *val,
         lens[0] = 3;
         argc = 2;
     }
-    /* hiredis formats the command into its output buffer: our buffers are free after */
-    rc = redisAsyncCommandArgv(c->ac, cmp__on_reply, r, argc, argv, lens) == REDIS_OK ? 0 : -1;
-    if (rc == 0) {
-        r->flags |= CMP__REQ_OWED | CMP__REQ_HIREDIS;
-        r->deadline = uv_now(c->loop) + c->timeout_ms;
-        gw_queue_insert_tail(&c->inflight, &r->node);
-        if (!uv_is_active((uv_handle_t *)&c->cmd_timer))
-            uv_timer_start(&c->cmd_timer, cmp__on_cmd_timer, c->timeout_ms, 0);
-    }
+    rc = cmp__redis_queue(c, r, argc, argv, lens);
 out:
     if (k != kbuf)
         free(k);
+    return rc;
+}
+
+int cmp__redis_send_del(cmp_cache *c, cmp__req *r, const char *const *keys, int n)
+{
+    const char **argv;
+    size_t *lens, total = 0;
+    char *buf, *at;
+    int rc;
+
+    if (c->rstate != CMP__R_UP || c->ac == NULL || n <= 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        total += c->prefix_len + strlen(keys[i]);
+    argv = malloc((size_t)(n + 1) * sizeof *argv);
+    lens = malloc((size_t)(n + 1) * sizeof *lens);
+    buf = malloc(total ? total : 1);
+    rc = -1;
+    if (argv != NULL && lens != NULL && buf != NULL) {
+        argv[0] = "DEL", lens[0] = 3;
+        at = buf;
+        for (int i = 0; i < n; i++) {
+            size_t kl = strlen(keys[i]);
+            if (c->prefix_len > 0)
+                memcpy(at, c->prefix, c->prefix_len);
+            memcpy(at + c->prefix_len, keys[i], kl);
+            argv[i + 1] = at;
+            lens[i + 1] = c->prefix_len + kl;
+            at += lens[i + 1];
+        }
+        rc = cmp__redis_queue(c, r, n + 1, argv, lens);
+    }
+    free(buf);
+    free(lens);
+    free(argv);
     return rc;
 }
 

@@ -442,11 +442,6 @@ void cmp_compose_start(cmp_worker *w, rt_table *table, gw_request *req, const cm
     run_start(r, c->deadline_ms);
 }
 
-void cmp_invalidate(cmp_worker *w, const char *path)
-{
-    cmp_lookup_invalidate(w, path);
-}
-
 /* ---- the handler --------------------------------------------------------------------- */
 
 /* Compositions are GETs: a body is never pulled, so no bytes arrive here, and the end of

@@ -77,7 +77,5 @@ extern const gw_handler cmp_compose_handler;
  * (ref'd for the request). */
 void cmp_compose_start(cmp_worker *w, rt_table *table, gw_request *req, const cmp_composition *c,
                        const cmp_params *params);
-/* After a successful PUT/PATCH/DELETE through the gateway on a cached route. */
-void cmp_invalidate(cmp_worker *w, const char *path);
 
 #endif

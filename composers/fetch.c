@@ -102,6 +102,13 @@ cmp_fetch *cmp_fetch_start(cmp_worker *w, rt_table *table, const char *url,
                            const char *request_id, const char *client_ip, uint32_t timeout_ms,
                            cmp_fetch_cb cb, void *arg)
 {
+    return cmp_fetch_start_on(w, table, url, -1, request_id, client_ip, timeout_ms, cb, arg);
+}
+
+cmp_fetch *cmp_fetch_start_on(cmp_worker *w, rt_table *table, const char *url, int ui,
+                              const char *request_id, const char *client_ip,
+                              uint32_t timeout_ms, cmp_fetch_cb cb, void *arg)
+{
     cmp_fetch *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
@@ -121,9 +128,11 @@ cmp_fetch *cmp_fetch_start(cmp_worker *w, rt_table *table, const char *url,
         fetch_end_early(f, "no route");
         return f;
     }
-    /* the route decides the side, as for a client request: split by weight (no stickiness:
-     * there is no client key), no override */
-    int ui = rt_route_pick(m.route, (gw_slice){ NULL, 0 }, gw_random64());
+    /* the caller's side (the route's pick for its client), else the route decides, as for
+     * a client request: split by weight (no stickiness: there is no client key), no
+     * override */
+    if (ui < 0 || ui >= w->n_upstreams)
+        ui = rt_route_pick(m.route, (gw_slice){ NULL, 0 }, gw_random64());
     gw_upstream *up = &w->upstreams[ui];
     if (!cmp_breaker_allow(&w->breakers[ui], uv_now(w->loop))) {
         fetch_end_early(f, "circuit open");

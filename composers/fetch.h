@@ -25,6 +25,12 @@ typedef void (*cmp_fetch_cb)(int status, const char *body, size_t len, const cha
 cmp_fetch *cmp_fetch_start(cmp_worker *w, rt_table *table, const char *path,
                            const char *request_id, const char *client_ip, uint32_t timeout_ms,
                            cmp_fetch_cb cb, void *arg);
+/* As cmp_fetch_start, but on upstream UI (an index of the worker's upstreams: the one the
+ * route picked for the client's request) instead of the route's own pick; UI < 0: the
+ * route picks, as cmp_fetch_start. */
+cmp_fetch *cmp_fetch_start_on(cmp_worker *w, rt_table *table, const char *path, int ui,
+                              const char *request_id, const char *client_ip,
+                              uint32_t timeout_ms, cmp_fetch_cb cb, void *arg);
 void cmp_fetch_cancel(cmp_fetch *f);
 
 #endif

@@ -1,22 +1,29 @@
 /* lookup.c — cached, coalesced lookups (see lookup.h), and the handler that answers a
  * client's GET on a cached route with one.
  *
- * One inflight per key under way, with its waiters. The inflight owns the cache read and the
- * upstream fetch, so a waiter that gives up (its client left, its deadline passed) changes
- * nothing for the others; the answer still fills the cache. Stored values are
- * "<status>\n<body>". */
+ * A key is "<route id>:<upstream name>:<path>": the route the path's GET matches and the
+ * upstream that answers it (the one the route picks now), so a flip, a split change or a
+ * rollback switches key space at once. One inflight per key under way, with its waiters.
+ * The inflight owns the cache read and the upstream fetch, so a waiter that gives up (its
+ * client left, its deadline passed) changes nothing for the others; the answer still fills
+ * the cache. Stored values are "<status> <fetched at, wall-clock ms>\n<body>". */
 #include "composers/lookup.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "http/gw_errors.h"
+#include "http/request_id.h"
+#include "routes/policy.h"
 #include "composers/fetch.h"
 #include "composers/json_check.h"
 #include "composers/worker_int.h"
 
-#define KEY_MAX 1024
+#define KEY_MAX 1024                 /* a path; longer ones are fetched, not cached */
+#define KEY_SIZE (KEY_MAX + 2 * 130) /* route id and upstream name added */
 
 typedef struct inflight inflight;
 
@@ -31,7 +38,10 @@ struct inflight {
     gw_queue node;           /* in worker->inflight */
     cmp_worker *w;
     rt_table *table;
-    char key[KEY_MAX];
+    int ui;                  /* the upstream that answers (index in w->upstreams) */
+    uint64_t fetched_at;     /* wall-clock ms the fetch started; 0 before */
+    char key[KEY_SIZE];
+    char path[KEY_MAX];
     char request_id[72];
     char client_ip[64];
     uint32_t timeout_ms;
@@ -44,6 +54,65 @@ struct inflight {
     size_t stale_len;
     int stale_status;
 };
+
+/* ---- marks: what a change made unservable, on every worker of this process ------------ */
+
+/* A successful change of a path stamps the path's slot with the wall-clock time; an answer
+ * fetched at or before its path's stamp is neither served, stored nor joined, on any
+ * worker. This covers what a DEL cannot: the other workers' LRUs, a DEL Redis did not
+ * confirm in time, and a fetch begun before the change whose SET lands after the DEL.
+ * Paths share slots by hash: a collision costs a miss, never a stale answer. */
+#define MARK_SLOTS 16384
+static _Atomic uint64_t marks[MARK_SLOTS];
+
+static _Atomic uint64_t *mark_slot(const char *path)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ULL;
+    return &marks[h & (MARK_SLOTS - 1)];
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Fetched at or before the last change of PATH (same millisecond included: not served). */
+static int marked(const char *path, uint64_t fetched_at)
+{
+    return fetched_at <= atomic_load(mark_slot(path));
+}
+
+static void mark(const char *path)
+{
+    _Atomic uint64_t *m = mark_slot(path);
+    uint64_t now = wall_ms(), old = atomic_load(m);
+    while (old < now && !atomic_compare_exchange_weak(m, &old, now))
+        ;
+}
+
+static int make_key(char *out, size_t size, const char *route_id, const char *upstream,
+                    const char *path)
+{
+    int n = snprintf(out, size, "%s:%s:%s", route_id, upstream, path);
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+static const char *upstream_of(const inflight *in)
+{
+    return in->w->upstreams[in->ui].conf->name;
+}
+
+/* A lookup that read data older than a change: not joined from now on, not stored. */
+static void detach(inflight *in)
+{
+    in->no_store = 1;
+    gw_queue_remove(&in->node);
+    gw_queue_insert_tail(&in->w->detached, &in->node); /* still cancelled at shutdown */
+}
 
 static void free_inflight(inflight *in)
 {
@@ -71,12 +140,19 @@ static void finish(inflight *in, int status, const char *body, size_t len, cmp_s
     free_inflight(in);
 }
 
-static int parse_value(const char *v, size_t n, int *status, const char **body, size_t *len)
+static int parse_value(const char *v, size_t n, int *status, uint64_t *fetched_at,
+                       const char **body, size_t *len)
 {
-    const char *nl = memchr(v, '\n', n);
-    if (!nl || nl - v > 3)
+    char head[32];
+    unsigned long long at;
+    const char *nl = memchr(v, '\n', n < sizeof head ? n : sizeof head);
+    if (!nl)
         return -1;
-    *status = atoi(v);
+    memcpy(head, v, (size_t)(nl - v));
+    head[nl - v] = '\0';
+    if (sscanf(head, "%3d %llu", status, &at) != 2)
+        return -1;
+    *fetched_at = at;
     *body = nl + 1;
     *len = n - (size_t)(nl + 1 - v);
     return (*status == 200 || *status == 404) ? 0 : -1;
@@ -88,12 +164,14 @@ static void on_fetched(int status, const char *body, size_t len, const char *why
     inflight *in = arg;
     cmp_worker *w = in->w;
     in->fetch = NULL;
-    if ((status == 200 || status == 404) && !in->no_store) {
+    /* a 200 that is not JSON is no user document: not stored */
+    int storable = (status == 200 && cmp_json_valid(body ? body : "", len)) || status == 404;
+    if (storable && !in->no_store && !marked(in->path, in->fetched_at)) {
         const cmp_conf *cfg = &w->conf;
         uint32_t ttl = status == 200 ? cfg->cache.ttl_ms : cfg->cache.negative_ttl_ms;
-        char *v = malloc(len + 5);
+        char *v = malloc(len + 32);
         if (v) {
-            int hl = snprintf(v, 5, "%d\n", status);
+            int hl = snprintf(v, 32, "%d %llu\n", status, (unsigned long long)in->fetched_at);
             memcpy(v + hl, body, len);
             cmp_cache_set(w->cache, in->key, v, (size_t)hl + len, ttl,
                           status == 200 ? cfg->cache.stale_ms : 0);
@@ -111,7 +189,7 @@ static void on_fetched(int status, const char *body, size_t len, const char *why
         cmp_report_cache(w, CMP_CACHE_EV_STALE);
         char *s = in->stale;
         in->stale = NULL;
-        finish(in, in->stale_status, s, in->stale_len, CMP_FROM_STALE, NULL, 0, "cache");
+        finish(in, in->stale_status, s, in->stale_len, CMP_FROM_STALE, NULL, 0, upstream_of(in));
         free(s);
         return;
     }
@@ -120,8 +198,9 @@ static void on_fetched(int status, const char *body, size_t len, const char *why
 
 static void fetch_now(inflight *in)
 {
-    in->fetch = cmp_fetch_start(in->w, in->table, in->key, in->request_id, in->client_ip,
-                                in->timeout_ms, on_fetched, in);
+    in->fetched_at = wall_ms();
+    in->fetch = cmp_fetch_start_on(in->w, in->table, in->path, in->ui, in->request_id,
+                                   in->client_ip, in->timeout_ms, on_fetched, in);
     if (!in->fetch)
         finish(in, 0, NULL, 0, CMP_FROM_UPSTREAM, "out of memory", 0, NULL);
 }
@@ -131,6 +210,7 @@ static void on_cached(cmp_cache_status st, const char *value, size_t len, uint64
     inflight *in = arg;
     cmp_worker *w = in->w;
     int status;
+    uint64_t fetched_at;
     const char *body;
     size_t blen;
     in->cache_pending = 0;
@@ -138,11 +218,12 @@ static void on_cached(cmp_cache_status st, const char *value, size_t len, uint64
         free_inflight(in);
         return;
     }
-    if (st == CMP_CACHE_HIT && parse_value(value, len, &status, &body, &blen) == 0) {
+    if (st == CMP_CACHE_HIT && parse_value(value, len, &status, &fetched_at, &body, &blen) == 0 &&
+        !marked(in->path, fetched_at)) {
         uint32_t ttl = status == 200 ? w->conf.cache.ttl_ms : w->conf.cache.negative_ttl_ms;
         if (age_ms <= ttl) {
             cmp_report_cache(w, CMP_CACHE_EV_HIT);
-            finish(in, status, body, blen, CMP_FROM_CACHE, NULL, 0, "cache");
+            finish(in, status, body, blen, CMP_FROM_CACHE, NULL, 0, upstream_of(in));
             return;
         }
         if (status == 200) { /* too old to serve, unless the upstream fails */
@@ -166,22 +247,43 @@ cmp_wait *cmp_lookup_start(cmp_worker *w, rt_table *table, const char *path,
                            const char *request_id, const char *client_ip, uint32_t timeout_ms,
                            cmp_lookup_cb cb, void *arg)
 {
-    if (strlen(path) >= KEY_MAX)
+    return cmp_lookup_start_on(w, table, path, -1, request_id, client_ip, timeout_ms, cb, arg);
+}
+
+cmp_wait *cmp_lookup_start_on(cmp_worker *w, rt_table *table, const char *path, int ui,
+                              const char *request_id, const char *client_ip,
+                              uint32_t timeout_ms, cmp_lookup_cb cb, void *arg)
+{
+    size_t plen = strlen(path);
+    rt_match m;
+    char key[KEY_SIZE];
+    if (plen >= KEY_MAX || !table ||
+        rt_table_match(table, GW_SLICE_LIT("GET"), (gw_slice){ path, plen }, &m) != 0 ||
+        !m.route->cache)
+        return NULL;
+    if (ui < 0 || ui >= w->n_upstreams)
+        ui = rt_route_pick(m.route, (gw_slice){ NULL, 0 }, gw_random64());
+    if (make_key(key, sizeof key, m.route->id, w->upstreams[ui].conf->name, path) < 0)
         return NULL;
     cmp_wait *wt = calloc(1, sizeof *wt);
     if (!wt)
         return NULL;
     wt->cb = cb;
     wt->arg = arg;
-    gw_queue *q;
-    for (q = w->inflight.next; q != &w->inflight; q = q->next) {
+    gw_queue *q, *n;
+    GW_QUEUE_FOREACH_SAFE(q, n, &w->inflight)
+    {
         inflight *in = GW_QUEUE_DATA(q, inflight, node);
-        if (strcmp(in->key, path) == 0) {
-            cmp_report_cache(w, CMP_CACHE_EV_COALESCED);
-            wt->in = in;
-            gw_queue_insert_tail(&in->waiters, &wt->node);
-            return wt;
+        if (strcmp(in->key, key) != 0)
+            continue;
+        if (in->fetched_at && marked(in->path, in->fetched_at)) {
+            detach(in); /* it fetched before a change (on another worker, or this one) */
+            continue;
         }
+        cmp_report_cache(w, CMP_CACHE_EV_COALESCED);
+        wt->in = in;
+        gw_queue_insert_tail(&in->waiters, &wt->node);
+        return wt;
     }
     inflight *in = calloc(1, sizeof *in);
     if (!in) {
@@ -191,7 +293,9 @@ cmp_wait *cmp_lookup_start(cmp_worker *w, rt_table *table, const char *path,
     in->w = w;
     rt_table_ref(table);
     in->table = table;
-    snprintf(in->key, sizeof in->key, "%s", path);
+    in->ui = ui;
+    memcpy(in->key, key, sizeof key);
+    memcpy(in->path, path, plen + 1);
     snprintf(in->request_id, sizeof in->request_id, "%s", request_id);
     snprintf(in->client_ip, sizeof in->client_ip, "%s", client_ip);
     in->timeout_ms = timeout_ms;
@@ -227,24 +331,78 @@ void cmp_lookup_shutdown(cmp_worker *w)
     }
 }
 
-void cmp_lookup_invalidate(cmp_worker *w, const char *path)
+/* One eviction the caller waits for; freed when the cache calls back (it always does, at
+ * the latest at its close), whether or not the caller is still there. */
+struct cmp_evict {
+    cmp_evicted_cb cb;       /* NULL once cancelled */
+    void *arg;
+    int returned;            /* cmp_lookup_evict returned it: the callback may run */
+    int done;                /* the cache called back inside cmp_lookup_evict (closing) */
+};
+
+static void evicted(cmp_cache_status st, const char *v, size_t n, uint64_t age, void *arg)
+{
+    cmp_evict *e = arg;
+    (void)st, (void)v, (void)n, (void)age; /* unconfirmed: the mark covers this process */
+    if (!e->returned) {
+        e->done = 1;
+        return;
+    }
+    if (e->cb)
+        e->cb(e->arg);
+    free(e);
+}
+
+cmp_evict *cmp_lookup_evict(cmp_worker *w, rt_table *table, const char *path, cmp_evicted_cb cb,
+                            void *arg)
 {
     if (!w)
-        return;
-    /* a lookup under way read the old data: its answer must not be stored, and lookups
-     * from now on must not join it */
-    gw_queue *q, *n;
-    GW_QUEUE_FOREACH_SAFE(q, n, &w->inflight)
+        return NULL;
+    mark(path); /* first: from now on no worker here serves, stores or joins older answers */
+    gw_queue *q, *nq;
+    GW_QUEUE_FOREACH_SAFE(q, nq, &w->inflight)
     {
         inflight *in = GW_QUEUE_DATA(q, inflight, node);
-        if (strcmp(in->key, path) == 0) {
-            in->no_store = 1;
-            gw_queue_remove(&in->node);
-            gw_queue_insert_tail(&w->detached, &in->node); /* still cancelled at shutdown */
-        }
+        if (strcmp(in->path, path) == 0)
+            detach(in);
     }
-    if (w->cache)
-        cmp_cache_del(w->cache, path);
+    size_t plen = strlen(path);
+    rt_match m;
+    if (!w->cache || !table || plen >= KEY_MAX ||
+        rt_table_match(table, GW_SLICE_LIT("GET"), (gw_slice){ path, plen }, &m) != 0 ||
+        !m.route->cache)
+        return NULL;
+    /* the path under every upstream, not only the one the route names now: a copy from
+     * before a flip must not come back with the rollback */
+    int n = w->n_upstreams;
+    char **keys = calloc((size_t)n, sizeof *keys);
+    cmp_evict *e = calloc(1, sizeof *e);
+    int ok = keys && e;
+    for (int i = 0; ok && i < n; i++) {
+        size_t sz = strlen(m.route->id) + strlen(w->upstreams[i].conf->name) + plen + 3;
+        keys[i] = malloc(sz);
+        ok = keys[i] && make_key(keys[i], sz, m.route->id, w->upstreams[i].conf->name, path) == 0;
+    }
+    if (ok) {
+        e->cb = cb;
+        e->arg = arg;
+        cmp_cache_del_confirmed(w->cache, (const char *const *)keys, n, evicted, e);
+    }
+    for (int i = 0; keys && i < n; i++)
+        free(keys[i]);
+    free(keys);
+    if (!ok || e->done) { /* out of memory, or the cache is closing: marked only */
+        free(e);
+        return NULL;
+    }
+    e->returned = 1;
+    return e;
+}
+
+void cmp_evict_cancel(cmp_evict *e)
+{
+    if (e)
+        e->cb = NULL; /* the DEL goes on; E is freed when it calls back */
 }
 
 /* ---- a client's GET on a cached route ------------------------------------------------ */
@@ -256,6 +414,7 @@ typedef struct cmp_cached {
     gw_request *req;         /* NULL once answered or the client went away */
     rt_table *table;
     const char *route_id;    /* in table */
+    int ui;                  /* the upstream the route picked for this client */
     cmp_wait *wait;          /* the lookup, or */
     cmp_fetch *fetch;        /* a plain fetch (a URL with a query) */
     uv_timer_t timer;        /* the deadline */
@@ -358,7 +517,7 @@ static void cached_deadline(uv_timer_t *t)
 }
 
 int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char *route_id,
-                     uint32_t timeout_ms)
+                     int ui, uint32_t timeout_ms)
 {
     if (req->url.n >= CMP_CACHED_URL_MAX)
         return GW_EINVAL; /* the router proxies these */
@@ -370,6 +529,7 @@ int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char
     rt_table_ref(table);
     c->table = table;
     c->route_id = route_id;
+    c->ui = ui;
     memcpy(c->url, req->url.p, req->url.n);
     c->url[req->url.n] = '\0';
     snprintf(c->client_ip, sizeof c->client_ip, "%s", req->client_addr);
@@ -384,11 +544,11 @@ int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char
     gw_slice path = { c->url, qm ? (size_t)(qm - c->url) : strlen(c->url) };
     rt_match m;
     if (!qm && rt_table_match(table, GW_SLICE_LIT("GET"), path, &m) == 0 && m.route->cache)
-        c->wait = cmp_lookup_start(w, table, c->url, c->request_id, c->client_ip, timeout_ms,
-                                   cached_looked_up, c);
+        c->wait = cmp_lookup_start_on(w, table, c->url, ui, c->request_id, c->client_ip,
+                                      timeout_ms, cached_looked_up, c);
     if (!c->wait)
-        c->fetch = cmp_fetch_start(w, table, c->url, c->request_id, c->client_ip, timeout_ms,
-                                   cached_fetched, c);
+        c->fetch = cmp_fetch_start_on(w, table, c->url, ui, c->request_id, c->client_ip,
+                                      timeout_ms, cached_fetched, c);
     if (!c->wait && !c->fetch)
         cached_end(c, 1, 0, NULL, 0, CMP_FROM_CACHE, "out of memory", 0, NULL);
     return 0;

@@ -28,6 +28,12 @@ typedef void (*cmp_lookup_cb)(int status, const char *body, size_t len, cmp_sour
 cmp_wait *cmp_lookup_start(cmp_worker *w, rt_table *table, const char *path,
                            const char *request_id, const char *client_ip, uint32_t timeout_ms,
                            cmp_lookup_cb cb, void *arg);
+/* As cmp_lookup_start, the answer from upstream UI (an index of the worker's upstreams: the
+ * one the route picked for the client), or from the route's own pick when UI < 0. NULL
+ * also when PATH's GET route is not cached. */
+cmp_wait *cmp_lookup_start_on(cmp_worker *w, rt_table *table, const char *path, int ui,
+                              const char *request_id, const char *client_ip,
+                              uint32_t timeout_ms, cmp_lookup_cb cb, void *arg);
 void cmp_lookup_cancel(cmp_wait *wt);
 /* ---- a client's GET on a cached route ---- */
 
@@ -43,10 +49,21 @@ extern const gw_handler cmp_cached_handler;
  * TIMEOUT_MS bounds the whole answer. Returns 0 (the answer follows later), or <0 (out of
  * memory, URL too long): nothing was answered and REQ is untouched. */
 int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char *route_id,
-                     uint32_t timeout_ms);
+                     int ui, uint32_t timeout_ms);
 
-/* After a successful change (PUT, PATCH, DELETE) of PATH through the gateway. */
-void cmp_lookup_invalidate(cmp_worker *w, const char *path);
+/* After a successful change (PUT, PATCH, DELETE) of PATH through the gateway: PATH is
+ * marked on every worker of this process (answers fetched until now are not served, stored
+ * or joined any more), lookups of it under way here are let go, and its keys (the GET
+ * route's, under every upstream) are deleted from the cache. Returns NULL when there is
+ * nothing to wait for (no cached route, the cache closing, out of memory: the mark alone),
+ * else a handle whose CB runs once, on a later loop turn, when the store confirmed the
+ * delete or could not within cache.timeout_ms (the mark covers that case) — never after
+ * cmp_evict_cancel. */
+typedef struct cmp_evict cmp_evict;
+typedef void (*cmp_evicted_cb)(void *arg);
+cmp_evict *cmp_lookup_evict(cmp_worker *w, rt_table *table, const char *path, cmp_evicted_cb cb,
+                            void *arg);
+void cmp_evict_cancel(cmp_evict *e);
 /* Shutdown: every lookup under way ends (waiters get a failure), fetches are cancelled. */
 void cmp_lookup_shutdown(cmp_worker *w);
 

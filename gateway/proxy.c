@@ -12,6 +12,7 @@
 
 #include "routes/policy.h"
 #include "composers/compose.h"
+#include "composers/lookup.h"
 #include "routes/route_table.h"
 #include "http/gw_errors.h"
 #include "http/http1.h"
@@ -35,6 +36,9 @@ enum {
                                 the first body bytes (one write instead of two) */
     P_HEAD_LOST = 1 << 8,    /* the upstream answered before the held head left: no body
                                 bytes go to it */
+    P_RESP_HELD = 1 << 9,    /* a change's answer waits for its eviction (evict, held set;
+                                the upstream paused) */
+    P_DONE_HELD = 1 << 10,   /* P_RESP_HELD, and the upstream finished meanwhile (u NULL) */
 };
 
 #define PROXY_HEAD_INLINE 4096
@@ -58,6 +62,12 @@ typedef struct proxy_req {
     size_t sh_len, sh_head_len;
     int sh_ui;
     char *cache_key;    /* P_INVALIDATE: the path to evict */
+    cmp_evict *evict;   /* P_RESP_HELD: the eviction the answer waits for */
+    char *held;         /* P_RESP_HELD: the response head (held_hlen bytes), then the body
+                           bytes that came meanwhile (up to held_len) */
+    size_t held_hlen, held_len, held_cap;
+    int held_status;
+    int64_t held_body_len;
     int connect_attempts;
     int stale_retries;
     int last_endpoint;
@@ -115,6 +125,8 @@ static void proxy_free(proxy_req *p)
     }
     if (p->table)
         rt_table_unref(p->table);
+    cmp_evict_cancel(p->evict); /* the delete goes on; no callback to us */
+    free(p->held);
     free(p->cache_key);
     free(p->sh_req);
     head_release(p);
@@ -500,6 +512,81 @@ static void up_on_drain(gw_uconn *u, void *data)
 
 /* ---- response ------------------------------------------------------------------------ */
 
+static void on_evicted(void *arg);
+
+/* A successful change of a cached path: the answer leaves once the eviction is confirmed
+ * (or could not be within cache.timeout_ms: the path is marked unservable meanwhile), so a
+ * read sent after it, on any worker, never meets the old copy. The head is kept and the
+ * upstream paused; body bytes already read are kept too. Returns 1 when held, 0 when the
+ * answer may go now (nothing to wait for, or out of memory: the mark alone). */
+static int hold_for_eviction(proxy_req *p, gw_uconn *u, int status, const char *hdrs,
+                             size_t hl, int64_t body_len)
+{
+    cmp_evict *e = cmp_lookup_evict(p->w->composer, p->table, p->cache_key, on_evicted, p);
+    if (!e)
+        return 0;
+    size_t cap = hl + 4096;
+    char *held = malloc(cap);
+    if (!held) {
+        cmp_evict_cancel(e);
+        return 0;
+    }
+    memcpy(held, hdrs, hl);
+    p->evict = e;
+    p->held = held;
+    p->held_hlen = p->held_len = hl;
+    p->held_cap = cap;
+    p->held_status = status;
+    p->held_body_len = body_len;
+    p->flags |= P_RESP_HELD;
+    gw_uconn_pause(u);
+    return 1;
+}
+
+static int hold_body(proxy_req *p, const char *b, size_t n)
+{
+    if (p->held_len + n > p->held_cap) {
+        size_t cap = (p->held_len + n) * 2;
+        char *nb = realloc(p->held, cap);
+        if (!nb)
+            return -1;
+        p->held = nb;
+        p->held_cap = cap;
+    }
+    memcpy(p->held + p->held_len, b, n);
+    p->held_len += n;
+    return 0;
+}
+
+/* The eviction is done (or timed out): the held answer goes out. */
+static void on_evicted(void *arg)
+{
+    proxy_req *p = arg;
+    gw_request *req = p->req;
+    char *held = p->held;
+    p->evict = NULL;
+    p->held = NULL;
+    p->flags &= ~P_RESP_HELD;
+    int r = gw_response_begin(req, p->held_status, held, p->held_hlen, p->held_body_len);
+    if (r == 0 && p->held_len > p->held_hlen)
+        r = gw_response_body(req, held + p->held_hlen, p->held_len - p->held_hlen);
+    free(held);
+    if (r < 0) {
+        if (p->u) {
+            gw_uconn_abort(p->u);
+            p->u = NULL;
+        }
+        return; /* the client is going away: on_abort will free p */
+    }
+    if (p->flags & P_DONE_HELD) {
+        proxy_free(p);
+        gw_response_end(req);
+        return;
+    }
+    if (r == 0 && p->u)
+        gw_uconn_resume(p->u); /* r == 1: the client is slow, on_drain resumes */
+}
+
 static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *headers, int n,
                        int64_t body_len)
 {
@@ -516,14 +603,16 @@ static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *hea
         proxy_error(p, 502, "upstream response headers too large");
         return;
     }
-    if ((p->flags & P_INVALIDATE) && status >= 200 && status < 300)
-        cmp_invalidate(p->w->composer, p->cache_key); /* the next read sees the change */
-    p->flags |= P_RESP_BEGUN;
+    int held = (p->flags & P_INVALIDATE) && status >= 200 && status < 300 &&
+               hold_for_eviction(p, u, status, hdrs, (size_t)hl, body_len);
+    p->flags |= P_RESP_BEGUN; /* held or not: no retry, no fallback from here on */
     if (p->flags & P_HEAD_HELD) /* answered before it heard the request */
         p->flags = (p->flags & ~P_HEAD_HELD) | P_HEAD_LOST;
     head_release(p); /* no retry from here on */
     if (p->shadow)
         gw_shadow_primary_head(p->shadow, status);
+    if (held)
+        return;
     if (gw_response_begin(req, status, hdrs, (size_t)hl, body_len) < 0) {
         p->u = NULL;
         gw_uconn_abort(u);
@@ -536,6 +625,16 @@ static void up_on_body(gw_uconn *u, void *data, const char *b, size_t n)
     proxy_req *p = data;
     if (p->shadow)
         gw_shadow_primary_body(p->shadow, b, n);
+    if (p->flags & P_RESP_HELD) {
+        if (hold_body(p, b, n) < 0) {
+            gw_request *req = p->req;
+            p->u = NULL;
+            gw_uconn_abort(u);
+            proxy_free(p);
+            gw_response_fail(req);
+        }
+        return;
+    }
     int r = gw_response_body(p->req, b, n);
     if (r == 1) {
         gw_uconn_pause(u);
@@ -558,6 +657,10 @@ static void up_on_done(gw_uconn *u, void *data)
         gw_uconn_release(u);
     else
         gw_uconn_abort(u); /* the upstream answered before taking the whole request */
+    if (p->flags & P_RESP_HELD) {
+        p->flags |= P_DONE_HELD; /* on_evicted ends it */
+        return;
+    }
     proxy_free(p);
     gw_response_end(req);
 }
@@ -627,8 +730,12 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     p->head = head;
     p->head_len = hl;
     p->last_endpoint = -1;
-    if (route->cache && (gw_slice_eq(req->method, "PUT") || gw_slice_eq(req->method, "PATCH") ||
-                         gw_slice_eq(req->method, "DELETE"))) {
+    rt_match gm; /* the path's reads may be cached by another route than this write's */
+    if (w->composer &&
+        (gw_slice_eq(req->method, "PUT") || gw_slice_eq(req->method, "PATCH") ||
+         gw_slice_eq(req->method, "DELETE")) &&
+        (route->cache ||
+         (rt_table_match(table, GW_SLICE_LIT("GET"), req->path, &gm) == 0 && gm.route->cache))) {
         p->cache_key = strndup(req->path.p, req->path.n); /* the head dies with the body read */
         if (p->cache_key)
             p->flags |= P_INVALIDATE;

@@ -100,7 +100,8 @@ static void router_on_request(gw_request *req)
     req->upstream_name = up->conf->name;
     if (d.to == GW_TO_CACHED) {
         gw_request_set_handler(req, &cmp_cached_handler);
-        if (cmp_cached_start(w->composer, table, req, route->id, up->conf->response_timeout_ms) == 0)
+        if (cmp_cached_start(w->composer, table, req, route->id, d.ui,
+                             up->conf->response_timeout_ms) == 0)
             return;
         /* out of memory for the lookup: the upstream may still answer */
     }
