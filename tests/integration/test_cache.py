@@ -18,7 +18,8 @@ import tempfile
 import threading
 import time
 
-from harness import BUILD, ROOT, Mockd, Proc, Stack, connect, free_port, metrics, request, wait_port
+from harness import (BUILD, ROOT, Mockd, Proc, Stack, connect, free_port, metrics, read_response,
+                     request, wait_port)
 
 SHIPPED_COMPOSERS = os.path.join(ROOT, "conf", "composers.json")
 
@@ -652,3 +653,138 @@ def test_cache_lru_without_redis():
         m = metrics(s)
         assert m_cache(m, "error") == 0, m
         assert m_cache(m, "hit") >= 3, m
+
+
+# ---- 10. issue 10 §5: the cache keeps the contract --------------------------------------------
+
+TOKEN = "test-token"  # the harness's admin token
+
+
+def flip_users(s, upstream):
+    data = json.dumps({"upstream": upstream}).encode()
+    st, _, b = request(s.admin_port, "PATCH", "/admin/routes/users",
+                       {"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"},
+                       data)
+    assert st == 200, (upstream, st, b[:300])
+
+
+def calls(s, name, path):
+    return s.mock(name).stats()["by_path"].get(path, 0)
+
+
+def test_cache_flip_in_force_for_cached_route():
+    """A flip (and its rollback) switches the cached route's key space at once: after
+    `routes flip users legacy` the next GET is legacy's answer (a miss, then cached under
+    legacy's key), never user-service's copy. Old gateway: key = path, so the GET after the
+    flip was a HIT from user-service's copy (X-Gateway-Upstream: cache)."""
+    with RedisServer() as rs:
+        with cache_stack(rs.port, workers=2) as s:
+            st, h, b = get_user(s, 7)
+            expect(st, h, b, 200, "MISS", "first GET")
+            time.sleep(SETTLE)
+            expect(*get_user(s, 7), 200, "HIT", "second GET")
+            assert calls(s, "legacy", "/api/users/7") == 0
+
+            flip_users(s, "legacy")
+            st, h, b = get_user(s, 7)
+            print("    after the flip: %s from %s" % (h.get("x-cache"), h.get("x-gateway-upstream")))
+            assert h.get("x-gateway-upstream") == "legacy", ("served by user-service's copy", h)
+            assert h.get("x-cache") == "MISS", h
+            assert calls(s, "legacy", "/api/users/7") == 1, "legacy did not answer"
+            time.sleep(SETTLE)
+            assert resp(rs.port, "EXISTS", "gw:users:legacy:/api/users/7") == 1
+            for i in range(6):  # both workers: legacy's copy, never user-service's
+                st, h, b2 = get_user(s, 7)
+                expect(st, h, b2, 200, "HIT", "GET %d after the flip" % i)
+                assert h.get("x-gateway-upstream") == "legacy", h
+                assert b2 == b
+            assert calls(s, "legacy", "/api/users/7") == 1
+
+            flip_users(s, "user-service")  # the rollback: user-service's key space again
+            st, h, b = get_user(s, 7)
+            assert h.get("x-gateway-upstream") == "user-service", ("after the rollback", h)
+            assert b == direct_user(s, 7)[1], b
+
+
+def test_cache_write_answer_after_eviction():
+    """A PATCH's answer leaves only once its DEL reached Redis: a GET sent right after it,
+    on a new connection (2 workers: often the other one), never gets the old copy. On the
+    old gateway the DEL left on a later loop turn than the answer: HIT in 3 to 7
+    of 100 bursts; 200 make a pass there unlikely (~1e-5), while here every burst is
+    ordered by construction (the DEL is confirmed before the 200 is written)."""
+    ct = {"Content-Type": "application/json"}
+    with RedisServer() as rs:
+        with cache_stack(rs.port, workers=2) as s:
+            hits, bursts = [], 200
+            for i in range(bursts):
+                uid = 100 + i
+                expect(*get_user(s, uid), 200, "MISS", "warm-up %d" % i)
+                deadline = time.monotonic() + 2.0  # the SET is fire-and-forget: until a HIT
+                while get_user(s, uid)[1].get("x-cache") != "HIT":
+                    assert time.monotonic() < deadline, "the copy never reached Redis"
+                    time.sleep(0.002)
+                # the GET's connection is open (accepted by some worker) before the PATCH, and
+                # its request leaves the moment the PATCH's answer is read
+                c1, c2 = connect(s.port, timeout=10), connect(s.port, timeout=10)
+                try:
+                    body = b'{"name": "Ada"}'
+                    c1.sendall(b"PATCH /api/users/%d HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                               b"application/json\r\nContent-Length: %d\r\n\r\n%s"
+                               % (uid, len(body), body))
+                    r, _ = read_response(c1)
+                    c2.sendall(b"GET /api/users/%d HTTP/1.1\r\nHost: x\r\n\r\n" % uid)
+                    g, _ = read_response(c2)
+                finally:
+                    c1.close()
+                    c2.close()
+                assert r.status == 200, (r.status, r.body[:200])
+                assert g.status == 200, (g.status, g.body[:200])
+                if g.header("X-Cache") == "HIT":
+                    hits.append(uid)
+            print("    %d PATCH-then-GET bursts, %d served the old copy" % (bursts, len(hits)))
+            assert not hits, ("GET right after a successful PATCH got X-Cache: HIT", hits)
+
+
+def test_cache_write_marks_every_worker_lru():
+    """Without Redis each worker has its own LRU: a change through one worker must not leave
+    the other serving its old copy. Both workers hold user 7 (user-service fetched it twice),
+    then a PUT; from then on each worker fetches once more before it serves a HIT. The old
+    gateway evicted only the LRU of the worker that took the PUT: the other kept serving its
+    copy, so user-service saw one fetch after the PUT, not two. Connections are spread over
+    the workers by SO_REUSEPORT: 60 new ones reach both (asserted before the PUT)."""
+    with cache_stack(None, workers=2) as s:
+        for i in range(60):
+            st, h, b = get_user(s, 7)
+            assert st == 200 and h.get("x-cache") in ("MISS", "HIT"), (st, h, b[:200])
+            if user_calls(s, 7) == 2:
+                break
+        assert user_calls(s, 7) == 2, ("both workers should hold a copy", user_calls(s, 7))
+        st, h, b = get(s, "/api/users/7", {"Content-Type": "application/json"}, "PUT",
+                       b'{"name": "Ada"}')
+        assert st == 200, (st, h, b[:200])
+        after_put = user_calls(s, 7)  # the PUT itself
+        seen = {}
+        for i in range(60):
+            st, h, b = get_user(s, 7)
+            assert st == 200, (st, h, b[:200])
+            seen[h.get("x-cache")] = seen.get(h.get("x-cache"), 0) + 1
+        fetched = user_calls(s, 7) - after_put
+        print("    after the PUT: %s, user-service fetches %d" % (seen, fetched))
+        assert fetched == 2, ("every worker must drop its copy: fetches after the PUT", fetched)
+
+
+def test_cache_upstream_named_on_hit_and_stale():
+    """X-Gateway-Upstream names the upstream whose answer is served, on MISS, HIT and STALE
+    (the old gateway said "cache" on HIT and STALE)."""
+    with RedisServer() as rs:
+        with cache_stack(rs.port, cache={"ttl_ms": 200, "stale_ms": 60000}) as s:
+            t0 = time.monotonic()
+            for want in ("MISS", "HIT"):
+                st, h, b = get_user(s, 5)
+                expect(st, h, b, 200, want)
+                assert h.get("x-gateway-upstream") == "user-service", (want, h)
+            time.sleep(max(0, t0 + 0.3 - time.monotonic()))
+            s.mock("user-service").proc.stop()
+            st, h, b = get_user(s, 5)
+            expect(st, h, b, 200, "STALE")
+            assert h.get("x-gateway-upstream") == "user-service", ("STALE", h)

@@ -360,6 +360,53 @@ static void expect_status(fx *f, const char *key, cmp_cache_status want)
 }
 
 /* ---- LRU ----------------------------------------------------------------------------- */
+/* A confirmed delete: never synchronous, once, no value. */
+static void on_del(cmp_cache_status st, const char *v, size_t len, uint64_t age, void *arg)
+{
+    rec *r = arg;
+
+    assert_false(r->f->in_get);
+    assert_null(v);
+    assert_int_equal(len, 0);
+    assert_int_equal(age, 0);
+    r->calls++;
+    r->st = st;
+    r->t1 = uv_hrtime();
+}
+
+static cmp_cache_status del_wait(fx *f, rec *r, const char *const *keys, int n)
+{
+    memset(r, 0, sizeof *r);
+    r->f = f;
+    uv_update_time(&f->loop);
+    r->t0 = uv_hrtime();
+    f->in_get = 1;
+    cmp_cache_del_confirmed(f->c, keys, n, on_del, r);
+    f->in_get = 0;
+    assert_int_equal(r->calls, 0);
+    run_until(f, &r->calls, 1, 3000);
+    assert_int_equal(r->calls, 1);
+    return r->st;
+}
+
+static void test_lru_del_confirmed(void **state)
+{
+    static const char *const keys[] = { "a", "b", "absent" };
+    fx f;
+    rec r;
+    (void)state;
+
+    fx_init(&f, NULL, 0);
+    cmp_cache_set(f.c, "a", "1", 1, 1000, 0);
+    cmp_cache_set(f.c, "b", "2", 1, 1000, 0);
+    cmp_cache_set(f.c, "c", "3", 1, 1000, 0);
+    assert_int_equal(del_wait(&f, &r, keys, 3), CMP_CACHE_HIT);
+    expect_status(&f, "a", CMP_CACHE_MISS);
+    expect_status(&f, "b", CMP_CACHE_MISS);
+    expect_hit(&f, "c", "3", 1);
+    fx_done(&f);
+}
+
 static void test_conf(void **state)
 {
     cmp_cache_conf bad[] = { { .redis = "nocolon" }, { .redis = "h:0" }, { .redis = "h:99999" },
@@ -620,6 +667,38 @@ static void test_redis_set_get_del(void **state)
     assert_int_equal(s.sets, 2);
     assert_int_equal(s.dels, 1);
     assert_int_equal(s.reconnects, 0);
+    fx_done(&f);
+}
+
+/* One DEL of several keys, confirmed by Redis; a stopped Redis: ERROR within timeout_ms;
+ * disconnected: ERROR on a later loop turn. */
+static void test_redis_del_confirmed(void **state)
+{
+    static const char *const keys[] = { "d1", "d2", "d-absent" };
+    fx f;
+    rec r;
+    size_t rawlen = 0;
+    (void)state;
+
+    fx_init(&f, redis_addr(), 0);
+    wait_connected(&f, 2000);
+    cmp_cache_set(f.c, "d1", "v", 1, 60000, 0);
+    cmp_cache_set(f.c, "d2", "v", 1, 60000, 0);
+    cmp_cache_set(f.c, "d3", "v", 1, 60000, 0);
+    expect_hit(&f, "d3", "v", 1);
+    assert_int_equal(del_wait(&f, &r, keys, 3), CMP_CACHE_HIT);
+    /* confirmed means gone from Redis itself, as another client sees it */
+    assert_null(raw_get("d1", &rawlen));
+    assert_null(raw_get("d2", &rawlen));
+    expect_hit(&f, "d3", "v", 1);
+
+    assert_int_equal(kill(g_redis.pid, SIGSTOP), 0);
+    assert_int_equal(del_wait(&f, &r, keys, 1), CMP_CACHE_ERROR);
+    assert_true(rec_ms(&r) >= TIMEOUT_MS / 2); /* it did wait for Redis */
+    assert_true(rec_ms(&r) < TIMEOUT_MS + SLACK_MS);
+    assert_false(connected(&f));
+    assert_int_equal(del_wait(&f, &r, keys, 2), CMP_CACHE_ERROR); /* disconnected */
+    assert_int_equal(kill(g_redis.pid, SIGCONT), 0);
     fx_done(&f);
 }
 
@@ -905,8 +984,10 @@ int main(void)
         cmocka_unit_test(test_lru_big_value_and_zero_ttl),
         cmocka_unit_test(test_lru_hit_pinned),
         cmocka_unit_test(test_lru_close_pending),
+        cmocka_unit_test(test_lru_del_confirmed),
         cmocka_unit_test_setup(test_redis_set_get_del, redis_test_setup),
         cmocka_unit_test_setup(test_redis_by_name, redis_test_setup),
+        cmocka_unit_test_setup(test_redis_del_confirmed, redis_test_setup),
         cmocka_unit_test_setup(test_redis_ttl_and_stale, redis_test_setup),
         cmocka_unit_test_setup(test_redis_hang_timeout, redis_test_setup),
         cmocka_unit_test_setup(test_redis_killed_restarted, redis_test_setup),
