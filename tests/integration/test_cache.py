@@ -578,8 +578,18 @@ def test_cache_redis_hung_bounded_latency():
                     lat.append(time.monotonic() - t)
                     expect(st, h, b, 200, "MISS", "GET %d" % i)
                     time.sleep(0.05)
+                # a change's answer waits for its DEL at most timeout_ms, then goes out anyway
+                wlat = []
+                for i in range(5):
+                    t = time.monotonic()
+                    st, h, b = get(s, "/api/users/%d" % (200 + i % 3),
+                                   {"Content-Type": "application/json"}, "PUT", b'{"n": 1}')
+                    wlat.append(time.monotonic() - t)
+                    assert st == 200, (st, h, b[:200])
                 m = metrics(s)
                 bound = timeout_ms / 1e3 + max(up) + 0.15
+                print("    PUT max %.1f ms" % (max(wlat) * 1e3))
+                assert max(wlat) < bound, (wlat, bound)
                 lat.sort()
                 print("    redis %s: upstream max %.1f ms; GET p50 %.1f ms max %.1f ms (bound %.0f ms);"
                       " cache errors %d, connections accepted %d"
