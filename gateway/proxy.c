@@ -147,19 +147,29 @@ static void proxy_error(proxy_req *p, int status, const char *msg)
     gw_response_error(req, status, msg);
 }
 
+/* An encoded slash or backslash at P[0..n): "%2F", "%5C" (any case). */
+static int enc_sep(const char *p, size_t n)
+{
+    return n >= 3 && p[0] == '%' &&
+           ((p[1] == '2' && (p[2] == 'f' || p[2] == 'F')) || (p[1] == '5' && (p[2] == 'c' || p[2] == 'C')));
+}
+
 int gw_path_has_dot_segment(gw_slice path)
 {
     size_t i = 0;
     while (i < path.n) {
-        while (i < path.n && path.p[i] == '/')
-            i++;
+        /* segments end at '/', and here also at '\', "%2F" and "%5C": an upstream that
+         * decodes (or takes '\' for '/') before it normalises sees separators there */
+        while (i < path.n && (path.p[i] == '/' || path.p[i] == '\\' || enc_sep(path.p + i, path.n - i)))
+            i += path.p[i] == '%' ? 3 : 1;
         size_t start = i;
-        while (i < path.n && path.p[i] != '/')
+        while (i < path.n && path.p[i] != '/' && path.p[i] != '\\' && !enc_sep(path.p + i, path.n - i))
             i++;
-        /* decode just enough: ".", "..", "%2e", "%2e%2e", ".%2e", "%2e." */
+        /* decode just enough: ".", "..", "%2e", "%2e%2e", ".%2e", "%2e."; a ";params" tail
+         * is left out (Tomcat and Jetty take "..;x" for "..") */
         size_t dots = 0, j = start;
         int other = 0;
-        while (j < i && !other) {
+        while (j < i && !other && path.p[j] != ';') {
             if (path.p[j] == '.') {
                 dots++;
                 j++;
@@ -174,6 +184,14 @@ int gw_path_has_dot_segment(gw_slice path)
         if (!other && (dots == 1 || dots == 2))
             return 1;
     }
+    return 0;
+}
+
+int gw_path_has_encoded_slash(gw_slice path)
+{
+    for (const char *p = path.p, *end = path.p + path.n; (p = memchr(p, '%', (size_t)(end - p))); p++)
+        if (enc_sep(p, (size_t)(end - p)))
+            return 1;
     return 0;
 }
 

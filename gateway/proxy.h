@@ -22,8 +22,12 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
 /* Frees this thread's recycled request state: call when a worker's loop has ended. */
 void gw_proxy_thread_cleanup(void);
 
-/* Whether PATH has a "." or ".." segment (also percent-encoded): such paths are refused so
- * that prefix routes cannot be escaped. */
+/* Whether PATH has a "." or ".." segment (also percent-encoded, with a ";params" tail, or
+ * between encoded slashes or backslashes): such paths are refused so that prefix routes
+ * cannot be escaped. */
 int gw_path_has_dot_segment(gw_slice path);
+/* Whether PATH has an encoded slash or backslash ("%2F", "%5C", any case): refused unless
+ * the route says "allow_encoded_slashes". */
+int gw_path_has_encoded_slash(gw_slice path);
 
 #endif

@@ -48,8 +48,9 @@ void gw_router_decide(const gw_request *req, const rt_table *table, const cmp_sp
         decide_error(d, 400, "dot segments are not allowed in the path");
         return;
     }
+    int enc_slash = gw_path_has_encoded_slash(req->path);
     /* compositions first: their paths are the gateway's own */
-    if (table && spec) {
+    if (table && spec && !enc_slash) {
         d->composition = cmp_spec_match(spec, req->method, req->path, &d->params);
         if (d->composition) {
             d->to = GW_TO_COMPOSITION;
@@ -65,6 +66,10 @@ void gw_router_decide(const gw_request *req, const rt_table *table, const cmp_sp
         return;
     }
     const rt_route *route = d->match.route;
+    if (enc_slash && !route->allow_encoded_slashes) {
+        decide_error(d, 400, "encoded slash in the path (the route does not allow_encoded_slashes)");
+        return;
+    }
     d->ui = choose_upstream(route, req);
     d->to = cache && route->cache && !req->has_body &&
                     (req->is_head || gw_slice_eq(req->method, "GET")) && req->url.n < CMP_CACHED_URL_MAX
@@ -75,6 +80,14 @@ void gw_router_decide(const gw_request *req, const rt_table *table, const cmp_sp
 static void router_on_request(gw_request *req)
 {
     gw_worker *w = gw_server_options(req->server)->data;
+    if (req->path.n == 1 && req->path.p[0] == '*') {
+        /* OPTIONS * (the http layer lets "*" through only with OPTIONS): the gateway answers
+         * for itself, with the methods it forwards (routes may narrow them) */
+        req->upstream_name = NULL;
+        gw_response_simple(req, 200, NULL, NULL, 0,
+                           "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n");
+        return;
+    }
     rt_table *table = gw_worker_routes(w);
     gw_route_decision d;
     gw_router_decide(req, table, w->composer ? w->compositions : NULL, w->composer != NULL, &d);

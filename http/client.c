@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 
 #include "http/client_int.h"
+#include "http/edge.h"
 #include "http/gw_errors.h"
 #include "http/http1.h"
 #include "http/request_id.h"
@@ -439,7 +440,8 @@ static void update_reading(gw_client *c)
          * bytes wait in the buffer unparsed, and reading stops when it is full */
         want = c->buf && c->len < c->server->buf_size && !(c->flags & F_PEER_EOF);
     else if (c->state == CS_ACTIVE)
-        want = (c->flags & F_BODY_PULL) && c->off == c->len;
+        want = (c->flags & F_BODY_PULL) && (c->off == c->len || (c->flags & F_CHUNK_LINE)) &&
+               c->len < c->server->buf_size;
     else if (c->state == CS_LINGER)
         want = 1;
     if (want && !(c->flags & F_READING)) {
@@ -601,11 +603,14 @@ static void begin_request(gw_client *c)
     c->state = CS_HEAD;
     c->flags &= ~(F_PARSER_PAUSED | F_BODY_PULL | F_BODY_DONE | F_BODY_END_SENT | F_DISPATCH | F_FIRST_CHUNK | F_RESP_BEGUN |
                   F_HEAD_PENDING | F_RESP_CHUNKED | F_RESP_NOBODY | F_CONTINUE_SENT |
-                  F_WANT_DRAIN | F_SCAN_DONE | F_HANDLER | F_UNREAD | F_NO_LINGER);
+                  F_WANT_DRAIN | F_SCAN_DONE | F_HANDLER | F_UNREAD | F_NO_LINGER | F_LINE_DONE |
+                  F_CHUNK_LINE);
     c->req->scan_pos = c->req->head_start = c->off;
     c->req->scan_state = SC_LINE_START;
     c->req->chunk_left = 0;
     c->req->crlf_pending = 0;
+    c->req->chunk_skip = 0;
+    c->req->authority = (gw_slice){ NULL, 0 };
     c->req->scan_lines = 0;
     c->req->url_len = 0;
     c->req->n_content_length = c->req->n_transfer_encoding = c->req->n_host = 0;
@@ -649,6 +654,79 @@ static void deliver_body_end(gw_client *c)
     c->req->pub.handler->on_body_end(&c->req->pub);
 }
 
+/* The request line, once scan_head saw its CRLF: parsed here (edge.h) so that any token
+ * method and HTTP/1.x with a higher minor pass, and exactly one SP separates the parts;
+ * llhttp is given a canonical line instead ("GET / HTTP/1.1", or 1.0 for a 1.0 client) and
+ * then the real header bytes. Returns 1 when done, 0 when the line is not complete yet, -1
+ * when it was refused (answered). */
+static int parse_request_line(gw_client *c)
+{
+    if (c->req->scan_lines == 0)
+        return 0;
+    char *p = c->buf + c->off;
+    while (p[0] == '\r') /* empty lines before the request line (scan_head checked the LF) */
+        p += 2;
+    char *lf = memchr(p, '\n', (size_t)(c->buf + c->len - p)); /* after a CR: scan_head */
+    gw_reqline rl;
+    const char *why = NULL;
+    int st = gw_edge_request_line(p, (size_t)(lf - 1 - p), c->server->opts.limits.max_uri_bytes,
+                                  &rl, &why);
+    if (st) {
+        fail_head(c, st, why);
+        return -1;
+    }
+    gw_request *q = &c->req->pub;
+    q->method = rl.method;
+    q->url = rl.origin;
+    q->http_major = 1;
+    q->http_minor = rl.minor ? 1 : 0; /* a higher 1.x minor is answered as 1.1 */
+    c->req->authority = rl.authority;
+    static const char canon11[] = "GET / HTTP/1.1\r\n", canon10[] = "GET / HTTP/1.0\r\n";
+    if (c->flags & F_PARSER_PAUSED) {
+        llhttp_resume(&c->req->parser);
+        c->flags &= ~F_PARSER_PAUSED;
+    }
+    if (llhttp_execute(&c->req->parser, q->http_minor ? canon11 : canon10, sizeof canon11 - 1) != HPE_OK) {
+        fail_head(c, 400, "malformed request");
+        return -1;
+    }
+    c->flags |= F_LINE_DONE;
+    c->off = (size_t)(lf + 1 - c->buf);
+    return 1;
+}
+
+#define GW_CHUNK_LINE_MAX 4096 /* a chunk-size line with its extensions, at most */
+
+/* llhttp is paused before a chunk-size line: fix what it would wrongly refuse (edge.h) once
+ * the line is buffered. Returns 1 to go on parsing, 0 to wait for bytes, -1 refused
+ * (fail_status/fail_reason set). */
+static int prepare_chunk_line(gw_client *c)
+{
+    size_t at = c->off + (size_t)c->req->chunk_skip;
+    if (at > c->len)
+        return 0;
+    size_t max = GW_CHUNK_LINE_MAX;
+    int r = gw_edge_chunk_line(c->buf + at, c->len - at, max);
+    if (r == 0 && c->len >= c->server->buf_size) {
+        if ((c->flags & F_HANDLER) && c->off > 0) {
+            /* the head was handed over: the unparsed tail moves to the buffer's start */
+            memmove(c->buf, c->buf + c->off, c->len - c->off);
+            c->len -= c->off;
+            c->off = 0;
+            return 0;
+        }
+        r = -1;
+    }
+    if (r < 0) {
+        c->req->fail_status = 400;
+        c->req->fail_reason = r == -1 ? "chunk extension too long" : "malformed chunk extension";
+        return -1;
+    }
+    if (r > 0)
+        c->flags &= ~F_CHUNK_LINE;
+    return r;
+}
+
 /* The parse loop: feeds buffered bytes to llhttp as long as the state allows, dispatches
  * complete heads, and leaves the connection reading or not. Re-entry (a handler answering
  * synchronously) only asks the running loop for another pass. */
@@ -669,7 +747,24 @@ static void client_process(gw_client *c)
             fail_head(c, c->req->fail_status, c->req->fail_reason);
             continue;
         }
-        if (can_parse(c) && c->buf && c->off < c->len) {
+        int line_ok = 1; /* 0: the request line is not complete yet */
+        if (c->state == CS_HEAD && !(c->flags & F_LINE_DONE) && (line_ok = parse_request_line(c)) < 0)
+            continue; /* refused: answered */
+        int chunk_ok = 1;
+        if ((c->flags & F_CHUNK_LINE) && can_parse(c) && c->buf) {
+            chunk_ok = prepare_chunk_line(c);
+            if (chunk_ok < 0) {
+                if (c->state == CS_HEAD) {
+                    fail_head(c, c->req->fail_status, c->req->fail_reason);
+                    continue;
+                }
+                fail_in_body(c, 400, GW_EPARSE, c->req->fail_reason);
+                if (c->state == CS_CLOSING || c->state == CS_LINGER)
+                    break;
+                continue;
+            }
+        }
+        if (line_ok && chunk_ok && can_parse(c) && c->buf && c->off < c->len) {
             if (c->flags & F_PARSER_PAUSED) {
                 llhttp_resume(&c->req->parser);
                 c->flags &= ~F_PARSER_PAUSED;
@@ -706,7 +801,8 @@ static void client_process(gw_client *c)
             dispatch(c);
             continue;
         }
-        if (c->state == CS_HEAD && c->buf && c->len >= c->server->buf_size) {
+        if (c->state == CS_HEAD && !(c->flags & F_SCAN_DONE) && c->buf &&
+            c->len >= c->server->buf_size) {
             int uri = c->req->scan_lines == 0; /* still on the request line */
             fail_head(c, uri ? 414 : 431, uri ? "request line too long" : "request head too large");
             continue;
@@ -753,21 +849,6 @@ static int extend(gw_slice *s, const char *at, size_t n)
     return 0;
 }
 
-static int on_url(llhttp_t *p, const char *at, size_t n)
-{
-    gw_client *c = parser_client(p);
-    c->req->url_len += n;
-    if (c->req->url_len > c->server->opts.limits.max_uri_bytes)
-        return reject(c, 414, "request URI too long");
-    return extend(&c->req->pub.url, at, n) ? reject(c, 400, "malformed URI") : 0;
-}
-
-static int on_method(llhttp_t *p, const char *at, size_t n)
-{
-    gw_client *c = parser_client(p);
-    return extend(&c->req->pub.method, at, n) ? reject(c, 400, "malformed method") : 0;
-}
-
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     gw_client *c = parser_client(p);
@@ -807,8 +888,16 @@ static int on_header_value_complete(llhttp_t *p)
     /* a field value excludes trailing whitespace (RFC 9110 §5.5); llhttp keeps it */
     while (h->value.n && (h->value.p[h->value.n - 1] == ' ' || h->value.p[h->value.n - 1] == '\t'))
         h->value.n--;
-    if (gw_slice_ieq(h->name, "content-length"))
+    /* llhttp takes "Name : v" (the name then ends in a space) and an empty name */
+    if (!gw_edge_is_token(h->name))
+        return reject(c, 400, "invalid header field name");
+    if (gw_slice_ieq(h->name, "content-length")) {
+        uint64_t cl;
         c->req->n_content_length++;
+        /* llhttp accepts up to 2^64-1, which wraps negative as the int64_t we keep */
+        if (gw_edge_content_length(h->value, &cl) < 0)
+            return reject(c, 400, "invalid Content-Length");
+    }
     else if (gw_slice_ieq(h->name, "transfer-encoding")) {
         c->req->n_transfer_encoding++;
         /* only a lone "chunked": "gzip, chunked" and friends are how smuggling starts */
@@ -818,7 +907,12 @@ static int on_header_value_complete(llhttp_t *p)
     else if (gw_slice_ieq(h->name, "host")) {
         c->req->n_host++;
         q->host = h->value;
+        if (!gw_edge_host_valid(h->value))
+            return reject(c, 400, "invalid Host header");
     } else if (gw_slice_ieq(h->name, "expect")) {
+        /* an HTTP/1.0 client knows no 100: its expectation is ignored (RFC 9110 §10.1.1) */
+        if (q->http_minor == 0 && gw_slice_ieq(h->value, "100-continue"))
+            return 0;
         if (!gw_slice_ieq(h->value, "100-continue"))
             return reject(c, 417, "unsupported Expect");
         q->expect_continue = 1;
@@ -830,10 +924,9 @@ static int on_headers_complete(llhttp_t *p)
 {
     gw_client *c = parser_client(p);
     gw_request *q = &c->req->pub;
-    q->http_major = p->http_major;
-    q->http_minor = p->http_minor;
-    if (q->http_major != 1 || q->http_minor > 1)
-        return reject(c, 400, "unsupported HTTP version");
+    /* http_major/minor are the request line's (parse_request_line); no upgrade is accepted,
+     * so llhttp must go on parsing HTTP/1.1 after this request */
+    p->upgrade = 0;
     /* request smuggling: one framing, stated once (RFC 9112 §6.1, §6.3) */
     if (c->req->n_content_length && c->req->n_transfer_encoding)
         return reject(c, 400, "both Content-Length and Transfer-Encoding");
@@ -849,14 +942,19 @@ static int on_headers_complete(llhttp_t *p)
         return reject(c, 400, "several Host headers");
     if (c->req->n_host == 0 && q->http_minor == 1)
         return reject(c, 400, "missing Host header");
-    if (q->url.n == 0 || q->url.p[0] != '/')
-        return reject(c, 400, "request target must be an absolute path");
+    if (c->req->authority.p) {
+        /* absolute-form: the authority is the Host (RFC 9112 §3.2.2), a different Host
+         * header is a request that means two things */
+        if (c->req->n_host && !gw_edge_host_same(q->host, c->req->authority))
+            return reject(c, 400, "Host does not match the request target");
+        q->host = c->req->authority;
+    }
     q->chunked = (p->flags & F_CHUNKED) != 0;
     if (c->req->n_content_length)
         q->content_length = (int64_t)p->content_length;
     q->has_body = q->chunked || q->content_length > 0;
     q->keep_alive = llhttp_should_keep_alive(p) != 0;
-    q->is_head = p->method == HTTP_HEAD;
+    q->is_head = gw_slice_eq(q->method, "HEAD");
     /* path and query */
     const char *qm = memchr(q->url.p, '?', q->url.n);
     if (memchr(q->url.p, '#', q->url.n))
@@ -873,12 +971,16 @@ static int on_headers_complete(llhttp_t *p)
     } else {
         gw_request_id_generate(q->request_id);
     }
+    if (q->chunked) {
+        c->flags |= F_CHUNK_LINE | F_REPARSE; /* paused: its first size line is checked first */
+        c->req->chunk_skip = 0;
+    }
     if (q->chunked && !q->expect_continue) {
         /* hold the request until its first chunk-size line parsed: a malformed one is then
          * refused before anything went upstream (a 100-continue client sends no body before
          * we answer, so that one goes at once) */
         c->flags |= F_FIRST_CHUNK;
-        return 0;
+        return HPE_PAUSED;
     }
     c->flags |= F_DISPATCH;
     /* With a body, stop here: the handler pulls it when it is ready for it. */
@@ -932,7 +1034,15 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     if (q->max_body_bytes && c->body_read > q->max_body_bytes)
         return reject(c, 413, "request body too large");
     q->handler->on_body(q, at, n);
-    return c->state == CS_CLOSING ? HPE_USER : 0;
+    if (c->state == CS_CLOSING)
+        return HPE_USER;
+    if (q->chunked && c->req->chunk_left == 0) {
+        /* the next size line is checked (prepare_chunk_line) before llhttp reads it */
+        c->flags |= F_CHUNK_LINE | F_REPARSE;
+        c->req->chunk_skip = 2;
+        return HPE_PAUSED;
+    }
+    return 0;
 }
 
 static int on_message_complete(llhttp_t *p)
@@ -948,8 +1058,7 @@ static void init_parser_settings(void)
 {
     llhttp_settings_init(&parser_settings);
     parser_settings.on_message_begin = on_message_begin;
-    parser_settings.on_url = on_url;
-    parser_settings.on_method = on_method;
+    /* no on_url / on_method: llhttp sees a canonical request line (parse_request_line) */
     parser_settings.on_header_field = on_header_field;
     parser_settings.on_header_value = on_header_value;
     parser_settings.on_header_value_complete = on_header_value_complete;

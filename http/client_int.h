@@ -61,6 +61,8 @@ enum {
     F_PEER_EOF = 1 << 22,     /* the client shut its write side: no request follows */
     F_WROTE = 1 << 23,        /* something was written on this connection */
     F_NODELAY = 1 << 24,      /* TCP_NODELAY is set (from the second write on, see gw__client_write) */
+    F_LINE_DONE = 1 << 25,    /* the request line is parsed (edge.h), llhttp had the canonical one */
+    F_CHUNK_LINE = 1 << 26,   /* llhttp paused before a chunk-size line (chunk_skip bytes on) */
 };
 
 /* Which list of the server's timeouts (deadline.h) a deadline goes to: one per timeout
@@ -84,6 +86,8 @@ typedef struct req_impl {
     int last_was_value;      /* llhttp callback order: field, value, field, ... */
     uint64_t chunk_left;     /* bytes of the current chunk still to come */
     int crlf_pending;        /* bytes of the CRLF after chunk data still to check (0..2) */
+    int chunk_skip;          /* F_CHUNK_LINE: bytes from off to the size line (its CRLF) */
+    gw_slice authority;      /* an absolute-form target's authority: the request's Host */
     int64_t resp_left;       /* Content-Length bytes still to send; -1 when not counted */
     char url_copy[512]; /* for the access log: the head slices die with the buffer */
     /* the response head, built aside and sent with the first body bytes: in head_inline

@@ -400,7 +400,8 @@ static int parse_route(parser *ps, int i, json_t *jr)
 {
     static const char *const fields[] = {
         "id",     "methods", "path",     "upstream", "rewrite",        "rewrites", "split",
-        "sticky", "override", "shadow", "fallback", "max_body_bytes", "cache", NULL
+        "sticky", "override", "shadow", "fallback", "max_body_bytes", "cache",
+        "allow_encoded_slashes", NULL
     };
     rt_route *r = &ps->t->routes[i];
     const char *id, *path, *upstream, *strip, *tpl;
@@ -427,6 +428,10 @@ static int parse_route(parser *ps, int i, json_t *jr)
     if (jc && !json_is_boolean(jc))
         return rt__fail(ps, "cache", "must be true or false");
     r->cache = jc && json_is_true(jc);
+    json_t *je = json_object_get(jr, "allow_encoded_slashes");
+    if (je && !json_is_boolean(je))
+        return rt__fail(ps, "allow_encoded_slashes", "must be true or false");
+    r->allow_encoded_slashes = je && json_is_true(je);
 
     if (rt__copy_string(ps, id, &r->id) != 0 || rt__copy_string(ps, path, &r->path) != 0 ||
         rt__copy_string(ps, upstream, &r->upstream) != 0 ||

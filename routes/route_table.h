@@ -9,6 +9,7 @@
 //                   "rewrite": { "strip_prefix": "/api" }            -- or
 //                   "rewrite": { "template": "/users/{id}" },        -- and/or both
 //                   "max_body_bytes": 1048576,
+//                   "allow_encoded_slashes": true,   -- optional: forward "%2F" (else 400)
 //                   ...cutover policies: "rewrites", "split", "sticky", "override",
 //                   "shadow", "fallback" — see the rt_route fields below and policy.h } ] }
 //
@@ -71,6 +72,10 @@ typedef struct rt_route {
     int cache;                 /* "cache": true — GET answers (200 JSON, 404) are cached by
                                   path in the user cache, and a successful PUT/PATCH/DELETE
                                   on the same path evicts it */
+    int allow_encoded_slashes; /* "allow_encoded_slashes": true — "%2F" inside a segment is
+                                  forwarded (for upstreams that need it); by default the
+                                  gateway refuses it with 400, as a path may escape its
+                                  prefix route where an upstream decodes it before routing */
 
     int n_rewrites;            /* "rewrites", in document order */
     rt_rewrite_rule *rewrites;

@@ -137,6 +137,8 @@ json_t *rt_route_to_json(const rt_route *r)
         set(&b, "max_body_bytes", json_integer(r->max_body_bytes));
     if (r->cache)
         set(&b, "cache", json_true());
+    if (r->allow_encoded_slashes)
+        set(&b, "allow_encoded_slashes", json_true());
     return finish(&b);
 }
 
