@@ -1036,6 +1036,8 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     q->handler->on_body(q, at, n);
     if (c->state == CS_CLOSING)
         return HPE_USER;
+    if (c->state != CS_ACTIVE || !(c->flags & F_HANDLER))
+        return HPE_PAUSED; /* the handler ended the response in on_body: c->req is gone */
     if (q->chunked && c->req->chunk_left == 0) {
         /* the next size line is checked (prepare_chunk_line) before llhttp reads it */
         c->flags |= F_CHUNK_LINE | F_REPARSE;
