@@ -345,7 +345,9 @@ static int on_headers_complete(llhttp_t *p)
 {
     gw_uconn *u = p->data;
     u->status = p->status_code;
-    if (u->status >= 100 && u->status < 200) {
+    if (u->status < 100)
+        return -1; /* llhttp takes "HTTP/1.1 10 X": not a 3-digit status, never forwarded */
+    if (u->status < 200) {
         if (u->status == 101)
             return -1; /* we never ask for an upgrade */
         u->flags |= U_INFORMATIONAL;
