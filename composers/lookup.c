@@ -6,7 +6,7 @@
  * rollback switches key space at once. One inflight per key under way, with its waiters.
  * The inflight owns the cache read and the upstream fetch, so a waiter that gives up (its
  * client left, its deadline passed) changes nothing for the others; the answer still fills
- * the cache. Stored values are "<status> <fetched at, wall-clock ms>\n<body>". */
+ * the cache. Stored values are "<status> <fetched at, wall-clock us>\n<body>". */
 #include "composers/lookup.h"
 
 #include <stdatomic.h>
@@ -39,7 +39,7 @@ struct inflight {
     cmp_worker *w;
     rt_table *table;
     int ui;                  /* the upstream that answers (index in w->upstreams) */
-    uint64_t fetched_at;     /* wall-clock ms the fetch started; 0 before */
+    uint64_t fetched_at;     /* wall-clock us the fetch started; 0 before */
     char key[KEY_SIZE];
     char path[KEY_MAX];
     char request_id[72];
@@ -73,14 +73,16 @@ static _Atomic uint64_t *mark_slot(const char *path)
     return &marks[h & (MARK_SLOTS - 1)];
 }
 
-static uint64_t wall_ms(void)
+/* Microseconds, not milliseconds: a fetch begun in the millisecond of a change (a GET sent
+ * the moment the PUT's answer is read) is after it, and must be storable. */
+static uint64_t wall_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* Fetched at or before the last change of PATH (same millisecond included: not served). */
+/* Fetched at or before the last change of PATH (same microsecond included: not served). */
 static int marked(const char *path, uint64_t fetched_at)
 {
     return fetched_at <= atomic_load(mark_slot(path));
@@ -89,7 +91,7 @@ static int marked(const char *path, uint64_t fetched_at)
 static void mark(const char *path)
 {
     _Atomic uint64_t *m = mark_slot(path);
-    uint64_t now = wall_ms(), old = atomic_load(m);
+    uint64_t now = wall_us(), old = atomic_load(m);
     while (old < now && !atomic_compare_exchange_weak(m, &old, now))
         ;
 }
@@ -198,7 +200,7 @@ static void on_fetched(int status, const char *body, size_t len, const char *why
 
 static void fetch_now(inflight *in)
 {
-    in->fetched_at = wall_ms();
+    in->fetched_at = wall_us();
     in->fetch = cmp_fetch_start_on(in->w, in->table, in->path, in->ui, in->request_id,
                                    in->client_ip, in->timeout_ms, on_fetched, in);
     if (!in->fetch)
