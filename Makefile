@@ -7,6 +7,7 @@
 #   make bench      gateway vs nginx vs HAProxy (see bench/)
 #   SANITIZE=1      ASan+UBSan build, into build/san/
 #   SANITIZE=thread ThreadSanitizer build, into build/tsan/
+#   make fuzz       libFuzzer drivers (clang) into build/fuzz/, each run FUZZ_SECONDS (60)
 #   OUT=DIR         build into DIR instead (parallel work trees share one checkout)
 
 CC       ?= gcc
@@ -20,6 +21,14 @@ else ifeq ($(SANITIZE),thread)
   OUT      ?= build/tsan
   OPT      := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
   LDSAN    := -fsanitize=thread
+else ifeq ($(SANITIZE),fuzz)
+  # libFuzzer drivers (tests/fuzz/, `make fuzz`): clang, the project's code instrumented for
+  # coverage, ASan+UBSan; never part of the normal build
+  CC       := clang
+  OUT      ?= build/fuzz
+  OPT      := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+              -fno-sanitize-recover=undefined
+  LDSAN    := -fsanitize=fuzzer,address,undefined
 else
   OUT      ?= build
   OPT      := -O2 -g
@@ -46,7 +55,10 @@ MOCKD_SRCS := $(wildcard tests/mockd/*.c)
 UNIT_SRCS  := $(wildcard tests/unit/*/test_*.c) # tests/unit/ mirrors the source tree
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 
-.PHONY: all deps run test unit integration bench clean check-deps
+FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS  := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
+
+.PHONY: all deps run test unit integration bench clean check-deps fuzz fuzz-bins
 all: $(OUT)/gateway $(OUT)/gatewayctl $(OUT)/mockd
 
 $(OUT)/obj/%.o: %.c
@@ -77,11 +89,17 @@ $(OUT)/tests/%: $(OUT)/obj/tests/unit/%.o $(OUT)/libgw.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS) -lcmocka
 
+# libFuzzer drivers: SANITIZE=fuzz (clang), one binary per tests/fuzz/fuzz_*.c
+$(OUT)/fuzz_%: $(OUT)/obj/tests/fuzz/fuzz_%.o $(OUT)/libgw.a
+	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS) -ldl
+.PRECIOUS: $(OUT)/obj/tests/fuzz/fuzz_%.o
+
 -include $(shell find $(OUT)/obj -name '*.d' 2>/dev/null)
 
 # ---- set-up ---------------------------------------------------------------------------
 DEB_PKGS := build-essential pkg-config libuv1-dev node-llhttp libpq-dev libhiredis-dev \
-            libjansson-dev libcmocka-dev postgresql redis-server python3 curl valgrind
+            libjansson-dev libcmocka-dev postgresql redis-server python3 curl valgrind \
+            clang libclang-rt-14-dev
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -106,7 +124,23 @@ test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BINS)
 	@$(MAKE) --no-print-directory SANITIZE=1 all build/san/libgw.a $(UNIT_BINS:build/%=build/san/%)
 	@$(MAKE) --no-print-directory SANITIZE=thread all build/tsan/libgw.a $(UNIT_BINS:build/%=build/tsan/%)
+	@$(MAKE) --no-print-directory fuzz-bins
 	@python3 tests/run_all.py
+
+# Fuzzing (docs/security.md): each driver runs FUZZ_SECONDS on its seed corpus
+# (tests/fuzz/corpus/<driver>, read only); what it finds new goes to build/fuzz/corpus/<driver>,
+# crashes to build/fuzz/crashes/. `make test` runs each driver for a short fixed number of runs.
+FUZZ_SECONDS ?= 60
+fuzz-bins:
+	@$(MAKE) --no-print-directory SANITIZE=fuzz $(FUZZ_BINS)
+
+fuzz: deps fuzz-bins
+	@set -e; for b in $(FUZZ_BINS); do d=$$(basename $$b); \
+	  mkdir -p build/fuzz/corpus/$$d build/fuzz/crashes; \
+	  echo "==== $$d: $(FUZZ_SECONDS) s"; \
+	  $$b -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build/fuzz/crashes/$$d- \
+	    build/fuzz/corpus/$$d tests/fuzz/corpus/$$d; \
+	done
 
 bench: deps
 	@$(MAKE) --no-print-directory all

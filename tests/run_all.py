@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`make test`: unit tests and integration tests on the plain build, then on the ASan+UBSan
 build (build/san), then the unit tests and the multi-threaded integration subset on the
-ThreadSanitizer build (build/tsan), then a subset under valgrind, then the bench harness once
+ThreadSanitizer build (build/tsan), then each libFuzzer driver (build/fuzz) for a short fixed
+number of runs, then a subset under valgrind, then the bench harness once
 in quick mode (asserting only that it ran).
 Ends with the total 'N passed, N failed' line."""
 import glob
@@ -78,6 +79,32 @@ if m:
     total_f += int(m.group(2))
 elif r.returncode != 0:
     total_f += 1
+
+# libFuzzer drivers (build/fuzz, `make fuzz-bins`): each replays its seed corpus
+# (tests/fuzz/corpus/<driver>, crash inputs found earlier included) then mutates for a fixed
+# number of runs from a fixed seed, so it stays short and repeatable; `make fuzz` runs long.
+# One driver is one test: a crash, a sanitizer report or a broken invariant fails it.
+FUZZ_RUNS = 2000
+section("fuzz drivers (build/fuzz, %d runs each, -seed=1)" % FUZZ_RUNS)
+os.makedirs("build/fuzz/crashes", exist_ok=True)
+for b in sorted(glob.glob(os.path.join("build/fuzz", "fuzz_*"))):
+    name = os.path.basename(b)
+    if not os.access(b, os.X_OK) or not os.path.isdir(os.path.join("tests", "fuzz", "corpus", name)):
+        continue
+    corpus = os.path.join("tests", "fuzz", "corpus", name)
+    work = os.path.join("build", "fuzz", "corpus-test", name) # new units: never the checkout
+    subprocess.run(["rm", "-rf", work])
+    os.makedirs(work)
+    t_f = time.time()
+    r = subprocess.run([b, "-runs=%d" % FUZZ_RUNS, "-seed=1", "-max_len=8192",
+                        "-artifact_prefix=build/fuzz/crashes/" + name + "-", work, corpus],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    ok = r.returncode == 0
+    if not ok:
+        sys.stdout.write(r.stdout[-4000:])
+    print("[%s] %s (%.1f s)" % ("       OK " if ok else "  FAILED  ", name, time.time() - t_f), flush=True)
+    total_p += ok
+    total_f += not ok
 
 # valgrind (memcheck) on the plain build: a behaviour subset (valgrind is ~20x slower, and
 # timing-bound tests would only measure valgrind). Any memory error or definite leak makes the

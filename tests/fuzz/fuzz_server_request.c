@@ -1,0 +1,400 @@
+/* fuzz_server_request.c — the request head scanner and parser, chunked framing and the
+ * connection state machine (http/client.c), driven through the real server: one gw_server
+ * on a libuv loop (127.0.0.1, port 0), kept across runs, a tiny handler, and per input one
+ * loopback TCP client that writes the input (in up to four pieces) then shuts its write side
+ * and reads until the server closes.
+ *
+ * Input: byte 0 = flags (bits 0-1: number of extra split points; bits 2-3: handler mode),
+ * then one byte per split point (its position, scaled to the payload), then the payload.
+ * Handler modes: 0 read the body then answer; 1 answer at once without reading the body
+ * (lingering close); 2 read the body, answer streamed (chunked / close-delimited);
+ * 3 answer from inside the first on_body call, with the rest of the body still coming.
+ *
+ * Invariants checked (a failure traps, so libFuzzer keeps the input):
+ *   - every request the handler got ends exactly once: our answer or on_abort, and no
+ *     callback reaches a request after its response ended (its state is freed then, so a
+ *     late callback is also an ASan use-after-free);
+ *   - on_body bytes never exceed a Content-Length, never come before gw_request_read_body;
+ *   - what the client reads is a sequence of well-formed responses (1xx interim ones, then
+ *     finals), at most one final per request the server reported done, each with the status
+ *     the server reported, framed as the server said (HEAD, 204/304 bodiless);
+ *   - the connection closes after the client's EOF, within a bound (no hang), and the server
+ *     holds no connection afterwards. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "http/gw_errors.h"
+#include "http/server.h"
+
+#define MAX_DONE 256
+#define RESP_CAP (1u << 20)
+
+typedef struct rstate {
+    int mode;
+    int pulled;          /* gw_request_read_body called */
+    int64_t cl;          /* Content-Length or -1 */
+    uint64_t got;        /* on_body bytes */
+} rstate;
+
+static struct {
+    uv_loop_t loop;
+    gw_server *s;
+    int mode;
+    int n_request, n_answered, n_abort;
+    int n_done;
+    struct { int status, is_head, err; } done[MAX_DONE];
+    char *resp;
+    size_t resp_len;
+} G;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "fuzz_server_request: %s\n", what);
+    __builtin_trap();
+}
+
+/* ---- the handler --------------------------------------------------------------------- */
+
+static rstate *st_of(gw_request *req, const char *cb)
+{
+    rstate *st = req->data;
+    if (st == NULL) {
+        fprintf(stderr, "%s after the response ended\n", cb);
+        die("callback on an ended request");
+    }
+    return st;
+}
+
+static void answer(gw_request *req, int streamed)
+{
+    free(req->data);
+    req->data = NULL;
+    G.n_answered++;
+    if (!streamed) {
+        gw_response_simple(req, 200, "text/plain", "ok", 2, NULL);
+        return;
+    }
+    if (gw_response_begin(req, 200, "Content-Type: text/plain\r\n", 26, -1) < 0)
+        return; /* on_abort follows: it finds the state gone, which is the contract too */
+    if (gw_response_body(req, "streamed", 8) < 0)
+        return;
+    gw_response_end(req);
+}
+
+static void h_request(gw_request *req)
+{
+    G.n_request++;
+    rstate *st = calloc(1, sizeof *st);
+    if (!st)
+        abort();
+    st->mode = G.mode;
+    st->cl = req->content_length;
+    req->data = st;
+    if (st->mode == 1) {
+        answer(req, 0);
+        return;
+    }
+    st->pulled = 1;
+    int rc = gw_request_read_body(req);
+    if (rc == GW_ETOOBIG) {
+        free(req->data);
+        req->data = NULL;
+        G.n_answered++;
+        gw_response_error(req, 413, "too big");
+    } else if (rc < 0) {
+        st->pulled = 0; /* on_abort follows */
+    }
+}
+
+static void h_body(gw_request *req, const char *p, size_t n)
+{
+    rstate *st = st_of(req, "on_body");
+    (void)p;
+    if (!st->pulled)
+        die("on_body before gw_request_read_body");
+    st->got += n;
+    if (st->cl >= 0 && st->got > (uint64_t)st->cl)
+        die("more body bytes than Content-Length");
+    if (st->mode == 3)
+        answer(req, 0);
+}
+
+static void h_body_end(gw_request *req)
+{
+    rstate *st = st_of(req, "on_body_end");
+    if (!st->pulled)
+        die("on_body_end before gw_request_read_body");
+    if (st->cl >= 0 && st->got != (uint64_t)st->cl)
+        die("body ended short of its Content-Length");
+    answer(req, st->mode == 2);
+}
+
+static void h_drain(gw_request *req)
+{
+    (void)req;
+}
+
+static void h_abort(gw_request *req, int err)
+{
+    (void)err;
+    st_of(req, "on_abort");
+    free(req->data);
+    req->data = NULL;
+    G.n_abort++;
+}
+
+static const gw_handler handler = { h_request, h_body, h_body_end, h_drain, h_abort };
+
+static void on_done(const gw_request *req, const gw_request_report *r, void *data)
+{
+    (void)data;
+    if (G.n_done < MAX_DONE) {
+        G.done[G.n_done].status = req->status;
+        G.done[G.n_done].is_head = req->is_head;
+        G.done[G.n_done].err = r->err;
+    }
+    G.n_done++;
+}
+
+/* ---- the loop and the client --------------------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* One loop turn, waiting at most for the loop's next timer or the client socket. */
+static void turn(int fd, int wait_ms)
+{
+    uv_run(&G.loop, UV_RUN_NOWAIT);
+    int t = uv_backend_timeout(&G.loop);
+    if (t < 0 || t > wait_ms)
+        t = wait_ms;
+    struct pollfd p[2] = { { uv_backend_fd(&G.loop), POLLIN, 0 }, { fd, POLLIN, 0 } };
+    poll(p, fd >= 0 ? 2 : 1, t);
+}
+
+/* Reads what the server sent; returns 1 at EOF or reset. */
+static int cli_read(int fd)
+{
+    for (;;) {
+        char tmp[16384];
+        ssize_t r = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
+        if (r > 0) {
+            size_t k = (size_t)r;
+            if (G.resp_len + k > RESP_CAP)
+                k = RESP_CAP - G.resp_len;
+            memcpy(G.resp + G.resp_len, tmp, k);
+            G.resp_len += k;
+            continue;
+        }
+        if (r == 0)
+            return 1;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : 1;
+    }
+}
+
+static void cli_send(int fd, const uint8_t *p, size_t n)
+{
+    uint64_t end = now_ms() + 5000;
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            p += w, n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return; /* the server closed: the rest is not wanted */
+        if (now_ms() > end)
+            die("the server stopped reading for 5 s");
+        cli_read(fd);
+        turn(fd, 5);
+    }
+}
+
+/* ---- the client's view of the responses ---------------------------------------------- */
+
+static const char *find(const char *p, const char *end, const char *s)
+{
+    size_t n = strlen(s);
+    for (; p + n <= end; p++)
+        if (memcmp(p, s, n) == 0)
+            return p;
+    return NULL;
+}
+
+/* The value of header NAME in the head [h, e), or NULL. */
+static const char *header(const char *h, const char *e, const char *name, size_t *len)
+{
+    size_t n = strlen(name);
+    for (const char *l = find(h, e, "\r\n"); l && l + 2 < e; l = find(l + 2, e, "\r\n")) {
+        const char *v = l + 2;
+        if ((size_t)(e - v) > n + 1 && strncasecmp(v, name, n) == 0 && v[n] == ':') {
+            v += n + 1;
+            while (v < e && *v == ' ')
+                v++;
+            const char *ve = find(v, e, "\r\n");
+            *len = (size_t)((ve ? ve : e) - v);
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/* Walks the responses; every complete one must be well formed and match a done report. */
+static void check_responses(void)
+{
+    const char *p = G.resp, *end = G.resp + G.resp_len;
+    int finals = 0;
+    while (p < end) {
+        const char *he = find(p, end, "\r\n\r\n");
+        if (!he)
+            return; /* truncated head: a close with unread input may reset the connection */
+        he += 4;
+        if (end - p < 13 || memcmp(p, "HTTP/1.1 ", 9) != 0 || p[12] != ' ')
+            die("a response does not start with a status line");
+        int status = atoi(p + 9);
+        if (status < 100 || status > 599)
+            die("status out of range");
+        if (status < 200) {
+            p = he;
+            continue;
+        }
+        if (finals >= G.n_done)
+            die("more final responses than requests reported done");
+        int k = finals++;
+        if (k < MAX_DONE && G.done[k].err == 0 && G.done[k].status != status) {
+            fprintf(stderr, "response %d: status %d, reported %d\n", k, status, G.done[k].status);
+            die("status differs from the report");
+        }
+        size_t vl;
+        const char *cl = header(p, he, "Content-Length", &vl);
+        const char *te = header(p, he, "Transfer-Encoding", &vl);
+        int bodiless = status == 204 || status == 304 || (k < MAX_DONE && G.done[k].is_head);
+        if (cl && te)
+            die("a response with both Content-Length and Transfer-Encoding");
+        p = he;
+        if (bodiless)
+            continue;
+        if (cl) {
+            unsigned long long n = strtoull(cl, NULL, 10);
+            if (n > (unsigned long long)(end - p))
+                return; /* truncated */
+            p += n;
+        } else if (te) {
+            for (;;) {
+                const char *le = find(p, end, "\r\n");
+                if (!le)
+                    return;
+                char *x;
+                unsigned long long n = strtoull(p, &x, 16);
+                if (x == p)
+                    die("a bad chunk size in a response");
+                p = le + 2;
+                if (n == 0) {
+                    if (end - p < 2)
+                        return;
+                    if (memcmp(p, "\r\n", 2) != 0)
+                        die("a response's last chunk is not followed by CRLF");
+                    p += 2;
+                    break;
+                }
+                if (n + 2 > (unsigned long long)(end - p))
+                    return;
+                if (memcmp(p + n, "\r\n", 2) != 0)
+                    die("a response chunk not followed by CRLF");
+                p += n + 2;
+            }
+        } else {
+            return; /* close-delimited (an HTTP/1.0 client, streamed): the rest is body */
+        }
+    }
+}
+
+/* ---- libFuzzer ----------------------------------------------------------------------- */
+
+static void setup(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    G.resp = malloc(RESP_CAP);
+    if (!G.resp || uv_loop_init(&G.loop) != 0)
+        abort();
+    gw_server_opts o = {
+        /* small limits so that 413/414/431 are in reach; timeouts only bound a stuck run */
+        .limits = { .max_uri_bytes = 1024, .max_header_bytes = 4096, .max_headers = 32,
+                    .max_body_bytes = 4096, .header_timeout_ms = 2000, .body_timeout_ms = 2000,
+                    .idle_timeout_ms = 2000, .send_timeout_ms = 2000, .read_buffer_bytes = 8192 },
+        .gateway_headers = 1,
+        .on_request_done = on_done,
+    };
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    if (gw_server_init(&G.s, &G.loop, (struct sockaddr *)&a, &o, &handler) != 0)
+        abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!G.s)
+        setup();
+    if (size < 1)
+        return 0;
+    int nsplit = data[0] & 3;
+    if (size < 1 + (size_t)nsplit)
+        return 0;
+    G.mode = (data[0] >> 2) & 3;
+    const uint8_t *payload = data + 1 + nsplit;
+    size_t plen = size - 1 - (size_t)nsplit;
+    size_t cuts[5] = { 0 };
+    int nc = 1;
+    for (int i = 0; i < nsplit; i++) {
+        size_t at = plen * data[1 + i] / 256;
+        if (at > cuts[nc - 1])
+            cuts[nc++] = at;
+    }
+    cuts[nc] = plen;
+
+    G.n_request = G.n_answered = G.n_abort = G.n_done = 0;
+    G.resp_len = 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)gw_server_port(G.s)) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        abort();
+    for (int i = 0; i < nc; i++) {
+        cli_send(fd, payload + cuts[i], cuts[i + 1] - cuts[i]);
+        for (int k = 0; k < 3; k++) /* the server reads this piece before the next comes */
+            turn(fd, 0);
+        cli_read(fd);
+    }
+    shutdown(fd, SHUT_WR);
+    uint64_t end = now_ms() + 10000;
+    while (!cli_read(fd)) {
+        if (now_ms() > end)
+            die("the connection was neither answered nor closed 10 s after the client's EOF");
+        turn(fd, 50);
+    }
+    close(fd);
+    end = now_ms() + 5000;
+    while (gw_server_active(G.s) > 0) {
+        if (now_ms() > end)
+            die("the server still holds the connection 5 s after the client left");
+        turn(-1, 10);
+    }
+    if (G.n_answered + G.n_abort != G.n_request)
+        die("a request neither answered nor aborted");
+    check_responses();
+    return 0;
+}
