@@ -26,6 +26,7 @@
  *    cmp__uv_poll, which forwards errors the way upstream now does. The connect timeout
  *    and the command deadlines stay as the backstop (blackholed hosts, hung servers).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,6 +242,68 @@ static void cmp__on_ping(redisAsyncContext *ac, void *reply, void *privdata)
     cmp__redis_up(c);
 }
 
+/* A reply nothing asked for (a second PONG, bytes after the answer to a GET) makes hiredis
+ * 0.14 abort the process: an assert in redisProcessCallbacks (found by
+ * tests/fuzz/fuzz_redis_reply). The reader's object functions are wrapped so that a top-level
+ * reply arriving while no callback waits is refused: the reader fails as on any protocol
+ * error, hiredis closes the connection, and the cache fails open and reconnects. Error replies
+ * pass: hiredis closes on an unsolicited one itself (e.g. "max number of clients"). */
+static redisReplyObjectFunctions *cmp__reply_fns;
+static redisReplyObjectFunctions cmp__guarded_fns;
+static pthread_once_t cmp__guard_once = PTHREAD_ONCE_INIT;
+
+static int cmp__unsolicited(const redisReadTask *t)
+{
+    const redisAsyncContext *ac = t->privdata;
+    return t->parent == NULL && t->type != REDIS_REPLY_ERROR && ac != NULL &&
+           ac->replies.head == NULL && !(ac->c.flags & (REDIS_SUBSCRIBED | REDIS_MONITORING));
+}
+
+static void *cmp__guard_string(const redisReadTask *t, char *s, size_t n)
+{
+    return cmp__unsolicited(t) ? NULL : cmp__reply_fns->createString(t, s, n);
+}
+
+static void *cmp__guard_array(const redisReadTask *t, int n)
+{
+    return cmp__unsolicited(t) ? NULL : cmp__reply_fns->createArray(t, n);
+}
+
+static void *cmp__guard_integer(const redisReadTask *t, long long v)
+{
+    return cmp__unsolicited(t) ? NULL : cmp__reply_fns->createInteger(t, v);
+}
+
+static void *cmp__guard_nil(const redisReadTask *t)
+{
+    return cmp__unsolicited(t) ? NULL : cmp__reply_fns->createNil(t);
+}
+
+static void cmp__guard_init(void)
+{
+    /* hiredis's defaults are static in hiredis.c: read them off a reader of our own */
+    redisReader *r = redisReaderCreate();
+    if (r == NULL)
+        return;
+    cmp__reply_fns = r->fn;
+    redisReaderFree(r);
+    cmp__guarded_fns = *cmp__reply_fns;
+    cmp__guarded_fns.createString = cmp__guard_string;
+    cmp__guarded_fns.createArray = cmp__guard_array;
+    cmp__guarded_fns.createInteger = cmp__guard_integer;
+    cmp__guarded_fns.createNil = cmp__guard_nil;
+}
+
+static void cmp__guard_reader(redisAsyncContext *ac)
+{
+    redisReader *r = ac->c.reader;
+    pthread_once(&cmp__guard_once, cmp__guard_init);
+    if (r == NULL || cmp__reply_fns == NULL || r->fn != cmp__reply_fns)
+        return; /* not hiredis's defaults: leave it alone */
+    r->fn = &cmp__guarded_fns;
+    r->privdata = ac;
+}
+
 static void cmp__redis_connect_ip(cmp_cache *c, const char *ip)
 {
     redisAsyncContext *ac = redisAsyncConnect(ip, c->port);
@@ -257,6 +320,7 @@ static void cmp__redis_connect_ip(cmp_cache *c, const char *ip)
         return;
     }
     ac->data = c;
+    cmp__guard_reader(ac);
     if (redisLibuvAttach(ac, c->loop) != REDIS_OK) {
         memset(&ac->ev, 0, sizeof ac->ev); /* the adapter may have left hooks without data */
         redisAsyncFree(ac);

@@ -118,9 +118,9 @@ replies = [b"$-1\r\n", b"+OK\r\n", b"-ERR wrong\r\n", b":1\r\n", b"*2\r\n$1\r\na
            b"$999999999999\r\n", b"%1\r\n+a\r\n+b\r\n", b"_\r\n", b",1.5\r\n", b"#t\r\n",
            b"$5\r\nhel", b"!3\r\nerr\r\n", b"=7\r\ntxt:abc\r\n", b"(123\r\n", b"~1\r\n:1\r\n",
            b">2\r\n+message\r\n+x\r\n$-1\r\n"]
-# Not here: a reply nobody asked for (e.g. b"$-1\r\n:5\r\n", or "+PONG" twice) aborts the
-# process in hiredis 0.14 (assert in redisProcessCallbacks): tests/fuzz/known-crashes/,
-# docs/security.md.
+# A reply nobody asked for (b"$-1\r\n:5\r\n", or "+PONG" twice) aborted the process in
+# hiredis 0.14 (assert in redisProcessCallbacks) until composers/cache_redis.c guarded the
+# reader: corpus/fuzz_redis_reply/crash-unsolicited-*, docs/security.md.
 for r in replies:
     put("fuzz_redis_reply", b"\x00" + r)
 for r in (b"+PONG\r\n", b"-ERR auth\r\n", b"$4\r\nPONG\r\n", b"*1\r\n+PONG\r\n"):

@@ -503,10 +503,12 @@ def test_cache_redis_never_up():
 
 class SilentRedis:
     """Accepts connections. pong=False: never reads. pong=True: answers the first PING
-    (so the gateway sees a working server), then reads everything and answers nothing."""
+    (so the gateway sees a working server), then reads everything and answers nothing.
+    ping_reply: what the first PING gets (an unsolicited second reply, to test that)."""
 
-    def __init__(self, pong):
+    def __init__(self, pong, ping_reply=b"+PONG\r\n"):
         self.pong = pong
+        self.ping_reply = ping_reply
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -546,7 +548,7 @@ class SilentRedis:
             if not ponged and b"PING" in buf.upper():
                 ponged = True
                 try:
-                    c.sendall(b"+PONG\r\n")
+                    c.sendall(self.ping_reply)
                 except OSError:
                     return
 
@@ -601,6 +603,28 @@ def test_cache_redis_hung_bounded_latency():
                 assert len(sr.conns) >= 1
         finally:
             sr.close()
+
+
+def test_cache_redis_unsolicited_reply_fails_open():
+    """A Redis that sends a reply nobody asked for (here a second PONG) made hiredis 0.14
+    abort the gateway (assert in redisProcessCallbacks; found by tests/fuzz/fuzz_redis_reply).
+    Now the connection is dropped as after any protocol error: every GET is answered by
+    user-service (MISS), errors are counted, the cache reconnects, the process lives on."""
+    sr = SilentRedis(True, ping_reply=b"+PONG\r\n+PONG\r\n")
+    try:
+        with cache_stack(sr.port, cache={"timeout_ms": 50}) as s:
+            deadline = time.monotonic() + 5
+            while len(sr.conns) < 2:  # dropped after the bad reply, then a reconnect
+                assert time.monotonic() < deadline, ("no reconnect", len(sr.conns))
+                assert s.gw.p.poll() is None, "the gateway died"
+                time.sleep(0.05)
+            for i in range(20):
+                st, h, b = get_user(s, 300 + i % 3)
+                expect(st, h, b, 200, "MISS", "GET %d" % i)
+            assert s.gw.p.poll() is None, "the gateway died"
+            print("    unsolicited PONG: %d connections, 20 GETs answered MISS" % len(sr.conns))
+    finally:
+        sr.close()
 
 
 # ---- 8. stale-if-error ---------------------------------------------------------------------
