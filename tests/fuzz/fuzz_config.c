@@ -53,6 +53,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = gw_config_load(&cfg, path, err, sizeof err);
     if (rc < 0 && memchr(err, '\0', sizeof err) == NULL)
         __builtin_trap();
+    /* the operator contract: an error names the file first ("FILE: json.path: reason") */
+    if (rc < 0 && (strncmp(err, path, strlen(path)) != 0 || strncmp(err + strlen(path), ": ", 2) != 0 ||
+                   err[strlen(path) + 2] == '\0'))
+        __builtin_trap();
     if (rc == 0) {
         if (cfg.n_upstreams < 0 || cfg.n_upstreams > GW_MAX_UPSTREAMS)
             __builtin_trap();
