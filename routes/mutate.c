@@ -282,3 +282,42 @@ rt_table *rt_table_rollback(const rt_table *t, const char *id, char *err, size_t
     }
     return commit(t, &e, failed, err, errlen);
 }
+
+/* A shadow to TARGET is the plan's own (its shadow step): it goes when the step moves on. */
+static void drop_shadow_to(edit *e, const char *target)
+{
+    json_t *sh = json_object_get(e->route, "shadow");
+    const char *up = json_string_value(json_object_get(sh, "upstream"));
+    if (sh && up && strcmp(up, target) == 0)
+        json_object_del(e->route, "shadow");
+}
+
+rt_table *rt_table_cutover_step(const rt_table *t, const char *id, const char *legacy,
+                                const char *target, int weight, char *err, size_t errlen)
+{
+    if (!legacy || !target || weight < -1 || weight > 100) {
+        errf(err, errlen, SOURCE ": cutover step: bad arguments");
+        return NULL;
+    }
+    edit e;
+    if (begin(t, id, MUST_EXIST, &e, err, errlen) != 0)
+        return NULL;
+    int failed = set_field(&e, "upstream", json_string(weight == 100 ? target : legacy));
+    if (weight > 0 && weight < 100) {
+        failed |= set_field(&e, "split", json_pack("{s:i, s:i}", legacy, 100 - weight, target,
+                                                   weight));
+    } else {
+        json_object_del(e.route, "split");
+        json_object_del(e.route, "sticky");
+    }
+    if (weight == 0) {
+        json_t *shadow = json_object_get(e.route, "shadow");
+        if (!shadow)
+            failed |= set_field(&e, "shadow", shadow = json_object());
+        if (!failed)
+            failed |= json_object_set_new(shadow, "upstream", json_string(target)) != 0;
+    } else {
+        drop_shadow_to(&e, target);
+    }
+    return commit(t, &e, failed, err, errlen);
+}

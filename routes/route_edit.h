@@ -51,5 +51,13 @@ rt_table *rt_table_unshadow(const rt_table *t, const char *id, char *err, size_t
 // rollback: route ID, or every route when ID is NULL, back to legacy_upstream in one table:
 // primary = legacy, split, sticky and fallback dropped; shadow and rewrites kept.
 rt_table *rt_table_rollback(const rt_table *t, const char *id, char *err, size_t errlen);
+// cutover step (cutover plans, cutover_plan.h): route ID at WEIGHT percent on TARGET, the
+// rest on LEGACY. -1: LEGACY alone (no split, no shadow to TARGET); 0: LEGACY answers and
+// every copy of its requests goes to TARGET as a shadow (an existing shadow's percent,
+// methods and ignore_fields are kept); 1..99: split {LEGACY: 100-W, TARGET: W} (sticky kept),
+// no shadow to TARGET; 100: TARGET answers (split and sticky dropped). Rewrites and fallback
+// are kept throughout.
+rt_table *rt_table_cutover_step(const rt_table *t, const char *id, const char *legacy,
+                                const char *target, int weight, char *err, size_t errlen);
 
 #endif
