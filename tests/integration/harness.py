@@ -141,6 +141,23 @@ class Mockd:
     def reset(self):
         request(self.port, "POST", "/__stats/reset")
 
+    def script(self, path, status=200, headers=(), body=""):
+        """PUT /__script: from now on GET/HEAD of PATH answer STATUS with HEADERS (a list of
+        (name, value), repeats allowed) and BODY (text without CR/LF)."""
+        hs = [("X-Script-Status", str(status))] + [("X-Script-Header", "%s: %s" % kv)
+                                                   for kv in headers]
+        if body:
+            hs.append(("X-Script-Body", body))
+        raw = ("PUT /__script?path=%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               "Content-Length: 0\r\n" % path + "".join("%s: %s\r\n" % kv for kv in hs) + "\r\n")
+        s = connect(self.port, 5)
+        try:
+            s.sendall(raw.encode("latin-1"))
+            r, _ = read_response(s)
+        finally:
+            s.close()
+        assert r.status == 200, (r.status, r.body)
+
 
 DEFAULT_ROUTES = [
     {"id": "users", "path": "/api/users/**", "upstream": "user-service", "rewrite": {"strip_prefix": "/api"}},

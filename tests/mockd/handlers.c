@@ -36,6 +36,9 @@ typedef enum mk_route {
     MK_R_UPLOAD,
     MK_R_STATS,
     MK_R_STATS_RESET,
+    MK_R_SCRIPT_SET,   /* PUT /__script: msg NULL (stored) or why not */
+    MK_R_SCRIPT_CLEAR, /* DELETE /__script */
+    MK_R_SCRIPTED,     /* a GET/HEAD of a scripted path: script holds the answer */
 } mk_route;
 
 typedef enum mk_fault {
@@ -73,6 +76,7 @@ typedef struct mk_req {
     const char *msg; /* MK_R_BAD_REQUEST */
     int method;      /* MK_M_* */
     json_t *echo;
+    json_t *script;  /* MK_R_SCRIPTED: {"status", "headers", "body"}, a new reference */
     uint64_t body_bytes, body_hash;
     uint64_t total, sent, limit; /* /bytes: size, bytes produced, where to stop */
     size_t id_n;
@@ -87,6 +91,8 @@ static char pattern[MK_CHUNK + 26];
 static void mk_answer(mk_req *m);
 static void mk_pump(mk_req *m);
 static void mk_on_pump(uv_timer_t *t);
+static void mk_fail(mk_req *m);
+static void mk_send_error(mk_req *m, int status, const char *msg);
 
 /* ---- lifetime ------------------------------------------------------------------------ */
 
@@ -101,6 +107,8 @@ static void mk_free(mk_req *m)
     m->flags |= MK_FREEING;
     json_decref(m->echo);
     m->echo = NULL;
+    json_decref(m->script);
+    m->script = NULL;
     if (m->flags & MK_TIMER_INIT)
         uv_close((uv_handle_t *)&m->timer, mk_timer_closed);
     else
@@ -301,6 +309,98 @@ static void mk_route_request(mk_req *m, gw_request *req)
         m->route = (M_READ & M(m->method)) ? MK_R_STATS : MK_R_BAD_METHOD;
     else if (n == 2 && gw_slice_eq(s[0], "__stats") && gw_slice_eq(s[1], "reset"))
         m->route = m->method == MK_M_POST ? MK_R_STATS_RESET : MK_R_BAD_METHOD;
+    else if (n == 1 && gw_slice_eq(s[0], "__script"))
+        m->route = m->method == MK_M_PUT      ? MK_R_SCRIPT_SET
+                   : m->method == MK_M_DELETE ? MK_R_SCRIPT_CLEAR
+                                              : MK_R_BAD_METHOD;
+    /* a scripted path answers its script to GET and HEAD, whatever it would answer else */
+    json_t *sc = m->ctx->scripts && (M_READ & M(m->method))
+                     ? json_object_getn(m->ctx->scripts, req->path.p, req->path.n)
+                     : NULL;
+    if (sc) {
+        m->route = MK_R_SCRIPTED;
+        m->script = json_incref(sc);
+    }
+}
+
+/* ---- scripted answers (PUT /__script) ------------------------------------------------- */
+
+/* Headers the server writes itself: a script may not name them. */
+static int framing_header(gw_slice name)
+{
+    return gw_slice_ieq(name, "Content-Length") || gw_slice_ieq(name, "Transfer-Encoding") ||
+           gw_slice_ieq(name, "Connection") || gw_slice_ieq(name, "Date");
+}
+
+/* PUT /__script?path=P with X-Script-Status (default 200), any number of X-Script-Header
+ * ("Name: value") and X-Script-Body: from now on GET and HEAD of P answer that (with
+ * X-Mock-Name), counted in the stats as P. Returns NULL, or why the script was refused. */
+static const char *mk_script_set(mk_ctx *c, gw_request *req)
+{
+    gw_slice path, st = gw_request_header(req, "X-Script-Status");
+    uint64_t status = 200;
+    if (!query_param(req->query, "path", &path) || path.n == 0 || path.p[0] != '/')
+        return "path=/... required";
+    if (st.n && (parse_u64(st, 599, &status) != 0 || status < 200))
+        return "X-Script-Status must be 200..599";
+    json_t *hdrs = json_array();
+    for (int i = 0; hdrs && i < req->n_headers; i++) {
+        if (!gw_slice_ieq(req->headers[i].name, "X-Script-Header"))
+            continue;
+        gw_slice v = req->headers[i].value;
+        const char *colon = memchr(v.p, ':', v.n);
+        if (!colon || colon == v.p) {
+            json_decref(hdrs);
+            return "X-Script-Header must be \"Name: value\"";
+        }
+        gw_slice name = { v.p, (size_t)(colon - v.p) };
+        if (framing_header(name)) {
+            json_decref(hdrs);
+            return "X-Script-Header may not set framing headers";
+        }
+        json_array_append_new(hdrs, mk_jstring(v.p, v.n));
+    }
+    gw_slice body = gw_request_header(req, "X-Script-Body");
+    json_t *doc = json_pack("{s:I, s:o, s:o}", "status", (json_int_t)status, "headers", hdrs,
+                            "body", mk_jstring(body.p ? body.p : "", body.n));
+    if (!c->scripts)
+        c->scripts = json_object();
+    if (!doc || !c->scripts || json_object_setn_new(c->scripts, path.p, path.n, doc) != 0)
+        return "out of memory";
+    return NULL;
+}
+
+/* The scripted answer: its status, its header lines, X-Mock-Name, its body. */
+static void mk_send_script(mk_req *m)
+{
+    json_t *hs = json_object_get(m->script, "headers");
+    const char *body = json_string_value(json_object_get(m->script, "body"));
+    size_t bn = json_string_length(json_object_get(m->script, "body"));
+    int status = (int)json_integer_value(json_object_get(m->script, "status"));
+    size_t cap = 64 + strlen(m->ctx->conf.name), i;
+    json_t *h;
+    json_array_foreach(hs, i, h) cap += json_string_length(h) + 2;
+    char *hdr = malloc(cap);
+    if (!hdr) {
+        mk_send_error(m, 500, "out of memory");
+        return;
+    }
+    size_t hl = 0;
+    json_array_foreach(hs, i, h) {
+        memcpy(hdr + hl, json_string_value(h), json_string_length(h));
+        hl += json_string_length(h);
+        memcpy(hdr + hl, "\r\n", 2);
+        hl += 2;
+    }
+    hl += (size_t)snprintf(hdr + hl, cap - hl, "X-Mock-Name: %s\r\n", m->ctx->conf.name);
+    int rc = gw_response_begin(m->req, status, hdr, hl, (int64_t)bn);
+    free(hdr);
+    if (rc < 0) {
+        if (m->req) mk_fail(m);
+        return;
+    }
+    if (!m->req->is_head && bn > 0 && (gw_response_body(m->req, body, bn) < 0 || !m->req)) return;
+    mk_end(m);
 }
 
 /* The /echo document, minus what only the body can tell. */
@@ -567,6 +667,20 @@ static void mk_answer(mk_req *m)
         mk_stats_reset(&c->stats);
         mk_send_json(m, 200, json_pack("{s:b}", "reset", 1));
         break;
+    case MK_R_SCRIPT_SET:
+        if (m->msg)
+            mk_send_error(m, 400, m->msg);
+        else
+            mk_send_json(m, 200, json_pack("{s:b}", "scripted", 1));
+        break;
+    case MK_R_SCRIPT_CLEAR:
+        json_decref(c->scripts);
+        c->scripts = NULL;
+        mk_send_json(m, 200, json_pack("{s:b}", "cleared", 1));
+        break;
+    case MK_R_SCRIPTED:
+        mk_send_script(m);
+        break;
     }
 }
 
@@ -615,7 +729,7 @@ static void mk_on_request(gw_request *req)
 
     mk_route_request(m, req);
     if (m->route == MK_R_STATS || m->route == MK_R_STATS_RESET ||
-        (req->path.n >= 8 && memcmp(req->path.p, "/__stats", 8) == 0)) {
+        (req->path.n >= 3 && memcmp(req->path.p, "/__", 3) == 0)) { /* /__stats, /__script */
         m->flags |= MK_NO_STATS;
     } else {
         mk_stats_request(&c->stats, req->conn_id, req->path.p, req->path.n);
@@ -629,6 +743,7 @@ static void mk_on_request(gw_request *req)
         }
     }
     if (m->route == MK_R_ECHO) m->echo = echo_head(m, req);
+    if (m->route == MK_R_SCRIPT_SET) m->msg = mk_script_set(c, req);
     gw_slice hv;
     if (m->route == MK_R_UPLOAD && query_param(req->query, "hash", &hv) && gw_slice_eq(hv, "0"))
         m->flags |= MK_NO_HASH;

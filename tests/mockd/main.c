@@ -180,6 +180,7 @@ int main(int argc, char **argv)
     rc = uv_loop_close(&loop);
     mk_stats_free(&ctx.stats);
     mk_doc_cache_free();
+    json_decref(ctx.scripts);
     if (rc != 0) {
         fprintf(stderr, "mockd: handles left open at exit: %s\n", gw_strerror(rc));
         return 1;

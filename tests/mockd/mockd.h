@@ -80,6 +80,7 @@ typedef struct mk_ctx {
     uv_loop_t *loop;
     gw_server *server;
     int stopping;
+    json_t *scripts;      /* PUT /__script: {path: {"status", "headers": [...], "body"}} */
     int json_head_n;      /* 0 until json_head is formatted */
     char json_head[160];  /* Content-Type: application/json + X-Mock-Name, CRLF-terminated */
 } mk_ctx;
