@@ -146,20 +146,20 @@ static void leg_answer(cmp_leg *l, int status, const char *body, size_t len, cmp
     leg_end(l, valid ? LEG_OK : LEG_FAILED, valid ? NULL : "invalid JSON");
 }
 
-static void on_leg_fetched(int status, const char *body, size_t len, const char *why,
-                           int timed_out, const char *upstream, void *arg)
+static void on_leg_fetched(int status, const char *body, size_t len, const cmp_headers *hdrs,
+                           const char *why, int timed_out, const char *upstream, void *arg)
 {
     cmp_leg *l = arg;
+    (void)hdrs; /* a leg's answer is spliced into a document: its headers are not kept */
     l->fetch = NULL;
     leg_answer(l, status, body, len, CMP_FROM_UPSTREAM, why, timed_out, upstream);
 }
 
-static void on_leg_looked_up(int status, const char *body, size_t len, cmp_source src,
-                             const char *why, int timed_out, const char *upstream, void *arg)
+static void on_leg_looked_up(const cmp_answer *a, void *arg)
 {
     cmp_leg *l = arg;
     l->wait = NULL;
-    leg_answer(l, status, body, len, src, why, timed_out, upstream);
+    leg_answer(l, a->status, a->body, a->len, a->source, a->why, a->timed_out, a->upstream);
 }
 
 /* Expands the leg's URL and sends it: through the cache when its route says so. */

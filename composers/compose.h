@@ -43,6 +43,8 @@ typedef enum {
     CMP_CACHE_EV_ERROR,     /* the cache failed: the upstream is asked (fail open) */
     CMP_CACHE_EV_STALE,     /* the upstream failed: a copy past its ttl was served */
     CMP_CACHE_EV_COALESCED, /* waited for a lookup of the same key already under way */
+    CMP_CACHE_EV_BYPASS,    /* the upstream's answer was passed on, not stored (its status or
+                               its Cache-Control / Set-Cookie / Vary: *) */
 } cmp_cache_event;
 
 /* What the composers report, called on the worker's loop. Every member may be NULL. */

@@ -12,6 +12,7 @@
 #include "http/oneshot.h"
 #include "http/request_id.h"
 #include "routes/policy.h"
+#include "composers/cache_policy.h"
 #include "composers/worker_int.h"
 
 #define BODY_MAX (1 << 20)
@@ -43,8 +44,9 @@ static const char *upstream_name(cmp_fetch *f)
 static void deliver(uv_timer_t *t)
 {
     cmp_fetch *f = t->data;
+    static const cmp_headers none = { NULL, 0, 0 };
     if (!f->cancelled)
-        f->cb(0, NULL, 0, f->why, 0, upstream_name(f), f->arg);
+        f->cb(0, NULL, 0, &none, f->why, 0, upstream_name(f), f->arg);
     uv_close((uv_handle_t *)&f->timer, fetch_free);
 }
 
@@ -93,8 +95,11 @@ static void on_result(gw_oneshot *o, const gw_oneshot_result *r, void *arg)
         why = timed_out ? "timeout" : r->err == GW_ECONNECT ? "connect failed"
                                                              : "upstream connection failed";
     }
-    f->cb(status, status ? r->body : NULL, status ? r->len : 0, why, timed_out, upstream_name(f),
-          f->arg);
+    cmp_headers h = { NULL, 0, 0 };
+    if (status)
+        h = (cmp_headers){ r->headers, r->headers_len, r->headers_truncated };
+    f->cb(status, status ? r->body : NULL, status ? r->len : 0, &h, why, timed_out,
+          upstream_name(f), f->arg);
     uv_close((uv_handle_t *)&f->timer, fetch_free);
 }
 
@@ -164,8 +169,9 @@ cmp_fetch *cmp_fetch_start_on(cmp_worker *w, rt_table *table, const char *url, i
                       "X-Request-Id: %s\r\nX-Forwarded-For: %s\r\nVia: 1.1 gateway\r\n\r\n",
                       target, host, request_id, client_ip);
     int skip;
-    int r = gw_oneshot_start(up->oneshots, ep, GW_ONESHOT_REQUEST, head, (size_t)hl, 0, BODY_MAX,
-                             timeout_ms, on_result, f, &f->o, &skip);
+    int r = gw_oneshot_start_keep(up->oneshots, ep, GW_ONESHOT_REQUEST, head, (size_t)hl, 0,
+                                  BODY_MAX, timeout_ms, cmp_kept_headers, on_result, f, &f->o,
+                                  &skip);
     free(head);
     if (r < 0) {
         /* refused only once the worker is closing, or out of memory */

@@ -13,12 +13,22 @@
 typedef struct cmp_worker cmp_worker;
 typedef struct cmp_fetch cmp_fetch;
 
-/* STATUS: the upstream's status (BODY, LEN its answer), or 0 with WHY ("timeout", "connect
+/* Header lines of an answer, "Name: value\r\n" each (see http/oneshot.h: only the kept
+ * ones, composers/cache_policy.h cmp_kept_headers). TRUNCATED: some did not fit and were
+ * dropped. */
+typedef struct cmp_headers {
+    const char *p;
+    size_t n;
+    int truncated;
+} cmp_headers;
+
+/* STATUS: the upstream's status (BODY, LEN its answer, HDRS its kept headers: never NULL,
+ * valid during the call), or 0 with WHY ("timeout", "connect
  * failed", "circuit open", "no route", ...) and TIMED_OUT set for timeouts. UPSTREAM: the
  * upstream's name, or NULL if none was chosen. Never called from inside cmp_fetch_start, and
  * never after cmp_fetch_cancel. */
-typedef void (*cmp_fetch_cb)(int status, const char *body, size_t len, const char *why,
-                             int timed_out, const char *upstream, void *arg);
+typedef void (*cmp_fetch_cb)(int status, const char *body, size_t len, const cmp_headers *hdrs,
+                             const char *why, int timed_out, const char *upstream, void *arg);
 
 /* PATH may carry a query. TIMEOUT_MS bounds the whole exchange. Returns NULL only when out of
  * memory. */

@@ -6,7 +6,13 @@
  * rollback switches key space at once. One inflight per key under way, with its waiters.
  * The inflight owns the cache read and the upstream fetch, so a waiter that gives up (its
  * client left, its deadline passed) changes nothing for the others; the answer still fills
- * the cache. Stored values are "<status> <fetched at, wall-clock us>\n<body>". */
+ * the cache.
+ *
+ * Stored values (version 2): "v2 <status> <fetched at, wall-clock us> <ttl ms> <header
+ * bytes>\n<header lines><body>": the upstream's kept headers (cache_policy.h, never
+ * Set-Cookie) and the fresh time its Cache-Control allowed. Version 1 values (older
+ * gateways sharing the Redis: "<status> <fetched at>\n<body>") are still served, with the
+ * configured ttl and Content-Type: application/json; anything else is a miss. */
 #include "composers/lookup.h"
 
 #include <stdatomic.h>
@@ -18,6 +24,7 @@
 #include "http/gw_errors.h"
 #include "http/request_id.h"
 #include "routes/policy.h"
+#include "composers/cache_policy.h"
 #include "composers/fetch.h"
 #include "composers/json_check.h"
 #include "composers/worker_int.h"
@@ -32,6 +39,7 @@ struct cmp_wait {
     inflight *in;
     cmp_lookup_cb cb;
     void *arg;
+    int origin;              /* started the inflight: the only one given Set-Cookie */
 };
 
 struct inflight {
@@ -50,9 +58,11 @@ struct inflight {
     int cache_pending;       /* the cache read has not called back yet */
     int dead;                /* finished while the cache read was pending: free it then */
     int no_store;            /* the path changed while this was under way: don't cache it */
-    char *stale;             /* a copy past its ttl, for stale-if-error */
+    char *stale;             /* a copy past its ttl, for stale-if-error: its header lines */
+    size_t stale_hlen;       /* then its body */
     size_t stale_len;
     int stale_status;
+    uint64_t stale_age_ms;
 };
 
 /* ---- marks: what a change made unservable, on every worker of this process ------------ */
@@ -123,18 +133,29 @@ static void free_inflight(inflight *in)
     free(in);
 }
 
-static void finish(inflight *in, int status, const char *body, size_t len, cmp_source src,
-                   const char *why, int timed_out, const char *upstream)
+/* Every waiter gets A; the ones that joined another's fetch get it without Set-Cookie (a
+ * cookie is for one client, never shared). */
+static void finish(inflight *in, const cmp_answer *a)
 {
     gw_queue_remove(&in->node);
+    cmp_answer shared = *a;
+    char *cut = NULL;
+    int has_cookie = cmp_headers_has(a->hdrs.p, a->hdrs.n, "Set-Cookie");
     while (!gw_queue_empty(&in->waiters)) {
         cmp_wait *wt = GW_QUEUE_DATA(in->waiters.next, cmp_wait, node);
         gw_queue_remove(&wt->node);
         cmp_lookup_cb cb = wt->cb;
         void *arg = wt->arg;
+        int origin = wt->origin;
         free(wt);
-        cb(status, body, len, src, why, timed_out, upstream, arg);
+        if (!origin && has_cookie && !cut) {
+            cut = malloc(a->hdrs.n);
+            shared.hdrs.p = cut;
+            shared.hdrs.n = cut ? cmp_headers_without(a->hdrs.p, a->hdrs.n, "Set-Cookie", cut) : 0;
+        }
+        cb(origin ? a : &shared, arg);
     }
+    free(cut);
     if (in->cache_pending) {
         in->dead = 1; /* the cache always calls back: free then */
         return;
@@ -142,48 +163,113 @@ static void finish(inflight *in, int status, const char *body, size_t len, cmp_s
     free_inflight(in);
 }
 
-static int parse_value(const char *v, size_t n, int *status, uint64_t *fetched_at,
-                       const char **body, size_t *len)
+static void finish_failed(inflight *in, const char *why)
 {
-    char head[32];
-    unsigned long long at;
+    cmp_answer a = { .source = CMP_FROM_UPSTREAM, .why = why };
+    finish(in, &a);
+}
+
+/* A stored value, parsed. TTL_MS -1: a version 1 value (the configured ttl applies). */
+typedef struct stored {
+    int status;
+    uint64_t fetched_at;
+    int64_t ttl_ms;
+    const char *hdrs;
+    size_t hlen;
+    const char *body;
+    size_t len;
+} stored;
+
+#define VALUE_HEAD_MAX 64
+
+/* Only a 200 or a 404 with a well-formed head and header block (no Set-Cookie) is served:
+ * the value may have been written by anyone who can reach the Redis. */
+static int parse_value(const char *v, size_t n, stored *out)
+{
+    char head[VALUE_HEAD_MAX];
     const char *nl = memchr(v, '\n', n < sizeof head ? n : sizeof head);
     if (!nl)
         return -1;
-    memcpy(head, v, (size_t)(nl - v));
-    head[nl - v] = '\0';
-    if (sscanf(head, "%3d %llu", status, &at) != 2)
+    size_t hn = (size_t)(nl - v);
+    memcpy(head, v, hn);
+    head[hn] = '\0';
+    if (strchr(head, '-'))
+        return -1; /* sscanf would take a negative number */
+    unsigned long long at;
+    unsigned ttl;
+    size_t hlen = 0;
+    int used = -1;
+    memset(out, 0, sizeof *out);
+    out->ttl_ms = -1;
+    if (hn > 3 && memcmp(head, "v2 ", 3) == 0) {
+        if (sscanf(head, "v2 %3d %llu %u %zu%n", &out->status, &at, &ttl, &hlen, &used) != 4 ||
+            (size_t)used != hn)
+            return -1;
+        out->ttl_ms = ttl;
+    } else if (sscanf(head, "%3d %llu%n", &out->status, &at, &used) != 2 || (size_t)used != hn) {
         return -1;
-    *fetched_at = at;
-    *body = nl + 1;
-    *len = n - (size_t)(nl + 1 - v);
-    return (*status == 200 || *status == 404) ? 0 : -1;
+    }
+    size_t rest = n - hn - 1;
+    if (hlen > rest)
+        return -1;
+    out->fetched_at = at;
+    out->hdrs = nl + 1;
+    out->hlen = hlen;
+    out->body = nl + 1 + hlen;
+    out->len = rest - hlen;
+    if (!cmp_headers_valid(out->hdrs, hlen) || cmp_headers_has(out->hdrs, hlen, "Set-Cookie"))
+        return -1;
+    return (out->status == 200 || out->status == 404) ? 0 : -1;
 }
 
-static void on_fetched(int status, const char *body, size_t len, const char *why, int timed_out,
-                       const char *upstream, void *arg)
+/* Stores the answer as a version 2 value, fresh for TTL_MS. */
+static void store(inflight *in, int status, uint32_t ttl_ms, uint32_t stale_ms,
+                  const cmp_headers *h, const char *body, size_t len)
+{
+    char head[VALUE_HEAD_MAX];
+    int hl = snprintf(head, sizeof head, "v2 %d %llu %u %zu\n", status,
+                      (unsigned long long)in->fetched_at, ttl_ms, h->n);
+    char *v = malloc((size_t)hl + h->n + len + 1);
+    if (!v)
+        return;
+    memcpy(v, head, (size_t)hl);
+    if (h->n)
+        memcpy(v + hl, h->p, h->n);
+    if (len)
+        memcpy(v + hl + h->n, body, len);
+    cmp_cache_set(in->w->cache, in->key, v, (size_t)hl + h->n + len, ttl_ms, stale_ms);
+    free(v);
+}
+
+/* The upstream's answer. A 200 with a JSON body and a 404 are stored, for the route's ttl
+ * (negative ttl) or less when the answer's Cache-Control says so, unless it must not be
+ * stored at all (cache_policy.h): then it is passed on as CMP_FROM_BYPASS and any older
+ * copy is deleted, so it cannot come back as a stale copy. Other 2xx and 3xx answers are
+ * passed on as CMP_FROM_BYPASS too; a failure or a 5xx is answered by a stale copy when
+ * there is one. */
+static void on_fetched(int status, const char *body, size_t len, const cmp_headers *h,
+                       const char *why, int timed_out, const char *upstream, void *arg)
 {
     inflight *in = arg;
     cmp_worker *w = in->w;
     in->fetch = NULL;
-    /* a 200 that is not JSON is no user document: not stored */
-    int storable = (status == 200 && cmp_json_valid(body ? body : "", len)) || status == 404;
-    if (storable && !in->no_store && !marked(in->path, in->fetched_at)) {
+    cmp_answer a = { status, body, len, *h, CMP_FROM_UPSTREAM, 0, why, timed_out, upstream };
+    if ((status == 200 && cmp_json_valid(body ? body : "", len)) || status == 404) {
         const cmp_conf *cfg = &w->conf;
-        uint32_t ttl = status == 200 ? cfg->cache.ttl_ms : cfg->cache.negative_ttl_ms;
-        char *v = malloc(len + 32);
-        if (v) {
-            int hl = snprintf(v, 32, "%d %llu\n", status, (unsigned long long)in->fetched_at);
-            memcpy(v + hl, body, len);
-            cmp_cache_set(w->cache, in->key, v, (size_t)hl + len, ttl,
-                          status == 200 ? cfg->cache.stale_ms : 0);
-            free(v);
+        uint32_t route_ttl = status == 200 ? cfg->cache.ttl_ms : cfg->cache.negative_ttl_ms;
+        cmp_cache_policy pol;
+        cmp_cache_policy_parse(h->p, h->n, &pol);
+        uint32_t ttl = h->truncated ? 0 : cmp_cache_policy_ttl(&pol, route_ttl);
+        a.why = NULL;
+        if (route_ttl && !ttl) {
+            a.source = CMP_FROM_BYPASS;
+            cmp_report_cache(w, CMP_CACHE_EV_BYPASS);
+            cmp_cache_del(w->cache, in->key);
+        } else if (!in->no_store && !marked(in->path, in->fetched_at)) {
+            /* a route ttl of 0 stores nothing: cmp_cache_set deletes */
+            store(in, status, ttl, status == 200 ? cfg->cache.stale_ms : 0, h, body, len);
         }
-        finish(in, status, body, len, CMP_FROM_UPSTREAM, NULL, 0, upstream);
-        return;
-    }
-    if (status == 200 || status == 404) {
-        finish(in, status, body, len, CMP_FROM_UPSTREAM, NULL, 0, upstream);
+        finish(in, &a);
         return;
     }
     if ((status == 0 || status >= 500) && in->stale) {
@@ -191,11 +277,20 @@ static void on_fetched(int status, const char *body, size_t len, const char *why
         cmp_report_cache(w, CMP_CACHE_EV_STALE);
         char *s = in->stale;
         in->stale = NULL;
-        finish(in, in->stale_status, s, in->stale_len, CMP_FROM_STALE, NULL, 0, upstream_of(in));
+        cmp_answer st = { in->stale_status, s + in->stale_hlen, in->stale_len,
+                          { s, in->stale_hlen, 0 }, CMP_FROM_STALE, in->stale_age_ms, NULL, 0,
+                          upstream_of(in) };
+        finish(in, &st);
         free(s);
         return;
     }
-    finish(in, status, body, len, CMP_FROM_UPSTREAM, why, timed_out, upstream);
+    if (status >= 200 && status < 400) {
+        a.source = CMP_FROM_BYPASS; /* answered as it came, not stored */
+        a.why = NULL;
+        cmp_report_cache(w, CMP_CACHE_EV_BYPASS);
+        cmp_cache_del(w->cache, in->key);
+    }
+    finish(in, &a);
 }
 
 static void fetch_now(inflight *in)
@@ -204,36 +299,39 @@ static void fetch_now(inflight *in)
     in->fetch = cmp_fetch_start_on(in->w, in->table, in->path, in->ui, in->request_id,
                                    in->client_ip, in->timeout_ms, on_fetched, in);
     if (!in->fetch)
-        finish(in, 0, NULL, 0, CMP_FROM_UPSTREAM, "out of memory", 0, NULL);
+        finish_failed(in, "out of memory");
 }
 
 static void on_cached(cmp_cache_status st, const char *value, size_t len, uint64_t age_ms, void *arg)
 {
     inflight *in = arg;
     cmp_worker *w = in->w;
-    int status;
-    uint64_t fetched_at;
-    const char *body;
-    size_t blen;
+    stored v;
     in->cache_pending = 0;
     if (in->dead) {
         free_inflight(in);
         return;
     }
-    if (st == CMP_CACHE_HIT && parse_value(value, len, &status, &fetched_at, &body, &blen) == 0 &&
-        !marked(in->path, fetched_at)) {
-        uint32_t ttl = status == 200 ? w->conf.cache.ttl_ms : w->conf.cache.negative_ttl_ms;
+    if (st == CMP_CACHE_HIT && parse_value(value, len, &v) == 0 && !marked(in->path, v.fetched_at)) {
+        uint32_t ttl = v.status == 200 ? w->conf.cache.ttl_ms : w->conf.cache.negative_ttl_ms;
+        if (v.ttl_ms >= 0 && v.ttl_ms < ttl)
+            ttl = (uint32_t)v.ttl_ms; /* the upstream's max-age; a lower configured ttl still wins */
         if (age_ms <= ttl) {
             cmp_report_cache(w, CMP_CACHE_EV_HIT);
-            finish(in, status, body, blen, CMP_FROM_CACHE, NULL, 0, upstream_of(in));
+            cmp_answer a = { v.status, v.body, v.len, { v.hdrs, v.hlen, 0 }, CMP_FROM_CACHE,
+                             age_ms, NULL, 0, upstream_of(in) };
+            finish(in, &a);
             return;
         }
-        if (status == 200) { /* too old to serve, unless the upstream fails */
-            in->stale = malloc(blen ? blen : 1);
+        if (v.status == 200) { /* too old to serve, unless the upstream fails */
+            in->stale = malloc(v.hlen + v.len + 1);
             if (in->stale) {
-                memcpy(in->stale, body, blen);
-                in->stale_len = blen;
-                in->stale_status = status;
+                memcpy(in->stale, v.hdrs, v.hlen);
+                memcpy(in->stale + v.hlen, v.body, v.len);
+                in->stale_hlen = v.hlen;
+                in->stale_len = v.len;
+                in->stale_status = v.status;
+                in->stale_age_ms = age_ms;
             }
         }
         cmp_report_cache(w, CMP_CACHE_EV_MISS);
@@ -304,6 +402,7 @@ cmp_wait *cmp_lookup_start_on(cmp_worker *w, rt_table *table, const char *path, 
     gw_queue_init(&in->waiters);
     gw_queue_insert_tail(&w->inflight, &in->node);
     wt->in = in;
+    wt->origin = 1;
     gw_queue_insert_tail(&in->waiters, &wt->node);
     in->cache_pending = 1;
     cmp_cache_get(w->cache, in->key, on_cached, in); /* answers on a later loop turn */
@@ -329,7 +428,7 @@ void cmp_lookup_shutdown(cmp_worker *w)
         inflight *in = GW_QUEUE_DATA(w->inflight.next, inflight, node);
         cmp_fetch_cancel(in->fetch);
         in->fetch = NULL;
-        finish(in, 0, NULL, 0, CMP_FROM_UPSTREAM, "shutting down", 0, NULL);
+        finish_failed(in, "shutting down");
     }
 }
 
@@ -434,49 +533,61 @@ static void cached_free(uv_handle_t *h)
     free(c);
 }
 
-/* The upstream's (or the cache's) answer as it is: a 200 with valid JSON or a 404, with
- * X-Cache; another upstream error status as an uncached route would pass it on; else the
- * gateway's 502/504. */
-static void cached_answer(gw_request *req, int status, const char *body, size_t len,
-                          cmp_source src, const char *why, int timed_out, const char *upstream)
+/* Answers with status, kept headers and body as the upstream (or the cache) gave them.
+ * X-Cache: HIT, MISS or STALE for a 200 with a JSON body and a 404 (with Age on a copy),
+ * BYPASS for those when they could not be stored and for the other 2xx and 3xx; none on
+ * other 4xx and 5xx. Content-Type: application/json is added to a JSON body that came
+ * without one (version 1 copies stored no headers). */
+static void pass_answer(gw_request *req, const cmp_answer *a)
 {
-    if (!body) {
-        body = "";
-        len = 0;
-    }
-    int ok = status >= 200 && status < 300 && cmp_json_valid(body, len);
-    if (status == 200 && ok) {
-        why = NULL;
-    } else if (status >= 200 && status < 300) {
-        why = ok ? NULL : "invalid JSON";
-    } else if (status != 0) {
-        why = status >= 500 ? "upstream 5xx" : status == 404 ? "not found" : "upstream 4xx";
-    } else if (!why) {
-        why = "failed";
-    }
-    if ((status == 200 && ok) || status == 404) {
-        static const char *const names[] = { "HIT", "MISS", "STALE" };
-        char extra[64];
-        snprintf(extra, sizeof extra, "X-Cache: %s\r\n", names[src]);
-        req->upstream_name = upstream;
-        gw_response_simple(req, status, "application/json", body, len, extra);
+    static const char *const names[] = { "HIT", "MISS", "STALE", "BYPASS" };
+    const char *body = a->body ? a->body : "";
+    size_t len = a->body ? a->len : 0;
+    int json = cmp_json_valid(body, len);
+    int cacheable = (a->status == 200 && json) || a->status == 404;
+    const char *xcache = cacheable ? names[a->source] : a->status < 400 ? "BYPASS" : NULL;
+    char *hdr = malloc(a->hdrs.n + 160);
+    if (!hdr) {
+        gw_response_error(req, 502, "upstream failed: out of memory");
         return;
     }
-    if (status >= 400) {
-        req->upstream_name = upstream;
-        gw_response_simple(req, status, "application/json", body, len, NULL);
+    size_t hl = 0;
+    if (xcache)
+        hl += (size_t)sprintf(hdr + hl, "X-Cache: %s\r\n", xcache);
+    if (a->source == CMP_FROM_CACHE || a->source == CMP_FROM_STALE)
+        hl += (size_t)sprintf(hdr + hl, "Age: %llu\r\n", (unsigned long long)(a->age_ms / 1000));
+    if (json && !cmp_headers_has(a->hdrs.p, a->hdrs.n, "Content-Type"))
+        hl += (size_t)sprintf(hdr + hl, "Content-Type: application/json\r\n");
+    if (a->hdrs.n)
+        memcpy(hdr + hl, a->hdrs.p, a->hdrs.n);
+    hl += a->hdrs.n;
+    req->upstream_name = a->upstream;
+    int r = gw_response_begin(req, a->status, hdr, hl, (int64_t)len);
+    free(hdr);
+    if (r < 0)
+        return;
+    if (len && gw_response_body(req, body, len) < 0)
+        return;
+    gw_response_end(req);
+}
+
+/* The answer, or the gateway's 502/504 when there is none. */
+static void cached_answer(gw_request *req, const cmp_answer *a)
+{
+    if (a->status >= 200) {
+        pass_answer(req, a);
         return;
     }
     char msg[200];
-    snprintf(msg, sizeof msg, "upstream failed: %s", why ? why : "no answer");
+    snprintf(msg, sizeof msg, "upstream failed: %s",
+             a->status ? "unexpected status" : a->why ? a->why : "no answer");
     req->upstream_name = NULL; /* the gateway answers */
-    gw_response_error(req, timed_out ? 504 : 502, msg);
+    gw_response_error(req, a->timed_out ? 504 : 502, msg);
 }
 
 /* COUNTED: the exchange ended with a result (reported like a composition leg); not when the
- * deadline or the client cut it. */
-static void cached_end(cmp_cached *c, int counted, int status, const char *body, size_t len,
-                       cmp_source src, const char *why, int timed_out, const char *upstream)
+ * deadline or the client cut it. A: the answer (NULL when there is none to give). */
+static void cached_end(cmp_cached *c, int counted, const cmp_answer *a)
 {
     if (c->ended)
         return;
@@ -492,30 +603,38 @@ static void cached_end(cmp_cached *c, int counted, int status, const char *body,
     if (req) {
         c->req = NULL;
         req->data = NULL;
-        cached_answer(req, status, body, len, src, why, timed_out, upstream);
+        cached_answer(req, a);
     }
     uv_close((uv_handle_t *)&c->timer, cached_free);
 }
 
-static void cached_looked_up(int status, const char *body, size_t len, cmp_source src,
-                             const char *why, int timed_out, const char *upstream, void *arg)
+static void cached_end_failed(cmp_cached *c, int counted, const char *why, int timed_out)
+{
+    cmp_answer a = { .source = CMP_FROM_UPSTREAM, .why = why, .timed_out = timed_out };
+    cached_end(c, counted, &a);
+}
+
+static void cached_looked_up(const cmp_answer *a, void *arg)
 {
     cmp_cached *c = arg;
     c->wait = NULL;
-    cached_end(c, 1, status, body, len, src, why, timed_out, upstream);
+    cached_end(c, 1, a);
 }
 
-static void cached_fetched(int status, const char *body, size_t len, const char *why,
-                           int timed_out, const char *upstream, void *arg)
+/* A URL with a query: fetched, never stored (X-Cache says MISS, as for any fetched copy,
+ * or BYPASS for what could not have been stored). */
+static void cached_fetched(int status, const char *body, size_t len, const cmp_headers *h,
+                           const char *why, int timed_out, const char *upstream, void *arg)
 {
     cmp_cached *c = arg;
     c->fetch = NULL;
-    cached_end(c, 1, status, body, len, CMP_FROM_UPSTREAM, why, timed_out, upstream);
+    cmp_answer a = { status, body, len, *h, CMP_FROM_UPSTREAM, 0, why, timed_out, upstream };
+    cached_end(c, 1, &a);
 }
 
 static void cached_deadline(uv_timer_t *t)
 {
-    cached_end(t->data, 0, 0, NULL, 0, CMP_FROM_CACHE, "deadline", 1, NULL);
+    cached_end_failed(t->data, 0, "deadline", 1);
 }
 
 int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char *route_id,
@@ -552,7 +671,7 @@ int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char
         c->fetch = cmp_fetch_start_on(w, table, c->url, ui, c->request_id, c->client_ip,
                                       timeout_ms, cached_fetched, c);
     if (!c->wait && !c->fetch)
-        cached_end(c, 1, 0, NULL, 0, CMP_FROM_CACHE, "out of memory", 0, NULL);
+        cached_end_failed(c, 1, "out of memory", 0);
     return 0;
 }
 
@@ -582,7 +701,7 @@ static void cached_on_abort(gw_request *req, int err)
         return; /* answered already */
     req->data = NULL;
     c->req = NULL; /* no answer; the lookup is let go (it still fills the cache for others) */
-    cached_end(c, 0, 0, NULL, 0, CMP_FROM_CACHE, NULL, 0, NULL);
+    cached_end_failed(c, 0, NULL, 0);
 }
 
 const gw_handler cmp_cached_handler = {

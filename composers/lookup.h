@@ -1,9 +1,11 @@
 /* lookup.h — cached lookups (the user cache): a GET on a route with "cache": true goes to
  * the cache first (Redis, or the in-process LRU), then to the upstream on a miss, and the
- * answer is stored: a 200 for cache.ttl_ms, a 404 for cache.negative_ttl_ms, each kept
- * cache.stale_ms longer for stale-if-error. Lookups of the same key on this worker while one
- * is under way wait for it: one upstream call serves them all. The cache failing (slow,
- * down) is a miss: it never fails a request. */
+ * answer is stored with its kept headers: a 200 with a JSON body for cache.ttl_ms, a 404
+ * for cache.negative_ttl_ms (each capped by the answer's s-maxage / max-age), a 200 kept
+ * cache.stale_ms longer for stale-if-error — unless its headers forbid storing it
+ * (composers/cache_policy.h). Other 2xx and 3xx answers are passed on, not stored. Lookups
+ * of the same key on this worker while one is under way wait for it: one upstream call
+ * serves them all. The cache failing (slow, down) is a miss: it never fails a request. */
 #ifndef CMP_LOOKUP_H
 #define CMP_LOOKUP_H
 
@@ -12,18 +14,35 @@
 
 #include "http/server.h"
 #include "routes/route_table.h"
+#include "composers/fetch.h"
 
 typedef struct cmp_worker cmp_worker;
 typedef struct cmp_wait cmp_wait;
 
-typedef enum { CMP_FROM_CACHE, CMP_FROM_UPSTREAM, CMP_FROM_STALE } cmp_source;
+/* CMP_FROM_BYPASS: fetched from the upstream and not stored because of what it is (a 3xx, a
+ * 204, a 200 that is not JSON, another 2xx) or what its headers say (cache_policy.h). */
+typedef enum { CMP_FROM_CACHE, CMP_FROM_UPSTREAM, CMP_FROM_STALE, CMP_FROM_BYPASS } cmp_source;
 
-/* STATUS: 200 or 404 from the cache or the upstream, another upstream status, or 0 with WHY
- * on failure. SOURCE says where the answer came from (CMP_FROM_STALE: the upstream failed
- * and a copy older than its ttl was served). Never called inside cmp_lookup_start, never
- * after cmp_lookup_cancel. */
-typedef void (*cmp_lookup_cb)(int status, const char *body, size_t len, cmp_source source,
-                              const char *why, int timed_out, const char *upstream, void *arg);
+/* One lookup's answer. STATUS: 200 or 404 from the cache or the upstream, another upstream
+ * status, or 0 with WHY on failure. HDRS: the upstream's kept headers (stored with the copy,
+ * Set-Cookie never; a waiter that joined another's fetch gets them without Set-Cookie).
+ * SOURCE says where the answer came from (CMP_FROM_STALE: the upstream failed and a copy
+ * older than its ttl was served); AGE_MS how old a copy from the cache is (0 otherwise).
+ * Everything is valid during the callback only. */
+typedef struct cmp_answer {
+    int status;
+    const char *body;
+    size_t len;
+    cmp_headers hdrs;
+    cmp_source source;
+    uint64_t age_ms;
+    const char *why;
+    int timed_out;
+    const char *upstream;
+} cmp_answer;
+
+/* Never called inside cmp_lookup_start, never after cmp_lookup_cancel. */
+typedef void (*cmp_lookup_cb)(const cmp_answer *a, void *arg);
 
 cmp_wait *cmp_lookup_start(cmp_worker *w, rt_table *table, const char *path,
                            const char *request_id, const char *client_ip, uint32_t timeout_ms,
@@ -45,7 +64,8 @@ extern const gw_handler cmp_cached_handler;
 /* Answers REQ — a GET or HEAD without a body on the route ROUTE_ID (a string of TABLE, which
  * is ref'd for the request) with "cache": true, its URL shorter than CMP_CACHED_URL_MAX —
  * from the user cache, or fetched (one call for concurrent misses of the same path), stored,
- * and answered with X-Cache: HIT, MISS or STALE; a URL with a query is fetched, not cached.
+ * and answered with the upstream's status, kept headers and body, and X-Cache: HIT, MISS,
+ * STALE or BYPASS (passed on, not stored); a URL with a query is fetched, not cached.
  * TIMEOUT_MS bounds the whole answer. Returns 0 (the answer follows later), or <0 (out of
  * memory, URL too long): nothing was answered and REQ is untouched. */
 int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char *route_id,

@@ -339,9 +339,12 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
                   "gateway_cache_requests_total{result=\"stale\"} %" PRIu64 "\n"
                   "# HELP gateway_cache_coalesced_total Lookups that waited for a fetch already in flight.\n"
                   "# TYPE gateway_cache_coalesced_total counter\n"
-                  "gateway_cache_coalesced_total %" PRIu64 "\n",
+                  "gateway_cache_coalesced_total %" PRIu64 "\n"
+                  "# HELP gateway_cache_bypass_total Upstream answers on cached routes passed on without being stored.\n"
+                  "# TYPE gateway_cache_bypass_total counter\n"
+                  "gateway_cache_bypass_total %" PRIu64 "\n",
               SUM(cache_hits), SUM(cache_misses), SUM(cache_errors), SUM(cache_stale),
-              SUM(cache_coalesced));
+              SUM(cache_coalesced), SUM(cache_bypass));
     if (b.oom) {
         free(b.p);
         return -1;
@@ -379,6 +382,7 @@ static void rep_cache(void *data, cmp_cache_event ev)
     case CMP_CACHE_EV_ERROR: ADD(m->cache_errors, 1); break;
     case CMP_CACHE_EV_STALE: ADD(m->cache_stale, 1); break;
     case CMP_CACHE_EV_COALESCED: ADD(m->cache_coalesced, 1); break;
+    case CMP_CACHE_EV_BYPASS: ADD(m->cache_bypass, 1); break;
     }
 }
 

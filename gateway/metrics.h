@@ -53,7 +53,8 @@ typedef struct gw_metrics {
     atomic_uint_fast64_t leg_count, leg_sum_us;
     atomic_int breaker_state[GW_METRICS_UPSTREAMS]; /* 0 closed, 1 open, 2 half-open */
     /* user cache */
-    atomic_uint_fast64_t cache_hits, cache_misses, cache_errors, cache_coalesced, cache_stale;
+    atomic_uint_fast64_t cache_hits, cache_misses, cache_errors, cache_coalesced, cache_stale,
+        cache_bypass;
 } gw_metrics;
 
 enum { GW_COMP_OK, GW_COMP_DEGRADED, GW_COMP_FAILED };

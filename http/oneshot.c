@@ -28,6 +28,8 @@ struct gw_oneshot {
     size_t body_max;
     char *body;
     size_t len, cap;
+    const char *const *keep; /* header names to copy (NULL: none) */
+    char *hdrs;              /* the kept header lines, malloc'd at the head */
     gw_oneshot_result res;
     gw_oneshot_cb cb;
     void *arg;
@@ -58,6 +60,7 @@ static void os_free(uv_handle_t *h)
     gw_oneshot *o = h->data;
     free(o->req);
     free(o->body);
+    free(o->hdrs);
     free(o);
 }
 
@@ -142,12 +145,63 @@ static void os_on_ready(gw_uconn *u, void *data)
     gw_uconn_read_response(u, o->is_head);
 }
 
+static int kept(const char *const *keep, gw_slice name)
+{
+    for (; *keep; keep++)
+        if (gw_slice_ieq(name, *keep))
+            return 1;
+    return 0;
+}
+
+/* Copies the kept headers in one allocation sized for them, at most GW_ONESHOT_HEADERS_MAX
+ * bytes and GW_ONESHOT_HEADERS_LINES lines; what does not fit is dropped and flagged. Two
+ * passes with the same selection: size, then copy. */
+static void keep_headers(gw_oneshot *o, const gw_header *h, int n)
+{
+    size_t need = 0, at = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t used = 0;
+        int lines = 0;
+        for (int i = 0; i < n; i++) {
+            if (!kept(o->keep, h[i].name))
+                continue;
+            size_t one = h[i].name.n + 2 + h[i].value.n + 2;
+            if (used + one > GW_ONESHOT_HEADERS_MAX || lines == GW_ONESHOT_HEADERS_LINES) {
+                o->res.headers_truncated = 1;
+                continue;
+            }
+            used += one;
+            lines++;
+            if (pass == 0)
+                continue;
+            memcpy(o->hdrs + at, h[i].name.p, h[i].name.n);
+            at += h[i].name.n;
+            memcpy(o->hdrs + at, ": ", 2);
+            at += 2;
+            memcpy(o->hdrs + at, h[i].value.p, h[i].value.n);
+            at += h[i].value.n;
+            memcpy(o->hdrs + at, "\r\n", 2);
+            at += 2;
+        }
+        need = used;
+        if (pass == 0 && (!need || !(o->hdrs = malloc(need)))) {
+            if (need)
+                o->res.headers_truncated = 1; /* out of memory: none kept */
+            return;
+        }
+    }
+    o->res.headers = o->hdrs;
+    o->res.headers_len = at;
+}
+
 static void os_on_head(gw_uconn *u, void *data, int status, const gw_header *h, int n,
                        int64_t body_len)
 {
     gw_oneshot *o = data;
-    (void)u, (void)h, (void)n;
+    (void)u;
     o->res.status = status;
+    if (o->keep && !o->hdrs)
+        keep_headers(o, h, n);
     if (!o->is_head && body_len > 0 && (uint64_t)body_len > o->body_max) {
         o->res.too_big = 1; /* no need to read what will not be kept */
         os_end(o, 0);
@@ -217,6 +271,15 @@ int gw_oneshot_start(gw_oneshot_set *set, gw_endpoint *ep, int klass, const char
                      int is_head, size_t body_max, uint32_t deadline_ms, gw_oneshot_cb cb,
                      void *arg, gw_oneshot **out, int *skip)
 {
+    return gw_oneshot_start_keep(set, ep, klass, req, len, is_head, body_max, deadline_ms, NULL,
+                                 cb, arg, out, skip);
+}
+
+int gw_oneshot_start_keep(gw_oneshot_set *set, gw_endpoint *ep, int klass, const char *req,
+                          size_t len, int is_head, size_t body_max, uint32_t deadline_ms,
+                          const char *const *keep, gw_oneshot_cb cb, void *arg, gw_oneshot **out,
+                          int *skip)
+{
     *out = NULL;
     *skip = 0;
     if (set->closed || (klass == GW_ONESHOT_BACKGROUND && set->draining))
@@ -240,6 +303,7 @@ int gw_oneshot_start(gw_oneshot_set *set, gw_endpoint *ep, int klass, const char
     o->set = set;
     o->ep = ep;
     o->is_head = is_head;
+    o->keep = keep;
     o->body_max = body_max;
     o->cb = cb;
     o->arg = arg;

@@ -59,7 +59,18 @@ typedef struct gw_oneshot_result {
     int too_big;      /* err 0, status set, the body was over body_max: BODY is NULL */
     const char *body; /* valid during the callback; NULL when empty or too big */
     size_t len;
+    /* The answer's headers named in the KEEP list given to gw_oneshot_start_keep, as
+     * "Name: value\r\n" lines in the order received (NULL/0 when none or no list).
+     * HEADERS_TRUNCATED: some kept header did not fit in GW_ONESHOT_HEADERS_MAX bytes or
+     * GW_ONESHOT_HEADERS_LINES lines and was dropped (the caller must not rely on the set
+     * being complete, e.g. must not cache the answer). Valid during the callback. */
+    const char *headers;
+    size_t headers_len;
+    int headers_truncated;
 } gw_oneshot_result;
+
+#define GW_ONESHOT_HEADERS_MAX 4096 /* bytes of kept header lines, per exchange */
+#define GW_ONESHOT_HEADERS_LINES 32
 
 /* Called exactly once per started exchange (never from inside gw_oneshot_start), unless
  * gw_oneshot_cancel came first. The exchange is freed after it returns. */
@@ -75,6 +86,12 @@ void gw_oneshot_set_init(gw_oneshot_set *set, uv_loop_t *loop, uint32_t max_in_f
 int gw_oneshot_start(gw_oneshot_set *set, gw_endpoint *ep, int klass, const char *req, size_t len,
                      int is_head, size_t body_max, uint32_t deadline_ms, gw_oneshot_cb cb,
                      void *arg, gw_oneshot **out, int *skip);
+/* As gw_oneshot_start, and the answer's headers whose names (case-insensitive) are in KEEP
+ * (NULL-terminated, static storage; NULL: none) are copied into the result. */
+int gw_oneshot_start_keep(gw_oneshot_set *set, gw_endpoint *ep, int klass, const char *req,
+                          size_t len, int is_head, size_t body_max, uint32_t deadline_ms,
+                          const char *const *keep, gw_oneshot_cb cb, void *arg, gw_oneshot **out,
+                          int *skip);
 /* The owner gives up: the connection is closed, no callback follows. Safe on NULL. */
 void gw_oneshot_cancel(gw_oneshot *o);
 

@@ -3,6 +3,10 @@ route go through cached, coalesced lookups. Key = the client-facing path; a 200 
 cache.ttl_ms, a 404 cache.negative_ttl_ms, each cache.stale_ms longer for stale-if-error;
 Redis failing (down, killed, hung) is a miss, never an error; without "redis" an in-process
 LRU per worker is used. Successful PUT/PATCH/DELETE through the gateway evict the path.
+Answers pass through faithfully (issue 10 §5): kept upstream headers on MISS and HIT, 3xx /
+204 / non-JSON 200 passed on uncached (X-Cache: BYPASS), no-store / private / Set-Cookie
+never stored, max-age below the ttl caps it; upstream answers are scripted with mockd's
+PUT /__script.
 
 Every test that needs Redis starts a real redis-server (no persistence) on a free port in a
 temp dir and stops exactly that pid. What reached user-service is proven by mockd's
@@ -855,3 +859,231 @@ def test_cache_client_leaves_while_answer_held():
             st, h, b = get(s, "/api/users/7", {"Content-Type": "application/json"}, "PUT",
                            b'{"name": "Ada"}')
             assert st == 200, (st, h, b[:200])
+
+
+# ---- answers passed through faithfully (issue 10 §5) ---------------------------------------
+# user-service is told what to answer for a path by mockd's PUT /__script (a cached GET
+# carries no client header, so X-Mock-* cannot reach it).
+
+def script_user(s, uid, status=200, headers=(), body=""):
+    s.mock("user-service").script("/users/%s" % uid, status, headers, body)
+
+
+def get_all(s, path, method="GET"):
+    """GET on a new connection; (status, [(name, value)] as sent, body): repeats kept."""
+    c = connect(s.port, timeout=10)
+    try:
+        c.sendall(("%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                   % (method, path)).encode())
+        r, _ = read_response(c, head_request=(method == "HEAD"))
+        return r.status, r.headers, r.body
+    finally:
+        c.close()
+
+
+def all_named(headers, name):
+    return [v for k, v in headers if k.lower() == name.lower()]
+
+
+DOC = '{"id":"h1","name":"Ada"}'
+
+
+def test_cache_upstream_headers_kept_on_miss_and_hit():
+    """ETag, Cache-Control, Content-Type, Location, Vary, Last-Modified, Expires come from
+    the upstream on the MISS and, stored with the copy, on every HIT (with Age); the stored
+    value is version 2 in Redis."""
+    kept = [("ETag", '"v7"'), ("Cache-Control", "public, max-age=600"),
+            ("Content-Type", "application/json; charset=utf-8"), ("Location", "/api/users/h1"),
+            ("Vary", "Accept-Encoding"), ("Last-Modified", "Tue, 01 Dec 2026 10:00:00 GMT"),
+            ("Expires", "Wed, 02 Dec 2026 10:00:00 GMT")]
+    with RedisServer() as rs:
+        with cache_stack(rs.port) as s:
+            script_user(s, "h1", 200, kept + [("X-Internal", "not kept")], DOC)
+            for want in ("MISS", "HIT", "HIT"):
+                st, h, b = get(s, "/api/users/h1")
+                expect(st, h, b, 200, want)
+                assert b == DOC.encode(), b
+                for k, v in kept:
+                    assert h.get(k.lower()) == v, (want, k, h)
+                assert "x-internal" not in h, h
+                assert h.get("x-gateway-upstream") == "user-service", h
+                assert ("age" in h) == (want == "HIT"), (want, h)
+                time.sleep(SETTLE)
+            assert user_calls(s, "h1") == 1
+            v = resp(rs.port, "GET", KEY + "h1")
+            assert v[8:11] == b"v2 " and b'ETag: "v7"\r\n' in v, v
+
+
+def test_cache_3xx_204_and_non_json_200_passed_through_uncached():
+    """A 301 with Location, a 204 and a 200 text/html answer are the client's as the
+    upstream gave them (status, headers, body), X-Cache: BYPASS, and are never stored: the
+    next GET reaches user-service again. (Before: 502.)"""
+    with cache_stack(None) as s:
+        script_user(s, "r1", 301, [("Location", "/api/users/7"), ("Cache-Control", "max-age=60"),
+                                   ("Content-Type", "text/plain")], "moved")
+        script_user(s, "n1", 204, [("ETag", '"e204"')])
+        script_user(s, "t1", 200, [("Content-Type", "text/html"), ("ETag", '"t"')],
+                    "<p>not json</p>")
+        for n in (1, 2):
+            st, h, b = get(s, "/api/users/r1")
+            assert (st, h.get("location"), h.get("content-type"), b) == \
+                (301, "/api/users/7", "text/plain", b"moved"), (st, h, b)
+            assert h.get("x-cache") == "BYPASS" and h.get("x-gateway-upstream") == "user-service", h
+            st, h, b = get(s, "/api/users/n1")
+            assert (st, h.get("etag"), b) == (204, '"e204"', b""), (st, h, b)
+            assert h.get("x-cache") == "BYPASS", h
+            st, h, b = get(s, "/api/users/t1")
+            assert (st, h.get("content-type"), b) == (200, "text/html", b"<p>not json</p>"), \
+                (st, h, b)
+            assert h.get("x-cache") == "BYPASS" and h.get("etag") == '"t"', h
+            for uid in ("r1", "n1", "t1"):
+                assert user_calls(s, uid) == n, (uid, n, s.mock("user-service").stats())
+        # HEAD of a passed-through answer: its head, no body
+        st, hs, b = get_all(s, "/api/users/r1", "HEAD")
+        assert st == 301 and b == b"" and all_named(hs, "Location") == ["/api/users/7"], (st, hs)
+        assert metrics(s).get("gateway_cache_bypass_total") == 7, metrics(s)
+        # 404 negative caching is unchanged
+        expect(*get_user(s, "missing-p"), 404, "MISS")
+        expect(*get_user(s, "missing-p"), 404, "HIT")
+
+
+def test_cache_no_store_private_set_cookie_never_stored():
+    """Cache-Control no-store or private (any case, among other directives) and Set-Cookie:
+    passed to the client (every Set-Cookie line), never stored: each GET reaches
+    user-service, X-Cache: BYPASS, and nothing is in Redis. (Before: stored, then HIT.)"""
+    cases = {
+        "ns": [("Cache-Control", "public, No-Store, max-age=60")],
+        "pv": [("Cache-Control", 'max-age=60, PRIVATE="Set-Cookie"')],
+        "ck": [("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; HttpOnly")],
+        "nc": [("Cache-Control", "no-cache")],
+        "m0": [("Cache-Control", "max-age=0")],
+    }
+    with RedisServer() as rs:
+        with cache_stack(rs.port) as s:
+            for uid, hs in cases.items():
+                script_user(s, uid, 200, hs + [("Content-Type", "application/json")],
+                            '{"id":"%s"}' % uid)
+            for n in (1, 2):
+                for uid, hs in cases.items():
+                    st, got, b = get_all(s, "/api/users/%s" % uid)
+                    assert st == 200 and b == ('{"id":"%s"}' % uid).encode(), (uid, st, b)
+                    assert all_named(got, "X-Cache") == ["BYPASS"], (uid, got)
+                    for name in ("Cache-Control", "Set-Cookie"):
+                        want = [v for k, v in hs if k == name]
+                        assert all_named(got, name) == want, (uid, name, got)
+                    time.sleep(SETTLE)
+                    assert user_calls(s, uid) == n, (uid, n)
+                    assert resp(rs.port, "EXISTS", KEY + uid) == 0, uid
+
+
+def test_cache_no_store_answer_deletes_older_copy():
+    """A path whose upstream now says no-store loses its stored copy: it cannot come back
+    as a STALE answer when the upstream fails later."""
+    with RedisServer() as rs:
+        with cache_stack(rs.port, cache={"ttl_ms": 200}) as s:
+            script_user(s, "d1", 200, [("Content-Type", "application/json")], DOC)
+            expect(*get(s, "/api/users/d1"), 200, "MISS")
+            time.sleep(0.3)  # past the ttl, inside the stale window
+            script_user(s, "d1", 200, [("Cache-Control", "no-store")], DOC)
+            expect(*get(s, "/api/users/d1"), 200, "BYPASS")
+            time.sleep(SETTLE)
+            assert resp(rs.port, "EXISTS", KEY + "d1") == 0
+            script_user(s, "d1", 503, [("Content-Type", "application/json")], '{"e":1}')
+            st, h, b = get(s, "/api/users/d1")
+            assert st == 503 and h.get("x-cache") is None, (st, h, b)
+
+
+def fresh_for(s, uid, fresh_s, what):
+    """GET /api/users/UID: a MISS; again: a HIT when answered within FRESH_S of the first
+    GET's start (a slower answer proves nothing either way and is not asserted); once FRESH_S
+    + 0.3 s passed since the MISS was answered: a MISS. Load never makes it fail, only
+    skips the HIT check (printed)."""
+    t0 = time.monotonic()
+    expect(*get(s, "/api/users/%s" % uid), 200, "MISS", what)
+    t1 = time.monotonic()
+    st, h, b = get(s, "/api/users/%s" % uid)
+    if time.monotonic() - t0 < fresh_s:
+        expect(st, h, b, 200, "HIT", what + ": within the fresh time")
+    else:
+        print("    %s: second GET after %.2f s, HIT not checked" % (what, time.monotonic() - t0))
+    time.sleep(max(0, t1 + fresh_s + 0.3 - time.monotonic()))
+    expect(*get(s, "/api/users/%s" % uid), 200, "MISS", what + ": after the fresh time")
+
+
+def test_cache_max_age_below_ttl_caps_the_copy():
+    """An upstream max-age (s-maxage wins over it) below the route's ttl is the copy's fresh
+    time: HIT within it, MISS after it; the copy is kept stale_ms longer (Redis PTTL, which
+    was ttl + stale before). A max-age above the ttl does not extend it."""
+    with RedisServer() as rs:
+        with cache_stack(rs.port, cache={"ttl_ms": 60000, "stale_ms": 5000}) as s:
+            script_user(s, "m1", 200, [("Cache-Control", "max-age=1")], DOC)
+            script_user(s, "s1", 200, [("Cache-Control", "max-age=600, s-maxage=1")], DOC)
+            for uid in ("m1", "s1"):
+                fresh_for(s, uid, 1.0, uid)
+                assert user_calls(s, uid) == 2, uid
+                time.sleep(SETTLE)
+                pttl = resp(rs.port, "PTTL", KEY + uid)
+                assert 0 < pttl <= 1000 + 5000, (uid, "max-age 1 s + stale 5 s", pttl)
+    with cache_stack(None, cache={"ttl_ms": 1000}) as s:
+        script_user(s, "l1", 200, [("Cache-Control", "max-age=600")], DOC)
+        fresh_for(s, "l1", 1.0, "ttl_ms 1000 despite max-age=600")
+
+
+def test_cache_old_and_foreign_values_in_redis():
+    """A version 1 value ("<status> <fetched us>\\n<body>", older gateways) is served as
+    before; a value whose header block is malformed, names a header the gateway does not
+    keep, or carries Set-Cookie is a miss (fetched, then overwritten); never a crash."""
+    def put(uid, value):
+        now_ms = int(time.time() * 1000)
+        resp(rs.port, "SET", KEY + uid, now_ms.to_bytes(8, "big") + value, "PX", "60000")
+
+    with RedisServer() as rs:
+        with cache_stack(rs.port) as s:
+            us = int(time.time() * 1e6)
+            put("o1", b"200 %d\n{\"old\":true}" % us)
+            st, h, b = get(s, "/api/users/o1")
+            expect(st, h, b, 200, "HIT", "version 1 value")
+            assert b == b'{"old":true}' and h.get("content-type") == "application/json", (h, b)
+            bad = {
+                "b1": b"v2 200 %d 60000 99999\n{}" % us,                  # header bytes past the end
+                "b2": b"v2 200 %d 60000 11\nX-Evil: 1\r\n{}" % us,       # not a kept header
+                "b3": b"v2 200 %d 60000 15\nSet-Cookie: a\r\n{}" % us,
+                "b4": b"v2 200 %d 60000 16\nETag: x\r\nETag: y{}" % us,   # no CRLF at the end
+                "b5": b"v2 302 %d 60000 0\n" % us,                        # not a stored status
+                "b6": b"v2 200 -5 60000 0\n{}",
+            }
+            for uid, v in bad.items():
+                put(uid, v)
+                st, h, b = get(s, "/api/users/%s" % uid)
+                expect(st, h, b, 200, "MISS", uid)
+                assert "x-evil" not in h and "set-cookie" not in h, (uid, h)
+                assert json.loads(b)["id"] == uid, (uid, b)
+                assert user_calls(s, uid) == 1, uid
+            assert s.gw.p.poll() is None
+
+
+def test_cache_set_cookie_only_to_the_client_that_fetched():
+    """Concurrent misses share one fetch; an answer with Set-Cookie goes with its cookies to
+    the client whose lookup fetched it only, without them to the ones that joined."""
+    with cache_stack(None, user_args=["--latency-ms", "1500"]) as s:
+        script_user(s, "c1", 200, [("Set-Cookie", "sid=one"), ("ETag", '"c"')], DOC)
+        res = [None] * 3
+
+        def one(i):
+            res[i] = get_all(s, "/api/users/c1")
+
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        ts[0].start()
+        deadline = time.monotonic() + 5
+        while user_calls(s, "c1") < 1:  # the first one's fetch is under way (1.5 s) ...
+            assert time.monotonic() < deadline, "the first GET never reached user-service"
+            time.sleep(0.01)
+        for t in ts[1:]:  # ... and the others join it
+            t.start()
+        for t in ts:
+            t.join(10)
+        assert user_calls(s, "c1") == 1, s.mock("user-service").stats()
+        for st, hs, b in res:
+            assert st == 200 and b == DOC.encode() and all_named(hs, "ETag") == ['"c"'], (st, hs)
+        cookies = sorted(len(all_named(hs, "Set-Cookie")) for _, hs, _ in res)
+        assert cookies == [0, 0, 1], res

@@ -15,7 +15,7 @@
 #include "http/gw_errors.h"
 #include "http/oneshot.h"
 
-enum { UP_ANSWER, UP_BIG, UP_HANG };
+enum { UP_ANSWER, UP_BIG, UP_HANG, UP_HEADERS, UP_MANY_HEADERS };
 
 typedef struct peer {
     uv_tcp_t tcp;
@@ -41,6 +41,7 @@ typedef struct outcome {
     int called_in_start;
     gw_oneshot_result r;
     char body[64];
+    char hdrs[2048];         /* r.headers, copied */
 } outcome;
 
 static fixture *F;
@@ -82,6 +83,16 @@ static void peer_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
                                            "1000\r\n");
         memset(big + at, 'x', 4096);
         memcpy(big + at + 4096, "\r\n0\r\n\r\n", 8); /* with the NUL */
+        resp = big;
+    } else if (F->mode == UP_HEADERS) {
+        resp = "HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nX-Other: no\r\nset-cookie: a=1\r\n"
+               "Set-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok";
+    } else if (F->mode == UP_MANY_HEADERS) {
+        /* more kept lines than GW_ONESHOT_HEADERS_LINES */
+        int at = snprintf(big, sizeof big, "HTTP/1.1 200 OK\r\n");
+        for (int i = 0; i < GW_ONESHOT_HEADERS_LINES + 8; i++)
+            at += snprintf(big + at, sizeof big - (size_t)at, "Set-Cookie: c%d=1\r\n", i);
+        snprintf(big + at, sizeof big - (size_t)at, "Content-Length: 0\r\n\r\n");
         resp = big;
     }
     if (!resp)
@@ -164,6 +175,9 @@ static void on_result(gw_oneshot *o, const gw_oneshot_result *r, void *arg)
     if (r->body && r->len < sizeof out->body)
         memcpy(out->body, r->body, r->len);
     out->r.body = NULL; /* not valid after the callback */
+    if (r->headers && r->headers_len < sizeof out->hdrs)
+        memcpy(out->hdrs, r->headers, r->headers_len);
+    out->r.headers = NULL;
 }
 
 static const char REQ[] = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -178,6 +192,17 @@ static int start(fixture *f, int klass, size_t body_max, uint32_t deadline_ms, o
                              body_max, deadline_ms, on_result, out, &o, skip ? skip : &s);
     out->in_start = 0;
     return r;
+}
+
+static const char *const KEEP[] = { "ETag", "Set-Cookie", NULL };
+
+/* As start (a request-class exchange), keeping KEEP's headers. */
+static int start_keep(fixture *f, outcome *out)
+{
+    gw_oneshot *o;
+    int s;
+    return gw_oneshot_start_keep(&f->set, &f->up.endpoints[0], GW_ONESHOT_REQUEST, REQ,
+                                 sizeof REQ - 1, 0, 1024, 5000, KEEP, on_result, out, &o, &s);
 }
 
 static void run_until(fixture *f, const int *calls, int want)
@@ -352,10 +377,50 @@ static void test_connect_refused(void **state)
     assert_int_equal(a.r.err, GW_ECONNECT);
 }
 
+/* Only the named headers (any case) are kept, in order, as "Name: value" lines; none
+ * without a list. */
+static void test_kept_headers(void **state)
+{
+    fixture *f = *state;
+    f->mode = UP_HEADERS;
+    outcome a = { 0 }, b = { 0 };
+    assert_int_equal(start_keep(f, &a), 0);
+    run_until(f, &a.calls, 1);
+    assert_int_equal(a.r.err, 0);
+    assert_int_equal(a.r.status, 200);
+    const char want[] = "ETag: \"e1\"\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\n";
+    assert_int_equal(a.r.headers_len, sizeof want - 1);
+    assert_memory_equal(a.hdrs, want, sizeof want - 1);
+    assert_false(a.r.headers_truncated);
+    assert_memory_equal(a.body, "ok", 2);
+    assert_int_equal(start(f, GW_ONESHOT_REQUEST, 1024, 5000, &b, NULL), 0);
+    run_until(f, &b.calls, 1);
+    assert_int_equal(b.r.headers_len, 0);
+}
+
+/* Past GW_ONESHOT_HEADERS_LINES the rest is dropped and the result says so. */
+static void test_kept_headers_capped(void **state)
+{
+    fixture *f = *state;
+    f->mode = UP_MANY_HEADERS;
+    outcome a = { 0 };
+    assert_int_equal(start_keep(f, &a), 0);
+    run_until(f, &a.calls, 1);
+    assert_int_equal(a.r.err, 0);
+    assert_true(a.r.headers_truncated);
+    int lines = 0;
+    for (size_t i = 0; i + 1 < a.r.headers_len; i++)
+        lines += a.hdrs[i] == '\r' && a.hdrs[i + 1] == '\n';
+    assert_int_equal(lines, GW_ONESHOT_HEADERS_LINES);
+    assert_memory_equal(a.hdrs, "Set-Cookie: c0=1\r\n", 18);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_headers_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_over_the_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_all, setup, teardown),
