@@ -48,7 +48,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int ours = cmp_json_valid((const char *)data, size);
     json_error_t e;
     json_t *j = json_loadb((const char *)data, size, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
-    if (j && !ours && depth(data, size) <= 256) {
+    /* a raw NUL is valid nowhere in JSON, yet jansson 2.14 accepts a number followed by one
+     * ("2\0": found by this driver): there jansson is the lax one */
+    if (j && !ours && depth(data, size) <= 256 && !memchr(data, '\0', size)) {
         fprintf(stderr, "cmp_json_valid refused a document jansson accepts\n");
         __builtin_trap();
     }
