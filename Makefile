@@ -37,9 +37,9 @@ endif
 
 LLHTTP_DIR := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
-PKGS       := libuv jansson libpq hiredis
+PKGS       := libuv jansson libpq hiredis libssl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -ljansson -lpq -lhiredis)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -ljansson -lpq -lhiredis -lssl -lcrypto)
 
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -pthread -I. -I$(LLHTTP_INC) $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lpthread -lm
@@ -99,7 +99,7 @@ $(OUT)/fuzz_%: $(OUT)/obj/tests/fuzz/fuzz_%.o $(OUT)/libgw.a
 # ---- set-up ---------------------------------------------------------------------------
 DEB_PKGS := build-essential pkg-config libuv1-dev node-llhttp libpq-dev libhiredis-dev \
             libjansson-dev libcmocka-dev postgresql redis-server python3 curl valgrind \
-            clang libclang-rt-14-dev
+            clang libclang-rt-14-dev libssl-dev openssl
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -6,6 +6,7 @@
  *   GET|PUT|PATCH|DELETE /admin/routes/{id}
  *   POST /admin/rollback               {} = every route, {"id": "x"} = one; one atomic change
  *   POST /admin/reload                 re-read the active source
+ *   GET  /admin/certificates, POST /admin/certificates/reload   (admin_certs.c)
  *
  * A change builds a new table from the one in force (routes/route_edit.h), validates it
  * whole, writes it to the active source with its audit entries (who = the token's name),
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/admin_certs.h"
 #include "routes/route_edit.h"
 #include "routes/route_table.h"
 
@@ -227,6 +229,11 @@ static void serve_metrics(gw_admin *a, gw_request *req)
     text = more;
     memcpy(text + len, lag, (size_t)ln + 1);
     len += (size_t)ln;
+    if (a->certs && gw_admin_certs_metrics(a->certs, &text, &len) != 0) {
+        free(text);
+        gw_response_error(req, 500, "out of memory");
+        return;
+    }
     gw_response_simple(req, 200, "text/plain; version=0.0.4", text, len, NULL);
     free(text);
 }
@@ -539,6 +546,8 @@ static void admin_on_request(gw_request *req)
                            "WWW-Authenticate: Bearer\r\n");
         return;
     }
+    if (a->certs && gw_admin_certs_serve(a->certs, req, path))
+        return; /* /admin/certificates (admin_certs.c) */
     static const char prefix[] = "/admin/routes/";
     if (gw_slice_eq(path, "/admin/routes")) {
         if (!get) goto not_allowed;

@@ -15,6 +15,7 @@ typedef struct gw_admin {
     int n_workers;
     int ready;                    /* a route table is loaded and the workers listen */
     gw_route_store *store;        /* the active route source */
+    struct gw_certs *certs;       /* TLS certificates (admin_certs.c); NULL: none */
     gw_server *server;
     uv_loop_t *loop;
     int stopping;                 /* gw_admin_stop was called: no change starts any more */

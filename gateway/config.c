@@ -90,29 +90,15 @@
 #include <string.h>
 #include <uv.h>
 
+#include "gateway/config_int.h"
 #include "http/gw_errors.h"
 #include "http/server.h" /* GW_MAX_HEADERS */
 
-#define GW__MS_MAX 3600000
 #define GW__WORKERS_MAX 256
 #define GW__FILE_MAX_BYTES (16u << 20)
-#define GW__PATH_MAX 512
 
-/* What a parse needs to name its errors. prefix is the file name while the file is being
- * checked and NULL while the environment is (env errors name the variable instead). */
-typedef struct gw__cfgctx {
-    const char *prefix;
-    const char *file;
-    size_t dirlen; /* file[0..dirlen) is its folder including the last '/'; 0 = cwd */
-    char *err;
-    size_t errlen;
-} gw__cfgctx;
 
-/* Writes "PREFIX: PATH: reason" into the error buffer; returns GW_EINVAL. */
-static int gw__fail(gw__cfgctx *c, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int gw__fail(gw__cfgctx *c, const char *path, const char *fmt, ...)
+int gw__fail(gw__cfgctx *c, const char *path, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -133,8 +119,7 @@ static int gw__fail(gw__cfgctx *c, const char *path, const char *fmt, ...)
 
 /* Quotes S for an error message: escapes '"', '\\' and control bytes, cuts after 80 bytes
  * with "...". out needs 80 * 4 + 8 bytes. Returns out. */
-#define GW__QUOTE_SIZE (80 * 4 + 8)
-static const char *gw__quote(char out[GW__QUOTE_SIZE], const char *s)
+const char *gw__quote(char out[GW__QUOTE_SIZE], const char *s)
 {
     size_t o = 0, i;
 
@@ -160,7 +145,7 @@ static const char *gw__quote(char out[GW__QUOTE_SIZE], const char *s)
 }
 
 /* PARENT.KEY (or KEY at the root) into out; control bytes in KEY shown as '?'. */
-static const char *gw__path(char out[GW__PATH_MAX], const char *parent, const char *key)
+const char *gw__path(char out[GW__PATH_MAX], const char *parent, const char *key)
 {
     size_t o = 0, i;
 
@@ -177,7 +162,7 @@ static const char *gw__path(char out[GW__PATH_MAX], const char *parent, const ch
 }
 
 /* Fails on the first member of OBJ not listed in KEYS (NULL-terminated). */
-static int gw__only_keys(gw__cfgctx *c, json_t *obj, const char *path, const char *const *keys)
+int gw__only_keys(gw__cfgctx *c, json_t *obj, const char *path, const char *const *keys)
 {
     const char *k;
     json_t *v;
@@ -194,7 +179,7 @@ static int gw__only_keys(gw__cfgctx *c, json_t *obj, const char *path, const cha
 }
 
 /* The member KEY of OBJ, which must be an object when present. *out = NULL when absent. */
-static int gw__get_obj(gw__cfgctx *c, json_t *obj, const char *key, const char *parent,
+int gw__get_obj(gw__cfgctx *c, json_t *obj, const char *key, const char *parent,
                        json_t **out)
 {
     char p[GW__PATH_MAX];
@@ -210,7 +195,7 @@ static int gw__get_obj(gw__cfgctx *c, json_t *obj, const char *key, const char *
 }
 
 /* Integer member KEY in [lo, hi] into *out; leaves *out (the default) when absent. */
-static int gw__get_int(gw__cfgctx *c, json_t *obj, const char *key, const char *parent,
+int gw__get_int(gw__cfgctx *c, json_t *obj, const char *key, const char *parent,
                        json_int_t lo, json_int_t hi, json_int_t *out)
 {
     char p[GW__PATH_MAX];
@@ -231,7 +216,7 @@ static int gw__get_int(gw__cfgctx *c, json_t *obj, const char *key, const char *
     return 0;
 }
 
-static int gw__get_u32(gw__cfgctx *c, json_t *obj, const char *key, const char *parent,
+int gw__get_u32(gw__cfgctx *c, json_t *obj, const char *key, const char *parent,
                        uint32_t lo, uint32_t hi, uint32_t *out)
 {
     json_int_t n = *out;
@@ -242,7 +227,7 @@ static int gw__get_u32(gw__cfgctx *c, json_t *obj, const char *key, const char *
     return rc;
 }
 
-static int gw__get_ms(gw__cfgctx *c, json_t *obj, const char *key, const char *parent,
+int gw__get_ms(gw__cfgctx *c, json_t *obj, const char *key, const char *parent,
                       uint32_t *out)
 {
     return gw__get_u32(c, obj, key, parent, 1, GW__MS_MAX, out);
@@ -250,7 +235,7 @@ static int gw__get_ms(gw__cfgctx *c, json_t *obj, const char *key, const char *p
 
 /* String member KEY into buf[size]; *present tells whether it was there (buf untouched when
  * not). An empty string is refused unless allow_empty. */
-static int gw__get_str(gw__cfgctx *c, json_t *obj, const char *key, const char *parent,
+int gw__get_str(gw__cfgctx *c, json_t *obj, const char *key, const char *parent,
                        char *buf, size_t size, int allow_empty, int *present)
 {
     char p[GW__PATH_MAX];
@@ -407,7 +392,7 @@ int gw_parse_hostport(const char *s, struct sockaddr_storage *addr, socklen_t *l
 }
 
 /* Validates address S (from PATH) into buf[size] and, with resolve, addr/len. */
-static int gw__address(gw__cfgctx *c, const char *path, const char *s, unsigned min_port,
+int gw__address(gw__cfgctx *c, const char *path, const char *s, unsigned min_port,
                        int resolve, char *buf, size_t size, struct sockaddr_storage *addr,
                        socklen_t *len)
 {
@@ -451,7 +436,7 @@ static int gw__token_ok(const char *s)
 }
 
 /* REL joined to the config file's folder (unless absolute) into out[size]. */
-static int gw__resolve_path(gw__cfgctx *c, const char *path, const char *rel, char *out,
+int gw__resolve_path(gw__cfgctx *c, const char *path, const char *rel, char *out,
                             size_t size)
 {
     size_t dl = rel[0] == '/' ? 0 : c->dirlen, rl = strlen(rel);
@@ -667,7 +652,7 @@ static int gw__parse_routes(gw__cfgctx *c, json_t *root, gw_config *k)
 
 static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
 {
-    static const char *const keys[] = { "listen", "workers", "admin", "upstreams", "limits",
+    static const char *const keys[] = { "listen", "listeners", "workers", "admin", "upstreams", "limits",
                                         "log", "shutdown", "routes", "redis", "composers",
                                         "cache", "background", NULL };
     static const char *const admin_keys[] = { "listen", "token", "tokens", NULL };
@@ -683,10 +668,7 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
     if ((rc = gw__only_keys(c, root, "", keys)) != 0)
         return rc;
 
-    if (json_object_get(root, "listen") == NULL)
-        return gw__fail(c, "listen", "required");
-    if ((rc = gw__get_address(c, root, "listen", "", 0, 1, k->listen, sizeof k->listen,
-                              &k->listen_addr, &k->listen_addrlen)) != 0)
+    if ((rc = gw__parse_listeners(c, root, k)) != 0)
         return rc;
 
     if ((rc = gw__get_int(c, root, "workers", "", 0, GW__WORKERS_MAX, &workers)) != 0)
@@ -808,10 +790,23 @@ static int gw__apply_env(gw__cfgctx *c, gw_config *k)
     int rc;
 
     c->prefix = NULL;
-    if ((v = gw__env("GATEWAY_LISTEN")) != NULL &&
-        (rc = gw__address(c, "env GATEWAY_LISTEN", v, 0, 1, k->listen, sizeof k->listen,
-                          &k->listen_addr, &k->listen_addrlen)) != 0)
-        return rc;
+    if ((v = gw__env("GATEWAY_LISTEN")) != NULL) {
+        /* the cleartext listener's address; one is added when there is none */
+        int i;
+        for (i = 0; i < k->n_listeners && k->listeners[i].tls; i++)
+            ;
+        if (i == k->n_listeners && k->n_listeners == GW_MAX_LISTENERS)
+            return gw__fail(c, "env GATEWAY_LISTEN", "no cleartext listener to replace and "
+                            "already %d listeners", GW_MAX_LISTENERS);
+        gw_listener_conf *l = &k->listeners[i];
+        if ((rc = gw__address(c, "env GATEWAY_LISTEN", v, 0, 1, l->listen, sizeof l->listen,
+                              &l->addr, &l->addrlen)) != 0)
+            return rc;
+        if (i == k->n_listeners) {
+            l->tls = 0;
+            k->n_listeners++;
+        }
+    }
     if ((v = gw__env("GATEWAY_ADMIN_LISTEN")) != NULL &&
         (rc = gw__address(c, "env GATEWAY_ADMIN_LISTEN", v, 0, 1, k->admin_listen,
                           sizeof k->admin_listen, &k->admin_addr, &k->admin_addrlen)) != 0)
@@ -864,8 +859,30 @@ static int gw__check_final(gw__cfgctx *c, gw_config *k)
     if (k->routes_source == GW_ROUTES_POSTGRES && k->pg_conninfo[0] == '\0')
         return gw__fail(c, "routes.conninfo",
                         "required when \"source\" is \"postgres\" (or set GATEWAY_PG)");
-    if (gw__same_addr(&k->listen_addr, &k->admin_addr))
-        return gw__fail(c, "admin.listen", "same address as listen (%s)", k->listen);
+    /* the listener GATEWAY_LISTEN speaks of, for the messages and the port probe */
+    const gw_listener_conf *first = &k->listeners[0];
+    for (int i = 0; i < k->n_listeners; i++)
+        if (!k->listeners[i].tls) {
+            first = &k->listeners[i];
+            break;
+        }
+    memcpy(k->listen, first->listen, sizeof k->listen);
+    k->listen_addr = first->addr;
+    k->listen_addrlen = first->addrlen;
+    for (int i = 0; i < k->n_listeners; i++) {
+        char p[64];
+        if (k->n_listeners == 1)
+            snprintf(p, sizeof p, "listen");
+        else
+            snprintf(p, sizeof p, "listeners[%d].listen", i);
+        if (gw__same_addr(&k->listeners[i].addr, &k->admin_addr))
+            return gw__fail(c, "admin.listen", "same address as %s (%s)", p,
+                            k->listeners[i].listen);
+        for (int j = 0; j < i; j++)
+            if (gw__same_addr(&k->listeners[i].addr, &k->listeners[j].addr))
+                return gw__fail(c, p, "same address as listeners[%d] (%s)", j,
+                                k->listeners[j].listen);
+    }
     if (k->workers == 0) {
         unsigned n = uv_available_parallelism();
         k->workers = n < 1 ? 1 : n > GW__WORKERS_MAX ? GW__WORKERS_MAX : (int)n;

@@ -8,7 +8,19 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "http/tls_conf.h"
 #include "http/upstream_conf.h" /* GW_MAX_UPSTREAMS */
+
+#define GW_MAX_LISTENERS 8
+
+/* One client listener: cleartext, or TLS with its certificates and settings. */
+typedef struct gw_listener_conf {
+    char listen[128];              /* "0.0.0.0:8443" */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int tls;                       /* 1: TLS with tls_conf */
+    gw_tls_conf tls_conf;
+} gw_listener_conf;
 
 typedef struct gw_limits_conf {
     uint32_t max_uri_bytes;      /* 414 above; default 8192 */
@@ -36,7 +48,11 @@ typedef enum gw_route_source_kind { GW_ROUTES_FILE = 0, GW_ROUTES_POSTGRES = 1 }
 
 typedef struct gw_config {
     char path[1024];               /* the file this was read from */
-    char listen[128];              /* "127.0.0.1:8080"; env GATEWAY_LISTEN */
+    /* "listen": one cleartext listener, or "listeners": several, cleartext and TLS */
+    gw_listener_conf listeners[GW_MAX_LISTENERS];
+    int n_listeners;
+    /* the first cleartext listener (else the first one): env GATEWAY_LISTEN replaces it */
+    char listen[128];              /* "127.0.0.1:8080" */
     struct sockaddr_storage listen_addr;
     socklen_t listen_addrlen;
     char admin_listen[128];        /* "127.0.0.1:9090"; env GATEWAY_ADMIN_LISTEN */

@@ -18,6 +18,7 @@
 #include "routes/route_table.h"
 #include "composers/spec.h"
 #include "gateway/admin.h"
+#include "gateway/certs.h"
 #include "gateway/config.h"
 #include "gateway/metrics.h"
 #include "gateway/route_store.h"
@@ -32,6 +33,7 @@ static int exit_code; /* 1 when a listener could not be opened */
 static gw_admin admin;
 static gw_route_store *store;
 static cmp_spec *compositions;
+static gw_certs certs;
 
 static void usage(FILE *f)
 {
@@ -66,6 +68,7 @@ static void on_hup(uv_signal_t *h, int sig)
     (void)h;
     (void)sig;
     gw_route_store_reload(store, NULL, NULL);
+    gw_certs_reload(&certs, NULL, NULL); /* logs the outcome; the old ones stay on failure */
 }
 
 /* Off loopback a short token can be guessed: refuse it; and say that the admin API is
@@ -108,6 +111,15 @@ static int probe_port(const char *field, const char *shown, const struct sockadd
     return 0;
 }
 
+/* How the configuration names listener I in messages. */
+static void listener_field(int i, char *out, size_t outlen)
+{
+    if (cfg.n_listeners == 1)
+        snprintf(out, outlen, "listen");
+    else
+        snprintf(out, outlen, "listeners[%d].listen", i);
+}
+
 static void on_stop(uv_signal_t *h, int sig)
 {
     (void)h;
@@ -122,6 +134,7 @@ static void on_stop(uv_signal_t *h, int sig)
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
     gw_admin_stop(&admin);
+    gw_certs_stop(&certs);
     gw_route_store_close(store);
     store = NULL;
 }
@@ -161,6 +174,12 @@ int main(int argc, char **argv)
         cmp_spec_free(compositions);
         return 1;
     }
+    /* the certificates: loaded (blocking) before anything listens, and by --check */
+    if (gw_certs_open(&certs, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        cmp_spec_free(compositions);
+        return 1;
+    }
     if (check) {
         rt_table *routes = gw_route_store_check(&cfg, err, sizeof err);
         if (!routes) {
@@ -168,14 +187,27 @@ int main(int argc, char **argv)
             cmp_spec_free(compositions);
             return 1;
         }
-        printf("%s: ok (%d upstreams, %d routes, %d compositions)\n", file, cfg.n_upstreams,
-               rt_table_count(routes), compositions ? compositions->n : 0);
+        int n_tls = 0;
+        for (int i = 0; i < cfg.n_listeners; i++)
+            n_tls += cfg.listeners[i].tls;
+        printf("%s: ok (%d upstreams, %d routes, %d compositions, %d listeners, %d TLS)\n", file,
+               cfg.n_upstreams, rt_table_count(routes), compositions ? compositions->n : 0,
+               cfg.n_listeners, n_tls);
         rt_table_unref(routes);
         cmp_spec_free(compositions);
+        gw_certs_free(&certs);
         return 0;
     }
-    if (probe_port("listen", cfg.listen, &cfg.listen_addr, cfg.listen_addrlen) != 0 ||
-        probe_port("admin.listen", cfg.admin_listen, &cfg.admin_addr, cfg.admin_addrlen) != 0) {
+    for (int i = 0; i < cfg.n_listeners; i++) {
+        char field[64];
+        listener_field(i, field, sizeof field);
+        if (probe_port(field, cfg.listeners[i].listen, &cfg.listeners[i].addr,
+                       cfg.listeners[i].addrlen) != 0) {
+            cmp_spec_free(compositions);
+            return 1;
+        }
+    }
+    if (probe_port("admin.listen", cfg.admin_listen, &cfg.admin_addr, cfg.admin_addrlen) != 0) {
         cmp_spec_free(compositions);
         return 1;
     }
@@ -199,10 +231,13 @@ int main(int argc, char **argv)
     n_workers = cfg.workers;
     workers = calloc((size_t)n_workers, sizeof *workers);
     for (int i = 0; i < n_workers; i++) {
-        int r = gw_worker_start(&workers[i], i, &cfg, compositions, log_fd);
+        int r = gw_worker_start(&workers[i], i, &cfg, compositions, log_fd, &certs);
         if (r < 0) {
-            fprintf(stderr, "gateway: %s: listen: cannot listen on %s: %s\n", cfg.path, cfg.listen,
-                    uv_strerror(r));
+            char field[64];
+            int l = workers[i].failed_listener;
+            listener_field(l, field, sizeof field);
+            fprintf(stderr, "gateway: %s: %s: cannot listen on %s: %s\n", cfg.path, field,
+                    cfg.listeners[l].listen, uv_strerror(r));
             gw_worker_join(&workers[i]);
             for (int j = 0; j < i; j++)
                 gw_worker_drain(&workers[j]);
@@ -220,6 +255,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_workers; i++)
         admin.metrics[i] = workers[i].metrics;
     admin.store = store;
+    admin.certs = &certs;
+    gw_certs_watch(&certs, loop);
     int ar = gw_admin_start(&admin, loop);
     if (ar < 0) {
         fprintf(stderr, "gateway: %s: admin.listen: cannot listen on %s: %s\n", cfg.path,
@@ -228,8 +265,12 @@ int main(int argc, char **argv)
         on_stop(&sig_term, SIGTERM);
     }
     admin.ready = 1;
+    char shown[GW_MAX_LISTENERS * 140] = "";
+    for (int i = 0, at = 0; i < cfg.n_listeners && at < (int)sizeof shown; i++)
+        at += snprintf(shown + at, sizeof shown - (size_t)at, "%s%s%s", i ? ", " : "",
+                       cfg.listeners[i].tls ? "https://" : "", cfg.listeners[i].listen);
     fprintf(stderr, "gateway: listening on %s (admin %s), %d workers, routes from %s\n",
-            cfg.listen, cfg.admin_listen, n_workers,
+            shown, cfg.admin_listen, n_workers,
             cfg.routes_source == GW_ROUTES_FILE ? cfg.routes_file : "postgres");
     uv_run(loop, UV_RUN_DEFAULT);
     for (int i = 0; i < n_workers; i++)
@@ -239,6 +280,7 @@ int main(int argc, char **argv)
     free(admin.metrics);
     free(workers);
     cmp_spec_free(compositions);
+    gw_certs_free(&certs);
     rt_current_clear();
     uv_loop_close(loop);
     fprintf(stderr, "gateway: stopped\n");

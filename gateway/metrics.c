@@ -293,6 +293,16 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
                   "# TYPE gateway_connections_rejected_total counter\n"
                   "gateway_connections_rejected_total{reason=\"max_connections\"} %" PRIu64 "\n",
               SUM(connections_rejected_max));
+    sb_printf(&b, "# HELP gateway_tls_handshakes_total TLS handshakes completed, full or resumed.\n"
+                  "# TYPE gateway_tls_handshakes_total counter\n"
+                  "gateway_tls_handshakes_total{resumed=\"false\"} %" PRIu64 "\n"
+                  "gateway_tls_handshakes_total{resumed=\"true\"} %" PRIu64 "\n",
+              SUM(tls_events[GW_TLS_HANDSHAKE]), SUM(tls_events[GW_TLS_RESUMED]));
+    sb_printf(&b, "# HELP gateway_tls_errors_total TLS connections that failed, by kind.\n"
+                  "# TYPE gateway_tls_errors_total counter\n");
+    for (int k = GW_TLS_ERR_TIMEOUT; k < GW_TLS__EVENTS; k++)
+        sb_printf(&b, "gateway_tls_errors_total{kind=\"%s\"} %" PRIu64 "\n",
+                  gw_tls_event_name((enum gw_tls_event)k), SUM(tls_events[k]));
     sb_printf(&b, "# TYPE gateway_requests_unlabelled_total counter\ngateway_requests_unlabelled_total %" PRIu64 "\n", ovf);
     sb_printf(&b, "# HELP gateway_route_table_version Version of the route table in force.\n"
                   "# TYPE gateway_route_table_version gauge\ngateway_route_table_version %" PRIu64 "\n",

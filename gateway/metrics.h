@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http/tls.h" /* GW_TLS__EVENTS */
+
 #define GW_METRICS_SLOTS 4096          /* (route, upstream, status class) combinations */
 #define GW_METRICS_KEY_MAX 96
 #define GW_LATENCY_BUCKETS 14
@@ -52,6 +54,8 @@ typedef struct gw_metrics {
     atomic_uint_fast64_t leg_buckets[GW_LATENCY_BUCKETS + 1];
     atomic_uint_fast64_t leg_count, leg_sum_us;
     atomic_int breaker_state[GW_METRICS_UPSTREAMS]; /* 0 closed, 1 open, 2 half-open */
+    /* TLS handshakes and errors by kind (enum gw_tls_event) */
+    atomic_uint_fast64_t tls_events[GW_TLS__EVENTS];
     /* user cache */
     atomic_uint_fast64_t cache_hits, cache_misses, cache_errors, cache_coalesced, cache_stale,
         cache_bypass;

@@ -9,6 +9,7 @@
 
 #include "routes/route_table.h"
 #include "composers/compose.h"
+#include "gateway/certs.h"
 #include "gateway/proxy.h"
 #include "gateway/router.h"
 
@@ -53,25 +54,30 @@ static void on_oneshots_empty(gw_oneshot_set *set, void *data)
 {
     gw_worker *w = data;
     (void)set;
-    if (w->stopping == 1 && !w->server)
+    if (w->stopping == 1 && w->n_servers == 0)
         worker_finish(w);
 }
 
-/* The client side is done. Shadow copies still under way may finish until the drain
- * deadline (their comparisons count); the last one to end finishes the worker. */
+/* A listener's client side is done. Once all are, shadow copies still under way may finish
+ * until the drain deadline (their comparisons count); the last one to end finishes the
+ * worker. */
 static void on_server_done(gw_server *s)
 {
     gw_worker *w = gw_server_options(s)->data;
+    for (int i = 0; i < GW_MAX_LISTENERS; i++)
+        if (w->servers[i] == s)
+            w->servers[i] = NULL;
     gw_server_free(s);
-    w->server = NULL;
-    gw_oneshot_set_on_empty(&w->oneshots, on_oneshots_empty, w);
+    if (--w->n_servers == 0)
+        gw_oneshot_set_on_empty(&w->oneshots, on_oneshots_empty, w);
 }
 
 static void on_drain_deadline(uv_timer_t *t)
 {
     gw_worker *w = t->data;
-    if (w->server)
-        gw_server_close(w->server, on_server_done); /* whoever is still there is cut */
+    for (int i = 0; i < GW_MAX_LISTENERS; i++)
+        if (w->servers[i])
+            gw_server_close(w->servers[i], on_server_done); /* whoever is still there is cut */
     /* and so is every exchange still out: each gets its callback (GW_ECLOSED) now */
     gw_oneshot_abort_all(&w->oneshots);
 }
@@ -88,7 +94,9 @@ static void on_wakeup(uv_async_t *a)
     gw_oneshot_set_drain(&w->oneshots);
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
-    gw_server_drain(w->server, on_server_done);
+    for (int i = 0; i < GW_MAX_LISTENERS; i++)
+        if (w->servers[i])
+            gw_server_drain(w->servers[i], on_server_done);
 }
 
 /* The server reports each finished request here: one access-log line, one count. */
@@ -122,6 +130,12 @@ static void on_connection(enum gw_conn_event ev, void *data)
         atomic_fetch_add_explicit(&w->metrics->connections_accepted, 1, memory_order_relaxed);
     else
         atomic_fetch_add_explicit(&w->metrics->connections_rejected_max, 1, memory_order_relaxed);
+}
+
+static void on_tls_event(enum gw_tls_event ev, void *data)
+{
+    gw_worker *w = data;
+    atomic_fetch_add_explicit(&w->metrics->tls_events[ev], 1, memory_order_relaxed);
 }
 
 static void worker_main(void *arg)
@@ -160,8 +174,25 @@ static void worker_main(void *arg)
         .hook_data = w,
         .data = w,
     };
-    int r = gw_server_init(&w->server, &w->loop, (const struct sockaddr *)&w->cfg->listen_addr,
-                           &opts, &gw_router_handler);
+    int r = 0;
+    for (int i = 0; i < w->cfg->n_listeners && r == 0; i++) {
+        const gw_listener_conf *lc = &w->cfg->listeners[i];
+        opts.tls = lc->tls ? gw_certs_slot(w->certs, i) : NULL;
+        opts.tls_handshake_timeout_ms = lc->tls ? lc->tls_conf.handshake_timeout_ms : 0;
+        opts.on_tls_event = on_tls_event;
+        r = gw_server_init(&w->servers[i], &w->loop, (const struct sockaddr *)&lc->addr, &opts,
+                           &gw_router_handler);
+        if (r == 0)
+            w->n_servers++;
+        else
+            w->failed_listener = i;
+    }
+    if (r != 0) /* the ones already listening close; the loop below runs their callbacks */
+        for (int i = 0; i < GW_MAX_LISTENERS; i++)
+            if (w->servers[i]) {
+                gw_server_close(w->servers[i], NULL); /* frees it */
+                w->servers[i] = NULL;
+            }
     w->started = r == 0 ? 1 : r;
     uv_sem_post(&w->ready);
     if (r == 0)
@@ -185,9 +216,10 @@ static void worker_main(void *arg)
 }
 
 int gw_worker_start(gw_worker *w, int id, const gw_config *cfg, const cmp_spec *compositions,
-                    int log_fd)
+                    int log_fd, struct gw_certs *certs)
 {
     memset(w, 0, sizeof *w);
+    w->certs = certs;
     w->id = id;
     w->cfg = cfg;
     w->compositions = compositions;

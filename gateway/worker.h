@@ -27,7 +27,9 @@ typedef struct gw_worker {
     uv_timer_t drain_timer;
     const gw_config *cfg;
     int log_fd;                  /* -1: access log off */
-    gw_server *server;
+    struct gw_certs *certs;      /* the TLS listeners' certificate slots */
+    gw_server *servers[GW_MAX_LISTENERS]; /* one per configured listener, same order */
+    int n_servers;               /* servers not yet done (drain/close) */
     gw_access_log *log;
     gw_access_log *events;       /* operational events (fallback, shadow mismatch): stderr,
                                     buffered and written off the loop like the access log */
@@ -39,6 +41,7 @@ typedef struct gw_worker {
     const cmp_spec *compositions; /* shared, immutable; NULL when none are configured */
     cmp_worker *composer;        /* this worker's composition engine (breakers, cache) */
     int started;                 /* 1 listening, <0 start error */
+    int failed_listener;         /* with started < 0: which listener could not be opened */
     uv_sem_t ready;              /* posted once started is set */
     int stopping;
 } gw_worker;
@@ -47,7 +50,7 @@ enum { GW_CMD_NONE = 0, GW_CMD_DRAIN = 1 };
 
 /* Starts the worker thread; returns once it listens (0) or failed (<0). */
 int gw_worker_start(gw_worker *w, int id, const gw_config *cfg, const cmp_spec *compositions,
-                    int log_fd);
+                    int log_fd, struct gw_certs *certs);
 /* Asks the worker to drain (stop accepting, finish in-flight requests up to the config's
  * drain deadline, then exit its loop). Thread-safe. */
 void gw_worker_drain(gw_worker *w);

@@ -51,6 +51,7 @@ static llhttp_settings_t parser_settings;
 static void client_process(gw_client *c);
 static void client_close(gw_client *c, int err);
 static void update_reading(gw_client *c);
+static void transport_read_stop(gw_client *c);
 static void arm_timer(gw_client *c);
 static void set_deadline(gw_client *c, unsigned kind, uint64_t ms);
 static void response_flushed(gw_client *c);
@@ -90,6 +91,8 @@ static void client_release_idle_memory(gw_client *c)
  * never from a new request while older bytes still wait. */
 static void send_progress(gw_client *c)
 {
+    if (c->tls && !gw__tls_handshake_done(c->tls))
+        return; /* the handshake deadline bounds the handshake's writes too */
     if (!(c->flags & F_ABORT_POSTED))
         set_deadline(c, TK_SEND, c->server->opts.limits.send_timeout_ms);
 }
@@ -134,6 +137,15 @@ int gw__client_write(gw_client *c, uv_buf_t *bufs, unsigned n)
     }
     if (n)
         c->flags |= F_WROTE; /* (gw_response_end after the last body bytes writes nothing) */
+    if (c->tls)
+        return gw__tls_write(c, bufs, n);
+    return gw__client_write_wire(c, bufs, n);
+}
+
+int gw__client_write_wire(gw_client *c, uv_buf_t *bufs, unsigned n)
+{
+    if (c->state == CS_CLOSING)
+        return GW_ECLOSED;
     size_t before = c->pending_write;
     int r = gw_stream_write((uv_stream_t *)&c->tcp, &c->pending_write, bufs, n, on_write);
     if (r == 0 && before == 0 && c->pending_write > 0)
@@ -148,6 +160,7 @@ static void client_on_close(uv_handle_t *h)
     gw_client *c = h->data;
     gw_server *s = c->server;
     server_put_buf(s, c->buf);
+    gw__tls_conn_free(c->tls);
     free(c);
     gw__server_client_gone(s);
 }
@@ -223,6 +236,8 @@ static void client_close(gw_client *c, int err)
     if (c->state == CS_CLOSING)
         return;
     end_request(c, err);
+    if (c->tls && !(c->flags & F_NO_LINGER))
+        gw__tls_close_notify(c); /* not after a cut response: its truncation must show */
     c->state = CS_CLOSING;
     gw_queue_remove(&c->node);
     gw_queue_remove(&c->post_node);
@@ -237,6 +252,8 @@ static void client_close(gw_client *c, int err)
 static void client_linger(gw_client *c)
 {
     uv_os_fd_t fd;
+    if (c->tls && !(c->flags & F_PEER_EOF))
+        gw__tls_close_notify(c);
     if ((c->flags & F_PEER_EOF) || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
         shutdown(fd, SHUT_WR) != 0) {
         client_close(c, 0);
@@ -259,7 +276,7 @@ void gw__client_abort_later(gw_client *c, int err)
     c->flags |= F_ABORT_POSTED;
     c->abort_err = err;
     if (c->flags & F_READING) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        transport_read_stop(c);
         c->flags &= ~F_READING;
     }
     gw_timeout_clear(&c->timeout); /* no timeout fires for a connection being aborted */
@@ -275,6 +292,8 @@ void gw__client_run_posted(gw_queue *node)
         client_close(c, c->abort_err);
         return;
     }
+    if (gw__tls_run_posted(c) && c->state == CS_CLOSING)
+        return;
     client_process(c);
 }
 
@@ -296,6 +315,8 @@ void gw__client_on_timeout(gw_timeout *t)
     gw_client *c = GW_QUEUE_DATA(t, gw_client, timeout);
     switch (c->state) {
     case CS_IDLE: /* no request came: first (header_timeout) or next (idle_timeout) */
+        if (c->tls && !gw__tls_handshake_done(c->tls))
+            gw__client_tls_event(c, GW_TLS_ERR_TIMEOUT); /* or no ClientHello at all */
         client_close(c, 0);
         return;
     case CS_HEAD:
@@ -350,6 +371,8 @@ static void arm_timer(gw_client *c)
     unsigned kind = TK_BODY;
     switch (c->state) {
     case CS_IDLE:
+        if (c->tls && !gw__tls_handshake_done(c->tls))
+            return; /* the handshake deadline, set at accept, stays */
         kind = (c->flags & F_KEPT) ? TK_IDLE : TK_HEADER;
         ms = (c->flags & F_KEPT) ? lim->idle_timeout_ms : lim->header_timeout_ms;
         break;
@@ -429,6 +452,60 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     client_process(c);
 }
 
+/* ---- the transport under the framing ------------------------------------------------- */
+
+/* Plaintext in and out: the socket itself, or the TLS transport (tls_transport.h), which
+ * feeds the same on_alloc/on_read through gw__client_alloc/gw__client_deliver. */
+static int transport_read_start(gw_client *c)
+{
+    if (c->tls) {
+        gw__tls_read_start(c);
+        return 0;
+    }
+    return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void transport_read_stop(gw_client *c)
+{
+    if (c->tls)
+        gw__tls_read_stop(c);
+    else
+        uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void gw__client_alloc(gw_client *c, uv_buf_t *out)
+{
+    on_alloc((uv_handle_t *)&c->tcp, 0, out);
+    if (c->buf && out->len == 0)
+        out->base = NULL;
+}
+
+void gw__client_deliver(gw_client *c, ssize_t nread)
+{
+    uv_buf_t b = uv_buf_init(NULL, 0);
+    on_read((uv_stream_t *)&c->tcp, nread, &b);
+}
+
+void gw__client_tls_event(gw_client *c, enum gw_tls_event ev)
+{
+    const gw_server_opts *o = &c->server->opts;
+    if (o->on_tls_event)
+        o->on_tls_event(ev, o->hook_data);
+}
+
+/* The handshake completed: the first request's head must now come in header_timeout. */
+void gw__client_tls_ready(gw_client *c, enum gw_tls_event ev)
+{
+    gw__client_tls_event(c, ev);
+    arm_timer(c);
+}
+
+void gw__client_tls_failed(gw_client *c, enum gw_tls_event ev)
+{
+    gw__client_tls_event(c, ev);
+    client_close(c, 0);
+}
+
 static void update_reading(gw_client *c)
 {
     int want = 0;
@@ -445,10 +522,10 @@ static void update_reading(gw_client *c)
     else if (c->state == CS_LINGER)
         want = 1;
     if (want && !(c->flags & F_READING)) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        if (transport_read_start(c) == 0)
             c->flags |= F_READING;
     } else if (!want && (c->flags & F_READING)) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        transport_read_stop(c);
         c->flags &= ~F_READING;
     }
 }
@@ -594,6 +671,7 @@ static void begin_request(gw_client *c)
     q->start_ns = uv_hrtime();
     q->conn_id = c->id;
     q->bytes_in = c->len - c->off;
+    q->tls = c->tls != NULL;
     /* the address is kept raw per connection (an idle one needs no text) */
     q->client_addr[0] = '\0';
     if (c->peer_family)
@@ -1074,6 +1152,23 @@ static pthread_once_t parser_settings_once = PTHREAD_ONCE_INIT;
 
 /* ---- accept -------------------------------------------------------------------------- */
 
+/* A TLS listener's connection pins the current certificate snapshot (re-taken from the
+ * slot only when a reload moved its generation) and starts its handshake. 0 or <0. */
+static int client_tls_begin(gw_client *c)
+{
+    gw_server *s = c->server;
+    uint64_t gen = atomic_load_explicit(&s->opts.tls->gen, memory_order_acquire);
+    if (gen != s->tls_gen || !s->tls_ctx) {
+        gw_tls_ctx *x = gw_tls_slot_acquire(s->opts.tls);
+        gw_tls_ctx_unref(s->tls_ctx);
+        s->tls_ctx = x;
+        s->tls_gen = gen;
+    }
+    if (!s->tls_ctx || !(c->tls = gw__tls_conn_new(s->tls_ctx, c)))
+        return GW_ENOMEM;
+    return gw__tls_start(c);
+}
+
 /* Takes the connection waiting on the listener. Returns 0, or <0 when it could not be
  * served (the listener then closes it). */
 int gw__client_accept(gw_server *s)
@@ -1097,6 +1192,10 @@ int gw__client_accept(gw_server *s)
     }
     if (s->opts.on_connection)
         s->opts.on_connection(GW_CONN_ACCEPTED, s->opts.hook_data);
+    if (s->opts.tls && client_tls_begin(c) != 0) {
+        client_close(c, 0);
+        return 0;
+    }
     struct sockaddr_storage ss;
     int sl = sizeof ss;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
@@ -1108,7 +1207,10 @@ int gw__client_accept(gw_server *s)
             memcpy(c->peer_addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
         }
     }
-    arm_timer(c); /* header_timeout: the first request must come in time */
+    if (c->tls)
+        set_deadline(c, TK_HANDSHAKE, s->opts.tls_handshake_timeout_ms ? s->opts.tls_handshake_timeout_ms : 10000);
+    else
+        arm_timer(c); /* header_timeout: the first request must come in time */
     update_reading(c);
     return 0;
 }

@@ -7,6 +7,7 @@
 
 #include "http/deadline.h"
 #include "http/server_int.h"
+#include "http/tls_transport.h"
 
 #define WRITE_HIGH_WATER (64 * 1024) /* gw_response_body returns 1 above this */
 #define HEAD_BUF_SIZE 4096
@@ -67,7 +68,7 @@ enum {
 
 /* Which list of the server's timeouts (deadline.h) a deadline goes to: one per timeout
  * value, so that each list stays in expiry order. */
-enum { TK_HEADER, TK_IDLE, TK_BODY, TK_SEND, TK_LINGER };
+enum { TK_HEADER, TK_IDLE, TK_BODY, TK_SEND, TK_LINGER, TK_HANDSHAKE };
 
 /* What only a request needs lives here, not in the connection: an idle keep-alive
  * connection holds no request (the structs are recycled per server). */
@@ -116,10 +117,24 @@ struct gw_client {
     int abort_err;
     uint8_t peer_family;     /* AF_INET, AF_INET6, or 0: unknown */
     uint8_t peer_addr[16];   /* formatted into each request's client_addr */
+    gw_tls_conn *tls;        /* the TLS transport under the framing, or NULL: cleartext */
 };
 
-/* Writes bufs after whatever is queued (uv_try_write first, the rest copied). 0 or <0. */
+/* Writes bufs after whatever is queued (uv_try_write first, the rest copied). 0 or <0.
+ * Plaintext: through the TLS transport when there is one. */
 int gw__client_write(gw_client *c, uv_buf_t *bufs, unsigned n);
+/* Puts wire bytes (cleartext, or the TLS transport's records) on the socket. 0 or <0. */
+int gw__client_write_wire(gw_client *c, uv_buf_t *bufs, unsigned n);
+
+/* The framing's side of the transport (tls.c calls these): a buffer for plaintext, the
+ * plaintext read into it (NREAD < 0: EOF or error, as libuv reports them), the handshake
+ * done (EV: GW_TLS_HANDSHAKE or GW_TLS_RESUMED), a TLS event to count, a failed handshake
+ * (counted, the connection closed). */
+void gw__client_alloc(gw_client *c, uv_buf_t *out);
+void gw__client_deliver(gw_client *c, ssize_t nread);
+void gw__client_tls_ready(gw_client *c, enum gw_tls_event ev);
+void gw__client_tls_event(gw_client *c, enum gw_tls_event ev);
+void gw__client_tls_failed(gw_client *c, enum gw_tls_event ev);
 /* Abort from inside an API call: posted, so the handler is never called back re-entrantly. */
 void gw__client_abort_later(gw_client *c, int err);
 /* The response is complete in the write queue: the handler lets go of req; the request is

@@ -226,6 +226,9 @@ void gw_server_free(gw_server *s)
     for (int i = 0; i < s->n_free_reqs; i++)
         free(s->free_reqs[i]);
     free(s->free_reqs);
+    gw_tls_ctx_unref(s->tls_ctx);
+    free(s->tls_wire);
+    free(s->tls_plain);
     free(s);
 }
 

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "http/gw_slice.h"
+#include "http/tls.h"
 
 #define GW_MAX_HEADERS 256 /* hard cap; gw_limits.max_headers is usually lower */
 
@@ -75,6 +76,11 @@ typedef struct gw_server_opts {
      * and gone when the hook returns. */
     void (*on_request_done)(const gw_request *req, const gw_request_report *r, void *hook_data);
     void (*on_connection)(enum gw_conn_event ev, void *hook_data);
+    /* TLS listeners: the certificate snapshot slot (NULL: cleartext), the handshake
+     * deadline (accept -> handshake done; 0: 10 s), and handshakes and errors by kind. */
+    gw_tls_slot *tls;
+    uint32_t tls_handshake_timeout_ms;
+    void (*on_tls_event)(enum gw_tls_event ev, void *hook_data);
     void *hook_data;
     void *data;               /* for the handler: gw_request_server(req)->opts.data */
 } gw_server_opts;
@@ -97,6 +103,7 @@ struct gw_request {
     unsigned keep_alive : 1;   /* client wants the connection kept */
     unsigned expect_continue : 1;
     unsigned is_head : 1;      /* HEAD: the response has no body */
+    unsigned tls : 1;          /* arrived over TLS (X-Forwarded-Proto: https) */
     char method_buf[16];       /* copies kept for the whole request (logs, retries) */
     char request_id[72];       /* propagated X-Request-Id, or generated */
     char client_addr[64];      /* "ip" of the peer */

