@@ -51,6 +51,7 @@ int ctl_http_call(const ctl_admin *a, const char *method, const char *path, cons
 int ctl_path_segment(ctl_buf *b, const char *s);
 int ctl_cmd_routes(const ctl_admin *a, int argc, char **argv);
 int ctl_cmd_rollback(const ctl_admin *a, const char *id);
+int ctl_cmd_certs(const ctl_admin *a, int argc, char **argv); /* ctl_certs.c */
 int ctl_cmd_db(int argc, char **argv);
 typedef struct ctl_table {
     int cols;

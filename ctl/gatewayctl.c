@@ -1,6 +1,6 @@
 /* gatewayctl.c — the operator CLI (GATEWAY.md, "Operator contract").
  *
- *   routes ... / rollback ...  the admin API, over plain blocking HTTP/1.1 (one connection per
+ *   routes ... / rollback ... / certs ...  the admin API, over plain blocking HTTP/1.1 (one connection per
  *                              call, Connection: close, 5 s send/receive/connect timeouts),
  *                              responses parsed with llhttp, bodies with jansson.
  *   db migrate / db status     PostgreSQL directly, through libpq (blocking is fine here).
@@ -46,6 +46,10 @@ static const char usage_text[] =
     "  routes reload                    re-read the route source now\n"
     "  rollback ID                      route ID back to the legacy monolith\n"
     "  rollback --all                   every route back to the legacy monolith, one change\n"
+    "  certs list                       TLS certificates in use: listener, subject, SANs, key\n"
+    "                                   type, expiry, file\n"
+    "  certs reload                     reload every certificate now (all or nothing; the\n"
+    "                                   old ones keep serving when one pair is bad)\n"
     "\n"
     "Database commands (PostgreSQL, libpq):\n"
     "  db migrate [--to VERSION]        apply pending migrations (up to VERSION), each in its\n"
@@ -117,7 +121,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "db") == 0)
         return ctl_cmd_db(sub_argc, sub_argv);
-    if (strcmp(cmd, "routes") != 0 && strcmp(cmd, "rollback") != 0)
+    if (strcmp(cmd, "routes") != 0 && strcmp(cmd, "rollback") != 0 && strcmp(cmd, "certs") != 0)
         return ctl_usage("usage", NULL, "unknown command \"%s\"", cmd);
 
     /* Validate the command line before anything touches the network. */
@@ -154,5 +158,7 @@ int main(int argc, char **argv)
 
     if (strcmp(cmd, "rollback") == 0)
         return ctl_cmd_rollback(&a, rollback_id);
+    if (strcmp(cmd, "certs") == 0)
+        return ctl_cmd_certs(&a, sub_argc, sub_argv);
     return ctl_cmd_routes(&a, sub_argc, sub_argv);
 }

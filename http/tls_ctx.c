@@ -287,7 +287,7 @@ static int key_type(EVP_PKEY *k, char *out, size_t outlen)
         return KT_RSA;
     }
     if (EVP_PKEY_get_base_id(k) == EVP_PKEY_EC) {
-        char curve[64] = "";
+        char curve[24] = "";
         size_t cl = 0;
         EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof curve, &cl);
         snprintf(out, outlen, "EC-%s", strcmp(curve, "prime256v1") == 0 ? "P-256"

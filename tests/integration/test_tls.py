@@ -362,3 +362,254 @@ def test_tls_gateway_listen_env_replaces_cleartext_listener():
         finally:
             assert s.stop() == 0
     with_ca(body)
+
+
+# ---- SNI -----------------------------------------------------------------------------------
+
+def test_tls_sni_exact_wildcard_default_and_dual_key_types():
+    def body(ca):
+        default = ca.leaf("default.test", ["localhost", "default.test"])
+        exact = ca.leaf("api.example.test", ["api.example.test"])
+        wild = ca.leaf("wild.example.test", ["*.example.test"])
+        dual_ec = ca.leaf("dual.test", ["dual.test"], key="ec")
+        dual_rsa = ca.leaf("dual.test", ["dual.test"], key="rsa")
+        certs = [pair(default), pair(wild), pair(exact), pair(dual_ec), pair(dual_rsa)]
+        with tls_stack({"certificates": certs}) as s:
+            def subject(name, extra=()):
+                args = ["-CAfile", ca.pem, "-verify_return_error"] + list(extra)
+                if name:
+                    args += ["-servername", name]
+                out, rc = s_client(s.tls_port, args)
+                assert rc == 0, out[-800:]
+                return served_subject(out), out
+            assert subject("api.example.test")[0] == "CN = api.example.test"  # exact before wildcard
+            assert subject("www.example.test")[0] == "CN = wild.example.test"  # wildcard
+            assert subject("a.b.example.test")[0] == "CN = default.test"       # one label only
+            assert subject("unknown.test")[0] == "CN = default.test"           # default: the first
+            assert subject(None)[0] == "CN = default.test"                     # no SNI
+            # RSA and ECDSA for the same name: picked by the client's signature algorithms
+            sub, out = subject("dual.test", ["-sigalgs", "ECDSA+SHA256"])
+            assert sub == "CN = dual.test" and "Peer signature type: ECDSA" in out, out[-1500:]
+            sub, out = subject("dual.test", ["-sigalgs", "rsa_pss_rsae_sha256"])
+            assert sub == "CN = dual.test" and "RSA-PSS" in out and "2048 bit" in out, out[-1500:]
+            sub, out = subject("dual.test", ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"])
+            assert sub == "CN = dual.test" and "2048 bit" in out, out[-1500:]
+            sub, out = subject("dual.test", ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"])
+            assert sub == "CN = dual.test" and "256 bit" in out, out[-1500:]
+            # curl with --resolve: the name verifies against the certificate SNI picked
+            for name in ("api.example.test", "www.example.test", "dual.test"):
+                r = curl(["--cacert", ca.pem, "--resolve", "%s:%d:127.0.0.1" % (name, s.tls_port),
+                          "https://%s:%d/echo/sni" % (name, s.tls_port)])
+                assert r.returncode == 0, (name, r.stderr)
+                assert json.loads(r.stdout)["url"] == "/echo/sni"
+            # a name no certificate covers gets the default one, which curl refuses
+            r = curl(["--cacert", ca.pem, "--resolve", "nope.test:%d:127.0.0.1" % s.tls_port,
+                      "https://nope.test:%d/" % s.tls_port])
+            assert r.returncode == 60, r  # peer certificate cannot be authenticated
+    with_ca(body)
+
+
+def test_tls_same_names_and_key_type_twice_refused():
+    def body(ca):
+        a = ca.leaf("a.test", ["a.test"])
+        b = ca.leaf("a.test", ["a.test"])
+        s = tls_stack({"certificates": [pair(a), pair(b)]}, start=False)
+        try:
+            rc, out = check(s)
+            assert rc == 1 and out == "%s: listeners[1].tls: %s: same names and key type (EC-P-256) as %s" % (
+                s.conf_path, b[0], a[0]), out
+        finally:
+            s.stop()
+    with_ca(body)
+
+
+# ---- live reload ---------------------------------------------------------------------------
+
+def copy_pair(src, dst):
+    """Writes SRC's cert and key over DST's files (as a renewal tool would: new files renamed
+    into place, key first)."""
+    for i in (1, 0):
+        tmp = dst[i] + ".new"
+        with open(src[i], "rb") as f, open(tmp, "wb") as g:
+            g.write(f.read())
+        os.rename(tmp, dst[i])
+
+
+def admin_post(s, path):
+    return request(s.admin_port, "POST", path, headers={"Authorization": "Bearer test-token"})
+
+
+def admin_get(s, path):
+    return request(s.admin_port, "GET", path, headers={"Authorization": "Bearer test-token"})
+
+
+def serving_subject(s, name="localhost"):
+    out, rc = s_client(s.tls_port, ["-CAfile", ca_of(s).pem, "-servername", name])
+    return served_subject(out)
+
+
+def ca_of(s):
+    return s.ca
+
+
+def ctl(s, *args):
+    r = subprocess.run([os.path.join(ROOT, BUILD, "gatewayctl"), "--admin",
+                        "http://127.0.0.1:%d" % s.admin_port, "--token", "test-token"] + list(args),
+                       capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stdout, r.stderr
+
+
+def live_files(s, ca, leaf):
+    """Copies LEAF to files the test may overwrite: the configured pair."""
+    d = new_dir(s)
+    live = (os.path.join(d, "live.pem"), os.path.join(d, "live.key"))
+    copy_pair(leaf, live)
+    return live
+
+
+def test_tls_reload_admin_ctl_sighup_and_bad_pair():
+    def body(ca):
+        v1 = ca.leaf("v1.localhost", ["localhost"])
+        v2 = ca.leaf("v2.localhost", ["localhost"], key="rsa")
+        v3 = ca.leaf("v3.localhost", ["localhost"])
+        other = ca.leaf("other", ["other"])
+        s = tls_stack({"certificates": [{"cert": "x", "key": "y"}]}, start=False)
+        s.ca = ca
+        live = live_files(s, ca, v1)
+        s.conf["listeners"][1]["tls"] = {"certificates": [{"cert": live[0], "key": live[1]}]}
+        s.write()
+        with s:
+            s.start()
+            wait_port(s.tls_port)
+            assert serving_subject(s) == "CN = v1.localhost"
+            rc, out, err = ctl(s, "certs", "list")
+            assert rc == 0 and "v1.localhost" in out and "localhost" in out and "EC-P-256" in out, (out, err)
+            assert "(29 days)" in out or "(30 days)" in out, out
+            st, _, b = admin_get(s, "/admin/certificates")
+            doc = json.loads(b)
+            c = doc["listeners"][0]["certificates"][0]
+            assert st == 200 and c["subject"] == "CN=v1.localhost" and c["sans"] == ["localhost"], doc
+            assert 29 * 86400 < c["expires_in_s"] <= 30 * 86400, c
+            m = metrics(s)
+            key = [k for k in m if k.startswith("gateway_tls_certificate_expiry_seconds")]
+            assert len(key) == 1 and 'subject="CN=v1.localhost"' in key[0] and m[key[0]] > 29 * 86400, key
+            # an old connection, opened before any reload
+            old = tls_connect(s.tls_port, client_ctx(ca))
+            old.sendall(req_bytes("GET", "/echo/before"))
+            r, _ = read_response(old)
+            assert r.status == 200
+            # a bad pair: rejected whole, named, the old certificate keeps serving
+            copy_pair((v2[0], other[1]), live)
+            st, _, b = admin_post(s, "/admin/certificates/reload")
+            assert st == 422, (st, b)
+            assert json.loads(b)["error"] == "%s: listeners[1].tls: %s: does not match the key %s" % (
+                s.conf_path, live[0], live[1]), b
+            assert serving_subject(s) == "CN = v1.localhost"
+            rc, out, err = ctl(s, "certs", "reload")
+            assert rc == 1 and "does not match the key" in err, (out, err)
+            # a good pair through gatewayctl
+            copy_pair(v2, live)
+            rc, out, err = ctl(s, "certs", "reload")
+            assert rc == 0 and "certificates reloaded" in out and "v2.localhost" in out and "RSA-2048" in out, (out, err)
+            assert serving_subject(s) == "CN = v2.localhost"
+            # SIGHUP
+            copy_pair(v3, live)
+            os.kill(s.gw.pid, signal.SIGHUP)
+            wait_until(lambda: serving_subject(s) == "CN = v3.localhost", 10, "v3 after SIGHUP")
+            # the old connection was never dropped
+            old.sendall(req_bytes("GET", "/echo/after"))
+            r, _ = read_response(old)
+            assert r.status == 200 and json.loads(r.body)["url"] == "/echo/after"
+            old.close()
+            m = metrics(s)
+            assert m['gateway_tls_certificate_reloads_total{result="failed"}'] >= 2, m
+            assert m['gateway_tls_certificate_reloads_total{result="ok"}'] >= 2, m
+    with_ca(body)
+
+
+def test_tls_reload_on_file_change():
+    def body(ca):
+        v1 = ca.leaf("v1.localhost", ["localhost"])
+        v2 = ca.leaf("v2.localhost", ["localhost"])
+        s = tls_stack({"certificates": [{"cert": "x", "key": "y"}]}, start=False)
+        s.ca = ca
+        live = live_files(s, ca, v1)
+        s.conf["listeners"][1]["tls"] = {"certificates": [{"cert": live[0], "key": live[1]}]}
+        s.write()
+        with s:
+            s.start()
+            wait_port(s.tls_port)
+            assert serving_subject(s) == "CN = v1.localhost"
+            copy_pair(v2, live)  # no signal, no API call
+            wait_until(lambda: serving_subject(s) == "CN = v2.localhost", 10, "v2 after the file change")
+    with_ca(body)
+
+
+def test_tls_reload_under_load_drops_nothing():
+    def body(ca):
+        leaves = [ca.leaf("v%d.localhost" % i, ["localhost"], key="ec" if i % 2 else "rsa") for i in range(4)]
+        s = tls_stack({"certificates": [{"cert": "x", "key": "y"}]}, workers=2, start=False)
+        s.ca = ca
+        live = live_files(s, ca, leaves[0])
+        s.conf["listeners"][1]["tls"] = {"certificates": [{"cert": live[0], "key": live[1]}]}
+        s.write()
+        with s:
+            s.start()
+            wait_port(s.tls_port)
+            stop = threading.Event()
+            counts = {"ok": 0, "fail": []}
+            lock = threading.Lock()
+
+            def new_connections():
+                ctx = client_ctx(ca)
+                while not stop.is_set():
+                    try:
+                        c = tls_connect(s.tls_port, ctx)
+                        c.sendall(req_bytes("GET", "/echo/new"))
+                        r, _ = read_response(c)
+                        c.close()
+                        ok = r.status == 200
+                    except Exception as e:  # noqa: BLE001 - every failure is reported
+                        ok, r = False, e
+                    with lock:
+                        if ok:
+                            counts["ok"] += 1
+                        else:
+                            counts["fail"].append(repr(r))
+
+            def kept_connection():
+                c = tls_connect(s.tls_port, client_ctx(ca))
+                while not stop.is_set():
+                    try:
+                        c.sendall(req_bytes("GET", "/echo/kept"))
+                        r, _ = read_response(c)
+                        ok = r.status == 200
+                    except Exception as e:  # noqa: BLE001
+                        ok, r = False, e
+                    with lock:
+                        if ok:
+                            counts["ok"] += 1
+                        else:
+                            counts["fail"].append("kept: " + repr(r))
+                            return
+                c.close()
+
+            threads = [threading.Thread(target=new_connections) for _ in range(3)] + \
+                      [threading.Thread(target=kept_connection) for _ in range(2)]
+            for t in threads:
+                t.start()
+            try:
+                for i in range(12):
+                    copy_pair(leaves[(i + 1) % 4], live)
+                    st, _, b = admin_post(s, "/admin/certificates/reload")
+                    assert st == 200, (st, b)
+                    time.sleep(0.1)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(30)
+            assert counts["fail"] == [], counts["fail"][:5]
+            assert counts["ok"] > 50, counts
+            assert serving_subject(s) == "CN = v%d.localhost" % (12 % 4)
+            print("    %d requests during 12 reloads, 0 failed" % counts["ok"])
+    with_ca(body)
