@@ -4,6 +4,8 @@
 #include "composers/compose.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +59,125 @@ static int slot_add(gw_metric_slot *slots, unsigned n, const char *route, const 
 static void observe(atomic_uint_fast64_t *buckets, atomic_uint_fast64_t *count,
                     atomic_uint_fast64_t *sum_us, double ms);
 
+static uint64_t side_hash(const char *route, const char *upstream)
+{
+    return fnv(upstream, fnv(route, 0xcbf29ce484222325ULL) ^ 0x2f);
+}
+
+/* The (route, upstream) evidence slot, inserted when new; NULL when the table is full
+ * around its hash. Only the owning worker calls it. */
+static gw_side_slot *side_slot(gw_metrics *m, const char *route, const char *upstream)
+{
+    uint64_t h = side_hash(route, upstream);
+    for (unsigned i = 0; i < 64; i++) {
+        gw_side_slot *s = &m->sides[(h + i) % GW_SIDE_SLOTS];
+        if (atomic_load_explicit(&s->used, memory_order_relaxed)) {
+            if (s->hash == h && strcmp(s->route, route) == 0 && strcmp(s->upstream, upstream) == 0)
+                return s;
+            continue;
+        }
+        s->hash = h;
+        snprintf(s->route, sizeof s->route, "%s", route);
+        snprintf(s->upstream, sizeof s->upstream, "%s", upstream);
+        atomic_store_explicit(&s->used, 1, memory_order_release);
+        return s;
+    }
+    ADD(m->sides_overflow, 1);
+    return NULL;
+}
+
+static void side_request(gw_metrics *m, const char *route, const char *upstream, int status,
+                         double total_ms)
+{
+    gw_side_slot *s = side_slot(m, route, upstream);
+    if (!s)
+        return;
+    ADD(s->requests, 1);
+    if (status >= 500)
+        ADD(s->errors, 1);
+    ADD(s->lat[rt_cut_lat_bucket(total_ms > 0 ? (uint64_t)(total_ms * 1000.0) : 0)], 1);
+}
+
+void gw_metrics_side_fallback(gw_metrics *m, const char *route, const char *from)
+{
+    gw_side_slot *s = route && from ? side_slot(m, route, from) : NULL;
+    if (s)
+        ADD(s->fallbacks, 1);
+}
+
+void gw_metrics_side_shadow(gw_metrics *m, const char *route, const char *upstream,
+                            int mismatched)
+{
+    gw_side_slot *s = route && upstream ? side_slot(m, route, upstream) : NULL;
+    if (!s)
+        return;
+    ADD(s->shadow_compared, 1);
+    if (mismatched)
+        ADD(s->shadow_mismatched, 1);
+}
+
+void gw_metrics_side_read(gw_metrics *const *workers, int n, const char *route,
+                          const char *upstream, rt_cut_side *out)
+{
+    memset(out, 0, sizeof *out);
+    uint64_t h = side_hash(route, upstream);
+    for (int w = 0; w < n; w++) {
+        for (unsigned i = 0; i < 64; i++) {
+            const gw_side_slot *s = &workers[w]->sides[(h + i) % GW_SIDE_SLOTS];
+            if (!atomic_load_explicit(&s->used, memory_order_acquire))
+                break;
+            if (s->hash != h || strcmp(s->route, route) != 0 || strcmp(s->upstream, upstream) != 0)
+                continue;
+            out->requests += GET(s->requests);
+            out->errors += GET(s->errors);
+            out->fallbacks += GET(s->fallbacks);
+            out->shadow_compared += GET(s->shadow_compared);
+            out->shadow_mismatched += GET(s->shadow_mismatched);
+            for (int b = 0; b <= RT_CUT_LAT_BUCKETS; b++)
+                out->lat[b] += GET(s->lat[b]);
+            break;
+        }
+    }
+}
+
+static struct {
+    pthread_mutex_t lock;
+    uint64_t next_seq;                 /* of the next sample; 0 before the first */
+    gw_mismatch_sample ring[GW_MISMATCH_RING];
+} mismatches = { PTHREAD_MUTEX_INITIALIZER, 1, { { 0 } } };
+
+void gw_metrics_mismatch_sample(const char *route, const char *upstream,
+                                const char *request_id, const char *diff)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (pthread_mutex_trylock(&mismatches.lock) != 0)
+        return; /* busy: this example is skipped, the worker never waits */
+    gw_mismatch_sample *s = &mismatches.ring[mismatches.next_seq % GW_MISMATCH_RING];
+    s->seq = mismatches.next_seq++;
+    s->at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    snprintf(s->route, sizeof s->route, "%s", route ? route : "");
+    snprintf(s->upstream, sizeof s->upstream, "%s", upstream ? upstream : "");
+    snprintf(s->request_id, sizeof s->request_id, "%s", request_id ? request_id : "");
+    snprintf(s->diff, sizeof s->diff, "%s", diff ? diff : "");
+    pthread_mutex_unlock(&mismatches.lock);
+}
+
+int gw_metrics_mismatches_since(uint64_t *seq, gw_mismatch_sample *out, int max)
+{
+    int n = 0;
+    pthread_mutex_lock(&mismatches.lock);
+    uint64_t first = *seq + 1;
+    if (mismatches.next_seq > GW_MISMATCH_RING && first < mismatches.next_seq - GW_MISMATCH_RING)
+        first = mismatches.next_seq - GW_MISMATCH_RING; /* older ones were overwritten */
+    for (uint64_t q = first; q < mismatches.next_seq && n < max; q++)
+        out[n++] = mismatches.ring[q % GW_MISMATCH_RING];
+    if (n > 0)
+        *seq = out[n - 1].seq;
+    pthread_mutex_unlock(&mismatches.lock);
+    return n;
+}
+
 void gw_metrics_request(gw_metrics *m, const char *route, const char *upstream, int status,
                         double total_ms)
 {
@@ -66,6 +187,8 @@ void gw_metrics_request(gw_metrics *m, const char *route, const char *upstream, 
     if (slot_add(m->slots, GW_METRICS_SLOTS, route ? route : "-", upstream ? upstream : "gateway",
                  cls) != 0)
         ADD(m->overflow, 1);
+    if (route && upstream && strcmp(route, "-") != 0)
+        side_request(m, route, upstream, status, total_ms);
     observe(m->duration_buckets, &m->duration_count, &m->duration_sum_us, total_ms);
 }
 

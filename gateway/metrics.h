@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "http/tls.h" /* GW_TLS__EVENTS */
+#include "routes/cutover_plan.h"
 
 #define GW_METRICS_SLOTS 4096          /* (route, upstream, status class) combinations */
 #define GW_METRICS_KEY_MAX 96
@@ -32,6 +33,18 @@ enum gw_upstream_err_kind {
     GW_UERR_CONNECT, GW_UERR_TIMEOUT, GW_UERR_RESET, GW_UERR_PROTOCOL, GW_UERR_NO_ENDPOINT,
     GW_UERR__COUNT
 };
+
+/* Evidence for cutover plans, per (route, upstream): the side's own counters and latency
+ * histogram (routes/cutover_plan.h buckets). Same insert-only scheme as gw_metric_slot. */
+#define GW_SIDE_SLOTS 1024
+typedef struct gw_side_slot {
+    atomic_int used;
+    uint64_t hash;
+    char route[GW_METRICS_KEY_MAX];
+    char upstream[GW_METRICS_KEY_MAX];
+    atomic_uint_fast64_t requests, errors, fallbacks, shadow_compared, shadow_mismatched;
+    atomic_uint_fast64_t lat[RT_CUT_LAT_BUCKETS + 1];
+} gw_side_slot;
 
 typedef struct gw_metrics {
     gw_metric_slot slots[GW_METRICS_SLOTS];
@@ -59,6 +72,9 @@ typedef struct gw_metrics {
     /* user cache */
     atomic_uint_fast64_t cache_hits, cache_misses, cache_errors, cache_coalesced, cache_stale,
         cache_bypass;
+    /* cutover evidence */
+    gw_side_slot sides[GW_SIDE_SLOTS];
+    atomic_uint_fast64_t sides_overflow; /* events whose (route, upstream) found no slot */
 } gw_metrics;
 
 enum { GW_COMP_OK, GW_COMP_DEGRADED, GW_COMP_FAILED };
@@ -75,6 +91,33 @@ void gw_metrics_shadow(gw_metrics *m, const char *route, int mismatched);
 /* A shadow copy of a request on ROUTE was not sent, for REASON (a label value). */
 void gw_metrics_shadow_skipped(gw_metrics *m, const char *route, const char *reason);
 void gw_metrics_fallback(gw_metrics *m);
+/* Cutover evidence (gw_metrics_request counts each answered request of a route on its side
+ * too): a request on ROUTE that failed on FROM and was replayed to the fallback; a shadow
+ * comparison on ROUTE whose copy went to UPSTREAM. */
+void gw_metrics_side_fallback(gw_metrics *m, const char *route, const char *from);
+void gw_metrics_side_shadow(gw_metrics *m, const char *route, const char *upstream,
+                            int mismatched);
+/* Sums ROUTE's counters on UPSTREAM over WORKERS[0..n) into OUT (zeroed first). Any thread. */
+void gw_metrics_side_read(gw_metrics *const *workers, int n, const char *route,
+                          const char *upstream, rt_cut_side *out);
+
+/* The latest shadow mismatches, process-wide (a ring of GW_MISMATCH_RING): what a cutover
+ * plan shows as its first mismatches. A worker that finds the ring busy skips the sample
+ * (never waits): the counts above stay exact, only the examples are best effort. */
+#define GW_MISMATCH_RING 64
+typedef struct gw_mismatch_sample {
+    uint64_t seq;                      /* 1, 2, ... in the order recorded */
+    int64_t at_ms;                     /* wall clock */
+    char route[GW_METRICS_KEY_MAX];
+    char upstream[GW_METRICS_KEY_MAX];
+    char request_id[64];
+    char diff[200];
+} gw_mismatch_sample;
+void gw_metrics_mismatch_sample(const char *route, const char *upstream,
+                                const char *request_id, const char *diff);
+/* Copies up to MAX samples newer than *SEQ into OUT, oldest first, and advances *SEQ.
+ * Returns how many. */
+int gw_metrics_mismatches_since(uint64_t *seq, gw_mismatch_sample *out, int max);
 void gw_metrics_composition(gw_metrics *m, int outcome);
 void gw_metrics_leg(gw_metrics *m, const char *composition, const char *leg, int degraded,
                     double ms);

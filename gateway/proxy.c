@@ -263,6 +263,7 @@ static int try_fallback(proxy_req *p, int status_or_neg)
     gw_log_event(p->w->events, "gateway: fallback route=%s from=%s to=%s reason=%d request_id=%s",
                  p->route->id, p->up->conf->name, up->conf->name, status_or_neg, p->req->request_id);
     gw_metrics_fallback(p->w->metrics);
+    gw_metrics_side_fallback(p->w->metrics, p->route->id, p->up->conf->name);
     head_release(p);
     p->head = head;
     p->head_len = hl;

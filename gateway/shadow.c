@@ -135,6 +135,9 @@ static void shadow_finish(gw_shadow *s)
                                            s->route->shadow.n_ignore_fields, diff, sizeof diff);
         }
         gw_metrics_shadow(s->metrics, s->route->id, !match);
+        gw_metrics_side_shadow(s->metrics, s->route->id, s->up->conf->name, !match);
+        if (!match)
+            gw_metrics_mismatch_sample(s->route->id, s->up->conf->name, s->request_id, diff);
         if (!match)
             gw_log_event(s->log, "gateway: shadow mismatch route=%s shadow=%s request_id=%s: %s",
                          s->route->id, s->up->conf->name, s->request_id, diff);
