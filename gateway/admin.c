@@ -7,6 +7,7 @@
  *   POST /admin/rollback               {} = every route, {"id": "x"} = one; one atomic change
  *   POST /admin/reload                 re-read the active source
  *   GET  /admin/certificates, POST /admin/certificates/reload   (admin_certs.c)
+ *   /admin/cutovers...                 cutover plans (admin_cutover.c)
  *
  * A change builds a new table from the one in force (routes/route_edit.h), validates it
  * whole, writes it to the active source with its audit entries (who = the token's name),
@@ -29,6 +30,8 @@
 
 typedef enum admin_op {
     OP_NONE, OP_PUT, OP_PATCH, OP_DELETE, OP_ROLLBACK, OP_RELOAD, OP_HISTORY,
+    OP_CUTOVER_STEP,  /* a cutover plan's route change (gw_admin_cutover_step) */
+    OP_CUTOVER_API,   /* /admin/cutovers*: handed to admin_cutover.c once the body is in */
 } admin_op;
 
 /* A request that answers later. A change goes through: queued (a->queue_*), computing (on the
@@ -45,6 +48,10 @@ typedef struct admin_req {
     size_t len;
     int waiting_store;  /* a store (or change) callback will come: free there */
     json_t *changed;    /* ids a change touched, for the answer */
+    gw_admin_change_cb internal_cb; /* a change the gateway made itself: told, not answered */
+    void *internal_arg;
+    char action[32];    /* OP_CUTOVER_STEP: the audit action */
+    char reason[512];   /* OP_CUTOVER_STEP: the audit reason */
     struct admin_req *queue_next;
     uv_work_t work;
     /* in (set on the loop before the work is queued) */
@@ -272,7 +279,13 @@ static void on_store_done(int status, const char *err, json_t *result, void *arg
         json_object_set(result, "changed", r->changed);
     char msg[sizeof r->err];
     snprintf(msg, sizeof msg, "%s", err ? err : "route store failed"); /* err may be r->err */
+    gw_admin_change_cb cb = r->internal_cb;
+    void *cb_arg = r->internal_arg;
     gw_request *req = detach(r);
+    if (cb) {
+        cb(status, status ? msg : NULL, cb_arg);
+        return;
+    }
     if (!req)
         return;
     if (status != 0)
@@ -327,6 +340,7 @@ static const char *op_action(const admin_req *r)
     case OP_PATCH: return "patch";
     case OP_DELETE: return "delete";
     case OP_ROLLBACK: return r->edit ? "rollback" : "rollback-all";
+    case OP_CUTOVER_STEP: return r->action;
     default: return "";
     }
 }
@@ -346,6 +360,12 @@ static void change_work(uv_work_t *w)
     case OP_ROLLBACK:
         r->next = rt_table_rollback(cur, r->edit ? json_string_value(r->edit) : NULL, err, el);
         break;
+    case OP_CUTOVER_STEP:
+        r->next = rt_table_cutover_step(
+            cur, r->id, json_string_value(json_object_get(r->edit, "legacy")),
+            json_string_value(json_object_get(r->edit, "target")),
+            (int)json_integer_value(json_object_get(r->edit, "weight")), err, el);
+        break;
     default: break;
     }
     if (!r->next) {
@@ -355,6 +375,12 @@ static void change_work(uv_work_t *w)
     const char *id = r->op == OP_ROLLBACK ? (r->edit ? json_string_value(r->edit) : NULL) : r->id;
     r->changed = json_array();
     r->audit = diff_audit(cur, r->next, id, r->who, op_action(r), r->changed);
+    if (r->reason[0]) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(r->audit, i, e)
+            json_object_set_new(e, "reason", json_string(r->reason));
+    }
     if (json_array_size(r->changed) > 0)
         r->doc = rt_table_to_json(r->next);
 }
@@ -435,8 +461,52 @@ static void pump(gw_admin *a)
     }
 }
 
+/* Queues R (its edit set) behind the changes already waiting. */
+static void enqueue(admin_req *r)
+{
+    gw_admin *a = r->a;
+    r->waiting_store = 1;
+    if (a->queue_tail)
+        a->queue_tail->queue_next = r;
+    else
+        a->queue_head = r;
+    a->queue_tail = r;
+    pump(a);
+}
+
+void gw_admin_cutover_step(gw_admin *a, const char *id, const char *legacy, const char *target,
+                           int weight, const char *action, const char *reason,
+                           gw_admin_change_cb cb, void *arg)
+{
+    admin_req *r = calloc(1, sizeof *r);
+    json_t *edit = r ? json_pack("{s:s, s:s, s:i}", "legacy", legacy, "target", target,
+                                 "weight", weight) : NULL;
+    if (!r || !edit || a->stopping || strlen(id) >= sizeof r->id) {
+        free(r);
+        json_decref(edit);
+        cb(a->stopping ? 503 : 500, a->stopping ? "shutting down" : "cannot queue the change", arg);
+        return;
+    }
+    r->a = a;
+    r->op = OP_CUTOVER_STEP;
+    r->edit = edit;
+    r->internal_cb = cb;
+    r->internal_arg = arg;
+    snprintf(r->who, sizeof r->who, "cutover");
+    snprintf(r->id, sizeof r->id, "%s", id);
+    snprintf(r->action, sizeof r->action, "%s", action);
+    snprintf(r->reason, sizeof r->reason, "%s", reason);
+    enqueue(r);
+}
+
 static void run_change(admin_req *r)
 {
+    if (r->op == OP_CUTOVER_API) {
+        /* answered by admin_cutover.c, now or once its route change is in force */
+        r->waiting_store = 1;
+        gw_admin_cutover_request(r->a, r->req, r->who, r->id, r->body, r->len, on_store_done, r);
+        return;
+    }
     json_t *body = NULL;
     json_error_t jerr;
     if (r->op == OP_PUT || r->op == OP_PATCH || (r->op == OP_ROLLBACK && r->len)) {
@@ -468,13 +538,7 @@ static void run_change(admin_req *r)
         gw_response_error(detach(r), 503, "shutting down");
         return;
     }
-    r->waiting_store = 1;
-    if (a->queue_tail)
-        a->queue_tail->queue_next = r;
-    else
-        a->queue_head = r;
-    a->queue_tail = r;
-    pump(a);
+    enqueue(r);
 }
 
 /* ---- history ------------------------------------------------------------------------- */
@@ -577,6 +641,23 @@ static void admin_on_request(gw_request *req)
     r->a = a;
     snprintf(r->who, sizeof r->who, "%s", who);
     req->data = r;
+    if (gw_slice_eq(path, "/admin/cutovers") ||
+        (path.n > 16 && memcmp(path.p, "/admin/cutovers/", 16) == 0)) {
+        if (path.n >= sizeof r->id) {
+            gw_response_error(detach(r), 404, "no such cutover plan");
+            return;
+        }
+        memcpy(r->id, path.p, path.n);
+        r->id[path.n] = '\0';
+        r->op = OP_CUTOVER_API;
+        if (req->has_body) {
+            if (gw_request_read_body(req) != 0)
+                gw_response_error(detach(r), 413, "request body too large");
+            return;
+        }
+        run_change(r);
+        return;
+    }
     if (gw_slice_eq(path, "/admin/routes/history")) {
         if (!get) goto not_allowed;
         int limit = history_limit(req->query);

@@ -22,6 +22,7 @@ typedef struct gw_admin {
     struct admin_req *queue_head; /* changes waiting, in arrival order */
     struct admin_req *queue_tail;
     struct admin_req *changing;   /* the change in progress (threadpool or store), or NULL */
+    struct gw_cutover *cutover;   /* the cutover plans' driver, or NULL */
     uv_timer_t lag_timer;         /* the main loop's lag probe */
     int lag_started;              /* 1 running, 2 closed */
     uint64_t lag_due;             /* uv_hrtime() the probe is due */
@@ -41,6 +42,20 @@ int gw_admin_on_loopback(const gw_config *cfg);
  * or -1 with err naming the field ("FILE: admin.tokens.ci: ...", or "env GATEWAY_ADMIN_TOKEN:
  * ..." when TOKEN_FROM_ENV: the environment replaced admin.token). */
 int gw_admin_check_tokens(const gw_config *cfg, int token_from_env, char *err, size_t errlen);
+
+/* A route change made by the gateway itself (a cutover plan's step, who = "cutover"):
+ * route ID put at WEIGHT (rt_table_cutover_step), queued behind the operators' changes and
+ * applied, audited (ACTION, REASON) and published through the same path. CB is called once,
+ * on the loop: STATUS 0 when in force (also when nothing differed), else an HTTP-ish status
+ * and ERR (also 503 at shutdown). */
+typedef void (*gw_admin_change_cb)(int status, const char *err, void *arg);
+void gw_admin_cutover_step(gw_admin *a, const char *id, const char *legacy, const char *target,
+                           int weight, const char *action, const char *reason,
+                           gw_admin_change_cb cb, void *arg);
+/* /admin/cutovers... (admin_cutover.c): answers through DONE(ARG) exactly once, now or later;
+ * BODY[0..len) is only read before it returns. PATH is the request path. */
+void gw_admin_cutover_request(gw_admin *a, gw_request *req, const char *who, const char *path,
+                              const char *body, size_t len, gw_store_done done, void *arg);
 
 /* Starts the admin listener on cfg->admin_addr. */
 int gw_admin_start(gw_admin *a, uv_loop_t *loop);

@@ -19,6 +19,7 @@
 #include "composers/spec.h"
 #include "gateway/admin.h"
 #include "gateway/certs.h"
+#include "gateway/cutover.h"
 #include "gateway/config.h"
 #include "gateway/metrics.h"
 #include "gateway/route_store.h"
@@ -32,6 +33,7 @@ static int stopping;
 static int exit_code; /* 1 when a listener could not be opened */
 static gw_admin admin;
 static gw_route_store *store;
+static gw_cutover *cutover;
 static cmp_spec *compositions;
 static gw_certs certs;
 
@@ -133,6 +135,9 @@ static void on_stop(uv_signal_t *h, int sig)
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
+    gw_cutover_close(cutover); /* no new plan step; those in flight end through the admin */
+    cutover = NULL;
+    admin.cutover = NULL;
     gw_admin_stop(&admin);
     gw_certs_stop(&certs);
     gw_route_store_close(store);
@@ -185,6 +190,15 @@ int main(int argc, char **argv)
         if (!routes) {
             fprintf(stderr, "%s\n", err);
             cmp_spec_free(compositions);
+            return 1;
+        }
+        char cut_path[1100];
+        gw_cutover_state_path(&cfg, cut_path, sizeof cut_path);
+        if (gw_cutover_check(cut_path, err, sizeof err) != 0) {
+            fprintf(stderr, "%s\n", err);
+            rt_table_unref(routes);
+            cmp_spec_free(compositions);
+            gw_certs_free(&certs);
             return 1;
         }
         int n_tls = 0;
@@ -264,6 +278,14 @@ int main(int argc, char **argv)
         exit_code = 1;
         on_stop(&sig_term, SIGTERM);
     }
+    char cut_path[1100];
+    gw_cutover_state_path(&cfg, cut_path, sizeof cut_path);
+    if (ar >= 0 && gw_cutover_open(&cutover, loop, &admin, cut_path, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        exit_code = 1;
+        on_stop(&sig_term, SIGTERM);
+    }
+    admin.cutover = cutover;
     admin.ready = 1;
     char shown[GW_MAX_LISTENERS * 140] = "";
     for (int i = 0, at = 0; i < cfg.n_listeners && at < (int)sizeof shown; i++)

@@ -151,7 +151,9 @@ void rt_cut_plan_defaults(rt_cut_plan *p, const char *route, const char *legacy,
 
 uint64_t rt_cut_window_ms(const rt_cut_plan *p)
 {
-    uint64_t w = p->window_ms ? p->window_ms : p->step_time_ms;
+    /* by default the step's own time, and never under 10 s: a short step is judged on all of
+     * its evidence (the window starts no earlier than the step), a long one on the latest */
+    uint64_t w = p->window_ms ? p->window_ms : p->step_time_ms < 10000 ? 10000 : p->step_time_ms;
     return w > RT_CUT_WINDOW_MAX_MS ? RT_CUT_WINDOW_MAX_MS : w < 1000 ? 1000 : w;
 }
 

@@ -86,7 +86,7 @@ typedef struct rt_cut_plan {
     uint32_t steps[RT_CUT_MAX_STEPS]; /* 0..100, strictly increasing, the last is 100 */
     uint64_t step_time_ms;        /* minimum time per step; default 30 s */
     uint64_t min_requests;        /* minimum sample per step; default 100 */
-    uint64_t window_ms;           /* sliding window; default min(step time, 5 min) */
+    uint64_t window_ms;           /* sliding window; default the step time, 10 s .. 5 min */
     uint64_t inconclusive_ms;     /* no verdict after this long in a step: paused; default
                                      10 x step time */
     rt_cut_rollback rollback;     /* default RT_CUT_BACK_STEP */
@@ -167,7 +167,7 @@ void rt_cut_begin(rt_cut_plan *p, const char *who, int64_t now_ms, rt_cut_action
 /* The weight in force: steps[step], or -1 at legacy only. */
 int rt_cut_weight(const rt_cut_plan *p);
 int rt_cut_active(const rt_cut_plan *p); /* running or paused */
-/* The sliding window: window_ms, or the step time, within 1 s .. RT_CUT_WINDOW_MAX_MS. */
+/* The sliding window: window_ms, or the step time but at least 10 s; 1 s .. 5 min. */
 uint64_t rt_cut_window_ms(const rt_cut_plan *p);
 const char *rt_cut_state_name(rt_cut_state s);
 const char *rt_cut_verdict_name(rt_cut_verdict v);
