@@ -1,6 +1,6 @@
 /* ctl.h — gatewayctl's pieces: errors and buffers (ctl_util.c), the admin API client
- * (ctl_http.c), the routes and rollback commands (ctl_routes.c), the database migrations
- * (ctl_db.c); main and usage in gatewayctl.c. A CLI: blocking I/O is fine here. */
+ * (ctl_http.c), the routes and rollback commands (ctl_routes.c), cutover plans
+ * (ctl_cutover.c), the database migrations (ctl_db.c); main and usage in gatewayctl.c. A CLI: blocking I/O is fine here. */
 #ifndef GW_CTL_H
 #define GW_CTL_H
 
@@ -53,6 +53,7 @@ int ctl_cmd_routes(const ctl_admin *a, int argc, char **argv);
 int ctl_cmd_rollback(const ctl_admin *a, const char *id);
 int ctl_cmd_certs(const ctl_admin *a, int argc, char **argv); /* ctl_certs.c */
 int ctl_cmd_db(int argc, char **argv);
+int ctl_cmd_cutover(const ctl_admin *a, int argc, char **argv);
 typedef struct ctl_table {
     int cols;
     size_t rows, cap;

@@ -368,6 +368,8 @@ static int cmd_routes_history(const ctl_admin *a, const char *limit)
             ctl_buf_add(&c[3], "*", 1);
         value_summary(&c[4], json_object_get(ch, "version"));
         change_summary(&c[5], json_object_get(ch, "old"), json_object_get(ch, "new"));
+        if (json_is_string(json_object_get(ch, "reason"))) /* a cutover plan's why */
+            ctl_buf_printf(&c[5], " (%s)", json_string_value(json_object_get(ch, "reason")));
         char *cells[6] = { c[0].p, c[1].p, c[2].p, c[3].p, c[4].p, c[5].p };
         bad |= ctl_table_row(&t, cells);
         for (int k = 0; k < 6; k++)

@@ -50,6 +50,17 @@ static const char usage_text[] =
     "                                   type, expiry, file\n"
     "  certs reload                     reload every certificate now (all or nothing; the\n"
     "                                   old ones keep serving when one pair is bad)\n"
+    "  cutover start ROUTE UPSTREAM [--steps 0,1,5,25,50,100] [--step-time 30s]\n"
+    "        [--min-requests N] [--max-error-rate P] [--max-error-delta P] [--max-p99 MS]\n"
+    "        [--max-p99-ratio R] [--max-mismatch P] [--max-fallback-rate P]\n"
+    "        [--rollback step|all] [--window 60s] [--inconclusive 5m]\n"
+    "                                   a cutover plan: ROUTE moves to UPSTREAM step by step,\n"
+    "                                   each step judged on the gates, rolled back on failure\n"
+    "  cutover status [ROUTE]           every plan, or one with its gates and evidence\n"
+    "  cutover pause|resume ROUTE       hold a plan at its step / judge the step again\n"
+    "  cutover promote ROUTE            skip to 100 %: UPSTREAM answers ROUTE\n"
+    "  cutover abort ROUTE              stop the plan, ROUTE back to its legacy upstream\n"
+    "  cutover verdict ROUTE            the verdict as JSON (for CI and external controllers)\n"
     "\n"
     "Database commands (PostgreSQL, libpq):\n"
     "  db migrate [--to VERSION]        apply pending migrations (up to VERSION), each in its\n"
@@ -121,7 +132,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "db") == 0)
         return ctl_cmd_db(sub_argc, sub_argv);
-    if (strcmp(cmd, "routes") != 0 && strcmp(cmd, "rollback") != 0 && strcmp(cmd, "certs") != 0)
+    if (strcmp(cmd, "routes") != 0 && strcmp(cmd, "rollback") != 0 && strcmp(cmd, "certs") != 0 &&
+        strcmp(cmd, "cutover") != 0)
         return ctl_usage("usage", NULL, "unknown command \"%s\"", cmd);
 
     /* Validate the command line before anything touches the network. */
@@ -160,5 +172,7 @@ int main(int argc, char **argv)
         return ctl_cmd_rollback(&a, rollback_id);
     if (strcmp(cmd, "certs") == 0)
         return ctl_cmd_certs(&a, sub_argc, sub_argv);
+    if (strcmp(cmd, "cutover") == 0)
+        return ctl_cmd_cutover(&a, sub_argc, sub_argv);
     return ctl_cmd_routes(&a, sub_argc, sub_argv);
 }

@@ -334,16 +334,18 @@ static void on_changed(int status, const char *err, void *arg)
     int step_changed = s->is_new || s->pending.step != s->plan.step;
     if (step_changed) {
         s->pending.step_started_ms = now; /* the step counts from when it is in force */
-        s->n_first = 0;
+        if (rt_cut_weight(&s->pending) == 0)
+            s->n_first = 0; /* a new shadow step: its own first mismatches (kept otherwise:
+                               they explain a rollback) */
     }
     s->plan = s->pending;
     s->is_new = 0;
     s->last_error[0] = '\0';
     log_transition(s, &s->plan, "changed");
-    if (!c->closing) {
+    if (!c->closing && rt_cut_active(&s->plan)) {
         take_sample(c, s, now); /* the new step's window starts here */
         judge(s, now);
-    }
+    } /* an ended plan keeps the judgement that ended it */
     persist(c); /* also while closing: the route is changed, the plan must say so */
     if (done) {
         json_t *st = slot_status(s, now);

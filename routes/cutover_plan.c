@@ -486,8 +486,11 @@ void rt_cut_judge(const rt_cut_plan *p, const rt_cut_evidence *e, int64_t now_ms
         g->legacy = relative ? lerr : -1;
         decide(add_gate(out, "p99"), gt->max_p99_ms > 0, enough, tp99, gt->max_p99_ms);
         g = add_gate(out, "p99_ratio");
+        double ratio_limit = lp99 * gt->max_p99_ratio;
+        if (ratio_limit < lp99 + RT_CUT_P99_NOISE_MS)
+            ratio_limit = lp99 + RT_CUT_P99_NOISE_MS;
         decide(g, relative && gt->max_p99_ratio > 0, enough && legacy_ok && lp99 >= 0, tp99,
-               lp99 * gt->max_p99_ratio);
+               ratio_limit);
         g->legacy = relative ? lp99 : -1;
         decide(add_gate(out, "fallback_rate"), gt->max_fallback_rate >= 0, enough,
                pct(t->fallbacks, routed), gt->max_fallback_rate);

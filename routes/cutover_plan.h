@@ -18,7 +18,9 @@
 //   error_rate      target 5xx (the upstream's and the gateway's 502/504) % <= max_error_rate
 //   error_delta     target error % <= legacy error % + max_error_delta (points)
 //   p99             target p99 <= max_p99_ms                         (0: off)
-//   p99_ratio       target p99 <= max_p99_ratio x legacy p99         (0: off)
+//   p99_ratio       target p99 <= max_p99_ratio x legacy p99         (0: off), but never
+//                   below legacy p99 + RT_CUT_P99_NOISE_MS: sub-millisecond p99s differ by
+//                   large ratios on a warm-up or a scheduler hiccup, which is not a regression
 //   mismatch        shadow mismatches % <= max_mismatch              (shadow steps only)
 //   fallback_rate   replays to the fallback % <= max_fallback_rate   (W > 0)
 // At W = 100 no legacy traffic is left: the gates that compare with legacy do not apply.
@@ -34,6 +36,7 @@
 #define RT_CUT_MAX_GATES 6
 #define RT_CUT_NAME_MAX 96           /* route ids and upstream names (metrics' key size) */
 #define RT_CUT_WINDOW_MAX_MS 300000  /* the sliding window covers at most 5 minutes */
+#define RT_CUT_P99_NOISE_MS 5.0      /* p99_ratio: a difference below this always passes */
 
 /* Upper bounds of the latency buckets, microseconds: 50 us x 1.35^k (50 us .. ~6 s), so a
  * p99 read from them is at most 35 % above the true one, the same on both sides. */

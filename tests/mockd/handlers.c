@@ -39,6 +39,7 @@ typedef enum mk_route {
     MK_R_SCRIPT_SET,   /* PUT /__script: msg NULL (stored) or why not */
     MK_R_SCRIPT_CLEAR, /* DELETE /__script */
     MK_R_SCRIPTED,     /* a GET/HEAD of a scripted path: script holds the answer */
+    MK_R_FAULTS,      /* POST /__faults?error_rate=F: change the injected error rate now */
 } mk_route;
 
 typedef enum mk_fault {
@@ -74,6 +75,7 @@ typedef struct mk_req {
     mk_fault fault;
     int status;      /* MK_F_STATUS */
     const char *msg; /* MK_R_BAD_REQUEST */
+    double error_rate; /* MK_R_FAULTS: the rate asked for, -1 invalid */
     int method;      /* MK_M_* */
     json_t *echo;
     json_t *script;  /* MK_R_SCRIPTED: {"status", "headers", "body"}, a new reference */
@@ -313,6 +315,8 @@ static void mk_route_request(mk_req *m, gw_request *req)
         m->route = m->method == MK_M_PUT      ? MK_R_SCRIPT_SET
                    : m->method == MK_M_DELETE ? MK_R_SCRIPT_CLEAR
                                               : MK_R_BAD_METHOD;
+    else if (n == 1 && gw_slice_eq(s[0], "__faults"))
+        m->route = m->method == MK_M_POST ? MK_R_FAULTS : MK_R_BAD_METHOD;
     /* a scripted path answers its script to GET and HEAD, whatever it would answer else */
     json_t *sc = m->ctx->scripts && (M_READ & M(m->method))
                      ? json_object_getn(m->ctx->scripts, req->path.p, req->path.n)
@@ -681,6 +685,17 @@ static void mk_answer(mk_req *m)
     case MK_R_SCRIPTED:
         mk_send_script(m);
         break;
+    case MK_R_FAULTS: {
+        /* a candidate that starts failing mid-test, without a restart */
+        double rate = m->error_rate;
+        if (!(rate >= 0 && rate <= 1)) {
+            mk_send_error(m, 400, "error_rate must be a number from 0 to 1");
+            break;
+        }
+        c->conf.error_rate = rate;
+        mk_send_json(m, 200, json_pack("{s:f}", "error_rate", rate));
+        break;
+    }
     }
 }
 
@@ -745,6 +760,17 @@ static void mk_on_request(gw_request *req)
     if (m->route == MK_R_ECHO) m->echo = echo_head(m, req);
     if (m->route == MK_R_SCRIPT_SET) m->msg = mk_script_set(c, req);
     gw_slice hv;
+    if (m->route == MK_R_FAULTS) {
+        char buf[32], *end;
+        m->error_rate = -1;
+        if (query_param(req->query, "error_rate", &hv) && hv.n > 0 && hv.n < sizeof buf) {
+            memcpy(buf, hv.p, hv.n);
+            buf[hv.n] = '\0';
+            double r = strtod(buf, &end);
+            if (!*end)
+                m->error_rate = r;
+        }
+    }
     if (m->route == MK_R_UPLOAD && query_param(req->query, "hash", &hv) && gw_slice_eq(hv, "0"))
         m->flags |= MK_NO_HASH;
 

@@ -1,7 +1,7 @@
 /* mockd.h — the mock upstream used by the tests, the demo and the benchmarks. One process,
  * one libuv loop, served by the gateway's own HTTP server (gateway/server.h). It serves the
  * demo world (users, orders, shipments in the legacy monolith shape and in the per-service
- * shape), /echo, /bytes/{n}, /upload and /__stats, and injects latency, errors, hangs and
+ * shape), /echo, /bytes/{n}, /upload, /__stats and POST /__faults?error_rate=F, and injects latency, errors, hangs and
  * resets from its command line and from X-Mock-* request headers. Prefix: mk_. */
 #ifndef MOCKD_H
 #define MOCKD_H

@@ -215,14 +215,21 @@ static void test_relative_gates(void **state)
     rt_cut_judge(&p, &e, T0 + 31000, &j);
     assert_int_equal(j.verdict, RT_CUT_FAIL);
     assert_int_equal(gate(&j, "error_delta")->result, RT_GATE_FAIL);
-    /* p99: 2 ms legacy, 5 ms target: 5 > 1.5 x 2 */
+    /* p99: 20 ms legacy, 50 ms target: 50 > 1.5 x 20 */
     e = (rt_cut_evidence){ 0 };
-    side(&e.target, 1000, 0, 5000);
-    side(&e.legacy, 1000, 0, 2000);
+    side(&e.target, 1000, 0, 50000);
+    side(&e.legacy, 1000, 0, 20000);
     rt_cut_judge(&p, &e, T0 + 31000, &j);
     assert_int_equal(j.verdict, RT_CUT_FAIL);
     assert_int_equal(gate(&j, "p99_ratio")->result, RT_GATE_FAIL);
     assert_non_null(strstr(j.reason, "p99_ratio"));
+    /* 0.2 ms legacy, 0.6 ms target: 3 x, but under the noise floor: a pass */
+    e = (rt_cut_evidence){ 0 };
+    side(&e.target, 1000, 0, 600);
+    side(&e.legacy, 1000, 0, 200);
+    rt_cut_judge(&p, &e, T0 + 31000, &j);
+    assert_int_equal(gate(&j, "p99_ratio")->result, RT_GATE_PASS);
+    assert_true(gate(&j, "p99_ratio")->limit > RT_CUT_P99_NOISE_MS);
     /* too little legacy traffic: the relative gates wait, so no pass (and no fail) */
     e = (rt_cut_evidence){ 0 };
     side(&e.target, 1000, 0, 2000);
