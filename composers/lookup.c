@@ -8,11 +8,10 @@
  * client left, its deadline passed) changes nothing for the others; the answer still fills
  * the cache.
  *
- * Stored values (version 2): "v2 <status> <fetched at, wall-clock us> <ttl ms> <header
- * bytes>\n<header lines><body>": the upstream's kept headers (cache_policy.h, never
- * Set-Cookie) and the fresh time its Cache-Control allowed. Version 1 values (older
- * gateways sharing the Redis: "<status> <fetched at>\n<body>") are still served, with the
- * configured ttl and Content-Type: application/json; anything else is a miss. */
+ * Stored values (composers/cache_value.h) hold the upstream's kept headers (never
+ * Set-Cookie) and the fresh time its Cache-Control allowed; version 1 values (older
+ * gateways sharing the Redis) are served with the configured ttl and Content-Type:
+ * application/json; anything else is a miss. */
 #include "composers/lookup.h"
 
 #include <stdatomic.h>
@@ -25,6 +24,7 @@
 #include "http/request_id.h"
 #include "routes/policy.h"
 #include "composers/cache_policy.h"
+#include "composers/cache_value.h"
 #include "composers/fetch.h"
 #include "composers/json_check.h"
 #include "composers/worker_int.h"
@@ -169,75 +169,16 @@ static void finish_failed(inflight *in, const char *why)
     finish(in, &a);
 }
 
-/* A stored value, parsed. TTL_MS -1: a version 1 value (the configured ttl applies). */
-typedef struct stored {
-    int status;
-    uint64_t fetched_at;
-    int64_t ttl_ms;
-    const char *hdrs;
-    size_t hlen;
-    const char *body;
-    size_t len;
-} stored;
-
-#define VALUE_HEAD_MAX 64
-
-/* Only a 200 or a 404 with a well-formed head and header block (no Set-Cookie) is served:
- * the value may have been written by anyone who can reach the Redis. */
-static int parse_value(const char *v, size_t n, stored *out)
-{
-    char head[VALUE_HEAD_MAX];
-    const char *nl = memchr(v, '\n', n < sizeof head ? n : sizeof head);
-    if (!nl)
-        return -1;
-    size_t hn = (size_t)(nl - v);
-    memcpy(head, v, hn);
-    head[hn] = '\0';
-    if (strchr(head, '-'))
-        return -1; /* sscanf would take a negative number */
-    unsigned long long at;
-    unsigned ttl;
-    size_t hlen = 0;
-    int used = -1;
-    memset(out, 0, sizeof *out);
-    out->ttl_ms = -1;
-    if (hn > 3 && memcmp(head, "v2 ", 3) == 0) {
-        if (sscanf(head, "v2 %3d %llu %u %zu%n", &out->status, &at, &ttl, &hlen, &used) != 4 ||
-            (size_t)used != hn)
-            return -1;
-        out->ttl_ms = ttl;
-    } else if (sscanf(head, "%3d %llu%n", &out->status, &at, &used) != 2 || (size_t)used != hn) {
-        return -1;
-    }
-    size_t rest = n - hn - 1;
-    if (hlen > rest)
-        return -1;
-    out->fetched_at = at;
-    out->hdrs = nl + 1;
-    out->hlen = hlen;
-    out->body = nl + 1 + hlen;
-    out->len = rest - hlen;
-    if (!cmp_headers_valid(out->hdrs, hlen) || cmp_headers_has(out->hdrs, hlen, "Set-Cookie"))
-        return -1;
-    return (out->status == 200 || out->status == 404) ? 0 : -1;
-}
-
 /* Stores the answer as a version 2 value, fresh for TTL_MS. */
 static void store(inflight *in, int status, uint32_t ttl_ms, uint32_t stale_ms,
                   const cmp_headers *h, const char *body, size_t len)
 {
-    char head[VALUE_HEAD_MAX];
-    int hl = snprintf(head, sizeof head, "v2 %d %llu %u %zu\n", status,
-                      (unsigned long long)in->fetched_at, ttl_ms, h->n);
-    char *v = malloc((size_t)hl + h->n + len + 1);
+    cmp_value sv = { status, in->fetched_at, ttl_ms, h->p, h->n, body, len };
+    size_t n;
+    char *v = cmp_value_format(&sv, &n);
     if (!v)
         return;
-    memcpy(v, head, (size_t)hl);
-    if (h->n)
-        memcpy(v + hl, h->p, h->n);
-    if (len)
-        memcpy(v + hl + h->n, body, len);
-    cmp_cache_set(in->w->cache, in->key, v, (size_t)hl + h->n + len, ttl_ms, stale_ms);
+    cmp_cache_set(in->w->cache, in->key, v, n, ttl_ms, stale_ms);
     free(v);
 }
 
@@ -306,16 +247,16 @@ static void on_cached(cmp_cache_status st, const char *value, size_t len, uint64
 {
     inflight *in = arg;
     cmp_worker *w = in->w;
-    stored v;
+    cmp_value v;
     in->cache_pending = 0;
     if (in->dead) {
         free_inflight(in);
         return;
     }
-    if (st == CMP_CACHE_HIT && parse_value(value, len, &v) == 0 && !marked(in->path, v.fetched_at)) {
+    if (st == CMP_CACHE_HIT && cmp_value_parse(value, len, &v) == 0 && !marked(in->path, v.fetched_at)) {
         uint32_t ttl = v.status == 200 ? w->conf.cache.ttl_ms : w->conf.cache.negative_ttl_ms;
-        if (v.ttl_ms >= 0 && v.ttl_ms < ttl)
-            ttl = (uint32_t)v.ttl_ms; /* the upstream's max-age; a lower configured ttl still wins */
+        if (v.fresh_ms >= 0 && v.fresh_ms < ttl)
+            ttl = (uint32_t)v.fresh_ms; /* the upstream's max-age; a lower configured ttl still wins */
         if (age_ms <= ttl) {
             cmp_report_cache(w, CMP_CACHE_EV_HIT);
             cmp_answer a = { v.status, v.body, v.len, { v.hdrs, v.hlen, 0 }, CMP_FROM_CACHE,

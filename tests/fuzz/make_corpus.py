@@ -176,5 +176,16 @@ for j in ("{}", "[]", ' {"a":[1,2.5,-3e4,true,false,null,"x\\u00e9\\n"]} ', '"s"
     put("fuzz_json_check", j)
 for f in glob.glob(os.path.join(root, "conf", "*.json")):
     put("fuzz_json_check", open(f, "rb").read())
+# ---- fuzz_cache_value: stored values (version 2 and 1) and header blocks
+us = b"1764800000123456"
+for v in (b"v2 200 " + us + b" 60000 0\n{}", b"v2 404 " + us + b" 5000 0\n{\"error\":\"not found\"}",
+          b"v2 200 " + us + b" 1000 37\nETag: \"e\"\r\nCache-Control: max-age=1\r\n{\"id\":1}",
+          b"200 " + us + b"\n{\"old\":true}", b"404 1\n",
+          b"v2 200 1 5 11\nX-Evil: 1\r\n{}", b"v2 200 1 5 15\nSet-Cookie: a\r\n{}",
+          b"v2 200 1 5 99999\n{}", b"v2 200 -1 5 0\n{}",
+          b"Cache-Control: public, No-Store, max-age=60\r\nSet-Cookie: a=1\r\n",
+          b'Cache-Control: private="Set-Cookie", s-maxage="7", max-age=abc\r\nVary: Accept, *\r\n',
+          b'Cache-Control: community="no-store, private", max-age=99999999999999999999\r\n'):
+    put("fuzz_cache_value", v)
 print("corpora:", ", ".join("%s %d" % (d, len(os.listdir(os.path.join(here, "corpus", d))))
                             for d in sorted(os.listdir(os.path.join(here, "corpus")))))
