@@ -213,6 +213,7 @@ static void worker_main(void *arg)
     uv_loop_close(&w->loop);
     gw_uconn_thread_cleanup();
     gw_proxy_thread_cleanup();
+    gw_tls_thread_cleanup();
 }
 
 int gw_worker_start(gw_worker *w, int id, const gw_config *cfg, const cmp_spec *compositions,

@@ -83,4 +83,7 @@ int gw_tls_alpn_select(const unsigned char *wire, size_t wlen, const unsigned ch
 void gw_tls_ticket_keys(const unsigned char secret[32], uint64_t period, unsigned char name[16],
                         unsigned char aes[32], unsigned char hmac[32]);
 
+/* Frees this thread's TLS 1.2 session cache (tls_cache.c): a worker calls it at exit. */
+void gw_tls_thread_cleanup(void);
+
 #endif

@@ -37,7 +37,13 @@ struct gw_tls_ctx {
     gw_tls_cert_info certs[GW_TLS_MAX_CERTS];
     int n_certs;
     unsigned char ticket_secret[32];
+    EVP_MD_CTX *certs_md; /* SHA-256 over the certificates, while loading */
 };
+
+/* tls_cache.c */
+int gw__tls_cache_new(SSL *ssl, SSL_SESSION *sess, size_t size);
+SSL_SESSION *gw__tls_cache_get(SSL *ssl, const unsigned char *id, int len, int *copy);
+void gw__tls_cache_remove(SSL_CTX *ctx, SSL_SESSION *sess);
 
 static int ex_index = -1; /* SSL_CTX ex_data slot: the snapshot a group belongs to */
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
@@ -232,6 +238,12 @@ static int cert_names(X509 *x, char names[][GW_SNI_NAME_MAX + 1], int max)
     return n;
 }
 
+static int cache_new_cb(SSL *s, SSL_SESSION *sess)
+{
+    gw_tls_ctx *x = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(s), ex_index);
+    return x ? gw__tls_cache_new(s, sess, x->conf.session_cache_size) : 0;
+}
+
 static SSL_CTX *new_ssl_ctx(gw_tls_ctx *x, char *err, size_t errlen, const char *file)
 {
     const gw_tls_conf *c = &x->conf;
@@ -259,14 +271,16 @@ static SSL_CTX *new_ssl_ctx(gw_tls_ctx *x, char *err, size_t errlen, const char 
         SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, x);
     SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
     SSL_CTX_set_tlsext_servername_arg(ctx, x);
-    /* resumption: one session-id context for every group (SNI switches SSL_CTX) */
-    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"gw", 2);
+    /* resumption: the session-id context is set once every certificate is loaded */
     SSL_CTX_set_timeout(ctx, c->ticket_rotate_s ? (long)c->ticket_rotate_s : 3600);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
     SSL_CTX_set_num_tickets(ctx, 1);
     if (c->session_cache_size) {
-        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-        SSL_CTX_sess_set_cache_size(ctx, (long)c->session_cache_size);
+        /* per worker (tls_cache.c), not OpenSSL's cache locked across the workers */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+        SSL_CTX_sess_set_new_cb(ctx, cache_new_cb);
+        SSL_CTX_sess_set_get_cb(ctx, gw__tls_cache_get);
+        SSL_CTX_sess_set_remove_cb(ctx, gw__tls_cache_remove);
     } else {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     }
@@ -416,6 +430,11 @@ static int load_pair(gw_tls_ctx *x, int i, char *err, size_t errlen)
             set_err(err, errlen, cc->cert, "chain certificate refused");
             goto out;
         }
+    unsigned char *der = NULL;
+    int dl = i2d_X509(leaf, &der);
+    if (dl > 0)
+        EVP_DigestUpdate(x->certs_md, der, (size_t)dl);
+    OPENSSL_free(der);
     rc = 0;
 out:
     X509_free(leaf);
@@ -466,6 +485,7 @@ static void ctx_free(gw_tls_ctx *x)
     for (int g = 0; g < x->n_groups; g++)
         SSL_CTX_free(x->groups[g].ctx);
     gw_sni_free(&x->sni);
+    EVP_MD_CTX_free(x->certs_md);
     OPENSSL_cleanse(x->ticket_secret, sizeof x->ticket_secret);
     free(x);
 }
@@ -486,11 +506,26 @@ gw_tls_ctx *gw_tls_ctx_new(const gw_tls_conf *conf, char *err, size_t errlen)
     x->conf = *conf;
     if (load_ticket_secret(x, err, errlen) != 0)
         goto fail;
+    if (!(x->certs_md = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(x->certs_md, EVP_sha256(), NULL)) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     for (int i = 0; i < conf->n_certs; i++) {
         if (load_pair(x, i, err, errlen) != 0)
             goto fail;
         x->n_certs++;
     }
+    /* A session resumes only where it was made: the session-id context is a digest of the
+     * listener's certificates, so another listener (other certificates) refuses its
+     * tickets and ids, while instances serving the same certificates accept each other's
+     * tickets (with a shared ticket key file). */
+    unsigned char sid[32];
+    unsigned int sl = sizeof sid;
+    EVP_DigestFinal_ex(x->certs_md, sid, &sl);
+    for (int g = 0; g < x->n_groups; g++)
+        SSL_CTX_set_session_id_context(x->groups[g].ctx, sid, sl);
+    EVP_MD_CTX_free(x->certs_md);
+    x->certs_md = NULL;
     return x;
 fail:
     ctx_free(x);

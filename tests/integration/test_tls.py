@@ -613,3 +613,102 @@ def test_tls_reload_under_load_drops_nothing():
             assert serving_subject(s) == "CN = v%d.localhost" % (12 % 4)
             print("    %d requests during 12 reloads, 0 failed" % counts["ok"])
     with_ca(body)
+
+
+# ---- session resumption --------------------------------------------------------------------
+
+HTTP_GET = "GET /echo/r HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def resume(port, ca, sess, proto, extra=(), save=True):
+    """One s_client connection; saves its session to SESS (save) or offers it. Returns
+    "Reused" or "New" and the output."""
+    args = ["-CAfile", ca.pem, "-servername", "localhost", "-ign_eof", proto] + list(extra)
+    args += ["-sess_out", sess] if save else ["-sess_in", sess]
+    out, rc = s_client(port, args, stdin=HTTP_GET)
+    assert rc == 0 and "HTTP/1.1 200" in out, out[-800:]
+    for line in out.splitlines():
+        if line.startswith("Reused,") or line.startswith("New,"):
+            return line.split(",")[0], out
+    raise AssertionError(out[-800:])
+
+
+def test_tls_resumption_tickets_and_session_cache():
+    def body(ca):
+        leaf = ca.leaf("localhost", ["localhost"])
+        with tls_stack({"certificates": [pair(leaf)]}, workers=1) as s:
+            sess = os.path.join(s.tmp, "s13")
+            assert resume(s.tls_port, ca, sess, "-tls1_3")[0] == "New"
+            assert resume(s.tls_port, ca, sess, "-tls1_3", save=False)[0] == "Reused"
+            # TLS 1.2 with a ticket, and without (the worker's session-id cache)
+            sess12 = os.path.join(s.tmp, "s12")
+            assert resume(s.tls_port, ca, sess12, "-tls1_2")[0] == "New"
+            assert resume(s.tls_port, ca, sess12, "-tls1_2", save=False)[0] == "Reused"
+            sid = os.path.join(s.tmp, "sid")
+            assert resume(s.tls_port, ca, sid, "-tls1_2", ["-no_ticket"])[0] == "New"
+            assert resume(s.tls_port, ca, sid, "-tls1_2", ["-no_ticket"], save=False)[0] == "Reused"
+            m = metrics(s)
+            assert m['gateway_tls_handshakes_total{resumed="true"}'] == 3, m
+            assert m['gateway_tls_handshakes_total{resumed="false"}'] == 3, m
+        # with the cache off, a TLS 1.2 client without tickets gets a full handshake
+        with tls_stack({"certificates": [pair(leaf)], "session_cache": 0}) as s:
+            sid = os.path.join(s.tmp, "sid")
+            r, out = resume(s.tls_port, ca, sid, "-tls1_2", ["-no_ticket"])
+            assert r == "New"
+            # no session id handed out (s_client saves nothing), or one that does not resume
+            assert "Session-ID: \n" in out or "Session-ID:\n" in out or not os.path.exists(sid) or \
+                resume(s.tls_port, ca, sid, "-tls1_2", ["-no_ticket"], save=False)[0] == "New", out
+    with_ca(body)
+
+
+def test_tls_ticket_key_file_shared_between_instances():
+    def body(ca):
+        leaf = ca.leaf("localhost", ["localhost"])
+        keyfile = os.path.join(ca.dir, "tickets.key")
+        with open(keyfile, "wb") as f:
+            f.write(os.urandom(48))
+        tls = {"certificates": [pair(leaf)], "ticket_key_file": keyfile}
+        with tls_stack(tls) as a, tls_stack(tls) as b, tls_stack({"certificates": [pair(leaf)]}) as c:
+            sess = os.path.join(a.tmp, "s")
+            assert resume(a.tls_port, ca, sess, "-tls1_3")[0] == "New"
+            # another instance with the same key file takes the ticket
+            assert resume(b.tls_port, ca, sess, "-tls1_3", save=False)[0] == "Reused"
+            # one with its own random secret does not
+            assert resume(c.tls_port, ca, sess, "-tls1_3", save=False)[0] == "New"
+            # TLS 1.2 tickets too
+            sess12 = os.path.join(a.tmp, "s12")
+            assert resume(a.tls_port, ca, sess12, "-tls1_2")[0] == "New"
+            assert resume(b.tls_port, ca, sess12, "-tls1_2", save=False)[0] == "Reused"
+        # a key file too short is refused by name
+        with open(keyfile, "wb") as f:
+            f.write(b"short")
+        s = tls_stack(tls, start=False)
+        try:
+            rc, out = check(s)
+            assert rc == 1 and out.startswith("%s: listeners[1].tls: %s: a ticket key file holds at least 32 bytes" % (
+                s.conf_path, keyfile)), out
+        finally:
+            s.stop()
+    with_ca(body)
+
+
+def test_tls_session_of_one_listener_not_resumed_on_another():
+    def body(ca):
+        a = ca.leaf("a.localhost", ["localhost"])
+        b = ca.leaf("b.localhost", ["localhost"])
+        s = tls_stack({"certificates": [pair(a)]}, start=False)
+        other = free_port()
+        s.conf["listeners"].append({"listen": "127.0.0.1:%d" % other, "tls": {"certificates": [pair(b)]}})
+        s.write()
+        with s:
+            s.start()
+            wait_port(s.tls_port)
+            wait_port(other)
+            for proto, extra in (("-tls1_3", []), ("-tls1_2", []), ("-tls1_2", ["-no_ticket"])):
+                sess = os.path.join(s.tmp, "s")
+                assert resume(s.tls_port, ca, sess, proto, extra)[0] == "New"
+                assert resume(s.tls_port, ca, sess, proto, extra, save=False)[0] == "Reused"
+                # the other listener's certificate must be checked: a full handshake
+                r, out = resume(other, ca, sess, proto, extra, save=False)
+                assert r == "New" and "CN = b.localhost" in out, (proto, extra, out[-600:])
+    with_ca(body)
