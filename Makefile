@@ -1,7 +1,8 @@
 # Strangler-fig API gateway. `make run` and `make test` do all set-up on a fresh Debian box.
 #   make            build build/gateway, build/gatewayctl, build/mockd
 #   make deps       apt-get only the Debian packages that are missing (sudo when not root)
-#   make run        deps + build + start the demo stack (mockd x4 + gateway on :8080)
+#   make run        deps + build + start the demo stack (mockd x4 + gateway on :8080 and
+#                   https :8443 with a self-signed certificate made into build/demo/tls/)
 #   make test       deps + build + unit tests + integration tests, plain and ASan+UBSan;
 #                   the multi-threaded subset under ThreadSanitizer; a valgrind subset
 #   make bench      gateway vs nginx vs HAProxy (see bench/)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the demo stack — mockd as the legacy monolith and as user-, order- and
-# logistics-service, and the gateway on 127.0.0.1:8080. Ctrl-C (or SIGTERM) stops everything
+# logistics-service, and the gateway on http://127.0.0.1:8080 and https://127.0.0.1:8443
+# (a self-signed certificate for localhost and 127.0.0.1, made with the openssl CLI into
+# DEMO_DIR/tls/ on the first start and kept). Ctrl-C (or SIGTERM) stops everything
 # this script started (by pid).
 #
 # The gateway runs from a copy of conf/ in DEMO_DIR (default build/demo), never from conf/
@@ -11,7 +13,7 @@
 # again from conf/. gateway.json and composers.json are regenerated on every start.
 #
 # Ports, from the environment (the integration test runs the demo on free ports):
-#   DEMO_LISTEN_PORT 8080, DEMO_ADMIN_PORT 9090, DEMO_LEGACY_PORT 9101, DEMO_USER_PORT 9102,
+#   DEMO_LISTEN_PORT 8080, DEMO_TLS_PORT 8443, DEMO_ADMIN_PORT 9090, DEMO_LEGACY_PORT 9101, DEMO_USER_PORT 9102,
 #   DEMO_ORDER_PORT 9103, DEMO_LOGISTICS_PORT 9104, DEMO_REDIS_PORT 6390.
 # BUILD=DIR runs the binaries of DIR (default build).
 set -u
@@ -19,6 +21,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 DEMO_DIR=${DEMO_DIR:-build/demo}
 LISTEN_PORT=${DEMO_LISTEN_PORT:-8080}
+TLS_PORT=${DEMO_TLS_PORT:-8443}
 ADMIN_PORT=${DEMO_ADMIN_PORT:-9090}
 REDIS_PORT=${DEMO_REDIS_PORT:-6390}
 UP_PORTS="legacy:${DEMO_LEGACY_PORT:-9101} user-service:${DEMO_USER_PORT:-9102}"
@@ -44,7 +47,7 @@ trap 'cleanup $?' EXIT
 trap 'cleanup 0' INT TERM
 
 in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$LISTEN_PORT" "$ADMIN_PORT"; do
+for port in "$LISTEN_PORT" "$TLS_PORT" "$ADMIN_PORT"; do
   if in_use "$port"; then
     echo "port $port is already in use: stop whatever listens there (a previous demo?)"; exit 1
   fi
@@ -63,14 +66,31 @@ else
   routes_note="copied from conf/routes.json"
 fi
 cp conf/composers.json "$DEMO_DIR/composers.json"
+# the TLS listener's certificate: self-signed, ECDSA P-256, for localhost and 127.0.0.1
+TLS_DIR=$DEMO_DIR/tls
+if [ ! -s "$TLS_DIR/localhost.pem" ] || [ ! -s "$TLS_DIR/localhost.key" ]; then
+  mkdir -p "$TLS_DIR"
+  if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+      -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+      -keyout "$TLS_DIR/localhost.key" -out "$TLS_DIR/localhost.pem" 2>"$TLS_DIR/openssl.log"; then
+    echo "cannot make the demo certificate (openssl): $(cat "$TLS_DIR/openssl.log")"; exit 1
+  fi
+  chmod 600 "$TLS_DIR/localhost.key"
+  echo "TLS: made a self-signed certificate for localhost in $TLS_DIR"
+fi
 # conf/gateway.json with the ports above: listen, admin.listen, and each upstream's endpoints
 # (by upstream name); the routes and composers files stay relative, so they resolve in DEMO_DIR.
-python3 - "$DEMO_DIR/gateway.json" "$LISTEN_PORT" "$ADMIN_PORT" $UP_PORTS <<'PY' || exit 1
+python3 - "$DEMO_DIR/gateway.json" "$LISTEN_PORT" "$ADMIN_PORT" "$TLS_PORT" $UP_PORTS <<'PY' || exit 1
 import json, sys
-out, listen, admin, ups = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+out, listen, admin, tls, ups = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 with open("conf/gateway.json") as f:
     conf = json.load(f)
-conf["listen"] = "127.0.0.1:" + listen
+# the shipped cleartext listener, and TLS beside it (paths relative to DEMO_DIR)
+conf.pop("listen", None)
+conf["listeners"] = [{"listen": "127.0.0.1:" + listen},
+                     {"listen": "127.0.0.1:" + tls,
+                      "tls": {"certificates": [{"cert": "tls/localhost.pem",
+                                                "key": "tls/localhost.key"}]}}]
 conf["admin"]["listen"] = "127.0.0.1:" + admin
 for spec in ups:
     name, port = spec.rsplit(":", 1)
@@ -114,11 +134,14 @@ if ! kill -0 "$gw" 2>/dev/null; then
 fi
 
 G=http://127.0.0.1:$LISTEN_PORT
+GS=https://127.0.0.1:$TLS_PORT
 CTL="$BUILD/gatewayctl --token demo-token"
 [ "$ADMIN_PORT" = 9090 ] || CTL="$BUILD/gatewayctl --admin http://127.0.0.1:$ADMIN_PORT --token demo-token"
 cat <<TXT
 
-The gateway listens on $G (access log on this terminal). Try:
+The gateway listens on $G and $GS (access log on this terminal). Try:
+
+  curl --cacert $TLS_DIR/localhost.pem $GS/api/users/42   # over TLS (or curl -k)
 
   curl -i $G/api/users/42              # -> user-service (/users/42); again: X-Cache: HIT
   curl -s $G/api/orders/1001/details   # composed: order + user + shipment
@@ -133,6 +156,8 @@ Cutover (admin API on 127.0.0.1:$ADMIN_PORT, token demo-token):
   $CTL routes flip orders order-service   # orders -> order-service
   $CTL rollback --all                      # everything back to legacy
   curl -s http://127.0.0.1:$ADMIN_PORT/metrics | grep gateway_requests_total
+  $CTL certs list                          # the TLS certificate: subject, SANs, expiry
+  $CTL certs reload                        # after replacing $TLS_DIR/localhost.{pem,key}
 
 Routes: $DEMO_DIR/routes.json, $routes_note.
 Edit $DEMO_DIR/routes.json to change routes: it takes effect at once (the file is watched);

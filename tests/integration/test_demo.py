@@ -108,7 +108,7 @@ class Demo:
 
 
 def _ports():
-    return {k: free_port() for k in ("DEMO_LISTEN_PORT", "DEMO_ADMIN_PORT", "DEMO_LEGACY_PORT",
+    return {k: free_port() for k in ("DEMO_LISTEN_PORT", "DEMO_TLS_PORT", "DEMO_ADMIN_PORT", "DEMO_LEGACY_PORT",
                                      "DEMO_USER_PORT", "DEMO_ORDER_PORT", "DEMO_LOGISTICS_PORT",
                                      "DEMO_REDIS_PORT")}
 
@@ -149,6 +149,16 @@ def test_demo_flip_leaves_the_checkout_clean():
         assert "Edit %s to change routes" % os.path.relpath(demo_routes, ROOT) in out, out
         assert "conf/routes.json takes effect" not in out, out
         assert _upstream(d.ports["DEMO_LISTEN_PORT"]) == "legacy"
+        # https beside http, with the certificate made on the first start; the line printed
+        pem = os.path.join(DEMO_DIR, "tls", "localhost.pem")
+        line = "curl --cacert %s https://127.0.0.1:%d/api/users/42" % (
+            os.path.relpath(pem, ROOT), d.ports["DEMO_TLS_PORT"])
+        assert line in out, out
+        cp = subprocess.run(["curl", "-sS", "-i", "--max-time", "10", "--cacert", pem,
+                             "https://127.0.0.1:%d/api/orders/1001" % d.ports["DEMO_TLS_PORT"]],
+                            capture_output=True, text=True, timeout=30)
+        assert cp.returncode == 0 and cp.stdout.startswith("HTTP/1.1 200"), (cp.stdout[:300], cp.stderr)
+        assert "x-gateway-upstream: legacy" in cp.stdout.lower(), cp.stdout[:500]
         cp = subprocess.run([GATEWAYCTL, "--admin", admin, "--token", "demo-token",
                              "routes", "flip", "orders", "order-service"],
                             capture_output=True, text=True, timeout=30)
