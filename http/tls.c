@@ -232,8 +232,13 @@ static void tls_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     gw_client *c = st->data;
     gw_tls_conn *t = c->tls;
     (void)b;
-    if (nread == 0)
+    if (nread == 0) {
+        if (t->in_len == 0) { /* EAGAIN: the buffer libuv asked for goes back */
+            free(t->in);
+            t->in = NULL;
+        }
         return;
+    }
     if (nread < 0) {
         if (!(t->flags & T_HS_DONE)) {
             t->flags |= T_FAILED;

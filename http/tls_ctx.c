@@ -241,7 +241,11 @@ static int cert_names(X509 *x, char names[][GW_SNI_NAME_MAX + 1], int max)
 static int cache_new_cb(SSL *s, SSL_SESSION *sess)
 {
     gw_tls_ctx *x = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(s), ex_index);
-    return x ? gw__tls_cache_new(s, sess, x->conf.session_cache_size) : 0;
+    /* OpenSSL reports TLS 1.3 sessions too, which resume by (stateless) ticket only: keeping
+     * them would fill the cache with sessions nobody asks for */
+    if (!x || SSL_version(s) >= TLS1_3_VERSION)
+        return 0;
+    return gw__tls_cache_new(s, sess, x->conf.session_cache_size);
 }
 
 static SSL_CTX *new_ssl_ctx(gw_tls_ctx *x, char *err, size_t errlen, const char *file)
