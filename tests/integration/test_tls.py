@@ -268,7 +268,9 @@ def test_tls_plain_http_on_tls_port_and_client_abort():
     def body(ca):
         leaf = ca.leaf("localhost", ["localhost"])
         with tls_stack({"certificates": [pair(leaf)]}) as s:
-            base = tls_errors(s)  # (wait_port's connection counted as eof)
+            # wait_port's connection (no handshake) counts as eof once the gateway saw it
+            wait_until(lambda: tls_errors(s)["eof"] == 1, 5, "wait_port's eof")
+            base = tls_errors(s)
             c = socket.create_connection(("127.0.0.1", s.tls_port), timeout=10)
             c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             data = c.recv(1000)  # a TLS alert at most, never an HTTP answer
