@@ -19,6 +19,23 @@
 #include "routes/cutover_plan.h"
 #include "routes/route_table.h"
 #include "routes/source_file.h"
+#include "routes/source_pg.h"
+
+/* pg_advisory_lock key of the instance driving the plans: "gwcutovr" as a big-endian int64 */
+#define LOCK_KEY "7455537064250930802"
+/* Takes (or, held, re-takes) the lock and reads the plans, in one statement. */
+static const char SQL_LOCK_AND_LOAD[] =
+    "SELECT pg_try_advisory_lock(" LOCK_KEY ")::text || ' ' || coalesce((SELECT"
+    " json_agg(doc ORDER BY route_id)::text FROM gateway_cutover_plans), '[]')";
+/* Makes the table the plans in $1 (a JSON array), only while holding the lock: a driver
+ * whose session was lost (and whose lock another instance took) cannot clobber them. */
+static const char SQL_SAVE[] =
+    "WITH lock AS (SELECT pg_try_advisory_lock(" LOCK_KEY ") AS ok),"
+    " d AS (SELECT value AS doc FROM jsonb_array_elements($1::jsonb)),"
+    " del AS (DELETE FROM gateway_cutover_plans WHERE (SELECT ok FROM lock)"
+    "         AND route_id NOT IN (SELECT doc ->> 'route' FROM d))"
+    " INSERT INTO gateway_cutover_plans (route_id, doc) SELECT doc ->> 'route', doc FROM d, lock"
+    " WHERE lock.ok ON CONFLICT (route_id) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()";
 
 typedef struct plan_slot {
     gw_cutover *c;
@@ -48,6 +65,13 @@ struct gw_cutover {
     int in_flight;             /* callbacks still to come */
     int writing, dirty;        /* the sidecar write in flight, and another one wanted */
     int closing;
+    /* PostgreSQL: plans in gateway_cutover_plans; the instance holding the advisory lock
+     * drives them (leader), the others show them */
+    rt_pg_source *pg;
+    int leader;
+    uint64_t lock_session;     /* the session the lock was taken on */
+    int pg_busy;               /* the lock-and-load query is in flight */
+    char pg_error[300];        /* the last failure of it, logged once */
 };
 
 static int64_t now_ms(void)
@@ -154,16 +178,49 @@ static void write_done(uv_work_t *w, int status)
 
 /* Writes every committed plan to the sidecar, on the threadpool; one write at a time, the
  * latest state always written last. */
+static void on_pg_saved(int status, const char *err, const char *value, uint64_t session,
+                        void *arg)
+{
+    gw_cutover *c = arg;
+    (void)value;
+    (void)session;
+    if (status != 0)
+        fprintf(stderr, "gateway: cutover: cannot save the plans: %s\n", err ? err : "postgres");
+    c->writing = 0;
+    c->in_flight--;
+    if (c->dirty && !c->closing) {
+        c->dirty = 0;
+        persist(c);
+    }
+    maybe_free(c);
+}
+
 static void persist(gw_cutover *c)
 {
     if (c->writing) {
         c->dirty = 1;
         return;
     }
+    if (c->pg && !c->leader)
+        return; /* only the driving instance writes */
     json_t *list = json_array();
     for (int i = 0; i < c->n; i++)
         if (!c->plans[i]->is_new)
             json_array_append_new(list, rt_cut_plan_to_json(&c->plans[i]->plan));
+    if (c->pg) {
+        char *text = json_dumps(list, JSON_COMPACT);
+        json_decref(list);
+        const char *params[1] = { text };
+        int r = text ? rt_pg_source_query(c->pg, SQL_SAVE, 1, params, on_pg_saved, c) : UV_ENOMEM;
+        free(text);
+        if (r != 0) {
+            fprintf(stderr, "gateway: cutover: cannot save the plans: %s\n", uv_strerror(r));
+            return;
+        }
+        c->writing = 1;
+        c->in_flight++;
+        return;
+    }
     state_write *sw = calloc(1, sizeof *sw);
     json_t *doc = json_pack("{s:o}", "cutovers", list);
     if (!sw || !doc) {
@@ -398,10 +455,105 @@ static void collect_mismatches(gw_cutover *c)
     }
 }
 
+/* Replaces the plans with those of the store (TEXT: a JSON array), evidence from now. Not
+ * while a route change is being applied (the next round adopts them). */
+static void adopt_plans(gw_cutover *c, const char *text)
+{
+    for (int i = 0; i < c->n; i++)
+        if (c->plans[i]->applying)
+            return;
+    json_error_t je;
+    json_t *list = json_loads(text, 0, &je);
+    if (!json_is_array(list)) {
+        fprintf(stderr, "gateway: cutover: postgres: plans: not a JSON array: %s\n", je.text);
+        json_decref(list);
+        return;
+    }
+    for (int i = 0; i < c->n; i++)
+        slot_free(c->plans[i]);
+    c->n = 0;
+    int64_t now = now_ms();
+    size_t i;
+    json_t *pj;
+    json_array_foreach(list, i, pj) {
+        char err[400];
+        plan_slot *s = c->n < GW_CUT_MAX_PLANS ? slot_new(c) : NULL;
+        if (!s)
+            break;
+        if (rt_cut_plan_from_json(&s->plan, pj, NULL, 1, err, sizeof err) != 0) {
+            fprintf(stderr, "gateway: cutover: postgres: gateway_cutover_plans[%zu].%s: skipped\n",
+                    i, err);
+            slot_free(s);
+            continue;
+        }
+        c->plans[c->n++] = s;
+        take_sample(c, s, now);
+    }
+    json_decref(list);
+}
+
+static void on_lock_and_load(int status, const char *err, const char *value, uint64_t session,
+                             void *arg)
+{
+    gw_cutover *c = arg;
+    c->pg_busy = 0;
+    c->in_flight--;
+    if (c->closing) {
+        maybe_free(c);
+        return;
+    }
+    if (status != 0 || !value) {
+        char msg[sizeof c->pg_error];
+        snprintf(msg, sizeof msg, "%s", err ? err : "no answer");
+        if (strcmp(msg, c->pg_error) != 0)
+            fprintf(stderr, "gateway: cutover: plans unavailable: %s%s\n", msg,
+                    strstr(msg, "gateway_cutover_plans") ? " (gatewayctl db migrate)" : "");
+        snprintf(c->pg_error, sizeof c->pg_error, "%s", msg);
+        return;
+    }
+    c->pg_error[0] = '\0';
+    int got = strncmp(value, "true ", 5) == 0;
+    const char *plans = strchr(value, ' ');
+    if (got && !c->leader) {
+        adopt_plans(c, plans ? plans + 1 : "[]");
+        c->leader = 1;
+        c->lock_session = session;
+        fprintf(stderr, "gateway: cutover: this instance drives the plans (advisory lock %s, %d plans)\n",
+                LOCK_KEY, c->n);
+        for (int i = 0; i < c->n; i++)
+            if (rt_cut_active(&c->plans[i]->plan))
+                fprintf(stderr, "gateway: cutover resumed route=%s state=%s step=%d weight=%d\n",
+                        c->plans[i]->plan.route, rt_cut_state_name(c->plans[i]->plan.state),
+                        c->plans[i]->plan.step, rt_cut_weight(&c->plans[i]->plan));
+    } else if (!got) {
+        adopt_plans(c, plans ? plans + 1 : "[]"); /* another instance drives: show its plans */
+    }
+}
+
+/* PostgreSQL: keep or take the lock; a lost session lost it. */
+static void pg_round(gw_cutover *c)
+{
+    if (c->leader && rt_pg_source_session(c->pg) != c->lock_session) {
+        c->leader = 0;
+        fprintf(stderr, "gateway: cutover: the PostgreSQL session was lost: no longer driving the plans\n");
+    }
+    if (c->leader || c->pg_busy)
+        return;
+    if (rt_pg_source_query(c->pg, SQL_LOCK_AND_LOAD, 0, NULL, on_lock_and_load, c) == 0) {
+        c->pg_busy = 1;
+        c->in_flight++;
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     gw_cutover *c = t->data;
     int64_t now = now_ms();
+    if (c->pg) {
+        pg_round(c);
+        if (!c->leader)
+            return; /* another instance drives; its plans are shown as read */
+    }
     collect_mismatches(c);
     rt_table *table = rt_current_acquire();
     for (int i = 0; i < c->n; i++) {
@@ -459,6 +611,7 @@ static json_t *slot_status(plan_slot *s, int64_t now)
     }
     json_object_set_new(j, "next_verdict_in_ms", next);
     json_object_set_new(j, "applying", json_boolean(s->applying));
+    json_object_set_new(j, "driving", json_boolean(!s->c->pg || s->c->leader));
     json_object_set_new(j, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
     return j;
 }
@@ -470,7 +623,18 @@ json_t *gw_cutover_list(gw_cutover *c)
     for (int i = 0; i < c->n; i++)
         if (!c->plans[i]->is_new)
             json_array_append_new(list, slot_status(c->plans[i], now));
-    return json_pack("{s:o}", "cutovers", list);
+    return json_pack("{s:o, s:b, s:s}", "cutovers", list, "driving", !c->pg || c->leader,
+                     "store", c->pg ? "postgres" : "file");
+}
+
+/* 409 unless this instance drives the plans. */
+static int not_driving(gw_cutover *c, gw_store_done done, void *arg)
+{
+    if (!c->pg || c->leader)
+        return 0;
+    done(409, "another instance drives the cutover plans (PostgreSQL advisory lock "
+              LOCK_KEY "): send this to that instance", NULL, arg);
+    return 1;
 }
 
 json_t *gw_cutover_status(gw_cutover *c, const char *route)
@@ -511,6 +675,8 @@ void gw_cutover_start(gw_cutover *c, const json_t *spec, const char *who, gw_sto
         done(503, "shutting down", NULL, arg);
         return;
     }
+    if (not_driving(c, done, arg))
+        return;
     const char *route = json_string_value(json_object_get(spec, "route"));
     if (!json_is_object(spec) || !route) {
         done(400, !json_is_object(spec) ? "request body: must be a JSON object"
@@ -590,6 +756,8 @@ void gw_cutover_command(gw_cutover *c, const char *route, const char *cmd, const
         done(404, err, NULL, arg);
         return;
     }
+    if (not_driving(c, done, arg))
+        return;
     if (s->applying) {
         done(409, "a route change of this plan is in progress; try again", NULL, arg);
         return;
@@ -607,7 +775,7 @@ void gw_cutover_command(gw_cutover *c, const char *route, const char *cmd, const
 /* ---- lifetime ------------------------------------------------------------------------ */
 
 int gw_cutover_open(gw_cutover **out, uv_loop_t *loop, gw_admin *admin, const char *state_file,
-                    char *err, size_t errlen)
+                    rt_pg_source *pg, char *err, size_t errlen)
 {
     gw_cutover *c = calloc(1, sizeof *c);
     rt_cut_plan *plans = malloc(GW_CUT_MAX_PLANS * sizeof *plans);
@@ -620,7 +788,9 @@ int gw_cutover_open(gw_cutover **out, uv_loop_t *loop, gw_admin *admin, const ch
     c->loop = loop;
     c->admin = admin;
     snprintf(c->path, sizeof c->path, "%s", state_file);
-    int n = load_plans(state_file, plans, GW_CUT_MAX_PLANS, err, errlen);
+    c->pg = pg;
+    /* PostgreSQL: the plans come from the store once connected (pg_round) */
+    int n = pg ? 0 : load_plans(state_file, plans, GW_CUT_MAX_PLANS, err, errlen);
     for (int i = 0; i < n; i++) {
         plan_slot *s = slot_new(c);
         if (!s) {

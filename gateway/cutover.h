@@ -9,8 +9,11 @@
  * loop after every transition, and read back at start, so a restart resumes them; evidence
  * starts again from zero then (the step's time still counts from when it began).
  *
- * Each instance judges its own traffic: with several instances on one PostgreSQL store,
- * each would drive its own copy of a plan (no advisory lock yet): run plans on one instance. */
+ * Evidence is the driving instance's own traffic. Behind an L4 balancer every instance sees
+ * a uniform sample of the clients, so its share of a route's traffic tells the same error
+ * rates and percentiles as the whole, only from fewer requests (min_requests counts them);
+ * gathering every instance's counters through the store would add a write per instance per
+ * second and a lag, for no change in what the gates decide. */
 #ifndef GW_CUTOVER_H
 #define GW_CUTOVER_H
 
@@ -26,9 +29,16 @@
 typedef struct gw_cutover gw_cutover;
 
 /* Reads the plans in STATE_FILE (absent: none) and starts the timer. Returns 0, or -1 with
- * err as "FILE: cutovers[i].field: reason". */
+ * err as "FILE: cutovers[i].field: reason". With PG (the PostgreSQL route source; NULL for
+ * the file source) the plans live in gateway_cutover_plans instead (000002_cutover_plans)
+ * and STATE_FILE is not used: every second an instance that does not drive the plans tries
+ * pg_try_advisory_lock; the one that holds it reads them and drives them, the others show
+ * them as stored and answer changes with 409. The lock is the session's: when the driving
+ * instance dies or loses its connection, another one takes over within about a second
+ * (each plan resumes at its step, with fresh evidence). */
+struct rt_pg_source;
 int gw_cutover_open(gw_cutover **out, uv_loop_t *loop, gw_admin *admin, const char *state_file,
-                    char *err, size_t errlen);
+                    struct rt_pg_source *pg, char *err, size_t errlen);
 /* Only reads and validates STATE_FILE (gateway --check). */
 int gw_cutover_check(const char *state_file, char *err, size_t errlen);
 /* The sidecar's path for the active route source. */

@@ -280,7 +280,8 @@ int main(int argc, char **argv)
     }
     char cut_path[1100];
     gw_cutover_state_path(&cfg, cut_path, sizeof cut_path);
-    if (ar >= 0 && gw_cutover_open(&cutover, loop, &admin, cut_path, err, sizeof err) != 0) {
+    if (ar >= 0 && gw_cutover_open(&cutover, loop, &admin, cut_path,
+                                      gw_route_store_pg(store), err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         exit_code = 1;
         on_stop(&sig_term, SIGTERM);

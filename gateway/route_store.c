@@ -187,6 +187,11 @@ const char *gw_route_store_kind(const gw_route_store *s)
     return s->cfg->routes_source == GW_ROUTES_FILE ? "file" : "postgres";
 }
 
+struct rt_pg_source *gw_route_store_pg(gw_route_store *s)
+{
+    return s ? s->pg : NULL;
+}
+
 void gw_route_store_reload(gw_route_store *s, gw_store_done done, void *arg)
 {
     if (s->pg) {

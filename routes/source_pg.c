@@ -108,6 +108,9 @@ void rt__pg_op_free(pg_op *op)
     free(op->routes);
     free(op->legacy);
     free(op->audit);
+    free(op->sql);
+    for (int i = 0; i < op->nparams; i++)
+        free(op->params[i]);
     free(op);
 }
 
@@ -119,6 +122,8 @@ void rt__pg_op_fail(rt_pg_source *s, pg_op *op, int status, const char *err)
         op->write_done(status, err, op->arg);
     else if (op->kind == PG_OP_HISTORY)
         op->history_done(NULL, err, op->arg);
+    else if (op->kind == PG_OP_QUERY)
+        op->query_done(status, err, NULL, s->session, op->arg);
     rt__pg_op_free(op);
 }
 
@@ -262,6 +267,7 @@ static void connected(rt_pg_source *s)
         return;
     }
     s->state = PG_READY;
+    s->session++;
     s->backoff_ms = RT_PG_BACKOFF_MIN_MS;
     s->flags &= ~(unsigned)PG_F_LOGGED_DOWN;
     fprintf(stderr, "postgres: connected\n");
@@ -476,6 +482,11 @@ int rt_pg_source_start(uv_loop_t *loop, const char *conninfo, const char *const 
     uv_timer_start(&s->timer, on_timer, 0, 0);
     *out = s;
     return 0;
+}
+
+uint64_t rt_pg_source_session(const rt_pg_source *s)
+{
+    return s ? s->session : 0;
 }
 
 int rt_pg_source_connected(const rt_pg_source *s)

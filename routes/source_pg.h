@@ -100,6 +100,21 @@ uint64_t rt_pg_source_written_version(const rt_pg_source *s);
 // Returns and calls back as rt_pg_source_write.
 int rt_pg_source_history(rt_pg_source *s, int limit, rt_pg_history_cb done, void *arg);
 
+// One statement SQL with up to RT_PG_QUERY_PARAMS text parameters ($1, ...), for other
+// users of the store (cutover plans: their table and the advisory lock that elects the
+// instance driving them), run in order with the other operations on this connection.
+// DONE gets STATUS 0 with VALUE the first column of the first row (NULL: no row or SQL
+// NULL; borrowed for the call), or STATUS/ERR as a write's; SESSION is rt_pg_source_session
+// when it ran (session-level state, such as an advisory lock, lives as long as that
+// session). Returns and calls back as rt_pg_source_write.
+#define RT_PG_QUERY_PARAMS 4
+typedef void (*rt_pg_query_cb)(int status, const char *err, const char *value,
+                               uint64_t session, void *arg);
+int rt_pg_source_query(rt_pg_source *s, const char *sql, int nparams,
+                       const char *const *params, rt_pg_query_cb done, void *arg);
+// The current session: 0 before the first connection, then one more per (re)connection.
+uint64_t rt_pg_source_session(const rt_pg_source *s);
+
 // Closes the connection and the handles. Pending writes and history requests fire at once
 // with UV_ECANCELED; no table callback after this returns. Memory is freed once libuv has
 // closed the handles and threadpool work has finished: run the loop before closing it. Safe

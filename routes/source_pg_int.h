@@ -38,7 +38,7 @@ enum {
 /* Where the load is. A load is never in the queue twice. */
 enum pg_load { PG_LOAD_NONE, PG_LOAD_QUEUED, PG_LOAD_QUERY, PG_LOAD_PARSE };
 
-enum pg_op_kind { PG_OP_LISTEN, PG_OP_LOAD, PG_OP_WRITE, PG_OP_HISTORY };
+enum pg_op_kind { PG_OP_LISTEN, PG_OP_LOAD, PG_OP_WRITE, PG_OP_HISTORY, PG_OP_QUERY };
 
 typedef struct pg_op {
     struct pg_op *next;
@@ -47,6 +47,10 @@ typedef struct pg_op {
     char *legacy;     /*   legacy_upstream's JSON, or NULL */
     char *audit;      /*   the audit array's JSON */
     int limit;        /* PG_OP_HISTORY */
+    char *sql;        /* PG_OP_QUERY: one statement */
+    char *params[RT_PG_QUERY_PARAMS];
+    int nparams;
+    rt_pg_query_cb query_done;
     rt_pg_write_cb write_done;
     rt_pg_history_cb history_done;
     void *arg;
@@ -78,6 +82,7 @@ struct rt_pg_source {
     uv_timer_t timer;            /* backoff (PG_DOWN) or connect timeout (PG_CONNECTING) */
     uv_timer_t kick;             /* 0 ms: dispatch or fail queued operations off-stack */
     uint64_t backoff_ms;         /* the next reconnect delay */
+    uint64_t session;            /* counts connections: a new session per connect */
 
     pg_op *head, *tail;          /* operations waiting, in order */
     pg_op *inflight;             /* sent, its results being read */

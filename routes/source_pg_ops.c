@@ -292,6 +292,10 @@ int rt__pg_send(rt_pg_source *s, pg_op *op)
         free(sql);
         break;
     }
+    case PG_OP_QUERY:
+        ok = PQsendQueryParams(s->conn, op->sql, op->nparams, NULL,
+                               (const char *const *)op->params, NULL, NULL, 0);
+        break;
     case PG_OP_HISTORY: {
         char limit[16];
         snprintf(limit, sizeof(limit), "%d", op->limit);
@@ -330,6 +334,15 @@ void rt__pg_finish(rt_pg_source *s, pg_op *op, PGresult *res)
         PQclear(res);
         op->write_done(failed ? UV_EIO : 0, failed ? err : NULL, op->arg);
         return;
+    case PG_OP_QUERY: {
+        const char *v = !failed && res && PQntuples(res) >= 1 && PQnfields(res) >= 1 &&
+                                !PQgetisnull(res, 0, 0)
+                            ? PQgetvalue(res, 0, 0)
+                            : NULL;
+        op->query_done(failed ? UV_EIO : 0, failed ? err : NULL, v, s->session, op->arg);
+        PQclear(res);
+        return;
+    }
     case PG_OP_HISTORY: {
         json_t *changes = NULL;
         if (!failed && res && PQntuples(res) == 1 && PQnfields(res) == 1) {
@@ -447,6 +460,33 @@ int rt_pg_source_history(rt_pg_source *s, int limit, rt_pg_history_cb done, void
     op->kind = PG_OP_HISTORY;
     op->limit = limit;
     op->history_done = done;
+    op->arg = arg;
+    rt__pg_push(s, op, 0);
+    rt__pg_kick(s);
+    return 0;
+}
+
+int rt_pg_source_query(rt_pg_source *s, const char *sql, int nparams,
+                       const char *const *params, rt_pg_query_cb done, void *arg)
+{
+    if (!s || !sql || !done || nparams < 0 || nparams > RT_PG_QUERY_PARAMS)
+        return UV_EINVAL;
+    if (s->flags & PG_F_STOPPING)
+        return UV_ECANCELED;
+    pg_op *op = calloc(1, sizeof(*op));
+    if (!op || !(op->sql = strdup(sql))) {
+        free(op);
+        return UV_ENOMEM;
+    }
+    op->kind = PG_OP_QUERY;
+    for (int i = 0; i < nparams; i++) {
+        if (!(op->params[i] = strdup(params[i] ? params[i] : ""))) {
+            rt__pg_op_free(op);
+            return UV_ENOMEM;
+        }
+        op->nparams = i + 1;
+    }
+    op->query_done = done;
     op->arg = arg;
     rt__pg_push(s, op, 0);
     rt__pg_kick(s);

@@ -363,3 +363,64 @@ def test_manual_change_pauses_plan():
         p = wait_state(s, lambda p: p["state"] == "paused", 10, "the plan to pause")
         assert "route changed outside the plan" in p["reason"], p["reason"]
         assert route(s)["upstream"] == "order-service"  # the plan did not undo the human
+
+
+# ---- two instances on one PostgreSQL --------------------------------------------------------
+
+def test_two_instances_one_drives_the_other_takes_over():
+    import signal
+
+    from harness import Postgres
+    from test_pg_store import ORDERS, Second, migrate, pg_stack
+
+    with Postgres() as pg:
+        migrate(pg)
+        with pg_stack(pg) as s:
+            st, j = admin(s, "PUT", "/admin/routes/orders", ORDERS)
+            assert st == 200, (st, j)
+            # A takes the advisory lock on its first round; B, started after, does not
+            wait_until(lambda: admin(s, "GET", "/admin/cutovers")[1]["driving"], 10, "A driving", step=0.1)
+            b = Second(s, "gw-b")
+            b_admin = type("B", (), {"admin_port": b.admin_port})
+            try:
+                time.sleep(1.5)  # B's first rounds: the lock is taken
+                st, j = admin(b_admin, "GET", "/admin/cutovers")
+                assert st == 200 and j["driving"] is False and j["store"] == "postgres", j
+                st, j = admin(b_admin, "POST", "/admin/cutovers", {"route": "orders", "target": "order-service"})
+                assert st == 409 and "another instance drives" in j["error"], (st, j)
+                load_a, load_b = Load(s.port), Load(b.port)
+                try:
+                    start(s, steps=[0, 50, 100], step_time_ms=1500, min_requests=10, gates=NO_P99)
+                    wait_state(s, lambda p: p["step"] == 1, 30, "step 1 on A")
+                    # B shows the plan as stored, without driving it
+                    wait_until(lambda: plan(b_admin)["step"] == 1, 5, "B showing step 1", step=0.1)
+                    assert plan(b_admin)["driving"] is False
+                    load_a.stop()
+                    rc = s.gw.stop(sig=signal.SIGKILL)  # the driving instance dies mid-plan
+                    assert rc == -signal.SIGKILL, rc
+                    t_kill = time.time()
+                    wait_until(lambda: admin(b_admin, "GET", "/admin/cutovers")[1]["driving"], 10,
+                               "B taking over", step=0.05)
+                    print("  B drives %.2f s after A was killed" % (time.time() - t_kill))
+                    p = wait_state(b_admin, lambda p: p["state"] == "completed", 30, "B completing the plan")
+                finally:
+                    load_a.stop()
+                    load_b.stop()
+                assert p["weight"] == 100 and p["driving"] is True, p
+                assert "cutover resumed route=orders state=running step=1" in b.proc.output()
+                assert load_b.errors == [] and load_b.count() == load_b.count(status=200), load_b.tally
+                st, h, _ = request(b.port, "GET", "/api/orders/77")
+                assert st == 200 and h["x-gateway-upstream"] == "order-service", (st, h)
+                st, hist = admin(b_admin, "GET", "/admin/routes/history")
+                acts = [c["action"] for c in hist["changes"] if c["who"] == "cutover"]
+                assert acts == ["cutover-advance", "cutover-advance", "cutover-start"], acts
+                # A comes back as a follower and shows the completed plan from the store
+                s.start()
+                wait_until(lambda: request(s.admin_port, "GET", "/readyz")[0] == 200, 10, "A ready")
+                wait_until(lambda: admin(s, "GET", "/admin/cutovers")[1]["cutovers"], 5, "A's plans", step=0.1)
+                st, j = admin(s, "GET", "/admin/cutovers")
+                assert j["driving"] is False and j["cutovers"][0]["state"] == "completed", j
+                rows = pg.sql("SELECT route_id, doc ->> 'state' FROM gateway_cutover_plans")
+                assert "orders" in rows and "completed" in rows, rows
+            finally:
+                assert b.stop() == 0
