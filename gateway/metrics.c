@@ -31,10 +31,24 @@ static uint64_t fnv(const char *s, uint64_t h)
 /* Finds or inserts the slot for (route, upstream, cls) and adds one. Linear probing in an
  * insert-only table of which the calling worker is the only writer. Returns 0, or -1 when
  * the table is full around this hash. */
+static uint64_t pair_hash(const char *route, const char *upstream)
+{
+    return fnv(upstream, fnv(route, 0xcbf29ce484222325ULL));
+}
+
+/* slot_add with H = pair_hash(route, upstream) ^ cls already computed. */
+static int slot_add_h(gw_metric_slot *slots, unsigned n, uint64_t h, const char *route,
+                      const char *upstream, int cls);
+
 static int slot_add(gw_metric_slot *slots, unsigned n, const char *route, const char *upstream,
                     int cls)
 {
-    uint64_t h = fnv(upstream, fnv(route, 0xcbf29ce484222325ULL)) ^ (uint64_t)cls;
+    return slot_add_h(slots, n, pair_hash(route, upstream) ^ (uint64_t)cls, route, upstream, cls);
+}
+
+static int slot_add_h(gw_metric_slot *slots, unsigned n, uint64_t h, const char *route,
+                      const char *upstream, int cls)
+{
     for (unsigned i = 0; i < 64; i++) {
         gw_metric_slot *s = &slots[(h + i) % n];
         if (atomic_load_explicit(&s->used, memory_order_relaxed)) {
@@ -59,16 +73,19 @@ static int slot_add(gw_metric_slot *slots, unsigned n, const char *route, const 
 static void observe(atomic_uint_fast64_t *buckets, atomic_uint_fast64_t *count,
                     atomic_uint_fast64_t *sum_us, double ms);
 
+/* The side table's hash of a pair: pair_hash (shared with the request counter, so a request
+ * hashes its labels once) with a salt that keeps the two tables' probe sequences apart. */
+#define SIDE_SALT 0x9e3779b97f4a7c15ULL
 static uint64_t side_hash(const char *route, const char *upstream)
 {
-    return fnv(upstream, fnv(route, 0xcbf29ce484222325ULL) ^ 0x2f);
+    return pair_hash(route, upstream) ^ SIDE_SALT;
 }
 
-/* The (route, upstream) evidence slot, inserted when new; NULL when the table is full
- * around its hash. Only the owning worker calls it. */
-static gw_side_slot *side_slot(gw_metrics *m, const char *route, const char *upstream)
+/* The (route, upstream) evidence slot (H = side_hash), inserted when new; NULL when the
+ * table is full around its hash. Only the owning worker calls it. */
+static gw_side_slot *side_slot_h(gw_metrics *m, uint64_t h, const char *route,
+                                 const char *upstream)
 {
-    uint64_t h = side_hash(route, upstream);
     for (unsigned i = 0; i < 64; i++) {
         gw_side_slot *s = &m->sides[(h + i) % GW_SIDE_SLOTS];
         if (atomic_load_explicit(&s->used, memory_order_relaxed)) {
@@ -86,10 +103,15 @@ static gw_side_slot *side_slot(gw_metrics *m, const char *route, const char *ups
     return NULL;
 }
 
-static void side_request(gw_metrics *m, const char *route, const char *upstream, int status,
-                         double total_ms)
+static gw_side_slot *side_slot(gw_metrics *m, const char *route, const char *upstream)
 {
-    gw_side_slot *s = side_slot(m, route, upstream);
+    return side_slot_h(m, side_hash(route, upstream), route, upstream);
+}
+
+static void side_request(gw_metrics *m, uint64_t pair, const char *route, const char *upstream,
+                         int status, double total_ms)
+{
+    gw_side_slot *s = side_slot_h(m, pair ^ SIDE_SALT, route, upstream);
     if (!s)
         return;
     ADD(s->requests, 1);
@@ -184,11 +206,12 @@ void gw_metrics_request(gw_metrics *m, const char *route, const char *upstream, 
     int cls = status / 100;
     if (cls < 1 || cls > 5)
         cls = 5;
-    if (slot_add(m->slots, GW_METRICS_SLOTS, route ? route : "-", upstream ? upstream : "gateway",
-                 cls) != 0)
+    const char *rl = route ? route : "-", *ul = upstream ? upstream : "gateway";
+    uint64_t pair = pair_hash(rl, ul);
+    if (slot_add_h(m->slots, GW_METRICS_SLOTS, pair ^ (uint64_t)cls, rl, ul, cls) != 0)
         ADD(m->overflow, 1);
     if (route && upstream && strcmp(route, "-") != 0)
-        side_request(m, route, upstream, status, total_ms);
+        side_request(m, pair, route, upstream, status, total_ms);
     observe(m->duration_buckets, &m->duration_count, &m->duration_sum_us, total_ms);
 }
 
