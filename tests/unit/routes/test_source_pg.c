@@ -339,6 +339,8 @@ typedef struct fixture {
     char done_err[512];
     json_t *changes;
     uint64_t written;     /* rt_pg_source_written_version in the last successful write */
+    char value[256];      /* query: the value answered ("<NULL>" for none) */
+    uint64_t session;     /* query: the session it ran on */
 } fixture;
 
 static void on_table(rt_table *t, const char *err, void *arg)
@@ -822,6 +824,62 @@ static void test_write_history(void **state)
     rt_table_unref(t3);
 }
 
+static void on_query(int status, const char *err, const char *value, uint64_t session,
+                     void *arg)
+{
+    fixture *f = arg;
+    f->done_calls++;
+    f->done_status = status;
+    f->session = session;
+    snprintf(f->done_err, sizeof(f->done_err), "%s", err ? err : "");
+    snprintf(f->value, sizeof(f->value), "%s", value ? value : "<NULL>");
+    assert_true(status == 0 ? err == NULL : err != NULL);
+}
+
+/* rt_pg_source_query: parameters, the first value, SQL NULL and no row, a server error, and
+ * session-level state (an advisory lock) that belongs to the source's session alone. */
+static void test_query(void **state)
+{
+    fixture *f = *state;
+    char buf[64];
+    start_loaded(f);
+    uint64_t session = rt_pg_source_session(f->src);
+    assert_true(session >= 1);
+    const char *params[2] = { "a", "b" };
+    assert_int_equal(rt_pg_source_query(f->src, "SELECT $1::text || '-' || $2::text", 2, params,
+                                        on_query, f), 0);
+    assert_int_equal(f->done_calls, 0); /* never from inside the call */
+    wait_done(f, 1);
+    assert_int_equal(f->done_status, 0);
+    assert_string_equal(f->value, "a-b");
+    assert_int_equal(f->session, session);
+    assert_int_equal(rt_pg_source_query(f->src, "SELECT NULL", 0, NULL, on_query, f), 0);
+    wait_done(f, 2);
+    assert_string_equal(f->value, "<NULL>");
+    assert_int_equal(rt_pg_source_query(f->src, "SELECT 1 WHERE false", 0, NULL, on_query, f), 0);
+    wait_done(f, 3);
+    assert_int_equal(f->done_status, 0);
+    assert_string_equal(f->value, "<NULL>");
+    assert_int_equal(rt_pg_source_query(f->src, "SELECT * FROM no_such_table", 0, NULL,
+                                        on_query, f), 0);
+    wait_done(f, 4);
+    assert_int_equal(f->done_status, UV_EIO);
+    assert_string_equal(f->done_err, "postgres: relation \"no_such_table\" does not exist");
+    /* the lock the source takes is its session's: another client cannot take it */
+    assert_int_equal(rt_pg_source_query(f->src, "SELECT pg_try_advisory_lock(4242)::text", 0,
+                                        NULL, on_query, f), 0);
+    wait_done(f, 5);
+    assert_string_equal(f->value, "true");
+    assert_string_equal(sql_value("SELECT pg_try_advisory_lock(4242)::text", buf, sizeof(buf)),
+                        "false");
+    /* refused before sending: done never fires */
+    assert_int_equal(rt_pg_source_query(f->src, NULL, 0, NULL, on_query, f), UV_EINVAL);
+    assert_int_equal(rt_pg_source_query(f->src, "SELECT 1", RT_PG_QUERY_PARAMS + 1, params,
+                                        on_query, f), UV_EINVAL);
+    run_for(f, 50);
+    assert_int_equal(f->done_calls, 5);
+}
+
 static void test_reconnect(void **state)
 {
     fixture *f = *state;
@@ -971,6 +1029,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_notify_latency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_route, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_pending, setup, teardown),
     };
