@@ -201,8 +201,8 @@ static void persist(gw_cutover *c)
         c->dirty = 1;
         return;
     }
-    if (c->pg && !c->leader)
-        return; /* only the driving instance writes */
+    if (c->pg && (!c->leader || c->closing))
+        return; /* only the driving instance writes; at shutdown the store goes away */
     json_t *list = json_array();
     for (int i = 0; i < c->n; i++)
         if (!c->plans[i]->is_new)

@@ -147,7 +147,7 @@ def wait_state(s, pred, timeout, what):
 # ---- the walk ---------------------------------------------------------------------------
 
 def test_plan_walks_route_to_order_service_under_load():
-    with stack(routes=routes()) as s:
+    with stack(routes=routes(), workers=2) as s:  # evidence summed over two workers
         load = Load(s.port)
         try:
             p = start(s, steps=[0, 10, 50, 100], step_time_ms=1000, min_requests=20, gates=NO_P99)
