@@ -45,6 +45,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,13 @@ WORKLOADS = [
     # in-process LRU); the peers proxy every request
     dict(id="cached_user", title="cached user lookup (gateway: user cache; peers: proxy)",
          path="/api/users/42", direct_path="/users/42", gateway={"cache": True}),
+    # TLS on every proxy with the same ECDSA P-256 certificate (made once per run with the
+    # openssl CLI); mockd speaks no TLS, so there is no direct run. wrk resumes no session:
+    # with Connection: close every request is a full handshake.
+    dict(id="tls_small_get", title="small GET over TLS, keep-alive", path="/api/users/42",
+         tls=True, targets=PROXIES),
+    dict(id="tls_handshake", title="new TLS connection per request (full handshake, ECDSA P-256)",
+         path="/api/users/42", tls=True, headers=["Connection: close"], targets=PROXIES),
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -374,6 +382,24 @@ class Env:
     def __init__(self, tmp):
         self.tmp = tmp
         self.nofile = nofile_limit()
+        self._tls = None
+
+    def tls_files(self):
+        """(cert, key, cert+key) of the run's ECDSA P-256 certificate for 127.0.0.1, made on
+        first use; HAProxy wants certificate and key in one file."""
+        if not self._tls:
+            d = os.path.join(self.tmp, "tls")
+            os.makedirs(d, exist_ok=True)
+            cert, key, both = (os.path.join(d, n) for n in ("cert.pem", "key.pem", "both.pem"))
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                            "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", key, "-out", cert], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(both, "w") as f:
+                f.write(open(cert).read() + open(key).read())
+            self._tls = (cert, key, both)
+        return self._tls
 
     def start_mockds(self):
         self.mock_a = self._mockd("users-a")
@@ -405,10 +431,13 @@ class Env:
         opts = opts or {}
         d = os.path.join(self.tmp, run, "gateway")
         os.makedirs(d, exist_ok=True)
-        port, admin = free_port(), free_port()
+        port, admin, tls_port = free_port(), free_port(), free_port()
         pool = {"max_idle": POOL}
+        cert, key, _ = self.tls_files()
         cfg = {
-            "listen": "127.0.0.1:%d" % port,
+            "listeners": [{"listen": "127.0.0.1:%d" % port},
+                          {"listen": "127.0.0.1:%d" % tls_port,
+                           "tls": {"certificates": [{"cert": cert, "key": key}]}}],
             "workers": WORKERS,
             "admin": {"listen": "127.0.0.1:%d" % admin},
             "upstreams": {
@@ -443,6 +472,7 @@ class Env:
                                os.path.join(d, "gateway.json")], d, "/api/users/1", port)
         s.routes_path = os.path.join(d, "routes.json")
         s.admin_port = admin
+        s.tls_port = tls_port
         return s
 
     def _fill(self, template, out, fields):
@@ -459,28 +489,35 @@ class Env:
     def nginx(self, run):
         d = os.path.join(self.tmp, run, "nginx")
         os.makedirs(d, exist_ok=True)
-        port = free_port()
+        port, tls_port = free_port(), free_port()
+        cert, key, _ = self.tls_files()
         conf = os.path.join(d, "nginx.conf")
         self._fill("nginx.conf.in", conf, {
             "WORKERS": WORKERS, "NOFILE": self.nofile, "TMP": d, "LISTEN_PORT": port,
+            "TLS_PORT": tls_port, "TLS_CERT": cert, "TLS_KEY": key,
             "UPSTREAM_PORT": self.mock_a.port, "POOL": POOL,
             "WORKER_CONNECTIONS": max(1024, min(self.nofile - 64, 65536)),
         })
-        return Server("nginx", ["nginx", "-p", d, "-c", conf, "-g", "daemon off;"], d,
-                      "/api/users/1", port)
+        s = Server("nginx", ["nginx", "-p", d, "-c", conf, "-g", "daemon off;"], d,
+                   "/api/users/1", port)
+        s.tls_port = tls_port
+        return s
 
     def haproxy(self, run):
         d = os.path.join(self.tmp, run, "haproxy")
         os.makedirs(d, exist_ok=True)
-        port = free_port()
+        port, tls_port = free_port(), free_port()
         cfg = os.path.join(d, "haproxy.cfg")
         self._fill("haproxy.cfg.in", cfg, {
             "WORKERS": WORKERS, "TMP": d, "LISTEN_PORT": port,
+            "TLS_PORT": tls_port, "TLS_PEM": self.tls_files()[2],
             "UPSTREAM_PORT": self.mock_a.port,
             # 2 fds per proxied connection, 1 per idle client connection: room for the probe
             "MAXCONN": min(30000, max(IDLE_CONNS + 512, (self.nofile - 256) // 2)),
         })
-        return Server("haproxy", ["haproxy", "-f", cfg, "-db"], d, "/api/users/1", port)
+        s = Server("haproxy", ["haproxy", "-f", cfg, "-db"], d, "/api/users/1", port)
+        s.tls_port = tls_port
+        return s
 
     def make(self, target, run, wl=None):
         if target == "gateway":
@@ -518,13 +555,13 @@ class Env:
 # wrk
 
 
-def wrk(port, path, conns, duration, headers=(), body=0, raw_name=None):
+def wrk(port, path, conns, duration, headers=(), body=0, raw_name=None, scheme="http"):
     threads = min(THREADS, conns)
     args = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration, "--latency",
             "--timeout", "5s", "-s", os.path.join(BENCH, "wrk.lua")]
     for h in headers:
         args += ["-H", h]
-    args.append("http://127.0.0.1:%d%s" % (port, path))
+    args.append("%s://127.0.0.1:%d%s" % (scheme, port, path))
     env = dict(os.environ, BENCH_BODY_BYTES=str(body))
     p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                        preexec_fn=nofile_limit, timeout=duration + 60)
@@ -549,6 +586,16 @@ def check_target(port, wl, direct):
             status, _ = read_response(s)
         if status != 200:
             raise RuntimeError("POST %s answered %d" % (path, status))
+        return
+    if wl.get("tls"):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5)) as s:
+            s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
+            status, _ = read_response(s)
+        if status != 200:
+            raise RuntimeError("GET %s over TLS answered %d" % (path, status))
         return
     status, _, body = http_get(port, path)
     if status != 200:
@@ -617,10 +664,11 @@ def run_one(env, wl, target):
             port = env.mock_a.port
         else:
             srv = env.make(target, wl["id"], wl).start()
-            port = srv.port
+            port = srv.tls_port if wl.get("tls") else srv.port
         path = wl.get("direct_path", wl["path"]) if direct else wl["path"]
         check_target(port, wl, direct)
-        kw = dict(headers=wl.get("headers", ()), body=wl.get("body", 0))
+        kw = dict(headers=wl.get("headers", ()), body=wl.get("body", 0),
+                  scheme="https" if wl.get("tls") else "http")
         if WARMUP:
             wrk(port, path, conns, WARMUP, **kw)
         up0 = env.mock_a.cpu_ticks() + env.mock_b.cpu_ticks()
