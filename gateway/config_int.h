@@ -49,6 +49,8 @@ int gw__address(gw__cfgctx *c, const char *path, const char *s, unsigned min_por
 /* REL joined to the config file's folder (unless absolute) into out[size]. */
 int gw__resolve_path(gw__cfgctx *c, const char *path, const char *rel, char *out, size_t size);
 
+/* config_listeners.c: upstreams.NAME.tls of U (at PATH) into up. */
+int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstream_conf *up);
 /* config_listeners.c: "listen" or "listeners" of ROOT into k->listeners. */
 int gw__parse_listeners(gw__cfgctx *c, json_t *root, gw_config *k);
 

@@ -21,7 +21,14 @@
  *   ]
  *
  * Only the syntax is checked here; the certificates are loaded (and refused by file name)
- * when the gateway starts and by --check. */
+ * when the gateway starts and by --check.
+ *
+ * And TLS to an upstream's endpoints:
+ *   "upstreams": { "users": { ..., "tls": true } }     // or:
+ *   "tls": { "ca_file": "ca.pem",        // default: the system's CAs
+ *            "server_name": "users.internal",  // SNI and the name verified; default
+ *                                        //   "host", else the endpoint's host
+ *            "verify": true }            // default true: certificate and name checked */
 #include <stdio.h>
 #include <string.h>
 
@@ -154,6 +161,45 @@ static int parse_tls(gw__cfgctx *c, json_t *tls, const char *path, gw_tls_conf *
     if (has && (rc = gw__resolve_path(c, gw__path(p, path, "ticket_key_file"), rel,
                                       t->ticket_key_file, sizeof t->ticket_key_file)) != 0)
         return rc;
+    return 0;
+}
+
+int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstream_conf *up)
+{
+    static const char *const keys[] = { "ca_file", "server_name", "verify", NULL };
+    char p[GW__PATH_MAX], rel[sizeof up->tls_ca_file];
+    json_t *v = json_object_get(u, "tls");
+    int rc, has;
+    if (!v)
+        return 0;
+    gw__path(p, path, "tls");
+    if (json_is_boolean(v)) {
+        up->tls = json_is_true(v);
+        return 0;
+    }
+    if (!json_is_object(v))
+        return gw__fail(c, p, "must be true, false or {\"ca_file\", \"server_name\", \"verify\"}");
+    up->tls = 1;
+    if ((rc = gw__only_keys(c, v, p, keys)) != 0 ||
+        (rc = gw__get_str(c, v, "server_name", p, up->tls_server_name, sizeof up->tls_server_name,
+                          0, NULL)) != 0 ||
+        (rc = gw__get_str(c, v, "ca_file", p, rel, sizeof rel, 0, &has)) != 0)
+        return rc;
+    json_t *vf = json_object_get(v, "verify");
+    if (vf && !json_is_boolean(vf))
+        return gw__fail(c, gw__path(rel, p, "verify"), "must be true or false");
+    if (vf)
+        up->tls_verify = json_is_true(vf);
+    if (has) {
+        char fp[GW__PATH_MAX];
+        snprintf(fp, sizeof fp, "%.400s.ca_file", p);
+        if ((rc = gw__resolve_path(c, fp, rel, up->tls_ca_file, sizeof up->tls_ca_file)) != 0)
+            return rc;
+        FILE *f = fopen(up->tls_ca_file, "r");
+        if (!f)
+            return gw__fail(c, fp, "cannot read %s", up->tls_ca_file);
+        fclose(f);
+    }
     return 0;
 }
 

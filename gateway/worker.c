@@ -206,6 +206,8 @@ static void worker_main(void *arg)
     }
     cmp_worker_free(w->composer);
     w->composer = NULL;
+    for (int i = 0; i < w->cfg->n_upstreams; i++)
+        gw_upstream_free(&w->upstreams[i]);
     gw_access_log_free(w->log); /* after the loop: late writers are done */
     w->log = NULL;
     gw_access_log_free(w->events);

@@ -39,6 +39,7 @@ struct gw_upstream {
     unsigned rr;
     gw_oneshot_set *oneshots; /* this worker's one-shot exchanges (oneshot.h); set by the worker */
     int closing;             /* shutting down: released connections close instead of pooling */
+    struct ssl_ctx_st *tls_ctx; /* conf->tls: the client SSL_CTX (upstream_tls.h), or NULL */
     /* counters for /metrics */
     uint64_t n_connects, n_reuses, n_connect_errors;
 };
@@ -65,7 +66,11 @@ enum {
     GW_UPHASE_RESPONSE = 2, /* response bytes arrived */
 };
 
+/* With conf->tls, builds the client SSL_CTX (reads the CA file: start-up only); a failure
+ * is printed and the upstream's connections then fail (GW_ECONNECT). */
 void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *conf);
+/* Frees what gw_upstream_init built (after the loop ran its last callbacks). */
+void gw_upstream_free(gw_upstream *up);
 /* Shutdown: closes pooled connections, and from now on a released connection closes
  * instead of going back to the pool (an idle timer would keep the loop alive). */
 void gw_upstream_close_idle(gw_upstream *up);

@@ -31,6 +31,13 @@ typedef struct gw_upstream_conf {
     uint32_t down_ms;             /* an endpoint that refused a connection is skipped this long; default 5000 */
     uint32_t breaker_failures;    /* composition legs: consecutive failures that open the circuit; default 5 */
     uint32_t breaker_cooldown_ms; /* open this long, then one probe (half-open); default 5000 */
+    /* TLS to the endpoints ("tls": true or {...}): the server's certificate is verified
+     * against ca_file (default: the system's CAs) and the name sent as SNI */
+    int tls;
+    int tls_verify;               /* default 1 */
+    char tls_ca_file[512];        /* "" = the system's default CA paths */
+    char tls_server_name[256];    /* SNI and the name checked; "" = host, else the
+                                     endpoint's host part */
 } gw_upstream_conf;
 
 #endif

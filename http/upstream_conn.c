@@ -9,6 +9,7 @@
 #include "http/gw_errors.h"
 #include "http/stream_write.h"
 #include "http/upstream.h"
+#include "http/upstream_tls.h"
 
 #define UC_BUF_SIZE (32 * 1024) /* a response head must fit; body bytes pass through it */
 #define UC_HIGH_WATER (64 * 1024)
@@ -57,6 +58,7 @@ struct gw_uconn {
     int fail_err;
     gw_deadline deadline;    /* this state's timeout (http/deadline.h) */
     uint64_t exchanges;      /* requests carried, this one included */
+    gw_utls *tls;            /* upstreams.NAME.tls: the TLS layer on the socket, or NULL */
 };
 
 static llhttp_settings_t settings;
@@ -64,6 +66,8 @@ static void buf_put(char *b);
 static void uconn_close(gw_uconn *u);
 static void uconn_fail(gw_uconn *u, int err);
 static void uconn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+static void uconn_on_write(uv_write_t *wr, int status);
+static void uconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out);
 
 int gw_uconn_reused(const gw_uconn *u)
 {
@@ -75,13 +79,22 @@ gw_endpoint *gw_uconn_endpoint(const gw_uconn *u)
     return u->ep;
 }
 
-static void uconn_on_close(uv_handle_t *h)
+static void uconn_gone(gw_uconn *u)
 {
-    gw_uconn *u = h->data;
     if (--u->handles_open > 0)
         return;
     buf_put(u->buf);
     free(u);
+}
+
+static void uconn_on_close(uv_handle_t *h)
+{
+    uconn_gone(h->data);
+}
+
+static void uconn_tls_closed(void *owner)
+{
+    uconn_gone(owner);
 }
 
 static void uconn_close(gw_uconn *u)
@@ -96,6 +109,10 @@ static void uconn_close(gw_uconn *u)
     u->cb = NULL;
     uv_close((uv_handle_t *)&u->timer, uconn_on_close);
     uv_close((uv_handle_t *)&u->tcp, uconn_on_close);
+    if (u->tls) {
+        gw__utls_close(u->tls, uconn_tls_closed); /* freed with its handle; u after it */
+        u->tls = NULL;
+    }
 }
 
 static int phase_of(const gw_uconn *u)
@@ -169,6 +186,7 @@ void gw_uconn_thread_cleanup(void)
 {
     while (n_free_bufs)
         free(free_bufs[--n_free_bufs]);
+    gw__utls_thread_cleanup();
 }
 
 static void uconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
@@ -191,6 +209,12 @@ static void update_reading(gw_uconn *u)
     /* reading stays on from connect to close (idle in the pool included), except while the
      * client is slow: no epoll_ctl per request */
     int want = u->state == UC_IDLE || (u->state == UC_ACTIVE && !(u->flags & U_PAUSED));
+    if (u->tls) { /* the TLS layer reads the socket as it needs (upstream_tls.h) */
+        if (!want != !(u->flags & U_READING))
+            gw__utls_want_read(u->tls, want);
+        u->flags = want ? (u->flags | U_READING) : (u->flags & ~U_READING);
+        return;
+    }
     if (want && !(u->flags & U_READING)) {
         if (uv_read_start((uv_stream_t *)&u->tcp, uconn_alloc, uconn_on_read) == 0)
             u->flags |= U_READING;
@@ -257,7 +281,10 @@ static void uconn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         u->flags |= U_NO_REUSE;
         u->len = u->off = 0;
         if (nread < 0 && (u->flags & U_READING)) {
-            uv_read_stop(st);
+            if (u->tls)
+                gw__utls_want_read(u->tls, 0);
+            else
+                uv_read_stop(st);
             u->flags &= ~U_READING;
         }
         return;
@@ -413,6 +440,82 @@ static void init_settings(void)
 
 /* ---- connect ------------------------------------------------------------------------- */
 
+/* ---- TLS (upstreams.NAME.tls) ------------------------------------------------------- */
+
+static void tls_sock_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    gw_uconn *u = h->data;
+    (void)suggested;
+    gw__utls_sock_alloc(u->tls, out);
+}
+
+static void tls_sock_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+    gw_uconn *u = st->data;
+    (void)b;
+    if (u->tls)
+        gw__utls_sock_read(u->tls, nread);
+}
+
+static void tls_alloc(void *owner, uv_buf_t *out)
+{
+    gw_uconn *u = owner;
+    uconn_alloc((uv_handle_t *)&u->tcp, 0, out);
+    if (out->len == 0)
+        out->base = NULL;
+}
+
+static void tls_deliver(void *owner, ssize_t nread)
+{
+    gw_uconn *u = owner;
+    uv_buf_t b = uv_buf_init(NULL, 0);
+    uconn_on_read((uv_stream_t *)&u->tcp, nread, &b);
+}
+
+static void tls_ready(void *owner)
+{
+    gw_uconn *u = owner;
+    if (u->state != UC_CONNECTING)
+        return;
+    u->state = UC_ACTIVE;
+    arm(u, 0);
+    u->cb->on_ready(u, u->data);
+}
+
+/* A failed handshake (certificate not trusted, name mismatch, protocol): nothing was sent,
+ * like a refused connect. */
+static void tls_failed(void *owner, int err)
+{
+    gw_uconn *u = owner;
+    if (u->state == UC_CLOSING)
+        return;
+    gw_endpoint_mark_down(u->ep);
+    u->ep->up->n_connect_errors++;
+    uconn_fail(u, err);
+}
+
+static int tls_gone(void *owner)
+{
+    return ((gw_uconn *)owner)->state == UC_CLOSING;
+}
+
+static void uconn_tls_begin(gw_uconn *u)
+{
+    gw_upstream *up = u->ep->up;
+    gw_utls_owner o = {
+        .loop = up->loop, .stream = (uv_stream_t *)&u->tcp, .sock_alloc = tls_sock_alloc,
+        .sock_read = tls_sock_read, .pending_write = &u->pending_write,
+        .on_write = uconn_on_write, .alloc = tls_alloc, .deliver = tls_deliver,
+        .ready = tls_ready, .failed = tls_failed, .gone = tls_gone, .owner = u,
+    };
+    if (!up->tls_ctx || !(u->tls = gw__utls_start(up->tls_ctx, up->conf, u->ep->conf, &o))) {
+        tls_failed(u, GW_ECONNECT);
+        return;
+    }
+    u->handles_open++; /* its timer: u is freed after it closed too */
+    gw__utls_begin(u->tls);
+}
+
 static void uconn_on_connect(uv_connect_t *req, int status)
 {
     gw_uconn *u = req->data;
@@ -425,6 +528,10 @@ static void uconn_on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&u->tcp, 1);
+    if (u->ep->up->conf->tls) {
+        uconn_tls_begin(u); /* on_ready once the handshake is done, within connect_timeout_ms */
+        return;
+    }
     u->state = UC_ACTIVE;
     arm(u, 0);
     u->cb->on_ready(u, u->data);
@@ -510,7 +617,8 @@ int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n)
 {
     if (u->state != UC_ACTIVE)
         return GW_ECLOSED;
-    int r = gw_stream_write((uv_stream_t *)&u->tcp, &u->pending_write, bufs, n, uconn_on_write);
+    int r = u->tls ? gw__utls_write(u->tls, bufs, n)
+                   : gw_stream_write((uv_stream_t *)&u->tcp, &u->pending_write, bufs, n, uconn_on_write);
     if (r < 0)
         return r == GW_ENOMEM ? r : GW_ERESET;
     if (u->pending_write > UC_HIGH_WATER) {

@@ -1,8 +1,10 @@
 /* upstream_pool.c — a named upstream on one worker: its endpoints, round robin that skips
  * endpoints marked down, and the per-endpoint idle keep-alive pools. */
+#include <stdio.h>
 #include <string.h>
 
 #include "http/upstream.h"
+#include "http/upstream_tls.h"
 
 void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *conf)
 {
@@ -17,6 +19,17 @@ void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *
         ep->conf = &conf->endpoints[i];
         gw_queue_init(&ep->idle);
     }
+    if (conf->tls) {
+        char err[700];
+        if (!(up->tls_ctx = gw__utls_ctx_new(conf, err, sizeof err)))
+            fprintf(stderr, "gateway: %s\n", err);
+    }
+}
+
+void gw_upstream_free(gw_upstream *up)
+{
+    gw__utls_ctx_free(up->tls_ctx);
+    up->tls_ctx = NULL;
 }
 
 gw_endpoint *gw_upstream_pick(gw_upstream *up, int exclude)

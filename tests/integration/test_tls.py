@@ -714,3 +714,66 @@ def test_tls_session_of_one_listener_not_resumed_on_another():
                 r, out = resume(other, ca, sess, proto, extra, save=False)
                 assert r == "New" and "CN = b.localhost" in out, (proto, extra, out[-600:])
     with_ca(body)
+
+
+# ---- TLS to upstreams ------------------------------------------------------------------------
+
+def test_tls_to_upstream_verified_sni_and_pooled():
+    """Gateway A sends users to an upstream over TLS: gateway B's TLS listener (in front of
+    mockd) plays the TLS upstream."""
+    def body(ca):
+        leaf = ca.leaf("users.internal", ["users.internal"])
+        with tls_stack({"certificates": [pair(leaf)]}) as b:
+            up = {"endpoints": ["127.0.0.1:%d" % b.tls_port], "tls": {"ca_file": ca.pem,
+                                                                      "server_name": "users.internal"}}
+            a = Stack(start=False, gw_conf=None)
+            a.conf["upstreams"]["secure"] = up
+            a.routes = {"routes": [{"id": "users", "path": "/api/users/**", "upstream": "secure"},
+                                   {"id": "big", "path": "/bytes/**", "upstream": "secure"},
+                                   {"id": "legacy", "path": "/**", "upstream": "legacy"}]}
+            a.write()
+            with a:
+                a.start()
+                for i in range(3):
+                    st, h, body_ = request(a.port, "GET", "/api/users/%d" % i)
+                    assert st == 200 and h["x-gateway-upstream"] == "secure", (st, body_)
+                # B answered over TLS, all on one pooled connection
+                m = metrics(b)
+                assert m['gateway_tls_handshakes_total{resumed="false"}'] == 1, m
+                stats = b.mock("user-service").stats()
+                assert stats["by_path"] == {"/users/0": 1, "/users/1": 1, "/users/2": 1}, stats
+                # a big response through the TLS hop
+                st, h, body_ = request(a.port, "GET", "/bytes/3000000")
+                assert st == 200 and len(body_) == 3000000 and body_[-1:] == bytes([97 + 2999999 % 26])
+                assert metrics(b)['gateway_tls_handshakes_total{resumed="false"}'] == 1
+            # the name does not match the certificate: refused, 502, nothing reaches B's upstream
+            a2 = Stack(start=False)
+            bad = dict(up, tls={"ca_file": ca.pem, "server_name": "other.internal"})
+            a2.conf["upstreams"]["secure"] = bad
+            a2.routes = a.routes
+            a2.write()
+            before = b.mock("user-service").stats()["requests"]
+            with a2:
+                a2.start()
+                st, h, body_ = request(a2.port, "GET", "/api/users/1")
+                assert st == 502, (st, body_)
+                assert b.mock("user-service").stats()["requests"] == before
+            # an untrusted CA (the system's, which does not know ours): refused too
+            a3 = Stack(start=False)
+            a3.conf["upstreams"]["secure"] = {"endpoints": up["endpoints"], "tls": True}
+            a3.routes = a.routes
+            a3.write()
+            with a3:
+                a3.start()
+                st, h, body_ = request(a3.port, "GET", "/api/users/1")
+                assert st == 502, (st, body_)
+            # verify off: served (the operator's choice)
+            a4 = Stack(start=False)
+            a4.conf["upstreams"]["secure"] = {"endpoints": up["endpoints"], "tls": {"verify": False}}
+            a4.routes = a.routes
+            a4.write()
+            with a4:
+                a4.start()
+                st, h, body_ = request(a4.port, "GET", "/api/users/1")
+                assert st == 200, (st, body_)
+    with_ca(body)

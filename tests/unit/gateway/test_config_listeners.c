@@ -181,6 +181,39 @@ static void test_listener_errors(void **state)
                  "listeners[0].tls.ticket_rotate_s: must be an integer from 60 to 86400");
 }
 
+static void test_upstream_tls(void **state)
+{
+    gw_config *cfg = *state;
+    char err[1024];
+    assert_int_equal(load(cfg, "{\"listen\": \"127.0.0.1:8080\", \"upstreams\": {\"a\": {\"endpoints\": "
+                          "[\"127.0.0.1:1\"], \"tls\": true}, \"b\": {\"endpoints\": [\"127.0.0.1:2\"], "
+                          "\"tls\": {\"server_name\": \"b.internal\", \"verify\": false}}, \"c\": "
+                          "{\"endpoints\": [\"127.0.0.1:3\"]}}, " RT "}", err, sizeof err, NULL), 0);
+    assert_int_equal(cfg->upstreams[0].tls, 1);
+    assert_int_equal(cfg->upstreams[0].tls_verify, 1);
+    assert_string_equal(cfg->upstreams[0].tls_ca_file, "");
+    assert_int_equal(cfg->upstreams[1].tls, 1);
+    assert_int_equal(cfg->upstreams[1].tls_verify, 0);
+    assert_string_equal(cfg->upstreams[1].tls_server_name, "b.internal");
+    assert_int_equal(cfg->upstreams[2].tls, 0);
+    char text[1024], expected[1200];
+    static const struct { const char *tls, *want; } cases[] = {
+        { "1", "upstreams.a.tls: must be true, false or {\"ca_file\", \"server_name\", \"verify\"}" },
+        { "{\"verify\": 1}", "upstreams.a.tls.verify: must be true or false" },
+        { "{\"sni\": \"x\"}", "upstreams.a.tls.sni: unknown key" },
+        { "{\"ca_file\": \"/nonexistent/ca.pem\"}", "upstreams.a.tls.ca_file: cannot read /nonexistent/ca.pem" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(text, sizeof text, "{\"listen\": \"127.0.0.1:8080\", \"upstreams\": {\"a\": "
+                 "{\"endpoints\": [\"127.0.0.1:1\"], \"tls\": %s}}, " RT "}", cases[i].tls);
+        char *path;
+        assert_int_equal(load(cfg, text, err, sizeof err, &path), GW_EINVAL);
+        snprintf(expected, sizeof expected, "%s: %s", path, cases[i].want);
+        free(path);
+        assert_string_equal(err, expected);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -188,6 +221,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_single_listen_still_works, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gateway_listen_env, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listener_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_tls, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
