@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "gateway/admin_certs.h"
+#include "gateway/cutover.h"
 #include "routes/route_edit.h"
 #include "routes/route_table.h"
 
@@ -236,6 +237,11 @@ static void serve_metrics(gw_admin *a, gw_request *req)
     text = more;
     memcpy(text + len, lag, (size_t)ln + 1);
     len += (size_t)ln;
+    if (a->cutover && gw_cutover_metrics(a->cutover, &text, &len) != 0) {
+        free(text);
+        gw_response_error(req, 500, "out of memory");
+        return;
+    }
     if (a->certs && gw_admin_certs_metrics(a->certs, &text, &len) != 0) {
         free(text);
         gw_response_error(req, 500, "out of memory");

@@ -665,6 +665,35 @@ json_t *gw_cutover_verdict(gw_cutover *c, const char *route)
     return j;
 }
 
+int gw_cutover_metrics(gw_cutover *c, char **out, size_t *len)
+{
+    size_t cap = *len + 1024 + (size_t)c->n * (2 * RT_CUT_NAME_MAX + 96);
+    char *p = realloc(*out, cap + 1);
+    if (!p)
+        return -1;
+    *out = p;
+    size_t at = *len;
+    at += (size_t)snprintf(p + at, cap - at,
+                           "# HELP gateway_cutover_plan_weight Percent of the route's traffic a "
+                           "cutover plan has on its target (-1: legacy only).\n"
+                           "# TYPE gateway_cutover_plan_weight gauge\n");
+    for (int i = 0; i < c->n; i++) {
+        const rt_cut_plan *pl = &c->plans[i]->plan;
+        if (c->plans[i]->is_new)
+            continue;
+        at += (size_t)snprintf(p + at, cap - at,
+                               "gateway_cutover_plan_weight{route=\"%s\",target=\"%s\",state=\"%s\"} %d\n",
+                               pl->route, pl->target, rt_cut_state_name(pl->state),
+                               rt_cut_weight(pl));
+    }
+    at += (size_t)snprintf(p + at, cap - at,
+                           "# HELP gateway_cutover_driving 1 when this instance drives the cutover plans.\n"
+                           "# TYPE gateway_cutover_driving gauge\ngateway_cutover_driving %d\n",
+                           !c->pg || c->leader);
+    *len = at;
+    return 0;
+}
+
 /* ---- changes ------------------------------------------------------------------------- */
 
 void gw_cutover_start(gw_cutover *c, const json_t *spec, const char *who, gw_store_done done,

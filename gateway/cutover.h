@@ -55,6 +55,11 @@ json_t *gw_cutover_list(gw_cutover *c);
 json_t *gw_cutover_status(gw_cutover *c, const char *route);
 json_t *gw_cutover_verdict(gw_cutover *c, const char *route);
 
+/* Prometheus text for the plans, appended to a malloc'd buffer (*out, *len; realloc'd):
+ * gateway_cutover_plan_weight{route,target,state} (the percent in force, -1 legacy only) and
+ * gateway_cutover_driving (1 when this instance drives the plans). Returns 0 or -1 (OOM). */
+int gw_cutover_metrics(gw_cutover *c, char **out, size_t *len);
+
 /* Changes, answered through DONE(ARG) once the route change is in force (status 0 with the
  * plan's status), or with 400 (bad spec), 404 (no such route or plan), 409 (a plan already
  * runs on the route, an invalid transition, a change in progress), 422 (the route change

@@ -435,6 +435,11 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     sb_printf(&b, "# HELP gateway_fallbacks_total Requests replayed to the legacy upstream by a route's fallback.\n"
                   "# TYPE gateway_fallbacks_total counter\ngateway_fallbacks_total %" PRIu64 "\n", fb);
     sb_printf(&b, "# TYPE gateway_connections_accepted_total counter\ngateway_connections_accepted_total %" PRIu64 "\n", acc);
+    sb_printf(&b, "# HELP gateway_cutover_evidence_overflow_total Requests, fallbacks and shadow "
+                  "comparisons not counted as cutover evidence: their (route, upstream) found no "
+                  "slot in a worker's table.\n"
+                  "# TYPE gateway_cutover_evidence_overflow_total counter\n"
+                  "gateway_cutover_evidence_overflow_total %" PRIu64 "\n", SUM(sides_overflow));
     sb_printf(&b, "# HELP gateway_connections_rejected_total Client connections closed at once.\n"
                   "# TYPE gateway_connections_rejected_total counter\n"
                   "gateway_connections_rejected_total{reason=\"max_connections\"} %" PRIu64 "\n",

@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 
-from harness import BUILD, ROOT, Stack, connect, read_response, request, wait_port, wait_until
+from harness import BUILD, ROOT, Stack, connect, metrics, read_response, request, wait_port, wait_until
 
 TOKEN = "test-token"
 AUTH = {"Authorization": "Bearer " + TOKEN}
@@ -336,6 +336,9 @@ def test_admin_errors_and_commands():
         rc, out, err = ctl(s, "cutover", "promote", "orders")
         assert rc == 0 and "completed" in out, (out, err)
         assert route(s)["upstream"] == "order-service"
+        m = metrics(s)
+        assert m['gateway_cutover_plan_weight{route="orders",target="order-service",state="completed"}'] == 100, m
+        assert m["gateway_cutover_driving"] == 1 and m["gateway_cutover_evidence_overflow_total"] == 0, m
         rc, out, err = ctl(s, "cutover", "abort", "orders")
         assert rc == 1 and "cannot abort a plan that is completed" in err, err
         # a new plan replaces an ended one; abort rolls the route back at once
@@ -352,6 +355,24 @@ def test_admin_errors_and_commands():
         assert rc == 2 and "missing UPSTREAM" in err, err
         rc, out, err = ctl(s, "cutover", "start", "orders", "order-service", "--steps", "0,x")
         assert rc == 2 and "--steps" in err, err
+
+
+def test_invalid_plans_file_refused_at_check_and_start():
+    s = Stack(upstreams=UPS, routes=routes(), start=False)
+    try:
+        with open(os.path.join(s.tmp, "routes.json.cutovers.json"), "w") as f:
+            json.dump({"cutovers": [{"route": "orders", "legacy": "legacy", "target": "order-service",
+                                     "steps": [0, 50, 20], "state": "running"}]}, f)
+        gw = os.path.join(ROOT, BUILD, "gateway")
+        p = subprocess.run([gw, "-c", s.conf_path, "--check"], capture_output=True, text=True, timeout=30)
+        want = "routes.json.cutovers.json: cutovers[0].steps[2]: must be above 50 (steps only go up)"
+        assert p.returncode == 1 and want in p.stderr, (p.returncode, p.stderr)
+        p = subprocess.run([gw, "-c", s.conf_path], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and want in p.stderr, (p.returncode, p.stderr[-2000:])
+    finally:
+        s.stop()
+        import shutil
+        shutil.rmtree(s.tmp, ignore_errors=True)
 
 
 def test_manual_change_pauses_plan():
