@@ -25,7 +25,10 @@ VALGRIND = os.environ.get("GW_VALGRIND") == "1"
 VALGRIND_CMD = ["valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full",
                 "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite",
                 "--track-fds=no", "--child-silent-after-fork=yes"]
-START_TIMEOUT = 60.0 if VALGRIND else 10.0
+START_TIMEOUT = 60.0 if VALGRIND else 20.0 if SANITIZED else 10.0
+# Upper bounds on latency ("the degraded answer leaves within the leg timeout plus slack") are
+# behaviour, not speed, but the slack must cover the sanitizer's slowdown: multiply by this.
+SLACK_SCALE = 2.0 if SANITIZED else 1.0
 # ThreadSanitizer builds (make SANITIZE=thread, build/tsan): any data race report makes the
 # process exit 66 at the end (halt_on_error=0 lets it run on and report every race), which
 # Stack's exit check reports; "WARNING: ThreadSanitizer" in its log fails the test as well.

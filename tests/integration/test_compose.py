@@ -17,10 +17,10 @@ import struct
 import threading
 import time
 
-from harness import BUILD, ROOT, Mockd, Proc, Stack, connect, free_port, metrics, read_response, request, wait_port
+from harness import BUILD, ROOT, SLACK_SCALE, Mockd, Proc, Stack, connect, free_port, metrics, read_response, request, wait_port
 
 TOKEN = "test-token"
-SLACK = 0.3          # seconds over a contract figure an upper bound allows
+SLACK = 0.3 * SLACK_SCALE  # seconds over a contract figure an upper bound allows
 FAST = 0.25          # a leg failing at once (refused, 500, bad JSON, circuit open) costs less
 
 with open(os.path.join(ROOT, "conf", "composers.json")) as _f:
