@@ -3,6 +3,7 @@
 
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 const char *const cmp_kept_headers[] = {
     "Cache-Control", "Content-Type", "Content-Encoding", "Content-Language", "ETag",
@@ -88,6 +89,29 @@ static void take_min(int64_t *slot, int64_t v)
         *slot = v;
 }
 
+/* An HTTP-date (RFC 9110 5.6.7: IMF-fixdate, or the obsolete RFC 850 and asctime forms) as
+ * seconds since the epoch; 0 for anything else (which counts as a time in the past). */
+static int64_t http_date(span v)
+{
+    static const char *const forms[] = { "%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT",
+                                         "%a %b %e %H:%M:%S %Y" };
+    char buf[64];
+    if (v.n == 0 || v.n >= sizeof buf)
+        return 0;
+    memcpy(buf, v.p, v.n);
+    buf[v.n] = '\0';
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        struct tm tm;
+        memset(&tm, 0, sizeof tm);
+        const char *end = strptime(buf, forms[i], &tm);
+        if (end && *end == '\0') {
+            time_t t = timegm(&tm);
+            return t > 0 ? (int64_t)t : 0;
+        }
+    }
+    return 0;
+}
+
 /* One Cache-Control field value: directives separated by commas; a value is a token or a
  * quoted-string (in which commas do not separate). */
 static void parse_cache_control(span v, cmp_cache_policy *out)
@@ -145,7 +169,7 @@ static void parse_cache_control(span v, cmp_cache_policy *out)
 void cmp_cache_policy_parse(const char *headers, size_t n, cmp_cache_policy *out)
 {
     memset(out, 0, sizeof *out);
-    out->max_age = out->s_maxage = -1;
+    out->max_age = out->s_maxage = out->expires = -1;
     const char *at = headers, *end = headers ? headers + n : NULL;
     span name, value;
     while (headers && next_line(&at, end, &name, &value)) {
@@ -153,6 +177,11 @@ void cmp_cache_policy_parse(const char *headers, size_t n, cmp_cache_policy *out
             parse_cache_control(value, out);
         else if (ieq(name, "Set-Cookie"))
             out->set_cookie = 1;
+        else if (ieq(name, "Expires")) {
+            int64_t t = http_date(value);
+            if (out->expires < 0 || t < out->expires)
+                out->expires = t;
+        }
         else if (ieq(name, "Vary")) {
             /* "*" as one member of the list */
             for (size_t i = 0; i < value.n; i++) {
@@ -170,11 +199,13 @@ void cmp_cache_policy_parse(const char *headers, size_t n, cmp_cache_policy *out
     }
 }
 
-uint32_t cmp_cache_policy_ttl(const cmp_cache_policy *p, uint32_t route_ttl_ms)
+uint32_t cmp_cache_policy_ttl(const cmp_cache_policy *p, uint32_t route_ttl_ms, int64_t now_s)
 {
     if (p->no_store || p->private_ || p->set_cookie || p->vary_star || p->no_cache)
         return 0;
     int64_t secs = p->s_maxage >= 0 ? p->s_maxage : p->max_age;
+    if (secs < 0 && p->expires >= 0)
+        secs = p->expires > now_s ? p->expires - now_s : 0;
     if (secs >= 0 && (uint64_t)secs * 1000u < route_ttl_ms)
         return (uint32_t)(secs * 1000);
     return route_ttl_ms;

@@ -200,7 +200,7 @@ static void on_fetched(int status, const char *body, size_t len, const cmp_heade
         uint32_t route_ttl = status == 200 ? cfg->cache.ttl_ms : cfg->cache.negative_ttl_ms;
         cmp_cache_policy pol;
         cmp_cache_policy_parse(h->p, h->n, &pol);
-        uint32_t ttl = h->truncated ? 0 : cmp_cache_policy_ttl(&pol, route_ttl);
+        uint32_t ttl = h->truncated ? 0 : cmp_cache_policy_ttl(&pol, route_ttl, time(NULL));
         a.why = NULL;
         if (route_ttl && !ttl) {
             a.source = CMP_FROM_BYPASS;

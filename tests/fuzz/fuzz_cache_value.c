@@ -53,7 +53,7 @@ static void check_headers(const char *h, size_t n)
 {
     cmp_cache_policy p;
     cmp_cache_policy_parse(h, n, &p);
-    uint32_t ttl = cmp_cache_policy_ttl(&p, 60000);
+    uint32_t ttl = cmp_cache_policy_ttl(&p, 60000, 1764800000);
     if (ttl > 60000)
         fail("the fresh time exceeds the route's ttl");
     if (ttl && (p.no_store || p.private_ || p.set_cookie))

@@ -185,7 +185,9 @@ for v in (b"v2 200 " + us + b" 60000 0\n{}", b"v2 404 " + us + b" 5000 0\n{\"err
           b"v2 200 1 5 99999\n{}", b"v2 200 -1 5 0\n{}",
           b"Cache-Control: public, No-Store, max-age=60\r\nSet-Cookie: a=1\r\n",
           b'Cache-Control: private="Set-Cookie", s-maxage="7", max-age=abc\r\nVary: Accept, *\r\n',
-          b'Cache-Control: community="no-store, private", max-age=99999999999999999999\r\n'):
+          b'Cache-Control: community="no-store, private", max-age=99999999999999999999\r\n',
+          b"Expires: Fri, 04 Dec 2026 12:00:30 GMT\r\nExpires: Friday, 04-Dec-26 12:00:10 GMT\r\n"
+          b"Expires: Fri Dec  4 12:00:05 2026\r\nExpires: 0\r\n"):
     put("fuzz_cache_value", v)
 print("corpora:", ", ".join("%s %d" % (d, len(os.listdir(os.path.join(here, "corpus", d))))
                             for d in sorted(os.listdir(os.path.join(here, "corpus")))))

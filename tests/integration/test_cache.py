@@ -948,15 +948,18 @@ def test_cache_3xx_204_and_non_json_200_passed_through_uncached():
 
 
 def test_cache_no_store_private_set_cookie_never_stored():
-    """Cache-Control no-store or private (any case, among other directives) and Set-Cookie:
-    passed to the client (every Set-Cookie line), never stored: each GET reaches
-    user-service, X-Cache: BYPASS, and nothing is in Redis. (Before: stored, then HIT.)"""
+    """Cache-Control no-store or private (any case, among other directives), no-cache,
+    max-age=0, an Expires in the past or not a date, and Set-Cookie: passed to the client
+    (every Set-Cookie line), never stored: each GET reaches user-service, X-Cache: BYPASS,
+    and nothing is in Redis. (Before: stored, then HIT.)"""
     cases = {
         "ns": [("Cache-Control", "public, No-Store, max-age=60")],
         "pv": [("Cache-Control", 'max-age=60, PRIVATE="Set-Cookie"')],
         "ck": [("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; HttpOnly")],
         "nc": [("Cache-Control", "no-cache")],
         "m0": [("Cache-Control", "max-age=0")],
+        "e0": [("Expires", "0")],
+        "ep": [("Expires", "Thu, 01 Jan 1970 00:00:00 GMT")],
     }
     with RedisServer() as rs:
         with cache_stack(rs.port) as s:
@@ -968,12 +971,19 @@ def test_cache_no_store_private_set_cookie_never_stored():
                     st, got, b = get_all(s, "/api/users/%s" % uid)
                     assert st == 200 and b == ('{"id":"%s"}' % uid).encode(), (uid, st, b)
                     assert all_named(got, "X-Cache") == ["BYPASS"], (uid, got)
-                    for name in ("Cache-Control", "Set-Cookie"):
+                    for name in ("Cache-Control", "Set-Cookie", "Expires"):
                         want = [v for k, v in hs if k == name]
                         assert all_named(got, name) == want, (uid, name, got)
                     time.sleep(SETTLE)
                     assert user_calls(s, uid) == n, (uid, n)
                     assert resp(rs.port, "EXISTS", KEY + uid) == 0, uid
+            # max-age wins over an Expires in the past; an Expires far ahead keeps the ttl
+            script_user(s, "mx", 200, [("Expires", "0"), ("Cache-Control", "max-age=60")], DOC)
+            script_user(s, "ef", 200, [("Expires", "Fri, 01 Jan 2100 00:00:00 GMT")], DOC)
+            for uid in ("mx", "ef"):
+                expect(*get(s, "/api/users/%s" % uid), 200, "MISS", uid)
+                time.sleep(SETTLE)
+                expect(*get(s, "/api/users/%s" % uid), 200, "HIT", uid)
 
 
 def test_cache_no_store_answer_deletes_older_copy():

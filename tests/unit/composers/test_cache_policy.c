@@ -11,6 +11,8 @@
 
 #include "composers/cache_policy.h"
 
+#define NOW 1796385600 /* Fri, 04 Dec 2026 12:00:00 GMT */
+
 static cmp_cache_policy parse(const char *h)
 {
     cmp_cache_policy p;
@@ -21,7 +23,7 @@ static cmp_cache_policy parse(const char *h)
 static uint32_t ttl_of(const char *h, uint32_t route_ttl)
 {
     cmp_cache_policy p = parse(h);
-    return cmp_cache_policy_ttl(&p, route_ttl);
+    return cmp_cache_policy_ttl(&p, route_ttl, NOW);
 }
 
 static void test_no_headers_keep_the_route_ttl(void **state)
@@ -29,7 +31,7 @@ static void test_no_headers_keep_the_route_ttl(void **state)
     (void)state;
     cmp_cache_policy p;
     cmp_cache_policy_parse(NULL, 0, &p);
-    assert_int_equal(cmp_cache_policy_ttl(&p, 60000), 60000);
+    assert_int_equal(cmp_cache_policy_ttl(&p, 60000, NOW), 60000);
     assert_int_equal(ttl_of("ETag: \"x\"\r\nContent-Type: application/json\r\n", 60000), 60000);
     assert_int_equal(ttl_of("Cache-Control: public\r\n", 60000), 60000);
 }
@@ -88,6 +90,28 @@ static void test_max_age_caps(void **state)
     assert_int_equal(p.s_maxage, 9);
 }
 
+/* Expires only counts without max-age / s-maxage; anything not an HTTP-date is the past. */
+static void test_expires(void **state)
+{
+    (void)state;
+    assert_int_equal(ttl_of("Expires: Fri, 04 Dec 2026 12:00:30 GMT\r\n", 60000), 30000);
+    assert_int_equal(ttl_of("Expires: Friday, 04-Dec-26 12:00:10 GMT\r\n", 60000), 10000);
+    assert_int_equal(ttl_of("Expires: Fri Dec  4 12:00:05 2026\r\n", 60000), 5000);
+    assert_int_equal(ttl_of("Expires: Sat, 05 Dec 2026 12:00:00 GMT\r\n", 60000), 60000);
+    const char *past[] = { "Expires: 0\r\n", "Expires: -1\r\n", "Expires: \r\n",
+                           "Expires: Fri, 04 Dec 2026 12:00:00 GMT\r\n",
+                           "Expires: Thu, 01 Jan 1970 00:00:00 GMT\r\n",
+                           "Expires: Fri, 04 Dec 2026 12:00:30 GMT trailing\r\n",
+                           "Expires: Sat, 05 Dec 2026 12:00:00 GMT\r\nExpires: 0\r\n" };
+    for (size_t i = 0; i < sizeof past / sizeof *past; i++)
+        if (ttl_of(past[i], 60000) != 0)
+            fail_msg("stored: %s", past[i]);
+    /* max-age wins over Expires, both ways */
+    assert_int_equal(ttl_of("Expires: 0\r\nCache-Control: max-age=20\r\n", 60000), 20000);
+    assert_int_equal(ttl_of("Cache-Control: max-age=20\r\nExpires: Fri, 04 Dec 2026 12:00:05 GMT\r\n",
+                            60000), 20000);
+}
+
 static void test_headers_valid(void **state)
 {
     (void)state;
@@ -127,6 +151,7 @@ int main(void)
         cmocka_unit_test(test_never_stored),
         cmocka_unit_test(test_directive_names_in_values_do_not_count),
         cmocka_unit_test(test_max_age_caps),
+        cmocka_unit_test(test_expires),
         cmocka_unit_test(test_headers_valid),
         cmocka_unit_test(test_headers_has_and_without),
     };
