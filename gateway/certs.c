@@ -66,6 +66,7 @@ static void load_work(uv_work_t *w)
     s->build_err[0] = '\0';
     if (build_all(s->cfg, s->built, s->build_err, sizeof s->build_err) != 0 && !s->build_err[0])
         snprintf(s->build_err, sizeof s->build_err, "certificate reload failed");
+    gw_tls_thread_stop(); /* a threadpool thread: OpenSSL's per-thread state goes now */
 }
 
 static void load_after(uv_work_t *w, int status)

@@ -208,13 +208,6 @@ int gw__tls_handshake_done(const gw_tls_conn *t)
     return (t->flags & T_HS_DONE) != 0;
 }
 
-const char *gw__tls_alpn(const gw_tls_conn *t)
-{
-    static const char none[] = "";
-    (void)t;
-    return none;
-}
-
 static void tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     gw_client *c = h->data;

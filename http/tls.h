@@ -83,7 +83,12 @@ int gw_tls_alpn_select(const unsigned char *wire, size_t wlen, const unsigned ch
 void gw_tls_ticket_keys(const unsigned char secret[32], uint64_t period, unsigned char name[16],
                         unsigned char aes[32], unsigned char hmac[32]);
 
-/* Frees this thread's TLS 1.2 session cache (tls_cache.c): a worker calls it at exit. */
+/* Frees this thread's TLS 1.2 session cache and OpenSSL's per-thread state (tls_cache.c):
+ * a worker calls it at exit. */
 void gw_tls_thread_cleanup(void);
+/* Frees OpenSSL's per-thread state (error queue, random generators) of a thread that
+ * outlives its use of OpenSSL, e.g. a threadpool thread after a certificate load: those
+ * threads are joined only at process exit, after OpenSSL's own cleanup. */
+void gw_tls_thread_stop(void);
 
 #endif

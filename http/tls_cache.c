@@ -3,6 +3,7 @@
  * slot from whichever one hashed there before). TLS 1.3 and ticket-capable TLS 1.2 clients
  * resume with tickets (tls_ctx.c) and never need it. OpenSSL calls these on the worker that
  * runs the handshake. */
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,4 +83,10 @@ void gw_tls_thread_cleanup(void)
     free(slots);
     slots = NULL;
     n_slots = 0;
+    OPENSSL_thread_stop(); /* this thread's error queue and random generators */
+}
+
+void gw_tls_thread_stop(void)
+{
+    OPENSSL_thread_stop();
 }

@@ -37,9 +37,6 @@ void gw__tls_close_notify(gw_client *c);
  * to read again. Returns 1 when it ran. */
 int gw__tls_run_posted(gw_client *c);
 
-/* The negotiated ALPN protocol ("" when none) and whether the session was resumed. */
-const char *gw__tls_alpn(const gw_tls_conn *t);
-
 /* (tls_ctx.c) The SSL_CTX a new connection starts with. */
 struct ssl_ctx_st *gw__tls_ctx_default(const gw_tls_ctx *x);
 

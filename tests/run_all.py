@@ -63,6 +63,8 @@ TSAN_SUBSET = ",".join([
     "test_demo_flip_leaves_the_checkout_clean",
     # cutover plans: two workers' counters read by the main thread's driver under load
     "test_plan_walks_route_to_order_service_under_load",
+    # TLS: certificate snapshots built on the threadpool, swapped while two workers handshake
+    "test_tls_reload_under_load_drops_nothing",
 ])
 section("unit tests (build/tsan)")
 p, f = run_unit.run(sorted(glob.glob(os.path.join("build/tsan", "tests", "*", "test_*"))))
@@ -119,6 +121,8 @@ VALGRIND_SUBSET = ",".join([
     "test_sighup_reloads", "test_file_invalid_rejected", "test_cache_lru_without_redis",
     "test_cache_redis_never_up", "test_shadow_post_bodies",
     "test_client_leaving", "test_request_head_and_body", "test_long_header_values",
+    # TLS: a request over TLS both ways, and reloads (snapshots built on the threadpool)
+    "test_tls_get_over_https", "test_tls_reload_admin_ctl_sighup_and_bad_pair",
 ])
 section("unit tests under valgrind (build)")
 p, f = run_unit.run(sorted(glob.glob(os.path.join("build", "tests", "*", "test_*"))), valgrind=True)

@@ -161,6 +161,17 @@ cfg["upstreams"]["legacy"].update({"host": "legacy.internal", "connect_timeout_m
 put("fuzz_config", json.dumps(cfg))
 put("fuzz_config", json.dumps({"listen": "[::1]:0", "upstreams": {"a": {"endpoints": ["127.0.0.1:1"]}},
                                "routes": {"source": "postgres", "cache_file": "x"}}))
+# listeners with TLS (only the syntax is checked by gw_config_load) and TLS to an upstream
+put("fuzz_config", json.dumps({
+    "listeners": [{"listen": "127.0.0.1:0"},
+                  {"listen": "[::1]:0", "tls": {
+                      "certificates": [{"cert": "a.pem", "key": "a.key"}, {"cert": "/b.pem", "key": "b.key"}],
+                      "protocols": ["TLSv1.3"], "ciphers": "ECDHE+AESGCM", "ciphersuites": "TLS_AES_128_GCM_SHA256",
+                      "alpn": ["http/1.1"], "handshake_timeout_ms": 5, "ticket_key_file": "t.key",
+                      "ticket_rotate_s": 60, "session_cache": 0}}],
+    "upstreams": {"a": {"endpoints": ["127.0.0.1:1"], "tls": {"server_name": "a.internal", "verify": False}},
+                  "b": {"endpoints": ["127.0.0.1:2"], "tls": True}},
+    "routes": {"source": "file", "file": "r.json"}}))
 
 for f in glob.glob(os.path.join(root, "conf", "composers.json")):
     spec = open(f, "rb").read()
