@@ -8,7 +8,11 @@
  * wants to read, which is the backpressure: a framing that stops reading stops the socket
  * once the ciphertext buffer is full. Writing: plaintext is encrypted into the server's
  * scratch buffer and written like cleartext (uv_try_write, the rest queued and counted in
- * pending_write), so the framing's high-water marks see the bytes really queued. */
+ * pending_write), so the framing's high-water marks see the bytes really queued.
+ *
+ * HTTP/2 slots in at gw__client_tls_ready: once the handshake is done, the ALPN protocol
+ * OpenSSL selected (only "http/1.1" is configurable today) decides which framing gets the
+ * plaintext; the transport itself knows no HTTP. */
 #ifndef GW_TLS_TRANSPORT_H
 #define GW_TLS_TRANSPORT_H
 
