@@ -773,15 +773,26 @@ def run_quiet(env, wl, target, t_start):
 # idle keep-alive connection memory
 
 
-def idle_probe(env, target, n):
-    srv = env.make(target, "idle")
+def idle_probe(env, target, n, tls=False):
+    """N keep-alive connections, one request each, then idle: RSS growth per connection.
+    tls: over TLS 1.3 on the TLS listener (same certificate everywhere)."""
+    srv = env.make(target, "idle-tls" if tls else "idle")
     socks = []
+    ctx = None
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+
+    def connect(**kw):
+        s = socket.create_connection(("127.0.0.1", srv.tls_port if tls else srv.port), **kw)
+        return ctx.wrap_socket(s) if tls else s
     try:
         srv.start()
         req = ("GET /api/users/42 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % srv.port).encode()
         warm = []
         for _ in range(8):  # upstream pool and lazy allocations in place before "before"
-            s = socket.create_connection(("127.0.0.1", srv.port))
+            s = connect()
             s.sendall(req)
             read_response(s)
             warm.append(s)
@@ -792,7 +803,7 @@ def idle_probe(env, target, n):
         t0 = time.monotonic()
         try:
             for _ in range(n):
-                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                s = connect(timeout=10)
                 s.sendall(req)
                 status, _ = read_response(s)
                 if status != 200:
@@ -1363,6 +1374,27 @@ def main():
         else:
             idle["targets"] = {t: {"status": "not run"} for t in PROXIES}
         results["idle_connections"] = idle
+
+        # the same over TLS (fewer: a TLS handshake each, and the bar is per connection)
+        idle_tls_n = min(idle_n, 2000)
+        idle_tls = {"connections": idle_tls_n, "targets": {}}
+        if idle_tls_n and not (ONLY and "idle_tls" not in ONLY):
+            print("== idle TLS keep-alive connections: %d open after one request each ==" % idle_tls_n)
+            print("   %-8s %12s %12s %14s" % ("target", "RSS before", "RSS after", "bytes/conn"))
+            for t in PROXIES:
+                r = idle_probe(env, t, idle_tls_n, tls=True)
+                idle_tls["targets"][t] = r
+                if r["status"] == "ok":
+                    print("   %-8s %11.1fM %11.1fM %14s" % (
+                        t, r["rss_before_kib"] / 1024.0, r["rss_after_kib"] / 1024.0,
+                        "{:,.0f}".format(r["bytes_per_conn"])))
+                else:
+                    failed += 1
+                    print("   %-8s error: %s" % (t, r["error"].splitlines()[0]))
+            print()
+        else:
+            idle_tls["targets"] = {t: {"status": "not run"} for t in PROXIES}
+        results["idle_tls_connections"] = idle_tls
 
         if PIPELINE_REQS and not (ONLY and "pipeline" not in ONLY):
             print("== one pipelining client: %d requests, read only once the proxy stops taking them ==" % PIPELINE_REQS)
