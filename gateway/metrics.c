@@ -1,5 +1,6 @@
 /* metrics.c — per-worker counters and their Prometheus rendering. */
 #include "gateway/metrics.h"
+#include "gateway/ratelimit.h"
 
 #include "composers/compose.h"
 
@@ -506,6 +507,14 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
                   "gateway_cache_bypass_total %" PRIu64 "\n",
               SUM(cache_hits), SUM(cache_misses), SUM(cache_errors), SUM(cache_stale),
               SUM(cache_coalesced), SUM(cache_bypass));
+    char *rl;
+    size_t rln;
+    if (gw_rl_metrics_render(&rl, &rln) == 0) {
+        sb_printf(&b, "%.*s", (int)rln, rl);
+        free(rl);
+    } else {
+        b.oom = 1;
+    }
     if (b.oom) {
         free(b.p);
         return -1;

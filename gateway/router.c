@@ -8,6 +8,7 @@
 #include "composers/lookup.h"
 #include "gateway/metrics.h"
 #include "gateway/proxy.h"
+#include "gateway/ratelimit.h"
 #include "gateway/worker.h"
 
 /* Which upstream answers: a tester's override header when the route allows it, else the
@@ -109,6 +110,15 @@ static void router_on_request(gw_request *req)
     }
     const rt_route *route = d.match.route;
     gw_request_set_route(req, route->id, rt_table_version(table));
+    if (route->rate_limit.rate) {
+        gw_gcra_result r;
+        gw_rl_decide_local(route, req, 1, GW_RL_LOCAL, &r);
+        if (!r.allowed) {
+            req->upstream_name = NULL; /* the gateway answers */
+            gw_rl_answer_limited(req, route, &r);
+            return;
+        }
+    }
     const gw_upstream *up = &w->upstreams[d.ui];
     req->upstream_name = up->conf->name;
     if (d.to == GW_TO_CACHED) {

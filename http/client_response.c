@@ -242,6 +242,12 @@ void gw_response_simple(gw_request *req, int status, const char *content_type,
 
 void gw_response_error(gw_request *req, int status, const char *msg)
 {
+    gw_response_error_headers(req, status, msg, NULL);
+}
+
+void gw_response_error_headers(gw_request *req, int status, const char *msg,
+                               const char *extra_headers)
+{
     if (!req->request_id[0]) /* the head never completed: no id was taken or made yet */
         gw_request_id_generate(req->request_id);
     char body[768];
@@ -249,6 +255,6 @@ void gw_response_error(gw_request *req, int status, const char *msg)
     gw_json_escape(body, &len, sizeof body - 128, msg, strlen(msg));
     len += (size_t)snprintf(body + len, sizeof body - len,
                             "\",\"status\":%d,\"request_id\":\"%s\"}", status, req->request_id);
-    gw_response_simple(req, status, "application/json", body, len, NULL);
+    gw_response_simple(req, status, "application/json", body, len, extra_headers);
 }
 

@@ -185,6 +185,9 @@ void gw_response_simple(gw_request *req, int status, const char *content_type,
                         const char *body, size_t n, const char *extra_headers);
 /* The gateway's own error: {"error": MSG, "status": N, "request_id": "..."}. */
 void gw_response_error(gw_request *req, int status, const char *msg);
+/* The same with EXTRA_HEADERS ("Name: value\r\n" lines, may be NULL): Retry-After, ... */
+void gw_response_error_headers(gw_request *req, int status, const char *msg,
+                               const char *extra_headers);
 /* Closes the connection after this response even if the client wants keep-alive. */
 void gw_request_close_after(gw_request *req);
 

@@ -56,6 +56,11 @@ int rt__parse_rewrite(rt__parser *ps, json_t *v, const char *field, const char *
 // parse_policy.c: reads rewrites, split, sticky, override, shadow and fallback of the route
 // object JR into R (ps->where is the route's path). R's upstream_index is already set.
 int rt__parse_policies(rt__parser *ps, json_t *jr, rt_route *r);
+// limits.c: "rate_limit" and "max_in_flight" of the route object JR into R (the header
+// name is freed by rt__route_free_policies).
+int rt__parse_limits(rt__parser *ps, json_t *jr, rt_route *r);
+// Adds R's limit fields to the route object OBJ (serialize.c); 0 or -1 (out of memory).
+int rt__limits_to_json(const rt_route *r, json_t *obj);
 // Frees what rt__parse_policies allocated in R.
 void rt__route_free_policies(rt_route *r);
 

@@ -34,6 +34,8 @@ void rt__route_free_policies(rt_route *r)
     free(r->shadow.ignore_fields);
     r->shadow.ignore_fields = NULL;
     r->shadow.n_ignore_fields = 0;
+    free((char *)r->rate_limit.key_header);
+    r->rate_limit.key_header = NULL;
 }
 
 /* An HTTP token (RFC 9110 5.6.2): what header and cookie names are made of. */

@@ -401,7 +401,7 @@ static int parse_route(parser *ps, int i, json_t *jr)
     static const char *const fields[] = {
         "id",     "methods", "path",     "upstream", "rewrite",        "rewrites", "split",
         "sticky", "override", "shadow", "fallback", "max_body_bytes", "cache",
-        "allow_encoded_slashes", NULL
+        "allow_encoded_slashes", "rate_limit", "max_in_flight", NULL
     };
     rt_route *r = &ps->t->routes[i];
     const char *id, *path, *upstream, *strip, *tpl;
@@ -421,7 +421,7 @@ static int parse_route(parser *ps, int i, json_t *jr)
         (r->upstream_index = rt__find_upstream(ps, "upstream", upstream)) < 0 ||
         rt__parse_rewrite(ps, json_object_get(jr, "rewrite"), "rewrite", path, &strip,
                           &tpl) != 0 ||
-        rt__parse_policies(ps, jr, r) != 0 ||
+        rt__parse_policies(ps, jr, r) != 0 || rt__parse_limits(ps, jr, r) != 0 ||
         parse_size(ps, jr, "max_body_bytes", &r->max_body_bytes) != 0)
         return -1;
     json_t *jc = json_object_get(jr, "cache");

@@ -57,6 +57,17 @@ typedef struct rt_split_side {
 /* Bits of rt_route.fallback.on. */
 enum { RT_FB_404 = 1 << 0, RT_FB_5XX = 1 << 1, RT_FB_CONNECT = 1 << 2, RT_FB_ALL = 7 };
 
+/* "rate_limit": { "rate": 100, "per": "1s", "burst": 50, "key": "client_ip" } — GCRA per
+ * key (limits.c parses it, gateway/ratelimit*.c enforces it). */
+enum { RT_RL_KEY_CLIENT_IP = 0, RT_RL_KEY_HEADER = 1, RT_RL_KEY_ROUTE = 2 };
+typedef struct rt_rate_limit {
+    uint32_t rate;             /* requests per "per"; 0: the route has no limit */
+    uint64_t per_ms;           /* "per": "500ms" | "1s" | "1m" | "1h" (1 ms .. 1 day) */
+    uint32_t burst;            /* requests that may arrive at once; default = rate */
+    int key;                   /* RT_RL_KEY_*: what one limit counts */
+    const char *key_header;    /* "header:NAME": NAME (lower case); else NULL */
+} rt_rate_limit;
+
 /* Upstream names in the policy fields point into the table's own copy of the upstream list:
  * they live as long as the table. *_index fields index that list (the one given to
  * rt_table_parse), as upstream_index does. */
@@ -95,6 +106,9 @@ typedef struct rt_route {
         uint32_t timeout_ms;   /* the whole shadow exchange, independent of the primary's
                                   timeouts; default RT_SHADOW_TIMEOUT_MS */
     } shadow;
+    rt_rate_limit rate_limit;  /* "rate_limit"; rate 0 when absent */
+    uint32_t max_in_flight;    /* "max_in_flight": requests of this route at once in the
+                                  process (compositions included); 0 = unlimited */
     struct {
         const char *upstream;  /* NULL when no fallback */
         int upstream_index;    /* -1 when no fallback */

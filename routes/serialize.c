@@ -2,6 +2,7 @@
  * out in the order the parser reads them, with every default written out, so a document
  * read, written and read again gives an equivalent table and a stable text. */
 #include "routes/matcher.h"
+#include "routes/parse.h"
 #include "routes/route_edit.h"
 
 /* Builds into an object and remembers whether any step failed (jansson returns NULL or -1
@@ -139,6 +140,8 @@ json_t *rt_route_to_json(const rt_route *r)
         set(&b, "cache", json_true());
     if (r->allow_encoded_slashes)
         set(&b, "allow_encoded_slashes", json_true());
+    if (b.obj && rt__limits_to_json(r, b.obj) != 0)
+        b.failed = 1;
     return finish(&b);
 }
 

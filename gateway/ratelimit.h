@@ -1,0 +1,52 @@
+/* ratelimit.h — a route's "rate_limit" applied to one request: the key (client ip, a header,
+ * or the whole route), the GCRA decision (ratelimit_local.c in-process), the 429 answer with
+ * its headers, and the counters for /metrics.
+ *
+ * Headers on a 429 (the gateway's JSON error):
+ *   Retry-After: S                         seconds until a request of this key would pass
+ *   RateLimit-Policy: "ROUTE";q=RATE;w=PER_S   (IETF draft-ietf-httpapi-ratelimit-headers)
+ *   RateLimit: "ROUTE";r=REMAINING;t=RESET_S
+ *   X-RateLimit-Limit / X-RateLimit-Remaining / X-RateLimit-Reset   (the older trio) */
+#ifndef GW_RATELIMIT_H
+#define GW_RATELIMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gateway/gcra.h"
+#include "http/server.h"
+#include "routes/route_table.h"
+
+/* Where a decision was made (label "mode" in /metrics). */
+typedef enum gw_rl_mode {
+    GW_RL_LOCAL = 0,    /* no shared store configured: the limit is this process's */
+    GW_RL_SHARED = 1,   /* Redis decided: exact across instances */
+    GW_RL_FALLBACK = 2, /* Redis slow or down: rate / instances, in this process */
+    GW_RL__MODES
+} gw_rl_mode;
+
+/* The hash naming ROUTE's bucket for REQ (route id, key kind and key value). A request
+ * without the key's header counts under one shared "no header" key. */
+uint64_t gw_rl_key_hash(const rt_route *route, const gw_request *req);
+/* The key value itself, for a Redis key: writes at most N bytes, returns the length. */
+size_t gw_rl_key_text(const rt_route *route, const gw_request *req, char *out, size_t n);
+
+/* Decides REQ on ROUTE in this process: DIVISOR 1 for a local limit, the instance count for
+ * the fallback share. Counts the outcome. */
+void gw_rl_decide_local(const rt_route *route, const gw_request *req, uint32_t divisor,
+                        gw_rl_mode mode, gw_gcra_result *r);
+
+/* Counts a decision (shared ones are counted by their caller). */
+void gw_rl_count(const rt_route *route, gw_rl_mode mode, int allowed);
+
+/* Answers REQ with 429 and the headers above for result R (per-instance share DIVISOR). */
+void gw_rl_answer_limited(gw_request *req, const rt_route *route, const gw_gcra_result *r);
+
+/* The rate-limit lines of /metrics into a malloc'd buffer; 0 or -1 (out of memory). */
+int gw_rl_metrics_render(char **out, size_t *len);
+
+/* The process-wide mode gauge: which mode the last decision of any worker used, per mode
+ * the number of workers in it (set by the Redis limiter on transitions). */
+void gw_rl_workers_in_mode(gw_rl_mode from, gw_rl_mode to);
+
+#endif

@@ -1,0 +1,151 @@
+/* test_gcra.c — gateway/gcra (pure, fake clock) and gateway/ratelimit_local (the in-process
+ * store): what passes, what is refused, and the figures the 429 headers are made of. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "gateway/gcra.h"
+#include "gateway/ratelimit_local.h"
+
+#define MS 1000000ull
+#define S 1000000000ull
+
+/* An idle key takes exactly BURST at once, then one per emission interval. */
+static void test_burst_then_rate(void **state)
+{
+    (void)state;
+    gw_gcra g;
+    gw_gcra_result r;
+    uint64_t tat = 0, now = 1000 * S;
+    gw_gcra_init(&g, 10, 1000, 5, 1); /* 10/s, 5 at once: T = 100 ms */
+    assert_int_equal(g.emission_ns, 100 * MS);
+    for (int i = 0; i < 5; i++) {
+        gw_gcra_check(&g, &tat, now, &r);
+        assert_true(r.allowed);
+        assert_int_equal(r.remaining, 4 - i);
+    }
+    gw_gcra_check(&g, &tat, now, &r);
+    assert_false(r.allowed);
+    assert_int_equal(r.remaining, 0);
+    assert_int_equal(r.retry_after_ns, 100 * MS); /* the next cell is due in one interval */
+    assert_int_equal(r.reset_ns, 500 * MS);
+    uint64_t before = tat;
+    gw_gcra_check(&g, &tat, now + 99 * MS, &r); /* a refusal does not move the TAT */
+    assert_false(r.allowed);
+    assert_int_equal(tat, before);
+    gw_gcra_check(&g, &tat, now + 100 * MS, &r);
+    assert_true(r.allowed);
+    assert_int_equal(r.remaining, 0);
+}
+
+/* Over a long run at twice the rate, exactly rate * time + burst pass. */
+static void test_long_run_exact(void **state)
+{
+    (void)state;
+    gw_gcra g;
+    gw_gcra_result r;
+    uint64_t tat = 0, now = 5 * S;
+    int passed = 0;
+    gw_gcra_init(&g, 100, 1000, 50, 1);
+    for (int i = 0; i < 20000; i++) { /* 200 per second for 100 s */
+        gw_gcra_check(&g, &tat, now + (uint64_t)i * 5 * MS, &r);
+        passed += r.allowed;
+    }
+    /* 100 s at 100/s, the first 50 free: the last arrival is at 99.995 s */
+    assert_in_range(passed, 100 * 100 + 50 - 1, 100 * 100 + 50);
+}
+
+/* The fallback share: rate / N and burst / N (at least 1). */
+static void test_divisor(void **state)
+{
+    (void)state;
+    gw_gcra g;
+    gw_gcra_init(&g, 100, 1000, 50, 4);
+    assert_int_equal(g.emission_ns, 40 * MS);
+    assert_int_equal(g.burst, 12);
+    gw_gcra_init(&g, 3, 1000, 1, 8);
+    assert_int_equal(g.burst, 1);
+    assert_int_equal(g.tolerance_ns, 0);
+}
+
+/* An idle key recovers its whole burst; a key whose TAT lags far behind is not "saved up"
+ * beyond the burst. */
+static void test_idle_recovers_burst_only(void **state)
+{
+    (void)state;
+    gw_gcra g;
+    gw_gcra_result r;
+    uint64_t tat = 0, now = 10 * S;
+    int passed = 0;
+    gw_gcra_init(&g, 1, 1000, 3, 1);
+    for (int i = 0; i < 10; i++) {
+        gw_gcra_check(&g, &tat, now, &r);
+        passed += r.allowed;
+    }
+    assert_int_equal(passed, 3);
+    passed = 0;
+    for (int i = 0; i < 10; i++) {
+        gw_gcra_check(&g, &tat, now + 3600 * S, &r);
+        passed += r.allowed;
+    }
+    assert_int_equal(passed, 3);
+}
+
+/* The store keeps one TAT per key: two keys do not share, one key does. */
+static void test_local_store_keys(void **state)
+{
+    (void)state;
+    gw_gcra g;
+    gw_gcra_result r;
+    gw_rl_local_reset();
+    gw_gcra_init(&g, 1, 3600000, 2, 1);
+    int a = 0, b = 0;
+    for (int i = 0; i < 5; i++) {
+        gw_rl_local_check(0xabc, &g, 7 * S, &r);
+        a += r.allowed;
+        gw_rl_local_check(0xdef, &g, 7 * S, &r);
+        b += r.allowed;
+    }
+    assert_int_equal(a, 2);
+    assert_int_equal(b, 2);
+    gw_rl_local_reset();
+}
+
+/* Many keys: the store grows, then, full of keys still limited, starts a shard over rather
+ * than growing without bound (counted as evictions); expired keys are dropped first. */
+static void test_local_store_bounded(void **state)
+{
+    (void)state;
+    gw_gcra g;
+    gw_gcra_result r;
+    gw_rl_local_reset();
+    gw_gcra_init(&g, 1, 3600000, 1, 1);
+    uint64_t ev0 = gw_rl_local_evictions();
+    for (uint64_t k = 1; k <= (uint64_t)GW_RL_LOCAL_SHARDS * GW_RL_LOCAL_SHARD_MAX * 2; k++) {
+        gw_rl_local_check(k * 0x9e3779b97f4a7c15ull, &g, 7 * S, &r);
+        assert_true(r.allowed);
+    }
+    assert_true(gw_rl_local_evictions() > ev0);
+    /* an hour later every key is whole again: nothing more is evicted while they expire */
+    uint64_t ev1 = gw_rl_local_evictions();
+    for (uint64_t k = 1; k <= 200000; k++)
+        gw_rl_local_check((k + 10000000) * 0x9e3779b97f4a7c15ull, &g, 7 * S + 3601 * S, &r);
+    assert_int_equal(gw_rl_local_evictions(), ev1);
+    gw_rl_local_reset();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_burst_then_rate),
+        cmocka_unit_test(test_long_run_exact),
+        cmocka_unit_test(test_divisor),
+        cmocka_unit_test(test_idle_recovers_burst_only),
+        cmocka_unit_test(test_local_store_keys),
+        cmocka_unit_test(test_local_store_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
