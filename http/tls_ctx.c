@@ -160,8 +160,14 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char iv[16],
     static const int64_t tries[] = { 0, -1, 1 };
     for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
         gw_tls_ticket_keys(x->ticket_secret, period + (uint64_t)tries[i], name, aes, hmac);
-        if (memcmp(name, key_name, 16) == 0)
-            return ticket_init(cctx, hctx, aes, hmac, iv, 0) ? (tries[i] == 0 ? 1 : 2) : -1;
+        if (memcmp(name, key_name, 16) != 0)
+            continue;
+        if (!ticket_init(cctx, hctx, aes, hmac, iv, 0))
+            return -1;
+        /* 2 = valid, issue a fresh ticket: under an older key, and always in TLS 1.3,
+         * whose clients use a ticket once (OpenSSL's do), so a resumed client needs the
+         * next one to resume again */
+        return tries[i] == 0 && SSL_version(s) < TLS1_3_VERSION ? 1 : 2;
     }
     return 0; /* unknown key: a full handshake */
 }

@@ -29,6 +29,7 @@ typedef struct gw_endpoint {
     gw_queue idle;           /* pooled keep-alive connections */
     uint32_t n_idle;
     uint32_t n_background;   /* connections held by background one-shot exchanges (oneshot.h) */
+    struct ssl_session_st *tls_session; /* upstreams.NAME.tls: the newest session, to resume */
 } gw_endpoint;
 
 struct gw_upstream {

@@ -508,7 +508,8 @@ static void uconn_tls_begin(gw_uconn *u)
         .on_write = uconn_on_write, .alloc = tls_alloc, .deliver = tls_deliver,
         .ready = tls_ready, .failed = tls_failed, .gone = tls_gone, .owner = u,
     };
-    if (!up->tls_ctx || !(u->tls = gw__utls_start(up->tls_ctx, up->conf, u->ep->conf, &o))) {
+    if (!up->tls_ctx ||
+        !(u->tls = gw__utls_start(up->tls_ctx, up->conf, u->ep->conf, &o, &u->ep->tls_session))) {
         tls_failed(u, GW_ECONNECT);
         return;
     }

@@ -28,6 +28,8 @@ void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *
 
 void gw_upstream_free(gw_upstream *up)
 {
+    for (int i = 0; i < up->n_endpoints; i++)
+        gw__utls_session_free(&up->endpoints[i].tls_session);
     gw__utls_ctx_free(up->tls_ctx);
     up->tls_ctx = NULL;
 }

@@ -105,6 +105,25 @@ static void bio_init(void)
     BIO_meth_set_create(bio_method, bio_create);
 }
 
+/* The endpoint's slot, set as the SSL's app data while it may hand out sessions. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    SSL_SESSION **slot = SSL_get_app_data(ssl);
+    if (!slot)
+        return 0;
+    if (*slot)
+        SSL_SESSION_free(*slot);
+    *slot = sess; /* we keep OpenSSL's reference */
+    return 1;
+}
+
+void gw__utls_session_free(SSL_SESSION **session)
+{
+    if (*session)
+        SSL_SESSION_free(*session);
+    *session = NULL;
+}
+
 SSL_CTX *gw__utls_ctx_new(const gw_upstream_conf *conf, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -124,6 +143,9 @@ SSL_CTX *gw__utls_ctx_new(const gw_upstream_conf *conf, char *err, size_t errlen
         return NULL;
     }
     SSL_CTX_set_verify(ctx, conf->tls_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    /* resumption: the newest session per endpoint (new_session_cb), offered on connect */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
     static const unsigned char alpn[] = "\x08http/1.1";
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
     ERR_clear_error();
@@ -271,7 +293,7 @@ static void endpoint_host(const char *address, char *out, size_t outlen)
 }
 
 gw_utls *gw__utls_start(SSL_CTX *ctx, const gw_upstream_conf *conf, const gw_endpoint_conf *ep,
-                        const gw_utls_owner *owner)
+                        const gw_utls_owner *owner, SSL_SESSION **session)
 {
     pthread_once(&bio_once, bio_init);
     gw_utls *t = calloc(1, sizeof *t);
@@ -289,6 +311,9 @@ gw_utls *gw__utls_start(SSL_CTX *ctx, const gw_upstream_conf *conf, const gw_end
     BIO_set_data(b, t);
     SSL_set_bio(t->ssl, b, b);
     SSL_set_connect_state(t->ssl);
+    SSL_set_app_data(t->ssl, session);
+    if (session && *session)
+        SSL_set_session(t->ssl, *session); /* a stale one just means a full handshake */
     uv_timer_init(owner->loop, &t->kick);
     t->kick.data = t;
     char name[256];
@@ -317,6 +342,11 @@ void gw__utls_begin(gw_utls *t)
     pump(t); /* the ClientHello; ready or failed may be called from here */
 }
 
+int gw__utls_resumed(const gw_utls *t)
+{
+    return SSL_session_reused(t->ssl);
+}
+
 static void on_kick_closed(uv_handle_t *h)
 {
     gw_utls *t = h->data;
@@ -332,6 +362,18 @@ static void on_kick_closed(uv_handle_t *h)
 
 void gw__utls_close(gw_utls *t, void (*done)(void *owner))
 {
+    /* close_notify when the connection is fine and nothing is queued (best effort, never
+     * queued): without it OpenSSL marks the session not resumable when the SSL is freed */
+    if ((t->flags & (UT_HS_DONE | UT_FAILED)) == UT_HS_DONE && *t->o.pending_write == 0) {
+        ERR_clear_error();
+        SSL_shutdown(t->ssl);
+        ERR_clear_error();
+        if (wire_len) {
+            uv_buf_t b = uv_buf_init(wire, (unsigned)wire_len);
+            (void)uv_try_write(t->o.stream, &b, 1);
+        }
+        wire_len = 0;
+    }
     t->flags |= UT_FAILED;
     t->close_done = done;
     uv_close((uv_handle_t *)&t->kick, on_kick_closed);

@@ -11,6 +11,7 @@
 #include "http/upstream_conf.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_session_st SSL_SESSION;
 typedef struct gw_utls gw_utls;
 
 /* What the connection gives this layer: its socket, its write accounting, and callbacks. */
@@ -37,7 +38,12 @@ void gw__utls_ctx_free(SSL_CTX *ctx);
 /* Prepares a handshake on a connected socket (gw__utls_begin starts it); SNI and the verified name: tls_server_name,
  * else the upstream's host, else the endpoint's host part. NULL: no memory. */
 gw_utls *gw__utls_start(SSL_CTX *ctx, const gw_upstream_conf *conf, const gw_endpoint_conf *ep,
-                        const gw_utls_owner *owner);
+                        const gw_utls_owner *owner, SSL_SESSION **session);
+/* SESSION (the endpoint's, per worker) is offered for resumption and replaced by each new
+ * session the server hands out (TLS 1.3 tickets come after the handshake); free it with
+ * gw__utls_session_free. Whether this connection resumed one: */
+int gw__utls_resumed(const gw_utls *t);
+void gw__utls_session_free(SSL_SESSION **session);
 /* Sends the ClientHello (after the owner stored the pointer: failed may be called). */
 void gw__utls_begin(gw_utls *t);
 /* Closes its timer handle, then frees it and calls DONE(owner) (like a handle's close). */

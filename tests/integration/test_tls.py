@@ -777,3 +777,27 @@ def test_tls_to_upstream_verified_sni_and_pooled():
                 st, h, body_ = request(a4.port, "GET", "/api/users/1")
                 assert st == 200, (st, body_)
     with_ca(body)
+
+
+def test_tls_to_upstream_resumes_sessions():
+    """With no pooling every request is a new upstream connection: after the first full
+    handshake the next ones resume the endpoint's session (TLS 1.3 ticket)."""
+    def body(ca):
+        leaf = ca.leaf("users.internal", ["users.internal"])
+        with tls_stack({"certificates": [pair(leaf)]}) as b:
+            a = Stack(start=False)
+            a.conf["upstreams"]["secure"] = {
+                "endpoints": ["127.0.0.1:%d" % b.tls_port], "pool": {"max_idle": 0},
+                "tls": {"ca_file": ca.pem, "server_name": "users.internal"}}
+            a.routes = {"routes": [{"id": "users", "path": "/api/users/**", "upstream": "secure"},
+                                   {"id": "legacy", "path": "/**", "upstream": "legacy"}]}
+            a.write()
+            with a:
+                a.start()
+                for i in range(4):
+                    st, h, body_ = request(a.port, "GET", "/api/users/%d" % i)
+                    assert st == 200 and h["x-gateway-upstream"] == "secure", (st, body_)
+                m = metrics(b)
+                assert m['gateway_tls_handshakes_total{resumed="false"}'] == 1, m
+                assert m['gateway_tls_handshakes_total{resumed="true"}'] == 3, m
+    with_ca(body)
