@@ -50,7 +50,9 @@ LDLIBS  := $(PKG_LIBS) -lpthread -lm
 CTL_SRCS := $(wildcard ctl/*.c)
 LIB_SRCS := $(wildcard http/*.c) $(wildcard routes/*.c) $(wildcard composers/*.c) \
             $(filter-out gateway/main.c,$(wildcard gateway/*.c))
-LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o)
+# The dashboard's page (gateway/dashboard/*.html|js|css) compiled in as C arrays.
+DASH_FILES := $(wildcard gateway/dashboard/*.html gateway/dashboard/*.js gateway/dashboard/*.css)
+LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o) $(OUT)/obj/gen/dashboard_assets.o
 LLHTTP_OBJS := $(OUT)/obj/llhttp/api.o $(OUT)/obj/llhttp/http.o $(OUT)/obj/llhttp/llhttp.o
 MOCKD_SRCS := $(wildcard tests/mockd/*.c)
 UNIT_SRCS  := $(wildcard tests/unit/*/test_*.c) # tests/unit/ mirrors the source tree
@@ -72,6 +74,15 @@ $(OUT)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC    $< (Debian node-llhttp)"
 	@$(CC) -std=c11 $(OPT) -w -I$(LLHTTP_INC) -c $< -o $@
+
+$(OUT)/gen/dashboard_assets.c: $(DASH_FILES) gateway/dashboard/embed.sh
+	@echo "  EMBED $(DASH_FILES)"
+	@sh gateway/dashboard/embed.sh $@ $(DASH_FILES)
+
+$(OUT)/obj/gen/dashboard_assets.o: $(OUT)/gen/dashboard_assets.c
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(OUT)/libgw.a: $(LIB_OBJS) $(LLHTTP_OBJS)
 	@rm -f $@
@@ -100,7 +111,7 @@ $(OUT)/fuzz_%: $(OUT)/obj/tests/fuzz/fuzz_%.o $(OUT)/libgw.a
 # ---- set-up ---------------------------------------------------------------------------
 DEB_PKGS := build-essential pkg-config libuv1-dev node-llhttp libpq-dev libhiredis-dev \
             libjansson-dev libcmocka-dev postgresql redis-server python3 curl valgrind \
-            clang libclang-rt-14-dev libssl-dev openssl
+            clang libclang-rt-14-dev libssl-dev openssl chromium chromium-driver python3-selenium
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

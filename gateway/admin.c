@@ -8,6 +8,7 @@
  *   POST /admin/reload                 re-read the active source
  *   GET  /admin/certificates, POST /admin/certificates/reload   (admin_certs.c)
  *   /admin/cutovers...                 cutover plans (admin_cutover.c)
+ *   GET  /dashboard[/...] (no token), GET /admin/dashboard    the dashboard (admin_dashboard.c)
  *
  * A change builds a new table from the one in force (routes/route_edit.h), validates it
  * whole, writes it to the active source with its audit entries (who = the token's name),
@@ -23,6 +24,7 @@
 #include <string.h>
 
 #include "gateway/admin_certs.h"
+#include "gateway/admin_dashboard.h"
 #include "gateway/cutover.h"
 #include "routes/route_edit.h"
 #include "routes/route_table.h"
@@ -605,6 +607,8 @@ static void admin_on_request(gw_request *req)
         }
         return;
     }
+    if (gw_admin_dashboard_page(a, req, path))
+        return; /* the page itself holds no data: its data requests carry the token */
     if (path.n < 7 || memcmp(path.p, "/admin/", 7) != 0) {
         gw_response_error(req, 404, "not found");
         return;
@@ -618,6 +622,10 @@ static void admin_on_request(gw_request *req)
     }
     if (a->certs && gw_admin_certs_serve(a->certs, req, path))
         return; /* /admin/certificates (admin_certs.c) */
+    if (gw_slice_eq(path, "/admin/dashboard")) {
+        gw_admin_dashboard_data(a, req);
+        return;
+    }
     static const char prefix[] = "/admin/routes/";
     if (gw_slice_eq(path, "/admin/routes")) {
         if (!get) goto not_allowed;
@@ -789,6 +797,7 @@ void gw_admin_stop(gw_admin *a)
         on_store_done(503, "shutting down", NULL, r);
     }
     a->queue_tail = NULL;
+    gw_admin_dashboard_close(a);
     if (a->lag_started == 1) {
         uv_close((uv_handle_t *)&a->lag_timer, NULL);
         a->lag_started = 2;

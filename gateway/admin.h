@@ -23,6 +23,8 @@ typedef struct gw_admin {
     struct admin_req *queue_tail;
     struct admin_req *changing;   /* the change in progress (threadpool or store), or NULL */
     struct gw_cutover *cutover;   /* the cutover plans' driver, or NULL */
+    struct gw_dashboard *dashboard; /* the dashboard's sampler (admin_dashboard.c), made on
+                                       the first poll; NULL before */
     uv_timer_t lag_timer;         /* the main loop's lag probe */
     int lag_started;              /* 1 running, 2 closed */
     uint64_t lag_due;             /* uv_hrtime() the probe is due */
