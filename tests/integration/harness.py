@@ -17,6 +17,11 @@ import tempfile
 import time
 
 BUILD = os.environ.get("GW_BUILD", "build")
+
+
+class Skip(Exception):
+    """Raised by a test that cannot run here (e.g. no browser starts): run.py reports it as
+    SKIPPED with the message, and counts it apart from the passed ones."""
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SANITIZED = "san" in BUILD
 # GW_VALGRIND=1: the gateway runs under valgrind (memcheck); any error or definite leak makes

@@ -17,7 +17,9 @@ args = ap.parse_args()
 os.environ["GW_BUILD"] = args.build
 sys.path.insert(0, here)
 
-passed = failed = 0
+from harness import Skip  # noqa: E402 — after the path is set
+
+passed = failed = skipped = 0
 failures = []
 for path in sorted(glob.glob(os.path.join(here, "test_*.py"))):
     name = os.path.splitext(os.path.basename(path))[0]
@@ -33,12 +35,16 @@ for path in sorted(glob.glob(os.path.join(here, "test_*.py"))):
             getattr(mod, fn_name)()
             passed += 1
             print("[       OK ] %s (%.2fs)" % (full, time.time() - t0), flush=True)
+        except Skip as e:
+            skipped += 1
+            print("[ SKIPPED  ] %s: %s" % (full, e), flush=True)
         except Exception:
             failed += 1
             failures.append(full)
             print("[  FAILED  ] %s (%.2fs)" % (full, time.time() - t0), flush=True)
             traceback.print_exc()
-print("integration (%s): %d passed, %d failed" % (args.build, passed, failed))
+print("integration (%s): %d passed, %d failed%s" % (args.build, passed, failed,
+                                                    ", %d skipped" % skipped if skipped else ""))
 for f in failures:
     print("  failed: " + f)
 sys.exit(1 if failed else 0)
