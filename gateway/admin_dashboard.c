@@ -500,9 +500,9 @@ static json_t *build(gw_dashboard *d, const rt_table *t)
                                                 real_or_null(rate(hits, lookups))));
     json_t *plans = d->a->cutover ? gw_cutover_list(d->a->cutover) : NULL;
     json_t *list = plans ? json_object_get(plans, "cutovers") : NULL;
-    json_object_set(doc, "plans", list ? list : json_array());
+    json_object_set_new(doc, "plans", list ? json_incref(list) : json_array());
     json_decref(plans);
-    json_object_set(doc, "history", d->history ? d->history : json_array());
+    json_object_set_new(doc, "history", d->history ? json_incref(d->history) : json_array());
     json_object_set_new(doc, "sides_dropped", json_integer((json_int_t)d->stats.dropped));
     return doc;
 }

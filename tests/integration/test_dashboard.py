@@ -174,6 +174,37 @@ def test_dashboard_numbers_move_under_load():
         assert load.n > 0
 
 
+def test_dashboard_shows_plans():
+    plain = [{"id": "orders", "path": "/api/orders/{id}", "upstream": "legacy",
+              "rewrites": {"order-service": {"template": "/orders/{id}"}}},
+             {"id": "legacy", "path": "/**", "upstream": "legacy"}]
+    with Stack(upstreams={"legacy": 1, "order-service": 1}, routes=plain) as s:
+        wait_port(s.admin_port)
+        # too little traffic for a verdict: the plan stays at its shadow step, waiting
+        st, j = admin(s, "POST", "/admin/cutovers", {"route": "orders", "target": "order-service",
+                                                     "steps": [0, 100], "min_requests": 100000})
+        assert st == 200, (st, j)
+
+        def shown():
+            d = dash(s)[2]
+            return d["plans"] and d["plans"][0].get("verdict") and d
+        d = wait_until(shown, 10, "the plan on the dashboard", step=0.3)
+        p = d["plans"][0]
+        assert p["route"] == "orders" and p["target"] == "order-service" and p["state"] == "running", p
+        assert p["weight"] == 0 and p["next_verdict_in_ms"] >= 0, p
+        assert p["verdict"]["verdict"] == "wait" and p["verdict"]["needed"] == 100000, p["verdict"]
+        assert "evidence" in p and "first_mismatches" in p
+        # the plan's step is a route change: in the route table and the history
+        o = route_of(d, "orders")
+        assert o["shadow"] == "order-service", o
+        d = wait_until(lambda: (lambda d: d["history"] and d)(dash(s)[2]), 10, "history", step=0.3)
+        assert d["history"][0]["who"] == "cutover" and d["history"][0]["action"] == "cutover-start", d["history"][0]
+        # the page's buttons call these; pause shows as paused
+        st, j = admin(s, "POST", "/admin/cutovers/orders/pause")
+        assert st == 200, (st, j)
+        assert dash(s)[2]["plans"][0]["state"] == "paused"
+
+
 # ---- the page in a real browser -----------------------------------------------------------
 
 def browser(tmp):
@@ -195,7 +226,7 @@ def browser(tmp):
     opts = webdriver.ChromeOptions()
     opts.binary_location = binary
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1400,1000", "--user-data-dir=" + os.path.join(tmp, "chromium")):
+              "--window-size=1400,1800", "--user-data-dir=" + os.path.join(tmp, "chromium")):
         opts.add_argument(a)
     try:
         return webdriver.Chrome(service=Service(driver, log_output=os.path.join(tmp, "chromedriver.log")),
