@@ -37,6 +37,7 @@
 #include <hiredis/hiredis.h>
 
 #include "composers/cache_int.h"
+#include "composers/redis_glue.h"
 
 struct cmp__resolve {
     uv_getaddrinfo_t req;
@@ -120,6 +121,14 @@ static void cmp__uv_add_read(void *pd) { cmp__uv_events(pd, 1, UV_READABLE); }
 static void cmp__uv_del_read(void *pd) { cmp__uv_events(pd, 0, UV_READABLE); }
 static void cmp__uv_add_write(void *pd) { cmp__uv_events(pd, 1, UV_WRITABLE); }
 static void cmp__uv_del_write(void *pd) { cmp__uv_events(pd, 0, UV_WRITABLE); }
+
+void cmp_redis_fix_adapter(redisAsyncContext *ac)
+{
+    ac->ev.addRead = cmp__uv_add_read;
+    ac->ev.delRead = cmp__uv_del_read;
+    ac->ev.addWrite = cmp__uv_add_write;
+    ac->ev.delWrite = cmp__uv_del_write;
+}
 
 /* ---- connection state machine --------------------------------------------------------- */
 static void cmp__on_conn_timer(uv_timer_t *t);
@@ -294,7 +303,7 @@ static void cmp__guard_init(void)
     cmp__guarded_fns.createNil = cmp__guard_nil;
 }
 
-static void cmp__guard_reader(redisAsyncContext *ac)
+void cmp_redis_guard_reader(redisAsyncContext *ac)
 {
     redisReader *r = ac->c.reader;
     pthread_once(&cmp__guard_once, cmp__guard_init);
@@ -320,17 +329,14 @@ static void cmp__redis_connect_ip(cmp_cache *c, const char *ip)
         return;
     }
     ac->data = c;
-    cmp__guard_reader(ac);
+    cmp_redis_guard_reader(ac);
     if (redisLibuvAttach(ac, c->loop) != REDIS_OK) {
         memset(&ac->ev, 0, sizeof ac->ev); /* the adapter may have left hooks without data */
         redisAsyncFree(ac);
         cmp__redis_down(c, "cannot attach to the loop");
         return;
     }
-    ac->ev.addRead = cmp__uv_add_read; /* before anything polls: see cmp__uv_poll */
-    ac->ev.delRead = cmp__uv_del_read;
-    ac->ev.addWrite = cmp__uv_add_write;
-    ac->ev.delWrite = cmp__uv_del_write;
+    cmp_redis_fix_adapter(ac); /* before anything polls: see cmp__uv_poll */
     redisAsyncSetConnectCallback(ac, cmp__on_connect);
     redisAsyncSetDisconnectCallback(ac, cmp__on_disconnect);
     c->ac = ac;

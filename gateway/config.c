@@ -63,6 +63,7 @@
  *     "composers": "composers.json",           // optional; compositions (composers/spec.h)
  *     "cache": { "ttl_ms": 60000, "negative_ttl_ms": 5000, "stale_ms": 300000,
  *                "timeout_ms": 20, "lru_entries": 10000 }   // user cache (routes with "cache")
+ *     "rate_limits": { "shared": true, "instances": 2, "timeout_ms": 50 } // config_limits.c
  *   }
  *
  * Every timeout ("*_ms" except down_ms) is an integer from 1 to 3600000. Unknown keys and
@@ -657,7 +658,7 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
 {
     static const char *const keys[] = { "listen", "listeners", "workers", "admin", "upstreams", "limits",
                                         "log", "shutdown", "routes", "redis", "composers",
-                                        "cache", "background", NULL };
+                                        "cache", "background", "rate_limits", NULL };
     static const char *const admin_keys[] = { "listen", "token", "tokens", NULL };
     static const char *const log_keys[] = { "access", NULL };
     static const char *const shutdown_keys[] = { "drain_timeout_ms", NULL };
@@ -671,7 +672,8 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
     if ((rc = gw__only_keys(c, root, "", keys)) != 0)
         return rc;
 
-    if ((rc = gw__parse_listeners(c, root, k)) != 0)
+    if ((rc = gw__parse_listeners(c, root, k)) != 0 ||
+        (rc = gw__parse_rate_limits(c, root, k)) != 0)
         return rc;
 
     if ((rc = gw__get_int(c, root, "workers", "", 0, GW__WORKERS_MAX, &workers)) != 0)
@@ -911,6 +913,9 @@ static void gw__defaults(gw_config *k)
     strcpy(k->access_log, "stderr");
     k->drain_timeout_ms = 10000;
     k->background.max_in_flight = 256;
+    k->rate_limits.shared = 1;
+    k->rate_limits.instances = 1;
+    k->rate_limits.timeout_ms = 50;
     k->background.max_connections_per_endpoint = 64;
     k->routes_source = GW_ROUTES_FILE;
     k->cache.ttl_ms = 60000;

@@ -84,6 +84,13 @@ typedef struct gw_config {
         uint32_t timeout_ms;       /* a Redis command slower than this is a miss; default 20 */
         uint32_t lru_entries;      /* in-process cache size when no Redis; default 10000 */
     } cache;
+    struct {                       /* "rate_limits": how routes' rate_limit are enforced */
+        int shared;                /* "shared" (default true): through "redis" when set */
+        uint32_t instances;        /* N gateway instances: Redis slow or down, each keeps
+                                      rate / N locally; default 1 */
+        uint32_t timeout_ms;       /* a Redis answer later than this: the local share
+                                      decides; default 50 */
+    } rate_limits;
 } gw_config;
 
 /* Reads and validates FILE, then applies the environment overrides. On failure returns a

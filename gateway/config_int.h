@@ -53,5 +53,7 @@ int gw__resolve_path(gw__cfgctx *c, const char *path, const char *rel, char *out
 int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstream_conf *up);
 /* config_listeners.c: "listen" or "listeners" of ROOT into k->listeners. */
 int gw__parse_listeners(gw__cfgctx *c, json_t *root, gw_config *k);
+/* config_limits.c: "rate_limits" of ROOT into k->rate_limits (defaults already set). */
+int gw__parse_rate_limits(gw__cfgctx *c, json_t *root, gw_config *k);
 
 #endif

@@ -132,16 +132,21 @@ void gw_rl_workers_in_mode(gw_rl_mode from, gw_rl_mode to)
         atomic_fetch_add(&workers_in[to], 1);
 }
 
-void gw_rl_decide_local(const rt_route *route, const gw_request *req, uint32_t divisor,
-                        gw_rl_mode mode, gw_gcra_result *r)
+void gw_rl_decide_hash(const rt_route *route, uint64_t key, uint32_t divisor, gw_rl_mode mode,
+                       gw_gcra_result *r)
 {
     const rt_rate_limit *l = &route->rate_limit;
     gw_gcra g;
     gw_gcra_init(&g, l->rate, l->per_ms, l->burst, divisor);
     /* the fallback share has its own buckets: going back to shared starts them afresh */
-    uint64_t key = gw_rl_key_hash(route, req) ^ (mode == GW_RL_FALLBACK ? 0x5bd1e995ull : 0);
-    gw_rl_local_check(key, &g, uv_hrtime(), r);
+    gw_rl_local_check(key ^ (mode == GW_RL_FALLBACK ? 0x5bd1e995ull : 0), &g, uv_hrtime(), r);
     gw_rl_count(route, mode, r->allowed);
+}
+
+void gw_rl_decide_local(const rt_route *route, const gw_request *req, uint32_t divisor,
+                        gw_rl_mode mode, gw_gcra_result *r)
+{
+    gw_rl_decide_hash(route, gw_rl_key_hash(route, req), divisor, mode, r);
 }
 
 static uint64_t ceil_s(uint64_t ns)

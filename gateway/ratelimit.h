@@ -36,6 +36,10 @@ size_t gw_rl_key_text(const rt_route *route, const gw_request *req, char *out, s
 void gw_rl_decide_local(const rt_route *route, const gw_request *req, uint32_t divisor,
                         gw_rl_mode mode, gw_gcra_result *r);
 
+/* The same for a key hash already computed (gw_rl_key_hash). */
+void gw_rl_decide_hash(const rt_route *route, uint64_t key, uint32_t divisor, gw_rl_mode mode,
+                       gw_gcra_result *r);
+
 /* Counts a decision (shared ones are counted by their caller). */
 void gw_rl_count(const rt_route *route, gw_rl_mode mode, int allowed);
 

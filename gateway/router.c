@@ -1,6 +1,7 @@
 /* router.c — the router (see router.h): one decision per request, then one handler. */
 #include "gateway/router.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "http/request_id.h"
@@ -9,6 +10,7 @@
 #include "gateway/metrics.h"
 #include "gateway/proxy.h"
 #include "gateway/ratelimit.h"
+#include "gateway/ratelimit_redis.h"
 #include "gateway/worker.h"
 
 /* Which upstream answers: a tester's override header when the route allows it, else the
@@ -78,6 +80,112 @@ void gw_router_decide(const gw_request *req, const rt_table *table, const cmp_sp
                 : GW_TO_PROXY;
 }
 
+/* A proxied or cached route, once admitted: the cached lookup or the proxy takes REQ. */
+static void dispatch(gw_request *req, gw_worker *w, rt_table *table, const gw_route_decision *d)
+{
+    const rt_route *route = d->match.route;
+    const gw_upstream *up = &w->upstreams[d->ui];
+    req->upstream_name = up->conf->name;
+    if (d->to == GW_TO_CACHED) {
+        gw_request_set_handler(req, &cmp_cached_handler);
+        if (cmp_cached_start(w->composer, table, req, route->id, d->ui,
+                             up->conf->response_timeout_ms) == 0)
+            return;
+        /* out of memory for the lookup: the upstream may still answer */
+    }
+    gw_request_set_handler(req, &gw_proxy_handler);
+    gw_proxy_start(req, w, table, &d->match, d->ui);
+}
+
+/* ---- rate limits: a request waiting for the shared limiter's answer ---- */
+typedef struct rl_pending {
+    gw_request *req;
+    gw_worker *w;
+    rt_table *table;      /* pinned while waiting: the route lives in it */
+    gw_rl_wait *wait;
+    gw_route_decision d;  /* match slices point into req, which outlives the wait */
+} rl_pending;
+
+static void rl_pending_free(rl_pending *p)
+{
+    rt_table_unref(p->table);
+    free(p);
+}
+
+static void limited(gw_request *req, const rt_route *route, const gw_gcra_result *r)
+{
+    req->upstream_name = NULL; /* the gateway answers */
+    gw_rl_answer_limited(req, route, r);
+}
+
+static void on_rl_answer(void *arg, const gw_gcra_result *r)
+{
+    rl_pending *p = arg;
+    gw_request *req = p->req;
+    if (r->allowed)
+        dispatch(req, p->w, p->table, &p->d);
+    else
+        limited(req, p->d.match.route, r);
+    rl_pending_free(p);
+}
+
+static void rl_wait_on_abort(gw_request *req, int err)
+{
+    rl_pending *p = req->data;
+    (void)err;
+    gw_rl_redis_cancel(p->wait);
+    rl_pending_free(p);
+}
+
+static void rl_wait_nothing(gw_request *req)
+{
+    (void)req; /* the body is not pulled before the answer; nothing to drain */
+}
+
+static void rl_wait_on_body(gw_request *req, const char *p, size_t n)
+{
+    (void)req, (void)p, (void)n;
+}
+
+static const gw_handler rl_wait_handler = {
+    .on_request = rl_wait_nothing,
+    .on_body = rl_wait_on_body,
+    .on_body_end = rl_wait_nothing,
+    .on_drain = rl_wait_nothing,
+    .on_abort = rl_wait_on_abort,
+};
+
+/* Applies the route's rate limit: 1 when REQ may go on now; 0 when it was answered 429 or
+ * waits for the shared limiter (which then dispatches or answers it). */
+static int rate_limit_admits(gw_request *req, gw_worker *w, rt_table *table,
+                             const gw_route_decision *d)
+{
+    const rt_route *route = d->match.route;
+    gw_gcra_result r;
+    rl_pending *p = w->ratelimit ? malloc(sizeof *p) : NULL;
+    if (p) {
+        p->req = req;
+        p->w = w;
+        p->table = table;
+        p->d = *d;
+        rt_table_ref(table);
+        if (gw_rl_redis_check(w->ratelimit, route, req, on_rl_answer, p, &p->wait, &r) == 0) {
+            req->data = p;
+            gw_request_set_handler(req, &rl_wait_handler);
+            return 0;
+        }
+        rl_pending_free(p); /* decided at once (Redis away): the local share */
+    } else if (w->ratelimit) {
+        gw_rl_decide_local(route, req, w->cfg->rate_limits.instances, GW_RL_FALLBACK, &r);
+    } else {
+        gw_rl_decide_local(route, req, 1, GW_RL_LOCAL, &r);
+    }
+    if (r.allowed)
+        return 1;
+    limited(req, route, &r);
+    return 0;
+}
+
 static void router_on_request(gw_request *req)
 {
     gw_worker *w = gw_server_options(req->server)->data;
@@ -110,26 +218,9 @@ static void router_on_request(gw_request *req)
     }
     const rt_route *route = d.match.route;
     gw_request_set_route(req, route->id, rt_table_version(table));
-    if (route->rate_limit.rate) {
-        gw_gcra_result r;
-        gw_rl_decide_local(route, req, 1, GW_RL_LOCAL, &r);
-        if (!r.allowed) {
-            req->upstream_name = NULL; /* the gateway answers */
-            gw_rl_answer_limited(req, route, &r);
-            return;
-        }
-    }
-    const gw_upstream *up = &w->upstreams[d.ui];
-    req->upstream_name = up->conf->name;
-    if (d.to == GW_TO_CACHED) {
-        gw_request_set_handler(req, &cmp_cached_handler);
-        if (cmp_cached_start(w->composer, table, req, route->id, d.ui,
-                             up->conf->response_timeout_ms) == 0)
-            return;
-        /* out of memory for the lookup: the upstream may still answer */
-    }
-    gw_request_set_handler(req, &gw_proxy_handler);
-    gw_proxy_start(req, w, table, &d.match, d.ui);
+    if (route->rate_limit.rate && !rate_limit_admits(req, w, table, &d))
+        return; /* answered 429, or waiting for Redis */
+    dispatch(req, w, table, &d);
 }
 
 /* The router answers or hands the request on inside on_request, so these only see a request

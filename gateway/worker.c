@@ -11,6 +11,7 @@
 #include "composers/compose.h"
 #include "gateway/certs.h"
 #include "gateway/proxy.h"
+#include "gateway/ratelimit_redis.h"
 #include "gateway/router.h"
 
 rt_table *gw_worker_routes(gw_worker *w)
@@ -39,6 +40,8 @@ static void worker_finish(gw_worker *w)
 {
     w->stopping = 2;
     cmp_worker_close(w->composer);
+    gw_rl_redis_close(w->ratelimit); /* frees itself once its handles are closed */
+    w->ratelimit = NULL;
     gw_oneshot_abort_all(&w->oneshots); /* whatever cmp_worker_close did not cancel */
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
@@ -152,6 +155,12 @@ static void worker_main(void *arg)
     }
     /* compositions and the user cache (Redis, or an in-process LRU) */
     w->composer = gw_router_composer_new(w);
+    /* rate limits: shared through Redis when configured (falls back to rate/instances) */
+    if (w->cfg->redis[0] && w->cfg->rate_limits.shared)
+        w->ratelimit = gw_rl_redis_new(&w->loop, w->cfg->redis, w->cfg->rate_limits.instances,
+                                       w->cfg->rate_limits.timeout_ms, w->id);
+    if (!w->ratelimit)
+        gw_rl_workers_in_mode(GW_RL__MODES, GW_RL_LOCAL);
     const gw_limits_conf *l = &w->cfg->limits;
     gw_server_opts opts = {
         .limits = {
@@ -187,6 +196,10 @@ static void worker_main(void *arg)
         else
             w->failed_listener = i;
     }
+    if (r != 0) { /* the limiter's handles close through their own callbacks */
+        gw_rl_redis_close(w->ratelimit);
+        w->ratelimit = NULL;
+    }
     if (r != 0) /* the ones already listening close; the loop below runs their callbacks */
         for (int i = 0; i < GW_MAX_LISTENERS; i++)
             if (w->servers[i]) {
@@ -206,6 +219,8 @@ static void worker_main(void *arg)
     }
     cmp_worker_free(w->composer);
     w->composer = NULL;
+    if (!w->cfg->redis[0] || !w->cfg->rate_limits.shared)
+        gw_rl_workers_in_mode(GW_RL_LOCAL, GW_RL__MODES);
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_free(&w->upstreams[i]);
     gw_access_log_free(w->log); /* after the loop: late writers are done */

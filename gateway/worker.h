@@ -40,6 +40,7 @@ typedef struct gw_worker {
     uint64_t table_gen;
     const cmp_spec *compositions; /* shared, immutable; NULL when none are configured */
     cmp_worker *composer;        /* this worker's composition engine (breakers, cache) */
+    struct gw_rl_redis *ratelimit; /* shared rate limits through Redis; NULL: in-process */
     int started;                 /* 1 listening, <0 start error */
     int failed_listener;         /* with started < 0: which listener could not be opened */
     uv_sem_t ready;              /* posted once started is set */

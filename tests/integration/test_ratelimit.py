@@ -138,3 +138,168 @@ def test_bad_rate_limit_config_rejected_with_file_route_field():
         assert rc == 1, (rl, rc, line)
         want = "%s/routes.json: routes[0].%s: %s" % (d, field, reason)
         assert line.startswith(want), (line, want)
+
+
+# ---- shared through Redis -----------------------------------------------------------------
+
+def _redis():
+    from test_cache import RedisServer
+    return RedisServer()
+
+
+def _redis_cmd(r, *args):
+    from test_cache import resp
+    return resp(r.port, *args)
+
+
+def _shared_conf(r, instances=2, timeout_ms=50):
+    return {"redis": "127.0.0.1:%d" % r.port,
+            "rate_limits": {"instances": instances, "timeout_ms": timeout_ms}}
+
+
+def _wait_mode(s, mode, workers):
+    from harness import wait_until
+    wait_until(lambda: metrics(s).get('gateway_ratelimit_workers{mode="%s"}' % mode) == workers,
+               15, "%d worker(s) in rate-limit mode %s" % (workers, mode))
+
+
+def _load(ports, n_per_thread, threads_per_port=2, path="/api/users/1", conns=4):
+    """Keep-alive GETs from several threads against each port; returns the list of statuses."""
+    res = []
+    lock = threading.Lock()
+
+    def client(port):
+        out = []
+        for _ in range(conns):
+            out += [g[0] for g in keepalive_statuses(port, n_per_thread // conns, path)]
+        with lock:
+            res.extend(out)
+    ts = [threading.Thread(target=client, args=(p,)) for p in ports for _ in range(threads_per_port)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return res
+
+
+def test_shared_limit_exact_across_two_instances():
+    """Two gateways (two workers each) on one Redis: 4,000 requests against one limit of
+    burst 2,000 (1 per hour: nothing refills) - exactly 2,000 pass, spread over both."""
+    r = _redis()
+    routes = limited_routes({"rate": 1, "per": "1h", "burst": 2000, "key": "route"})
+    try:
+        with Stack(routes=routes, gw_conf=_shared_conf(r), workers=2) as a, \
+                Stack(routes=routes, gw_conf=_shared_conf(r), workers=2) as b:
+            _wait_mode(a, "shared", 2)
+            _wait_mode(b, "shared", 2)
+            res = _load([a.port, b.port], 1000)
+            assert len(res) == 4000 and set(res) <= {200, 429}, sorted(set(res))
+            passed = res.count(200)
+            print("  shared limit: %d of 4000 passed (limit 2000)" % passed)
+            assert abs(passed - 2000) <= 20, passed  # the bar: within 1 %
+            assert passed == 2000, passed  # and in fact exact: one script per request
+            ua = a.mock("user-service").stats()["requests"]
+            ub = b.mock("user-service").stats()["requests"]
+            assert ua + ub == 2000 and ua > 0 and ub > 0, (ua, ub)
+            ma, mb = metrics(a), metrics(b)
+            assert rl_metric(ma, "limited", "allowed", "shared", "route") + \
+                rl_metric(mb, "limited", "allowed", "shared", "route") == 2000
+            assert rl_metric(ma, "limited", "allowed", "fallback", "route") == 0
+            # the bucket is one Redis key, named by route, key class and value
+            assert _redis_cmd(r, "EXISTS", "gw:rl:limited:route:") == 1
+    finally:
+        r.close()
+
+
+def test_shared_limit_survives_script_flush():
+    """SCRIPT FLUSH (or a restarted Redis) makes EVALSHA answer NOSCRIPT: that request is sent
+    again as EVAL, which loads the script; the limit stays shared and exact."""
+    r = _redis()
+    try:
+        with Stack(routes=limited_routes({"rate": 1, "per": "1h", "burst": 4}),
+                   gw_conf=_shared_conf(r)) as s:
+            _wait_mode(s, "shared", 1)
+            first = [g[0] for g in keepalive_statuses(s.port, 2)]
+            assert _redis_cmd(r, "SCRIPT", "FLUSH") == "OK"
+            rest = [g[0] for g in keepalive_statuses(s.port, 4)]
+            assert first + rest == [200] * 4 + [429] * 2, first + rest
+            m = metrics(s)
+            assert rl_metric(m, "limited", "allowed", "shared") == 4, m
+            assert rl_metric(m, "limited", "limited", "shared") == 2, m
+            assert rl_metric(m, "limited", "allowed", "fallback") == 0, m
+    finally:
+        r.close()
+
+
+def test_redis_killed_mid_load_falls_back_to_local_share():
+    """Redis killed under load: no 5xx and no 429 storm (a generous limit keeps passing
+    everything); /metrics and the log say fallback; a tight limit then holds at burst /
+    instances per instance; Redis back: shared again."""
+    r = _redis()
+    routes = limited_routes({"rate": 1, "per": "1h", "burst": 1000000, "key": "route"})
+    routes.insert(1, {"id": "tight", "path": "/api/orders/**", "upstream": "user-service",
+                      "rate_limit": {"rate": 1, "per": "1h", "burst": 10, "key": "route"}})
+    try:
+        with Stack(routes=routes, gw_conf=_shared_conf(r, instances=2), workers=2) as s:
+            _wait_mode(s, "shared", 2)
+            stop = threading.Event()
+            seen = []
+
+            def loader():
+                while not stop.is_set():
+                    seen.extend(g[0] for g in keepalive_statuses(s.port, 50))
+            ts = [threading.Thread(target=loader) for _ in range(3)]
+            for t in ts:
+                t.start()
+            try:
+                from harness import wait_until
+                wait_until(lambda: len(seen) > 300, 30, "load before the kill")
+                r.kill()
+                _wait_mode(s, "fallback", 2)
+                n_kill = len(seen)
+                wait_until(lambda: len(seen) > n_kill + 300, 30, "load after the kill")
+            finally:
+                stop.set()
+                for t in ts:
+                    t.join()
+            assert set(seen) == {200}, sorted(set(seen))  # no 5xx, no 429 storm
+            m = metrics(s)
+            assert rl_metric(m, "limited", "allowed", "fallback", "route") > 0, m
+            # the tight limit in fallback: burst 10 / 2 instances = 5 in this instance
+            tight = [g[0] for g in keepalive_statuses(s.port, 8, "/api/orders/1")]
+            assert tight == [200] * 5 + [429] * 3, tight
+            assert "limits fall back to rate/2 per instance" in s.gw.output()
+            r.start()
+            _wait_mode(s, "shared", 2)
+            assert "connected again: limits are shared" in s.gw.output()
+            m0 = rl_metric(metrics(s), "tight", "allowed", "shared", "route")
+            assert request(s.port, "GET", "/api/orders/1")[0] == 200  # a fresh shared bucket
+            assert rl_metric(metrics(s), "tight", "allowed", "shared", "route") == m0 + 1
+    finally:
+        r.close()
+
+
+def test_redis_hung_requests_decided_locally_within_timeout():
+    """Redis stopped (SIGSTOP: connected, answering nothing): requests are decided by the
+    local share after rate_limits.timeout_ms, none fails; SIGCONT: shared again."""
+    import signal
+    import time
+    r = _redis()
+    try:
+        with Stack(routes=limited_routes({"rate": 1, "per": "1h", "burst": 100000}),
+                   gw_conf=_shared_conf(r, timeout_ms=100)) as s:
+            _wait_mode(s, "shared", 1)
+            os.kill(r.p.pid, signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                got = [g[0] for g in keepalive_statuses(s.port, 20)]
+                took = time.monotonic() - t0
+            finally:
+                os.kill(r.p.pid, signal.SIGCONT)
+            assert got == [200] * 20, got
+            print("  20 requests with Redis hung: %.3f s" % took)
+            m = metrics(s)
+            assert rl_metric(m, "limited", "allowed", "fallback") == 20, m
+            _wait_mode(s, "shared", 1)
+    finally:
+        r.close()

@@ -368,6 +368,34 @@ static void test_errors_addresses(void **state)
     run_cases(*state, cases, N(cases));
 }
 
+/* "rate_limits": defaults, values, and an error per key. */
+static void test_rate_limits(void **state)
+{
+    gw_config *cfg = *state;
+    char err[1024];
+    assert_int_equal(load_text(cfg, WITH(""), err, sizeof err), 0);
+    assert_int_equal(cfg->rate_limits.shared, 1);
+    assert_int_equal(cfg->rate_limits.instances, 1);
+    assert_int_equal(cfg->rate_limits.timeout_ms, 50);
+    assert_int_equal(load_text(cfg, WITH(", \"rate_limits\": {\"shared\": false, "
+                                         "\"instances\": 3, \"timeout_ms\": 20}"),
+                               err, sizeof err), 0);
+    assert_int_equal(cfg->rate_limits.shared, 0);
+    assert_int_equal(cfg->rate_limits.instances, 3);
+    assert_int_equal(cfg->rate_limits.timeout_ms, 20);
+    static const struct err_case cases[] = {
+        { WITH(", \"rate_limits\": {\"instances\": 0}"), GW_EINVAL,
+          "rate_limits.instances: must be an integer from 1 to 1024" },
+        { WITH(", \"rate_limits\": {\"timeout_ms\": 0}"), GW_EINVAL,
+          "rate_limits.timeout_ms: must be an integer from 1 to 3600000" },
+        { WITH(", \"rate_limits\": {\"shared\": 1}"), GW_EINVAL,
+          "rate_limits.shared: must be true or false" },
+        { WITH(", \"rate_limits\": {\"redis\": 1}"), GW_EINVAL,
+          "rate_limits.redis: unknown key" },
+    };
+    run_cases(cfg, cases, N(cases));
+}
+
 static void test_errors_limits(void **state)
 {
     static const struct err_case cases[] = {
@@ -714,6 +742,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_addresses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_structure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_io, setup, teardown),
