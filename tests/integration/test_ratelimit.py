@@ -187,17 +187,22 @@ def test_shared_limit_exact_across_two_instances():
     burst 2,000 (1 per hour: nothing refills) - exactly 2,000 pass, spread over both."""
     r = _redis()
     routes = limited_routes({"rate": 1, "per": "1h", "burst": 2000, "key": "route"})
+    # a generous answer deadline: on a loaded box an answer later than 50 ms would be decided
+    # by the fallback share (which has buckets of its own), and this test is about exactness
+    conf = _shared_conf(r, timeout_ms=2000)
     try:
-        with Stack(routes=routes, gw_conf=_shared_conf(r), workers=2) as a, \
-                Stack(routes=routes, gw_conf=_shared_conf(r), workers=2) as b:
+        with Stack(routes=routes, gw_conf=conf, workers=2) as a, \
+                Stack(routes=routes, gw_conf=conf, workers=2) as b:
             _wait_mode(a, "shared", 2)
             _wait_mode(b, "shared", 2)
             res = _load([a.port, b.port], 1000)
             assert len(res) == 4000 and set(res) <= {200, 429}, sorted(set(res))
             passed = res.count(200)
             print("  shared limit: %d of 4000 passed (limit 2000)" % passed)
-            assert abs(passed - 2000) <= 20, passed  # the bar: within 1 %
-            assert passed == 2000, passed  # and in fact exact: one script per request
+            fb = [rl_metric(metrics(x), "limited", res_, "fallback", "route")
+                  for x in (a, b) for res_ in ("allowed", "limited")]
+            assert abs(passed - 2000) <= 20, (passed, "fallback decisions", fb)  # the bar: 1 %
+            assert passed == 2000, (passed, fb)  # and in fact exact: one script per request
             ua = a.mock("user-service").stats()["requests"]
             ub = b.mock("user-service").stats()["requests"]
             assert ua + ub == 2000 and ua > 0 and ub > 0, (ua, ub)
@@ -217,7 +222,7 @@ def test_shared_limit_survives_script_flush():
     r = _redis()
     try:
         with Stack(routes=limited_routes({"rate": 1, "per": "1h", "burst": 4}),
-                   gw_conf=_shared_conf(r)) as s:
+                   gw_conf=_shared_conf(r, timeout_ms=2000)) as s:
             _wait_mode(s, "shared", 1)
             first = [g[0] for g in keepalive_statuses(s.port, 2)]
             assert _redis_cmd(r, "SCRIPT", "FLUSH") == "OK"
