@@ -528,6 +528,8 @@ void gw_admin_dashboard_data(gw_admin *a, gw_request *req)
         sample(d);
         refresh_history(d);
         uv_timer_start(&d->timer, on_tick, SAMPLE_MS, SAMPLE_MS);
+    } else {
+        refresh_history(d); /* a change since the last tick: read now, shown on the next poll */
     }
     json_t *doc = build(d, t);
     rt_table_unref(t);

@@ -158,6 +158,7 @@ Cutover (admin API on 127.0.0.1:$ADMIN_PORT, token demo-token):
   curl -s http://127.0.0.1:$ADMIN_PORT/metrics | grep gateway_requests_total
   $CTL certs list                          # the TLS certificate: subject, SANs, expiry
   $CTL certs reload                        # after replacing $TLS_DIR/localhost.{pem,key}
+  open http://127.0.0.1:$ADMIN_PORT/dashboard  # the cutover dashboard (asks for demo-token)
 
 Routes: $DEMO_DIR/routes.json, $routes_note.
 Edit $DEMO_DIR/routes.json to change routes: it takes effect at once (the file is watched);

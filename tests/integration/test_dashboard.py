@@ -3,7 +3,8 @@ served without the token), GET /admin/dashboard (its JSON: 401 without the token
 per-side numbers that move under load; shadow mismatches with the latest diff; migration
 progress; history after a change), and the page itself in headless Chromium driven by
 selenium: token entered, live numbers change under load, rollback pressed (confirm
-accepted), the route table changed as the admin API shows. Screenshots go to
+accepted), the route table changed as the admin API shows; a flip through the page's
+prompt; a plan paused from its panel. Screenshots go to
 BUILD/dashboard-*.png. The browser test is SKIPPED (with the reason) only when chromium or
 its driver cannot start."""
 import json
@@ -304,7 +305,40 @@ def test_dashboard_browser_rollback():
             st, h = admin(s, "GET", "/admin/routes/history")
             assert h["changes"][0]["action"] == "rollback" and h["changes"][0]["who"] == "admin", h
             drv.save_screenshot(os.path.join(shots, "dashboard-rolled-back.png"))
-            print("    screenshots: %s/dashboard-live.png, dashboard-rolled-back.png" % shots)
+
+            def click(css):
+                def once():
+                    try:
+                        drv.find_element(By.CSS_SELECTOR, css).click()
+                        return True
+                    except StaleElementReferenceException:
+                        return False
+                wait_until(once, 10, "pressing " + css, step=0.05)
+            # flip: the prompt asks the upstream, then the confirm
+            click('button.flip[data-route="orders-shipment"]')
+            prompt = WebDriverWait(drv, 5).until(EC.alert_is_present())
+            prompt.send_keys("order-service")
+            prompt.accept()
+            WebDriverWait(drv, 5).until(EC.alert_is_present()).accept()
+            wait_until(lambda: admin(s, "GET", "/admin/routes/orders-shipment")[1]["upstream"] == "order-service",
+                       10, "the flip through the admin API")
+            # a plan (too little traffic for a verdict: it waits), paused from its panel
+            st, j = admin(s, "POST", "/admin/cutovers", {"route": "orders", "target": "order-service",
+                                                         "steps": [0, 100], "min_requests": 10 ** 6})
+            assert st == 200, (st, j)
+            wait_until(lambda: "running" in text('.plan[data-route="orders"]'), 10, "the plan panel", step=0.3)
+            click('.plan[data-route="orders"] button.plan-pause')
+            alert = WebDriverWait(drv, 5).until(EC.alert_is_present())
+            assert "pause the cutover plan of orders" in alert.text, alert.text
+            alert.accept()
+            wait_until(lambda: admin(s, "GET", "/admin/cutovers/orders")[1]["state"] == "paused", 10,
+                       "the plan paused through the admin API")
+            wait_until(lambda: "paused" in text('.plan[data-route="orders"] .state'), 10, "paused on the page", step=0.3)
+            wait_until(lambda: "cutover-pause" in text("#history") or "cutover-start" in text("#history"), 10,
+                       "the plan's changes in the page's history", step=0.3)
+            drv.save_screenshot(os.path.join(shots, "dashboard-plan-paused.png"))
+            print("    screenshots: %s/dashboard-live.png, dashboard-rolled-back.png, dashboard-plan-paused.png"
+                  % shots)
         finally:
             if load:
                 load.stop()
