@@ -10,7 +10,7 @@
  *                "shadow_stats": {"compared","mismatched","mismatch_rate","latest"|null},
  *                "sides": [{"upstream","role","weight","rps","requests","errors",
  *                           "error_rate","p50_ms","p99_ms","fallbacks","shadow_compared",
- *                           "shadow_mismatched","series":{"rps":[60],"errors":[60]}}]}],
+ *                           "shadow_mismatched","series":{"rps":[60],"errors":[60]}|null}]}],
  *    "cache": {"hits","lookups","hit_rate"}, "plans": [...], "history": [...],
  *    "sides_dropped"}
  * Rates are per second over the last window_s seconds (up to 10); -1 where there is no
@@ -269,8 +269,14 @@ static json_t *side_json(const gw_dashboard *d, int i, const char *upstream, con
     json_object_set_new(s, "fallbacks", json_integer((json_int_t)win->fallbacks));
     json_object_set_new(s, "shadow_compared", json_integer((json_int_t)win->shadow_compared));
     json_object_set_new(s, "shadow_mismatched", json_integer((json_int_t)win->shadow_mismatched));
-    json_object_set_new(s, "series", json_pack("{s:o, s:o}", "rps", series_json(req),
-                                               "errors", series_json(err)));
+    uint64_t any = 0;
+    for (int k = 0; k < GW_DASH_SERIES; k++)
+        any |= req[k] | err[k];
+    /* a side without traffic in the last minute: no series (keeps a large table's answer
+     * small; the page draws a flat line) */
+    json_object_set_new(s, "series", any ? json_pack("{s:o, s:o}", "rps", series_json(req),
+                                                     "errors", series_json(err))
+                                         : json_null());
     return s;
 }
 

@@ -64,6 +64,8 @@
 
   // ---- sparklines: inline SVG, drawn here ----
   var SVG = "http://www.w3.org/2000/svg";
+  var ZEROS = [];
+  for (var z = 0; z < 60; z++) ZEROS.push(0);
   function spark(rps, errors) {
     var w = 120, h = 24, n = rps.length;
     var max = 1;
@@ -204,7 +206,7 @@
           el("td", { cls: "num side-rps", text: fmt(s.rps) }),
           el("td", { cls: "num", text: pct(s.error_rate) }),
           el("td", { cls: "num", text: fmt(s.p50_ms, 2) + " / " + fmt(s.p99_ms, 2) }),
-          el("td", {}, [spark(s.series.rps, s.series.errors)]),
+          el("td", {}, [s.series ? spark(s.series.rps, s.series.errors) : spark(ZEROS, ZEROS)]),
           el("td", { cls: "num", text: s.shadow_compared ? s.shadow_mismatched + " / " + s.shadow_compared : "" }),
           el("td", { cls: "num", text: s.fallbacks ? String(s.fallbacks) : "" }),
           el("td"),
