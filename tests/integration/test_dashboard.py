@@ -31,9 +31,10 @@ def routes():
             {"id": "legacy", "path": "/**", "upstream": "legacy"}]
 
 
-def stack():
+def stack(workers=1):
     # order-service fails a fifth of its answers: its error rate shows, legacy's stays 0
-    s = Stack(upstreams={"legacy": 1, "order-service": ["--error-rate", "0.2"]}, routes=routes())
+    s = Stack(upstreams={"legacy": 1, "order-service": ["--error-rate", "0.2"]}, routes=routes(),
+              workers=workers)
     wait_port(s.admin_port)
     return s
 
@@ -123,7 +124,7 @@ def test_dashboard_page_and_token():
 
 
 def test_dashboard_numbers_move_under_load():
-    with stack() as s:
+    with stack(workers=2) as s:  # the figures are two workers' counters summed
         st, _, _ = dash(s)  # the first poll starts the sampler
         assert st == 200
         load = Load(s.port)
