@@ -58,6 +58,7 @@ struct cmp_run {
     char param_buf[1024];
     char client_ip[64];
     char request_id[72];
+    gw_trace_ctx trace;     /* each leg is sent as a child span of the client's request */
     cmp_leg legs[CMP_MAX_LEGS];
     uv_timer_t timer;       /* the deadline */
     uint64_t deadline_at;
@@ -187,11 +188,11 @@ static void leg_start(cmp_run *r, cmp_leg *l)
     rt_match m;
     int cached = !qm && rt_table_match(r->table, GW_SLICE_LIT("GET"), path, &m) == 0 && m.route->cache;
     if (cached)
-        l->wait = cmp_lookup_start(w, r->table, url, r->request_id, r->client_ip, timeout,
-                                   on_leg_looked_up, l);
+        l->wait = cmp_lookup_start(w, r->table, url, r->request_id, &r->trace, r->client_ip,
+                                   timeout, on_leg_looked_up, l);
     if (!l->wait)
-        l->fetch = cmp_fetch_start(w, r->table, url, r->request_id, r->client_ip, timeout,
-                                   on_leg_fetched, l);
+        l->fetch = cmp_fetch_start(w, r->table, url, r->request_id, &r->trace, r->client_ip,
+                                   timeout, on_leg_fetched, l);
     if (!l->wait && !l->fetch)
         leg_end(l, LEG_FAILED, "out of memory");
 }
@@ -439,6 +440,7 @@ void cmp_compose_start(cmp_worker *w, rt_table *table, gw_request *req, const cm
     }
     snprintf(r->client_ip, sizeof r->client_ip, "%s", req->client_addr);
     snprintf(r->request_id, sizeof r->request_id, "%s", req->request_id);
+    gw_trace_ctx_from(&r->trace, &req->trace, req->headers, req->n_headers);
     run_start(r, c->deadline_ms);
 }
 

@@ -104,15 +104,18 @@ static void on_result(gw_oneshot *o, const gw_oneshot_result *r, void *arg)
 }
 
 cmp_fetch *cmp_fetch_start(cmp_worker *w, rt_table *table, const char *url,
-                           const char *request_id, const char *client_ip, uint32_t timeout_ms,
-                           cmp_fetch_cb cb, void *arg)
+                           const char *request_id, const gw_trace_ctx *trace,
+                           const char *client_ip, uint32_t timeout_ms, cmp_fetch_cb cb,
+                           void *arg)
 {
-    return cmp_fetch_start_on(w, table, url, -1, request_id, client_ip, timeout_ms, cb, arg);
+    return cmp_fetch_start_on(w, table, url, -1, request_id, trace, client_ip, timeout_ms, cb,
+                              arg);
 }
 
 cmp_fetch *cmp_fetch_start_on(cmp_worker *w, rt_table *table, const char *url, int ui,
-                              const char *request_id, const char *client_ip,
-                              uint32_t timeout_ms, cmp_fetch_cb cb, void *arg)
+                              const char *request_id, const gw_trace_ctx *trace,
+                              const char *client_ip, uint32_t timeout_ms, cmp_fetch_cb cb,
+                              void *arg)
 {
     cmp_fetch *f = calloc(1, sizeof *f);
     if (!f)
@@ -157,7 +160,9 @@ cmp_fetch *cmp_fetch_start_on(cmp_worker *w, rt_table *table, const char *url, i
         return f;
     }
     const char *host = up->conf->host[0] ? up->conf->host : up->conf->endpoints[0].address;
-    size_t cap = strlen(target) + strlen(host) + 512;
+    char trace_lines[GW_TRACE_LINES_MAX];
+    gw_trace_ctx_lines(trace, trace_lines); /* a child span per leg: a new parent-id */
+    size_t cap = strlen(target) + strlen(host) + strlen(trace_lines) + 512;
     char *head = malloc(cap);
     if (!head) {
         cmp_breaker_abandon(&w->breakers[ui]);
@@ -166,8 +171,8 @@ cmp_fetch *cmp_fetch_start_on(cmp_worker *w, rt_table *table, const char *url, i
     }
     int hl = snprintf(head, cap,
                       "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
-                      "X-Request-Id: %s\r\nX-Forwarded-For: %s\r\nVia: 1.1 gateway\r\n\r\n",
-                      target, host, request_id, client_ip);
+                      "X-Request-Id: %s\r\n%sX-Forwarded-For: %s\r\nVia: 1.1 gateway\r\n\r\n",
+                      target, host, request_id, trace_lines, client_ip);
     int skip;
     int r = gw_oneshot_start_keep(up->oneshots, ep, GW_ONESHOT_REQUEST, head, (size_t)hl, 0,
                                   BODY_MAX, timeout_ms, cmp_kept_headers, on_result, f, &f->o,

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http/trace.h"
 #include "routes/route_table.h"
 
 typedef struct cmp_worker cmp_worker;
@@ -30,17 +31,20 @@ typedef struct cmp_headers {
 typedef void (*cmp_fetch_cb)(int status, const char *body, size_t len, const cmp_headers *hdrs,
                              const char *why, int timed_out, const char *upstream, void *arg);
 
-/* PATH may carry a query. TIMEOUT_MS bounds the whole exchange. Returns NULL only when out of
- * memory. */
+/* PATH may carry a query. TRACE (may be NULL: no trace headers) is the client request's
+ * trace: the exchange is sent as a child span of it. TIMEOUT_MS bounds the whole exchange.
+ * Returns NULL only when out of memory. */
 cmp_fetch *cmp_fetch_start(cmp_worker *w, rt_table *table, const char *path,
-                           const char *request_id, const char *client_ip, uint32_t timeout_ms,
-                           cmp_fetch_cb cb, void *arg);
+                           const char *request_id, const gw_trace_ctx *trace,
+                           const char *client_ip, uint32_t timeout_ms, cmp_fetch_cb cb,
+                           void *arg);
 /* As cmp_fetch_start, but on upstream UI (an index of the worker's upstreams: the one the
  * route picked for the client's request) instead of the route's own pick; UI < 0: the
  * route picks, as cmp_fetch_start. */
 cmp_fetch *cmp_fetch_start_on(cmp_worker *w, rt_table *table, const char *path, int ui,
-                              const char *request_id, const char *client_ip,
-                              uint32_t timeout_ms, cmp_fetch_cb cb, void *arg);
+                              const char *request_id, const gw_trace_ctx *trace,
+                              const char *client_ip, uint32_t timeout_ms, cmp_fetch_cb cb,
+                              void *arg);
 void cmp_fetch_cancel(cmp_fetch *f);
 
 #endif

@@ -51,6 +51,7 @@ struct inflight {
     char key[KEY_SIZE];
     char path[KEY_MAX];
     char request_id[72];
+    gw_trace_ctx trace;      /* the first asker's: a coalesced fetch is a child of its span */
     char client_ip[64];
     uint32_t timeout_ms;
     gw_queue waiters;
@@ -238,7 +239,7 @@ static void fetch_now(inflight *in)
 {
     in->fetched_at = wall_us();
     in->fetch = cmp_fetch_start_on(in->w, in->table, in->path, in->ui, in->request_id,
-                                   in->client_ip, in->timeout_ms, on_fetched, in);
+                                   &in->trace, in->client_ip, in->timeout_ms, on_fetched, in);
     if (!in->fetch)
         finish_failed(in, "out of memory");
 }
@@ -285,15 +286,18 @@ static void on_cached(cmp_cache_status st, const char *value, size_t len, uint64
 }
 
 cmp_wait *cmp_lookup_start(cmp_worker *w, rt_table *table, const char *path,
-                           const char *request_id, const char *client_ip, uint32_t timeout_ms,
-                           cmp_lookup_cb cb, void *arg)
+                           const char *request_id, const gw_trace_ctx *trace,
+                           const char *client_ip, uint32_t timeout_ms, cmp_lookup_cb cb,
+                           void *arg)
 {
-    return cmp_lookup_start_on(w, table, path, -1, request_id, client_ip, timeout_ms, cb, arg);
+    return cmp_lookup_start_on(w, table, path, -1, request_id, trace, client_ip, timeout_ms, cb,
+                               arg);
 }
 
 cmp_wait *cmp_lookup_start_on(cmp_worker *w, rt_table *table, const char *path, int ui,
-                              const char *request_id, const char *client_ip,
-                              uint32_t timeout_ms, cmp_lookup_cb cb, void *arg)
+                              const char *request_id, const gw_trace_ctx *trace,
+                              const char *client_ip, uint32_t timeout_ms, cmp_lookup_cb cb,
+                              void *arg)
 {
     size_t plen = strlen(path);
     rt_match m;
@@ -338,6 +342,8 @@ cmp_wait *cmp_lookup_start_on(cmp_worker *w, rt_table *table, const char *path, 
     memcpy(in->key, key, sizeof key);
     memcpy(in->path, path, plen + 1);
     snprintf(in->request_id, sizeof in->request_id, "%s", request_id);
+    if (trace)
+        in->trace = *trace;
     snprintf(in->client_ip, sizeof in->client_ip, "%s", client_ip);
     in->timeout_ms = timeout_ms;
     gw_queue_init(&in->waiters);
@@ -465,6 +471,7 @@ typedef struct cmp_cached {
     char url[CMP_CACHED_URL_MAX];
     char client_ip[64];
     char request_id[72];
+    gw_trace_ctx trace;
 } cmp_cached;
 
 static void cached_free(uv_handle_t *h)
@@ -596,6 +603,7 @@ int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char
     c->url[req->url.n] = '\0';
     snprintf(c->client_ip, sizeof c->client_ip, "%s", req->client_addr);
     snprintf(c->request_id, sizeof c->request_id, "%s", req->request_id);
+    gw_trace_ctx_from(&c->trace, &req->trace, req->headers, req->n_headers);
     uv_timer_init(w->loop, &c->timer);
     c->timer.data = c;
     c->started_ms = uv_now(w->loop);
@@ -606,11 +614,11 @@ int cmp_cached_start(cmp_worker *w, rt_table *table, gw_request *req, const char
     gw_slice path = { c->url, qm ? (size_t)(qm - c->url) : strlen(c->url) };
     rt_match m;
     if (!qm && rt_table_match(table, GW_SLICE_LIT("GET"), path, &m) == 0 && m.route->cache)
-        c->wait = cmp_lookup_start_on(w, table, c->url, ui, c->request_id, c->client_ip,
-                                      timeout_ms, cached_looked_up, c);
+        c->wait = cmp_lookup_start_on(w, table, c->url, ui, c->request_id, &c->trace,
+                                      c->client_ip, timeout_ms, cached_looked_up, c);
     if (!c->wait)
-        c->fetch = cmp_fetch_start_on(w, table, c->url, ui, c->request_id, c->client_ip,
-                                      timeout_ms, cached_fetched, c);
+        c->fetch = cmp_fetch_start_on(w, table, c->url, ui, c->request_id, &c->trace,
+                                      c->client_ip, timeout_ms, cached_fetched, c);
     if (!c->wait && !c->fetch)
         cached_end_failed(c, 1, "out of memory", 0);
     return 0;

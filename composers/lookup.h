@@ -45,14 +45,16 @@ typedef struct cmp_answer {
 typedef void (*cmp_lookup_cb)(const cmp_answer *a, void *arg);
 
 cmp_wait *cmp_lookup_start(cmp_worker *w, rt_table *table, const char *path,
-                           const char *request_id, const char *client_ip, uint32_t timeout_ms,
-                           cmp_lookup_cb cb, void *arg);
+                           const char *request_id, const gw_trace_ctx *trace,
+                           const char *client_ip, uint32_t timeout_ms, cmp_lookup_cb cb,
+                           void *arg);
 /* As cmp_lookup_start, the answer from upstream UI (an index of the worker's upstreams: the
  * one the route picked for the client), or from the route's own pick when UI < 0. NULL
  * also when PATH's GET route is not cached. */
 cmp_wait *cmp_lookup_start_on(cmp_worker *w, rt_table *table, const char *path, int ui,
-                              const char *request_id, const char *client_ip,
-                              uint32_t timeout_ms, cmp_lookup_cb cb, void *arg);
+                              const char *request_id, const gw_trace_ctx *trace,
+                              const char *client_ip, uint32_t timeout_ms, cmp_lookup_cb cb,
+                              void *arg);
 void cmp_lookup_cancel(cmp_wait *wt);
 /* ---- a client's GET on a cached route ---- */
 

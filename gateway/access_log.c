@@ -137,6 +137,8 @@ void gw_access_log_write(gw_access_log *log, const gw_access_entry *e)
     len = strftime(line, cap, "{\"time\":\"%Y-%m-%dT%H:%M:%S", &tm);
     len += (size_t)snprintf(line + len, cap - len, ".%03ldZ\"", (long)(tv.tv_usec / 1000));
     put_str(line, &len, cap, "request_id", e->request_id);
+    put_str(line, &len, cap, "trace_id", e->trace_id);
+    put_str(line, &len, cap, "span_id", e->span_id);
     put_str(line, &len, cap, "client", e->client);
     put_str(line, &len, cap, "method", e->method);
     put_str(line, &len, cap, "path", e->path);

@@ -197,11 +197,13 @@ int gw_path_has_encoded_slash(gw_slice path)
 
 /* ---- request head ---------------------------------------------------------------------- */
 
-/* The request head for upstream UI of the route: its rewrite, its Host. Returns 0 with the
- * head in buf when it fits in buf_cap (buf may be NULL), else in a malloc'd one; or the
- * status to answer (414, 431, 500). */
+/* The request head for upstream UI of the route: its rewrite, its Host, a child span of the
+ * request's trace (TRACE_MARK first in its tracestate: shadows). Returns 0 with the head in
+ * buf when it fits in buf_cap (buf may be NULL), else in a malloc'd one; or the status to
+ * answer (414, 431, 500). */
 static int build_head(const gw_request *req, gw_upstream *up, const rt_match *m, int ui,
-                      char *buf, size_t buf_cap, char **head_out, size_t *len_out)
+                      const char *trace_mark, char *buf, size_t buf_cap, char **head_out,
+                      size_t *len_out)
 {
     char target[TARGET_MAX];
     if (rt_rewrite_for(m, ui, req->path, req->query, target, sizeof target) < 0)
@@ -223,6 +225,8 @@ static int build_head(const gw_request *req, gw_upstream *up, const rt_match *m,
         .client_ip = req->client_addr,
         .proto = req->tls ? "https" : "http",
         .request_id = req->request_id,
+        .trace = &req->trace,
+        .trace_mark = trace_mark,
         .content_length = req->chunked ? -1 : req->content_length,
         .chunked = req->chunked,
     };
@@ -254,7 +258,7 @@ static int try_fallback(proxy_req *p, int status_or_neg)
     gw_upstream *up = &p->w->upstreams[fb];
     char *head;
     size_t hl;
-    if (build_head(p->req, up, &p->match, fb, NULL, 0, &head, &hl) != 0)
+    if (build_head(p->req, up, &p->match, fb, NULL, NULL, 0, &head, &hl) != 0)
         return 0;
     if (p->u) {
         gw_uconn_abort(p->u);
@@ -730,7 +734,7 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     }
     char *head;
     size_t hl;
-    int st = build_head(req, up, &m, ui, p->head_inline, sizeof p->head_inline, &head, &hl);
+    int st = build_head(req, up, &m, ui, NULL, p->head_inline, sizeof p->head_inline, &head, &hl);
     if (st != 0) {
         proxy_recycle(p);
         req->upstream_name = NULL;
@@ -766,7 +770,8 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     if (si >= 0 && si != ui) {
         char *sh;
         size_t shl;
-        if (build_head(req, &w->upstreams[si], &m, si, NULL, 0, &sh, &shl) == 0) {
+        if (build_head(req, &w->upstreams[si], &m, si, GW_TRACE_MARK_SHADOW, NULL, 0,
+                       &sh, &shl) == 0) {
             if (req->has_body) {
                 p->sh_req = sh;
                 p->sh_len = p->sh_head_len = shl;

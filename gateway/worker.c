@@ -109,6 +109,8 @@ static void on_request_done(const gw_request *q, const gw_request_report *r, voi
     if (w->log) {
         gw_access_entry e = {
             .request_id = q->request_id[0] ? q->request_id : NULL,
+            .trace_id = q->trace.origin ? q->trace.trace_id : NULL,
+            .span_id = q->trace.origin ? q->trace.span_id : NULL,
             .client = q->client_addr,
             .method = q->method_buf[0] ? q->method_buf : NULL,
             .path = r->url[0] ? r->url : NULL,

@@ -1049,6 +1049,7 @@ static int on_headers_complete(llhttp_t *p)
     } else {
         gw_request_id_generate(q->request_id);
     }
+    gw_trace_begin(&q->trace, q->headers, q->n_headers);
     if (q->chunked) {
         c->flags |= F_CHUNK_LINE | F_REPARSE; /* paused: its first size line is checked first */
         c->req->chunk_skip = 0;

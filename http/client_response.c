@@ -250,11 +250,15 @@ void gw_response_error_headers(gw_request *req, int status, const char *msg,
 {
     if (!req->request_id[0]) /* the head never completed: no id was taken or made yet */
         gw_request_id_generate(req->request_id);
+    if (!req->trace.origin) /* nor a trace: this answer starts one */
+        gw_trace_start(&req->trace);
     char body[768];
     size_t len = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
-    gw_json_escape(body, &len, sizeof body - 128, msg, strlen(msg));
+    gw_json_escape(body, &len, sizeof body - 192, msg, strlen(msg));
     len += (size_t)snprintf(body + len, sizeof body - len,
-                            "\",\"status\":%d,\"request_id\":\"%s\"}", status, req->request_id);
+                            "\",\"status\":%d,\"request_id\":\"%s\",\"trace_id\":\"%s\","
+                            "\"span_id\":\"%s\"}",
+                            status, req->request_id, req->trace.trace_id, req->trace.span_id);
     gw_response_simple(req, status, "application/json", body, len, extra_headers);
 }
 

@@ -31,6 +31,7 @@ typedef enum hdr_kind {
     HK_PROXY, /* Proxy-* */
     HK_HOST, HK_CONTENT_LENGTH, HK_EXPECT, HK_X_FORWARDED_FOR, HK_X_FORWARDED_PROTO,
     HK_X_FORWARDED_HOST, HK_X_REQUEST_ID, HK_VIA, HK_DATE, HK_X_GATEWAY_UPSTREAM,
+    HK_TRACEPARENT, HK_TRACESTATE, /* replaced when the gateway carries the trace */
 } hdr_kind;
 
 #define HK(k) (1u << (k))
@@ -72,7 +73,10 @@ static hdr_kind classify(gw_slice name)
     case 4: return IS("host") ? HK_HOST : IS("date") ? HK_DATE : HK_OTHER;
     case 6: return IS("expect") ? HK_EXPECT : HK_OTHER;
     case 7: return IS("trailer") ? HK_TRAILER : IS("upgrade") ? HK_UPGRADE : HK_OTHER;
-    case 10: return IS("connection") ? HK_CONNECTION : IS("keep-alive") ? HK_KEEP_ALIVE : HK_OTHER;
+    case 10:
+        return IS("connection") ? HK_CONNECTION : IS("keep-alive") ? HK_KEEP_ALIVE
+               : IS("tracestate") ? HK_TRACESTATE : HK_OTHER;
+    case 11: return IS("traceparent") ? HK_TRACEPARENT : HK_OTHER;
     case 12: return IS("x-request-id") ? HK_X_REQUEST_ID : HK_OTHER;
     case 14: return IS("content-length") ? HK_CONTENT_LENGTH : HK_OTHER;
     case 15: return IS("x-forwarded-for") ? HK_X_FORWARDED_FOR : HK_OTHER;
@@ -189,8 +193,10 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
     if (n > GW_MAX_HEADERS)
         return -1;
     int has_conn = classify_all(hdrs, n, kinds);
+    int traced = f->trace && f->trace->origin != GW_TRACE_NONE;
+    unsigned drop = HK_DROP_REQUEST | (traced ? HK(HK_TRACEPARENT) | HK(HK_TRACESTATE) : 0);
     for (int i = 0; i < n; i++) {
-        if (dropped(hdrs, n, kinds, has_conn, HK_DROP_REQUEST, i))
+        if (dropped(hdrs, n, kinds, has_conn, drop, i))
             continue;
         put_slice(&o, hdrs[i].name);
         put(&o, ": ", 2);
@@ -204,6 +210,14 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
         PUT_HEADER(&o, "X-Forwarded-Host", f->client_host);
     PUT_JOINED(&o, "Via", hdrs, n, kinds, HK_VIA, "1.1 gateway");
     PUT_HEADER(&o, "X-Request-Id", gw_slice_of(f->request_id));
+    if (traced) {
+        char tp[GW_TRACEPARENT_LEN + 1], ts[GW_TRACESTATE_MAX + 1];
+        gw_trace_child(f->trace, tp, NULL);
+        PUT_HEADER(&o, "traceparent", ((gw_slice){ tp, GW_TRACEPARENT_LEN }));
+        size_t tsn = gw_trace_state(f->trace, hdrs, n, f->trace_mark, ts, sizeof ts);
+        if (tsn)
+            PUT_HEADER(&o, "tracestate", ((gw_slice){ ts, tsn }));
+    }
     if (f->chunked) {
         PUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
     } else if (f->content_length >= 0) {

@@ -21,6 +21,11 @@ typedef struct gw_fwd {
     const char *client_ip; /* appended to X-Forwarded-For */
     const char *proto;     /* X-Forwarded-Proto */
     const char *request_id;
+    /* W3C trace context: NULL passes the client's traceparent/tracestate as they came;
+     * else they are replaced by a child span of TRACE (a new parent-id) and the tracestate
+     * gw_trace_state gives, TRACE_MARK (may be NULL) first. */
+    const struct gw_trace *trace;
+    const char *trace_mark;
     int64_t content_length; /* -1: none */
     int chunked;            /* body sent with Transfer-Encoding: chunked */
 } gw_fwd;

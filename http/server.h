@@ -15,6 +15,7 @@
 
 #include "http/gw_slice.h"
 #include "http/tls.h"
+#include "http/trace.h"
 
 #define GW_MAX_HEADERS 256 /* hard cap; gw_limits.max_headers is usually lower */
 
@@ -106,6 +107,7 @@ struct gw_request {
     unsigned tls : 1;          /* arrived over TLS (X-Forwarded-Proto: https) */
     char method_buf[16];       /* copies kept for the whole request (logs, retries) */
     char request_id[72];       /* propagated X-Request-Id, or generated */
+    gw_trace trace;            /* W3C trace context: continued or started (http/trace.h) */
     char client_addr[64];      /* "ip" of the peer */
     uint64_t max_body_bytes;   /* 0 = unlimited; starts at the server's limit */
     /* Filled by the handler for the access log and the X-Gateway-Upstream header. */
