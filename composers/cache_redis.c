@@ -273,9 +273,16 @@ static void *cmp__guard_string(const redisReadTask *t, char *s, size_t n)
     return cmp__unsolicited(t) ? NULL : cmp__reply_fns->createString(t, s, n);
 }
 
+/* hiredis 0.14 allocates an array's element table as soon as its length is read: "*888888881"
+ * from a broken or hostile server asks for 7 GB (found by tests/fuzz/fuzz_redis_reply). No
+ * command of the cache gets an array back; anything over this is a protocol error. */
+#define CMP__MAX_REPLY_ELEMENTS 1024
+
 static void *cmp__guard_array(const redisReadTask *t, int n)
 {
-    return cmp__unsolicited(t) ? NULL : cmp__reply_fns->createArray(t, n);
+    if (n > CMP__MAX_REPLY_ELEMENTS || cmp__unsolicited(t))
+        return NULL;
+    return cmp__reply_fns->createArray(t, n);
 }
 
 static void *cmp__guard_integer(const redisReadTask *t, long long v)

@@ -114,11 +114,27 @@ static void send_all(int fd, const uint8_t *p, size_t n, uint64_t end)
     }
 }
 
+/* hiredis allocates an array's element table when its length is read ("*888888881": 7 GB);
+ * the cache refuses arrays over 1024 elements before that (cache_redis.c), and so does the
+ * bare reader here, so that hiredis's own eager allocation is not reported as ours. */
+static redisReplyObjectFunctions bare_fns, *default_fns;
+
+static void *bare_array(const redisReadTask *t, int n)
+{
+    return n > 1024 ? NULL : default_fns->createArray(t, n);
+}
+
 static void bare_reader(const uint8_t *p, size_t n, size_t step)
 {
     redisReader *r = redisReaderCreate();
     if (!r)
         abort();
+    if (!default_fns) {
+        default_fns = r->fn;
+        bare_fns = *r->fn;
+        bare_fns.createArray = bare_array;
+    }
+    r->fn = &bare_fns;
     for (size_t off = 0; off < n; off += step) {
         size_t k = n - off < step ? n - off : step;
         if (redisReaderFeed(r, (const char *)p + off, k) != REDIS_OK)
