@@ -468,7 +468,8 @@ static int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_ups
 {
     static const char *const keys[] = { "endpoints", "host", "connect_timeout_ms",
                                         "response_timeout_ms", "read_timeout_ms", "pool",
-                                        "down_ms", "breaker", "tls", NULL };
+                                        "down_ms", "breaker", "tls", "max_in_flight",
+                                        "queue", NULL };
     static const char *const breaker_keys[] = { "failures", "cooldown_ms", NULL };
     static const char *const pool_keys[] = { "max_idle", "idle_timeout_ms", NULL };
     char path[GW__PATH_MAX], p[GW__PATH_MAX], pp[GW__PATH_MAX + 32], q[GW__QUOTE_SIZE];
@@ -533,7 +534,8 @@ static int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_ups
             (rc = gw__get_ms(c, br, "cooldown_ms", p, &up->breaker_cooldown_ms)) != 0)
             return rc;
     }
-    if ((rc = gw__parse_upstream_tls(c, u, path, up)) != 0)
+    if ((rc = gw__parse_upstream_tls(c, u, path, up)) != 0 ||
+        (rc = gw__parse_upstream_limits(c, u, path, up)) != 0)
         return rc;
     return gw__get_u32(c, u, "down_ms", path, 0, GW__MS_MAX, &up->down_ms);
 }
@@ -550,6 +552,7 @@ static void gw__upstream_defaults(gw_upstream_conf *up)
     up->breaker_failures = 5;
     up->breaker_cooldown_ms = 5000;
     up->tls_verify = 1;
+    up->queue_timeout_ms = 1000;
 }
 
 static int gw__parse_upstreams(gw__cfgctx *c, json_t *root, gw_config *k)

@@ -2,7 +2,8 @@
  *   "rate_limits": { "shared": true,     -- through "redis" when it is set (else in-process)
  *                    "instances": 2,     -- gateways sharing the limit: with Redis slow or
  *                                           down each enforces rate / instances locally
- *                    "timeout_ms": 50 }  -- a Redis answer later than this: local share */
+ *                    "timeout_ms": 50 }  -- a Redis answer later than this: local share
+ * and per upstream: "max_in_flight": 100, "queue": { "max": 50, "timeout_ms": 1000 } */
 #include "gateway/config_int.h"
 
 int gw__parse_rate_limits(gw__cfgctx *c, json_t *root, gw_config *k)
@@ -22,5 +23,24 @@ int gw__parse_rate_limits(gw__cfgctx *c, json_t *root, gw_config *k)
         return gw__fail(c, "rate_limits.shared", "must be true or false");
     if (sh)
         k->rate_limits.shared = json_is_true(sh);
+    return 0;
+}
+
+int gw__parse_upstream_limits(gw__cfgctx *c, json_t *u, const char *path, gw_upstream_conf *up)
+{
+    static const char *const queue_keys[] = { "max", "timeout_ms", NULL };
+    char p[GW__PATH_MAX];
+    json_t *q;
+    int rc;
+    if ((rc = gw__get_u32(c, u, "max_in_flight", path, 0, 1000000, &up->max_in_flight)) != 0 ||
+        (rc = gw__get_obj(c, u, "queue", path, &q)) != 0 || q == NULL)
+        return rc;
+    gw__path(p, path, "queue");
+    if ((rc = gw__only_keys(c, q, p, queue_keys)) != 0 ||
+        (rc = gw__get_u32(c, q, "max", p, 0, 100000, &up->queue_max)) != 0 ||
+        (rc = gw__get_ms(c, q, "timeout_ms", p, &up->queue_timeout_ms)) != 0)
+        return rc;
+    if (up->max_in_flight == 0 && up->queue_max > 0)
+        return gw__fail(c, gw__path(p, path, "queue"), "needs max_in_flight");
     return 0;
 }

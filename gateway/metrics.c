@@ -1,5 +1,6 @@
 /* metrics.c — per-worker counters and their Prometheus rendering. */
 #include "gateway/metrics.h"
+#include "gateway/inflight_limit.h"
 #include "gateway/ratelimit.h"
 
 #include "composers/compose.h"
@@ -510,6 +511,12 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     char *rl;
     size_t rln;
     if (gw_rl_metrics_render(&rl, &rln) == 0) {
+        sb_printf(&b, "%.*s", (int)rln, rl);
+        free(rl);
+    } else {
+        b.oom = 1;
+    }
+    if (gw_inflight_metrics_render(&rl, &rln, upstream_names, n_upstreams) == 0) {
         sb_printf(&b, "%.*s", (int)rln, rl);
         free(rl);
     } else {

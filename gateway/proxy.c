@@ -5,6 +5,7 @@
  * away (on_abort). The upstream connection is released or aborted before that.
  */
 #include "gateway/proxy.h"
+#include "gateway/inflight_limit.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -253,8 +254,8 @@ static int try_fallback(proxy_req *p, int status_or_neg)
     if ((p->flags & (P_FELL_BACK | P_RESP_BEGUN | P_BODY_STARTED)) || p->req->has_body)
         return 0;
     int fb = rt_route_fallback(p->route, p->req->method, status_or_neg);
-    if (fb < 0 || fb == p->ui)
-        return 0;
+    if (fb < 0 || fb == p->ui || !gw_inflight_switch(p->w->inflight, p->req, fb))
+        return 0; /* (a fallback to an upstream at its max_in_flight is shed) */
     gw_upstream *up = &p->w->upstreams[fb];
     char *head;
     size_t hl;
@@ -767,7 +768,7 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     /* a shadow copy to the candidate (methods as the route says: safe ones by default);
      * with a body, the copy leaves when the body has streamed to the primary */
     int si = rt_route_shadow(route, req->method, gw_random64());
-    if (si >= 0 && si != ui) {
+    if (si >= 0 && si != ui && !gw_inflight_busy(w->inflight, si)) { /* shed first */
         char *sh;
         size_t shl;
         if (build_head(req, &w->upstreams[si], &m, si, GW_TRACE_MARK_SHADOW, NULL, 0,

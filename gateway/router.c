@@ -1,12 +1,14 @@
 /* router.c — the router (see router.h): one decision per request, then one handler. */
 #include "gateway/router.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "http/request_id.h"
 #include "routes/policy.h"
 #include "composers/lookup.h"
+#include "gateway/inflight_limit.h"
 #include "gateway/metrics.h"
 #include "gateway/proxy.h"
 #include "gateway/ratelimit.h"
@@ -97,19 +99,131 @@ static void dispatch(gw_request *req, gw_worker *w, rt_table *table, const gw_ro
     gw_proxy_start(req, w, table, &d->match, d->ui);
 }
 
-/* ---- rate limits: a request waiting for the shared limiter's answer ---- */
-typedef struct rl_pending {
+/* ---- a request waiting before dispatch: for the shared rate limiter's answer, or for a
+ * slot of its upstream (max_in_flight queue) ---- */
+typedef struct pending {
     gw_request *req;
     gw_worker *w;
-    rt_table *table;      /* pinned while waiting: the route lives in it */
-    gw_rl_wait *wait;
-    gw_route_decision d;  /* match slices point into req, which outlives the wait */
-} rl_pending;
+    rt_table *table;          /* pinned while waiting: the route lives in it */
+    gw_rl_wait *wait;         /* waiting for Redis; NULL otherwise */
+    int queued;               /* on the upstream's queue (iw) */
+    gw_inflight_waiter iw;
+    gw_route_decision d;      /* match slices point into req, which outlives the wait */
+} pending;
 
-static void rl_pending_free(rl_pending *p)
+static pending *pending_new(gw_request *req, gw_worker *w, rt_table *table,
+                            const gw_route_decision *d)
 {
-    rt_table_unref(p->table);
-    free(p);
+    pending *p = malloc(sizeof *p);
+    if (!p)
+        return NULL;
+    p->req = req;
+    p->w = w;
+    p->table = table;
+    p->wait = NULL;
+    p->queued = 0;
+    p->d = *d;
+    rt_table_ref(table);
+    return p;
+}
+
+static void pending_free(pending *p)
+{
+    if (p) {
+        rt_table_unref(p->table);
+        free(p);
+    }
+}
+
+static void pending_on_abort(gw_request *req, int err)
+{
+    pending *p = req->data;
+    (void)err;
+    if (p->wait)
+        gw_rl_redis_cancel(p->wait);
+    if (p->queued)
+        gw_inflight_cancel(p->w->inflight, &p->iw);
+    pending_free(p);
+}
+
+static void pending_nothing(gw_request *req)
+{
+    (void)req; /* the body is not pulled before dispatch; nothing to drain */
+}
+
+static void pending_on_body(gw_request *req, const char *p, size_t n)
+{
+    (void)req, (void)p, (void)n;
+}
+
+static const gw_handler pending_handler = {
+    .on_request = pending_nothing,
+    .on_body = pending_on_body,
+    .on_body_end = pending_nothing,
+    .on_drain = pending_nothing,
+    .on_abort = pending_on_abort,
+};
+
+static void park(pending *p)
+{
+    p->req->data = p;
+    gw_request_set_handler(p->req, &pending_handler);
+}
+
+/* 503 with Retry-After: a concurrency limit is full. */
+static void busy(gw_request *req, const char *msg)
+{
+    req->upstream_name = NULL;
+    gw_response_error_headers(req, 503, msg, "Retry-After: 1\r\n");
+}
+
+static void on_slot(gw_inflight_waiter *iw, int granted)
+{
+    pending *p = (pending *)((char *)iw - offsetof(pending, iw));
+    p->queued = 0;
+    if (granted) {
+        p->req->hold_upstream = (unsigned)p->d.ui + 1;
+        dispatch(p->req, p->w, p->table, &p->d);
+    } else {
+        busy(p->req, "upstream busy (max_in_flight, queue wait timed out)");
+    }
+    pending_free(p);
+}
+
+/* Concurrency limits, then dispatch: the route's max_in_flight (503 at once), then the
+ * upstream's (a slot, a place in its queue, or 503 at once). P, when the request already
+ * waited (for Redis), is reused or freed. */
+static void admit(gw_request *req, gw_worker *w, rt_table *table, const gw_route_decision *d,
+                  pending *p)
+{
+    const rt_route *route = d->match.route;
+    if (route->max_in_flight && !req->hold_route && !gw_route_inflight_enter(route, req)) {
+        pending_free(p);
+        busy(req, "route busy (max_in_flight)");
+        return;
+    }
+    if (d->to == GW_TO_PROXY && gw_inflight_limited(w->inflight, d->ui)) {
+        if (!p && !(p = pending_new(req, w, table, d))) {
+            busy(req, "out of memory");
+            return;
+        }
+        p->iw.ready = on_slot;
+        switch (gw_inflight_enter(w->inflight, d->ui, &p->iw)) {
+        case GW_INFLIGHT_GO:
+            req->hold_upstream = (unsigned)d->ui + 1;
+            break;
+        case GW_INFLIGHT_QUEUED:
+            p->queued = 1;
+            park(p);
+            return;
+        default:
+            pending_free(p);
+            busy(req, "upstream busy (max_in_flight)");
+            return;
+        }
+    }
+    dispatch(req, w, table, d);
+    pending_free(p); /* after dispatch: the proxy has its own table reference */
 }
 
 static void limited(gw_request *req, const rt_route *route, const gw_gcra_result *r)
@@ -120,61 +234,30 @@ static void limited(gw_request *req, const rt_route *route, const gw_gcra_result
 
 static void on_rl_answer(void *arg, const gw_gcra_result *r)
 {
-    rl_pending *p = arg;
-    gw_request *req = p->req;
-    if (r->allowed)
-        dispatch(req, p->w, p->table, &p->d);
-    else
-        limited(req, p->d.match.route, r);
-    rl_pending_free(p);
+    pending *p = arg;
+    p->wait = NULL;
+    if (r->allowed) {
+        admit(p->req, p->w, p->table, &p->d, p);
+        return;
+    }
+    limited(p->req, p->d.match.route, r);
+    pending_free(p);
 }
-
-static void rl_wait_on_abort(gw_request *req, int err)
-{
-    rl_pending *p = req->data;
-    (void)err;
-    gw_rl_redis_cancel(p->wait);
-    rl_pending_free(p);
-}
-
-static void rl_wait_nothing(gw_request *req)
-{
-    (void)req; /* the body is not pulled before the answer; nothing to drain */
-}
-
-static void rl_wait_on_body(gw_request *req, const char *p, size_t n)
-{
-    (void)req, (void)p, (void)n;
-}
-
-static const gw_handler rl_wait_handler = {
-    .on_request = rl_wait_nothing,
-    .on_body = rl_wait_on_body,
-    .on_body_end = rl_wait_nothing,
-    .on_drain = rl_wait_nothing,
-    .on_abort = rl_wait_on_abort,
-};
 
 /* Applies the route's rate limit: 1 when REQ may go on now; 0 when it was answered 429 or
- * waits for the shared limiter (which then dispatches or answers it). */
+ * waits for the shared limiter (which then admits or answers it). */
 static int rate_limit_admits(gw_request *req, gw_worker *w, rt_table *table,
                              const gw_route_decision *d)
 {
     const rt_route *route = d->match.route;
     gw_gcra_result r;
-    rl_pending *p = w->ratelimit ? malloc(sizeof *p) : NULL;
+    pending *p = w->ratelimit ? pending_new(req, w, table, d) : NULL;
     if (p) {
-        p->req = req;
-        p->w = w;
-        p->table = table;
-        p->d = *d;
-        rt_table_ref(table);
         if (gw_rl_redis_check(w->ratelimit, route, req, on_rl_answer, p, &p->wait, &r) == 0) {
-            req->data = p;
-            gw_request_set_handler(req, &rl_wait_handler);
+            park(p);
             return 0;
         }
-        rl_pending_free(p); /* decided at once (Redis away): the local share */
+        pending_free(p); /* decided at once (Redis away): the local share */
     } else if (w->ratelimit) {
         gw_rl_decide_local(route, req, w->cfg->rate_limits.instances, GW_RL_FALLBACK, &r);
     } else {
@@ -220,7 +303,7 @@ static void router_on_request(gw_request *req)
     gw_request_set_route(req, route->id, rt_table_version(table));
     if (route->rate_limit.rate && !rate_limit_admits(req, w, table, &d))
         return; /* answered 429, or waiting for Redis */
-    dispatch(req, w, table, &d);
+    admit(req, w, table, &d, NULL);
 }
 
 /* The router answers or hands the request on inside on_request, so these only see a request

@@ -11,6 +11,7 @@
 #include "composers/compose.h"
 #include "gateway/certs.h"
 #include "gateway/proxy.h"
+#include "gateway/inflight_limit.h"
 #include "gateway/ratelimit_redis.h"
 #include "gateway/router.h"
 
@@ -42,6 +43,8 @@ static void worker_finish(gw_worker *w)
     cmp_worker_close(w->composer);
     gw_rl_redis_close(w->ratelimit); /* frees itself once its handles are closed */
     w->ratelimit = NULL;
+    gw_inflight_close(w->inflight);
+    w->inflight = NULL;
     gw_oneshot_abort_all(&w->oneshots); /* whatever cmp_worker_close did not cancel */
     for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
@@ -106,6 +109,7 @@ static void on_wakeup(uv_async_t *a)
 static void on_request_done(const gw_request *q, const gw_request_report *r, void *data)
 {
     gw_worker *w = data;
+    gw_inflight_release_request(w->inflight, q); /* concurrency slots it held */
     if (w->log) {
         gw_access_entry e = {
             .request_id = q->request_id[0] ? q->request_id : NULL,
@@ -163,6 +167,7 @@ static void worker_main(void *arg)
                                        w->cfg->rate_limits.timeout_ms, w->id);
     if (!w->ratelimit)
         gw_rl_workers_in_mode(GW_RL__MODES, GW_RL_LOCAL);
+    w->inflight = gw_inflight_new(&w->loop, w->cfg, w->cfg->workers);
     const gw_limits_conf *l = &w->cfg->limits;
     gw_server_opts opts = {
         .limits = {
@@ -201,6 +206,8 @@ static void worker_main(void *arg)
     if (r != 0) { /* the limiter's handles close through their own callbacks */
         gw_rl_redis_close(w->ratelimit);
         w->ratelimit = NULL;
+        gw_inflight_close(w->inflight);
+        w->inflight = NULL;
     }
     if (r != 0) /* the ones already listening close; the loop below runs their callbacks */
         for (int i = 0; i < GW_MAX_LISTENERS; i++)

@@ -41,6 +41,7 @@ typedef struct gw_worker {
     const cmp_spec *compositions; /* shared, immutable; NULL when none are configured */
     cmp_worker *composer;        /* this worker's composition engine (breakers, cache) */
     struct gw_rl_redis *ratelimit; /* shared rate limits through Redis; NULL: in-process */
+    struct gw_inflight *inflight;  /* upstreams' max_in_flight; NULL: none has one */
     int started;                 /* 1 listening, <0 start error */
     int failed_listener;         /* with started < 0: which listener could not be opened */
     uv_sem_t ready;              /* posted once started is set */

@@ -123,6 +123,10 @@ struct gw_request {
     uint64_t bytes_in, bytes_out;
     int status;                /* response status, once begun */
     void *data;                /* the handler's per-request state */
+    /* The application's holds on concurrency slots, released when the request is reported
+     * (cleared with the request): 1 + the upstream's index (0: none), a route's counter. */
+    unsigned hold_upstream;
+    void *hold_route;
     /* Last, so that recycling a request clears only what comes before it. */
     gw_header headers[GW_MAX_HEADERS];
 };

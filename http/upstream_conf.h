@@ -38,6 +38,12 @@ typedef struct gw_upstream_conf {
     char tls_ca_file[512];        /* "" = the system's default CA paths */
     char tls_server_name[256];    /* SNI and the name checked; "" = host, else the
                                      endpoint's host part */
+    /* load shedding (gateway/inflight_limit.c; read by the gateway, not by http/) */
+    uint32_t max_in_flight;       /* requests at once per instance, split evenly between the
+                                     workers (at least 1 each); 0 = unlimited (default) */
+    uint32_t queue_max;           /* requests waiting for a slot per worker; default 0:
+                                     above max_in_flight, 503 at once */
+    uint32_t queue_timeout_ms;    /* the longest wait in that queue; then 503; default 1000 */
 } gw_upstream_conf;
 
 #endif

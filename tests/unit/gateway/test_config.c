@@ -392,8 +392,23 @@ static void test_rate_limits(void **state)
           "rate_limits.shared: must be true or false" },
         { WITH(", \"rate_limits\": {\"redis\": 1}"), GW_EINVAL,
           "rate_limits.redis: unknown key" },
+        { "{" LS ", \"upstreams\": {\"legacy\": {\"endpoints\": [\"127.0.0.1:9101\"], "
+          "\"queue\": {\"max\": 3}}}, " RT "}", GW_EINVAL,
+          "upstreams.legacy.queue: needs max_in_flight" },
+        { "{" LS ", \"upstreams\": {\"legacy\": {\"endpoints\": [\"127.0.0.1:9101\"], "
+          "\"max_in_flight\": -1}}, " RT "}", GW_EINVAL,
+          "upstreams.legacy.max_in_flight: must be an integer from 0 to 1000000" },
+        { "{" LS ", \"upstreams\": {\"legacy\": {\"endpoints\": [\"127.0.0.1:9101\"], "
+          "\"max_in_flight\": 4, \"queue\": {\"timeout_ms\": 0}}}, " RT "}", GW_EINVAL,
+          "upstreams.legacy.queue.timeout_ms: must be an integer from 1 to 3600000" },
     };
     run_cases(cfg, cases, N(cases));
+    assert_int_equal(load_text(cfg, "{" LS ", \"upstreams\": {\"legacy\": {\"endpoints\": "
+                                    "[\"127.0.0.1:9101\"], \"max_in_flight\": 8, "
+                                    "\"queue\": {\"max\": 4}}}, " RT "}", err, sizeof err), 0);
+    assert_int_equal(cfg->upstreams[0].max_in_flight, 8);
+    assert_int_equal(cfg->upstreams[0].queue_max, 4);
+    assert_int_equal(cfg->upstreams[0].queue_timeout_ms, 1000);
 }
 
 static void test_errors_limits(void **state)
