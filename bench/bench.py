@@ -108,6 +108,12 @@ PROXIES = ["gateway", "nginx", "haproxy"]
 WORKLOADS = [
     dict(id="small_get", title="small GET, keep-alive", path="/api/users/42",
          direct_path="/users/42", added_latency=True, rounds=5),
+    # issue 13's bar: trace propagation costs <= 2 % of small_get. Every request carries a
+    # trace (started when none came); this one continues the client's, with a tracestate
+    dict(id="small_get_traced", title="small GET with traceparent + tracestate (continued trace)",
+         path="/api/users/42", direct_path="/users/42",
+         headers=["traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                  "tracestate: congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"]),
     dict(id="small_get_1conn", title="small GET, keep-alive, 1 connection (added latency)",
          path="/api/users/42", direct_path="/users/42", conns=1, added_latency=True),
     dict(id="resp_16k", title="16 KiB responses", path="/bytes/16384", expect_len=16384),
