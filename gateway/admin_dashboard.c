@@ -298,18 +298,6 @@ static json_t *progress_json(const progress *p)
     return o;
 }
 
-/* The share (%) of route R's traffic its policy sends to upstreams other than LEGACY. */
-static double new_share(const rt_route *r, const char *legacy)
-{
-    if (r->n_split == 0 || r->split_total == 0)
-        return strcmp(r->upstream, legacy) != 0 ? 100.0 : 0.0;
-    uint64_t w = 0;
-    for (int k = 0; k < r->n_split; k++)
-        if (strcmp(r->split[k].upstream, legacy) != 0)
-            w += r->split[k].weight;
-    return 100.0 * (double)w / (double)r->split_total;
-}
-
 /* Adds the side (ROUTE's tracked UPSTREAM) to SIDES unless it is there; returns its window
  * through WIN (zeroed when it was there already). */
 static void add_side(const gw_dashboard *d, json_t *sides, char *shown, const char *route,
@@ -401,7 +389,7 @@ static json_t *build(gw_dashboard *d, const rt_table *t)
         json_object_set_new(o, "fallback", r->fallback.upstream
                                                ? json_string(r->fallback.upstream) : json_null());
         json_object_set_new(o, "cache", json_boolean(r->cache));
-        double share = new_share(r, legacy);
+        double share = gw_dash_new_share(r, legacy);
         json_object_set_new(o, "new_share", json_real(share));
         json_t *sides = json_array();
         route_acc *acc = &accs[ri];

@@ -220,3 +220,14 @@ void gw_dash_domain(const char *route_id, char *out, size_t n)
     memcpy(out, route_id, k);
     out[k] = '\0';
 }
+
+double gw_dash_new_share(const rt_route *r, const char *legacy)
+{
+    if (r->n_split == 0 || r->split_total == 0)
+        return strcmp(r->upstream, legacy) != 0 ? 100.0 : 0.0;
+    uint64_t w = 0;
+    for (int k = 0; k < r->n_split; k++)
+        if (strcmp(r->split[k].upstream, legacy) != 0)
+            w += r->split[k].weight;
+    return 100.0 * (double)w / (double)r->split_total;
+}

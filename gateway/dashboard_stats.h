@@ -13,6 +13,7 @@
 
 #include "gateway/metrics.h"
 #include "routes/cutover_plan.h"
+#include "routes/route_table.h"
 
 #define GW_DASH_WINDOW 10          /* seconds the rates and percentiles cover */
 #define GW_DASH_SERIES 60          /* seconds of sparkline */
@@ -70,5 +71,8 @@ double gw_dash_quantile_ms(const rt_cut_side *s, double q);
 /* A route's domain for the migration progress: its id up to the first '.' or '-' ("orders"
  * for "orders", "orders.get" and "orders-list"), the whole id without one. */
 void gw_dash_domain(const char *route_id, char *out, size_t n);
+/* The share (%) of route R's traffic its policy sends to upstreams other than LEGACY: the
+ * split's weights off legacy, else 100 or 0 by the primary. */
+double gw_dash_new_share(const rt_route *r, const char *legacy);
 
 #endif

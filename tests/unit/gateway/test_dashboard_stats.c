@@ -1,7 +1,7 @@
 /* test_dashboard_stats.c — the dashboard's sampler (gateway/dashboard_stats.h): sides summed
  * over several accumulations per sample, per-second series, windowed figures that stop at
  * GW_DASH_WINDOW, a side appearing after the baseline counting from zero, the cache window,
- * the quantiles and the domain of a route id. */
+ * the quantiles, the domain of a route id and a route's share on new services. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -154,6 +154,28 @@ static void test_domain(void **state)
     assert_string_equal(d, "averyveryverylo");
 }
 
+static void test_new_share(void **state)
+{
+    (void)state;
+    rt_route r;
+    memset(&r, 0, sizeof r);
+    r.id = "orders";
+    r.upstream = "legacy";
+    assert_true(gw_dash_new_share(&r, "legacy") == 0.0);
+    r.upstream = "order-service";
+    assert_true(gw_dash_new_share(&r, "legacy") == 100.0);
+    rt_split_side sides[3] = { { "legacy", 0, 90 }, { "order-service", 1, 8 }, { "order-v2", 2, 2 } };
+    r.upstream = "legacy";
+    r.split = sides;
+    r.n_split = 3;
+    r.split_total = 100;
+    assert_true(gw_dash_new_share(&r, "legacy") == 10.0); /* both new services count */
+    sides[0].weight = 0;
+    r.split_total = 10;
+    assert_true(gw_dash_new_share(&r, "legacy") == 100.0);
+    assert_true(gw_dash_new_share(&r, "") == 100.0); /* no legacy upstream named */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_cache_window),
         cmocka_unit_test(test_quantiles),
         cmocka_unit_test(test_domain),
+        cmocka_unit_test(test_new_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
