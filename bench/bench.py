@@ -139,6 +139,13 @@ WORKLOADS = [
     # TLS on every proxy with the same ECDSA P-256 certificate (made once per run with the
     # openssl CLI); mockd speaks no TLS, so there is no direct run. wrk resumes no session:
     # with Connection: close every request is a full handshake.
+    # the cost of a rate limit (issue 13 bars: shared <= 10 %, local <= 3 % of small-GET
+    # throughput): the same gateway route with no limit, a local one and a shared one (Redis),
+    # each set high enough never to refuse; run interleaved, round by round, gateway only
+    dict(id="ratelimit", title="small GET: no rate limit vs local vs shared (Redis), never limited",
+         path="/api/users/42", direct_path="/users/42", targets=["gateway"], rounds=3,
+         variants=[("none", {}), ("local", {"ratelimit": "local"}),
+                   ("shared", {"ratelimit": "shared"})]),
     dict(id="tls_small_get", title="small GET over TLS, keep-alive", path="/api/users/42",
          tls=True, targets=PROXIES),
     dict(id="tls_handshake", title="new TLS connection per request (full handshake, ECDSA P-256)",
@@ -418,9 +425,11 @@ class Env:
                    os.path.join(self.tmp, "mockd-" + name), "" if extra else "/users/1", port)
         return s.start()
 
-    def routes_doc(self, users_upstream, cache=False, shadow=None, extra=0):
+    def routes_doc(self, users_upstream, cache=False, shadow=None, extra=0, rate_limit=False):
         users = {"id": "users", "path": "/api/users/**", "upstream": users_upstream,
                  "rewrite": {"strip_prefix": "/api"}}
+        if rate_limit:  # a million per second per client: never refuses at bench rates
+            users["rate_limit"] = {"rate": 1000000, "per": "1s", "key": "client_ip"}
         if cache:
             users["cache"] = True
         if shadow:
@@ -468,12 +477,18 @@ class Env:
             rp = self.redis()
             if rp:
                 cfg["redis"] = "127.0.0.1:%d" % rp
+        if opts.get("ratelimit") == "shared":
+            rp = self.redis()
+            if rp:
+                cfg["redis"] = "127.0.0.1:%d" % rp
+                cfg["rate_limits"] = {"timeout_ms": 100}
         with open(os.path.join(d, "gateway.json"), "w") as f:
             json.dump(cfg, f, indent=1)
         with open(os.path.join(d, "routes.json"), "w") as f:
             f.write(self.routes_doc("users-a", cache=bool(opts.get("cache")),
                                     shadow="users-hang" if opts.get("shadow_hang") else None,
-                                    extra=opts.get("extra_routes", 0)))
+                                    extra=opts.get("extra_routes", 0),
+                                    rate_limit=bool(opts.get("ratelimit"))))
         s = Server("gateway", [os.path.join(BIN, "gateway"), "-c",
                                os.path.join(d, "gateway.json")], d, "/api/users/1", port)
         s.routes_path = os.path.join(d, "routes.json")
@@ -1144,6 +1159,14 @@ def print_table(wl, res):
             print("   composition p50 %s / p99 %s vs the sum of its legs called directly: p50 %s / p99 %s"
                   % (fmt_us(g0["latency_us"]["p50"]), fmt_us(g0["latency_us"]["p99"]),
                      fmt_us(legs["sum_p50_us"]), fmt_us(legs["sum_p99_us"])))
+    for name, r in (res.get("variants") or {}).items():
+        if r.get("status") == "ok":
+            print("   %-8s %10s req/s  p50 %s  p99 %s  gateway %s us/req%s" % (
+                name, "{:,.0f}".format(r["rps"]), fmt_us(r["latency_us"]["p50"]),
+                fmt_us(r["latency_us"]["p99"]), fmt_num(r["proxy_cpu_us_per_req"], "%.1f"),
+                "  cost vs none %.1f %%" % r["cost_vs_none_pct"] if "cost_vs_none_pct" in r else ""))
+        else:
+            print("   %-8s %s" % (name, r.get("status")))
     g = res["targets"].get("gateway", {})
     if "flips" in g:
         print("   route flips: %d (rename + SIGHUP), %d reloads logged by the gateway; served by "
@@ -1335,6 +1358,22 @@ def main():
                 res["status"] = "ok"
                 rounds = ROUNDS or (1 if QUICK else wl.get("rounds", 1))
                 runs = {t: [] for t in TARGETS}
+                if wl.get("variants"):  # gateway variants, interleaved round by round
+                    vruns = {name: [] for name, _ in wl["variants"]}
+                    for _ in range(rounds):
+                        for name, opts in wl["variants"]:
+                            vruns[name].append(run_quiet(
+                                env, dict(wl, id="%s_%s" % (wl["id"], name), gateway=opts),
+                                "gateway", t_start))
+                    res["variants"] = {name: median_run(rs) for name, rs in vruns.items()}
+                    base = res["variants"].get("none", {})
+                    for name, r in res["variants"].items():
+                        if name != "none" and r.get("status") == "ok" and base.get("status") == "ok":
+                            r["cost_vs_none_pct"] = round(100.0 * (1 - r["rps"] / base["rps"]), 1)
+                        if r.get("status") == "error":
+                            failed += 1
+                    runs["gateway"] = [base] if base else []
+                    rounds = 0
                 for _ in range(rounds):
                     for t in TARGETS:
                         if t in wl.get("targets", TARGETS) and not any(
@@ -1348,7 +1387,7 @@ def main():
                         if r["status"] == "error":
                             failed += 1
                     res["targets"][t] = r
-                res["rounds"] = rounds
+                res["rounds"] = rounds or ROUNDS or (1 if QUICK else wl.get("rounds", 1))
                 if wl.get("legs"):
                     res["legs_direct"] = measure_legs(env, wl, t_start)
                 res["ratios"] = ratios(res)
