@@ -220,3 +220,16 @@ def test_trace_shadow_copy_is_a_marked_child_span():
             assert json.loads(body)["headers"] and echo_headers(json.loads(body), "tracestate") == ["congo=1,gw=old"]
     finally:
         rec.stop()
+
+
+def test_trace_cached_lookup_fetch_is_a_child_span():
+    """A cache miss on a "cache": true route (in-process LRU, no Redis) is fetched by the
+    gateway with its own headers: the trace is among them."""
+    routes = [{"id": "echo", "path": "/echo/**", "upstream": "legacy", "cache": True}]
+    with Stack(routes=routes) as s:
+        st, h, body = request(s.port, "GET", "/echo/cached", headers={
+            "traceparent": "00-%s-%s-01" % (TID, PID), "tracestate": "congo=1"})
+        assert st == 200 and h.get("x-cache") == "MISS", (st, h)
+        tid, pid, fl = upstream_tp(json.loads(body))
+        assert tid == TID and fl == "01" and pid != PID, (tid, pid, fl)
+        assert echo_headers(json.loads(body), "tracestate") == ["congo=1"]
