@@ -1040,6 +1040,8 @@ int gw_config_load(gw_config *cfg, const char *file, char *err, size_t errlen)
         goto fail;
 
     memcpy(cfg, k, sizeof *k);
+    if (cfg->rate_limits.default_limit.key_header) /* it pointed into k's copy */
+        cfg->rate_limits.default_limit.key_header = cfg->rate_limits.default_header;
     rc = 0;
 fail:
     json_decref(root);

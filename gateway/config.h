@@ -10,6 +10,7 @@
 
 #include "http/tls_conf.h"
 #include "http/upstream_conf.h" /* GW_MAX_UPSTREAMS */
+#include "routes/route_table.h" /* rt_rate_limit */
 
 #define GW_MAX_LISTENERS 8
 
@@ -90,6 +91,9 @@ typedef struct gw_config {
                                       rate / N locally; default 1 */
         uint32_t timeout_ms;       /* a Redis answer later than this: the local share
                                       decides; default 50 */
+        rt_rate_limit default_limit; /* "default": for routes without "rate_limit" (rate 0:
+                                      none); key_header points into default_header */
+        char default_header[136];
     } rate_limits;
 } gw_config;
 

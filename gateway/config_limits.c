@@ -2,13 +2,14 @@
  *   "rate_limits": { "shared": true,     -- through "redis" when it is set (else in-process)
  *                    "instances": 2,     -- gateways sharing the limit: with Redis slow or
  *                                           down each enforces rate / instances locally
- *                    "timeout_ms": 50 }  -- a Redis answer later than this: local share
+ *                    "timeout_ms": 50,   -- a Redis answer later than this: local share
+ *                    "default": { "rate": 100, "per": "1s", ... } }  -- routes without one
  * and per upstream: "max_in_flight": 100, "queue": { "max": 50, "timeout_ms": 1000 } */
 #include "gateway/config_int.h"
 
 int gw__parse_rate_limits(gw__cfgctx *c, json_t *root, gw_config *k)
 {
-    static const char *const keys[] = { "shared", "instances", "timeout_ms", NULL };
+    static const char *const keys[] = { "shared", "instances", "timeout_ms", "default", NULL };
     json_t *o;
     int rc;
     if ((rc = gw__get_obj(c, root, "rate_limits", "", &o)) != 0 || o == NULL)
@@ -23,6 +24,16 @@ int gw__parse_rate_limits(gw__cfgctx *c, json_t *root, gw_config *k)
         return gw__fail(c, "rate_limits.shared", "must be true or false");
     if (sh)
         k->rate_limits.shared = json_is_true(sh);
+    /* "default": the rate_limit of every route without one (the same fields) */
+    json_t *def = json_object_get(o, "default");
+    if (def) {
+        char reason[200], p[GW__PATH_MAX];
+        const char *field;
+        if (rt_rate_limit_parse(def, &k->rate_limits.default_limit, k->rate_limits.default_header,
+                                &field, reason, sizeof reason) != 0)
+            return gw__fail(c, field ? gw__path(p, "rate_limits.default", field)
+                                     : "rate_limits.default", "%s", reason);
+    }
     return 0;
 }
 

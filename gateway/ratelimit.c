@@ -31,16 +31,16 @@ static uint64_t mix(uint64_t h)
     return h ^ (h >> 33);
 }
 
-size_t gw_rl_key_text(const rt_route *route, const gw_request *req, char *out, size_t n)
+size_t gw_rl_key_text(const rt_rate_limit *l, const gw_request *req, char *out, size_t n)
 {
     gw_slice v = { NULL, 0 };
-    switch (route->rate_limit.key) {
+    switch (l->key) {
     case RT_RL_KEY_CLIENT_IP:
         v.p = req->client_addr;
         v.n = strlen(req->client_addr);
         break;
     case RT_RL_KEY_HEADER:
-        v = gw_request_header(req, route->rate_limit.key_header);
+        v = gw_request_header(req, l->key_header);
         if (!v.n) {
             v.p = "-";
             v.n = 1;
@@ -56,12 +56,12 @@ size_t gw_rl_key_text(const rt_route *route, const gw_request *req, char *out, s
     return v.n;
 }
 
-uint64_t gw_rl_key_hash(const rt_route *route, const gw_request *req)
+uint64_t gw_rl_key_hash(const rt_route *route, const rt_rate_limit *l, const gw_request *req)
 {
     char k[256];
-    size_t kn = gw_rl_key_text(route, req, k, sizeof k);
+    size_t kn = gw_rl_key_text(l, req, k, sizeof k);
     uint64_t h = fnv(0xcbf29ce484222325ull, route->id, strlen(route->id) + 1);
-    h = fnv(h, &route->rate_limit.key, sizeof route->rate_limit.key);
+    h = fnv(h, &l->key, sizeof l->key);
     return mix(fnv(h, k, kn));
 }
 
@@ -114,9 +114,9 @@ static rl_stat *stat_slot(const char *route, int key, int mode)
     return found;
 }
 
-void gw_rl_count(const rt_route *route, gw_rl_mode mode, int allowed)
+void gw_rl_count(const rt_route *route, const rt_rate_limit *l, gw_rl_mode mode, int allowed)
 {
-    rl_stat *s = stat_slot(route->id, route->rate_limit.key, (int)mode);
+    rl_stat *s = stat_slot(route->id, l->key, (int)mode);
     if (!s) {
         atomic_fetch_add_explicit(&stats_overflow, 1, memory_order_relaxed);
         return;
@@ -132,21 +132,20 @@ void gw_rl_workers_in_mode(gw_rl_mode from, gw_rl_mode to)
         atomic_fetch_add(&workers_in[to], 1);
 }
 
-void gw_rl_decide_hash(const rt_route *route, uint64_t key, uint32_t divisor, gw_rl_mode mode,
-                       gw_gcra_result *r)
+void gw_rl_decide_hash(const rt_route *route, const rt_rate_limit *l, uint64_t key,
+                       uint32_t divisor, gw_rl_mode mode, gw_gcra_result *r)
 {
-    const rt_rate_limit *l = &route->rate_limit;
     gw_gcra g;
     gw_gcra_init(&g, l->rate, l->per_ms, l->burst, divisor);
     /* the fallback share has its own buckets: going back to shared starts them afresh */
     gw_rl_local_check(key ^ (mode == GW_RL_FALLBACK ? 0x5bd1e995ull : 0), &g, uv_hrtime(), r);
-    gw_rl_count(route, mode, r->allowed);
+    gw_rl_count(route, l, mode, r->allowed);
 }
 
-void gw_rl_decide_local(const rt_route *route, const gw_request *req, uint32_t divisor,
-                        gw_rl_mode mode, gw_gcra_result *r)
+void gw_rl_decide_local(const rt_route *route, const rt_rate_limit *l, const gw_request *req,
+                        uint32_t divisor, gw_rl_mode mode, gw_gcra_result *r)
 {
-    gw_rl_decide_hash(route, gw_rl_key_hash(route, req), divisor, mode, r);
+    gw_rl_decide_hash(route, l, gw_rl_key_hash(route, l, req), divisor, mode, r);
 }
 
 static uint64_t ceil_s(uint64_t ns)
@@ -154,9 +153,9 @@ static uint64_t ceil_s(uint64_t ns)
     return (ns + 999999999ull) / 1000000000ull;
 }
 
-void gw_rl_answer_limited(gw_request *req, const rt_route *route, const gw_gcra_result *r)
+void gw_rl_answer_limited(gw_request *req, const rt_route *route, const rt_rate_limit *l,
+                          const gw_gcra_result *r)
 {
-    const rt_rate_limit *l = &route->rate_limit;
     char h[512];
     uint64_t retry = ceil_s(r->retry_after_ns), reset = ceil_s(r->reset_ns);
     uint64_t w = (l->per_ms + 999) / 1000;

@@ -25,26 +25,37 @@ typedef enum gw_rl_mode {
     GW_RL__MODES
 } gw_rl_mode;
 
+/* Every function below takes the route (its id names the bucket and the metrics) and the
+ * limit L that applies: the route's own "rate_limit", or gateway.json's default. */
+
+/* The limit for ROUTE: its own, else DEF (rate_limits.default, rate 0: none); NULL when
+ * neither. */
+static inline const rt_rate_limit *gw_rl_for(const rt_route *route, const rt_rate_limit *def)
+{
+    return route->rate_limit.rate ? &route->rate_limit : def && def->rate ? def : NULL;
+}
+
 /* The hash naming ROUTE's bucket for REQ (route id, key kind and key value). A request
  * without the key's header counts under one shared "no header" key. */
-uint64_t gw_rl_key_hash(const rt_route *route, const gw_request *req);
+uint64_t gw_rl_key_hash(const rt_route *route, const rt_rate_limit *l, const gw_request *req);
 /* The key value itself, for a Redis key: writes at most N bytes, returns the length. */
-size_t gw_rl_key_text(const rt_route *route, const gw_request *req, char *out, size_t n);
+size_t gw_rl_key_text(const rt_rate_limit *l, const gw_request *req, char *out, size_t n);
 
 /* Decides REQ on ROUTE in this process: DIVISOR 1 for a local limit, the instance count for
  * the fallback share. Counts the outcome. */
-void gw_rl_decide_local(const rt_route *route, const gw_request *req, uint32_t divisor,
-                        gw_rl_mode mode, gw_gcra_result *r);
+void gw_rl_decide_local(const rt_route *route, const rt_rate_limit *l, const gw_request *req,
+                        uint32_t divisor, gw_rl_mode mode, gw_gcra_result *r);
 
 /* The same for a key hash already computed (gw_rl_key_hash). */
-void gw_rl_decide_hash(const rt_route *route, uint64_t key, uint32_t divisor, gw_rl_mode mode,
-                       gw_gcra_result *r);
+void gw_rl_decide_hash(const rt_route *route, const rt_rate_limit *l, uint64_t key,
+                       uint32_t divisor, gw_rl_mode mode, gw_gcra_result *r);
 
 /* Counts a decision (shared ones are counted by their caller). */
-void gw_rl_count(const rt_route *route, gw_rl_mode mode, int allowed);
+void gw_rl_count(const rt_route *route, const rt_rate_limit *l, gw_rl_mode mode, int allowed);
 
 /* Answers REQ with 429 and the headers above for result R (per-instance share DIVISOR). */
-void gw_rl_answer_limited(gw_request *req, const rt_route *route, const gw_gcra_result *r);
+void gw_rl_answer_limited(gw_request *req, const rt_route *route, const rt_rate_limit *l,
+                          const gw_gcra_result *r);
 
 /* The rate-limit lines of /metrics into a malloc'd buffer; 0 or -1 (out of memory). */
 int gw_rl_metrics_render(char **out, size_t *len);

@@ -49,6 +49,7 @@ struct gw_rl_wait {
     gw_rl_done done;
     void *arg;
     const rt_route *route;   /* valid while OWED: the caller pins the table */
+    const rt_rate_limit *l;  /* the route's, or the configuration's default */
     uint64_t key;            /* the local bucket, for a fallback decision */
     size_t rkey_len;
     char rkey[RL_KEY_MAX];   /* the Redis key, for an EVAL retry */
@@ -126,7 +127,7 @@ static void finish(gw_rl_wait *w, const gw_gcra_result *r)
 static void decide_fallback(gw_rl_wait *w)
 {
     gw_gcra_result r;
-    gw_rl_decide_hash(w->route, w->key, w->rl->divisor, GW_RL_FALLBACK, &r);
+    gw_rl_decide_hash(w->route, w->l, w->key, w->rl->divisor, GW_RL_FALLBACK, &r);
     finish(w, &r);
 }
 
@@ -356,7 +357,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
                 .retry_after_ns = v[2] > 0 ? (uint64_t)v[2] * 1000 : 0,
                 .reset_ns = v[3] > 0 ? (uint64_t)v[3] * 1000 : 0,
             };
-            gw_rl_count(w->route, GW_RL_SHARED, r.allowed);
+            gw_rl_count(w->route, w->l, GW_RL_SHARED, r.allowed);
             finish(w, &r);
         } else {
             decide_fallback(w); /* an error reply or teardown: this one is decided here */
@@ -367,7 +368,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 
 static int send_check(gw_rl_redis *rl, gw_rl_wait *w, int full_script)
 {
-    const rt_rate_limit *l = &w->route->rate_limit;
+    const rt_rate_limit *l = w->l;
     char t_us[24], tau_us[24];
     uint64_t T = l->per_ms * 1000ull / l->rate;
     if (T == 0)
@@ -385,28 +386,30 @@ static int send_check(gw_rl_redis *rl, gw_rl_wait *w, int full_script)
 }
 
 /* The Redis key of REQ's bucket: gw:rl:ROUTE:CLASS:VALUE (a long value is hashed). */
-static size_t redis_key(const rt_route *route, const gw_request *req, uint64_t hash, char *out)
+static size_t redis_key(const rt_route *route, const rt_rate_limit *l, const gw_request *req,
+                        uint64_t hash, char *out)
 {
     static const char *const cls[] = { "ip", "h", "route" };
     char v[256];
-    size_t vn = gw_rl_key_text(route, req, v, sizeof v);
+    size_t vn = gw_rl_key_text(l, req, v, sizeof v);
     int n;
     if (vn > 200)
         n = snprintf(out, RL_KEY_MAX, "gw:rl:%s:%s:#%016llx", route->id,
-                     cls[route->rate_limit.key], (unsigned long long)hash);
+                     cls[l->key], (unsigned long long)hash);
     else
-        n = snprintf(out, RL_KEY_MAX, "gw:rl:%s:%s:%.*s", route->id, cls[route->rate_limit.key],
+        n = snprintf(out, RL_KEY_MAX, "gw:rl:%s:%s:%.*s", route->id, cls[l->key],
                      (int)vn, v);
     return n < 0 ? 0 : (size_t)n >= RL_KEY_MAX ? RL_KEY_MAX - 1 : (size_t)n;
 }
 
-int gw_rl_redis_check(gw_rl_redis *rl, const rt_route *route, const gw_request *req,
-                      gw_rl_done done, void *arg, gw_rl_wait **wait, gw_gcra_result *now)
+int gw_rl_redis_check(gw_rl_redis *rl, const rt_route *route, const rt_rate_limit *l,
+                      const gw_request *req, gw_rl_done done, void *arg, gw_rl_wait **wait,
+                      gw_gcra_result *now)
 {
-    uint64_t key = gw_rl_key_hash(route, req);
+    uint64_t key = gw_rl_key_hash(route, l, req);
     gw_rl_wait *w = rl->rstate == R_UP && rl->ac ? malloc(sizeof *w) : NULL;
     if (!w) {
-        gw_rl_decide_hash(route, key, rl->divisor, GW_RL_FALLBACK, now);
+        gw_rl_decide_hash(route, l, key, rl->divisor, GW_RL_FALLBACK, now);
         return 1;
     }
     w->rl = rl;
@@ -415,11 +418,12 @@ int gw_rl_redis_check(gw_rl_redis *rl, const rt_route *route, const gw_request *
     w->done = done;
     w->arg = arg;
     w->route = route;
+    w->l = l;
     w->key = key;
-    w->rkey_len = redis_key(route, req, key, w->rkey);
+    w->rkey_len = redis_key(route, l, req, key, w->rkey);
     if (send_check(rl, w, 0) != 0) {
         free(w);
-        gw_rl_decide_hash(route, key, rl->divisor, GW_RL_FALLBACK, now);
+        gw_rl_decide_hash(route, l, key, rl->divisor, GW_RL_FALLBACK, now);
         return 1;
     }
     rl->n_live++;

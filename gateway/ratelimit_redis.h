@@ -37,7 +37,8 @@ void gw_rl_redis_close(gw_rl_redis *rl);
 /* Decides REQ on ROUTE. Returns 1 when decided now into *NOW (fallback: not connected), or 0
  * when the check is queued: DONE(ARG, result) follows, and *WAIT lets the caller cancel it
  * (the request went away) — after a cancel DONE is not called. */
-int gw_rl_redis_check(gw_rl_redis *rl, const rt_route *route, const gw_request *req,
+int gw_rl_redis_check(gw_rl_redis *rl, const rt_route *route, const rt_rate_limit *l,
+                      const gw_request *req,
                       gw_rl_done done, void *arg, gw_rl_wait **wait, gw_gcra_result *now);
 void gw_rl_redis_cancel(gw_rl_wait *wait);
 

@@ -106,6 +106,7 @@ typedef struct pending {
     gw_worker *w;
     rt_table *table;          /* pinned while waiting: the route lives in it */
     gw_rl_wait *wait;         /* waiting for Redis; NULL otherwise */
+    const rt_rate_limit *rl;  /* the limit it waits on (the route's, or the default) */
     int queued;               /* on the upstream's queue (iw) */
     gw_inflight_waiter iw;
     gw_route_decision d;      /* match slices point into req, which outlives the wait */
@@ -226,10 +227,11 @@ static void admit(gw_request *req, gw_worker *w, rt_table *table, const gw_route
     pending_free(p); /* after dispatch: the proxy has its own table reference */
 }
 
-static void limited(gw_request *req, const rt_route *route, const gw_gcra_result *r)
+static void limited(gw_request *req, const rt_route *route, const rt_rate_limit *l,
+                    const gw_gcra_result *r)
 {
     req->upstream_name = NULL; /* the gateway answers */
-    gw_rl_answer_limited(req, route, r);
+    gw_rl_answer_limited(req, route, l, r);
 }
 
 static void on_rl_answer(void *arg, const gw_gcra_result *r)
@@ -240,32 +242,33 @@ static void on_rl_answer(void *arg, const gw_gcra_result *r)
         admit(p->req, p->w, p->table, &p->d, p);
         return;
     }
-    limited(p->req, p->d.match.route, r);
+    limited(p->req, p->d.match.route, p->rl, r);
     pending_free(p);
 }
 
 /* Applies the route's rate limit: 1 when REQ may go on now; 0 when it was answered 429 or
  * waits for the shared limiter (which then admits or answers it). */
 static int rate_limit_admits(gw_request *req, gw_worker *w, rt_table *table,
-                             const gw_route_decision *d)
+                             const gw_route_decision *d, const rt_rate_limit *l)
 {
     const rt_route *route = d->match.route;
     gw_gcra_result r;
     pending *p = w->ratelimit ? pending_new(req, w, table, d) : NULL;
     if (p) {
-        if (gw_rl_redis_check(w->ratelimit, route, req, on_rl_answer, p, &p->wait, &r) == 0) {
+        if ((p->rl = l, gw_rl_redis_check(w->ratelimit, route, l, req, on_rl_answer, p,
+                                          &p->wait, &r)) == 0) {
             park(p);
             return 0;
         }
         pending_free(p); /* decided at once (Redis away): the local share */
     } else if (w->ratelimit) {
-        gw_rl_decide_local(route, req, w->cfg->rate_limits.instances, GW_RL_FALLBACK, &r);
+        gw_rl_decide_local(route, l, req, w->cfg->rate_limits.instances, GW_RL_FALLBACK, &r);
     } else {
-        gw_rl_decide_local(route, req, 1, GW_RL_LOCAL, &r);
+        gw_rl_decide_local(route, l, req, 1, GW_RL_LOCAL, &r);
     }
     if (r.allowed)
         return 1;
-    limited(req, route, &r);
+    limited(req, route, l, &r);
     return 0;
 }
 
@@ -301,7 +304,8 @@ static void router_on_request(gw_request *req)
     }
     const rt_route *route = d.match.route;
     gw_request_set_route(req, route->id, rt_table_version(table));
-    if (route->rate_limit.rate && !rate_limit_admits(req, w, table, &d))
+    const rt_rate_limit *rl = gw_rl_for(route, &w->cfg->rate_limits.default_limit);
+    if (rl && !rate_limit_admits(req, w, table, &d, rl))
         return; /* answered 429, or waiting for Redis */
     admit(req, w, table, &d, NULL);
 }

@@ -68,6 +68,16 @@ typedef struct rt_rate_limit {
     const char *key_header;    /* "header:NAME": NAME (lower case); else NULL */
 } rt_rate_limit;
 
+#define RT_RL_HEADER_MAX 129 /* a key header name, with its NUL */
+
+/* Reads a rate_limit object RL into *L (what routes' "rate_limit" and gateway.json's
+ * "rate_limits.default" share): a header name goes into HDR[RT_RL_HEADER_MAX] and
+ * L->key_header points there. On error returns -1 with the offending FIELD ("rate", ...;
+ * NULL: the object itself) and the REASON. */
+struct json_t;
+int rt_rate_limit_parse(struct json_t *rl, rt_rate_limit *l, char *hdr, const char **field,
+                        char *reason, size_t reason_len);
+
 /* Upstream names in the policy fields point into the table's own copy of the upstream list:
  * they live as long as the table. *_index fields index that list (the one given to
  * rt_table_parse), as upstream_index does. */

@@ -108,6 +108,22 @@ def test_local_limit_is_per_process_across_workers():
         assert s.mock("user-service").stats()["requests"] == 20
 
 
+def test_default_rate_limit_from_gateway_json():
+    """rate_limits.default applies to every route without its own rate_limit; a route's own
+    wins. The default counts per route (each route has its own buckets)."""
+    routes = limited_routes({"rate": 1, "per": "1h", "burst": 1})
+    conf = {"rate_limits": {"default": {"rate": 1, "per": "1h", "burst": 3}}}
+    with Stack(routes=routes, gw_conf=conf) as s:
+        own = [g[0] for g in keepalive_statuses(s.port, 3)]
+        dflt = [g[0] for g in keepalive_statuses(s.port, 5, "/other")]
+        assert own == [200, 429, 429], own
+        assert [x == 429 for x in dflt] == [False] * 3 + [True] * 2, dflt
+        got = keepalive_statuses(s.port, 1, "/other")[0]
+        assert got[1]["ratelimit-policy"] == '"legacy";q=1;w=3600', got[1]
+        m = metrics(s)
+        assert rl_metric(m, "legacy", "limited") == 3, m
+
+
 def _check(routes):
     import tempfile
     d = tempfile.mkdtemp(prefix="gwcheck-rl-")

@@ -409,6 +409,24 @@ static void test_rate_limits(void **state)
     assert_int_equal(cfg->upstreams[0].max_in_flight, 8);
     assert_int_equal(cfg->upstreams[0].queue_max, 4);
     assert_int_equal(cfg->upstreams[0].queue_timeout_ms, 1000);
+    assert_int_equal(cfg->rate_limits.default_limit.rate, 0); /* no default */
+    assert_int_equal(load_text(cfg, WITH(", \"rate_limits\": {\"default\": {\"rate\": 7, "
+                                         "\"per\": \"1m\", \"key\": \"header:X-Key\"}}"),
+                               err, sizeof err), 0);
+    assert_int_equal(cfg->rate_limits.default_limit.rate, 7);
+    assert_int_equal(cfg->rate_limits.default_limit.per_ms, 60000);
+    assert_int_equal(cfg->rate_limits.default_limit.burst, 7);
+    assert_string_equal(cfg->rate_limits.default_limit.key_header, "x-key");
+    assert_ptr_equal(cfg->rate_limits.default_limit.key_header, cfg->rate_limits.default_header);
+    static const struct err_case defaults[] = {
+        { WITH(", \"rate_limits\": {\"default\": {\"rate\": 0}}"), GW_EINVAL,
+          "rate_limits.default.rate: must be an integer from 1 to 1000000" },
+        { WITH(", \"rate_limits\": {\"default\": {\"rate\": 1, \"key\": \"ip\"}}"), GW_EINVAL,
+          "rate_limits.default.key: unknown key kind \"ip\" (client_ip, route or header:NAME)" },
+        { WITH(", \"rate_limits\": {\"default\": []}"), GW_EINVAL,
+          "rate_limits.default: must be an object" },
+    };
+    run_cases(cfg, defaults, N(defaults));
 }
 
 static void test_errors_limits(void **state)
