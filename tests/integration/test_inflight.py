@@ -140,3 +140,28 @@ def test_queue_without_max_in_flight_rejected():
         assert line == "%s/gateway.json: upstreams.legacy.queue: needs max_in_flight" % d, line
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_fallback_shed_when_its_upstream_at_limit():
+    """The fallback's upstream (legacy) at its max_in_flight: a failing primary's request is
+    not replayed there (the client gets the primary's 5xx); with the slot free it is."""
+    ups = {"legacy": 1, "user-service": ["--error-rate", "1"]}
+    routes = [{"id": "users", "path": "/api/users/**", "upstream": "user-service",
+               "rewrite": {"strip_prefix": "/api"}, "fallback": {"upstream": "legacy"}},
+              {"id": "legacy", "path": "/**", "upstream": "legacy"}]
+    with Stack(upstreams=ups, routes=routes, gw_conf={"upstreams": {"legacy": {"max_in_flight": 1}}}) as s:
+        holder = threading.Thread(target=request, args=(s.port, "GET", "/api/orders/1"),
+                                  kwargs={"headers": {"X-Mock-Latency-Ms": "1500"}, "timeout": 30})
+        holder.start()
+        from harness import wait_until
+        wait_until(lambda: metrics(s)['gateway_upstream_in_flight{upstream="legacy"}'] == 1,
+                   10, "legacy's slot taken")
+        st, h, _ = request(s.port, "GET", "/api/users/1")
+        assert st == 500 and h["x-gateway-upstream"] == "user-service", (st, h)
+        holder.join()
+        m = metrics(s)
+        assert m['gateway_upstream_shed_total{upstream="legacy",reason="fallback"}'] == 1, m
+        st, h, _ = request(s.port, "GET", "/api/users/1")  # the slot is free: it falls back
+        assert st == 200 and h["x-gateway-upstream"] == "legacy", (st, h)
+        wait_until(lambda: metrics(s)['gateway_upstream_in_flight{upstream="legacy"}'] == 0,
+                   10, "legacy's slots released")
