@@ -67,6 +67,10 @@ TSAN_SUBSET = ",".join([
     "test_dashboard_numbers_move_under_load",
     # TLS: certificate snapshots built on the threadpool, swapped while two workers handshake
     "test_tls_reload_under_load_drops_nothing",
+    # rate limits: the in-process store shared by four workers; two instances x two workers
+    # on one Redis; Redis killed while three clients load two workers; the route counter
+    "test_local_limit_is_per_process_across_workers", "test_shared_limit_exact_across_two_instances",
+    "test_redis_killed_mid_load_falls_back_to_local_share", "test_route_max_in_flight_across_workers",
 ])
 section("unit tests (build/tsan)")
 p, f = run_unit.run(sorted(glob.glob(os.path.join("build/tsan", "tests", "*", "test_*"))))
@@ -125,6 +129,9 @@ VALGRIND_SUBSET = ",".join([
     "test_client_leaving", "test_request_head_and_body", "test_long_header_values",
     # TLS: a request over TLS both ways, and reloads (snapshots built on the threadpool)
     "test_tls_get_over_https", "test_tls_reload_admin_ctl_sighup_and_bad_pair",
+    # limits: the 429 path, Redis waits and the NOSCRIPT retry, the shed and queue paths
+    "test_local_limit_429_headers_and_metrics", "test_shared_limit_survives_script_flush",
+    "test_upstream_max_in_flight_sheds_503_at_once", "test_upstream_queue_timeout_503",
 ])
 section("unit tests under valgrind (build)")
 p, f = run_unit.run(sorted(glob.glob(os.path.join("build", "tests", "*", "test_*"))), valgrind=True)
