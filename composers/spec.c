@@ -127,7 +127,8 @@ static int parse_leg(cmp_composition *c, int li, json_t *leg, const char *src, c
 static int parse_composition(cmp_composition *c, json_t *o, int ci, const char *src, char *err,
                              size_t errlen)
 {
-    static const char *const keys[] = { "id", "path", "deadline_ms", "legs", NULL };
+    static const char *const keys[] = { "id", "path", "deadline_ms", "legs", "max_in_flight",
+                                        NULL };
     char base[64];
     const char *bad;
     snprintf(base, sizeof base, "compositions[%d]", ci);
@@ -161,6 +162,15 @@ static int parse_composition(cmp_composition *c, json_t *o, int ci, const char *
         fail(err, errlen, src, p, "must be an integer from 1 to %d", MS_MAX);
         return -1;
     }
+    json_t *mf = json_object_get(o, "max_in_flight");
+    if (mf && (!json_is_integer(mf) || json_integer_value(mf) < 1 ||
+               json_integer_value(mf) > 1000000)) {
+        char p[128];
+        snprintf(p, sizeof p, "%s.max_in_flight", base);
+        fail(err, errlen, src, p, "must be an integer from 1 to 1000000");
+        return -1;
+    }
+    c->max_in_flight = mf ? (uint32_t)json_integer_value(mf) : 0;
     if (!json_is_array(legs) || json_array_size(legs) == 0 || json_array_size(legs) > CMP_MAX_LEGS) {
         char p[128];
         snprintf(p, sizeof p, "%s.legs", base);

@@ -38,6 +38,8 @@ typedef struct cmp_composition {
     char *id;
     char *path;            /* pattern: literal and {param} segments */
     uint32_t deadline_ms;  /* default 2000 */
+    uint32_t max_in_flight; /* answers being composed at once in the process; 0 = unlimited
+                               (above it the gateway answers 503: gateway/inflight_limit.h) */
     cmp_leg_spec legs[CMP_MAX_LEGS];
     int n_legs;
 } cmp_composition;

@@ -258,13 +258,13 @@ static route_slot *route_slot_of(const char *id)
     return found;
 }
 
-int gw_route_inflight_enter(const rt_route *route, gw_request *req)
+int gw_route_inflight_enter(const char *id, uint32_t max, gw_request *req)
 {
-    route_slot *s = route_slot_of(route->id);
+    route_slot *s = route_slot_of(id);
     if (!s)
         return 1; /* no room to count: not limited rather than refused */
     int n = atomic_fetch_add_explicit(&s->in_flight, 1, memory_order_relaxed);
-    if ((uint32_t)n >= route->max_in_flight) {
+    if ((uint32_t)n >= max) {
         atomic_fetch_sub_explicit(&s->in_flight, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->shed, 1, memory_order_relaxed);
         return 0;

@@ -55,8 +55,9 @@ void gw_inflight_release_request(gw_inflight *f, const gw_request *req);
 /* Moves REQ's upstream slot to FB (a fallback): 1 done, 0 shed (FB at its share). */
 int gw_inflight_switch(gw_inflight *f, gw_request *req, int fb);
 
-/* Per route, process-wide: takes a slot of ROUTE into req->hold_route; 0 when full. */
-int gw_route_inflight_enter(const rt_route *route, gw_request *req);
+/* Per route (or composition), process-wide: takes one of the MAX slots of ID into
+ * req->hold_route; 0 when full. */
+int gw_route_inflight_enter(const char *id, uint32_t max, gw_request *req);
 
 /* Requests refused or timed out, for /metrics (process-wide sums). */
 int gw_inflight_metrics_render(char **out, size_t *len, const char *const *upstream_names,

@@ -198,7 +198,8 @@ static void admit(gw_request *req, gw_worker *w, rt_table *table, const gw_route
                   pending *p)
 {
     const rt_route *route = d->match.route;
-    if (route->max_in_flight && !req->hold_route && !gw_route_inflight_enter(route, req)) {
+    if (route->max_in_flight && !req->hold_route &&
+        !gw_route_inflight_enter(route->id, route->max_in_flight, req)) {
         pending_free(p);
         busy(req, "route busy (max_in_flight)");
         return;
@@ -295,6 +296,11 @@ static void router_on_request(gw_request *req)
     case GW_TO_COMPOSITION:
         gw_request_set_route(req, d.composition->id, rt_table_version(table));
         req->upstream_name = NULL; /* the gateway answers */
+        if (d.composition->max_in_flight &&
+            !gw_route_inflight_enter(d.composition->id, d.composition->max_in_flight, req)) {
+            busy(req, "composition busy (max_in_flight)");
+            return;
+        }
         gw_request_set_handler(req, &cmp_compose_handler);
         cmp_compose_start(w->composer, table, req, d.composition, &d.params);
         return;

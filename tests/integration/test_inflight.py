@@ -165,3 +165,27 @@ def test_fallback_shed_when_its_upstream_at_limit():
         assert st == 200 and h["x-gateway-upstream"] == "legacy", (st, h)
         wait_until(lambda: metrics(s)['gateway_upstream_in_flight{upstream="legacy"}'] == 0,
                    10, "legacy's slots released")
+
+
+def test_composition_max_in_flight():
+    """A composition's max_in_flight (composers.json): answers being composed at once in the
+    process; above it 503 at once, the legs are not called for the refused ones."""
+    import copy
+    from test_compose import SHIPPED, comp_stack, healthy
+    comps = copy.deepcopy(SHIPPED)
+    c = comps["compositions"][0]
+    c["max_in_flight"] = 1
+    c["deadline_ms"] = 20000
+    for leg in c["legs"]:
+        leg["timeout_ms"] = 10000
+    with comp_stack(healthy(**{"order-service": ["--latency-ms", "1500"]}), comps=comps,
+                    alt=()) as s:
+        got = _parallel(s.port, 3, 0, path="/api/orders/42/details")
+        sts = [g[0] for g in got]
+        assert sts == [503, 503, 200], sts
+        assert "composition busy" in json.loads(got[0][2])["error"], got[0]
+        assert got[0][1]["retry-after"] == "1"
+        assert s.mock("order-service").stats()["requests"] == 1
+        assert metrics(s)['gateway_route_shed_total{route="%s"}' % c["id"]] == 2
+        st, _, _ = request(s.port, "GET", "/api/orders/42/details", timeout=30)
+        assert st == 200  # the slot came back
