@@ -103,6 +103,8 @@ static void test_spec_errors_name_the_field(void **state)
           "c.json: compositions[0].legs[0]: timeout_ms: must be an integer from 1 to 3600000" },
         { "{\"compositions\":[{\"id\":\"a\",\"path\":\"/x\",\"legs\":[{\"name\":\"l\",\"url\":\"/y\"},{\"name\":\"l\",\"url\":\"/z\"}]}]}",
           "c.json: compositions[0].legs[1]: name: duplicate leg \"l\"" },
+        { "{\"compositions\":[{\"id\":\"a\",\"path\":\"/x\",\"max_in_flight\":0,\"legs\":[{\"name\":\"l\",\"url\":\"/y\"}]}]}",
+          "c.json: compositions[0].max_in_flight: must be an integer from 1 to 1000000" },
         { "[1]", "c.json: (root): must be an object" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
