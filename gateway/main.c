@@ -190,6 +190,7 @@ int main(int argc, char **argv)
         if (!routes) {
             fprintf(stderr, "%s\n", err);
             cmp_spec_free(compositions);
+            gw_certs_free(&certs);
             return 1;
         }
         char cut_path[1100];
