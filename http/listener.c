@@ -227,7 +227,7 @@ void gw_server_free(gw_server *s)
         free(s->free_reqs[i]);
     free(s->free_reqs);
     gw_tls_ctx_unref(s->tls_ctx);
-    free(s->tls_wire);
+    gw_tls_buf_free(&s->tls_wire);
     free(s->tls_plain);
     free(s);
 }

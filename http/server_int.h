@@ -5,6 +5,7 @@
 #include "http/deadline.h"
 #include "http/queue.h"
 #include "http/server.h"
+#include "http/tls_bio.h"
 
 struct gw_server {
     uv_loop_t *loop;
@@ -35,8 +36,7 @@ struct gw_server {
      * only when its generation moved; scratch buffers of the transport (tls.c) */
     struct gw_tls_ctx *tls_ctx;
     uint64_t tls_gen;
-    char *tls_wire;            /* records OpenSSL wrote, flushed right after each call */
-    size_t tls_wire_len, tls_wire_cap;
+    gw_tls_buf tls_wire;       /* records OpenSSL wrote, flushed right after each call */
     char *tls_plain;           /* small multi-piece writes coalesced into one record */
 };
 

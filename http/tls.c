@@ -1,6 +1,6 @@
 /* tls.c — the TLS transport of a server connection (tls_transport.h): OpenSSL over a
  * memory BIO on the connection's loop. OpenSSL never touches the socket: libuv reads
- * ciphertext into t->in, the BIO hands it to OpenSSL, and what OpenSSL writes lands in the
+ * ciphertext into t->io.in, the BIO hands it to OpenSSL, and what OpenSSL writes lands in the
  * server's scratch buffer, which goes out like any other write (stream_write.h) right after
  * the OpenSSL call that produced it. Nothing blocks: a handshake or a read that needs more
  * bytes returns WANT_READ and resumes when they arrive. */
@@ -13,6 +13,7 @@
 
 #include "http/client_int.h"
 #include "http/gw_errors.h"
+#include "http/tls_bio.h"
 
 #define TLS_IN_SIZE (17 * 1024)     /* one whole record: 16 KiB + header + expansion */
 #define TLS_COALESCE 16384          /* writes of several pieces up to this become one record */
@@ -33,101 +34,26 @@ struct gw_tls_conn {
     SSL *ssl;
     gw_tls_ctx *ctx;          /* the snapshot pinned at accept */
     gw_client *c;
-    char *in;                 /* ciphertext read and not yet taken by OpenSSL, or NULL */
-    uint32_t in_len, in_off;
+    gw_tls_io io;             /* ciphertext in; records out into the server's tls_wire */
     unsigned flags;
 };
 
 static void pump(gw_tls_conn *t);
 static void update_socket(gw_tls_conn *t);
 
-/* ---- the memory BIO ------------------------------------------------------------------ */
-
-static BIO_METHOD *bio_method;
-static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
-
-static int bio_read(BIO *b, char *out, int outl)
-{
-    gw_tls_conn *t = BIO_get_data(b);
-    BIO_clear_retry_flags(b);
-    uint32_t avail = t->in_len - t->in_off;
-    if (avail == 0 || outl <= 0) {
-        BIO_set_retry_read(b);
-        return -1;
-    }
-    uint32_t n = avail < (uint32_t)outl ? avail : (uint32_t)outl;
-    memcpy(out, t->in + t->in_off, n);
-    t->in_off += n;
-    return (int)n;
-}
-
-static int bio_write(BIO *b, const char *in, int inl)
-{
-    gw_tls_conn *t = BIO_get_data(b);
-    gw_server *s = t->c->server;
-    BIO_clear_retry_flags(b);
-    if (inl <= 0)
-        return 0;
-    size_t need = s->tls_wire_len + (size_t)inl;
-    if (need > s->tls_wire_cap) {
-        size_t cap = s->tls_wire_cap ? s->tls_wire_cap : 32768;
-        while (cap < need)
-            cap *= 2;
-        char *p = realloc(s->tls_wire, cap);
-        if (!p)
-            return -1;
-        s->tls_wire = p;
-        s->tls_wire_cap = cap;
-    }
-    memcpy(s->tls_wire + s->tls_wire_len, in, (size_t)inl);
-    s->tls_wire_len += (size_t)inl;
-    return inl;
-}
-
-static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
-{
-    (void)b;
-    (void)num;
-    (void)ptr;
-    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
-}
-
-static int bio_create(BIO *b)
-{
-    BIO_set_init(b, 1);
-    return 1;
-}
-
-static int bio_destroy(BIO *b)
-{
-    (void)b;
-    return 1;
-}
-
-static void bio_init(void)
-{
-    bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "gw-wire");
-    BIO_meth_set_read(bio_method, bio_read);
-    BIO_meth_set_write(bio_method, bio_write);
-    BIO_meth_set_ctrl(bio_method, bio_ctrl);
-    BIO_meth_set_create(bio_method, bio_create);
-    BIO_meth_set_destroy(bio_method, bio_destroy);
-}
+/* ---- the wire (the memory BIO: tls_bio.h) ------------------------------------------- */
 
 /* What OpenSSL wrote goes on the socket now (queued when the socket is full). */
 static int flush_wire(gw_tls_conn *t)
 {
     gw_server *s = t->c->server;
-    if (!s->tls_wire_len)
+    if (!s->tls_wire.len)
         return 0;
-    uv_buf_t b = uv_buf_init(s->tls_wire, (unsigned)s->tls_wire_len);
-    s->tls_wire_len = 0;
+    uv_buf_t b = uv_buf_init(s->tls_wire.p, (unsigned)s->tls_wire.len);
+    s->tls_wire.len = 0;
     int r = gw__client_write_wire(t->c, &b, 1);
-    if (s->tls_wire_cap > TLS_WIRE_KEEP) {
-        free(s->tls_wire);
-        s->tls_wire = NULL;
-        s->tls_wire_cap = 0;
-    }
+    if (s->tls_wire.cap > TLS_WIRE_KEEP)
+        gw_tls_buf_free(&s->tls_wire);
     return r;
 }
 
@@ -171,20 +97,19 @@ static enum gw_tls_event classify(int ssl_err)
 
 gw_tls_conn *gw__tls_conn_new(gw_tls_ctx *x, gw_client *c)
 {
-    pthread_once(&bio_once, bio_init);
     gw_tls_conn *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
     t->c = c;
     t->ssl = SSL_new(gw__tls_ctx_default(x));
-    BIO *b = t->ssl ? BIO_new(bio_method) : NULL;
+    t->io.out = &c->server->tls_wire;
+    BIO *b = t->ssl ? gw_tls_bio_new(&t->io) : NULL;
     if (!b) {
         SSL_free(t->ssl);
         free(t);
         ERR_clear_error();
         return NULL;
     }
-    BIO_set_data(b, t);
     SSL_set_bio(t->ssl, b, b); /* one BIO both ways; the SSL owns it */
     SSL_set_accept_state(t->ssl);
     gw_tls_ctx_ref(x);
@@ -198,7 +123,7 @@ void gw__tls_conn_free(gw_tls_conn *t)
         return;
     SSL_free(t->ssl);
     ERR_clear_error();
-    free(t->in);
+    free(t->io.in);
     gw_tls_ctx_unref(t->ctx);
     free(t);
 }
@@ -213,11 +138,11 @@ static void tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
     gw_client *c = h->data;
     gw_tls_conn *t = c->tls;
     (void)suggested;
-    if (!t->in && !(t->in = malloc(TLS_IN_SIZE))) {
+    if (!t->io.in && !(t->io.in = malloc(TLS_IN_SIZE))) {
         *out = uv_buf_init(NULL, 0);
         return;
     }
-    *out = uv_buf_init(t->in + t->in_len, TLS_IN_SIZE - t->in_len);
+    *out = uv_buf_init(t->io.in + t->io.in_len, TLS_IN_SIZE - t->io.in_len);
 }
 
 static void tls_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
@@ -226,9 +151,9 @@ static void tls_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     gw_tls_conn *t = c->tls;
     (void)b;
     if (nread == 0) {
-        if (t->in_len == 0) { /* EAGAIN: the buffer libuv asked for goes back */
-            free(t->in);
-            t->in = NULL;
+        if (t->io.in_len == 0) { /* EAGAIN: the buffer libuv asked for goes back */
+            free(t->io.in);
+            t->io.in = NULL;
         }
         return;
     }
@@ -241,7 +166,7 @@ static void tls_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         gw__client_deliver(c, nread);
         return;
     }
-    t->in_len += (uint32_t)nread;
+    t->io.in_len += (uint32_t)nread;
     pump(t);
 }
 
@@ -254,7 +179,7 @@ static void update_socket(gw_tls_conn *t)
         return;
     int want = !(t->flags & T_FAILED) &&
                (!(t->flags & T_HS_DONE) ||
-                ((t->flags & T_WANT_READ) && t->in_off == t->in_len));
+                ((t->flags & T_WANT_READ) && t->io.in_off == t->io.in_len));
     if (want && !(t->flags & T_SOCK_READING)) {
         if (uv_read_start((uv_stream_t *)&c->tcp, tls_alloc, tls_on_read) == 0)
             t->flags |= T_SOCK_READING;
@@ -328,15 +253,15 @@ static void pump(gw_tls_conn *t)
             goto out;
         }
     } while (t->flags & T_REPUMP);
-    /* what OpenSSL took is gone from t->in; an empty buffer goes back (idle memory) */
-    if (t->in_off == t->in_len) {
-        free(t->in);
-        t->in = NULL;
-        t->in_off = t->in_len = 0;
-    } else if (t->in_off > 0) {
-        memmove(t->in, t->in + t->in_off, t->in_len - t->in_off);
-        t->in_len -= t->in_off;
-        t->in_off = 0;
+    /* what OpenSSL took is gone from t->io.in; an empty buffer goes back (idle memory) */
+    if (t->io.in_off == t->io.in_len) {
+        free(t->io.in);
+        t->io.in = NULL;
+        t->io.in_off = t->io.in_len = 0;
+    } else if (t->io.in_off > 0) {
+        memmove(t->io.in, t->io.in + t->io.in_off, t->io.in_len - t->io.in_off);
+        t->io.in_len -= t->io.in_off;
+        t->io.in_off = 0;
     }
     update_socket(t);
 out:
@@ -357,7 +282,7 @@ void gw__tls_read_start(gw_client *c)
         t->flags |= T_REPUMP;
         return;
     }
-    if ((t->flags & T_HS_DONE) && (t->in_off < t->in_len || SSL_has_pending(t->ssl))) {
+    if ((t->flags & T_HS_DONE) && (t->io.in_off < t->io.in_len || SSL_has_pending(t->ssl))) {
         /* bytes wait already: decrypt them after this call returns, as libuv would */
         t->flags |= T_POSTED;
         gw__server_post(c->server, &c->post_node);
@@ -435,9 +360,9 @@ void gw__tls_close_notify(gw_client *c)
     SSL_shutdown(t->ssl);
     ERR_clear_error();
     gw_server *s = c->server;
-    if (s->tls_wire_len && c->pending_write == 0) {
-        uv_buf_t b = uv_buf_init(s->tls_wire, (unsigned)s->tls_wire_len);
+    if (s->tls_wire.len && c->pending_write == 0) {
+        uv_buf_t b = uv_buf_init(s->tls_wire.p, (unsigned)s->tls_wire.len);
         (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1); /* best effort: never queued */
     }
-    s->tls_wire_len = 0;
+    s->tls_wire.len = 0;
 }

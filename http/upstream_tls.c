@@ -11,6 +11,7 @@
 
 #include "http/gw_errors.h"
 #include "http/stream_write.h"
+#include "http/tls_bio.h"
 
 #define UTLS_IN_SIZE (17 * 1024)
 
@@ -28,81 +29,16 @@ struct gw_utls {
     gw_utls_owner o;
     uv_timer_t kick;          /* delivers buffered plaintext after want_read(1) returned */
     void (*close_done)(void *owner);
-    char *in;
-    uint32_t in_len, in_off;
+    gw_tls_io io;             /* ciphertext in; records out into this thread's wire */
     unsigned flags;
 };
 
 /* Records OpenSSL wrote, flushed right after the call that produced them. */
-static _Thread_local char *wire;
-static _Thread_local size_t wire_len, wire_cap;
+static _Thread_local gw_tls_buf wire;
 
 void gw__utls_thread_cleanup(void)
 {
-    free(wire);
-    wire = NULL;
-    wire_len = wire_cap = 0;
-}
-
-static BIO_METHOD *bio_method;
-static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
-
-static int bio_read(BIO *b, char *out, int outl)
-{
-    gw_utls *t = BIO_get_data(b);
-    BIO_clear_retry_flags(b);
-    uint32_t avail = t->in_len - t->in_off;
-    if (avail == 0 || outl <= 0) {
-        BIO_set_retry_read(b);
-        return -1;
-    }
-    uint32_t n = avail < (uint32_t)outl ? avail : (uint32_t)outl;
-    memcpy(out, t->in + t->in_off, n);
-    t->in_off += n;
-    return (int)n;
-}
-
-static int bio_write(BIO *b, const char *in, int inl)
-{
-    BIO_clear_retry_flags(b);
-    if (inl <= 0)
-        return 0;
-    if (wire_len + (size_t)inl > wire_cap) {
-        size_t cap = wire_cap ? wire_cap : 32768;
-        while (cap < wire_len + (size_t)inl)
-            cap *= 2;
-        char *p = realloc(wire, cap);
-        if (!p)
-            return -1;
-        wire = p;
-        wire_cap = cap;
-    }
-    memcpy(wire + wire_len, in, (size_t)inl);
-    wire_len += (size_t)inl;
-    return inl;
-}
-
-static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
-{
-    (void)b;
-    (void)num;
-    (void)ptr;
-    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
-}
-
-static int bio_create(BIO *b)
-{
-    BIO_set_init(b, 1);
-    return 1;
-}
-
-static void bio_init(void)
-{
-    bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "gw-upstream");
-    BIO_meth_set_read(bio_method, bio_read);
-    BIO_meth_set_write(bio_method, bio_write);
-    BIO_meth_set_ctrl(bio_method, bio_ctrl);
-    BIO_meth_set_create(bio_method, bio_create);
+    gw_tls_buf_free(&wire);
 }
 
 /* The endpoint's slot, set as the SSL's app data while it may hand out sessions. */
@@ -159,10 +95,10 @@ void gw__utls_ctx_free(SSL_CTX *ctx)
 
 static int flush_wire(gw_utls *t)
 {
-    if (!wire_len)
+    if (!wire.len)
         return 0;
-    uv_buf_t b = uv_buf_init(wire, (unsigned)wire_len);
-    wire_len = 0;
+    uv_buf_t b = uv_buf_init(wire.p, (unsigned)wire.len);
+    wire.len = 0;
     return gw_stream_write(t->o.stream, t->o.pending_write, &b, 1, t->o.on_write);
 }
 
@@ -218,14 +154,14 @@ static void pump(gw_utls *t)
             goto out;
         }
     } while (t->flags & UT_REPUMP);
-    if (t->in_off == t->in_len) {
-        free(t->in);
-        t->in = NULL;
-        t->in_off = t->in_len = 0;
-    } else if (t->in_off > 0) {
-        memmove(t->in, t->in + t->in_off, t->in_len - t->in_off);
-        t->in_len -= t->in_off;
-        t->in_off = 0;
+    if (t->io.in_off == t->io.in_len) {
+        free(t->io.in);
+        t->io.in = NULL;
+        t->io.in_off = t->io.in_len = 0;
+    } else if (t->io.in_off > 0) {
+        memmove(t->io.in, t->io.in + t->io.in_off, t->io.in_len - t->io.in_off);
+        t->io.in_len -= t->io.in_off;
+        t->io.in_off = 0;
     }
     update_socket(t);
 out:
@@ -234,19 +170,19 @@ out:
 
 void gw__utls_sock_alloc(gw_utls *t, uv_buf_t *out)
 {
-    if (!t->in && !(t->in = malloc(UTLS_IN_SIZE))) {
+    if (!t->io.in && !(t->io.in = malloc(UTLS_IN_SIZE))) {
         *out = uv_buf_init(NULL, 0);
         return;
     }
-    *out = uv_buf_init(t->in + t->in_len, UTLS_IN_SIZE - t->in_len);
+    *out = uv_buf_init(t->io.in + t->io.in_len, UTLS_IN_SIZE - t->io.in_len);
 }
 
 void gw__utls_sock_read(gw_utls *t, ssize_t nread)
 {
     if (nread == 0) {
-        if (t->in_len == 0) {
-            free(t->in);
-            t->in = NULL;
+        if (t->io.in_len == 0) {
+            free(t->io.in);
+            t->io.in = NULL;
         }
         return;
     }
@@ -258,7 +194,7 @@ void gw__utls_sock_read(gw_utls *t, ssize_t nread)
             t->o.deliver(t->o.owner, nread);
         return;
     }
-    t->in_len += (uint32_t)nread;
+    t->io.in_len += (uint32_t)nread;
     pump(t);
 }
 
@@ -267,7 +203,7 @@ static void update_socket(gw_utls *t)
     if (t->o.gone(t->o.owner))
         return;
     int want = !(t->flags & UT_FAILED) &&
-               (!(t->flags & UT_HS_DONE) || ((t->flags & UT_WANT_READ) && t->in_off == t->in_len));
+               (!(t->flags & UT_HS_DONE) || ((t->flags & UT_WANT_READ) && t->io.in_off == t->io.in_len));
     if (want && !(t->flags & UT_READING)) {
         if (uv_read_start(t->o.stream, t->o.sock_alloc, t->o.sock_read) == 0)
             t->flags |= UT_READING;
@@ -295,20 +231,19 @@ static void endpoint_host(const char *address, char *out, size_t outlen)
 gw_utls *gw__utls_start(SSL_CTX *ctx, const gw_upstream_conf *conf, const gw_endpoint_conf *ep,
                         const gw_utls_owner *owner, SSL_SESSION **session)
 {
-    pthread_once(&bio_once, bio_init);
     gw_utls *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
     t->o = *owner;
     t->ssl = SSL_new(ctx);
-    BIO *b = t->ssl ? BIO_new(bio_method) : NULL;
+    t->io.out = &wire; /* this thread's: a connection lives on one loop */
+    BIO *b = t->ssl ? gw_tls_bio_new(&t->io) : NULL;
     if (!b) {
         SSL_free(t->ssl);
         free(t);
         ERR_clear_error();
         return NULL;
     }
-    BIO_set_data(b, t);
     SSL_set_bio(t->ssl, b, b);
     SSL_set_connect_state(t->ssl);
     SSL_set_app_data(t->ssl, session);
@@ -354,7 +289,7 @@ static void on_kick_closed(uv_handle_t *h)
     void *owner = t->o.owner;
     SSL_free(t->ssl);
     ERR_clear_error();
-    free(t->in);
+    free(t->io.in);
     free(t);
     if (done)
         done(owner);
@@ -368,11 +303,11 @@ void gw__utls_close(gw_utls *t, void (*done)(void *owner))
         ERR_clear_error();
         SSL_shutdown(t->ssl);
         ERR_clear_error();
-        if (wire_len) {
-            uv_buf_t b = uv_buf_init(wire, (unsigned)wire_len);
+        if (wire.len) {
+            uv_buf_t b = uv_buf_init(wire.p, (unsigned)wire.len);
             (void)uv_try_write(t->o.stream, &b, 1);
         }
-        wire_len = 0;
+        wire.len = 0;
     }
     t->flags |= UT_FAILED;
     t->close_done = done;
@@ -396,7 +331,7 @@ void gw__utls_want_read(gw_utls *t, int want)
         t->flags |= UT_REPUMP;
         return;
     }
-    if (want && (t->flags & UT_HS_DONE) && (t->in_off < t->in_len || SSL_has_pending(t->ssl))) {
+    if (want && (t->flags & UT_HS_DONE) && (t->io.in_off < t->io.in_len || SSL_has_pending(t->ssl))) {
         uv_timer_start(&t->kick, on_kick, 0, 0); /* bytes wait already: after this returns */
         return;
     }
@@ -415,7 +350,7 @@ int gw__utls_write(gw_utls *t, uv_buf_t *bufs, unsigned n)
         ERR_clear_error();
         if (r <= 0) {
             t->flags |= UT_FAILED;
-            wire_len = 0;
+            wire.len = 0;
             return GW_ERESET;
         }
     }
