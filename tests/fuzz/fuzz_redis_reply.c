@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include "composers/cache.h"
+#include "tests/fuzz/fuzz_loop.h"
 
 static struct {
     uv_loop_t loop;
@@ -44,21 +45,10 @@ static void die(const char *what)
     __builtin_trap();
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void turn(int fd, int wait_ms)
 {
-    uv_run(&G.loop, UV_RUN_NOWAIT);
-    int t = uv_backend_timeout(&G.loop);
-    if (t < 0 || t > wait_ms)
-        t = wait_ms;
-    struct pollfd p[2] = { { uv_backend_fd(&G.loop), POLLIN, 0 }, { fd, POLLIN, 0 } };
-    poll(p, 2, t);
+    fuzz_turn(&G.loop, fd, wait_ms);
 }
 
 static void on_get(cmp_cache_status st, const char *value, size_t len, uint64_t age, void *arg)
@@ -93,7 +83,7 @@ static int read_command(int fd, uint64_t end)
                 return -1;
         } else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
             return -1;
-        } else if (now_ms() > end) {
+        } else if (fuzz_now_ms() > end) {
             return -1;
         } else {
             turn(fd, 5);
@@ -103,7 +93,7 @@ static int read_command(int fd, uint64_t end)
 
 static void send_all(int fd, const uint8_t *p, size_t n, uint64_t end)
 {
-    while (n > 0 && now_ms() < end) {
+    while (n > 0 && fuzz_now_ms() < end) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
         if (w > 0)
             p += w, n -= (size_t)w;
@@ -154,13 +144,8 @@ static void setup(void)
     signal(SIGPIPE, SIG_IGN);
     if (uv_loop_init(&G.loop) != 0)
         abort();
-    G.lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t al = sizeof a;
-    if (G.lfd < 0 || bind(G.lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(G.lfd, 16) != 0 ||
-        getsockname(G.lfd, (struct sockaddr *)&a, &al) != 0)
-        abort();
+    struct sockaddr_in a;
+    G.lfd = fuzz_listen_loopback(&a);
     snprintf(G.addr, sizeof G.addr, "127.0.0.1:%d", ntohs(a.sin_port));
 }
 
@@ -180,10 +165,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cmp_cache *c = cmp_cache_new(&G.loop, &conf);
     if (!c)
         abort();
-    uint64_t started = now_ms(), end = started + 3000;
+    uint64_t started = fuzz_now_ms(), end = started + 3000;
     int fd;
     while ((fd = accept4(G.lfd, NULL, NULL, SOCK_NONBLOCK)) < 0) {
-        if (now_ms() > end)
+        if (fuzz_now_ms() > end)
             die("the cache did not connect");
         turn(G.lfd, 5);
     }
@@ -203,7 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         send_all(fd, (const uint8_t *)"+PONG\r\n", 7, end);
         cmp_cache_stats st;
         do {
-            if (now_ms() > started + CMP_CACHE_CONNECT_TIMEOUT_MS) {
+            if (fuzz_now_ms() > started + CMP_CACHE_CONNECT_TIMEOUT_MS) {
                 /* the cache gave up on its connection before we got to answer its PING:
                  * this process was starved (a loaded box), not a finding; skip the input */
                 close(fd);
@@ -225,18 +210,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             turn(fd, 0);
     }
     close(fd);
-    end = now_ms() + 3000;
+    end = fuzz_now_ms() + 3000;
     while (G.calls == 0) {
-        if (now_ms() > end)
+        if (fuzz_now_ms() > end)
             die("no callback 3 s after Redis closed");
         turn(G.lfd, 10);
     }
     if (G.calls != 1)
         die("more than one callback");
     cmp_cache_close(c);
-    end = now_ms() + 3000;
+    end = fuzz_now_ms() + 3000;
     while (uv_loop_alive(&G.loop)) {
-        if (now_ms() > end)
+        if (fuzz_now_ms() > end)
             die("the cache's handles did not close");
         turn(G.lfd, 10);
     }

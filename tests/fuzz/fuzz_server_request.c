@@ -35,6 +35,7 @@
 
 #include "http/gw_errors.h"
 #include "http/server.h"
+#include "tests/fuzz/fuzz_loop.h"
 
 #define MAX_DONE 256
 #define RESP_CAP (1u << 20)
@@ -168,22 +169,10 @@ static void on_done(const gw_request *req, const gw_request_report *r, void *dat
 
 /* ---- the loop and the client --------------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
-/* One loop turn, waiting at most for the loop's next timer or the client socket. */
 static void turn(int fd, int wait_ms)
 {
-    uv_run(&G.loop, UV_RUN_NOWAIT);
-    int t = uv_backend_timeout(&G.loop);
-    if (t < 0 || t > wait_ms)
-        t = wait_ms;
-    struct pollfd p[2] = { { uv_backend_fd(&G.loop), POLLIN, 0 }, { fd, POLLIN, 0 } };
-    poll(p, fd >= 0 ? 2 : 1, t);
+    fuzz_turn(&G.loop, fd, wait_ms);
 }
 
 /* Reads what the server sent; returns 1 at EOF or reset. */
@@ -208,7 +197,7 @@ static int cli_read(int fd)
 
 static void cli_send(int fd, const uint8_t *p, size_t n)
 {
-    uint64_t end = now_ms() + 5000;
+    uint64_t end = fuzz_now_ms() + 5000;
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w > 0) {
@@ -217,7 +206,7 @@ static void cli_send(int fd, const uint8_t *p, size_t n)
         }
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             return; /* the server closed: the rest is not wanted */
-        if (now_ms() > end)
+        if (fuzz_now_ms() > end)
             die("the server stopped reading for 5 s");
         cli_read(fd);
         turn(fd, 5);
@@ -380,16 +369,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cli_read(fd);
     }
     shutdown(fd, SHUT_WR);
-    uint64_t end = now_ms() + 10000;
+    uint64_t end = fuzz_now_ms() + 10000;
     while (!cli_read(fd)) {
-        if (now_ms() > end)
+        if (fuzz_now_ms() > end)
             die("the connection was neither answered nor closed 10 s after the client's EOF");
         turn(fd, 50);
     }
     close(fd);
-    end = now_ms() + 5000;
+    end = fuzz_now_ms() + 5000;
     while (gw_server_active(G.s) > 0) {
-        if (now_ms() > end)
+        if (fuzz_now_ms() > end)
             die("the server still holds the connection 5 s after the client left");
         turn(-1, 10);
     }

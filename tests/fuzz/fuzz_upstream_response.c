@@ -26,6 +26,7 @@
 
 #include "http/gw_errors.h"
 #include "http/oneshot.h"
+#include "tests/fuzz/fuzz_loop.h"
 
 static struct {
     uv_loop_t loop;
@@ -45,21 +46,10 @@ static void die(const char *what)
     __builtin_trap();
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void turn(int fd, int wait_ms)
 {
-    uv_run(&G.loop, UV_RUN_NOWAIT);
-    int t = uv_backend_timeout(&G.loop);
-    if (t < 0 || t > wait_ms)
-        t = wait_ms;
-    struct pollfd p[2] = { { uv_backend_fd(&G.loop), POLLIN, 0 }, { fd, POLLIN, 0 } };
-    poll(p, 2, t);
+    fuzz_turn(&G.loop, fd, wait_ms);
 }
 
 static void on_result(gw_oneshot *o, const gw_oneshot_result *r, void *arg)
@@ -90,13 +80,8 @@ static void setup(void)
     signal(SIGPIPE, SIG_IGN);
     if (uv_loop_init(&G.loop) != 0)
         abort();
-    G.lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t al = sizeof a;
-    if (G.lfd < 0 || bind(G.lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(G.lfd, 16) != 0 ||
-        getsockname(G.lfd, (struct sockaddr *)&a, &al) != 0)
-        abort();
+    struct sockaddr_in a;
+    G.lfd = fuzz_listen_loopback(&a);
     memcpy(&G.conf.endpoints[0].addr, &a, sizeof a);
     G.conf.endpoints[0].addrlen = sizeof a;
     snprintf(G.conf.name, sizeof G.conf.name, "fuzz");
@@ -141,7 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     G.up.endpoints[0].down_until_ms = 0;
     gw_oneshot *o;
     int skip = 0;
-    uint64_t started = now_ms();
+    uint64_t started = fuzz_now_ms();
     G.in_start = 1;
     int rc = gw_oneshot_start(&G.set, &G.up.endpoints[0], GW_ONESHOT_BACKGROUND, req, strlen(req),
                               G.is_head, G.body_max, 5000, on_result, NULL, &o, &skip);
@@ -151,9 +136,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* the upstream: accept, read the head */
     int fd = -1;
-    uint64_t end = now_ms() + 3000;
+    uint64_t end = fuzz_now_ms() + 3000;
     while ((fd = accept4(G.lfd, NULL, NULL, SOCK_NONBLOCK)) < 0) {
-        if (now_ms() > end)
+        if (fuzz_now_ms() > end)
             die("no connection to the upstream");
         turn(G.lfd, 5);
     }
@@ -165,14 +150,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (r > 0)
             got += (size_t)r;
         else if ((r == 0 || errno == ECONNRESET) &&
-                 now_ms() - started > G.conf.connect_timeout_ms) {
+                 fuzz_now_ms() - started > G.conf.connect_timeout_ms) {
             /* this process starved past the connect timeout (a loaded box): the exchange
              * rightly gave up; only its callback is checked below */
             starved = 1;
             break;
         } else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) || got == sizeof buf)
             die("the request head did not arrive");
-        else if (now_ms() > end)
+        else if (fuzz_now_ms() > end)
             die("the request head did not arrive in time");
         else
             turn(fd, 5);
@@ -185,7 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (w > 0) {
                 p += w, n -= (size_t)w;
             } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                if (now_ms() > end)
+                if (fuzz_now_ms() > end)
                     die("the upstream connection stopped reading");
                 turn(fd, 5);
             } else {
@@ -196,9 +181,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             turn(fd, 0);
     }
     close(fd);
-    end = now_ms() + 3000;
+    end = fuzz_now_ms() + 3000;
     while (G.calls == 0) {
-        if (now_ms() > end)
+        if (fuzz_now_ms() > end)
             die("no callback 3 s after the upstream closed");
         turn(G.lfd, 10);
     }
