@@ -141,4 +141,24 @@ void gw__client_abort_later(gw_client *c, int err);
  * reported and the connection kept or closed once those bytes are written. */
 void gw__response_queued(gw_client *c);
 
+/* Shared by the connection's files (client.c: lifecycle, buffers, timers, writing;
+ * client_parse.c: scanning and parsing requests; client_request.c: the handler's calls). */
+req_impl *gw__client_req_get(gw_server *s);
+void gw__client_close(gw_client *c, int err);
+void gw__client_set_deadline(gw_client *c, unsigned kind, uint64_t ms);
+/* (Re)arms the timeout the current state calls for (see client_state). */
+void gw__client_arm_timer(gw_client *c);
+/* Starts or stops reading as the state and buffer allow. */
+void gw__client_update_reading(gw_client *c);
+/* A request whose head the handler has fails in its body: STATUS if nothing went out yet. */
+void gw__client_fail_in_body(gw_client *c, int status, int err, const char *why);
+/* (client_parse.c) Once per process: llhttp's callbacks. */
+void gw__client_parse_init(void);
+/* The parse loop over buffered bytes; re-entry only asks for another pass. */
+void gw__client_process(gw_client *c);
+/* Answers a broken head with STATUS and closes (lingering). */
+void gw__client_fail_head(gw_client *c, int status, const char *reason);
+/* Checks the CRLF after chunk data in [p, end). 0 or -1. */
+int gw__client_check_chunk_crlf(gw_client *c, const char *p, const char *end);
+
 #endif
