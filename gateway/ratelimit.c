@@ -153,23 +153,37 @@ static uint64_t ceil_s(uint64_t ns)
     return (ns + 999999999ull) / 1000000000ull;
 }
 
+size_t gw_rl_headers(char *out, size_t n, const rt_route *route, const rt_rate_limit *l,
+                     const gw_gcra_result *r)
+{
+    uint64_t reset = ceil_s(r->reset_ns), w = (l->per_ms + 999) / 1000;
+    int k = snprintf(out, n,
+                     "RateLimit-Policy: \"%s\";q=%u;w=%" PRIu64 "\r\n"
+                     "RateLimit: \"%s\";r=%u;t=%" PRIu64 "\r\n"
+                     "X-RateLimit-Limit: %u\r\n"
+                     "X-RateLimit-Remaining: %u\r\n"
+                     "X-RateLimit-Reset: %" PRIu64 "\r\n",
+                     route->id, l->rate, w, route->id, r->remaining, reset, l->rate,
+                     r->remaining, reset);
+    return k > 0 && (size_t)k < n ? (size_t)k : 0;
+}
+
+void gw_rl_mark_allowed(gw_request *req, const rt_route *route, const rt_rate_limit *l,
+                        const gw_gcra_result *r)
+{
+    char h[sizeof req->resp_extra];
+    gw_request_set_response_headers(req, h, gw_rl_headers(h, sizeof h, route, l, r));
+}
+
 void gw_rl_answer_limited(gw_request *req, const rt_route *route, const rt_rate_limit *l,
                           const gw_gcra_result *r)
 {
     char h[512];
-    uint64_t retry = ceil_s(r->retry_after_ns), reset = ceil_s(r->reset_ns);
-    uint64_t w = (l->per_ms + 999) / 1000;
+    uint64_t retry = ceil_s(r->retry_after_ns);
     if (retry == 0)
         retry = 1;
-    snprintf(h, sizeof h,
-             "Retry-After: %" PRIu64 "\r\n"
-             "RateLimit-Policy: \"%s\";q=%u;w=%" PRIu64 "\r\n"
-             "RateLimit: \"%s\";r=%u;t=%" PRIu64 "\r\n"
-             "X-RateLimit-Limit: %u\r\n"
-             "X-RateLimit-Remaining: %u\r\n"
-             "X-RateLimit-Reset: %" PRIu64 "\r\n",
-             retry, route->id, l->rate, w, route->id, r->remaining, reset, l->rate, r->remaining,
-             reset);
+    int k = snprintf(h, sizeof h, "Retry-After: %" PRIu64 "\r\n", retry);
+    gw_rl_headers(h + k, sizeof h - (size_t)k, route, l, r);
     gw_response_error_headers(req, 429, "rate limit exceeded", h);
 }
 

@@ -2,7 +2,7 @@
  * or the whole route), the GCRA decision (ratelimit_local.c in-process), the 429 answer with
  * its headers, and the counters for /metrics.
  *
- * Headers on a 429 (the gateway's JSON error):
+ * Headers on a 429 (the gateway's JSON error), and on every allowed answer but Retry-After:
  *   Retry-After: S                         seconds until a request of this key would pass
  *   RateLimit-Policy: "ROUTE";q=RATE;w=PER_S   (IETF draft-ietf-httpapi-ratelimit-headers)
  *   RateLimit: "ROUTE";r=REMAINING;t=RESET_S
@@ -52,6 +52,14 @@ void gw_rl_decide_hash(const rt_route *route, const rt_rate_limit *l, uint64_t k
 
 /* Counts a decision (shared ones are counted by their caller). */
 void gw_rl_count(const rt_route *route, const rt_rate_limit *l, gw_rl_mode mode, int allowed);
+
+/* The RateLimit-Policy, RateLimit and X-RateLimit-* lines for result R into OUT (N bytes);
+ * their length, 0 when they do not fit. */
+size_t gw_rl_headers(char *out, size_t n, const rt_route *route, const rt_rate_limit *l,
+                     const gw_gcra_result *r);
+/* REQ was allowed with R: its answer, whoever writes it, carries those lines. */
+void gw_rl_mark_allowed(gw_request *req, const rt_route *route, const rt_rate_limit *l,
+                        const gw_gcra_result *r);
 
 /* Answers REQ with 429 and the headers above for result R (per-instance share DIVISOR). */
 void gw_rl_answer_limited(gw_request *req, const rt_route *route, const rt_rate_limit *l,

@@ -240,6 +240,7 @@ static void on_rl_answer(void *arg, const gw_gcra_result *r)
     pending *p = arg;
     p->wait = NULL;
     if (r->allowed) {
+        gw_rl_mark_allowed(p->req, p->d.match.route, p->rl, r);
         admit(p->req, p->w, p->table, &p->d, p);
         return;
     }
@@ -267,8 +268,10 @@ static int rate_limit_admits(gw_request *req, gw_worker *w, rt_table *table,
     } else {
         gw_rl_decide_local(route, l, req, 1, GW_RL_LOCAL, &r);
     }
-    if (r.allowed)
+    if (r.allowed) {
+        gw_rl_mark_allowed(req, route, l, &r);
         return 1;
+    }
     limited(req, route, l, &r);
     return 0;
 }

@@ -69,7 +69,8 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
     }
     /* 160 covers the status line's fixed parts, the gateway header names and the framing
      * and Connection lines; the variable parts are counted */
-    char *o = head_reserve(c->req, 160 + reason_n + date_n + (headers ? hlen : 0) + id_n + up_n);
+    char *o = head_reserve(c->req, 160 + reason_n + date_n + (headers ? hlen : 0) + id_n + up_n +
+                                       req->resp_extra_n);
     if (!o) {
         /* no answer can be built: on_abort follows and the connection closes, so the
          * client is not left waiting */
@@ -86,6 +87,8 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
     o = PUT_LIT(o, "\r\n");
     if (headers && hlen)
         o = put(o, headers, hlen);
+    if (req->resp_extra_n)
+        o = put(o, req->resp_extra, req->resp_extra_n);
     if (c->server->opts.gateway_headers) {
         o = PUT_LIT(o, "X-Request-Id: ");
         o = put(o, req->request_id, id_n);

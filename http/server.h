@@ -11,6 +11,7 @@
 #define GW_SERVER_H
 
 #include <stdint.h>
+#include <string.h>
 #include <uv.h>
 
 #include "http/gw_slice.h"
@@ -127,8 +128,12 @@ struct gw_request {
      * (cleared with the request): 1 + the upstream's index (0: none), a route's counter. */
     unsigned hold_upstream;
     void *hold_route;
+    /* Extra response head lines the application adds to whatever answers the request
+     * (rate-limit headers on an allowed request): resp_extra[0..resp_extra_n). */
+    uint16_t resp_extra_n;
     /* Last, so that recycling a request clears only what comes before it. */
     gw_header headers[GW_MAX_HEADERS];
+    char resp_extra[320]; /* not cleared: only resp_extra_n counts */
 };
 
 /* Starts listening on addr (with SO_REUSEPORT when opts->reuseport). */
@@ -194,6 +199,15 @@ void gw_response_error(gw_request *req, int status, const char *msg);
 /* The same with EXTRA_HEADERS ("Name: value\r\n" lines, may be NULL): Retry-After, ... */
 void gw_response_error_headers(gw_request *req, int status, const char *msg,
                                const char *extra_headers);
+/* Lines ("Name: value\r\n") the response head will carry whoever writes it; N up to
+ * sizeof req->resp_extra (longer: ignored). */
+static inline void gw_request_set_response_headers(gw_request *req, const char *h, size_t n)
+{
+    if (n <= sizeof req->resp_extra) {
+        memcpy(req->resp_extra, h, n);
+        req->resp_extra_n = (uint16_t)n;
+    }
+}
 /* Closes the connection after this response even if the client wants keep-alive. */
 void gw_request_close_after(gw_request *req);
 

@@ -61,8 +61,17 @@ def test_local_limit_429_headers_and_metrics():
         assert (h["x-ratelimit-limit"], h["x-ratelimit-remaining"], h["x-ratelimit-reset"]) == \
             ("1", "0", "18000"), h
         assert s.mock("user-service").stats()["requests"] == 5
-        # another route is not limited
-        assert request(s.port, "GET", "/other")[0] != 429
+        # the allowed answers carry the same headers (no Retry-After), counting down: after
+        # the i-th of 5 at once, 4-i would still pass; the whole burst is back in i+1 hours
+        for i, (st, h, _) in enumerate(got[:5]):
+            assert "retry-after" not in h, h
+            assert h["ratelimit-policy"] == '"limited";q=1;w=3600', h
+            assert h["ratelimit"] == '"limited";r=%d;t=%d' % (4 - i, 3600 * (i + 1)), (i, h)
+            assert (h["x-ratelimit-limit"], h["x-ratelimit-remaining"],
+                    h["x-ratelimit-reset"]) == ("1", str(4 - i), str(3600 * (i + 1))), (i, h)
+        # another route is not limited, and its answers carry no rate-limit headers
+        st, hs, _ = request(s.port, "GET", "/other")
+        assert st != 429 and not [k for k in hs if "ratelimit" in k], hs
         assert s.mock("legacy").stats()["requests"] == 1
         m = metrics(s)
         assert rl_metric(m, "limited", "allowed") == 5, m
@@ -240,10 +249,15 @@ def test_shared_limit_survives_script_flush():
         with Stack(routes=limited_routes({"rate": 1, "per": "1h", "burst": 4}),
                    gw_conf=_shared_conf(r, timeout_ms=2000)) as s:
             _wait_mode(s, "shared", 1)
-            first = [g[0] for g in keepalive_statuses(s.port, 2)]
+            first = keepalive_statuses(s.port, 2)
             assert _redis_cmd(r, "SCRIPT", "FLUSH") == "OK"
-            rest = [g[0] for g in keepalive_statuses(s.port, 4)]
-            assert first + rest == [200] * 4 + [429] * 2, first + rest
+            rest = keepalive_statuses(s.port, 4)
+            got = first + rest
+            assert [g[0] for g in got] == [200] * 4 + [429] * 2, [g[0] for g in got]
+            # allowed answers carry the remaining count the script decided
+            assert [g[1]["x-ratelimit-remaining"] for g in got] == \
+                ["3", "2", "1", "0", "0", "0"], [g[1] for g in got]
+            assert got[1][1]["ratelimit"] == '"limited";r=2;t=7200', got[1][1]
             m = metrics(s)
             assert rl_metric(m, "limited", "allowed", "shared") == 4, m
             assert rl_metric(m, "limited", "limited", "shared") == 2, m

@@ -4,10 +4,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 
 #include <cmocka.h>
 
 #include "gateway/gcra.h"
+#include "gateway/ratelimit.h"
 #include "gateway/ratelimit_local.h"
 
 #define MS 1000000ull
@@ -137,6 +140,35 @@ static void test_local_store_bounded(void **state)
     gw_rl_local_reset();
 }
 
+/* The headers of an allowed answer count down the burst; the ones of a refused answer say 0;
+ * lines that do not fit the caller's buffer are left out whole, never cut. */
+static void test_headers(void **state)
+{
+    (void)state;
+    rt_route route = { .id = "users" };
+    rt_rate_limit l = { .rate = 10, .per_ms = 60000, .burst = 3 };
+    gw_gcra g;
+    gw_gcra_init(&g, l.rate, l.per_ms, l.burst, 1);
+    uint64_t tat = 0;
+    gw_gcra_result r;
+    char h[320];
+    const char *want[] = { "2;t=6", "1;t=12", "0;t=18", "0;t=18" };
+    for (int i = 0; i < 4; i++) {
+        gw_gcra_check(&g, &tat, 7 * S, &r);
+        assert_int_equal(r.allowed, i < 3);
+        size_t n = gw_rl_headers(h, sizeof h, &route, &l, &r);
+        assert_int_equal(n, strlen(h));
+        char line[64];
+        snprintf(line, sizeof line, "RateLimit: \"users\";r=%s\r\n", want[i]);
+        assert_non_null(strstr(h, line));
+        assert_non_null(strstr(h, "RateLimit-Policy: \"users\";q=10;w=60\r\n"));
+        assert_non_null(strstr(h, "X-RateLimit-Limit: 10\r\n"));
+        snprintf(line, sizeof line, "X-RateLimit-Remaining: %c\r\n", want[i][0]);
+        assert_non_null(strstr(h, line));
+    }
+    assert_int_equal(gw_rl_headers(h, 40, &route, &l, &r), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -146,6 +178,7 @@ int main(void)
         cmocka_unit_test(test_idle_recovers_burst_only),
         cmocka_unit_test(test_local_store_keys),
         cmocka_unit_test(test_local_store_bounded),
+        cmocka_unit_test(test_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
