@@ -585,6 +585,11 @@ static void run_change(admin_req *r)
         r->edit = body;
     }
     gw_admin *a = r->a;
+    if (r->op == OP_UPSTREAM && gw_route_store_pg(a->store) && !gw_route_store_has_upstreams(a->store)) {
+        gw_response_error(detach(r), 501, "upstream changes need migration 000003_upstreams "
+                                          "(gatewayctl db migrate)");
+        return;
+    }
     if (r->op == OP_UPSTREAM && strcmp(r->action, "upstream-delete") == 0) {
         /* a cutover plan under way still needs its sides: checked here, on the loop */
         json_t *refs = json_array();
