@@ -38,9 +38,9 @@ endif
 
 LLHTTP_DIR := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
-PKGS       := libuv jansson libpq hiredis libssl libcrypto
+PKGS       := libuv jansson libpq hiredis libssl libcrypto libnghttp2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -ljansson -lpq -lhiredis -lssl -lcrypto)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -ljansson -lpq -lhiredis -lssl -lcrypto -lnghttp2)
 
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -pthread -I. -I$(LLHTTP_INC) $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lpthread -lm
@@ -111,7 +111,8 @@ $(OUT)/fuzz_%: $(OUT)/obj/tests/fuzz/fuzz_%.o $(OUT)/libgw.a
 # ---- set-up ---------------------------------------------------------------------------
 DEB_PKGS := build-essential pkg-config libuv1-dev node-llhttp libpq-dev libhiredis-dev \
             libjansson-dev libcmocka-dev postgresql redis-server python3 curl valgrind \
-            clang libclang-rt-14-dev libssl-dev openssl chromium chromium-driver python3-selenium
+            clang libclang-rt-14-dev libssl-dev openssl chromium chromium-driver python3-selenium \
+            libnghttp2-dev nghttp2-client
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

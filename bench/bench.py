@@ -150,6 +150,11 @@ WORKLOADS = [
          tls=True, targets=PROXIES),
     dict(id="tls_handshake", title="new TLS connection per request (full handshake, ECDSA P-256)",
          path="/api/users/42", tls=True, headers=["Connection: close"], targets=PROXIES),
+    # HTTP/2 over TLS (ALPN h2, same certificate): h2load instead of wrk, 4 connections x 16
+    # streams = 64 requests in flight, as wrk's 64 connections; upstreams stay HTTP/1.1
+    dict(id="h2_small_get", title="small GET over HTTP/2 + TLS (h2load, 4 conns x 16 streams)",
+         path="/api/users/42", tls=True, conns=4, h2=dict(streams=16), targets=PROXIES,
+         gateway={"h2": True}),
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -466,6 +471,8 @@ class Env:
         }
         if opts.get("composers"):
             cfg["composers"] = os.path.join(ROOT, "conf", "composers.json")
+        if opts.get("h2"):
+            cfg["listeners"][1]["tls"]["alpn"] = ["h2", "http/1.1"]
         if opts.get("shadow_hang"):
             if not getattr(self, "mock_hang", None):
                 self.mock_hang = self._mockd("users-hang", ["--hang-rate", "1"])
@@ -507,7 +514,7 @@ class Env:
         with open(out, "w") as f:
             f.write(text)
 
-    def nginx(self, run):
+    def nginx(self, run, wl=None):
         d = os.path.join(self.tmp, run, "nginx")
         os.makedirs(d, exist_ok=True)
         port, tls_port = free_port(), free_port()
@@ -516,6 +523,7 @@ class Env:
         self._fill("nginx.conf.in", conf, {
             "WORKERS": WORKERS, "NOFILE": self.nofile, "TMP": d, "LISTEN_PORT": port,
             "TLS_PORT": tls_port, "TLS_CERT": cert, "TLS_KEY": key,
+            "TLS_HTTP2": "http2" if (wl or {}).get("h2") else "",
             "UPSTREAM_PORT": self.mock_a.port, "POOL": POOL,
             "WORKER_CONNECTIONS": max(1024, min(self.nofile - 64, 65536)),
         })
@@ -524,7 +532,7 @@ class Env:
         s.tls_port = tls_port
         return s
 
-    def haproxy(self, run):
+    def haproxy(self, run, wl=None):
         d = os.path.join(self.tmp, run, "haproxy")
         os.makedirs(d, exist_ok=True)
         port, tls_port = free_port(), free_port()
@@ -532,6 +540,7 @@ class Env:
         self._fill("haproxy.cfg.in", cfg, {
             "WORKERS": WORKERS, "TMP": d, "LISTEN_PORT": port,
             "TLS_PORT": tls_port, "TLS_PEM": self.tls_files()[2],
+            "TLS_ALPN": "alpn h2,http/1.1" if (wl or {}).get("h2") else "",
             "UPSTREAM_PORT": self.mock_a.port,
             # 2 fds per proxied connection, 1 per idle client connection: room for the probe
             "MAXCONN": min(30000, max(IDLE_CONNS + 512, (self.nofile - 256) // 2)),
@@ -543,7 +552,7 @@ class Env:
     def make(self, target, run, wl=None):
         if target == "gateway":
             return self.gateway(run, (wl or {}).get("gateway", {}))
-        return getattr(self, target)(run)
+        return getattr(self, target)(run, wl)
 
     def redis(self):
         """A redis-server for the cached-user workload, started once (None: not installed)."""
@@ -594,6 +603,54 @@ def wrk(port, path, conns, duration, headers=(), body=0, raw_name=None, scheme="
     if p.returncode != 0 or not m:
         raise RuntimeError("wrk failed (exit %d):\n%s" % (p.returncode, text[-2000:]))
     return json.loads(m.group(1))
+
+
+def h2load(port, path, conns, streams, duration, raw_name=None):
+    """h2load over TLS (ALPN h2) for DURATION s: the same result dict as wrk(), latency
+    percentiles from h2load's per-request log."""
+    log = os.path.join(os.path.dirname(PIDS), "h2load-%d.log" % port)
+    args = ["h2load", "-t%d" % min(THREADS, conns), "-c%d" % conns, "-m%d" % streams,
+            "-D%d" % duration, "--log-file=" + log, "https://127.0.0.1:%d%s" % (port, path)]
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       preexec_fn=nofile_limit, timeout=duration + 60)
+    text = p.stdout.decode("utf-8", "replace")
+    if raw_name:
+        with open(os.path.join(OUT, "raw", raw_name + ".txt"), "w") as f:
+            f.write("$ " + " ".join(args) + "\n" + text)
+    fin = re.search(r"^finished in ([\d.]+)(m?s)", text, re.M)
+    req = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                    r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    traffic = re.search(r"^traffic: \S+ \((\d+)\) total", text, re.M)
+    if p.returncode != 0 or not (fin and req and codes and "Application protocol: h2" in text):
+        raise RuntimeError("h2load failed (exit %d):\n%s" % (p.returncode, text[-2000:]))
+    lat = []
+    with open(log) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[1] != "-1":
+                lat.append(int(parts[2]))
+    os.unlink(log)
+    lat.sort()
+    if not lat:
+        raise RuntimeError("h2load logged no request:\n" + text[-2000:])
+
+    def pct(q):
+        return lat[min(len(lat) - 1, int(q * len(lat)))]
+
+    mean = sum(lat) / len(lat)
+    secs = float(fin.group(1)) / (1000.0 if fin.group(2) == "ms" else 1.0)
+    done = int(req.group(4))
+    return {
+        "requests": done, "duration_us": int(secs * 1e6), "bytes": int(traffic.group(1)),
+        "errors": {"connect": 0, "read": int(req.group(6)), "write": 0,
+                   "timeout": int(req.group(7)),
+                   "status": int(codes.group(2)) + int(codes.group(3)) + int(codes.group(4))},
+        "latency_us": {"min": lat[0], "mean": round(mean, 1),
+                       "stdev": round((sum((x - mean) ** 2 for x in lat) / len(lat)) ** 0.5, 1),
+                       "p50": pct(0.5), "p75": pct(0.75), "p90": pct(0.9), "p99": pct(0.99),
+                       "p999": pct(0.999), "max": lat[-1]},
+    }
 
 
 def check_target(port, wl, direct):
@@ -690,8 +747,13 @@ def run_one(env, wl, target):
         check_target(port, wl, direct)
         kw = dict(headers=wl.get("headers", ()), body=wl.get("body", 0),
                   scheme="https" if wl.get("tls") else "http")
+        load = wrk
+        if wl.get("h2"):  # h2load: conns connections, h2.streams streams on each
+
+            def load(port, path, conns, duration, raw_name=None, **_):
+                return h2load(port, path, conns, wl["h2"]["streams"], duration, raw_name)
         if WARMUP:
-            wrk(port, path, conns, WARMUP, **kw)
+            load(port, path, conns, WARMUP, **kw)
         up0 = env.mock_a.cpu_ticks() + env.mock_b.cpu_ticks()
         cpu0 = srv.cpu_ticks() if srv else 0
         stats0 = (mock_stats(env.mock_a.port), mock_stats(env.mock_b.port)) if wl.get("flip") else None
@@ -701,7 +763,7 @@ def run_one(env, wl, target):
             flipper.start()
         t0, busy0 = time.monotonic(), system_busy_ticks()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        r = wrk(port, path, conns, DURATION, raw_name="%s-%s" % (wl["id"], target), **kw)
+        r = load(port, path, conns, DURATION, raw_name="%s-%s" % (wl["id"], target), **kw)
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall, busy = time.monotonic() - t0, system_busy_ticks() - busy0
         wrk_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
@@ -1301,7 +1363,7 @@ def main():
     os.makedirs(os.path.join(OUT, "raw"), exist_ok=True)
     for f in os.listdir(os.path.join(OUT, "raw")):
         os.unlink(os.path.join(OUT, "raw", f))
-    for tool in ("wrk", "nginx", "haproxy"):
+    for tool in ("wrk", "h2load", "nginx", "haproxy"):
         if not shutil.which(tool):
             sys.exit("bench: %s not found (bench/run.sh installs it)" % tool)
     # Private copies: a rebuild in the tree during the run must not change or remove them.

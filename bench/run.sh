@@ -3,14 +3,14 @@
 # same wrk settings, same mockd upstream, one after another in one run. See bench/bench.py
 # for the knobs (BENCH_QUICK=1, BENCH_WORKERS=N, ...) and docs/performance.md for results.
 #
-# Installs wrk, nginx, haproxy and gnuplot-nox when missing (apt-get, sudo when not root).
+# Installs wrk, h2load (nghttp2-client), nginx, haproxy and gnuplot-nox when missing (apt-get, sudo when not root).
 # Every server runs from a temp dir with its own pid file; whatever is still running at exit
 # is stopped by those pids.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pair in wrk:wrk nginx:nginx haproxy:haproxy gnuplot:gnuplot-nox; do
+for pair in wrk:wrk h2load:nghttp2-client nginx:nginx haproxy:haproxy gnuplot:gnuplot-nox; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

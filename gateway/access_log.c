@@ -141,6 +141,7 @@ void gw_access_log_write(gw_access_log *log, const gw_access_entry *e)
     put_str(line, &len, cap, "span_id", e->span_id);
     put_str(line, &len, cap, "client", e->client);
     put_str(line, &len, cap, "method", e->method);
+    put_str(line, &len, cap, "proto", e->proto);
     put_str(line, &len, cap, "path", e->path);
     put_str(line, &len, cap, "route", e->route);
     put_str(line, &len, cap, "upstream", e->upstream);

@@ -14,6 +14,7 @@ typedef struct gw_access_log gw_access_log;
 typedef struct gw_access_entry {
     const char *request_id, *client, *method, *path, *route, *upstream;
     const char *trace_id, *span_id; /* W3C trace context: the gateway's span (NULL: "-") */
+    const char *proto;              /* "HTTP/1.1", "HTTP/1.0", "HTTP/2" (NULL: "-") */
     uint64_t route_version;
     int status;
     uint64_t bytes_in, bytes_out;

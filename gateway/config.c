@@ -64,6 +64,7 @@
  *     "cache": { "ttl_ms": 60000, "negative_ttl_ms": 5000, "stale_ms": 300000,
  *                "timeout_ms": 20, "lru_entries": 10000 }   // user cache (routes with "cache")
  *     "rate_limits": { "shared": true, "instances": 2, "timeout_ms": 50 } // config_limits.c
+ *     "http2": { "max_concurrent_streams": 128, ... }  // config_listeners.c
  *   }
  *
  * Every timeout ("*_ms" except down_ms) is an integer from 1 to 3600000. Unknown keys and
@@ -449,7 +450,7 @@ int gw__resolve_path(gw__cfgctx *c, const char *path, const char *rel, char *out
     return 0;
 }
 
-int gw__name_ok(const char *s)
+static int gw__name_ok(const char *s)
 {
     size_t n = strlen(s), i;
 
@@ -464,7 +465,7 @@ int gw__name_ok(const char *s)
     return 1;
 }
 
-int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_conf *up)
+static int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_conf *up)
 {
     static const char *const keys[] = { "endpoints", "host", "connect_timeout_ms",
                                         "response_timeout_ms", "read_timeout_ms", "pool",
@@ -540,12 +541,7 @@ int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_c
     return gw__get_u32(c, u, "down_ms", path, 0, GW__MS_MAX, &up->down_ms);
 }
 
-void gw_config_upstream_defaults(gw_upstream_conf *up)
-{
-    gw__upstream_defaults(up);
-}
-
-void gw__upstream_defaults(gw_upstream_conf *up)
+static void gw__upstream_defaults(gw_upstream_conf *up)
 {
     memset(up, 0, sizeof *up);
     up->connect_timeout_ms = 1000;
@@ -666,7 +662,7 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
 {
     static const char *const keys[] = { "listen", "listeners", "workers", "admin", "upstreams", "limits",
                                         "log", "shutdown", "routes", "redis", "composers",
-                                        "cache", "background", "rate_limits", NULL };
+                                        "cache", "background", "rate_limits", "http2", NULL };
     static const char *const admin_keys[] = { "listen", "token", "tokens", NULL };
     static const char *const log_keys[] = { "access", NULL };
     static const char *const shutdown_keys[] = { "drain_timeout_ms", NULL };

@@ -20,6 +20,7 @@ typedef struct gw_listener_conf {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int tls;                       /* 1: TLS with tls_conf */
+    int h2c;                       /* cleartext: HTTP/2 by prior knowledge too ("h2c") */
     gw_tls_conf tls_conf;
 } gw_listener_conf;
 
@@ -95,6 +96,12 @@ typedef struct gw_config {
                                       none); key_header points into default_header */
         char default_header[136];
     } rate_limits;
+    struct {                       /* "http2": limits of HTTP/2 client connections */
+        uint32_t max_concurrent_streams; /* default 128 */
+        uint32_t stream_window_bytes;    /* default 65535 */
+        uint32_t connection_window_bytes;/* default 1048576 */
+        uint32_t reset_rate, reset_burst;/* RST_STREAM per second / burst: 33, 1000 */
+    } http2;
 } gw_config;
 
 /* Reads and validates FILE, then applies the environment overrides. On failure returns a
@@ -103,15 +110,6 @@ int gw_config_load(gw_config *cfg, const char *file, char *err, size_t errlen);
 
 /* Parses "host:port" / "[v6]:port" into addr. Resolves names (blocking: start-up only). */
 int gw_parse_hostport(const char *s, struct sockaddr_storage *addr, socklen_t *len);
-
-/* Hands gateway.json's upstreams to the route table as its seeds, and the reader of an
- * upstream definition to the routes sources (config_upstream.c). Before the first table. */
-int gw_config_upstreams_install(const gw_config *cfg);
-/* UP's defaults: what an upstream object without optional keys gives. */
-void gw_config_upstream_defaults(gw_upstream_conf *up);
-/* An upstream definition as gateway.json would write it (new reference). */
-struct json_t;
-struct json_t *gw_upstream_conf_json(const gw_upstream_conf *u);
 
 /* The upstream named NAME, or NULL. */
 const gw_upstream_conf *gw_config_upstream(const gw_config *cfg, const char *name, size_t namelen);

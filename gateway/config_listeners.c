@@ -11,14 +11,23 @@
  *         "protocols": ["TLSv1.2", "TLSv1.3"],       // default both; no older ones
  *         "ciphers": "ECDHE+AESGCM:ECDHE+CHACHA20",  // TLS 1.2 list; default OpenSSL's
  *         "ciphersuites": "TLS_AES_128_GCM_SHA256",  // TLS 1.3 suites; default OpenSSL's
- *         "alpn": ["http/1.1"],                      // default ["http/1.1"]
+ *         "alpn": ["h2", "http/1.1"],                // default ["http/1.1"]; "h2": HTTP/2
  *         "handshake_timeout_ms": 10000,             // accept -> handshake done
  *         "ticket_key_file": "tickets.key",          // shared ticket secret (>= 32 bytes);
  *                                                    //   default a random one per process
  *         "ticket_rotate_s": 3600,                   // 60..86400: a ticket key's period
  *         "session_cache": 20480                     // TLS 1.2 session ids kept; 0 = off
- *       } }
- *   ]
+ *       } },
+ *     { "listen": "127.0.0.1:8081", "h2c": true }    // cleartext HTTP/2 by prior knowledge
+ *   ]                                                //   too (default false)
+ *
+ *   "http2": {                                       // HTTP/2 client connections (h2.c)
+ *     "max_concurrent_streams": 128,                 // 1..10000 per connection
+ *     "stream_window_bytes": 65535,                  // 1024..16777216: request body bytes
+ *                                                    //   buffered per stream
+ *     "connection_window_bytes": 1048576,            // 65535..1073741824: ... per connection
+ *     "reset_rate": 33, "reset_burst": 1000          // RST_STREAM from a client per second
+ *   }                                                //   and burst; over: GOAWAY
  *
  * Only the syntax is checked here; the certificates are loaded (and refused by file name)
  * when the gateway starts and by --check.
@@ -81,9 +90,9 @@ static int parse_alpn(gw__cfgctx *c, json_t *tls, const char *path, gw_tls_conf 
         if (!json_is_string(e))
             return gw__fail(c, p, "must be a string");
         const char *s = json_string_value(e);
-        /* the framing decides what can be offered: HTTP/2 comes with its own framing */
-        if (strcmp(s, "http/1.1") != 0)
-            return gw__fail(c, p, "unsupported protocol %s (supported: \"http/1.1\")",
+        /* the framings there are: HTTP/1.1 (client.c) and HTTP/2 (h2.c) */
+        if (strcmp(s, "http/1.1") != 0 && strcmp(s, "h2") != 0)
+            return gw__fail(c, p, "unsupported protocol %s (supported: \"h2\", \"http/1.1\")",
                             gw__quote(q, s));
         size_t n = strlen(s);
         if (t->alpn_len + 1 + n > sizeof t->alpn)
@@ -203,9 +212,36 @@ int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstre
     return 0;
 }
 
+static int parse_http2(gw__cfgctx *c, json_t *root, gw_config *k)
+{
+    static const char *const keys[] = { "max_concurrent_streams", "stream_window_bytes",
+                                        "connection_window_bytes", "reset_rate", "reset_burst",
+                                        NULL };
+    json_t *o;
+    int rc;
+    k->http2.max_concurrent_streams = 128;
+    k->http2.stream_window_bytes = 65535;
+    k->http2.connection_window_bytes = 1u << 20;
+    k->http2.reset_rate = 33;
+    k->http2.reset_burst = 1000;
+    if ((rc = gw__get_obj(c, root, "http2", "", &o)) != 0 || o == NULL)
+        return rc;
+    if ((rc = gw__only_keys(c, o, "http2", keys)) != 0 ||
+        (rc = gw__get_u32(c, o, "max_concurrent_streams", "http2", 1, 10000,
+                          &k->http2.max_concurrent_streams)) != 0 ||
+        (rc = gw__get_u32(c, o, "stream_window_bytes", "http2", 1024, 16777216,
+                          &k->http2.stream_window_bytes)) != 0 ||
+        (rc = gw__get_u32(c, o, "connection_window_bytes", "http2", 65535, 1u << 30,
+                          &k->http2.connection_window_bytes)) != 0 ||
+        (rc = gw__get_u32(c, o, "reset_rate", "http2", 1, 1000000, &k->http2.reset_rate)) != 0 ||
+        (rc = gw__get_u32(c, o, "reset_burst", "http2", 1, 1000000, &k->http2.reset_burst)) != 0)
+        return rc;
+    return 0;
+}
+
 int gw__parse_listeners(gw__cfgctx *c, json_t *root, gw_config *k)
 {
-    static const char *const keys[] = { "listen", "tls", NULL };
+    static const char *const keys[] = { "listen", "tls", "h2c", NULL };
     json_t *one = json_object_get(root, "listen"), *list = json_object_get(root, "listeners"), *e;
     size_t i;
     int rc;
@@ -214,6 +250,8 @@ int gw__parse_listeners(gw__cfgctx *c, json_t *root, gw_config *k)
                         "(put the cleartext listener into listeners)");
     if (!one && !list)
         return gw__fail(c, "listen", "required (or \"listeners\")");
+    if ((rc = parse_http2(c, root, k)) != 0)
+        return rc;
     if (one) {
         gw_listener_conf *l = &k->listeners[0];
         if (!json_is_string(one))
@@ -251,6 +289,16 @@ int gw__parse_listeners(gw__cfgctx *c, json_t *root, gw_config *k)
             if ((rc = parse_tls(c, tls, tp, &l->tls_conf)) != 0)
                 return rc;
             l->tls = 1;
+        }
+        json_t *h2c = json_object_get(e, "h2c");
+        if (h2c) {
+            snprintf(lp, sizeof lp, "%.400s.h2c", p);
+            if (!json_is_boolean(h2c))
+                return gw__fail(c, lp, "must be true or false");
+            if (tls && json_is_true(h2c))
+                return gw__fail(c, lp, "only for cleartext listeners (TLS ones offer HTTP/2 "
+                                       "with \"alpn\": [\"h2\", \"http/1.1\"])");
+            l->h2c = json_is_true(h2c);
         }
         k->n_listeners++;
     }

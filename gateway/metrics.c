@@ -456,6 +456,26 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     for (int k = GW_TLS_ERR_TIMEOUT; k < GW_TLS__EVENTS; k++)
         sb_printf(&b, "gateway_tls_errors_total{kind=\"%s\"} %" PRIu64 "\n",
                   gw_tls_event_name((enum gw_tls_event)k), SUM(tls_events[k]));
+    uint64_t h2_open = SUM(h2_events[GW_H2_CONN_OPEN]), h2_closed = SUM(h2_events[GW_H2_CONN_CLOSE]);
+    sb_printf(&b, "# HELP gateway_h2_connections_active Client connections speaking HTTP/2.\n"
+                  "# TYPE gateway_h2_connections_active gauge\n"
+                  "gateway_h2_connections_active %" PRIu64 "\n"
+                  "# HELP gateway_h2_streams_total HTTP/2 request streams opened by clients.\n"
+                  "# TYPE gateway_h2_streams_total counter\n"
+                  "gateway_h2_streams_total %" PRIu64 "\n"
+                  "# HELP gateway_h2_resets_received_total RST_STREAM frames received from clients.\n"
+                  "# TYPE gateway_h2_resets_received_total counter\n"
+                  "gateway_h2_resets_received_total %" PRIu64 "\n"
+                  "# HELP gateway_h2_resets_rate_limited_total HTTP/2 connections ended (GOAWAY "
+                  "ENHANCE_YOUR_CALM) for resets over http2.reset_rate.\n"
+                  "# TYPE gateway_h2_resets_rate_limited_total counter\n"
+                  "gateway_h2_resets_rate_limited_total %" PRIu64 "\n"
+                  "# HELP gateway_h2_goaways_sent_total GOAWAY frames sent (drain, idle, errors).\n"
+                  "# TYPE gateway_h2_goaways_sent_total counter\n"
+                  "gateway_h2_goaways_sent_total %" PRIu64 "\n",
+              h2_open > h2_closed ? h2_open - h2_closed : 0, SUM(h2_events[GW_H2_STREAM]),
+              SUM(h2_events[GW_H2_RESET]), SUM(h2_events[GW_H2_RESET_LIMITED]),
+              SUM(h2_events[GW_H2_GOAWAY]));
     sb_printf(&b, "# TYPE gateway_requests_unlabelled_total counter\ngateway_requests_unlabelled_total %" PRIu64 "\n", ovf);
     sb_printf(&b, "# HELP gateway_route_table_version Version of the route table in force.\n"
                   "# TYPE gateway_route_table_version gauge\ngateway_route_table_version %" PRIu64 "\n",
@@ -486,8 +506,6 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     sb_printf(&b, "# HELP gateway_circuit_state Circuit breaker per upstream (0 closed, 1 open, 2 half-open; the worst worker).\n"
                   "# TYPE gateway_circuit_state gauge\n");
     for (int u = 0; u < n_upstreams && u < GW_METRICS_UPSTREAMS; u++) {
-        if (!upstream_names[u] || !upstream_names[u][0])
-            continue; /* a slot without an upstream (routes/upstreams.h) */
         int worst = 0;
         for (int w = 0; w < n; w++) {
             int st = atomic_load_explicit(&workers[w]->breaker_state[u], memory_order_relaxed);

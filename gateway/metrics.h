@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http/server.h" /* GW_H2__EVENTS */
 #include "http/tls.h" /* GW_TLS__EVENTS */
 #include "routes/cutover_plan.h"
 
@@ -69,6 +70,7 @@ typedef struct gw_metrics {
     atomic_int breaker_state[GW_METRICS_UPSTREAMS]; /* 0 closed, 1 open, 2 half-open */
     /* TLS handshakes and errors by kind (enum gw_tls_event) */
     atomic_uint_fast64_t tls_events[GW_TLS__EVENTS];
+    atomic_uint_fast64_t h2_events[GW_H2__EVENTS]; /* HTTP/2 connections, streams, resets */
     /* user cache */
     atomic_uint_fast64_t cache_hits, cache_misses, cache_errors, cache_coalesced, cache_stale,
         cache_bypass;

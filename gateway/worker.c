@@ -8,28 +8,12 @@
 #include <unistd.h>
 
 #include "routes/route_table.h"
-#include "routes/upstreams.h"
 #include "composers/compose.h"
 #include "gateway/certs.h"
 #include "gateway/proxy.h"
 #include "gateway/inflight_limit.h"
 #include "gateway/ratelimit_redis.h"
 #include "gateway/router.h"
-
-/* The table's upstream definitions in force on this worker: each slot whose definition
- * changed (or went) gets the new one; the old endpoints' pools drain (upstream_pool.c).
- * Unchanged definitions keep their generation, and so their pools. */
-static void sync_upstreams(gw_worker *w, const rt_table *t)
-{
-    for (int i = 0; t && i < GW_MAX_UPSTREAMS; i++) {
-        const rt_upstream_def *d = rt_table_upstream_def(t, i);
-        uint64_t gen = d ? d->gen : 0;
-        if (gen == w->upstream_gen[i] || (!d && rt_table_upstream(t, i)))
-            continue; /* same, or a name without a definition (tables built without seeds) */
-        if (gw_upstream_reconfigure(&w->upstreams[i], d ? &d->conf : NULL) == 0)
-            w->upstream_gen[i] = gen;
-    }
-}
 
 rt_table *gw_worker_routes(gw_worker *w)
 {
@@ -40,15 +24,8 @@ rt_table *gw_worker_routes(gw_worker *w)
             rt_table_unref(w->table);
         w->table = t;
         w->table_gen = gen;
-        if (!w->stopping)
-            sync_upstreams(w, t);
     }
     return w->table;
-}
-
-static void on_routes_timer(uv_timer_t *t)
-{
-    gw_worker_routes(t->data);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -69,9 +46,8 @@ static void worker_finish(gw_worker *w)
     gw_inflight_close(w->inflight);
     w->inflight = NULL;
     gw_oneshot_abort_all(&w->oneshots); /* whatever cmp_worker_close did not cancel */
-    for (int i = 0; i < GW_MAX_UPSTREAMS; i++)
+    for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
-    uv_close((uv_handle_t *)&w->routes_timer, NULL);
     if (w->log)
         gw_access_log_close(w->log, NULL, NULL);
     if (w->events)
@@ -122,7 +98,7 @@ static void on_wakeup(uv_async_t *a)
     /* no new shadow copy; pooled connections close now and released ones are not pooled
      * again (their idle timers would hold the loop past the deadline) */
     gw_oneshot_set_drain(&w->oneshots);
-    for (int i = 0; i < GW_MAX_UPSTREAMS; i++)
+    for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
     for (int i = 0; i < GW_MAX_LISTENERS; i++)
         if (w->servers[i])
@@ -141,6 +117,7 @@ static void on_request_done(const gw_request *q, const gw_request_report *r, voi
             .span_id = q->trace.origin ? q->trace.span_id : NULL,
             .client = q->client_addr,
             .method = q->method_buf[0] ? q->method_buf : NULL,
+            .proto = q->http_major == 2 ? "HTTP/2" : q->http_minor ? "HTTP/1.1" : "HTTP/1.0",
             .path = r->url[0] ? r->url : NULL,
             .route = q->route_id,
             .upstream = q->upstream_name ? q->upstream_name : "gateway",
@@ -171,6 +148,12 @@ static void on_tls_event(enum gw_tls_event ev, void *data)
     atomic_fetch_add_explicit(&w->metrics->tls_events[ev], 1, memory_order_relaxed);
 }
 
+static void on_h2_event(enum gw_h2_event ev, void *data)
+{
+    gw_worker *w = data;
+    atomic_fetch_add_explicit(&w->metrics->h2_events[ev], 1, memory_order_relaxed);
+}
+
 static void worker_main(void *arg)
 {
     gw_worker *w = arg;
@@ -179,20 +162,10 @@ static void worker_main(void *arg)
     w->events = gw_access_log_new(&w->loop, STDERR_FILENO);
     gw_oneshot_set_init(&w->oneshots, &w->loop, w->cfg->background.max_in_flight,
                         w->cfg->background.max_connections_per_endpoint);
-    /* every slot is a valid upstream: gateway.json's first, the rest empty until the
-     * route table defines them (sync_upstreams) */
-    gw_upstream_conf empty;
-    gw_config_upstream_defaults(&empty);
-    for (int i = 0; i < GW_MAX_UPSTREAMS; i++) {
-        gw_upstream_init(&w->upstreams[i], &w->loop,
-                         i < w->cfg->n_upstreams ? &w->cfg->upstreams[i] : &empty);
+    for (int i = 0; i < w->cfg->n_upstreams; i++) {
+        gw_upstream_init(&w->upstreams[i], &w->loop, &w->cfg->upstreams[i]);
         w->upstreams[i].oneshots = &w->oneshots;
     }
-    (void)gw_worker_routes(w);
-    uv_timer_init(&w->loop, &w->routes_timer);
-    w->routes_timer.data = w;
-    uv_timer_start(&w->routes_timer, on_routes_timer, 1000, 1000);
-    uv_unref((uv_handle_t *)&w->routes_timer);
     /* compositions and the user cache (Redis, or an in-process LRU) */
     w->composer = gw_router_composer_new(w);
     /* rate limits: shared through Redis when configured (falls back to rate/instances) */
@@ -221,6 +194,14 @@ static void worker_main(void *arg)
         .worker_id = w->id,
         .on_request_done = on_request_done,
         .on_connection = on_connection,
+        .h2 = {
+            .max_concurrent_streams = w->cfg->http2.max_concurrent_streams,
+            .stream_window = w->cfg->http2.stream_window_bytes,
+            .connection_window = w->cfg->http2.connection_window_bytes,
+            .reset_rate = w->cfg->http2.reset_rate,
+            .reset_burst = w->cfg->http2.reset_burst,
+        },
+        .on_h2_event = on_h2_event,
         .hook_data = w,
         .data = w,
     };
@@ -230,6 +211,7 @@ static void worker_main(void *arg)
         opts.tls = lc->tls ? gw_certs_slot(w->certs, i) : NULL;
         opts.tls_handshake_timeout_ms = lc->tls ? lc->tls_conf.handshake_timeout_ms : 0;
         opts.on_tls_event = on_tls_event;
+        opts.h2c = lc->h2c;
         r = gw_server_init(&w->servers[i], &w->loop, (const struct sockaddr *)&lc->addr, &opts,
                            &gw_router_handler);
         if (r == 0)
@@ -264,7 +246,7 @@ static void worker_main(void *arg)
     w->composer = NULL;
     if (!w->cfg->redis[0] || !w->cfg->rate_limits.shared)
         gw_rl_workers_in_mode(GW_RL_LOCAL, GW_RL__MODES);
-    for (int i = 0; i < GW_MAX_UPSTREAMS; i++)
+    for (int i = 0; i < w->cfg->n_upstreams; i++)
         gw_upstream_free(&w->upstreams[i]);
     gw_access_log_free(w->log); /* after the loop: late writers are done */
     w->log = NULL;

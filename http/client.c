@@ -28,6 +28,7 @@
 
 #include "http/client_int.h"
 #include "http/gw_errors.h"
+#include "http/h2.h"
 #include "http/stream_write.h"
 
 static const char *client_state_name(client_state s)
@@ -39,6 +40,7 @@ static const char *client_state_name(client_state s)
     case CS_SENDING: return "sending";
     case CS_LINGER: return "linger";
     case CS_CLOSING: return "closing";
+    case CS_H2: return "h2";
     }
     return "?";
 }
@@ -66,7 +68,7 @@ static void server_put_buf(gw_server *s, char *b)
     free(b);
 }
 
-static void client_release_idle_memory(gw_client *c)
+void gw__client_release_idle_memory(gw_client *c)
 {
     if (c->buf && c->off == c->len) {
         server_put_buf(c->server, c->buf);
@@ -95,6 +97,12 @@ static void on_write(uv_write_t *wr, int status)
         return;
     if (status < 0) {
         gw__client_close(c, status);
+        return;
+    }
+    if (c->state == CS_H2) {
+        if (c->pending_write > 0)
+            send_progress(c);
+        gw__h2_written(c);
         return;
     }
     if (c->pending_write > 0) {
@@ -150,6 +158,7 @@ static void client_on_close(uv_handle_t *h)
     gw_client *c = h->data;
     gw_server *s = c->server;
     server_put_buf(s, c->buf);
+    gw__h2_free(c);
     gw__tls_conn_free(c->tls);
     free(c);
     gw__server_client_gone(s);
@@ -226,6 +235,10 @@ void gw__client_close(gw_client *c, int err)
     if (c->state == CS_CLOSING)
         return;
     end_request(c, err);
+    if (c->h2) { /* its streams end here (their handlers are told on_abort) */
+        c->state = CS_CLOSING;
+        gw__h2_close(c, err);
+    }
     if (c->tls && !(c->flags & F_NO_LINGER))
         gw__tls_close_notify(c); /* not after a cut response: its truncation must show */
     c->state = CS_CLOSING;
@@ -284,6 +297,10 @@ void gw__client_run_posted(gw_queue *node)
     }
     if (gw__tls_run_posted(c) && c->state == CS_CLOSING)
         return;
+    if (c->state == CS_H2) {
+        gw__h2_run_posted(c);
+        return;
+    }
     gw__client_process(c);
 }
 
@@ -326,6 +343,9 @@ void gw__client_on_timeout(gw_timeout *t)
         return;
     case CS_LINGER:
         gw__client_close(c, 0);
+        return;
+    case CS_H2:
+        gw__h2_timeout(c);
         return;
     case CS_CLOSING:
         return;
@@ -372,6 +392,7 @@ void gw__client_arm_timer(gw_client *c)
     case CS_HEAD:
     case CS_SENDING:
     case CS_LINGER:
+    case CS_H2: /* h2.c sets its own */
     case CS_CLOSING:
         return;
     }
@@ -403,6 +424,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     (void)b;
     if (nread == 0)
         return;
+    if (c->state == CS_H2) {
+        gw__h2_read(c, nread);
+        return;
+    }
     if (c->state == CS_LINGER) {
         c->len = 0; /* thrown away */
         if (nread < 0 || (c->body_read += (uint64_t)nread) > GW_LINGER_BYTES)
@@ -434,6 +459,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     }
     if (c->state == CS_ACTIVE && (c->flags & F_BODY_PULL))
         gw__client_arm_timer(c); /* body timeout counts from the last read */
+    /* h2c by prior knowledge: a cleartext connection's first bytes are the preface */
+    if (c->state == CS_IDLE && !(c->flags & F_KEPT) && c->server->opts.h2c && !c->tls &&
+        gw__h2_preface(c))
+        return;
     gw__client_process(c);
 }
 
@@ -482,6 +511,11 @@ void gw__client_tls_event(gw_client *c, enum gw_tls_event ev)
 void gw__client_tls_ready(gw_client *c, enum gw_tls_event ev)
 {
     gw__client_tls_event(c, ev);
+    if (gw__tls_alpn_h2(c->tls)) { /* ALPN chose HTTP/2: its framing reads from now on */
+        if (gw__h2_start(c) < 0)
+            gw__client_close(c, GW_ENOMEM);
+        return;
+    }
     gw__client_arm_timer(c);
 }
 
@@ -506,6 +540,8 @@ void gw__client_update_reading(gw_client *c)
                c->len < c->server->buf_size;
     else if (c->state == CS_LINGER)
         want = 1;
+    else if (c->state == CS_H2)
+        want = gw__h2_want_read(c);
     if (want && !(c->flags & F_READING)) {
         if (transport_read_start(c) == 0)
             c->flags |= F_READING;
@@ -587,7 +623,9 @@ void gw__client_shutdown(gw_client *c, int hard)
         gw__client_close(c, GW_ECLOSED);
         return;
     }
-    if (c->state == CS_IDLE && !(c->buf && c->off < c->len))
+    if (c->state == CS_H2)
+        gw__h2_drain(c); /* GOAWAY; the streams begun finish */
+    else if (c->state == CS_IDLE && !(c->buf && c->off < c->len))
         gw__client_close(c, 0);
     else if (c->state != CS_LINGER) /* a lingering close ends on its own, soon */
         c->flags |= F_CLOSE_AFTER;
@@ -644,7 +682,7 @@ static void response_flushed(gw_client *c)
     } else {
         c->len = c->off = 0;
     }
-    client_release_idle_memory(c);
+    gw__client_release_idle_memory(c);
     gw__client_arm_timer(c);
     if (c->off < c->len) /* a pipelined request waits: start it after this call returns */
         gw__server_post(s, &c->post_node);

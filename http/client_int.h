@@ -31,6 +31,8 @@ typedef enum client_state {
                    lingering close) so the client sees the answer, not a reset. req == NULL;
                    buf is the discard area. Timer: lingering time, from entry */
     CS_CLOSING, /* uv_close called on both handles. req == NULL; nothing else happens */
+    CS_H2,      /* HTTP/2 (h2.c owns the framing: c->h2). req == NULL; c->buf is read into and
+                   handed to nghttp2 whole. Timer: h2.c's (send, body, idle) */
 } client_state;
 
 #define GW_LINGER_MS 2000              /* lingering close lasts at most this long */
@@ -118,6 +120,7 @@ struct gw_client {
     uint8_t peer_family;     /* AF_INET, AF_INET6, or 0: unknown */
     uint8_t peer_addr[16];   /* formatted into each request's client_addr */
     gw_tls_conn *tls;        /* the TLS transport under the framing, or NULL: cleartext */
+    struct gw_h2 *h2;        /* CS_H2: the HTTP/2 session (h2.c) */
 };
 
 /* Writes bufs after whatever is queued (uv_try_write first, the rest copied). 0 or <0.
@@ -148,6 +151,8 @@ void gw__client_close(gw_client *c, int err);
 void gw__client_set_deadline(gw_client *c, unsigned kind, uint64_t ms);
 /* (Re)arms the timeout the current state calls for (see client_state). */
 void gw__client_arm_timer(gw_client *c);
+/* Gives the read buffer back to the server when nothing in it is unparsed. */
+void gw__client_release_idle_memory(gw_client *c);
 /* Starts or stops reading as the state and buffer allow. */
 void gw__client_update_reading(gw_client *c);
 /* A request whose head the handler has fails in its body: STATUS if nothing went out yet. */

@@ -5,6 +5,7 @@
 
 #include "http/client_int.h"
 #include "http/gw_errors.h"
+#include "http/h2.h"
 
 void gw_request_set_route(gw_request *req, const char *id, uint64_t version)
 {
@@ -27,6 +28,8 @@ gw_slice gw_request_header(const gw_request *req, const char *name)
 
 int gw_request_read_body(gw_request *req)
 {
+    if (req->stream)
+        return gw__h2_read_body(req);
     gw_client *c = req->client;
     if (c->state != CS_ACTIVE || !(c->flags & F_HANDLER) || (c->flags & F_ABORT_POSTED))
         return GW_ECLOSED;
@@ -54,6 +57,10 @@ int gw_request_read_body(gw_request *req)
 
 void gw_request_pause_body(gw_request *req)
 {
+    if (req->stream) {
+        gw__h2_pause_body(req);
+        return;
+    }
     gw_client *c = req->client;
     if (c->state != CS_ACTIVE)
         return;
@@ -65,6 +72,8 @@ void gw_request_pause_body(gw_request *req)
 
 void gw_request_close_after(gw_request *req)
 {
+    if (req->stream)
+        return; /* HTTP/2: the connection carries other streams; nothing to close */
     req->client->flags |= F_CLOSE_AFTER;
 }
 

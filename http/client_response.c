@@ -9,6 +9,7 @@
 
 #include "http/client_int.h"
 #include "http/gw_errors.h"
+#include "http/h2.h"
 #include "http/http1.h"
 #include "http/request_id.h"
 
@@ -51,6 +52,8 @@ static char *put(char *o, const char *p, size_t n)
 int gw_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
                       int64_t body_len)
 {
+    if (req->stream) /* HTTP/2: the stream's own framing */
+        return gw__h2_response_begin(req, status, headers, hlen, body_len);
     gw_client *c = req->client;
     if (c->state != CS_ACTIVE || (c->flags & F_RESP_BEGUN))
         return GW_EINVAL;
@@ -130,6 +133,8 @@ int gw_response_begin(gw_request *req, int status, const char *headers, size_t h
 
 int gw_response_body(gw_request *req, const char *p, size_t n)
 {
+    if (req->stream)
+        return gw__h2_response_body(req, p, n);
     gw_client *c = req->client;
     if (c->state != CS_ACTIVE || !(c->flags & F_RESP_BEGUN) || (c->flags & F_ABORT_POSTED))
         return GW_ECLOSED;
@@ -172,6 +177,10 @@ int gw_response_body(gw_request *req, const char *p, size_t n)
 
 void gw_response_end(gw_request *req)
 {
+    if (req->stream) {
+        gw__h2_response_end(req);
+        return;
+    }
     gw_client *c = req->client;
     if (c->state != CS_ACTIVE || !(c->flags & F_RESP_BEGUN))
         return;
@@ -201,6 +210,10 @@ void gw_response_end(gw_request *req)
 
 void gw_response_fail(gw_request *req)
 {
+    if (req->stream) {
+        gw__h2_response_fail(req);
+        return;
+    }
     gw_client *c = req->client;
     if (c->state != CS_ACTIVE)
         return;
@@ -218,6 +231,10 @@ void gw_response_fail(gw_request *req)
 
 void gw_response_reset(gw_request *req)
 {
+    if (req->stream) { /* a stream reset, not the connection's */
+        gw__h2_response_fail(req);
+        return;
+    }
     gw_client *c = req->client;
     uv_os_fd_t fd;
     if (c->state == CS_ACTIVE && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {

@@ -69,6 +69,25 @@ enum gw_conn_event {
     GW_CONN_REJECTED_MAX,      /* closed at once: limits.max_connections reached */
 };
 
+/* HTTP/2 to clients (http/h2.c): what the application counts. */
+enum gw_h2_event {
+    GW_H2_CONN_OPEN,     /* a connection became HTTP/2 (the active gauge +1) */
+    GW_H2_CONN_CLOSE,    /* ... and closed (-1) */
+    GW_H2_STREAM,        /* a request stream opened by the client */
+    GW_H2_RESET,         /* an RST_STREAM received */
+    GW_H2_RESET_LIMITED, /* a connection ended for resets over the rate limit */
+    GW_H2_GOAWAY,        /* a GOAWAY sent */
+    GW_H2__EVENTS
+};
+
+typedef struct gw_h2_limits {
+    uint32_t max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS (0: 128) */
+    uint32_t stream_window;          /* request body bytes buffered per stream (0: 65535) */
+    uint32_t connection_window;      /* ... per connection (0: 1 MiB) */
+    uint32_t reset_burst, reset_rate;/* RST_STREAM token bucket: burst, per second (0: 1000,
+                                        33: nghttp2's); over it the connection gets GOAWAY */
+} gw_h2_limits;
+
 typedef struct gw_server_opts {
     gw_server_limits limits;
     int gateway_headers;      /* add X-Request-Id and X-Gateway-Upstream to every response */
@@ -83,6 +102,11 @@ typedef struct gw_server_opts {
     gw_tls_slot *tls;
     uint32_t tls_handshake_timeout_ms;
     void (*on_tls_event)(enum gw_tls_event ev, void *hook_data);
+    /* HTTP/2: chosen by ALPN "h2" on TLS listeners (tls_conf), by the connection preface
+     * on cleartext ones with h2c set; its limits and events. */
+    int h2c;
+    gw_h2_limits h2;
+    void (*on_h2_event)(enum gw_h2_event ev, void *hook_data);
     void *hook_data;
     void *data;               /* for the handler: gw_request_server(req)->opts.data */
 } gw_server_opts;
@@ -90,6 +114,7 @@ typedef struct gw_server_opts {
 struct gw_request {
     gw_client *client;
     gw_server *server;
+    struct h2_stream *stream;  /* the HTTP/2 stream carrying it; NULL: HTTP/1.x */
     /* Who gets this request's callbacks after on_request: the server's handler unless
      * on_request (a router) hands the request to another one with gw_request_set_handler. */
     const gw_handler *handler;

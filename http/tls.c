@@ -128,6 +128,14 @@ void gw__tls_conn_free(gw_tls_conn *t)
     free(t);
 }
 
+int gw__tls_alpn_h2(const gw_tls_conn *t)
+{
+    const unsigned char *p;
+    unsigned n;
+    SSL_get0_alpn_selected(t->ssl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
+}
+
 int gw__tls_handshake_done(const gw_tls_conn *t)
 {
     return (t->flags & T_HS_DONE) != 0;

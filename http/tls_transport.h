@@ -11,8 +11,8 @@
  * pending_write), so the framing's high-water marks see the bytes really queued.
  *
  * HTTP/2 slots in at gw__client_tls_ready: once the handshake is done, the ALPN protocol
- * OpenSSL selected (only "http/1.1" is configurable today) decides which framing gets the
- * plaintext; the transport itself knows no HTTP. */
+ * OpenSSL selected ("h2" or "http/1.1") decides which framing gets the plaintext (h2.c or
+ * client.c); the transport itself knows no HTTP. */
 #ifndef GW_TLS_TRANSPORT_H
 #define GW_TLS_TRANSPORT_H
 
@@ -27,6 +27,8 @@ typedef struct gw_tls_conn gw_tls_conn;
 gw_tls_conn *gw__tls_conn_new(gw_tls_ctx *x, gw_client *c);
 void gw__tls_conn_free(gw_tls_conn *t);
 int gw__tls_handshake_done(const gw_tls_conn *t);
+/* 1 when ALPN selected "h2" (the connection's framing is then HTTP/2: h2.c). */
+int gw__tls_alpn_h2(const gw_tls_conn *t);
 /* Starts the handshake: the socket is read from now on. 0 or <0. */
 int gw__tls_start(gw_client *c);
 /* The framing wants plaintext (read_start) or not (read_stop), like uv_read_start/stop. */

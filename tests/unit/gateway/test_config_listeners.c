@@ -173,12 +173,42 @@ static void test_listener_errors(void **state)
                  "listeners[0].tls.protocols[0]: \"TLSv1\" is not supported (only TLSv1.2 and TLSv1.3)");
     expect_error(cfg, "\"listeners\": [{\"listen\": \"127.0.0.1:1\", \"tls\": {\"certificates\": [" CERT "], \"protocols\": [\"tls13\"]}}]",
                  "listeners[0].tls.protocols[0]: must be \"TLSv1.2\" or \"TLSv1.3\"");
-    expect_error(cfg, "\"listeners\": [{\"listen\": \"127.0.0.1:1\", \"tls\": {\"certificates\": [" CERT "], \"alpn\": [\"h2\", \"http/1.1\"]}}]",
-                 "listeners[0].tls.alpn[0]: unsupported protocol \"h2\" (supported: \"http/1.1\")");
+    expect_error(cfg, "\"listeners\": [{\"listen\": \"127.0.0.1:1\", \"tls\": {\"certificates\": [" CERT "], \"alpn\": [\"h2\", \"spdy/3\"]}}]",
+                 "listeners[0].tls.alpn[1]: unsupported protocol \"spdy/3\" (supported: \"h2\", \"http/1.1\")");
     expect_error(cfg, "\"listeners\": [{\"listen\": \"127.0.0.1:1\", \"tls\": {\"certificates\": [" CERT "], \"handshake_timeout_ms\": 0}}]",
                  "listeners[0].tls.handshake_timeout_ms: must be an integer from 1 to 3600000");
     expect_error(cfg, "\"listeners\": [{\"listen\": \"127.0.0.1:1\", \"tls\": {\"certificates\": [" CERT "], \"ticket_rotate_s\": 5}}]",
                  "listeners[0].tls.ticket_rotate_s: must be an integer from 60 to 86400");
+}
+
+/* HTTP/2: ALPN "h2" on TLS listeners, "h2c" on cleartext ones, the "http2" limits. */
+static void test_http2_config(void **state)
+{
+    gw_config *cfg = *state;
+    char err[1024];
+    int rc = load(cfg, "{\"listeners\": [{\"listen\": \"127.0.0.1:8080\", \"h2c\": true}, "
+                  "{\"listen\": \"127.0.0.1:8081\"}, {\"listen\": \"127.0.0.1:8443\", \"tls\": "
+                  "{\"certificates\": [" CERT "], \"alpn\": [\"h2\", \"http/1.1\"]}}], "
+                  "\"http2\": {\"max_concurrent_streams\": 64, \"reset_rate\": 5}, " UP ", " RT "}",
+                  err, sizeof err, NULL);
+    assert_int_equal(rc, 0);
+    assert_int_equal(cfg->listeners[0].h2c, 1);
+    assert_int_equal(cfg->listeners[1].h2c, 0);
+    assert_int_equal(cfg->listeners[2].tls_conf.alpn_len, 12);
+    assert_memory_equal(cfg->listeners[2].tls_conf.alpn, "\x02h2\x08http/1.1", 12);
+    assert_int_equal(cfg->http2.max_concurrent_streams, 64);
+    assert_int_equal(cfg->http2.reset_rate, 5);
+    assert_int_equal(cfg->http2.reset_burst, 1000); /* defaults for the rest */
+    assert_int_equal(cfg->http2.stream_window_bytes, 65535);
+    assert_int_equal(cfg->http2.connection_window_bytes, 1048576);
+    expect_error(cfg, "\"listeners\": [{\"listen\": \"127.0.0.1:1\", \"h2c\": 1}]",
+                 "listeners[0].h2c: must be true or false");
+    expect_error(cfg, "\"listeners\": [{\"listen\": \"127.0.0.1:1\", \"h2c\": true, \"tls\": {\"certificates\": [" CERT "]}}]",
+                 "listeners[0].h2c: only for cleartext listeners (TLS ones offer HTTP/2 with \"alpn\": [\"h2\", \"http/1.1\"])");
+    expect_error(cfg, "\"listen\": \"127.0.0.1:1\", \"http2\": {\"max_concurrent_streams\": 0}",
+                 "http2.max_concurrent_streams: must be an integer from 1 to 10000");
+    expect_error(cfg, "\"listen\": \"127.0.0.1:1\", \"http2\": {\"window\": 1}",
+                 "http2.window: unknown key");
 }
 
 static void test_upstream_tls(void **state)
@@ -222,6 +252,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gateway_listen_env, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listener_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_tls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http2_config, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
