@@ -54,6 +54,7 @@ int ctl_cmd_rollback(const ctl_admin *a, const char *id);
 int ctl_cmd_certs(const ctl_admin *a, int argc, char **argv); /* ctl_certs.c */
 int ctl_cmd_db(int argc, char **argv);
 int ctl_cmd_cutover(const ctl_admin *a, int argc, char **argv);
+int ctl_cmd_upstreams(const ctl_admin *a, int argc, char **argv); /* ctl_upstreams.c */
 typedef struct ctl_table {
     int cols;
     size_t rows, cap;

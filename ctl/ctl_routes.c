@@ -361,8 +361,10 @@ static int cmd_routes_history(const ctl_admin *a, const char *limit)
         value_summary(&c[0], json_object_get(ch, "at"));
         value_summary(&c[1], json_object_get(ch, "who"));
         value_summary(&c[2], json_object_get(ch, "action"));
-        json_t *rid = json_object_get(ch, "route_id");
-        if (rid && !json_is_null(rid))
+        json_t *rid = json_object_get(ch, "route_id"), *up = json_object_get(ch, "upstream");
+        if (json_is_string(up)) /* an upstream definition's change */
+            ctl_buf_printf(&c[3], "upstream %s", json_string_value(up));
+        else if (rid && !json_is_null(rid))
             value_summary(&c[3], rid);
         else
             ctl_buf_add(&c[3], "*", 1);

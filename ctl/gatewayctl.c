@@ -44,6 +44,13 @@ static const char usage_text[] =
     "  routes unshadow ID               stop shadowing route ID\n"
     "  routes history [--limit N]       the audit trail, newest first (N: 1..10000, default 100)\n"
     "  routes reload                    re-read the route source now\n"
+    "  upstreams list                   upstreams in force: name, source (routes or\n"
+    "                                   gateway.json), endpoints, what uses them\n"
+    "  upstreams show NAME              one upstream's definition as JSON\n"
+    "  upstreams set NAME HOST:PORT[,HOST:PORT...]\n"
+    "                                   NAME's endpoints (a new upstream when there is none)\n"
+    "  upstreams set NAME --json DEF    NAME's whole definition (gateway.json's shape)\n"
+    "  upstreams delete NAME            remove NAME (refused while a route or plan uses it)\n"
     "  rollback ID                      route ID back to the legacy monolith\n"
     "  rollback --all                   every route back to the legacy monolith, one change\n"
     "  certs list                       TLS certificates in use: listener, subject, SANs, key\n"
@@ -133,7 +140,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "db") == 0)
         return ctl_cmd_db(sub_argc, sub_argv);
     if (strcmp(cmd, "routes") != 0 && strcmp(cmd, "rollback") != 0 && strcmp(cmd, "certs") != 0 &&
-        strcmp(cmd, "cutover") != 0)
+        strcmp(cmd, "cutover") != 0 && strcmp(cmd, "upstreams") != 0)
         return ctl_usage("usage", NULL, "unknown command \"%s\"", cmd);
 
     /* Validate the command line before anything touches the network. */
@@ -174,5 +181,7 @@ int main(int argc, char **argv)
         return ctl_cmd_certs(&a, sub_argc, sub_argv);
     if (strcmp(cmd, "cutover") == 0)
         return ctl_cmd_cutover(&a, sub_argc, sub_argv);
+    if (strcmp(cmd, "upstreams") == 0)
+        return ctl_cmd_upstreams(&a, sub_argc, sub_argv);
     return ctl_cmd_routes(&a, sub_argc, sub_argv);
 }

@@ -4,6 +4,7 @@
  *   GET  /admin/routes                 the table in force, as JSON, with its version
  *   GET  /admin/routes/history         the audit trail, newest first (?limit=N)
  *   GET|PUT|PATCH|DELETE /admin/routes/{id}
+ *   GET  /admin/upstreams, GET|PUT|PATCH|DELETE /admin/upstreams/{name}  (admin_upstreams.c)
  *   POST /admin/rollback               {} = every route, {"id": "x"} = one; one atomic change
  *   POST /admin/reload                 re-read the active source
  *   GET  /admin/certificates, POST /admin/certificates/reload   (admin_certs.c)
@@ -25,6 +26,7 @@
 
 #include "gateway/admin_certs.h"
 #include "gateway/admin_dashboard.h"
+#include "gateway/admin_upstreams.h"
 #include "gateway/cutover.h"
 #include "routes/route_edit.h"
 #include "routes/route_table.h"
@@ -35,6 +37,7 @@ typedef enum admin_op {
     OP_NONE, OP_PUT, OP_PATCH, OP_DELETE, OP_ROLLBACK, OP_RELOAD, OP_HISTORY,
     OP_CUTOVER_STEP,  /* a cutover plan's route change (gw_admin_cutover_step) */
     OP_CUTOVER_API,   /* /admin/cutovers*: handed to admin_cutover.c once the body is in */
+    OP_UPSTREAM,      /* /admin/upstreams/{name} (id): action "upstream-put|patch|delete" */
 } admin_op;
 
 /* A request that answers later. A change goes through: queued (a->queue_*), computing (on the
@@ -64,6 +67,7 @@ typedef struct admin_req {
     rt_table *next;     /* NULL: err/status say why */
     json_t *doc;        /* next as a document, for the store */
     json_t *audit;
+    json_t *referrers;  /* OP_UPSTREAM refused with 409: what still uses the upstream */
     int status;
     char err[1024];
 } admin_req;
@@ -156,6 +160,11 @@ static void send_json(gw_request *req, int status, json_t *doc)
     free(text);
 }
 
+void gw_admin_send_json(gw_request *req, int status, json_t *doc)
+{
+    send_json(req, status, doc);
+}
+
 static void send_text_json(gw_request *req, int status, const char *body)
 {
     gw_response_simple(req, status, "application/json", body, strlen(body), NULL);
@@ -172,6 +181,7 @@ static gw_request *detach(admin_req *r)
     json_decref(r->edit);
     json_decref(r->doc);
     json_decref(r->audit);
+    json_decref(r->referrers);
     rt_table_unref(r->cur);
     rt_table_unref(r->next);
     free(r->body);
@@ -214,13 +224,21 @@ static void serve_metrics(gw_admin *a, gw_request *req)
 {
     rt_table *t = rt_current_acquire();
     uint64_t version = t ? rt_table_version(t) : 0;
-    if (t)
-        rt_table_unref(t);
     char *text;
     size_t len;
+    /* the upstreams in force, at their indices (the table's, when there is one) */
     const char *names[GW_MAX_UPSTREAMS];
-    for (int i = 0; i < a->cfg->n_upstreams; i++)
-        names[i] = a->cfg->upstreams[i].name;
+    char name_buf[GW_MAX_UPSTREAMS][GW_NAME_MAX];
+    int n_names = t ? rt_table_upstream_count(t) : a->cfg->n_upstreams;
+    if (n_names > GW_MAX_UPSTREAMS)
+        n_names = GW_MAX_UPSTREAMS;
+    for (int i = 0; i < n_names; i++) {
+        const char *nm = t ? rt_table_upstream(t, i) : a->cfg->upstreams[i].name;
+        snprintf(name_buf[i], sizeof name_buf[i], "%s", nm ? nm : "");
+        names[i] = name_buf[i];
+    }
+    if (t)
+        rt_table_unref(t);
     static const char lag_fmt[] =
         "# HELP gateway_main_loop_lag_seconds Largest delay of the main loop (admin API, route "
         "changes, reloads) over the last 10 to 20 s.\n"
@@ -229,7 +247,7 @@ static void serve_metrics(gw_admin *a, gw_request *req)
     char lag[sizeof lag_fmt + 64];
     int ln = snprintf(lag, sizeof lag, lag_fmt, lag_seconds(a));
     char *more = NULL;
-    if (gw_metrics_render(a->metrics, a->n_workers, version, names, a->cfg->n_upstreams, &text,
+    if (gw_metrics_render(a->metrics, a->n_workers, version, names, n_names, &text,
                           &len) != 0 ||
         !(more = realloc(text, len + (size_t)ln + 1))) {
         free(more ? more : text);
@@ -349,6 +367,7 @@ static const char *op_action(const admin_req *r)
     case OP_DELETE: return "delete";
     case OP_ROLLBACK: return r->edit ? "rollback" : "rollback-all";
     case OP_CUTOVER_STEP: return r->action;
+    case OP_UPSTREAM: return r->action;
     default: return "";
     }
 }
@@ -374,6 +393,18 @@ static void change_work(uv_work_t *w)
             json_string_value(json_object_get(r->edit, "target")),
             (int)json_integer_value(json_object_get(r->edit, "weight")), err, el);
         break;
+    case OP_UPSTREAM:
+        r->next = gw_admin_upstream_edit(cur, r->action + 9, r->id, r->edit, &r->status,
+                                         &r->referrers, err, el);
+        if (r->next) {
+            r->changed = json_array();
+            r->audit = gw_admin_upstream_audit(cur, r->next, r->id, r->who, r->action);
+            if (json_array_size(r->audit) > 0) {
+                json_array_append_new(r->changed, json_string(r->id));
+                r->doc = rt_table_to_json(r->next);
+            }
+        }
+        return;
     default: break;
     }
     if (!r->next) {
@@ -418,6 +449,17 @@ static void change_after(uv_work_t *w, int status)
     r->cur = NULL;
     if (status != 0 || a->stopping) {
         on_store_done(503, "shutting down", NULL, r);
+        change_finished(a);
+        return;
+    }
+    if (!r->next && r->referrers && r->req) {
+        /* 409: the error names what still uses the upstream */
+        json_t *body = json_pack("{s:s, s:i, s:O}", "error", r->err, "status", r->status,
+                                 "referrers", r->referrers);
+        int st = r->status;
+        gw_request *req = detach(r);
+        send_json(req, st, body);
+        json_decref(body);
         change_finished(a);
         return;
     }
@@ -517,7 +559,8 @@ static void run_change(admin_req *r)
     }
     json_t *body = NULL;
     json_error_t jerr;
-    if (r->op == OP_PUT || r->op == OP_PATCH || (r->op == OP_ROLLBACK && r->len)) {
+    if (r->op == OP_PUT || r->op == OP_PATCH || (r->op == OP_ROLLBACK && r->len) ||
+        (r->op == OP_UPSTREAM && strcmp(r->action, "upstream-delete") != 0)) {
         body = json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES, &jerr);
         if (!body || !json_is_object(body)) {
             char msg[300];
@@ -542,6 +585,26 @@ static void run_change(admin_req *r)
         r->edit = body;
     }
     gw_admin *a = r->a;
+    if (r->op == OP_UPSTREAM && gw_route_store_pg(a->store) && !gw_route_store_has_upstreams(a->store)) {
+        gw_response_error(detach(r), 501, "upstream changes need migration 000003_upstreams "
+                                          "(gatewayctl db migrate)");
+        return;
+    }
+    if (r->op == OP_UPSTREAM && strcmp(r->action, "upstream-delete") == 0) {
+        /* a cutover plan under way still needs its sides: checked here, on the loop */
+        json_t *refs = json_array();
+        gw_admin_upstream_plan_refs(a, r->id, refs);
+        if (json_array_size(refs) > 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "routes: upstreams.%.80s: still in use by a cutover plan",
+                     r->id);
+            json_t *b = json_pack("{s:s, s:i, s:o}", "error", msg, "status", 409, "referrers", refs);
+            send_json(detach(r), 409, b);
+            json_decref(b);
+            return;
+        }
+        json_decref(refs);
+    }
     if (a->stopping) {
         gw_response_error(detach(r), 503, "shutting down");
         return;
@@ -622,6 +685,8 @@ static void admin_on_request(gw_request *req)
     }
     if (a->certs && gw_admin_certs_serve(a->certs, req, path))
         return; /* /admin/certificates (admin_certs.c) */
+    if (get && gw_admin_upstreams_read(a, req, path))
+        return; /* GET /admin/upstreams[/{name}] (admin_upstreams.c) */
     if (gw_slice_eq(path, "/admin/dashboard")) {
         gw_admin_dashboard_data(a, req);
         return;
@@ -694,6 +759,14 @@ static void admin_on_request(gw_request *req)
     if (gw_slice_eq(path, "/admin/rollback")) {
         if (!method_is(req, "POST")) goto not_allowed;
         r->op = OP_ROLLBACK;
+    } else if (gw_admin_upstream_name(path, r->id, GW_NAME_MAX) == 0) {
+        const char *act = method_is(req, "PUT") ? "upstream-put" : method_is(req, "PATCH")
+                        ? "upstream-patch" : method_is(req, "DELETE") ? "upstream-delete" : NULL;
+        if (!act) goto not_allowed;
+        r->op = OP_UPSTREAM;
+        snprintf(r->action, sizeof r->action, "%s", act);
+    } else if (gw_slice_eq(path, "/admin/upstreams")) {
+        goto not_allowed;
     } else if (path.n > sizeof prefix - 1 && memcmp(path.p, prefix, sizeof prefix - 1) == 0) {
         size_t idn = path.n - (sizeof prefix - 1);
         if (idn >= sizeof r->id || memchr(path.p + sizeof prefix - 1, '/', idn)) {

@@ -60,6 +60,8 @@ void gw_admin_cutover_request(gw_admin *a, gw_request *req, const char *who, con
                               const char *body, size_t len, gw_store_done done, void *arg);
 
 /* Starts the admin listener on cfg->admin_addr. */
+/* DOC (borrowed; NULL: 500) as the indented JSON answer with STATUS. */
+void gw_admin_send_json(gw_request *req, int status, json_t *doc);
 int gw_admin_start(gw_admin *a, uv_loop_t *loop);
 void gw_admin_stop(gw_admin *a);
 

@@ -450,7 +450,7 @@ int gw__resolve_path(gw__cfgctx *c, const char *path, const char *rel, char *out
     return 0;
 }
 
-static int gw__name_ok(const char *s)
+int gw__name_ok(const char *s)
 {
     size_t n = strlen(s), i;
 
@@ -465,7 +465,7 @@ static int gw__name_ok(const char *s)
     return 1;
 }
 
-static int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_conf *up)
+int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_conf *up)
 {
     static const char *const keys[] = { "endpoints", "host", "connect_timeout_ms",
                                         "response_timeout_ms", "read_timeout_ms", "pool",
@@ -541,7 +541,12 @@ static int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_ups
     return gw__get_u32(c, u, "down_ms", path, 0, GW__MS_MAX, &up->down_ms);
 }
 
-static void gw__upstream_defaults(gw_upstream_conf *up)
+void gw_config_upstream_defaults(gw_upstream_conf *up)
+{
+    gw__upstream_defaults(up);
+}
+
+void gw__upstream_defaults(gw_upstream_conf *up)
 {
     memset(up, 0, sizeof *up);
     up->connect_timeout_ms = 1000;

@@ -111,6 +111,15 @@ int gw_config_load(gw_config *cfg, const char *file, char *err, size_t errlen);
 /* Parses "host:port" / "[v6]:port" into addr. Resolves names (blocking: start-up only). */
 int gw_parse_hostport(const char *s, struct sockaddr_storage *addr, socklen_t *len);
 
+/* Hands gateway.json's upstreams to the route table as its seeds, and the reader of an
+ * upstream definition to the routes sources (config_upstream.c). Before the first table. */
+int gw_config_upstreams_install(const gw_config *cfg);
+/* UP's defaults: what an upstream object without optional keys gives. */
+void gw_config_upstream_defaults(gw_upstream_conf *up);
+/* An upstream definition as gateway.json would write it (new reference). */
+struct json_t;
+struct json_t *gw_upstream_conf_json(const gw_upstream_conf *u);
+
 /* The upstream named NAME, or NULL. */
 const gw_upstream_conf *gw_config_upstream(const gw_config *cfg, const char *name, size_t namelen);
 

@@ -49,6 +49,11 @@ int gw__address(gw__cfgctx *c, const char *path, const char *s, unsigned min_por
 /* REL joined to the config file's folder (unless absolute) into out[size]. */
 int gw__resolve_path(gw__cfgctx *c, const char *path, const char *rel, char *out, size_t size);
 
+/* upstreams.NAME (U) into up (defaults set first with gw__upstream_defaults). */
+int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_conf *up);
+void gw__upstream_defaults(gw_upstream_conf *up);
+int gw__name_ok(const char *s); /* [A-Za-z0-9_.-]{1,63} */
+
 /* config_listeners.c: upstreams.NAME.tls of U (at PATH) into up. */
 int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstream_conf *up);
 /* config_listeners.c: "listen" or "listeners" of ROOT into k->listeners. */

@@ -725,7 +725,7 @@ void gw_cutover_start(gw_cutover *c, const json_t *spec, const char *who, gw_sto
     int bad = rt_cut_plan_from_json(&p, spec, r->upstream, 0, perr, sizeof perr);
     int known = 0;
     for (int i = 0; !bad && i < rt_table_upstream_count(t); i++)
-        known |= strcmp(rt_table_upstream(t, i), p.target) == 0;
+        known |= rt_table_upstream(t, i) && strcmp(rt_table_upstream(t, i), p.target) == 0;
     rt_table_unref(t);
     if (bad || !known) {
         if (bad)

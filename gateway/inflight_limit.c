@@ -318,6 +318,8 @@ int gw_inflight_metrics_render(char **out, size_t *len, const char *const *names
          "# HELP gateway_upstream_queued_total Requests that waited for a slot.\n"
          "# TYPE gateway_upstream_queued_total counter\n");
     for (int i = 0; i < n && i < GW_MAX_UPSTREAMS; i++) {
+        if (!names[i] || !names[i][0])
+            continue; /* a slot without an upstream (routes/upstreams.h) */
         EMIT("gateway_upstream_in_flight{upstream=\"%s\"} %d\n", names[i],
              atomic_load(&in_flight_now[i]));
         EMIT("gateway_upstream_queued_total{upstream=\"%s\"} %" PRIu64 "\n", names[i],

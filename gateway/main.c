@@ -23,6 +23,7 @@
 #include "gateway/config.h"
 #include "gateway/metrics.h"
 #include "gateway/route_store.h"
+#include "routes/upstreams.h"
 #include "gateway/worker.h"
 
 static gw_config cfg;
@@ -171,6 +172,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    if (gw_config_upstreams_install(&cfg) != 0) {
+        fprintf(stderr, "gateway: out of memory\n");
+        return 1;
+    }
     if (cfg.composers_file[0] && !(compositions = cmp_spec_load(cfg.composers_file, err, sizeof err))) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -306,6 +311,7 @@ int main(int argc, char **argv)
     cmp_spec_free(compositions);
     gw_certs_free(&certs);
     rt_current_clear();
+    rt_upstreams_reset();
     uv_loop_close(loop);
     fprintf(stderr, "gateway: stopped\n");
     return exit_code;

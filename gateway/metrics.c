@@ -506,6 +506,8 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     sb_printf(&b, "# HELP gateway_circuit_state Circuit breaker per upstream (0 closed, 1 open, 2 half-open; the worst worker).\n"
                   "# TYPE gateway_circuit_state gauge\n");
     for (int u = 0; u < n_upstreams && u < GW_METRICS_UPSTREAMS; u++) {
+        if (!upstream_names[u] || !upstream_names[u][0])
+            continue; /* a slot without an upstream (routes/upstreams.h) */
         int worst = 0;
         for (int w = 0; w < n; w++) {
             int st = atomic_load_explicit(&workers[w]->breaker_state[u], memory_order_relaxed);

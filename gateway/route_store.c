@@ -192,6 +192,11 @@ struct rt_pg_source *gw_route_store_pg(gw_route_store *s)
     return s ? s->pg : NULL;
 }
 
+int gw_route_store_has_upstreams(gw_route_store *s)
+{
+    return !s->pg; /* PostgreSQL: not yet */
+}
+
 void gw_route_store_reload(gw_route_store *s, gw_store_done done, void *arg)
 {
     if (s->pg) {

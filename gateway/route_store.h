@@ -28,6 +28,9 @@ rt_table *gw_route_store_check(const gw_config *cfg, char *err, size_t errlen);
 const char *gw_route_store_kind(const gw_route_store *s);
 /* The PostgreSQL source (for other users of its connection: cutover plans), or NULL. */
 struct rt_pg_source *gw_route_store_pg(gw_route_store *s);
+/* Whether the source can store upstream definitions (the file always; PostgreSQL once
+ * its schema has them). */
+int gw_route_store_has_upstreams(gw_route_store *s);
 /* Re-read the source now; done gets {"version":N,"routes":K} or the rejection. */
 void gw_route_store_reload(gw_route_store *s, gw_store_done done, void *arg);
 /* Makes NEXT (a validated table; the reference is taken) the stored table, with AUDIT (a JSON

@@ -364,5 +364,5 @@ cmp_worker *gw_router_composer_new(gw_worker *w)
     };
     cmp_report report;
     gw_metrics_composer_report(w->metrics, &report);
-    return cmp_worker_new(&w->loop, w->compositions, &conf, w->upstreams, cfg->n_upstreams, &report);
+    return cmp_worker_new(&w->loop, w->compositions, &conf, w->upstreams, GW_MAX_UPSTREAMS, &report);
 }

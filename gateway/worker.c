@@ -8,12 +8,28 @@
 #include <unistd.h>
 
 #include "routes/route_table.h"
+#include "routes/upstreams.h"
 #include "composers/compose.h"
 #include "gateway/certs.h"
 #include "gateway/proxy.h"
 #include "gateway/inflight_limit.h"
 #include "gateway/ratelimit_redis.h"
 #include "gateway/router.h"
+
+/* The table's upstream definitions in force on this worker: each slot whose definition
+ * changed (or went) gets the new one; the old endpoints' pools drain (upstream_pool.c).
+ * Unchanged definitions keep their generation, and so their pools. */
+static void sync_upstreams(gw_worker *w, const rt_table *t)
+{
+    for (int i = 0; t && i < GW_MAX_UPSTREAMS; i++) {
+        const rt_upstream_def *d = rt_table_upstream_def(t, i);
+        uint64_t gen = d ? d->gen : 0;
+        if (gen == w->upstream_gen[i] || (!d && rt_table_upstream(t, i)))
+            continue; /* same, or a name without a definition (tables built without seeds) */
+        if (gw_upstream_reconfigure(&w->upstreams[i], d ? &d->conf : NULL) == 0)
+            w->upstream_gen[i] = gen;
+    }
+}
 
 rt_table *gw_worker_routes(gw_worker *w)
 {
@@ -24,8 +40,15 @@ rt_table *gw_worker_routes(gw_worker *w)
             rt_table_unref(w->table);
         w->table = t;
         w->table_gen = gen;
+        if (!w->stopping)
+            sync_upstreams(w, t);
     }
     return w->table;
+}
+
+static void on_routes_timer(uv_timer_t *t)
+{
+    gw_worker_routes(t->data);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -46,8 +69,9 @@ static void worker_finish(gw_worker *w)
     gw_inflight_close(w->inflight);
     w->inflight = NULL;
     gw_oneshot_abort_all(&w->oneshots); /* whatever cmp_worker_close did not cancel */
-    for (int i = 0; i < w->cfg->n_upstreams; i++)
+    for (int i = 0; i < GW_MAX_UPSTREAMS; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
+    uv_close((uv_handle_t *)&w->routes_timer, NULL);
     if (w->log)
         gw_access_log_close(w->log, NULL, NULL);
     if (w->events)
@@ -98,7 +122,7 @@ static void on_wakeup(uv_async_t *a)
     /* no new shadow copy; pooled connections close now and released ones are not pooled
      * again (their idle timers would hold the loop past the deadline) */
     gw_oneshot_set_drain(&w->oneshots);
-    for (int i = 0; i < w->cfg->n_upstreams; i++)
+    for (int i = 0; i < GW_MAX_UPSTREAMS; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
     for (int i = 0; i < GW_MAX_LISTENERS; i++)
         if (w->servers[i])
@@ -162,10 +186,20 @@ static void worker_main(void *arg)
     w->events = gw_access_log_new(&w->loop, STDERR_FILENO);
     gw_oneshot_set_init(&w->oneshots, &w->loop, w->cfg->background.max_in_flight,
                         w->cfg->background.max_connections_per_endpoint);
-    for (int i = 0; i < w->cfg->n_upstreams; i++) {
-        gw_upstream_init(&w->upstreams[i], &w->loop, &w->cfg->upstreams[i]);
+    /* every slot is a valid upstream: gateway.json's first, the rest empty until the
+     * route table defines them (sync_upstreams) */
+    gw_upstream_conf empty;
+    gw_config_upstream_defaults(&empty);
+    for (int i = 0; i < GW_MAX_UPSTREAMS; i++) {
+        gw_upstream_init(&w->upstreams[i], &w->loop,
+                         i < w->cfg->n_upstreams ? &w->cfg->upstreams[i] : &empty);
         w->upstreams[i].oneshots = &w->oneshots;
     }
+    (void)gw_worker_routes(w);
+    uv_timer_init(&w->loop, &w->routes_timer);
+    w->routes_timer.data = w;
+    uv_timer_start(&w->routes_timer, on_routes_timer, 1000, 1000);
+    uv_unref((uv_handle_t *)&w->routes_timer);
     /* compositions and the user cache (Redis, or an in-process LRU) */
     w->composer = gw_router_composer_new(w);
     /* rate limits: shared through Redis when configured (falls back to rate/instances) */
@@ -246,7 +280,7 @@ static void worker_main(void *arg)
     w->composer = NULL;
     if (!w->cfg->redis[0] || !w->cfg->rate_limits.shared)
         gw_rl_workers_in_mode(GW_RL_LOCAL, GW_RL__MODES);
-    for (int i = 0; i < w->cfg->n_upstreams; i++)
+    for (int i = 0; i < GW_MAX_UPSTREAMS; i++)
         gw_upstream_free(&w->upstreams[i]);
     gw_access_log_free(w->log); /* after the loop: late writers are done */
     w->log = NULL;

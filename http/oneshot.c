@@ -72,6 +72,7 @@ static void uncount(gw_oneshot *o)
     o->counted = 0;
     o->ep->n_background--;
     o->set->n_background--;
+    gw__endpoint_released(o->ep);
 }
 
 static void check_empty(gw_oneshot_set *set)

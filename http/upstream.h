@@ -21,22 +21,28 @@ typedef struct gw_uconn gw_uconn;
 typedef struct gw_upstream gw_upstream;
 typedef struct gw_oneshot_set gw_oneshot_set;
 
+typedef struct gw_endpoint_set gw_endpoint_set;
+
 typedef struct gw_endpoint {
     gw_upstream *up;
+    gw_endpoint_set *set;    /* the definition generation it belongs to (upstream_pool.c) */
     int index;
     const gw_endpoint_conf *conf;
     uint64_t down_until_ms;  /* uv_now() time before which the endpoint is skipped */
     gw_queue idle;           /* pooled keep-alive connections */
     uint32_t n_idle;
     uint32_t n_background;   /* connections held by background one-shot exchanges (oneshot.h) */
+    uint32_t n_conns;        /* connections open to it, pooled ones included */
     struct ssl_session_st *tls_session; /* upstreams.NAME.tls: the newest session, to resume */
 } gw_endpoint;
 
 struct gw_upstream {
     uv_loop_t *loop;
-    const gw_upstream_conf *conf;
-    gw_endpoint endpoints[GW_MAX_ENDPOINTS];
+    const gw_upstream_conf *conf; /* the current set's copy of the definition */
+    gw_endpoint *endpoints;       /* the current set's endpoints */
     int n_endpoints;
+    gw_endpoint_set *set;         /* the current definition (gw_upstream_reconfigure) */
+    gw_queue retired;             /* replaced sets whose connections are still finishing */
     unsigned rr;
     gw_oneshot_set *oneshots; /* this worker's one-shot exchanges (oneshot.h); set by the worker */
     int closing;             /* shutting down: released connections close instead of pooling */
@@ -72,6 +78,18 @@ enum {
 void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *conf);
 /* Frees what gw_upstream_init built (after the loop ran its last callbacks). */
 void gw_upstream_free(gw_upstream *up);
+/* A live definition change: the endpoints and settings become a copy of CONF (NULL: the
+ * upstream was removed; its settings stay, with no endpoint). The old endpoints' pooled
+ * connections close now; the ones carrying a request finish it and then close instead of
+ * going back to a pool; the old set is freed when its last connection is gone. */
+int gw_upstream_reconfigure(gw_upstream *up, const gw_upstream_conf *conf);
+/* Replaced definitions still alive (connections finishing), for tests and metrics. */
+int gw_upstream_retired_count(const gw_upstream *up);
+/* upstream_conn.c / oneshot.c: an endpoint of a replaced set lost a connection or a
+ * background exchange; frees the set once nothing uses it. */
+void gw__endpoint_released(gw_endpoint *ep);
+/* Whether EP's connections may go back to its pool (its set is current, not shutting down). */
+int gw__endpoint_pools(const gw_endpoint *ep);
 /* Shutdown: closes pooled connections, and from now on a released connection closes
  * instead of going back to the pool (an idle timer would keep the loop alive). */
 void gw_upstream_close_idle(gw_upstream *up);

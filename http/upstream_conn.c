@@ -83,8 +83,11 @@ static void uconn_gone(gw_uconn *u)
 {
     if (--u->handles_open > 0)
         return;
+    gw_endpoint *ep = u->ep;
     buf_put(u->buf);
     free(u);
+    ep->n_conns--;
+    gw__endpoint_released(ep); /* a replaced definition's last connection frees it */
 }
 
 static void uconn_on_close(uv_handle_t *h)
@@ -578,6 +581,7 @@ int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn *
     uv_timer_init(ep->up->loop, &u->timer);
     u->tcp.data = u->timer.data = u->connect_req.data = u;
     u->handles_open = 2;
+    ep->n_conns++;
     u->state = UC_CONNECTING;
     u->exchanges = 1;
     reset_exchange(u, cb, data);
@@ -669,7 +673,7 @@ static void do_release(gw_uconn *u)
     gw_endpoint *ep = u->ep;
     int reusable = u->state == UC_ACTIVE && (u->flags & U_MSG_DONE) &&
                    !(u->flags & U_NO_REUSE) && u->pending_write == 0 &&
-                   ep->n_idle < ep->up->conf->pool_max_idle && !ep->up->closing;
+                   ep->n_idle < ep->up->conf->pool_max_idle && gw__endpoint_pools(ep);
     if (!reusable) {
         uconn_close(u);
         return;

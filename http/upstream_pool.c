@@ -1,35 +1,179 @@
 /* upstream_pool.c — a named upstream on one worker: its endpoints, round robin that skips
- * endpoints marked down, and the per-endpoint idle keep-alive pools. */
+ * endpoints marked down, and the per-endpoint idle keep-alive pools.
+ *
+ * A definition change (gw_upstream_reconfigure) builds a new endpoint set beside the old one
+ * and switches to it, HAProxy-generation style: the old set is retired — its idle pooled
+ * connections closed at once, the busy ones finish their exchange and close instead of being
+ * pooled — and freed when its last connection (or background exchange) is gone. Connections
+ * point at their gw_endpoint, which lives in its set, so nothing in flight moves. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "http/upstream.h"
 #include "http/upstream_tls.h"
 
+struct gw_endpoint_set {
+    gw_queue node;            /* in up->retired once replaced */
+    int retired;
+    gw_upstream_conf conf;    /* this generation's definition (a copy: the caller's may go) */
+    gw_endpoint endpoints[GW_MAX_ENDPOINTS];
+};
+
+static gw_endpoint_set *set_new(gw_upstream *up, const gw_upstream_conf *conf, int n)
+{
+    gw_endpoint_set *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->conf = *conf;
+    gw_queue_init(&s->node);
+    for (int i = 0; i < n; i++) {
+        gw_endpoint *ep = &s->endpoints[i];
+        ep->up = up;
+        ep->set = s;
+        ep->index = i;
+        ep->conf = &s->conf.endpoints[i];
+        gw_queue_init(&ep->idle);
+    }
+    return s;
+}
+
+static void set_install(gw_upstream *up, gw_endpoint_set *s, int n)
+{
+    up->set = s;
+    up->conf = &s->conf;
+    up->endpoints = s->endpoints;
+    up->n_endpoints = n;
+}
+
+static void set_free(gw_endpoint_set *s)
+{
+    for (int i = 0; i < GW_MAX_ENDPOINTS; i++)
+        gw__utls_session_free(&s->endpoints[i].tls_session);
+    free(s);
+}
+
+static void close_idle_of(gw_endpoint_set *s)
+{
+    for (int i = 0; i < GW_MAX_ENDPOINTS; i++) {
+        gw_endpoint *ep = &s->endpoints[i];
+        while (ep->up && !gw_queue_empty(&ep->idle)) {
+            /* gw_uconn's layout is private: release through the public abort */
+            gw_uconn_abort(gw__uconn_from_pool_node(ep->idle.next));
+        }
+    }
+}
+
+static int set_in_use(const gw_endpoint_set *s)
+{
+    for (int i = 0; i < GW_MAX_ENDPOINTS; i++) {
+        const gw_endpoint *ep = &s->endpoints[i];
+        if (ep->n_conns || ep->n_background || ep->n_idle)
+            return 1;
+    }
+    return 0;
+}
+
+static void reap(gw_upstream *up)
+{
+    gw_queue *q = up->retired.next;
+    while (q != &up->retired) {
+        gw_endpoint_set *s = GW_QUEUE_DATA(q, gw_endpoint_set, node);
+        q = q->next;
+        if (!set_in_use(s)) {
+            gw_queue_remove(&s->node);
+            set_free(s);
+        }
+    }
+}
+
+static void tls_build(gw_upstream *up)
+{
+    if (!up->conf->tls)
+        return;
+    char err[700];
+    if (!(up->tls_ctx = gw__utls_ctx_new(up->conf, err, sizeof err)))
+        fprintf(stderr, "gateway: %s\n", err);
+}
+
 void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *conf)
 {
     memset(up, 0, sizeof *up);
     up->loop = loop;
-    up->conf = conf;
-    up->n_endpoints = conf->n_endpoints;
-    for (int i = 0; i < conf->n_endpoints; i++) {
-        gw_endpoint *ep = &up->endpoints[i];
-        ep->up = up;
-        ep->index = i;
-        ep->conf = &conf->endpoints[i];
-        gw_queue_init(&ep->idle);
+    gw_queue_init(&up->retired);
+    gw_endpoint_set *s = set_new(up, conf, conf->n_endpoints);
+    if (!s) { /* out of memory at start: an upstream without endpoints answers 503 */
+        static gw_upstream_conf none;
+        up->conf = conf ? conf : &none;
+        return;
     }
-    if (conf->tls) {
-        char err[700];
-        if (!(up->tls_ctx = gw__utls_ctx_new(conf, err, sizeof err)))
-            fprintf(stderr, "gateway: %s\n", err);
+    set_install(up, s, conf->n_endpoints);
+    tls_build(up);
+}
+
+static int tls_same(const gw_upstream_conf *a, const gw_upstream_conf *b)
+{
+    return a->tls == b->tls && a->tls_verify == b->tls_verify &&
+           strcmp(a->tls_ca_file, b->tls_ca_file) == 0 &&
+           strcmp(a->tls_server_name, b->tls_server_name) == 0 && strcmp(a->host, b->host) == 0;
+}
+
+int gw_upstream_reconfigure(gw_upstream *up, const gw_upstream_conf *conf)
+{
+    gw_endpoint_set *old = up->set;
+    const gw_upstream_conf *keep = conf ? conf : up->conf;
+    gw_endpoint_set *s = set_new(up, keep, conf ? conf->n_endpoints : 0);
+    if (!s)
+        return -1;
+    int tls_changed = !old || !tls_same(&old->conf, keep);
+    set_install(up, s, conf ? conf->n_endpoints : 0);
+    up->rr = 0;
+    if (tls_changed) {
+        /* connections under way hold their own reference to the old context */
+        gw__utls_ctx_free(up->tls_ctx);
+        up->tls_ctx = NULL;
+        tls_build(up);
     }
+    if (old) {
+        old->retired = 1;
+        gw_queue_insert_tail(&up->retired, &old->node);
+        close_idle_of(old);
+        reap(up);
+    }
+    return 0;
+}
+
+int gw_upstream_retired_count(const gw_upstream *up)
+{
+    int n = 0;
+    for (const gw_queue *q = up->retired.next; q && q != &up->retired; q = q->next)
+        n++;
+    return n;
+}
+
+void gw__endpoint_released(gw_endpoint *ep)
+{
+    if (ep->set && ep->set->retired)
+        reap(ep->up);
+}
+
+int gw__endpoint_pools(const gw_endpoint *ep)
+{
+    return !ep->up->closing && ep->set == ep->up->set;
 }
 
 void gw_upstream_free(gw_upstream *up)
 {
-    for (int i = 0; i < up->n_endpoints; i++)
-        gw__utls_session_free(&up->endpoints[i].tls_session);
+    while (up->retired.next && !gw_queue_empty(&up->retired)) {
+        gw_endpoint_set *s = GW_QUEUE_DATA(up->retired.next, gw_endpoint_set, node);
+        gw_queue_remove(&s->node);
+        set_free(s);
+    }
+    if (up->set)
+        set_free(up->set);
+    up->set = NULL;
+    up->endpoints = NULL;
+    up->n_endpoints = 0;
     gw__utls_ctx_free(up->tls_ctx);
     up->tls_ctx = NULL;
 }
@@ -54,13 +198,8 @@ void gw_endpoint_mark_down(gw_endpoint *ep)
 void gw_upstream_close_idle(gw_upstream *up)
 {
     up->closing = 1;
-    for (int i = 0; i < up->n_endpoints; i++) {
-        gw_endpoint *ep = &up->endpoints[i];
-        while (!gw_queue_empty(&ep->idle)) {
-            /* gw_uconn's layout is private: release through the public abort */
-            gw_queue *q = ep->idle.next;
-            gw_uconn *u = gw__uconn_from_pool_node(q);
-            gw_uconn_abort(u);
-        }
-    }
+    if (up->set)
+        close_idle_of(up->set);
+    for (gw_queue *q = up->retired.next; q && q != &up->retired; q = q->next)
+        close_idle_of(GW_QUEUE_DATA(q, gw_endpoint_set, node));
 }

@@ -55,8 +55,13 @@ struct rt_table {
     int n_routes;
     rt_route *routes;     /* owns every string it points to, except upstream names below */
     rt__node *root;
-    char **upstreams;     /* copies of the names given to parse; policy fields point here */
-    int n_upstreams;
+    char **upstreams;     /* the names given to parse (the seeds, 0..n_seed), then those the
+                           * document's "upstreams" adds, each at its slot (upstreams.h);
+                           * NULL: a hole. Policy fields point here */
+    int n_upstreams;      /* the highest index used + 1 */
+    int n_seed;
+    int upstream_cap;
+    struct rt_upstream_def **defs; /* parallel to upstreams; NULL: no definition known */
     const char *legacy;   /* legacy_upstream: upstreams[legacy_index], or "legacy" (static)
                            * when the document names none and no upstream is called that */
     int legacy_index;     /* -1: the legacy upstream is unknown (rollback fails) */
@@ -117,5 +122,9 @@ int rt__tables_alive(void);
 int rt__names_dup(const char *const *names, int n, char ***out, int *n_out);
 void rt__names_free(char **names, int n);
 void rt__table_free(rt_table *t);
+/* upstreams.c: the table's upstream list from the seed NAMES (with their gateway.json
+ * definitions), and its release. */
+int rt__table_upstreams_init(rt_table *t, const char *const *names, int n);
+void rt__table_upstreams_free(rt_table *t);
 
 #endif

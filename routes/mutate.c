@@ -88,8 +88,9 @@ static rt_table *commit(const rt_table *t, edit *e, int failed, char *err, size_
         abandon(e);
         return NULL;
     }
+    /* the seeds only: the document brings the upstreams the routes source defines */
     rt_table *n = rt__table_from_json(e->doc, SOURCE, (const char *const *)t->upstreams,
-                                      t->n_upstreams, 1, err, errlen);
+                                      t->n_seed, 1, err, errlen);
     abandon(e);
     if (n)
         n->version = t->version + 1;
@@ -142,8 +143,7 @@ rt_table *rt_table_with_route(const rt_table *t, const char *id, const json_t *r
     return commit(t, &e, failed, err, errlen);
 }
 
-/* RFC 7396: TARGET (owned) patched by PATCH; returns the result (owned). */
-static json_t *merge_patch(json_t *target, const json_t *patch)
+json_t *rt__merge_patch(json_t *target, const json_t *patch)
 {
     if (!json_is_object(patch)) {
         json_decref(target);
@@ -164,7 +164,7 @@ static json_t *merge_patch(json_t *target, const json_t *patch)
         }
         json_t *cur = json_object_get(target, key);
         json_incref(cur);
-        json_t *merged = merge_patch(cur, v);
+        json_t *merged = rt__merge_patch(cur, v);
         if (json_object_set_new(target, key, merged) != 0) {
             json_decref(target);
             target = NULL;
@@ -189,7 +189,7 @@ rt_table *rt_table_patch_route(const rt_table *t, const char *id, const json_t *
         return NULL;
     }
     json_incref(e.route);
-    json_t *merged = merge_patch(e.route, patch);
+    json_t *merged = rt__merge_patch(e.route, patch);
     int failed = !merged || json_array_set_new(e.routes, e.index, merged) != 0;
     return commit(t, &e, failed, err, errlen);
 }

@@ -64,6 +64,11 @@ int rt__limits_to_json(const rt_route *r, json_t *obj);
 // Frees what rt__parse_policies allocated in R.
 void rt__route_free_policies(rt_route *r);
 
+// upstreams.c: the document's "upstreams" object into ps->t (after the seeds).
+int rt__parse_upstreams(rt__parser *ps, json_t *root);
+// RFC 7396: TARGET (owned) patched by PATCH; returns the result (owned), NULL out of memory.
+json_t *rt__merge_patch(json_t *target, const json_t *patch);
+
 // Builds a table from a parsed document (borrowed). The upstream names are copied.
 rt_table *rt__table_from_json(json_t *root, const char *source,
                               const char *const *upstreams, int n_upstreams, int by_id,

@@ -42,8 +42,7 @@ void rt__table_free(rt_table *t)
     t->routes = NULL;
     rt__node_free(t->root);
     t->root = NULL;
-    rt__names_free(t->upstreams, t->n_upstreams);
-    t->upstreams = NULL;
+    rt__table_upstreams_free(t);
     free(t);
     atomic_fetch_sub(&g_alive, 1);
 }
@@ -88,7 +87,7 @@ void rt__names_free(char **names, int n)
 
 static int copy_upstreams(rt_table *t, const char *const *names, int n)
 {
-    return rt__names_dup(names, n, &t->upstreams, &t->n_upstreams);
+    return rt__table_upstreams_init(t, names, n);
 }
 
 /* ---- errors ------------------------------------------------------------------------------ */
@@ -232,7 +231,7 @@ static int parse_size(parser *ps, json_t *obj, const char *key, int64_t *out)
 int rt__find_upstream(parser *ps, const char *field, const char *name)
 {
     for (int i = 0; i < ps->t->n_upstreams; i++) {
-        if (strcmp(ps->t->upstreams[i], name) == 0)
+        if (ps->t->upstreams[i] && strcmp(ps->t->upstreams[i], name) == 0)
             return i;
     }
     return rt__fail(ps, field, "unknown upstream \"%s\"", name);
@@ -453,7 +452,8 @@ static int parse_route(parser *ps, int i, json_t *jr)
 /* Checks the document root and sets *routes to its routes array. */
 static int routes_of(parser *ps, json_t *root, json_t **routes)
 {
-    static const char *const fields[] = { "version", "legacy_upstream", "routes", NULL };
+    static const char *const fields[] = { "version", "legacy_upstream", "upstreams", "routes",
+                                          NULL };
     if (!json_is_object(root))
         return rt__fail(ps, "(root)", "must be an object");
     if (rt__check_fields(ps, root, fields) != 0)
@@ -488,7 +488,7 @@ static int parse_root(parser *ps, json_t *root)
             return -1;
     } else {
         for (int i = 0; i < t->n_upstreams && t->legacy_index < 0; i++) {
-            if (strcmp(t->upstreams[i], "legacy") == 0)
+            if (t->upstreams[i] && strcmp(t->upstreams[i], "legacy") == 0)
                 t->legacy_index = i;
         }
     }
@@ -510,7 +510,7 @@ rt_table *rt__table_from_json(json_t *root, const char *source,
         rt__fail_nomem(&ps);
         goto fail;
     }
-    if (parse_root(&ps, root) != 0)
+    if (rt__parse_upstreams(&ps, root) != 0 || parse_root(&ps, root) != 0)
         goto fail;
     for (int i = 0; i < ps.t->n_routes; i++) {
         if (parse_route(&ps, i, json_array_get(routes, (size_t)i)) != 0)

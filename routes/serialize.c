@@ -4,6 +4,7 @@
 #include "routes/matcher.h"
 #include "routes/parse.h"
 #include "routes/route_edit.h"
+#include "routes/upstreams.h"
 
 /* Builds into an object and remembers whether any step failed (jansson returns NULL or -1
  * when out of memory; json_object_set_new accepts a NULL value and fails). */
@@ -155,6 +156,18 @@ json_t *rt_table_to_json(const rt_table *t)
     set(&b, "version", json_integer((json_int_t)t->version));
     if (t->legacy_index >= 0)
         set_str(&b, "legacy_upstream", t->legacy);
+    json_t *ups = NULL; /* the routes source's own definitions (not gateway.json's) */
+    for (int i = 0; i < t->n_upstreams; i++) {
+        const rt_upstream_def *d = t->defs[i];
+        if (!d || !d->from_routes)
+            continue;
+        if (!ups && !(ups = json_object()))
+            b.failed = 1;
+        if (ups && json_object_set_new(ups, t->upstreams[i], json_deep_copy(d->json)) != 0)
+            b.failed = 1;
+    }
+    if (ups)
+        set(&b, "upstreams", ups);
     json_t *routes = json_array();
     for (int i = 0; routes && i < t->n_routes; i++) {
         if (json_array_append_new(routes, rt_route_to_json(&t->routes[i])) != 0)
