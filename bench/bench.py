@@ -146,6 +146,13 @@ WORKLOADS = [
          path="/api/users/42", direct_path="/users/42", targets=["gateway"], rounds=3,
          variants=[("none", {}), ("local", {"ratelimit": "local"}),
                    ("shared", {"ratelimit": "shared"})]),
+    # issue 13 §3: the cost of exporting spans (a SERVER and a CLIENT span per request, OTLP
+    # /HTTP JSON in batches of 512) against the same traced GET without export; the
+    # "collector" is the idle mockd (users-b), which reads each POST's body and answers 200
+    dict(id="trace_export", title="small GET, continued trace: spans exported (OTLP) or not",
+         path="/api/users/42", direct_path="/users/42", targets=["gateway"], rounds=3,
+         headers=["traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+         variants=[("none", {}), ("export", {"otlp": True})]),
     dict(id="tls_small_get", title="small GET over TLS, keep-alive", path="/api/users/42",
          tls=True, targets=PROXIES),
     dict(id="tls_handshake", title="new TLS connection per request (full handshake, ECDSA P-256)",
@@ -489,6 +496,8 @@ class Env:
             if rp:
                 cfg["redis"] = "127.0.0.1:%d" % rp
                 cfg["rate_limits"] = {"timeout_ms": 100}
+        if opts.get("otlp"):
+            cfg["tracing"] = {"otlp_endpoint": "http://127.0.0.1:%d/upload?hash=0" % self.mock_b.port}
         with open(os.path.join(d, "gateway.json"), "w") as f:
             json.dump(cfg, f, indent=1)
         with open(os.path.join(d, "routes.json"), "w") as f:

@@ -10,6 +10,7 @@
 
 #include "http/gw_errors.h"
 #include "http/oneshot.h"
+#include "http/span.h"
 #include "http/request_id.h"
 #include "routes/policy.h"
 #include "composers/cache_policy.h"
@@ -28,6 +29,11 @@ struct cmp_fetch {
     int cancelled;
     cmp_fetch_cb cb;
     void *arg;
+    /* its CLIENT span (http/span.h), recorded when the answer comes: span_id "" = none */
+    char span_id[17], trace_id[33], parent_id[17];
+    uint8_t trace_flags;
+    uint64_t t0;
+    char route[64];
 };
 
 static void fetch_free(uv_handle_t *h)
@@ -70,6 +76,28 @@ static void fetch_end_early(cmp_fetch *f, const char *why)
     uv_timer_start(&f->timer, deliver, 0, 0);
 }
 
+/* The leg's CLIENT span: STATUS (0: none came), WHY when it failed. */
+static void record_span(cmp_fetch *f, int status, const char *why)
+{
+    gw_span *s = f->span_id[0] ? gw_span_begin(f->trace_flags) : NULL;
+    if (!s)
+        return;
+    s->kind = GW_SPAN_CLIENT;
+    s->status = (uint16_t)status;
+    s->error = !status || status >= 500;
+    memcpy(s->trace_id, f->trace_id, sizeof s->trace_id);
+    memcpy(s->span_id, f->span_id, sizeof s->span_id);
+    memcpy(s->parent_id, f->parent_id, sizeof s->parent_id);
+    GW_SPAN_SET(s->method, "GET");
+    GW_SPAN_SET(s->route, f->route);
+    GW_SPAN_SET(s->upstream, upstream_name(f));
+    GW_SPAN_SET(s->role, "fetch");
+    GW_SPAN_SET(s->error_text, why ? why : s->error ? "upstream error status" : "");
+    s->start_ns = f->t0;
+    s->end_ns = uv_hrtime();
+    gw_span_commit();
+}
+
 /* The exchange's answer (already on a later loop turn than cmp_fetch_start). */
 static void on_result(gw_oneshot *o, const gw_oneshot_result *r, void *arg)
 {
@@ -95,6 +123,7 @@ static void on_result(gw_oneshot *o, const gw_oneshot_result *r, void *arg)
         why = timed_out ? "timeout" : r->err == GW_ECONNECT ? "connect failed"
                                                              : "upstream connection failed";
     }
+    record_span(f, status, why);
     cmp_headers h = { NULL, 0, 0 };
     if (status)
         h = (cmp_headers){ r->headers, r->headers_len, r->headers_truncated };
@@ -161,7 +190,16 @@ cmp_fetch *cmp_fetch_start_on(cmp_worker *w, rt_table *table, const char *url, i
     }
     const char *host = up->conf->host[0] ? up->conf->host : up->conf->endpoints[0].address;
     char trace_lines[GW_TRACE_LINES_MAX];
-    gw_trace_ctx_lines(trace, trace_lines); /* a child span per leg: a new parent-id */
+    gw_trace_ctx_lines(trace, trace_lines, f->span_id); /* a child span per leg */
+    if (!gw_span_enabled(trace ? trace->t.flags : 0))
+        f->span_id[0] = '\0';
+    if (f->span_id[0]) {
+        memcpy(f->trace_id, trace->t.trace_id, sizeof f->trace_id);
+        memcpy(f->parent_id, trace->t.span_id, sizeof f->parent_id);
+        f->trace_flags = trace->t.flags;
+        f->t0 = uv_hrtime();
+        snprintf(f->route, sizeof f->route, "%s", m.route->id);
+    }
     size_t cap = strlen(target) + strlen(host) + strlen(trace_lines) + 512;
     char *head = malloc(cap);
     if (!head) {

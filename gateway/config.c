@@ -65,6 +65,7 @@
  *                "timeout_ms": 20, "lru_entries": 10000 }   // user cache (routes with "cache")
  *     "rate_limits": { "shared": true, "instances": 2, "timeout_ms": 50 } // config_limits.c
  *     "http2": { "max_concurrent_streams": 128, ... }  // config_listeners.c
+ *     "tracing": { "otlp_endpoint": "http://host:port/v1/traces", ... }   // config_tracing.c
  *   }
  *
  * Every timeout ("*_ms" except down_ms) is an integer from 1 to 3600000. Unknown keys and
@@ -667,7 +668,7 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
 {
     static const char *const keys[] = { "listen", "listeners", "workers", "admin", "upstreams", "limits",
                                         "log", "shutdown", "routes", "redis", "composers",
-                                        "cache", "background", "rate_limits", "http2", NULL };
+                                        "cache", "background", "rate_limits", "http2", "tracing", NULL };
     static const char *const admin_keys[] = { "listen", "token", "tokens", NULL };
     static const char *const log_keys[] = { "access", NULL };
     static const char *const shutdown_keys[] = { "drain_timeout_ms", NULL };
@@ -682,7 +683,8 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
         return rc;
 
     if ((rc = gw__parse_listeners(c, root, k)) != 0 ||
-        (rc = gw__parse_rate_limits(c, root, k)) != 0)
+        (rc = gw__parse_rate_limits(c, root, k)) != 0 ||
+        (rc = gw__parse_tracing(c, root, k)) != 0)
         return rc;
 
     if ((rc = gw__get_int(c, root, "workers", "", 0, GW__WORKERS_MAX, &workers)) != 0)
@@ -932,6 +934,7 @@ static void gw__defaults(gw_config *k)
     k->cache.stale_ms = 300000;
     k->cache.timeout_ms = 20;
     k->cache.lru_entries = 10000;
+    gw__tracing_defaults(k);
 }
 
 /* Reads FILE whole into a NUL-terminated heap buffer. */

@@ -102,6 +102,19 @@ typedef struct gw_config {
         uint32_t connection_window_bytes;/* default 1048576 */
         uint32_t reset_rate, reset_burst;/* RST_STREAM per second / burst: 33, 1000 */
     } http2;
+    struct {                       /* "tracing": span export (config_tracing.c) */
+        char otlp_endpoint[512];   /* "http://host:port/path"; "" = no export (default) */
+        char hostport[128];        /* its "host:port", resolved into addr at load */
+        struct sockaddr_storage addr;
+        socklen_t addrlen;
+        char path[384];            /* "/v1/traces" */
+        char service_name[128];    /* resource service.name; default "gateway" */
+        double sample_ratio;       /* share of new traces sampled; default 1 */
+        uint32_t batch_size;       /* spans per POST; default 512 */
+        uint32_t flush_ms;         /* the longest a span waits for its batch; default 1000 */
+        uint32_t max_queue;        /* spans waiting, all workers together; default 8192 */
+        uint32_t timeout_ms;       /* one POST's deadline (and the last flush's); default 2000 */
+    } tracing;
 } gw_config;
 
 /* Reads and validates FILE, then applies the environment overrides. On failure returns a

@@ -60,6 +60,9 @@ int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstre
 int gw__parse_listeners(gw__cfgctx *c, json_t *root, gw_config *k);
 /* config_limits.c: "rate_limits" of ROOT into k->rate_limits (defaults already set). */
 int gw__parse_rate_limits(gw__cfgctx *c, json_t *root, gw_config *k);
+/* config_tracing.c: "tracing" of ROOT into k->tracing, and its defaults. */
+int gw__parse_tracing(gw__cfgctx *c, json_t *root, gw_config *k);
+void gw__tracing_defaults(gw_config *k);
 /* config_limits.c: upstreams.NAME.max_in_flight and .queue {max, timeout_ms} of U. */
 int gw__parse_upstream_limits(gw__cfgctx *c, json_t *u, const char *path, gw_upstream_conf *up);
 

@@ -23,6 +23,7 @@
 #include "gateway/config.h"
 #include "gateway/metrics.h"
 #include "gateway/route_store.h"
+#include "gateway/span_export.h"
 #include "routes/upstreams.h"
 #include "gateway/worker.h"
 
@@ -249,6 +250,10 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_hup, on_hup, SIGHUP);
 
     n_workers = cfg.workers;
+    if (gw_span_export_start(&cfg, n_workers) != 0) {
+        fprintf(stderr, "gateway: %s: tracing: cannot start the span exporter\n", cfg.path);
+        return 1;
+    }
     workers = calloc((size_t)n_workers, sizeof *workers);
     for (int i = 0; i < n_workers; i++) {
         int r = gw_worker_start(&workers[i], i, &cfg, compositions, log_fd, &certs);
@@ -264,6 +269,7 @@ int main(int argc, char **argv)
             for (int j = 0; j < i; j++)
                 gw_worker_join(&workers[j]);
             free(workers);
+            gw_span_export_stop();
             gw_route_store_close(store);
             rt_current_clear();
             return 1;
@@ -304,6 +310,7 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
     for (int i = 0; i < n_workers; i++)
         gw_worker_join(&workers[i]);
+    gw_span_export_stop(); /* the last spans are in: one bounded flush */
     for (int i = 0; i < n_workers; i++)
         free(workers[i].metrics);
     free(admin.metrics);

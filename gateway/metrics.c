@@ -2,6 +2,7 @@
 #include "gateway/metrics.h"
 #include "gateway/inflight_limit.h"
 #include "gateway/ratelimit.h"
+#include "gateway/span_export.h"
 
 #include "composers/compose.h"
 
@@ -538,6 +539,9 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     } else {
         b.oom = 1;
     }
+    char spans[1024];
+    size_t sn = gw_span_export_metrics(spans, sizeof spans);
+    sb_printf(&b, "%.*s", (int)sn, spans);
     if (gw_inflight_metrics_render(&rl, &rln, upstream_names, n_upstreams) == 0) {
         sb_printf(&b, "%.*s", (int)rln, rl);
         free(rl);

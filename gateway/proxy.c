@@ -18,6 +18,7 @@
 #include "http/gw_errors.h"
 #include "http/http1.h"
 #include "http/request_id.h"
+#include "http/span.h"
 #include "gateway/shadow.h"
 #include "gateway/worker.h"
 
@@ -62,6 +63,7 @@ typedef struct proxy_req {
                            streams to the primary (up to SHADOW_BODY_MAX), sent at body end */
     size_t sh_len, sh_head_len;
     int sh_ui;
+    char sh_span[17];   /* the shadow copy's span id (its traceparent's parent-id) */
     char *cache_key;    /* P_INVALIDATE: the path to evict */
     cmp_evict *evict;   /* P_RESP_HELD: the eviction the answer waits for */
     char *held;         /* P_RESP_HELD: the response head (held_hlen bytes), then the body
@@ -74,6 +76,11 @@ typedef struct proxy_req {
     int last_endpoint;
     unsigned flags;
     uint64_t t_sent_ns;
+    /* the CLIENT span of the exchange under way (http/span.h): span_id "" = none recorded */
+    char span_id[17];
+    uint16_t span_status;
+    const char *span_err;
+    uint64_t span_t0;
     char head_inline[PROXY_HEAD_INLINE]; /* where head is built when it fits */
 } proxy_req;
 
@@ -114,8 +121,37 @@ static void proxy_recycle(proxy_req *p)
         free(p);
 }
 
+/* Records the exchange's CLIENT span (when this thread exports spans) and forgets it. */
+static void client_span(proxy_req *p)
+{
+    gw_span *s = p->span_id[0] ? gw_span_begin(p->req->trace.flags) : NULL;
+    if (!s) {
+        p->span_id[0] = '\0';
+        return;
+    }
+    const gw_request *req = p->req;
+    s->kind = GW_SPAN_CLIENT;
+    s->status = p->span_status;
+    s->error = !p->span_status || p->span_status >= 500;
+    memcpy(s->trace_id, req->trace.trace_id, sizeof s->trace_id);
+    memcpy(s->span_id, p->span_id, sizeof s->span_id);
+    p->span_id[0] = '\0';
+    memcpy(s->parent_id, req->trace.span_id, sizeof s->parent_id);
+    GW_SPAN_SET(s->method, req->method_buf);
+    GW_SPAN_SET(s->route, p->route->id);
+    GW_SPAN_SET(s->upstream, p->up->conf->name);
+    GW_SPAN_SET(s->role, p->flags & P_FELL_BACK ? "fallback" : "proxy");
+    GW_SPAN_SET(s->error_text, p->span_err ? p->span_err
+                               : s->error ? (p->span_status ? "upstream error status" : "no answer")
+                               : "");
+    s->start_ns = p->span_t0;
+    s->end_ns = uv_hrtime();
+    gw_span_commit();
+}
+
 static void proxy_free(proxy_req *p)
 {
+    client_span(p);
     if (p->shadow) {
         gw_shadow_primary_done(p->shadow, 0); /* the primary did not finish cleanly */
         p->shadow = NULL;
@@ -203,8 +239,8 @@ int gw_path_has_encoded_slash(gw_slice path)
  * buf when it fits in buf_cap (buf may be NULL), else in a malloc'd one; or the status to
  * answer (414, 431, 500). */
 static int build_head(const gw_request *req, gw_upstream *up, const rt_match *m, int ui,
-                      const char *trace_mark, char *buf, size_t buf_cap, char **head_out,
-                      size_t *len_out)
+                      const char *trace_mark, char *span_out, char *buf, size_t buf_cap,
+                      char **head_out, size_t *len_out)
 {
     char target[TARGET_MAX];
     if (rt_rewrite_for(m, ui, req->path, req->query, target, sizeof target) < 0)
@@ -228,6 +264,7 @@ static int build_head(const gw_request *req, gw_upstream *up, const rt_match *m,
         .request_id = req->request_id,
         .trace = &req->trace,
         .trace_mark = trace_mark,
+        .span_out = span_out,
         .content_length = req->chunked ? -1 : req->content_length,
         .chunked = req->chunked,
     };
@@ -257,10 +294,17 @@ static int try_fallback(proxy_req *p, int status_or_neg)
     if (fb < 0 || fb == p->ui || !gw_inflight_switch(p->w->inflight, p->req, fb))
         return 0; /* (a fallback to an upstream at its max_in_flight is shed) */
     gw_upstream *up = &p->w->upstreams[fb];
-    char *head;
+    char *head, span[17];
     size_t hl;
-    if (build_head(p->req, up, &p->match, fb, NULL, NULL, 0, &head, &hl) != 0)
+    if (build_head(p->req, up, &p->match, fb, NULL, span, NULL, 0, &head, &hl) != 0)
         return 0;
+    if (status_or_neg > 0)
+        p->span_status = (uint16_t)status_or_neg;
+    client_span(p); /* the primary's exchange ends here */
+    memcpy(p->span_id, span, sizeof span);
+    p->span_status = 0;
+    p->span_err = NULL;
+    p->span_t0 = uv_hrtime();
     if (p->u) {
         gw_uconn_abort(p->u);
         p->u = NULL;
@@ -317,6 +361,7 @@ static void up_on_error(gw_uconn *u, void *data, int err, int phase)
     proxy_req *p = data;
     (void)u;
     p->u = NULL;
+    p->span_err = gw_errname(err);
     count_error(p, err == GW_ETIMEOUT ? GW_UERR_TIMEOUT
                    : err == GW_ECONNECT ? GW_UERR_CONNECT
                    : err == GW_EUPSTREAM_PROTO ? GW_UERR_PROTOCOL : GW_UERR_RESET);
@@ -467,7 +512,7 @@ static void shadow_send_with_body(proxy_req *p)
     }
     gw_worker *w = p->w;
     p->shadow = gw_shadow_start(&w->upstreams[p->sh_ui], w->metrics, w->events, p->table,
-                                p->route, buf, len, p->req->request_id, p->req->is_head);
+                                p->route, buf, len, p->req, p->sh_span);
     free(buf);
 }
 
@@ -616,6 +661,7 @@ static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *hea
 {
     proxy_req *p = data;
     gw_request *req = p->req;
+    p->span_status = (uint16_t)status;
     if ((status == 404 || status >= 500) && try_fallback(p, status))
         return; /* this connection was closed; the replay is under way */
     static _Thread_local char hdrs[RESP_HEADERS_MAX];
@@ -735,7 +781,8 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     }
     char *head;
     size_t hl;
-    int st = build_head(req, up, &m, ui, NULL, p->head_inline, sizeof p->head_inline, &head, &hl);
+    int st = build_head(req, up, &m, ui, NULL, p->span_id, p->head_inline, sizeof p->head_inline,
+                        &head, &hl);
     if (st != 0) {
         proxy_recycle(p);
         req->upstream_name = NULL;
@@ -754,6 +801,7 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     p->head = head;
     p->head_len = hl;
     p->last_endpoint = -1;
+    p->span_t0 = p->span_id[0] ? uv_hrtime() : 0;
     rt_match gm; /* the path's reads may be cached by another route than this write's */
     if (w->composer &&
         (gw_slice_eq(req->method, "PUT") || gw_slice_eq(req->method, "PATCH") ||
@@ -771,7 +819,7 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     if (si >= 0 && si != ui && !gw_inflight_busy(w->inflight, si)) { /* shed first */
         char *sh;
         size_t shl;
-        if (build_head(req, &w->upstreams[si], &m, si, GW_TRACE_MARK_SHADOW, NULL, 0,
+        if (build_head(req, &w->upstreams[si], &m, si, GW_TRACE_MARK_SHADOW, p->sh_span, NULL, 0,
                        &sh, &shl) == 0) {
             if (req->has_body) {
                 p->sh_req = sh;
@@ -779,7 +827,7 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
                 p->sh_ui = si;
             } else {
                 p->shadow = gw_shadow_start(&w->upstreams[si], w->metrics, w->events, table,
-                                            route, sh, shl, req->request_id, req->is_head);
+                                            route, sh, shl, req, p->sh_span);
                 free(sh);
             }
         }

@@ -8,6 +8,7 @@
 
 #include "http/gw_errors.h"
 #include "http/oneshot.h"
+#include "http/span.h"
 #include "gateway/access_log.h"
 #include "gateway/metrics.h"
 
@@ -32,6 +33,7 @@ struct gw_shadow {
     capture primary, shadow;
     int primary_ok, shadow_ok;
     char shadow_err[64];
+    gw_span *span;     /* its CLIENT span, filled as it goes (NULL: not exported) */
 };
 
 static void capture_add(capture *c, const char *p, size_t n)
@@ -143,6 +145,7 @@ static void shadow_finish(gw_shadow *s)
                          s->route->id, s->up->conf->name, s->request_id, diff);
     }
     rt_table_unref(s->table);
+    free(s->span);
     free(s->primary.body);
     free(s->shadow.body);
     free(s);
@@ -160,6 +163,15 @@ static void sh_on_result(gw_oneshot *o, const gw_oneshot_result *r, void *arg)
 {
     gw_shadow *s = arg;
     (void)o;
+    gw_span *sp = s->span ? gw_span_begin(GW_TRACE_SAMPLED) : NULL;
+    if (sp) {
+        *sp = *s->span;
+        sp->status = r->err ? 0 : (uint16_t)r->status;
+        sp->error = r->err || r->status >= 500;
+        GW_SPAN_SET(sp->error_text, r->err ? gw_errname(r->err) : sp->error ? "upstream error status" : "");
+        sp->end_ns = uv_hrtime();
+        gw_span_commit();
+    }
     if (r->err) {
         snprintf(s->shadow_err, sizeof s->shadow_err, "%s", gw_errname(r->err));
     } else {
@@ -175,8 +187,10 @@ static void sh_on_result(gw_oneshot *o, const gw_oneshot_result *r, void *arg)
 
 gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, gw_access_log *log, rt_table *table,
                            const rt_route *route, const char *head, size_t head_len,
-                           const char *request_id, int is_head)
+                           const gw_request *req, const char *span_id)
 {
+    const char *request_id = req->request_id;
+    int is_head = req->is_head;
     gw_endpoint *ep = up->oneshots ? gw_upstream_pick(up, -1) : NULL;
     if (!ep) {
         gw_metrics_shadow_skipped(metrics, route->id, "no_endpoint");
@@ -205,6 +219,18 @@ gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, gw_access_log *
     }
     rt_table_ref(table);
     s->table = table;
+    if (span_id[0] && gw_span_enabled(req->trace.flags) && (s->span = calloc(1, sizeof *s->span))) {
+        gw_span *sp = s->span;
+        sp->kind = GW_SPAN_CLIENT;
+        memcpy(sp->trace_id, req->trace.trace_id, sizeof sp->trace_id);
+        memcpy(sp->span_id, span_id, sizeof sp->span_id);
+        memcpy(sp->parent_id, req->trace.span_id, sizeof sp->parent_id);
+        GW_SPAN_SET(sp->method, req->method_buf);
+        GW_SPAN_SET(sp->route, route->id);
+        GW_SPAN_SET(sp->upstream, up->conf->name);
+        GW_SPAN_SET(sp->role, "shadow");
+        sp->start_ns = uv_hrtime();
+    }
     return s;
 }
 

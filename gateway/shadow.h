@@ -21,11 +21,14 @@ typedef struct gw_metrics gw_metrics;
 typedef struct gw_access_log gw_access_log;
 
 /* Starts the shadow exchange on UP with the request HEAD (copied; the body follows it in the
- * same bytes). TABLE is ref'd for the route's ignore_fields. Returns NULL when it did not
- * start (skipped and counted, or no memory): the primary goes on alone. Mismatches are logged through LOG (see gw_log_event). */
+ * same bytes) for the client's REQ (its id, method, trace); SPAN_ID is the copy's own span in
+ * REQ's trace ("": none), exported as a CLIENT span (role "shadow") when spans are. TABLE is
+ * ref'd for the route's ignore_fields. Returns NULL when it did not start (skipped and
+ * counted, or no memory): the primary goes on alone. Mismatches are logged through LOG (see
+ * gw_log_event). */
 gw_shadow *gw_shadow_start(gw_upstream *up, gw_metrics *metrics, gw_access_log *log, rt_table *table,
                            const rt_route *route, const char *head, size_t head_len,
-                           const char *request_id, int is_head);
+                           const gw_request *req, const char *span_id);
 /* The primary's answer, as it reaches the client. */
 void gw_shadow_primary_head(gw_shadow *s, int status);
 void gw_shadow_primary_body(gw_shadow *s, const char *p, size_t n);

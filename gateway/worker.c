@@ -15,6 +15,9 @@
 #include "gateway/inflight_limit.h"
 #include "gateway/ratelimit_redis.h"
 #include "gateway/router.h"
+#include "gateway/span_export.h"
+#include "http/gw_errors.h"
+#include "http/span.h"
 
 /* The table's upstream definitions in force on this worker: each slot whose definition
  * changed (or went) gets the new one; the old endpoints' pools drain (upstream_pool.c).
@@ -129,6 +132,29 @@ static void on_wakeup(uv_async_t *a)
             gw_server_drain(w->servers[i], on_server_done);
 }
 
+/* The request's SERVER span, when this worker exports spans and its trace is sampled. */
+static void server_span(const gw_request *q, const gw_request_report *r)
+{
+    gw_span *s = q->trace.origin ? gw_span_begin(q->trace.flags) : NULL;
+    if (!s)
+        return;
+    s->kind = GW_SPAN_SERVER;
+    s->status = (uint16_t)q->status;
+    /* the gateway's own failures: a 5xx, or an answer cut short */
+    s->error = q->status >= 500 || r->err != 0 || q->status == 0;
+    memcpy(s->trace_id, q->trace.trace_id, sizeof s->trace_id);
+    memcpy(s->span_id, q->trace.span_id, sizeof s->span_id);
+    memcpy(s->parent_id, q->trace.parent_id, sizeof s->parent_id);
+    GW_SPAN_SET(s->method, q->method_buf);
+    GW_SPAN_SET(s->route, q->route_id);
+    GW_SPAN_SET(s->upstream, q->upstream_name);
+    GW_SPAN_SET(s->peer, q->client_addr);
+    GW_SPAN_SET(s->error_text, r->err ? gw_errname(r->err) : s->error ? gw_status_reason(q->status) : "");
+    s->start_ns = q->start_ns;
+    s->end_ns = q->start_ns + (uint64_t)(r->total_ms * 1e6);
+    gw_span_commit();
+}
+
 /* The server reports each finished request here: one access-log line, one count. */
 static void on_request_done(const gw_request *q, const gw_request_report *r, void *data)
 {
@@ -155,6 +181,7 @@ static void on_request_done(const gw_request *q, const gw_request_report *r, voi
         gw_access_log_write(w->log, &e);
     }
     gw_metrics_request(w->metrics, q->route_id, q->upstream_name, q->status, r->total_ms);
+    server_span(q, r);
 }
 
 static void on_connection(enum gw_conn_event ev, void *data)
@@ -184,6 +211,7 @@ static void worker_main(void *arg)
     if (w->log_fd >= 0)
         w->log = gw_access_log_new(&w->loop, w->log_fd);
     w->events = gw_access_log_new(&w->loop, STDERR_FILENO);
+    gw_span_attach(gw_span_export_ring(w->id)); /* NULL when spans are not exported */
     gw_oneshot_set_init(&w->oneshots, &w->loop, w->cfg->background.max_in_flight,
                         w->cfg->background.max_connections_per_endpoint);
     /* every slot is a valid upstream: gateway.json's first, the rest empty until the

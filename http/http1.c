@@ -212,7 +212,7 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
     PUT_HEADER(&o, "X-Request-Id", gw_slice_of(f->request_id));
     if (traced) {
         char tp[GW_TRACEPARENT_LEN + 1], ts[GW_TRACESTATE_MAX + 1];
-        gw_trace_child(f->trace, tp, NULL);
+        gw_trace_child(f->trace, tp, f->span_out);
         PUT_HEADER(&o, "traceparent", ((gw_slice){ tp, GW_TRACEPARENT_LEN }));
         size_t tsn = gw_trace_state(f->trace, hdrs, n, f->trace_mark, ts, sizeof ts);
         if (tsn)

@@ -26,6 +26,7 @@ typedef struct gw_fwd {
      * gw_trace_state gives, TRACE_MARK (may be NULL) first. */
     const struct gw_trace *trace;
     const char *trace_mark;
+    char *span_out;         /* with TRACE: the new span id (17 bytes), may be NULL */
     int64_t content_length; /* -1: none */
     int chunked;            /* body sent with Transfer-Encoding: chunked */
 } gw_fwd;

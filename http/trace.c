@@ -1,6 +1,7 @@
 /* trace.c — see trace.h. */
 #include "http/trace.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "http/request_id.h" /* gw_random64 */
@@ -70,10 +71,21 @@ static void random_hex16(char *out)
     out[16] = '\0';
 }
 
+/* New traces are sampled when a random 64-bit value is below this (all of them: the
+ * default). Set at start-up, read with relaxed loads: a reload may change it any time. */
+static _Atomic uint64_t sample_below = UINT64_MAX;
+
+void gw_trace_set_sample_ratio(double ratio)
+{
+    uint64_t v = ratio >= 1.0 ? UINT64_MAX : ratio <= 0.0 ? 0 : (uint64_t)(ratio * 18446744073709551616.0);
+    atomic_store_explicit(&sample_below, v, memory_order_relaxed);
+}
+
 void gw_trace_start(gw_trace *t)
 {
+    uint64_t below = atomic_load_explicit(&sample_below, memory_order_relaxed);
     t->origin = GW_TRACE_STARTED;
-    t->flags = GW_TRACE_SAMPLED;
+    t->flags = below == UINT64_MAX || gw_random64() < below ? GW_TRACE_SAMPLED : 0;
     random_hex16(t->trace_id);
     random_hex16(t->trace_id + 16);
     random_hex16(t->span_id);
@@ -174,12 +186,14 @@ void gw_trace_ctx_from(gw_trace_ctx *c, const gw_trace *t, const gw_header *hdrs
     gw_trace_state(t, hdrs, n, NULL, c->state, sizeof c->state);
 }
 
-size_t gw_trace_ctx_lines(const gw_trace_ctx *c, char *out)
+size_t gw_trace_ctx_lines(const gw_trace_ctx *c, char *out, char *span_out)
 {
     size_t len = 0;
+    if (span_out)
+        span_out[0] = '\0';
     if (c && c->t.origin != GW_TRACE_NONE) {
         memcpy(out, "traceparent: ", 13);
-        gw_trace_child(&c->t, out + 13, NULL);
+        gw_trace_child(&c->t, out + 13, span_out);
         memcpy(out + 13 + GW_TRACEPARENT_LEN, "\r\n", 2);
         len = 15 + GW_TRACEPARENT_LEN;
         size_t sn = strlen(c->state);

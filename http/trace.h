@@ -42,8 +42,11 @@ int gw_traceparent_parse(gw_slice v, char trace_id[33], char parent_id[17], uint
  * traceparent headers are invalid), anything else starts a new, sampled trace. A new span
  * id is made for the gateway either way. */
 void gw_trace_begin(gw_trace *t, const struct gw_header *hdrs, int n);
-/* As gw_trace_begin with no headers: a fresh trace. */
+/* As gw_trace_begin with no headers: a fresh trace, sampled with the ratio below. */
 void gw_trace_start(gw_trace *t);
+/* The share of new traces marked sampled (flags 01): 0.0 .. 1.0, default 1. A continued
+ * trace keeps the client's flag whatever this is. Process-wide. */
+void gw_trace_set_sample_ratio(double ratio);
 
 /* "00-<trace-id>-<new span id>-<flags>" into out (>= GW_TRACEPARENT_LEN + 1 bytes, NUL
  * ended): the traceparent of one upstream request, a child of the gateway's span. When
@@ -69,8 +72,9 @@ typedef struct gw_trace_ctx {
 void gw_trace_ctx_from(gw_trace_ctx *c, const gw_trace *t, const struct gw_header *hdrs, int n);
 /* The trace header lines of one internal request (a child span: a new parent-id), as
  * "traceparent: ...\r\n" and, when there is a state, "tracestate: ...\r\n", NUL ended,
- * into out (>= GW_TRACE_LINES_MAX). C NULL or unset: "". Returns the length. */
+ * into out (>= GW_TRACE_LINES_MAX). C NULL or unset: "". Returns the length. SPAN_OUT (17
+ * bytes, may be NULL) gets the new span id ("" when none was made). */
 #define GW_TRACE_LINES_MAX (16 + GW_TRACEPARENT_LEN + 16 + GW_TRACESTATE_MAX)
-size_t gw_trace_ctx_lines(const gw_trace_ctx *c, char *out);
+size_t gw_trace_ctx_lines(const gw_trace_ctx *c, char *out, char *span_out);
 
 #endif

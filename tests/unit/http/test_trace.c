@@ -190,11 +190,11 @@ static void test_ctx_lines(void **state)
     gw_header h[] = { H("traceparent", "00-" TID "-" PID "-00"), H("tracestate", "a=1, b=2") };
     gw_trace_begin(&t, h, 2);
     gw_trace_ctx_from(&c, &t, h, 2);
-    size_t n = gw_trace_ctx_lines(&c, lines);
+    size_t n = gw_trace_ctx_lines(&c, lines, NULL);
     assert_int_equal(n, strlen(lines));
     assert_memory_equal(lines, "traceparent: 00-" TID "-", 13 + 36);
     assert_string_equal(lines + 13 + 52, "-00\r\ntracestate: a=1,b=2\r\n");
-    assert_int_equal(gw_trace_ctx_lines(NULL, lines), 0);
+    assert_int_equal(gw_trace_ctx_lines(NULL, lines, NULL), 0);
     assert_string_equal(lines, "");
 }
 
@@ -230,6 +230,47 @@ static void test_upstream_head_replaces_trace_headers(void **state)
     assert_non_null(strstr(out, "\r\ntraceparent: 00-" TID "-" PID "-01\r\n"));
 }
 
+/* New traces are sampled with the configured ratio (default: all); a continued trace keeps
+ * the client's flag whatever the ratio; the ctx lines hand out the span they made. */
+static void test_sample_ratio(void **state)
+{
+    (void)state;
+    gw_trace t;
+    int sampled = 0;
+    gw_trace_set_sample_ratio(0.0);
+    for (int i = 0; i < 100; i++) {
+        gw_trace_start(&t);
+        sampled += t.flags & GW_TRACE_SAMPLED;
+    }
+    assert_int_equal(sampled, 0);
+    gw_header h = { GW_SLICE_LIT("traceparent"),
+                    GW_SLICE_LIT("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") };
+    gw_trace_begin(&t, &h, 1);
+    assert_int_equal(t.flags, GW_TRACE_SAMPLED);
+    gw_trace_set_sample_ratio(0.25);
+    sampled = 0;
+    for (int i = 0; i < 4000; i++) {
+        gw_trace_start(&t);
+        sampled += t.flags & GW_TRACE_SAMPLED;
+    }
+    assert_in_range(sampled, 800, 1200); /* 1000 expected; 6+ sigma either side */
+    gw_trace_set_sample_ratio(1.0);
+    sampled = 0;
+    for (int i = 0; i < 100; i++) {
+        gw_trace_start(&t);
+        sampled += t.flags & GW_TRACE_SAMPLED;
+    }
+    assert_int_equal(sampled, 100);
+    gw_trace_ctx c;
+    char lines[GW_TRACE_LINES_MAX], span[17];
+    gw_trace_ctx_from(&c, &t, NULL, 0);
+    gw_trace_ctx_lines(&c, lines, span);
+    assert_int_equal(strlen(span), 16);
+    assert_memory_equal(lines + 13 + 36, span, 16); /* "traceparent: 00-<32>-" then the span */
+    gw_trace_ctx_lines(NULL, lines, span);
+    assert_string_equal(span, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -244,6 +285,7 @@ int main(void)
         cmocka_unit_test(test_tracestate),
         cmocka_unit_test(test_ctx_lines),
         cmocka_unit_test(test_upstream_head_replaces_trace_headers),
+        cmocka_unit_test(test_sample_ratio),
     };
     return cmocka_run_group_tests_name("trace", tests, NULL, NULL);
 }
