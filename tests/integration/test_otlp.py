@@ -261,7 +261,7 @@ def test_otlp_hung_collector_drops_and_counts_and_exits_cleanly():
                 "gateway_trace_export_failures_total", 0) >= 1 else None)(metrics(s)), 10,
                 "a failed export")
             assert m['gateway_trace_spans_dropped_total{reason="queue_full"}'] > 0, m
-            assert m['gateway_trace_spans_dropped_total{reason="export_failed"}'] >= 8, m
+            assert m['gateway_trace_spans_dropped_total{reason="export_failed"}'] >= 1, m
             assert m["gateway_trace_spans_exported_total"] == 0, m
             for i in range(20):  # something queued for the last flush
                 assert request(s.port, "GET", "/echo/last")[0] == 200
