@@ -49,9 +49,29 @@ static char *put(char *o, const char *p, size_t n)
 /* Appends a string literal (its length known at compile time). */
 #define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
 
+/* HTTP/2 takes one block of lines: HEADERS then the request's resp_extra, joined (rare:
+ * rate-limited routes only). */
+static int h2_begin_with_extra(gw_request *req, int status, const char *headers, size_t hlen,
+                               int64_t body_len)
+{
+    char stack[4096], *b = stack;
+    size_t n = (headers ? hlen : 0) + req->resp_extra_n;
+    if (n > sizeof stack && !(b = malloc(n)))
+        return gw__h2_response_begin(req, status, headers, hlen, body_len);
+    if (headers && hlen)
+        memcpy(b, headers, hlen);
+    memcpy(b + (headers ? hlen : 0), req->resp_extra, req->resp_extra_n);
+    int r = gw__h2_response_begin(req, status, b, n, body_len);
+    if (b != stack)
+        free(b);
+    return r;
+}
+
 int gw_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
                       int64_t body_len)
 {
+    if (req->stream && req->resp_extra_n) /* HTTP/2 with the application's extra lines */
+        return h2_begin_with_extra(req, status, headers, hlen, body_len);
     if (req->stream) /* HTTP/2: the stream's own framing */
         return gw__h2_response_begin(req, status, headers, hlen, body_len);
     gw_client *c = req->client;

@@ -338,3 +338,38 @@ def test_redis_hung_requests_decided_locally_within_timeout():
             _wait_mode(s, "shared", 1)
     finally:
         r.close()
+
+
+def test_allowed_headers_over_http2():
+    """An HTTP/2 client (h2c, curl --http2-prior-knowledge) gets the same rate-limit fields on
+    its allowed answers and on the 429."""
+    from harness import free_port, wait_port
+    s = Stack(routes=limited_routes({"rate": 1, "per": "1h", "burst": 2}), start=False)
+    try:
+        h2c = free_port()
+        del s.conf["listen"]
+        s.conf["listeners"] = [{"listen": "127.0.0.1:%d" % s.port},
+                               {"listen": "127.0.0.1:%d" % h2c, "h2c": True}]
+        s.write()
+        s.start()
+        wait_port(h2c)
+    except Exception:
+        s.stop()
+        raise
+    with s:
+        got = []
+        for _ in range(3):
+            r = subprocess.run(["curl", "-sS", "--max-time", "10", "-D", "-", "-o", os.devnull,
+                                "--http2-prior-knowledge",
+                                "http://127.0.0.1:%d/api/users/1" % h2c],
+                               capture_output=True, timeout=20)
+            assert r.returncode == 0, r.stderr
+            lines = [ln for ln in r.stdout.decode("latin-1").split("\r\n") if ln]
+            assert lines[0].startswith("HTTP/2 "), lines
+            got.append((int(lines[0].split()[1]),
+                        {k.strip().lower(): v.strip() for k, _, v in
+                         (ln.partition(":") for ln in lines[1:])}))
+        assert [g[0] for g in got] == [200, 200, 429], got
+        assert [g[1].get("x-ratelimit-remaining") for g in got] == ["1", "0", "0"], got
+        assert got[0][1]["ratelimit"] == '"limited";r=1;t=3600', got[0]
+        assert got[0][1]["ratelimit-policy"] == '"limited";q=1;w=3600', got[0]
