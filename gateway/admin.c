@@ -27,6 +27,7 @@
 #include "gateway/admin_certs.h"
 #include "gateway/admin_dashboard.h"
 #include "gateway/admin_upstreams.h"
+#include "gateway/resolver.h"
 #include "gateway/cutover.h"
 #include "routes/route_edit.h"
 #include "routes/route_table.h"
@@ -257,6 +258,11 @@ static void serve_metrics(gw_admin *a, gw_request *req)
     text = more;
     memcpy(text + len, lag, (size_t)ln + 1);
     len += (size_t)ln;
+    if (gw_resolver_metrics(&text, &len) != 0) {
+        free(text);
+        gw_response_error(req, 500, "out of memory");
+        return;
+    }
     if (a->cutover && gw_cutover_metrics(a->cutover, &text, &len) != 0) {
         free(text);
         gw_response_error(req, 500, "out of memory");

@@ -24,6 +24,8 @@
  *         "pool": { "max_idle": 64,            // per worker per endpoint, 0..65535; default 64
  *                   "idle_timeout_ms": 30000 },// default 30000
  *         "breaker": { "failures": 5, "cooldown_ms": 5000 }, // composition legs: circuit
+ *         "resolve_ms": 10000,                 // endpoint names re-resolved this often in the
+ *                                              //   background, every address used; 0 = never
  *         "down_ms": 5000                      // refused endpoint skipped this long, 0..3600000;
  *       },                                     //   default 5000
  *       ...
@@ -471,7 +473,7 @@ int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_c
     static const char *const keys[] = { "endpoints", "host", "connect_timeout_ms",
                                         "response_timeout_ms", "read_timeout_ms", "pool",
                                         "down_ms", "breaker", "tls", "max_in_flight",
-                                        "queue", NULL };
+                                        "queue", "resolve_ms", NULL };
     static const char *const breaker_keys[] = { "failures", "cooldown_ms", NULL };
     static const char *const pool_keys[] = { "max_idle", "idle_timeout_ms", NULL };
     char path[GW__PATH_MAX], p[GW__PATH_MAX], pp[GW__PATH_MAX + 32], q[GW__QUOTE_SIZE];
@@ -539,6 +541,8 @@ int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_c
     if ((rc = gw__parse_upstream_tls(c, u, path, up)) != 0 ||
         (rc = gw__parse_upstream_limits(c, u, path, up)) != 0)
         return rc;
+    if ((rc = gw__get_u32(c, u, "resolve_ms", path, 0, GW__MS_MAX, &up->resolve_ms)) != 0)
+        return rc;
     return gw__get_u32(c, u, "down_ms", path, 0, GW__MS_MAX, &up->down_ms);
 }
 
@@ -558,6 +562,7 @@ void gw__upstream_defaults(gw_upstream_conf *up)
     up->down_ms = 5000;
     up->breaker_failures = 5;
     up->breaker_cooldown_ms = 5000;
+    up->resolve_ms = 10000;
     up->tls_verify = 1;
     up->queue_timeout_ms = 1000;
 }

@@ -59,6 +59,7 @@ json_t *gw_upstream_conf_json(const gw_upstream_conf *u)
     json_object_set_new(o, "breaker", json_pack("{s:i, s:i}", "failures", (int)u->breaker_failures,
                                                 "cooldown_ms", (int)u->breaker_cooldown_ms));
     json_object_set_new(o, "down_ms", json_integer(u->down_ms));
+    json_object_set_new(o, "resolve_ms", json_integer(u->resolve_ms));
     if (u->tls) {
         json_t *t = json_object();
         if (u->tls_ca_file[0])

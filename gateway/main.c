@@ -25,6 +25,7 @@
 #include "gateway/route_store.h"
 #include "gateway/span_export.h"
 #include "routes/upstreams.h"
+#include "gateway/resolver.h"
 #include "gateway/worker.h"
 
 static gw_config cfg;
@@ -35,6 +36,7 @@ static int stopping;
 static int exit_code; /* 1 when a listener could not be opened */
 static gw_admin admin;
 static gw_route_store *store;
+static gw_resolver *resolver; /* endpoint names re-resolved in the background */
 static gw_cutover *cutover;
 static cmp_spec *compositions;
 static gw_certs certs;
@@ -144,6 +146,8 @@ static void on_stop(uv_signal_t *h, int sig)
     gw_certs_stop(&certs);
     gw_route_store_close(store);
     store = NULL;
+    gw_resolver_stop(resolver);
+    resolver = NULL;
 }
 
 int main(int argc, char **argv)
@@ -299,6 +303,8 @@ int main(int argc, char **argv)
         on_stop(&sig_term, SIGTERM);
     }
     admin.cutover = cutover;
+    if (!stopping)
+        resolver = gw_resolver_start(loop);
     admin.ready = 1;
     char shown[GW_MAX_LISTENERS * 140] = "";
     for (int i = 0, at = 0; i < cfg.n_listeners && at < (int)sizeof shown; i++)

@@ -14,6 +14,7 @@
 #include "gateway/proxy.h"
 #include "gateway/inflight_limit.h"
 #include "gateway/ratelimit_redis.h"
+#include "gateway/resolver.h"
 #include "gateway/router.h"
 #include "gateway/span_export.h"
 #include "http/gw_errors.h"
@@ -24,14 +25,20 @@
  * Unchanged definitions keep their generation, and so their pools. */
 static void sync_upstreams(gw_worker *w, const rt_table *t)
 {
-    for (int i = 0; t && i < GW_MAX_UPSTREAMS; i++) {
+    gw_upstream_conf *want = t ? malloc(sizeof *want) : NULL;
+    for (int i = 0; want && i < GW_MAX_UPSTREAMS; i++) {
         const rt_upstream_def *d = rt_table_upstream_def(t, i);
         uint64_t gen = d ? d->gen : 0;
-        if (gen == w->upstream_gen[i] || (!d && rt_table_upstream(t, i)))
-            continue; /* same, or a name without a definition (tables built without seeds) */
-        if (gw_upstream_reconfigure(&w->upstreams[i], d ? &d->conf : NULL) == 0)
+        if (!d && (gen == w->upstream_gen[i] || rt_table_upstream(t, i)))
+            continue; /* no upstream, or a name without a definition (tables without seeds) */
+        if (d)
+            gw_resolved_expand(&d->conf, want); /* one endpoint per address (resolver.h) */
+        if (d && gen == w->upstream_gen[i] && gw_endpoints_same(want, w->upstreams[i].conf))
+            continue; /* same definition, same addresses: the pools stay */
+        if (gw_upstream_reconfigure(&w->upstreams[i], d ? want : NULL) == 0)
             w->upstream_gen[i] = gen;
     }
+    free(want);
 }
 
 rt_table *gw_worker_routes(gw_worker *w)

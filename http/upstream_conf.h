@@ -31,6 +31,8 @@ typedef struct gw_upstream_conf {
     uint32_t down_ms;             /* an endpoint that refused a connection is skipped this long; default 5000 */
     uint32_t breaker_failures;    /* composition legs: consecutive failures that open the circuit; default 5 */
     uint32_t breaker_cooldown_ms; /* open this long, then one probe (half-open); default 5000 */
+    uint32_t resolve_ms;          /* endpoint names re-resolved this often in the background
+                                     (gateway/resolver.c); 0 = once, at load; default 10000 */
     /* TLS to the endpoints ("tls": true or {...}): the server's certificate is verified
      * against ca_file (default: the system's CAs) and the name sent as SNI */
     int tls;

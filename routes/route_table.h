@@ -196,5 +196,8 @@ uint64_t rt_current_generation(void);
  * every instance on that store must show alike), even if not above the last one. */
 void rt_current_publish_exact(rt_table *t);
 void rt_current_clear(void); /* drops the current table (shutdown, tests) */
+/* Bumps the generation without a new table: workers look again at what the table's
+ * upstreams resolve to (gateway/resolver.c found new addresses). */
+void rt_current_touch(void);
 
 #endif

@@ -135,6 +135,11 @@ uint64_t rt_current_generation(void)
     return atomic_load_explicit(&g_generation, memory_order_acquire);
 }
 
+void rt_current_touch(void)
+{
+    atomic_fetch_add_explicit(&g_generation, 1, memory_order_release);
+}
+
 void rt_current_clear(void)
 {
     rt_table_unref(swap_current(NULL));

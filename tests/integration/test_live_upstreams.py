@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from harness import BUILD, ROOT, Mockd, Stack, free_port, request, wait_until
+from harness import BUILD, ROOT, Mockd, Proc, Skip, Stack, free_port, metrics, request, wait_port, wait_until
 
 import subprocess
 
@@ -282,3 +282,116 @@ def test_gatewayctl_upstreams_commands():
         rc, out, err = run("routes", "history")
         rows = [l for l in out.splitlines() if "upstream svc" in l]
         assert len(rows) == 3 and "upstream-delete" in rows[0] and "admin" in rows[0], out
+
+
+# ---- names re-resolved in the background ------------------------------------------------------
+#
+# The gateway runs in its own mount namespace (util-linux unshare -m, as root) where a hosts
+# file and an nsswitch.conf ("hosts: files") of this test are bind-mounted over /etc's: the
+# test then moves a name by rewriting that file, with no DNS server, no network and nothing of
+# the machine's /etc touched. glibc reads the hosts file on every lookup. Where unshare or
+# the bind mount is not allowed the test is skipped (harness.Skip).
+
+def _unshare_works(tmp):
+    probe = os.path.join(tmp, "probe")
+    with open(probe, "w") as f:
+        f.write("127.0.0.1 probe.test\n")
+    try:
+        cp = subprocess.run(["unshare", "-m", "sh", "-c",
+                             'mount --bind "$0" /etc/hosts && getent hosts probe.test', probe],
+                            capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return cp.returncode == 0 and b"probe.test" in cp.stdout
+
+
+def test_endpoint_names_re_resolved_every_address_used_last_good_kept():
+    """svc.test resolves to 127.0.0.1 and ::1: both get requests (round robin over every
+    address). Moved to 127.0.0.2 in the hosts file: the traffic follows without a restart.
+    Removed from it: the lookup fails (counted), the last good address stays in use. Fails
+    without the background resolver: only the load-time address (127.0.0.1) is ever used."""
+    with Stack(upstreams={"legacy": 1}, routes=[{"id": "all", "path": "/**", "upstream": "svc"}],
+               start=False) as s:
+        if os.geteuid() != 0 or not _unshare_works(s.tmp):
+            raise Skip("unshare -m with a bind-mounted /etc/hosts is not available here")
+        port = free_port()
+        mocks = {}
+        for key, listen in (("v4", "127.0.0.1"), ("v6", "[::1]"), ("moved", "127.0.0.2")):
+            m = Mockd.__new__(Mockd)
+            m.port, m.name = port, key
+            m.proc = Proc([os.path.join(ROOT, BUILD, "mockd"), "--listen", "%s:%d" % (listen, port),
+                           "--name", key], os.path.join(s.tmp, "mockd-%s.log" % key))
+            mocks[key] = m
+        s.mocks["svc"] = list(mocks.values())  # stopped with the stack
+        hosts = os.path.join(s.tmp, "hosts")
+        nss = os.path.join(s.tmp, "nsswitch.conf")
+        with open(nss, "w") as f:
+            f.write("hosts: files\n")
+
+        def write_hosts(lines):
+            with open(hosts, "w") as f:  # in place: the bind mount sees the same file
+                f.write("127.0.0.1 localhost\n" + "".join(l + "\n" for l in lines))
+        write_hosts(["127.0.0.1 svc.test", "::1 svc.test"])
+        s.routes["upstreams"] = {"svc": {"endpoints": ["svc.test:%d" % port], "resolve_ms": 100}}
+        s.write()
+        s.gw = Proc(["unshare", "-m", "sh", "-c",
+                     'mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/nsswitch.conf && '
+                     'shift 1 && exec "$@"', hosts, nss, os.path.join(ROOT, BUILD, "gateway"),
+                     "-c", s.conf_path], os.path.join(s.tmp, "gateway.log"))
+        wait_port(s.port)
+        wait_port(s.admin_port)
+        for m in mocks.values():
+            wait_until(lambda: _stats(m) is not None, 5, "mockd %s up" % m.name)
+
+        def served():
+            return {k: _stats(m)["requests"] for k, m in mocks.items()}
+        # both addresses of the name are used
+        wait_until(lambda: request(s.port, "GET", "/echo/x")[0] == 200 and
+                   served()["v4"] > 0 and served()["v6"] > 0, 10, "requests on both addresses")
+        assert served()["moved"] == 0
+        key = 'gateway_upstream_resolved_addresses{endpoint="svc.test:%d"}' % port
+        assert metrics(s)[key] == 2, metrics(s)
+
+        # the name moves: the traffic follows
+        write_hosts(["127.0.0.2 svc.test"])
+        wait_until(lambda: request(s.port, "GET", "/echo/x")[0] == 200 and served()["moved"] > 0, 10,
+                   "requests on the moved address")
+        before = served()
+        for _ in range(10):
+            assert request(s.port, "GET", "/echo/y")[0] == 200
+        after = served()
+        assert after["moved"] - before["moved"] == 10, (before, after)
+        assert metrics(s)[key] == 1
+
+        # the name is gone: lookups fail, the last good address stays in use
+        failed0 = metrics(s)['gateway_upstream_resolutions_total{result="failed"}']
+        write_hosts([])
+        wait_until(lambda: metrics(s)['gateway_upstream_resolutions_total{result="failed"}'] > failed0,
+                   10, "a failed lookup counted")
+        before = served()
+        for _ in range(5):
+            assert request(s.port, "GET", "/echo/z")[0] == 200
+        assert served()["moved"] - before["moved"] == 5
+        out = s.gw.output()
+        assert "resolve svc.test:%d failed" % port in out and "stay in use" in out, out[-2000:]
+
+
+def _stats(m):
+    """mockd M's /__stats, asked at the address it listens on (None while it is not up)."""
+    host = {"v4": "127.0.0.1", "v6": "::1", "moved": "127.0.0.2"}[m.name]
+    try:
+        c = socket.create_connection((host, m.port), timeout=5)
+    except OSError:
+        return None
+    try:
+        c.sendall(b"GET /__stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            data += d
+    finally:
+        c.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return json.loads(body) if head.split(b" ")[1] == b"200" else None

@@ -1,0 +1,132 @@
+/* test_resolver.c — the address-set side of background resolution (gateway/resolver.h):
+ * what is a name, how a name endpoint expands to one endpoint per address, and when two
+ * endpoint lists are the same (a worker keeps its pools then). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gateway/config.h"
+#include "gateway/resolver.h"
+
+static struct sockaddr_storage v4(const char *ip, int port)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *s = (struct sockaddr_in *)&ss;
+    s->sin_family = AF_INET;
+    s->sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, ip, &s->sin_addr);
+    return ss;
+}
+
+static struct sockaddr_storage v6(const char *ip, int port)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
+    s->sin6_family = AF_INET6;
+    s->sin6_port = htons((uint16_t)port);
+    inet_pton(AF_INET6, ip, &s->sin6_addr);
+    return ss;
+}
+
+static void conf_with(gw_upstream_conf *c, const char *const *addresses, int n)
+{
+    gw_config_upstream_defaults(c);
+    for (int i = 0; i < n; i++) {
+        snprintf(c->endpoints[i].address, sizeof c->endpoints[i].address, "%s", addresses[i]);
+        c->endpoints[i].addr = v4("127.0.0.1", 9000 + i); /* the load-time pick */
+        c->endpoints[i].addrlen = sizeof(struct sockaddr_in);
+    }
+    c->n_endpoints = n;
+}
+
+static void test_is_name(void **state)
+{
+    (void)state;
+    char h[256], p[8];
+    assert_true(gw_endpoint_is_name("svc.internal:8080", h, sizeof h, p, sizeof p));
+    assert_string_equal(h, "svc.internal");
+    assert_string_equal(p, "8080");
+    assert_false(gw_endpoint_is_name("10.0.0.1:80", h, sizeof h, p, sizeof p));
+    assert_false(gw_endpoint_is_name("[::1]:80", h, sizeof h, p, sizeof p));
+}
+
+static void test_expand_every_address_in_order(void **state)
+{
+    (void)state;
+    gw__resolved_reset();
+    static const char *const eps[] = { "10.0.0.1:80", "svc.test:8080", "other.test:81" };
+    gw_upstream_conf in, out, again;
+    conf_with(&in, eps, 3);
+    /* before any answer: unchanged (the load-time addresses) */
+    gw_resolved_expand(&in, &out);
+    assert_true(gw_endpoints_same(&in, &out));
+
+    struct sockaddr_storage a[3] = { v6("::1", 8080), v4("127.0.0.2", 8080), v4("127.0.0.1", 8080) };
+    socklen_t lens[3] = { 0 };
+    gw__resolved_set("svc.test", "8080", a, lens, 3);
+    gw_resolved_expand(&in, &out);
+    assert_int_equal(out.n_endpoints, 5); /* 1 + 3 addresses + other.test's load-time one */
+    assert_string_equal(out.endpoints[0].address, "10.0.0.1:80");
+    for (int i = 1; i <= 3; i++)
+        assert_string_equal(out.endpoints[i].address, "svc.test:8080");
+    /* sorted: IPv4 first, then IPv6 */
+    assert_int_equal(out.endpoints[1].addr.ss_family, AF_INET);
+    assert_int_equal(out.endpoints[2].addr.ss_family, AF_INET);
+    assert_int_equal(out.endpoints[3].addr.ss_family, AF_INET6);
+    assert_int_equal(out.endpoints[3].addrlen, sizeof(struct sockaddr_in6));
+    assert_string_equal(out.endpoints[4].address, "other.test:81");
+    assert_false(gw_endpoints_same(&in, &out));
+
+    /* the same set in another order is the same: no rebuild, the pools stay */
+    struct sockaddr_storage b[3] = { a[2], a[0], a[1] };
+    gw__resolved_set("svc.test", "8080", b, lens, 3);
+    gw_resolved_expand(&in, &again);
+    assert_true(gw_endpoints_same(&out, &again));
+    /* one address less: different */
+    gw__resolved_set("svc.test", "8080", b, lens, 2);
+    gw_resolved_expand(&in, &again);
+    assert_int_equal(again.n_endpoints, 4);
+    assert_false(gw_endpoints_same(&out, &again));
+    gw__resolved_reset();
+}
+
+static void test_expand_capped(void **state)
+{
+    (void)state;
+    gw__resolved_reset();
+    const char *eps[GW_MAX_ENDPOINTS];
+    char buf[GW_MAX_ENDPOINTS][32];
+    for (int i = 0; i < GW_MAX_ENDPOINTS; i++) {
+        snprintf(buf[i], sizeof buf[i], "n%d.test:80", i);
+        eps[i] = buf[i];
+    }
+    gw_upstream_conf in, out;
+    conf_with(&in, eps, GW_MAX_ENDPOINTS);
+    struct sockaddr_storage a[2] = { v4("127.0.0.1", 80), v4("127.0.0.2", 80) };
+    socklen_t lens[2] = { 0 };
+    gw__resolved_set("n0.test", "80", a, lens, 2);
+    gw_resolved_expand(&in, &out);
+    assert_int_equal(out.n_endpoints, GW_MAX_ENDPOINTS); /* never past the array */
+    assert_string_equal(out.endpoints[1].address, "n0.test:80");
+    assert_string_equal(out.endpoints[GW_MAX_ENDPOINTS - 1].address, "n30.test:80");
+    gw__resolved_reset();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_is_name),
+        cmocka_unit_test(test_expand_every_address_in_order),
+        cmocka_unit_test(test_expand_capped),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
