@@ -194,7 +194,7 @@ struct rt_pg_source *gw_route_store_pg(gw_route_store *s)
 
 int gw_route_store_has_upstreams(gw_route_store *s)
 {
-    return !s->pg; /* PostgreSQL: not yet */
+    return !s->pg || rt_pg_source_has_upstreams(s->pg);
 }
 
 void gw_route_store_reload(gw_route_store *s, gw_store_done done, void *arg)

@@ -107,6 +107,7 @@ void rt__pg_op_free(pg_op *op)
         return;
     free(op->routes);
     free(op->legacy);
+    free(op->upstreams);
     free(op->audit);
     free(op->sql);
     for (int i = 0; i < op->nparams; i++)

@@ -66,6 +66,10 @@ int rt_pg_source_start(uv_loop_t *loop, const char *conninfo, const char *const 
 rt_table *rt_pg_source_load_cache(const char *cache_file, const char *const *upstreams,
                                   int n_upstreams, char *err, size_t errlen);
 
+// 1 once a load found gateway_upstreams (migration 000003): loads then read the routes
+// source's upstream definitions from it and writes keep it equal to the document's
+// "upstreams". Without it a write whose document has upstreams fails with UV_ENOSYS.
+int rt_pg_source_has_upstreams(const rt_pg_source *s);
 // 1 when connected and listening for changes, else 0 (for /readyz and metrics).
 int rt_pg_source_connected(const rt_pg_source *s);
 

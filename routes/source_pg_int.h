@@ -33,6 +33,8 @@ enum {
     PG_F_LOGGED_DOWN = 1 << 5, /* "lost"/"cannot connect" logged; next log is "connected" */
     PG_F_HAVE_LOADED = 1 << 6, /* loaded_version is meaningful */
     PG_F_KICK = 1 << 7,        /* the kick timer is armed */
+    PG_F_UPSTREAMS = 1 << 8,   /* the store has gateway_upstreams (migration 000003): loads
+                                  read it, writes write it (found by a load) */
 };
 
 /* Where the load is. A load is never in the queue twice. */
@@ -45,6 +47,7 @@ typedef struct pg_op {
     enum pg_op_kind kind;
     char *routes;     /* PG_OP_WRITE: compact JSON of the routes array */
     char *legacy;     /*   legacy_upstream's JSON, or NULL */
+    char *upstreams;  /*   the document's "upstreams" object's JSON ("{}" when none) */
     char *audit;      /*   the audit array's JSON */
     int limit;        /* PG_OP_HISTORY */
     char *sql;        /* PG_OP_QUERY: one statement */
@@ -99,6 +102,7 @@ struct rt_pg_source {
     uv_work_t parse_work;
     PGresult *parse_res;         /* in: the load's answer */
     uint64_t parse_version;      /* in */
+    int load_upstreams;          /* the load in flight reads gateway_upstreams (its 4th column) */
     rt_table *parse_table;       /* out: the table, or NULL and parse_err */
     json_t *parse_doc;           /* out: the document, kept for the cache file */
     char parse_err[1024];        /* out */

@@ -14,11 +14,19 @@
 static const char SQL_LISTEN[] =
     "SET client_encoding = 'UTF8'; SET statement_timeout = '10s'; LISTEN " RT_PG_CHANNEL;
 
-/* One statement, so one snapshot: the version matches the rows. */
+/* One statement, so one snapshot: the version matches the rows. The fourth column: with
+ * gateway_upstreams (migration 000003) its rows as one object; without, whether the table
+ * exists now (a load that sees it appear loads again with it). */
+#define SQL_LOAD_HEAD                                                                          \
+    "SELECT v.version::text,"                                                                  \
+    " (SELECT value::text FROM gateway_settings WHERE key = 'legacy_upstream'),"               \
+    " (SELECT coalesce(json_agg(doc ORDER BY position, id), '[]')::text FROM gateway_routes),"
 static const char SQL_LOAD[] =
-    "SELECT v.version::text,"
-    " (SELECT value::text FROM gateway_settings WHERE key = 'legacy_upstream'),"
-    " (SELECT coalesce(json_agg(doc ORDER BY position, id), '[]')::text FROM gateway_routes)"
+    SQL_LOAD_HEAD " (to_regclass('gateway_upstreams') IS NOT NULL)::text"
+    " FROM gateway_route_version AS v";
+static const char SQL_LOAD_UPSTREAMS[] =
+    SQL_LOAD_HEAD " (SELECT coalesce(json_object_agg(name, doc ORDER BY name), '{}')::text"
+    " FROM gateway_upstreams)"
     " FROM gateway_route_version AS v";
 
 /* A write: one simple-query string runs as one implicit transaction (any error rolls back
@@ -38,6 +46,21 @@ static const char SQL_WRITE_ROUTES[] =
 static const char SQL_WRITE_LEGACY[] =
     "INSERT INTO gateway_settings AS s (key, value) VALUES ('legacy_upstream', %s::jsonb)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE s.value <> excluded.value;";
+/* gateway_upstreams equal to the document's "upstreams" object, like the routes. */
+static const char SQL_WRITE_UPSTREAMS[] =
+    "WITH new AS (SELECT key AS name, value AS doc FROM jsonb_each(%s::jsonb)),"
+    " gone AS (DELETE FROM gateway_upstreams AS g"
+    " WHERE NOT EXISTS (SELECT 1 FROM new WHERE new.name = g.name))"
+    " INSERT INTO gateway_upstreams AS g (name, doc) SELECT name, doc FROM new"
+    " ON CONFLICT (name) DO UPDATE SET doc = excluded.doc, updated_at = now()"
+    " WHERE g.doc <> excluded.doc;";
+static const char SQL_WRITE_AUDIT_UPSTREAMS[] =
+    "INSERT INTO gateway_route_audit (who, action, route_id, upstream, old_value, new_value,"
+    " version)"
+    " SELECT a ->> 'who', a ->> 'action', a ->> 'route_id', a ->> 'upstream',"
+    " nullif(a -> 'old', 'null'), nullif(a -> 'new', 'null'), v.version"
+    " FROM jsonb_array_elements(%s::jsonb) AS a, gateway_route_version AS v;"
+    " SELECT version FROM gateway_route_version";
 static const char SQL_WRITE_AUDIT[] =
     "INSERT INTO gateway_route_audit (who, action, route_id, old_value, new_value, version)"
     " SELECT a ->> 'who', a ->> 'action', a ->> 'route_id', nullif(a -> 'old', 'null'),"
@@ -45,6 +68,12 @@ static const char SQL_WRITE_AUDIT[] =
     " FROM jsonb_array_elements(%s::jsonb) AS a, gateway_route_version AS v;"
     " SELECT version FROM gateway_route_version";
 
+static const char SQL_HISTORY_UPSTREAMS[] =
+    "SELECT coalesce(json_agg(json_build_object('seq', seq,"
+    " 'at', to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    " 'who', who, 'action', action, 'route_id', route_id, 'upstream', upstream,"
+    " 'old', old_value, 'new', new_value, 'version', version) ORDER BY seq DESC), '[]')::text"
+    " FROM (SELECT * FROM gateway_route_audit ORDER BY seq DESC LIMIT $1::integer) AS a";
 static const char SQL_HISTORY[] =
     "SELECT coalesce(json_agg(json_build_object('seq', seq,"
     " 'at', to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
@@ -135,6 +164,19 @@ static void parse_work(uv_work_t *w)
     }
     if (json_object_set_new(root, "routes", routes))
         goto nomem;
+    if (s->load_upstreams) {
+        json_t *ups = json_loads(PQgetvalue(r, 0, 3), 0, &je);
+        if (!ups || !json_is_object(ups)) {
+            snprintf(s->parse_err, sizeof(s->parse_err), "postgres: gateway_upstreams: %s",
+                     ups ? "not an object" : je.text);
+            json_decref(ups);
+            goto fail;
+        }
+        if (json_object_size(ups) == 0)
+            json_decref(ups);
+        else if (json_object_set_new(root, "upstreams", ups))
+            goto nomem;
+    }
     s->parse_table = rt__table_from_json(root, "postgres", (const char *const *)s->upstreams,
                                          s->n_upstreams, 0, s->parse_err,
                                          sizeof(s->parse_err));
@@ -224,13 +266,17 @@ static void parse_done(uv_work_t *w, int status)
 /* The load's answer: RES holds one row (version, legacy_upstream, routes) unless FAILED. */
 static void load_answer(rt_pg_source *s, PGresult *res, int failed, const char *err)
 {
-    if (failed || !res || PQntuples(res) != 1 || PQnfields(res) != 3 || PQgetisnull(res, 0, 0)) {
+    if (failed || !res || PQntuples(res) != 1 || PQnfields(res) != 4 || PQgetisnull(res, 0, 0)) {
         PQclear(res);
         s->load = PG_LOAD_NONE;
         s->cb(NULL, failed ? err : "postgres: gateway_route_version: no row", s->arg);
         if (!(s->flags & PG_F_STOPPING))
             load_again(s, 0);
         return;
+    }
+    if (!s->load_upstreams && strcmp(PQgetvalue(res, 0, 3), "true") == 0) {
+        /* migration 000003 was applied: this load's table is the last without it */
+        s->flags |= PG_F_UPSTREAMS | PG_F_LOAD_FORCE;
     }
     s->parse_version = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     s->loaded_version = s->parse_version;
@@ -251,17 +297,22 @@ static char *write_sql(PGconn *c, const pg_op *op)
     char *routes = PQescapeLiteral(c, op->routes, strlen(op->routes));
     char *audit = PQescapeLiteral(c, op->audit, strlen(op->audit));
     char *legacy = op->legacy ? PQescapeLiteral(c, op->legacy, strlen(op->legacy)) : NULL;
+    char *ups = op->upstreams ? PQescapeLiteral(c, op->upstreams, strlen(op->upstreams)) : NULL;
     char *sql = NULL;
-    if (routes && audit && (legacy || !op->legacy)) {
-        size_t n = sizeof(SQL_WRITE_ROUTES) + strlen(routes) + sizeof(SQL_WRITE_AUDIT) +
-                   strlen(audit) + (legacy ? sizeof(SQL_WRITE_LEGACY) + strlen(legacy) : 0);
+    if (routes && audit && (legacy || !op->legacy) && (ups || !op->upstreams)) {
+        size_t n = sizeof(SQL_WRITE_ROUTES) + strlen(routes) + sizeof(SQL_WRITE_AUDIT_UPSTREAMS) +
+                   strlen(audit) + (legacy ? sizeof(SQL_WRITE_LEGACY) + strlen(legacy) : 0) +
+                   (ups ? sizeof(SQL_WRITE_UPSTREAMS) + strlen(ups) : 0);
         if ((sql = malloc(n)) != NULL) {
             size_t at = (size_t)snprintf(sql, n, SQL_WRITE_ROUTES, routes);
             if (legacy)
                 at += (size_t)snprintf(sql + at, n - at, SQL_WRITE_LEGACY, legacy);
-            snprintf(sql + at, n - at, SQL_WRITE_AUDIT, audit);
+            if (ups)
+                at += (size_t)snprintf(sql + at, n - at, SQL_WRITE_UPSTREAMS, ups);
+            snprintf(sql + at, n - at, ups ? SQL_WRITE_AUDIT_UPSTREAMS : SQL_WRITE_AUDIT, audit);
         }
     }
+    PQfreemem(ups);
     PQfreemem(routes);
     PQfreemem(audit);
     PQfreemem(legacy);
@@ -278,7 +329,9 @@ int rt__pg_send(rt_pg_source *s, pg_op *op)
         ok = PQsendQuery(s->conn, SQL_LISTEN);
         break;
     case PG_OP_LOAD:
-        ok = PQsendQueryParams(s->conn, SQL_LOAD, 0, NULL, NULL, NULL, NULL, 0);
+        s->load_upstreams = (s->flags & PG_F_UPSTREAMS) != 0;
+        ok = PQsendQueryParams(s->conn, s->load_upstreams ? SQL_LOAD_UPSTREAMS : SQL_LOAD,
+                               0, NULL, NULL, NULL, NULL, 0);
         if (ok) {
             s->load = PG_LOAD_QUERY;
             s->notified_max = 0;
@@ -300,7 +353,9 @@ int rt__pg_send(rt_pg_source *s, pg_op *op)
         char limit[16];
         snprintf(limit, sizeof(limit), "%d", op->limit);
         const char *values[1] = { limit };
-        ok = PQsendQueryParams(s->conn, SQL_HISTORY, 1, NULL, values, NULL, NULL, 0);
+        ok = PQsendQueryParams(s->conn, (s->flags & PG_F_UPSTREAMS) ? SQL_HISTORY_UPSTREAMS
+                                                                     : SQL_HISTORY,
+                               1, NULL, values, NULL, NULL, 0);
         break;
     }
     }
@@ -434,13 +489,30 @@ int rt_pg_source_write(rt_pg_source *s, const json_t *new_doc, const json_t *aud
     op->routes = json_dumps(routes, flags);
     op->audit = audit ? json_dumps(audit, flags) : strdup("[]");
     op->legacy = legacy ? json_dumps(legacy, flags) : NULL;
-    if (!op->routes || !op->audit || (legacy && !op->legacy)) {
+    const json_t *ups = json_object_get(new_doc, "upstreams");
+    if (ups && !json_is_object(ups)) {
+        rt__pg_op_free(op);
+        return UV_EINVAL;
+    }
+    if (s->flags & PG_F_UPSTREAMS) /* the table equals the document's, {} included */
+        op->upstreams = ups ? json_dumps(ups, flags) : strdup("{}");
+    else if (ups && json_object_size(ups) > 0) {
+        rt__pg_op_free(op);
+        return UV_ENOSYS; /* the store cannot keep them: migration 000003 is missing */
+    }
+    if (!op->routes || !op->audit || (legacy && !op->legacy) ||
+        ((s->flags & PG_F_UPSTREAMS) && !op->upstreams)) {
         rt__pg_op_free(op);
         return UV_ENOMEM;
     }
     rt__pg_push(s, op, 0);
     rt__pg_kick(s);
     return 0;
+}
+
+int rt_pg_source_has_upstreams(const rt_pg_source *s)
+{
+    return s && (s->flags & PG_F_UPSTREAMS);
 }
 
 uint64_t rt_pg_source_written_version(const rt_pg_source *s)

@@ -395,3 +395,54 @@ def _stats(m):
         c.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return json.loads(body) if head.split(b" ")[1] == b"200" else None
+
+
+# ---- the PostgreSQL store ----------------------------------------------------------------------
+
+def test_pg_store_keeps_upstreams_after_migration_000003():
+    """Before migration 000003 an upstream change answers 501 (the store would drop it).
+    Migrated while the gateways run (its NOTIFY makes them load again), a PUT through A is
+    stored in gateway_upstreams with its audit row and in force on B too; a route moved to it
+    is served by it on both; DELETE while in use is 409."""
+    from harness import Postgres
+    from test_pg_store import Second, pg_stack
+
+    def migrate(pg, *extra):
+        cp = subprocess.run([os.path.join(ROOT, BUILD, "gatewayctl"), "db", "migrate", "--pg", pg.conninfo(),
+                             "--dir", os.path.join(ROOT, "conf", "sql")] + list(extra),
+                            capture_output=True, timeout=60)
+        assert cp.returncode == 0, cp.stderr.decode()
+
+    with Postgres() as pg:
+        migrate(pg, "--to", "2")
+        with pg_stack(pg) as s:
+            b = Second(s, "gw-b")
+            try:
+                svc = {"endpoints": ["127.0.0.1:%d" % s.mock("order-service").port]}
+                st, doc = admin(s, "PUT", "/admin/upstreams/svc", svc)
+                assert st == 501 and "000003" in doc["error"], (st, doc)
+                migrate(pg)
+                wait_until(lambda: admin(s, "PUT", "/admin/upstreams/svc", svc)[0] == 200, 10,
+                           "A storing upstreams after the migration")
+                st, doc = admin(s, "PUT", "/admin/routes/orders",
+                                {"path": "/api/orders/{id}", "upstream": "svc",
+                                 "rewrite": {"template": "/orders/{id}"}})
+                assert st == 200, (st, doc)
+                v = doc["version"]
+                rows = pg.sql("SELECT name || ' ' || (doc->'endpoints'->>0) FROM gateway_upstreams")
+                assert rows.strip() == "svc 127.0.0.1:%d" % s.mock("order-service").port, rows
+                sb = {"admin_port": b.admin_port}
+                wait_until(lambda: admin(type("B", (), sb), "GET", "/admin/routes")[1]["version"] >= v,
+                           5, "B at version %d" % v)
+                for port in (s.port, b.port):
+                    st, h, _ = request(port, "GET", "/api/orders/3")
+                    assert st == 200 and h["x-gateway-upstream"] == "svc", (port, st, h)
+                st, doc = admin(type("B", (), sb), "GET", "/admin/upstreams/svc")
+                assert st == 200 and doc["source"] == "routes", doc
+                st, doc = admin(s, "DELETE", "/admin/upstreams/svc")
+                assert st == 409 and doc["referrers"] == ['routes["orders"].upstream'], (st, doc)
+                st, hist = admin(s, "GET", "/admin/routes/history")
+                ups = [(c["action"], c["upstream"]) for c in hist["changes"] if c.get("upstream")]
+                assert ups == [("upstream-put", "svc")], hist
+            finally:
+                assert b.stop() == 0
