@@ -55,7 +55,8 @@ typedef struct cmp_report {
     void (*leg)(void *data, const char *composition, const char *leg, double ms);
     /* A leg answered as null in a degraded composition answer. */
     void (*leg_degraded)(void *data, const char *composition, const char *leg);
-    void (*cache)(void *data, cmp_cache_event ev);
+    /* A user-cache event of a lookup on ROUTE (its id) answered by UPSTREAM. */
+    void (*cache)(void *data, const char *route, const char *upstream, cmp_cache_event ev);
     /* Where upstream UPSTREAM's breaker state (cmp_breaker_state) is mirrored for readers
      * on other threads, or NULL. Asked once per upstream, at cmp_worker_new. */
     atomic_int *(*breaker_mirror)(void *data, int upstream);

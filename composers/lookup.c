@@ -47,6 +47,7 @@ struct inflight {
     cmp_worker *w;
     rt_table *table;
     int ui;                  /* the upstream that answers (index in w->upstreams) */
+    const char *route_id;    /* the cached route's id (in TABLE, held): for the counters */
     uint64_t fetched_at;     /* wall-clock us the fetch started; 0 before */
     char key[KEY_SIZE];
     char path[KEY_MAX];
@@ -205,7 +206,7 @@ static void on_fetched(int status, const char *body, size_t len, const cmp_heade
         a.why = NULL;
         if (route_ttl && !ttl) {
             a.source = CMP_FROM_BYPASS;
-            cmp_report_cache(w, CMP_CACHE_EV_BYPASS);
+            cmp_report_cache(w, in->route_id, upstream_of(in), CMP_CACHE_EV_BYPASS);
             cmp_cache_del(w->cache, in->key);
         } else if (!in->no_store && !marked(in->path, in->fetched_at)) {
             /* a route ttl of 0 stores nothing: cmp_cache_set deletes */
@@ -216,7 +217,7 @@ static void on_fetched(int status, const char *body, size_t len, const cmp_heade
     }
     if ((status == 0 || status >= 500) && in->stale) {
         /* stale-if-error: a recent copy beats no answer */
-        cmp_report_cache(w, CMP_CACHE_EV_STALE);
+        cmp_report_cache(w, in->route_id, upstream_of(in), CMP_CACHE_EV_STALE);
         char *s = in->stale;
         in->stale = NULL;
         cmp_answer st = { in->stale_status, s + in->stale_hlen, in->stale_len,
@@ -229,7 +230,7 @@ static void on_fetched(int status, const char *body, size_t len, const cmp_heade
     if (status >= 200 && status < 400) {
         a.source = CMP_FROM_BYPASS; /* answered as it came, not stored */
         a.why = NULL;
-        cmp_report_cache(w, CMP_CACHE_EV_BYPASS);
+        cmp_report_cache(w, in->route_id, upstream_of(in), CMP_CACHE_EV_BYPASS);
         cmp_cache_del(w->cache, in->key);
     }
     finish(in, &a);
@@ -259,7 +260,7 @@ static void on_cached(cmp_cache_status st, const char *value, size_t len, uint64
         if (v.fresh_ms >= 0 && v.fresh_ms < ttl)
             ttl = (uint32_t)v.fresh_ms; /* the upstream's max-age; a lower configured ttl still wins */
         if (age_ms <= ttl) {
-            cmp_report_cache(w, CMP_CACHE_EV_HIT);
+            cmp_report_cache(w, in->route_id, upstream_of(in), CMP_CACHE_EV_HIT);
             cmp_answer a = { v.status, v.body, v.len, { v.hdrs, v.hlen, 0 }, CMP_FROM_CACHE,
                              age_ms, NULL, 0, upstream_of(in) };
             finish(in, &a);
@@ -276,11 +277,12 @@ static void on_cached(cmp_cache_status st, const char *value, size_t len, uint64
                 in->stale_age_ms = age_ms;
             }
         }
-        cmp_report_cache(w, CMP_CACHE_EV_MISS);
+        cmp_report_cache(w, in->route_id, upstream_of(in), CMP_CACHE_EV_MISS);
     } else if (st == CMP_CACHE_ERROR) {
-        cmp_report_cache(w, CMP_CACHE_EV_ERROR); /* fail open: the upstream answers */
+        /* fail open: the upstream answers */
+        cmp_report_cache(w, in->route_id, upstream_of(in), CMP_CACHE_EV_ERROR);
     } else {
-        cmp_report_cache(w, CMP_CACHE_EV_MISS);
+        cmp_report_cache(w, in->route_id, upstream_of(in), CMP_CACHE_EV_MISS);
     }
     fetch_now(in);
 }
@@ -325,7 +327,7 @@ cmp_wait *cmp_lookup_start_on(cmp_worker *w, rt_table *table, const char *path, 
             detach(in); /* it fetched before a change (on another worker, or this one) */
             continue;
         }
-        cmp_report_cache(w, CMP_CACHE_EV_COALESCED);
+        cmp_report_cache(w, in->route_id, upstream_of(in), CMP_CACHE_EV_COALESCED);
         wt->in = in;
         gw_queue_insert_tail(&in->waiters, &wt->node);
         return wt;
@@ -339,6 +341,7 @@ cmp_wait *cmp_lookup_start_on(cmp_worker *w, rt_table *table, const char *path, 
     rt_table_ref(table);
     in->table = table;
     in->ui = ui;
+    in->route_id = m.route->id;
     memcpy(in->key, key, sizeof key);
     memcpy(in->path, path, plen + 1);
     snprintf(in->request_id, sizeof in->request_id, "%s", request_id);

@@ -23,10 +23,11 @@ struct cmp_worker {
 };
 
 /* Reporting, for callbacks the gateway may leave NULL. */
-static inline void cmp_report_cache(const cmp_worker *w, cmp_cache_event ev)
+static inline void cmp_report_cache(const cmp_worker *w, const char *route, const char *upstream,
+                                    cmp_cache_event ev)
 {
     if (w->report.cache)
-        w->report.cache(w->report.data, ev);
+        w->report.cache(w->report.data, route, upstream, ev);
 }
 
 static inline void cmp_report_leg(const cmp_worker *w, const char *composition, const char *leg,

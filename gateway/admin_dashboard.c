@@ -7,6 +7,7 @@
  *             services), "route_share" %, "requests", "requests_new", "traffic_share" %}
  *    "routes": [{"id","path","domain","primary","split"|null,"shadow"|null,"fallback"|null,
  *                "cache","new_share","rps","error_rate","fallbacks",
+ *                "cache_stats": {"hits" (fresh + stale),"stale","lookups","hit_rate"},
  *                "shadow_stats": {"compared","mismatched","mismatch_rate","latest"|null},
  *                "sides": [{"upstream","role","weight","rps","requests","errors",
  *                           "error_rate","p50_ms","p99_ms","fallbacks","shadow_compared",
@@ -129,6 +130,11 @@ static void sample(gw_dashboard *d)
             for (int b = 0; b <= RT_CUT_LAT_BUCKETS; b++)
                 x.lat[b] = LD(s->lat[b]);
             (void)gw_dash_stats_accumulate(st, s->route, s->upstream, &x);
+            uint64_t c[GW_SIDE_CACHE__N], any = 0;
+            for (int k = 0; k < GW_SIDE_CACHE__N; k++)
+                any |= c[k] = LD(s->cache[k]);
+            if (any)
+                gw_dash_stats_side_cache(st, s->route, s->upstream, c);
         }
         uint64_t h = LD(m->cache_hits) + LD(m->cache_stale);
         hits += h;
@@ -318,6 +324,7 @@ static void add_side(const gw_dashboard *d, json_t *sides, char *shown, const ch
 
 typedef struct route_acc {
     uint64_t requests, errors, fallbacks, requests_new, compared, mismatched;
+    uint64_t cache[GW_SIDE_CACHE__N]; /* user-cache lookups, over all its sides */
 } route_acc;
 
 static void acc_side(route_acc *acc, const rt_cut_side *w, const char *upstream,
@@ -338,6 +345,14 @@ static void route_figures(json_t *o, const route_acc *acc, int secs, const gw_da
     json_object_set_new(o, "rps", json_real(secs ? (double)acc->requests / secs : 0.0));
     json_object_set_new(o, "error_rate", real_or_null(rate(acc->errors, acc->requests)));
     json_object_set_new(o, "fallbacks", json_integer((json_int_t)acc->fallbacks));
+    /* the route's user cache over the window: hits (fresh and stale) of all lookups */
+    uint64_t hits = acc->cache[GW_SIDE_CACHE_HIT] + acc->cache[GW_SIDE_CACHE_STALE];
+    uint64_t lookups = hits + acc->cache[GW_SIDE_CACHE_MISS];
+    json_object_set_new(o, "cache_stats",
+                        json_pack("{s:I, s:I, s:I, s:o}", "hits", (json_int_t)hits, "stale",
+                                  (json_int_t)acc->cache[GW_SIDE_CACHE_STALE], "lookups",
+                                  (json_int_t)lookups, "hit_rate",
+                                  real_or_null(rate(hits, lookups))));
     json_t *latest = json_null();
     for (int i = 0; i < d->n_latest; i++)
         if (strcmp(d->latest[i].route, id) == 0)
@@ -432,6 +447,14 @@ static json_t *build(gw_dashboard *d, const rt_table *t)
         json_array_append_new(json_object_get(o, "sides"),
                               side_json(d, i, s->upstream, "previous", -1, secs, &win));
         acc_side(&accs[ri], &win, s->upstream, legacy);
+    }
+    for (int i = 0; i < d->stats.n; i++) { /* cache lookups, by route whatever the side */
+        json_t *ix = json_object_get(by_id, d->stats.sides[i].route);
+        uint64_t c[GW_SIDE_CACHE__N];
+        if (!ix || !gw_dash_stats_side_cache_window(&d->stats, i, c))
+            continue;
+        for (int k = 0; k < GW_SIDE_CACHE__N; k++)
+            accs[json_integer_value(ix)].cache[k] += c[k];
     }
     for (int ri = 0; ri < rt_table_count(t); ri++) {
         json_t *o = json_array_get(routes, (size_t)ri);

@@ -51,8 +51,10 @@ int gw_dash_stats_find(const gw_dash_stats *st, const char *route, const char *u
 
 void gw_dash_stats_begin(gw_dash_stats *st)
 {
-    for (int i = 0; i < st->n; i++)
+    for (int i = 0; i < st->n; i++) {
         memset(&st->sides[i].cur, 0, sizeof st->sides[i].cur);
+        memset(st->sides[i].cache_cur, 0, sizeof st->sides[i].cache_cur);
+    }
     st->cache_cur[0] = st->cache_cur[1] = 0;
 }
 
@@ -90,6 +92,21 @@ int gw_dash_stats_accumulate(gw_dash_stats *st, const char *route, const char *u
     return 0;
 }
 
+void gw_dash_stats_side_cache(gw_dash_stats *st, const char *route, const char *upstream,
+                              const uint64_t *cumulative)
+{
+    int i = gw_dash_stats_find(st, route, upstream);
+    if (i < 0) {
+        rt_cut_side zero;
+        memset(&zero, 0, sizeof zero);
+        if (gw_dash_stats_accumulate(st, route, upstream, &zero) != 0)
+            return;
+        i = st->n - 1;
+    }
+    for (int k = 0; k < GW_SIDE_CACHE__N; k++)
+        st->sides[i].cache_cur[k] += cumulative[k];
+}
+
 void gw_dash_stats_cache(gw_dash_stats *st, uint64_t hits, uint64_t lookups)
 {
     st->cache_cur[0] = hits;
@@ -106,13 +123,17 @@ void gw_dash_stats_end(gw_dash_stats *st)
             prev = d->cur;                       /* the baseline */
         } else if (d->first_tick == t) {
             memset(&prev, 0, sizeof prev);       /* new since the last sample: from zero */
-            for (int k = 1; k < SNAPS; k++)      /* as if it had been at zero all along */
+            for (int k = 1; k < SNAPS; k++) {    /* as if it had been at zero all along */
                 memset(&d->snap[(t + SNAPS - (uint64_t)k) % SNAPS], 0, sizeof d->snap[0]);
+                memset(d->cache_snap[(t + SNAPS - (uint64_t)k) % SNAPS], 0,
+                       sizeof d->cache_snap[0]);
+            }
         } else {
             prev = d->snap[(t - 1) % SNAPS];
         }
         rt_cut_side_sub(&delta, &d->cur, &prev);
         d->snap[t % SNAPS] = d->cur;
+        memcpy(d->cache_snap[t % SNAPS], d->cache_cur, sizeof d->cache_cur);
         d->req[t % GW_DASH_SERIES] = delta.requests > UINT32_MAX ? UINT32_MAX : (uint32_t)delta.requests;
         d->err[t % GW_DASH_SERIES] = delta.errors > UINT32_MAX ? UINT32_MAX : (uint32_t)delta.errors;
     }
@@ -148,6 +169,25 @@ int gw_dash_stats_window(const gw_dash_stats *st, int i, rt_cut_side *out)
     /* a side younger than the window started from zero (its older snapshots are zeroed) */
     const rt_cut_side *then = d->first_tick > old && d->first_tick > 0 ? &zero : &d->snap[old % SNAPS];
     rt_cut_side_sub(out, &d->snap[nw % SNAPS], then);
+    return secs;
+}
+
+int gw_dash_stats_side_cache_window(const gw_dash_stats *st, int i, uint64_t *out)
+{
+    memset(out, 0, GW_SIDE_CACHE__N * sizeof *out);
+    uint64_t nw, old;
+    int secs = window_ticks(st, &nw, &old);
+    if (secs == 0 || i < 0 || i >= st->n)
+        return secs;
+    const gw_dash_side *d = &st->sides[i];
+    if (d->first_tick > nw)
+        return secs;
+    static const uint64_t zero[GW_SIDE_CACHE__N];
+    /* as gw_dash_stats_window: a side younger than the window counts from zero */
+    const uint64_t *then = d->first_tick > old && d->first_tick > 0 ? zero : d->cache_snap[old % SNAPS];
+    const uint64_t *now = d->cache_snap[nw % SNAPS];
+    for (int k = 0; k < GW_SIDE_CACHE__N; k++)
+        out[k] = now[k] > then[k] ? now[k] - then[k] : 0;
     return secs;
 }
 

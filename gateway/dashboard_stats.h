@@ -27,6 +27,9 @@ typedef struct gw_dash_side {
     rt_cut_side cur;               /* being summed in the sample in progress */
     rt_cut_side snap[GW_DASH_WINDOW + 1]; /* cumulative, at tick % (GW_DASH_WINDOW + 1) */
     uint32_t req[GW_DASH_SERIES], err[GW_DASH_SERIES]; /* per second, at tick % SERIES */
+    /* user-cache lookups (GW_SIDE_CACHE_*), summed and snapshotted like cur / snap */
+    uint64_t cache_cur[GW_SIDE_CACHE__N];
+    uint64_t cache_snap[GW_DASH_WINDOW + 1][GW_SIDE_CACHE__N];
 } gw_dash_side;
 
 typedef struct gw_dash_stats {
@@ -52,6 +55,10 @@ void gw_dash_stats_begin(gw_dash_stats *st);
 int gw_dash_stats_accumulate(gw_dash_stats *st, const char *route, const char *upstream,
                              const rt_cut_side *cumulative);
 void gw_dash_stats_cache(gw_dash_stats *st, uint64_t hits, uint64_t lookups);
+/* The side's cumulative user-cache lookups (GW_SIDE_CACHE_* counts), summed like accumulate
+ * (the side is added when new). */
+void gw_dash_stats_side_cache(gw_dash_stats *st, const char *route, const char *upstream,
+                              const uint64_t *cumulative);
 void gw_dash_stats_end(gw_dash_stats *st);
 
 /* The side of (ROUTE, UPSTREAM), or -1. */
@@ -59,6 +66,8 @@ int gw_dash_stats_find(const gw_dash_stats *st, const char *route, const char *u
 /* Side I's counters over the last window (up to GW_DASH_WINDOW seconds, fewer while the
  * samples are fewer). Returns the seconds covered (0: no figures yet). */
 int gw_dash_stats_window(const gw_dash_stats *st, int i, rt_cut_side *out);
+/* Side I's user-cache lookups over the window into OUT[GW_SIDE_CACHE__N]; the seconds. */
+int gw_dash_stats_side_cache_window(const gw_dash_stats *st, int i, uint64_t *out);
 /* The cache's hits and lookups over the same window; returns the seconds covered. */
 int gw_dash_stats_cache_window(const gw_dash_stats *st, uint64_t *hits, uint64_t *lookups);
 /* Side I's last GW_DASH_SERIES per-second requests and errors, oldest first (0 before the

@@ -141,18 +141,28 @@ void gw_metrics_side_shadow(gw_metrics *m, const char *route, const char *upstre
         ADD(s->shadow_mismatched, 1);
 }
 
+/* Worker M's published slot of (ROUTE, UPSTREAM) with hash H, or NULL. Any thread. */
+static const gw_side_slot *side_find(const gw_metrics *m, uint64_t h, const char *route,
+                                     const char *upstream)
+{
+    for (unsigned i = 0; i < 64; i++) {
+        const gw_side_slot *s = &m->sides[(h + i) % GW_SIDE_SLOTS];
+        if (!atomic_load_explicit(&s->used, memory_order_acquire))
+            return NULL;
+        if (s->hash == h && strcmp(s->route, route) == 0 && strcmp(s->upstream, upstream) == 0)
+            return s;
+    }
+    return NULL;
+}
+
 void gw_metrics_side_read(gw_metrics *const *workers, int n, const char *route,
                           const char *upstream, rt_cut_side *out)
 {
     memset(out, 0, sizeof *out);
     uint64_t h = side_hash(route, upstream);
     for (int w = 0; w < n; w++) {
-        for (unsigned i = 0; i < 64; i++) {
-            const gw_side_slot *s = &workers[w]->sides[(h + i) % GW_SIDE_SLOTS];
-            if (!atomic_load_explicit(&s->used, memory_order_acquire))
-                break;
-            if (s->hash != h || strcmp(s->route, route) != 0 || strcmp(s->upstream, upstream) != 0)
-                continue;
+        const gw_side_slot *s = side_find(workers[w], h, route, upstream);
+        if (s) {
             out->requests += GET(s->requests);
             out->errors += GET(s->errors);
             out->fallbacks += GET(s->fallbacks);
@@ -160,7 +170,6 @@ void gw_metrics_side_read(gw_metrics *const *workers, int n, const char *route,
             out->shadow_mismatched += GET(s->shadow_mismatched);
             for (int b = 0; b <= RT_CUT_LAT_BUCKETS; b++)
                 out->lat[b] += GET(s->lat[b]);
-            break;
         }
     }
 }
@@ -386,6 +395,37 @@ static void render_slots(sbuf *b, gw_metrics *const *workers, int nw, int shadow
     }
 }
 
+/* The user cache per (route, upstream): hits, stale answers and misses, summed over the
+ * workers; sides that never looked up the cache print nothing. */
+static void render_side_cache(sbuf *b, gw_metrics *const *workers, int nw)
+{
+    static const char *const names[GW_SIDE_CACHE__N] = { "hit", "stale", "miss" };
+    char t1[GW_METRICS_KEY_MAX], t2[GW_METRICS_KEY_MAX];
+    for (int w = 0; w < nw; w++) {
+        for (unsigned i = 0; i < GW_SIDE_SLOTS; i++) {
+            const gw_side_slot *s = &workers[w]->sides[i];
+            if (!atomic_load_explicit(&s->used, memory_order_acquire))
+                continue;
+            int seen = 0;
+            for (int v = 0; v < w && !seen; v++)
+                seen = side_find(workers[v], s->hash, s->route, s->upstream) != NULL;
+            if (seen)
+                continue;
+            uint64_t c[GW_SIDE_CACHE__N] = { 0 }, any = 0;
+            for (int v = w; v < nw; v++) {
+                const gw_side_slot *o = side_find(workers[v], s->hash, s->route, s->upstream);
+                for (int k = 0; o && k < GW_SIDE_CACHE__N; k++)
+                    any |= c[k] += GET(o->cache[k]);
+            }
+            for (int k = 0; any && k < GW_SIDE_CACHE__N; k++)
+                sb_printf(b, "gateway_cache_route_requests_total{route=\"%s\",upstream=\"%s\","
+                             "result=\"%s\"} %" PRIu64 "\n",
+                          label(s->route, t1, sizeof t1), label(s->upstream, t2, sizeof t2),
+                          names[k], c[k]);
+        }
+    }
+}
+
 static void render_histogram(sbuf *b, gw_metrics *const *workers, int n, const char *name,
                              size_t buckets_off, size_t count_off, size_t sum_off)
 {
@@ -531,6 +571,10 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
                   "gateway_cache_bypass_total %" PRIu64 "\n",
               SUM(cache_hits), SUM(cache_misses), SUM(cache_errors), SUM(cache_stale),
               SUM(cache_coalesced), SUM(cache_bypass));
+    sb_printf(&b, "# HELP gateway_cache_route_requests_total User-cache lookups by route and "
+                  "upstream: hit (fresh), stale (served past its ttl, the upstream failing), "
+                  "miss.\n# TYPE gateway_cache_route_requests_total counter\n");
+    render_side_cache(&b, workers, n);
     char *rl;
     size_t rln;
     if (gw_rl_metrics_render(&rl, &rln) == 0) {
@@ -576,17 +620,21 @@ static void rep_leg_degraded(void *data, const char *composition, const char *le
     gw_metrics_leg_degraded(data, composition, leg);
 }
 
-static void rep_cache(void *data, cmp_cache_event ev)
+static void rep_cache(void *data, const char *route, const char *upstream, cmp_cache_event ev)
 {
     gw_metrics *m = data;
+    int side = -1; /* hits, stale answers and misses also per (route, upstream) */
     switch (ev) {
-    case CMP_CACHE_EV_HIT: ADD(m->cache_hits, 1); break;
-    case CMP_CACHE_EV_MISS: ADD(m->cache_misses, 1); break;
+    case CMP_CACHE_EV_HIT: ADD(m->cache_hits, 1); side = GW_SIDE_CACHE_HIT; break;
+    case CMP_CACHE_EV_MISS: ADD(m->cache_misses, 1); side = GW_SIDE_CACHE_MISS; break;
     case CMP_CACHE_EV_ERROR: ADD(m->cache_errors, 1); break;
-    case CMP_CACHE_EV_STALE: ADD(m->cache_stale, 1); break;
+    case CMP_CACHE_EV_STALE: ADD(m->cache_stale, 1); side = GW_SIDE_CACHE_STALE; break;
     case CMP_CACHE_EV_COALESCED: ADD(m->cache_coalesced, 1); break;
     case CMP_CACHE_EV_BYPASS: ADD(m->cache_bypass, 1); break;
     }
+    gw_side_slot *s = side >= 0 && route && upstream ? side_slot(m, route, upstream) : NULL;
+    if (s)
+        ADD(s->cache[side], 1);
 }
 
 static atomic_int *rep_breaker_mirror(void *data, int upstream)

@@ -38,6 +38,7 @@ enum gw_upstream_err_kind {
 /* Evidence for cutover plans, per (route, upstream): the side's own counters and latency
  * histogram (routes/cutover_plan.h buckets). Same insert-only scheme as gw_metric_slot. */
 #define GW_SIDE_SLOTS 1024
+enum { GW_SIDE_CACHE_HIT, GW_SIDE_CACHE_STALE, GW_SIDE_CACHE_MISS, GW_SIDE_CACHE__N };
 typedef struct gw_side_slot {
     atomic_int used;
     uint64_t hash;
@@ -45,6 +46,8 @@ typedef struct gw_side_slot {
     char upstream[GW_METRICS_KEY_MAX];
     atomic_uint_fast64_t requests, errors, fallbacks, shadow_compared, shadow_mismatched;
     atomic_uint_fast64_t lat[RT_CUT_LAT_BUCKETS + 1];
+    /* user-cache lookups of the route answered from its cache or by this upstream */
+    atomic_uint_fast64_t cache[GW_SIDE_CACHE__N];
 } gw_side_slot;
 
 typedef struct gw_metrics {

@@ -183,7 +183,8 @@
       var policy = r.split ? "split " + Object.keys(r.split).map(function (k) { return k + "=" + r.split[k]; }).join(", ") : "→ " + r.primary;
       if (r.shadow) policy += " · shadow " + r.shadow;
       if (r.fallback) policy += " · fallback " + r.fallback;
-      if (r.cache) policy += " · cached";
+      var cs = r.cache_stats;
+      if (r.cache) policy += " · cached" + (cs && cs.hit_rate !== null ? " (" + pct(cs.hit_rate) + " hits of " + cs.lookups + ")" : "");
       var sh = r.shadow_stats, latest = sh.latest;
       var head = el("tr", { cls: "route-head", "data-route": r.id }, [
         el("td", {}, [el("strong", { text: r.id }), el("div", { cls: "muted", text: r.path })]),

@@ -345,3 +345,43 @@ def test_dashboard_browser_rollback():
             if load:
                 load.stop()
             drv.quit()
+
+
+def test_dashboard_cache_hit_rate_per_route():
+    """The user cache per route (issue 12 §2): each cached route's hits and lookups over the
+    window on the dashboard, and per route and upstream in /metrics."""
+    from harness import metrics
+    rts = [{"id": "users", "path": "/api/users/**", "upstream": "user-service",
+            "rewrite": {"strip_prefix": "/api"}, "cache": True},
+           {"id": "people", "path": "/api/people/{id}", "upstream": "user-service",
+            "rewrite": {"template": "/users/{id}"}, "cache": True},
+           {"id": "legacy", "path": "/**", "upstream": "legacy"}]
+    with Stack(routes=rts) as s:
+        wait_port(s.admin_port)
+        assert dash(s)[0] == 200  # the first poll starts the sampler: later lookups count
+        time.sleep(1.2)           # past the baseline sample
+        for rnd in range(4):      # users: 5 misses, then 15 hits
+            for i in range(5):
+                st, h, _ = request(s.port, "GET", "/api/users/%d" % i)
+                assert st == 200 and h.get("x-cache") == ("MISS" if rnd == 0 else "HIT"), (st, h)
+        for i in range(4):        # people: 4 misses
+            assert request(s.port, "GET", "/api/people/%d" % (10 + i))[0] == 200
+        assert request(s.port, "GET", "/echo/other")[0] == 200  # not cached
+
+        def shown():
+            d = dash(s)[2]
+            u = route_of(d, "users")["cache_stats"]
+            return u["lookups"] == 20 and route_of(d, "people")["cache_stats"]["lookups"] == 4 and d
+        d = wait_until(shown, 10, "the cache figures on the dashboard", step=0.3)
+        u, p = route_of(d, "users")["cache_stats"], route_of(d, "people")["cache_stats"]
+        assert (u["hits"], u["stale"], u["hit_rate"]) == (15, 0, 75.0), u
+        assert (p["hits"], p["hit_rate"]) == (0, 0.0), p
+        lg = route_of(d, "legacy")["cache_stats"]
+        assert lg["lookups"] == 0 and lg["hit_rate"] is None, lg
+        assert d["cache"]["lookups"] == 24 and d["cache"]["hits"] == 15, d["cache"]
+        m = metrics(s)
+        key = 'gateway_cache_route_requests_total{route="%s",upstream="user-service",result="%s"}'
+        assert (m[key % ("users", "hit")], m[key % ("users", "miss")],
+                m[key % ("users", "stale")]) == (15, 5, 0), m
+        assert (m[key % ("people", "hit")], m[key % ("people", "miss")]) == (0, 4), m
+        assert not [k for k in m if "cache_route" in k and "legacy" in k], m

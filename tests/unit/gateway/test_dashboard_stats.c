@@ -122,6 +122,45 @@ static void test_cache_window(void **state)
     free(st);
 }
 
+/* The user cache per side: the window's difference of cumulative counts, two workers' slots
+ * summed (the side is added by its first cache figures); a side first seen after the
+ * baseline counts from zero; an unknown side has none. */
+static void test_side_cache_window(void **state)
+{
+    (void)state;
+    gw_dash_stats *st = calloc(1, sizeof *st);
+    assert_non_null(st);
+    gw_dash_stats_init(st);
+    uint64_t c[GW_SIDE_CACHE__N];
+    for (int s = 0; s < 20; s++) {
+        gw_dash_stats_begin(st);
+        uint64_t w1[GW_SIDE_CACHE__N] = { 2 * (uint64_t)s, 0, (uint64_t)s };
+        uint64_t w2[GW_SIDE_CACHE__N] = { (uint64_t)s, 1, 0 };
+        gw_dash_stats_side_cache(st, "users", "user-service", w1); /* a new side */
+        gw_dash_stats_side_cache(st, "users", "user-service", w2);
+        if (s >= 15) { /* first seen after the baseline: all its counts are new (its slot
+                        * exists from its first lookup on, so nothing came before) */
+            uint64_t late[GW_SIDE_CACHE__N] = { 100 + (uint64_t)s, 0, 0 };
+            gw_dash_stats_side_cache(st, "people", "user-service", late);
+        }
+        gw_dash_stats_end(st);
+    }
+    int u = gw_dash_stats_find(st, "users", "user-service");
+    assert_true(u >= 0);
+    assert_int_equal(gw_dash_stats_side_cache_window(st, u, c), GW_DASH_WINDOW);
+    assert_int_equal(c[GW_SIDE_CACHE_HIT], 30); /* 3 a second over 10 s */
+    assert_int_equal(c[GW_SIDE_CACHE_STALE], 0);
+    assert_int_equal(c[GW_SIDE_CACHE_MISS], 10);
+    int p = gw_dash_stats_find(st, "people", "user-service");
+    assert_true(p >= 0);
+    gw_dash_stats_side_cache_window(st, p, c);
+    assert_int_equal(c[GW_SIDE_CACHE_HIT], 119); /* from zero: all it has */
+    assert_int_equal(gw_dash_stats_side_cache_window(st, 99, c), GW_DASH_WINDOW);
+    assert_int_equal(c[GW_SIDE_CACHE_HIT], 0);
+    gw_dash_stats_free(st);
+    free(st);
+}
+
 static void test_quantiles(void **state)
 {
     (void)state;
@@ -182,6 +221,7 @@ int main(void)
         cmocka_unit_test(test_series_and_window),
         cmocka_unit_test(test_new_side_counts_from_zero),
         cmocka_unit_test(test_cache_window),
+        cmocka_unit_test(test_side_cache_window),
         cmocka_unit_test(test_quantiles),
         cmocka_unit_test(test_domain),
         cmocka_unit_test(test_new_share),
