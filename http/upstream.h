@@ -88,8 +88,12 @@ int gw_upstream_retired_count(const gw_upstream *up);
 /* upstream_conn.c / oneshot.c: an endpoint of a replaced set lost a connection or a
  * background exchange; frees the set once nothing uses it. */
 void gw__endpoint_released(gw_endpoint *ep);
-/* Whether EP's connections may go back to its pool (its set is current, not shutting down). */
-int gw__endpoint_pools(const gw_endpoint *ep);
+/* Whether EP's connections may go back to its pool (its set is current, not shutting down).
+ * Inline: asked on every release of a connection. */
+static inline int gw__endpoint_pools(const gw_endpoint *ep)
+{
+    return !ep->up->closing && ep->set == ep->up->set;
+}
 /* Shutdown: closes pooled connections, and from now on a released connection closes
  * instead of going back to the pool (an idle timer would keep the loop alive). */
 void gw_upstream_close_idle(gw_upstream *up);

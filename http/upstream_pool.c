@@ -157,11 +157,6 @@ void gw__endpoint_released(gw_endpoint *ep)
         reap(ep->up);
 }
 
-int gw__endpoint_pools(const gw_endpoint *ep)
-{
-    return !ep->up->closing && ep->set == ep->up->set;
-}
-
 void gw_upstream_free(gw_upstream *up)
 {
     while (up->retired.next && !gw_queue_empty(&up->retired)) {

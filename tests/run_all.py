@@ -71,6 +71,10 @@ TSAN_SUBSET = ",".join([
     # on one Redis; Redis killed while three clients load two workers; the route counter
     "test_local_limit_is_per_process_across_workers", "test_shared_limit_exact_across_two_instances",
     "test_redis_killed_mid_load_falls_back_to_local_share", "test_route_max_in_flight_across_workers",
+    # live upstreams: definitions parsed on the threadpool, pools rebuilt on the worker;
+    # names resolved on the threadpool, read by the workers
+    "test_upstream_change_drains_pools_in_flight_request_keeps_its_definition",
+    "test_endpoint_names_re_resolved_every_address_used_last_good_kept",
 ])
 section("unit tests (build/tsan)")
 p, f = run_unit.run(sorted(glob.glob(os.path.join("build/tsan", "tests", "*", "test_*"))))
@@ -132,6 +136,9 @@ VALGRIND_SUBSET = ",".join([
     # limits: the 429 path, Redis waits and the NOSCRIPT retry, the shed and queue paths
     "test_local_limit_429_headers_and_metrics", "test_shared_limit_survives_script_flush",
     "test_upstream_max_in_flight_sheds_503_at_once", "test_upstream_queue_timeout_503",
+    # live upstreams: replaced endpoint sets freed with their last connection
+    "test_upstream_change_drains_pools_in_flight_request_keeps_its_definition",
+    "test_upstream_added_used_and_removed_through_the_admin_api",
 ])
 section("unit tests under valgrind (build)")
 p, f = run_unit.run(sorted(glob.glob(os.path.join("build", "tests", "*", "test_*"))), valgrind=True)
