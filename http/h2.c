@@ -119,6 +119,8 @@ static int out_flush(gw_h2 *h)
 
 static int out_put(gw_h2 *h, const uint8_t *p, size_t n)
 {
+    if (!h->out && !(h->out = malloc(H2_OUT_BUF)))
+        return -1;
     if (h->out_len + n > H2_OUT_BUF && out_flush(h) < 0)
         return -1;
     if (n > H2_OUT_BUF) {
@@ -704,7 +706,12 @@ static void h2_arm_timer(gw_h2 *h)
     GW_QUEUE_FOREACH_SAFE(q, n, &h->streams)
     {
         h2_stream *s = GW_QUEUE_DATA(q, h2_stream, node);
-        if (((s->flags & (S_HANDLER | S_BODY_DONE)) == S_HANDLER && s->req.has_body) ||
+        if (!(s->flags & S_HEAD_DONE)) { /* a header block that does not end (slowloris) */
+            gw_timeout_set(&c->server->timeouts, &c->timeout, TK_HEADER, lim->header_timeout_ms);
+            return;
+        }
+        if ((s->flags & S_HOLD) ||
+            ((s->flags & (S_HANDLER | S_BODY_DONE)) == S_HANDLER && s->req.has_body) ||
             (s->flags & (S_DISCARD | S_BODY_DONE)) == S_DISCARD) {
             gw_timeout_set(&c->server->timeouts, &c->timeout, TK_BODY, lim->body_timeout_ms);
             return;
@@ -752,6 +759,10 @@ static void h2_run(gw_h2 *h)
     }
     if (h->n_streams > 0 || h->draining)
         c->flags |= F_KEPT;
+    if (h->n_streams == 0 && h->out) { /* an idle connection holds no frame buffer */
+        free(h->out);
+        h->out = NULL;
+    }
     h2_arm_timer(h);
     gw__client_update_reading(c);
 }
@@ -784,10 +795,8 @@ int gw__h2_preface(gw_client *c)
 int gw__h2_start(gw_client *c)
 {
     gw_h2 *h = calloc(1, sizeof *h);
-    if (!h || !(h->out = malloc(H2_OUT_BUF))) {
-        free(h);
+    if (!h)
         return GW_ENOMEM;
-    }
     h->c = c;
     gw_queue_init(&h->streams);
     gw_queue_init(&h->ready);
@@ -798,7 +807,6 @@ int gw__h2_start(gw_client *c)
     nghttp2_session_callbacks *cb;
     nghttp2_option *opt;
     if (nghttp2_session_callbacks_new(&cb) != 0) {
-        free(h->out);
         free(h);
         return GW_ENOMEM;
     }
@@ -822,7 +830,6 @@ int gw__h2_start(gw_client *c)
     }
     nghttp2_session_callbacks_del(cb);
     if (rv != 0) {
-        free(h->out);
         free(h);
         return GW_ENOMEM;
     }
@@ -912,8 +919,18 @@ void gw__h2_timeout(gw_client *c)
     GW_QUEUE_FOREACH_SAFE(q, n, &h->streams)
     {
         h2_stream *s = GW_QUEUE_DATA(q, h2_stream, node);
-        if ((s->flags & (S_DISCARD | S_BODY_DONE)) == S_DISCARD) {
+        if (!(s->flags & S_HEAD_DONE)) {
+            gw__client_close(c, GW_ETIMEOUT); /* mid header block: only the close ends it */
+            return;
+        }
+        if ((s->flags & S_DISCARD) && !(s->flags & S_BODY_DONE)) {
             nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+            continue;
+        }
+        if (s->flags & S_HOLD) { /* never said whether a body comes: refused, not given on */
+            s->flags &= ~S_HOLD;
+            refuse(s, 408, "request body not received in time");
+            stream_ready(s);
             continue;
         }
         if ((s->flags & (S_HANDLER | S_BODY_DONE)) != S_HANDLER || !s->req.has_body)

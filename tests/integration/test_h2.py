@@ -439,3 +439,27 @@ def test_h2_goaway_on_drain_finishes_streams():
         assert c.until(lambda f: False, timeout=10) is None  # then the gateway closes it
         c.close()
         assert s.gw.p.wait(15) == 0
+
+
+def test_h2_stalled_heads_and_bodies_time_out():
+    """A header block that never ends closes the connection after header_timeout_ms; a head
+    that never says whether a body follows (no END_STREAM, no Content-Length, no DATA) is
+    answered (408) after body_timeout_ms; neither reaches the upstream."""
+    with h2_stack(limits={"header_timeout_ms": 600, "body_timeout_ms": 600}) as s:
+        legacy = s.mock("legacy")
+        before = n_requests(legacy)
+        c = Raw(s.h2c_port)
+        c.request(1, "/echo/held", method="POST", end=False)
+        t0 = time.time()
+        how, n = c.stream_end(1, timeout=10)
+        assert how == "end" and n > 0 and time.time() - t0 >= 0.5, (how, n)  # the 408 JSON
+        c.close()
+        c = Raw(s.h2c_port)
+        c.until(lambda f: f[0] == SETTINGS and not f[1] & ACK)  # (our ACK goes first)
+        block = hpack(req_fields("/echo/never"))
+        c.send(frame(HEADERS, 0, 1, block[:10]))  # no END_HEADERS, no CONTINUATION
+        t0 = time.time()
+        assert c.until(lambda f: False, timeout=10) is None
+        assert time.time() - t0 >= 0.5
+        c.close()
+        assert n_requests(legacy) == before

@@ -251,7 +251,7 @@ def test_ops_sigterm_drain_deadline_cuts_hung_request():
 
 # ---- 8. access log -------------------------------------------------------------------------
 
-LOG_KEYS = {"time", "request_id", "client", "method", "path", "route", "upstream", "status",
+LOG_KEYS = {"time", "request_id", "client", "method", "proto", "path", "route", "upstream", "status",
             "bytes_in", "bytes_out", "upstream_ms", "total_ms"}
 
 
