@@ -762,7 +762,13 @@ def run_one(env, wl, target):
             def load(port, path, conns, duration, raw_name=None, **_):
                 return h2load(port, path, conns, wl["h2"]["streams"], duration, raw_name)
         if WARMUP:
-            load(port, path, conns, WARMUP, **kw)
+            try:
+                load(port, path, conns, WARMUP, **kw)
+            except RuntimeError:
+                # h2load's warm-up can end before its first answers on a starved box (its
+                # connects took 1.3 s once): only the measured run must have requests
+                if not wl.get("h2"):
+                    raise
         up0 = env.mock_a.cpu_ticks() + env.mock_b.cpu_ticks()
         cpu0 = srv.cpu_ticks() if srv else 0
         stats0 = (mock_stats(env.mock_a.port), mock_stats(env.mock_b.port)) if wl.get("flip") else None
