@@ -139,6 +139,8 @@ VALGRIND_SUBSET = ",".join([
     # live upstreams: replaced endpoint sets freed with their last connection
     "test_upstream_change_drains_pools_in_flight_request_keeps_its_definition",
     "test_upstream_added_used_and_removed_through_the_admin_api",
+    # HTTP/2: refused streams (nghttp2's checks), GOAWAY on drain with streams finishing
+    "test_h2_hardening_refused", "test_h2_goaway_on_drain",
 ])
 section("unit tests under valgrind (build)")
 p, f = run_unit.run(sorted(glob.glob(os.path.join("build", "tests", "*", "test_*"))), valgrind=True)
