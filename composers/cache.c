@@ -26,15 +26,26 @@ const char *cmp_cache_status_str(cmp_cache_status st)
     return "?";
 }
 
+/* The Redis topology CONF asks for into *OUT (kind NONE: the LRU); -1 when invalid. */
+static int cmp__topology(const cmp_cache_conf *conf, cmp_redis_conf *out)
+{
+    if (conf->topology != NULL && conf->topology->kind != CMP_REDIS_NONE) {
+        *out = *conf->topology;
+        return cmp_redis_conf_error(out) ? -1 : 0;
+    }
+    memset(out, 0, sizeof *out);
+    if (conf->redis == NULL || conf->redis[0] == '\0')
+        return 0;
+    return cmp_redis_conf_single(out, conf->redis);
+}
+
 const char *cmp_cache_conf_error(const cmp_cache_conf *conf)
 {
-    char host[256];
-    int port;
+    cmp_redis_conf topo;
 
     if (conf == NULL)
         return "no configuration";
-    if (conf->redis != NULL && conf->redis[0] != '\0' &&
-        cmp__redis_parse(conf->redis, host, sizeof host, &port) != 0)
+    if (cmp__topology(conf, &topo) != 0)
         return "redis: invalid address (want \"host:port\" or \"[ipv6]:port\")";
     if (conf->prefix != NULL && strlen(conf->prefix) > 1024)
         return "prefix: longer than 1024 bytes";
@@ -49,11 +60,7 @@ void cmp__log(const cmp_cache *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (c->host != NULL && strchr(c->host, ':') != NULL)
-        fprintf(stderr, "gateway: cache: redis [%s]:%d: %s\n", c->host, c->port, msg);
-    else
-        fprintf(stderr, "gateway: cache: redis %s:%d: %s\n", c->host ? c->host : "-", c->port,
-                msg);
+    fprintf(stderr, "gateway: cache: redis %s: %s\n", c->where ? c->where : "-", msg);
 }
 
 /* ---- requests ------------------------------------------------------------------------ */
@@ -164,15 +171,14 @@ void cmp__defer(cmp_cache *c, cmp__req *r, cmp_cache_status st)
 /* ---- API ----------------------------------------------------------------------------- */
 cmp_cache *cmp_cache_new(uv_loop_t *loop, const cmp_cache_conf *conf)
 {
-    char host[256];
-    int port = 0, redis;
+    cmp_redis_conf topo;
+    char where[512];
+    int redis;
     cmp_cache *c;
 
-    if (loop == NULL || cmp_cache_conf_error(conf) != NULL)
+    if (loop == NULL || cmp_cache_conf_error(conf) != NULL || cmp__topology(conf, &topo) != 0)
         return NULL;
-    redis = conf->redis != NULL && conf->redis[0] != '\0';
-    if (redis && cmp__redis_parse(conf->redis, host, sizeof host, &port) != 0)
-        return NULL;
+    redis = topo.kind != CMP_REDIS_NONE;
     if ((c = calloc(1, sizeof *c)) == NULL)
         return NULL;
     c->loop = loop;
@@ -186,29 +192,27 @@ cmp_cache *cmp_cache_new(uv_loop_t *loop, const cmp_cache_conf *conf)
             goto fail_c;
     }
     if (redis) {
-        struct sockaddr_in6 a6;
-        struct sockaddr_in a4;
-        if ((c->host = strdup(host)) == NULL)
+        cmp_redis_conf_describe(&topo, where, sizeof where);
+        if ((c->where = strdup(where)) == NULL)
             goto fail_prefix;
-        c->port = port;
-        c->host_numeric = uv_ip4_addr(host, port, &a4) == 0 || uv_ip6_addr(host, port, &a6) == 0;
+        c->cluster = topo.kind == CMP_REDIS_CLUSTER;
         c->rstate = CMP__R_WAIT;
-        c->backoff_ms = CMP_CACHE_BACKOFF_MIN_MS;
     } else {
         if (cmp__lru_init(&c->lru, conf->lru_entries ? conf->lru_entries
                                                       : CMP_CACHE_DEFAULT_LRU_ENTRIES) != 0)
             goto fail_prefix;
         c->rstate = CMP__R_OFF;
     }
+    if (redis && cmp__redis_start(c, &topo) != 0)
+        goto fail_where;
     /* nothing below fails: the handles need a close (and a loop run) once initialised */
     uv_idle_init(loop, &c->idle);
-    uv_timer_init(loop, &c->conn_timer);
     uv_timer_init(loop, &c->cmd_timer);
-    c->idle.data = c->conn_timer.data = c->cmd_timer.data = c;
-    if (redis)
-        cmp__redis_start(c);
+    c->idle.data = c->cmd_timer.data = c;
     return c;
 
+fail_where:
+    free(c->where);
 fail_prefix:
     free(c->prefix);
 fail_c:
@@ -317,7 +321,7 @@ void cmp_cache_set(cmp_cache *c, const char *key, const char *value, size_t len,
 
 void cmp__maybe_free(cmp_cache *c)
 {
-    if (!(c->flags & CMP__F_CLOSING) || c->handles_open > 0 || c->dns_pending > 0)
+    if (!(c->flags & CMP__F_CLOSING) || c->handles_open > 0)
         return;
     if (c->n_live > 0) { /* a hold we do not know about: leak rather than crash */
         cmp__log(c, "BUG: %u request(s) still held at close; leaking the cache", c->n_live);
@@ -330,7 +334,7 @@ void cmp__maybe_free(cmp_cache *c)
     }
     cmp__lru_free(&c->lru);
     free(c->scratch);
-    free(c->host);
+    free(c->where);
     free(c->prefix);
     free(c);
 }
@@ -348,9 +352,8 @@ void cmp_cache_close(cmp_cache *c)
     if (c == NULL || (c->flags & CMP__F_CLOSING))
         return;
     c->flags |= CMP__F_CLOSING;
-    c->handles_open = 3;
+    c->handles_open = 2;
     uv_close((uv_handle_t *)&c->idle, cmp__on_handle_closed);
-    uv_close((uv_handle_t *)&c->conn_timer, cmp__on_handle_closed);
     uv_close((uv_handle_t *)&c->cmd_timer, cmp__on_handle_closed);
     if (c->rstate != CMP__R_OFF)
         cmp__redis_close(c); /* pending commands fire now with a NULL reply: ERROR */
@@ -366,5 +369,7 @@ void cmp_cache_close(cmp_cache *c)
 void cmp_cache_stats_get(const cmp_cache *c, cmp_cache_stats *out)
 {
     *out = c->st;
+    if (c->rc != NULL)
+        out->reconnects = cmp_redis_reconnects(c->rc);
     out->connected = c->rstate == CMP__R_OFF || c->rstate == CMP__R_UP;
 }

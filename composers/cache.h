@@ -24,14 +24,14 @@
 #define CMP_CACHE_DEFAULT_LRU_ENTRIES 10000
 #define CMP_CACHE_MAX_VALUE (64 * 1024)  /* larger values are not cached (see cmp_cache_set) */
 #define CMP_CACHE_CONNECT_TIMEOUT_MS 1000 /* name lookup + TCP connect + PING answered */
-#define CMP_CACHE_BACKOFF_MIN_MS 100
-#define CMP_CACHE_BACKOFF_MAX_MS 5000
 #define CMP_CACHE_HEADER_LEN 8 /* Redis value = stored-at (ms since the epoch, big endian) + value */
 
 typedef struct cmp_cache cmp_cache;
 
 typedef struct cmp_cache_conf {
     const char *redis;     /* "host:port" ("[v6]:port"), or NULL/"": in-process LRU only */
+    const struct cmp_redis_conf *topology; /* instead of redis: one server, Sentinel or
+                              Cluster (composers/redis_client.h); NULL or kind NONE: unused */
     uint32_t timeout_ms;   /* a Redis command unanswered this long is an error (0: 20) */
     uint32_t lru_entries;  /* LRU capacity (0: 10000); LRU mode only */
     const char *prefix;    /* Redis key prefix, e.g. "gw:user:" (NULL: none) */

@@ -6,11 +6,10 @@
 #include <uv.h>
 
 #include "composers/cache.h"
+#include "composers/redis_client.h"
 #include "http/queue.h"
 
-struct redisAsyncContext;
 typedef struct cmp__entry cmp__entry;
-typedef struct cmp__resolve cmp__resolve;
 
 /* ---- LRU (cache_lru.c) ---------------------------------------------------------------- */
 typedef struct cmp__lru {
@@ -38,12 +37,16 @@ enum { CMP__REQ_GET, CMP__REQ_SET, CMP__REQ_DEL };
 /* A request is freed when both flags are clear, by whichever side clears the last one. */
 #define CMP__REQ_OWED 0x1     /* outcome not delivered yet: the req is on c->deferred or
                                  c->inflight (node linked) */
-#define CMP__REQ_HIREDIS 0x2  /* hiredis holds it as privdata: its callback will still run
-                                 (always does: with a NULL reply on teardown) */
+#define CMP__REQ_HIREDIS 0x2  /* the Redis client holds it (cmd): its reply function will still
+                                 run (always does: with NULL on teardown); a split DEL: its
+                                 parts hold it */
 #define CMP__REQ_DEFERRED 0x4 /* on c->deferred (else on c->inflight) */
 
 typedef struct cmp__req {
     gw_queue node;
+    cmp_redis_cmd cmd;   /* while HIREDIS */
+    struct cmp__req *parent; /* a part of a split DEL: the DEL it confirms */
+    uint16_t parts_left, parts_held; /* a split DEL: parts to confirm, parts holding it */
     cmp_cache *c;
     cmp_cache_get_cb cb; /* gets, and confirmed dels */
     void *arg;
@@ -55,11 +58,10 @@ typedef struct cmp__req {
 
 typedef enum {
     CMP__R_OFF = 0,    /* no Redis configured (LRU mode) */
-    CMP__R_WAIT,       /* down; conn_timer = next attempt; ac NULL */
-    CMP__R_RESOLVING,  /* name lookup running (c->resolving); conn_timer = connect timeout */
-    CMP__R_CONNECTING, /* ac set, TCP connect + PING in flight; conn_timer = connect timeout */
-    CMP__R_UP,         /* ac set, PING answered: commands go out; conn_timer stopped */
-    CMP__R_CLOSED,     /* cmp_cache_close ran; ac NULL */
+    CMP__R_WAIT,       /* the client (c->rc) is not usable (yet): gets fail open */
+    CMP__R_UP,         /* the client said it is up (cluster: a key's node may still be
+                          down: the client refuses that key's commands) */
+    CMP__R_CLOSED,     /* cmp_cache_close ran; rc NULL */
 } cmp__rstate;
 
 #define CMP__F_CLOSING 0x1
@@ -80,20 +82,14 @@ struct cmp_cache {
 
     cmp__lru lru;     /* LRU mode only */
 
-    /* Redis mode (host != NULL) */
-    char *host;
-    int port;
-    int host_numeric;
+    /* Redis mode (rc != NULL until closed) */
+    char *where;          /* for logs: the address, or the sentinel/cluster description */
     cmp__rstate rstate;
-    struct redisAsyncContext *ac;
-    cmp__resolve *resolving;
-    int dns_pending;     /* lookups not called back yet (abandoned ones included) */
-    uv_timer_t conn_timer;
+    cmp_redis *rc;
+    int cluster;          /* a multi-key DEL is split per key */
     uv_timer_t cmd_timer; /* the oldest c->inflight deadline */
     gw_queue inflight;    /* commands sent, oldest first (deadline order) */
-    uint32_t backoff_ms;
-    uint64_t last_reply; /* loop time of the last reply */
-    int ever_up, logged_down, attempts;
+    int ever_up, logged_down;
     char *scratch;       /* SET payload buffer, reused */
     size_t scratch_cap;
 
@@ -110,14 +106,14 @@ void cmp__log(const cmp_cache *c, const char *fmt, ...) __attribute__((format(pr
 void cmp__on_handle_closed(uv_handle_t *h);
 
 /* ---- Redis (cache_redis.c) ------------------------------------------------------------ */
-int cmp__redis_parse(const char *s, char *host, size_t hostsz, int *port);
-void cmp__redis_start(cmp_cache *c);
+/* Opens the client for CONF; 0, or -1 when out of memory. */
+int cmp__redis_start(cmp_cache *c, const cmp_redis_conf *conf);
 /* 0: sent (R is on c->inflight, HIREDIS set); <0: not connected, nothing happened. */
 int cmp__redis_send(cmp_cache *c, cmp__req *r, const char *key, const char *val, size_t vlen,
                     uint64_t keep_ms);
 /* As cmp__redis_send, for one DEL of KEYS[0..N). */
 int cmp__redis_send_del(cmp_cache *c, cmp__req *r, const char *const *keys, int n);
-/* Drops the connection (pending commands fire), abandons a lookup, stops the timers. */
+/* Closes the client (pending commands fire now). */
 void cmp__redis_close(cmp_cache *c);
 
 #endif

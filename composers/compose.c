@@ -495,6 +495,7 @@ cmp_worker *cmp_worker_new(uv_loop_t *loop, const cmp_spec *spec, const cmp_conf
     w->spec = spec;
     w->conf = *conf;
     w->conf.redis = NULL;
+    w->conf.redis_topo = NULL;
     if (report)
         w->report = *report;
     w->upstreams = upstreams;
@@ -509,6 +510,7 @@ cmp_worker *cmp_worker_new(uv_loop_t *loop, const cmp_spec *spec, const cmp_conf
     gw_queue_init(&w->detached);
     cmp_cache_conf cc = {
         .redis = conf->redis && conf->redis[0] ? conf->redis : NULL,
+        .topology = conf->redis_topo,
         .timeout_ms = conf->cache.timeout_ms,
         .lru_entries = conf->cache.lru_entries,
         .prefix = "gw:",

@@ -26,6 +26,8 @@ typedef struct cmp_worker cmp_worker;
  * gw_upstream_conf (breaker_failures, breaker_cooldown_ms). */
 typedef struct cmp_conf {
     const char *redis;             /* "host:port" of the user cache, or NULL/"": an LRU */
+    const struct cmp_redis_conf *redis_topo; /* instead: any topology (redis_client.h);
+                                      NULL or kind NONE: use redis */
     struct {
         uint32_t ttl_ms;           /* a cached 200 is fresh for */
         uint32_t negative_ttl_ms;  /* a cached 404 is fresh for */

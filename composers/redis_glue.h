@@ -1,5 +1,5 @@
-/* redis_glue.h — what every hiredis async connection of the gateway needs (implemented in
- * cache_redis.c, used by the user cache and the rate limiter, gateway/ratelimit_redis.c):
+/* redis_glue.h — what every hiredis async connection of the gateway needs (redis_glue.c;
+ * applied by redis_client.c to each connection it makes):
  *  - cmp_redis_fix_adapter: after redisLibuvAttach, routes the shipped 0.14 adapter's poll
  *    events through a callback that forwards poll errors (refused/reset connections are
  *    seen at once, not at a timeout);
@@ -15,7 +15,5 @@
 
 void cmp_redis_fix_adapter(redisAsyncContext *ac);
 void cmp_redis_guard_reader(redisAsyncContext *ac);
-/* "host:port" or "[v6]:port" into HOST and *PORT; 0 or -1. */
-int cmp__redis_parse(const char *s, char *host, size_t hostsz, int *port);
 
 #endif

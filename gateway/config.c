@@ -62,6 +62,8 @@
  *            //      while PostgreSQL is down; relative to this file's folder)
  *            // (conninfo may be left out when GATEWAY_PG supplies it)
  *     "redis": "127.0.0.1:6379",               // optional; absent = in-process LRU user cache
+ *            // or { "sentinels": ["h:p", ...], "master_name": "gw" } or { "cluster": [...] }
+ *            //    (config_redis.c)
  *     "composers": "composers.json",           // optional; compositions (composers/spec.h)
  *     "cache": { "ttl_ms": 60000, "negative_ttl_ms": 5000, "stale_ms": 300000,
  *                "timeout_ms": 20, "lru_entries": 10000 }   // user cache (routes with "cache")
@@ -77,7 +79,7 @@
  *   GATEWAY_ADMIN_LISTEN  replaces "admin.listen"
  *   GATEWAY_ADMIN_TOKEN   replaces "admin.token"
  *   GATEWAY_PG            sets routes.source = "postgres" and routes.conninfo
- *   GATEWAY_REDIS         replaces "redis"
+ *   GATEWAY_REDIS         replaces "redis" ("host:port": one server)
  *
  * Error messages: "FILE: json.path: reason", "FILE: line L column C: jansson's text",
  * "FILE: cannot read: strerror", "env NAME: reason".
@@ -795,8 +797,8 @@ static int gw__parse_root(gw__cfgctx *c, json_t *root, gw_config *k)
                       (rc = gw__get_u32(c, o, "lru_entries", "cache", 0, 10000000, &k->cache.lru_entries)) != 0))
         return rc;
 
-    /* hiredis resolves the name itself when it connects; only the syntax is checked here */
-    return gw__get_address(c, root, "redis", "", 1, 0, k->redis, sizeof k->redis, NULL, NULL);
+    /* names are resolved when connecting; only the syntax is checked here */
+    return gw__parse_redis(c, root, k);
 }
 
 static const char *gw__env(const char *name)
@@ -848,8 +850,9 @@ static int gw__apply_env(gw__cfgctx *c, gw_config *k)
         k->routes_source = GW_ROUTES_POSTGRES;
     }
     if ((v = gw__env("GATEWAY_REDIS")) != NULL &&
-        (rc = gw__address(c, "env GATEWAY_REDIS", v, 1, 0, k->redis, sizeof k->redis, NULL,
-                          NULL)) != 0)
+        ((rc = gw__address(c, "env GATEWAY_REDIS", v, 1, 0, k->redis, sizeof k->redis, NULL,
+                           NULL)) != 0 ||
+         (rc = cmp_redis_conf_single(&k->redis_topo, k->redis) ? GW_EINVAL : 0) != 0))
         return rc;
     return 0;
 }
@@ -930,7 +933,7 @@ static void gw__defaults(gw_config *k)
     k->drain_timeout_ms = 10000;
     k->background.max_in_flight = 256;
     k->rate_limits.shared = 1;
-    k->rate_limits.instances = 1;
+    k->rate_limits.instances = 0; /* learned from the instances seen in Redis */
     k->rate_limits.timeout_ms = 50;
     k->background.max_connections_per_endpoint = 64;
     k->routes_source = GW_ROUTES_FILE;

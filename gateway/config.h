@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "composers/redis_client.h" /* cmp_redis_conf */
 #include "http/tls_conf.h"
 #include "http/upstream_conf.h" /* GW_MAX_UPSTREAMS */
 #include "routes/route_table.h" /* rt_rate_limit */
@@ -77,7 +78,8 @@ typedef struct gw_config {
     char routes_file[1024];        /* resolved relative to the config file's folder */
     char pg_conninfo[1024];        /* env GATEWAY_PG */
     char routes_cache_file[1024];  /* postgres source: last good table on disk */
-    char redis[128];               /* "host:port"; env GATEWAY_REDIS */
+    char redis[128];               /* "host:port" (one server); env GATEWAY_REDIS */
+    cmp_redis_conf redis_topo;     /* any form of "redis" (kind NONE: no Redis) */
     char composers_file[1024];     /* compositions; "" = none */
     struct {
         uint32_t ttl_ms;           /* fresh for; default 60000 */
@@ -89,7 +91,8 @@ typedef struct gw_config {
     struct {                       /* "rate_limits": how routes' rate_limit are enforced */
         int shared;                /* "shared" (default true): through "redis" when set */
         uint32_t instances;        /* N gateway instances: Redis slow or down, each keeps
-                                      rate / N locally; default 1 */
+                                      rate / N locally; 0 (default): N learned from the
+                                      instances seen in Redis (1 until known) */
         uint32_t timeout_ms;       /* a Redis answer later than this: the local share
                                       decides; default 50 */
         rt_rate_limit default_limit; /* "default": for routes without "rate_limit" (rate 0:

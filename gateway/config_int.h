@@ -58,6 +58,8 @@ int gw__name_ok(const char *s); /* [A-Za-z0-9_.-]{1,63} */
 int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstream_conf *up);
 /* config_listeners.c: "listen" or "listeners" of ROOT into k->listeners. */
 int gw__parse_listeners(gw__cfgctx *c, json_t *root, gw_config *k);
+/* config_redis.c: "redis" of ROOT into k->redis (one server) and k->redis_topo. */
+int gw__parse_redis(gw__cfgctx *c, json_t *root, gw_config *k);
 /* config_limits.c: "rate_limits" of ROOT into k->rate_limits (defaults already set). */
 int gw__parse_rate_limits(gw__cfgctx *c, json_t *root, gw_config *k);
 /* config_tracing.c: "tracing" of ROOT into k->tracing, and its defaults. */

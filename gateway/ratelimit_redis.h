@@ -1,23 +1,29 @@
-/* ratelimit_redis.h — the shared rate limiter: one hiredis async connection per worker on
- * the worker's loop, one EVALSHA of the GCRA script per request (hiredis pipelines every
- * command queued in a loop iteration into one write), never blocking.
+/* ratelimit_redis.h — the shared rate limiter: one EVALSHA of the GCRA script per request
+ * through the worker's Redis client (composers/redis_client.h: one server, Sentinel or
+ * Cluster, on the worker's loop; hiredis pipelines every command queued in a loop iteration
+ * into one write), never blocking.
  *
- * Connection: WAIT -(timer)-> RESOLVING -> CONNECTING -(SCRIPT LOAD answered)-> UP; any
- * failure back to WAIT with a backoff (100 ms doubling to 5 s). The script is loaded on
- * each connection; a NOSCRIPT answer (Redis restarted, SCRIPT FLUSH) re-sends that request
- * as EVAL, which loads it again.
+ * The script's sha is computed here; a NOSCRIPT answer (a new server, a restart, SCRIPT
+ * FLUSH, a cluster node that never saw it) re-sends that request as EVAL, which loads it.
  *
- * Modes (gw_rl_mode): UP = SHARED, the script decides, exact across instances. Otherwise =
- * FALLBACK: the request is decided at once in this process with rate / instances — neither
- * an open flood nor a 429 storm. A request whose answer is later than timeout_ms is decided
- * the same way (its late answer is dropped); when nothing at all came back for timeout_ms
- * the connection is dropped and re-made. Transitions are logged and shown in /metrics. */
+ * Modes (gw_rl_mode): client up = SHARED, the script decides, exact across instances.
+ * Otherwise = FALLBACK: the request is decided at once in this process with rate / N —
+ * neither an open flood nor a 429 storm. A request whose answer is later than timeout_ms is
+ * decided the same way (its late answer is dropped); when nothing at all came back for
+ * timeout_ms the client drops the connection and makes it again. In a cluster a key whose
+ * master is down is decided locally while the others stay shared. Transitions are logged
+ * and shown in /metrics.
+ *
+ * N: "instances" when configured, else learned: every worker refreshes its process's entry
+ * in the sorted set gw:rl:instances (scored by Redis's clock) each second; entries older
+ * than 3 s are dropped and the count of the rest is N (kept while Redis is away). */
 #ifndef GW_RATELIMIT_REDIS_H
 #define GW_RATELIMIT_REDIS_H
 
 #include <stdint.h>
 #include <uv.h>
 
+#include "composers/redis_client.h"
 #include "gateway/ratelimit.h"
 
 typedef struct gw_rl_redis gw_rl_redis;
@@ -26,10 +32,14 @@ typedef struct gw_rl_wait gw_rl_wait;
 /* Called exactly once per queued check (unless cancelled first), from the loop. */
 typedef void (*gw_rl_done)(void *arg, const gw_gcra_result *r);
 
-/* A limiter for LOOP talking to HOSTPORT; DIVISOR is the instance count for the fallback,
- * TIMEOUT_MS the answer deadline. Starts connecting at once. NULL when out of memory. */
-gw_rl_redis *gw_rl_redis_new(uv_loop_t *loop, const char *hostport, uint32_t divisor,
+/* A limiter for LOOP talking to the Redis of CONF; DIVISOR is the instance count for the
+ * fallback (0: learned), TIMEOUT_MS the answer deadline. Starts connecting at once. NULL
+ * when CONF is unusable or out of memory. */
+gw_rl_redis *gw_rl_redis_new(uv_loop_t *loop, const cmp_redis_conf *conf, uint32_t divisor,
                              uint32_t timeout_ms, int worker_id);
+/* The fallback divisor now: the configured instances, else the learned count (1 until
+ * known). 1 for NULL. */
+uint32_t gw_rl_redis_divisor(const gw_rl_redis *rl);
 /* Closes the connection (pending checks are decided locally first) and frees the limiter
  * once its timer is closed. Safe with NULL. */
 void gw_rl_redis_close(gw_rl_redis *rl);

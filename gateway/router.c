@@ -264,7 +264,7 @@ static int rate_limit_admits(gw_request *req, gw_worker *w, rt_table *table,
         }
         pending_free(p); /* decided at once (Redis away): the local share */
     } else if (w->ratelimit) {
-        gw_rl_decide_local(route, l, req, w->cfg->rate_limits.instances, GW_RL_FALLBACK, &r);
+        gw_rl_decide_local(route, l, req, gw_rl_redis_divisor(w->ratelimit), GW_RL_FALLBACK, &r);
     } else {
         gw_rl_decide_local(route, l, req, 1, GW_RL_LOCAL, &r);
     }
@@ -354,6 +354,7 @@ cmp_worker *gw_router_composer_new(gw_worker *w)
     const gw_config *cfg = w->cfg;
     cmp_conf conf = {
         .redis = cfg->redis,
+        .redis_topo = &cfg->redis_topo,
         .cache = {
             .ttl_ms = cfg->cache.ttl_ms,
             .negative_ttl_ms = cfg->cache.negative_ttl_ms,

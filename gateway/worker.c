@@ -238,8 +238,8 @@ static void worker_main(void *arg)
     /* compositions and the user cache (Redis, or an in-process LRU) */
     w->composer = gw_router_composer_new(w);
     /* rate limits: shared through Redis when configured (falls back to rate/instances) */
-    if (w->cfg->redis[0] && w->cfg->rate_limits.shared)
-        w->ratelimit = gw_rl_redis_new(&w->loop, w->cfg->redis, w->cfg->rate_limits.instances,
+    if (w->cfg->redis_topo.kind != CMP_REDIS_NONE && w->cfg->rate_limits.shared)
+        w->ratelimit = gw_rl_redis_new(&w->loop, &w->cfg->redis_topo, w->cfg->rate_limits.instances,
                                        w->cfg->rate_limits.timeout_ms, w->id);
     if (!w->ratelimit)
         gw_rl_workers_in_mode(GW_RL__MODES, GW_RL_LOCAL);
@@ -313,7 +313,7 @@ static void worker_main(void *arg)
     }
     cmp_worker_free(w->composer);
     w->composer = NULL;
-    if (!w->cfg->redis[0] || !w->cfg->rate_limits.shared)
+    if (w->cfg->redis_topo.kind == CMP_REDIS_NONE || !w->cfg->rate_limits.shared)
         gw_rl_workers_in_mode(GW_RL_LOCAL, GW_RL__MODES);
     for (int i = 0; i < GW_MAX_UPSTREAMS; i++)
         gw_upstream_free(&w->upstreams[i]);

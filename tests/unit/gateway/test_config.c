@@ -363,9 +363,62 @@ static void test_errors_addresses(void **state)
           "admin.listen: same address as listen (127.0.0.1:8080)" },
         { WITH(", \"redis\": \"127.0.0.1:0\""), GW_EINVAL, "redis: invalid port \"0\"" },
         { WITH(", \"redis\": \"127.0.0.1\""), GW_EINVAL, "redis: invalid address \"127.0.0.1\"" },
-        { WITH(", \"redis\": null"), GW_EINVAL, "redis: must be a \"host:port\" string" },
+        { WITH(", \"redis\": null"), GW_EINVAL,
+          "redis: must be a \"host:port\" string, or an object with \"sentinels\" and "
+          "\"master_name\", or with \"cluster\"" },
+        { WITH(", \"redis\": {}"), GW_EINVAL,
+          "redis: needs exactly one of \"sentinels\" or \"cluster\"" },
+        { WITH(", \"redis\": {\"cluster\": [\"a:1\"], \"sentinels\": [\"b:2\"]}"), GW_EINVAL,
+          "redis: needs exactly one of \"sentinels\" or \"cluster\"" },
+        { WITH(", \"redis\": {\"cluster\": []}"), GW_EINVAL,
+          "redis.cluster: must be a non-empty array of \"host:port\" strings" },
+        { WITH(", \"redis\": {\"cluster\": [\"127.0.0.1:7000\", \"127.0.0.1\"]}"), GW_EINVAL,
+          "redis.cluster[1]: invalid address \"127.0.0.1\"" },
+        { WITH(", \"redis\": {\"cluster\": [\"a:1\", \"a:1\"]}"), GW_EINVAL,
+          "redis.cluster[1]: listed twice" },
+        { WITH(", \"redis\": {\"cluster\": [\"a:1\"], \"master_name\": \"m\"}"), GW_EINVAL,
+          "redis.master_name: only with \"sentinels\"" },
+        { WITH(", \"redis\": {\"sentinels\": [\"a:26379\"]}"), GW_EINVAL,
+          "redis.master_name: required with \"sentinels\" (the name the sentinels monitor)" },
+        { WITH(", \"redis\": {\"sentinels\": [\"a:26379\"], \"master_name\": \"a b\"}"),
+          GW_EINVAL, "redis.master_name: visible ASCII without spaces only" },
+        { WITH(", \"redis\": {\"sentinels\": [7], \"master_name\": \"m\"}"), GW_EINVAL,
+          "redis.sentinels[0]: must be a \"host:port\" string" },
+        { WITH(", \"redis\": {\"sentinels\": [\"a:1\"], \"master_name\": \"m\", \"db\": 1}"),
+          GW_EINVAL, "redis.db: unknown key" },
     };
     run_cases(*state, cases, N(cases));
+}
+
+/* "redis": one server, a Sentinel set, a cluster; GATEWAY_REDIS replaces any of them. */
+static void test_redis_forms(void **state)
+{
+    gw_config *cfg = *state;
+    char err[1024];
+    assert_int_equal(load_text(cfg, WITH(""), err, sizeof err), 0);
+    assert_int_equal(cfg->redis_topo.kind, CMP_REDIS_NONE);
+    assert_int_equal(load_text(cfg, WITH(", \"redis\": \"127.0.0.1:6379\""), err, sizeof err), 0);
+    assert_int_equal(cfg->redis_topo.kind, CMP_REDIS_SINGLE);
+    assert_string_equal(cfg->redis_topo.addr[0], "127.0.0.1:6379");
+    assert_int_equal(load_text(cfg, WITH(", \"redis\": {\"sentinels\": [\"10.0.0.1:26379\", "
+                                         "\"s2.internal:26379\"], \"master_name\": \"gw\"}"),
+                               err, sizeof err), 0);
+    assert_int_equal(cfg->redis_topo.kind, CMP_REDIS_SENTINEL);
+    assert_int_equal(cfg->redis_topo.n, 2);
+    assert_string_equal(cfg->redis_topo.addr[1], "s2.internal:26379");
+    assert_string_equal(cfg->redis_topo.master_name, "gw");
+    assert_string_equal(cfg->redis, "");
+    assert_int_equal(load_text(cfg, WITH(", \"redis\": {\"cluster\": [\"[::1]:7000\"]}"), err,
+                               sizeof err), 0);
+    assert_int_equal(cfg->redis_topo.kind, CMP_REDIS_CLUSTER);
+    assert_int_equal(cfg->redis_topo.n, 1);
+    assert_string_equal(cfg->redis_topo.addr[0], "[::1]:7000");
+    assert_int_equal(setenv("GATEWAY_REDIS", "cache.internal:6390", 1), 0);
+    assert_int_equal(load_text(cfg, WITH(", \"redis\": {\"cluster\": [\"[::1]:7000\"]}"), err,
+                               sizeof err), 0);
+    clear_env();
+    assert_int_equal(cfg->redis_topo.kind, CMP_REDIS_SINGLE);
+    assert_string_equal(cfg->redis_topo.addr[0], "cache.internal:6390");
 }
 
 /* "rate_limits": defaults, values, and an error per key. */
@@ -375,7 +428,7 @@ static void test_rate_limits(void **state)
     char err[1024];
     assert_int_equal(load_text(cfg, WITH(""), err, sizeof err), 0);
     assert_int_equal(cfg->rate_limits.shared, 1);
-    assert_int_equal(cfg->rate_limits.instances, 1);
+    assert_int_equal(cfg->rate_limits.instances, 0); /* learned */
     assert_int_equal(cfg->rate_limits.timeout_ms, 50);
     assert_int_equal(load_text(cfg, WITH(", \"rate_limits\": {\"shared\": false, "
                                          "\"instances\": 3, \"timeout_ms\": 20}"),
@@ -775,6 +828,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_addresses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_structure, setup, teardown),
