@@ -110,7 +110,7 @@ $(OUT)/fuzz_%: $(OUT)/obj/tests/fuzz/fuzz_%.o $(OUT)/libgw.a
 
 # ---- set-up ---------------------------------------------------------------------------
 DEB_PKGS := build-essential pkg-config libuv1-dev node-llhttp libpq-dev libhiredis-dev \
-            libjansson-dev libcmocka-dev postgresql redis-server python3 curl valgrind \
+            libjansson-dev libcmocka-dev postgresql redis-server redis-sentinel python3 curl valgrind \
             clang libclang-rt-14-dev libssl-dev openssl chromium chromium-driver python3-selenium \
             libnghttp2-dev nghttp2-client
 deps:
