@@ -200,6 +200,27 @@ def expect_exact(s, api_key, burst=10, extra=3):
     assert shared_allowed(s) == before + burst, (before, shared_allowed(s))
 
 
+def kill_under_load(s, paths, kill, promoted, what):
+    """KILL a master while threads load S through PATHS; wait until PROMOTED() and every
+    worker is shared again, load some more. Every request must have been answered 200."""
+    load = Load(s.port, paths)
+    try:
+        wait_until(lambda: load.count() > 200, 20, "load before the kill")
+        kill()
+        t_kill = time.monotonic()
+        wait_until(promoted, 30, "a replica promoted", step=0.1)
+        t_promoted = time.monotonic()
+        wait_until(lambda: workers_in(s, "shared") == s.workers, 20, "shared again")
+        t_shared = time.monotonic()
+        n = load.count()
+        wait_until(lambda: load.count() > n + 200, 20, "load after the failover")
+    finally:
+        got = load.stop()
+    print("  %s: promoted %.1f s after the kill, shared again %.1f s after; %d requests under "
+          "load" % (what, t_promoted - t_kill, t_shared - t_kill, len(got)))
+    assert set(got) == {200}, sorted(set(map(str, got)))  # nothing failed
+
+
 # ---- Redis Cluster ---------------------------------------------------------------------------
 
 def start_cluster(n=6):
@@ -245,11 +266,9 @@ def _cluster_nodes(srv, n):
     return ports
 
 
-def master_of(ports, key, exclude=()):
+def master_of(ports, key):
     """The port of the master serving KEY's slot, asked of a live node."""
     for p in ports:
-        if p in exclude:
-            continue
         slot = try_cmd(p, "CLUSTER", "KEYSLOT", key)
         slots = try_cmd(p, "CLUSTER", "SLOTS")
         if slot is None or not slots:
@@ -284,25 +303,11 @@ def test_cluster_master_killed_under_load():
             # the slot map is in use: keys on every master were served (MOVED would say not)
             assert "redis cluster: slot map: 3 masters, 16384 of 16384 slots" in s.gw.output()
 
-            load = Load(s.port, ["/api/open/users/1", "/api/users/%d" % uid, "/api/open/users/2"])
-            try:
-                wait_until(lambda: load.count() > 200, 20, "load before the kill")
-                name = "node%d" % ports.index(victim)
-                srv.kill(name)
-                t_kill = time.monotonic()
-                live = [p for p in ports if p != victim]
-                wait_until(lambda: master_of(live, "gw:rl:open:route:", exclude=(victim,))
-                           not in (None, victim), 20, "a replica promoted", step=0.1)
-                t_promoted = time.monotonic()
-                wait_until(lambda: workers_in(s, "shared") == 2, 20, "shared again")
-                t_shared = time.monotonic()
-                n = load.count()
-                wait_until(lambda: load.count() > n + 200, 20, "load after the failover")
-            finally:
-                got = load.stop()
-            print("  cluster: promoted %.1f s after the kill, shared again %.1f s after; %d "
-                  "requests under load" % (t_promoted - t_kill, t_shared - t_kill, len(got)))
-            assert set(got) == {200}, sorted(set(map(str, got)))  # nothing failed
+            live = [p for p in ports if p != victim]
+            kill_under_load(
+                s, ["/api/open/users/1", "/api/users/%d" % uid, "/api/open/users/2"],
+                lambda: srv.kill("node%d" % ports.index(victim)),
+                lambda: master_of(live, "gw:rl:open:route:") not in (None, victim), "cluster")
             m = metrics(s)
             assert m.get('gateway_ratelimit_requests_total{route="open",key="route",'
                          'mode="fallback",result="allowed"}', 0) > 0, "no fallback seen"
@@ -366,23 +371,10 @@ def test_sentinel_master_killed_under_load():
             expect_hit_again(s, 7)
             expect_exact(s, "before")
 
-            load = Load(s.port, ["/api/open/users/1", "/api/users/7"])
-            try:
-                wait_until(lambda: load.count() > 200, 20, "load before the kill")
-                srv.kill("master")
-                t_kill = time.monotonic()
-                wait_until(lambda: "role:master" in (try_cmd(rport, "INFO", "replication") or ""),
-                           30, "the replica promoted", step=0.1)
-                t_promoted = time.monotonic()
-                wait_until(lambda: workers_in(s, "shared") == 2, 20, "shared again")
-                t_shared = time.monotonic()
-                n = load.count()
-                wait_until(lambda: load.count() > n + 200, 20, "load after the failover")
-            finally:
-                got = load.stop()
-            print("  sentinel: promoted %.1f s after the kill, shared again %.1f s after; "
-                  "%d requests under load" % (t_promoted - t_kill, t_shared - t_kill, len(got)))
-            assert set(got) == {200}, sorted(set(map(str, got)))
+            kill_under_load(
+                s, ["/api/open/users/1", "/api/users/7"], lambda: srv.kill("master"),
+                lambda: "role:master" in (try_cmd(rport, "INFO", "replication") or ""),
+                "sentinel")
             out = s.gw.output()
             # the fallback divided by the learned count of instances
             assert "limits fall back to rate/2 per instance" in out, out[-3000:]
