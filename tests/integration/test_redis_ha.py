@@ -221,6 +221,58 @@ def kill_under_load(s, paths, kill, promoted, what):
     assert set(got) == {200}, sorted(set(map(str, got)))  # nothing failed
 
 
+def fallback_decisions(s, route="tight", key="header"):
+    m = metrics(s)
+    return sum(m.get('gateway_ratelimit_requests_total{route="%s",key="%s",mode="fallback",'
+                     'result="%s"}' % (route, key, r), 0) for r in ("allowed", "limited"))
+
+
+def tight(s, api_key, n):
+    return [request(s.port, "GET", "/api/tight/users/1", headers={"X-Api-Key": api_key})[0]
+            for _ in range(n)]
+
+
+def check_slot_migration(s, ports):
+    """One bucket's slot moved to another master while the gateway uses it, as
+    `redis-cli --cluster reshard` does: IMPORTING/MIGRATING and MIGRATE (the old master then
+    answers -ASK), then SETSLOT NODE everywhere (-MOVED). The bucket's count carries over and
+    every decision stays Redis's: the redirections were followed, none fell back."""
+    api = "m1"
+    key = "gw:rl:tight:h:" + api
+    src = master_of(ports, key)
+    dst = next(p for p in ports if p != src and
+               "role:master" in (try_cmd(p, "INFO", "replication") or ""))
+    ids = {p: cmd(p, "CLUSTER", "MYID") for p in (src, dst)}
+    slot = cmd(src, "CLUSTER", "KEYSLOT", key)
+    fb = fallback_decisions(s)
+    first = tight(s, api, 4)
+    assert cmd(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src]) == "OK"
+    assert cmd(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst]) == "OK"
+    assert cmd(src, "MIGRATE", "127.0.0.1", dst, key, 0, 5000) == "OK"
+    asked = tight(s, api, 3)  # the old master has no key now: -ASK to the new one
+    for p in ports:
+        if "role:master" in (try_cmd(p, "INFO", "replication") or ""):
+            assert cmd(p, "CLUSTER", "SETSLOT", slot, "NODE", ids[dst]) == "OK"
+    moved = tight(s, api, 5)  # the gateway's map still says src: -MOVED
+    assert first + asked + moved == [200] * 10 + [429] * 2, (first, asked, moved)
+    assert fallback_decisions(s) == fb, "a redirection was not followed"
+    assert master_of(ports, key) == dst
+
+
+def check_split_eviction(s, ports, uid):
+    """A PUT evicts the path under every upstream: in a cluster one DEL per key (a DEL of
+    keys in two slots would be refused with -CROSSSLOT). Both copies are gone from Redis."""
+    keys = ["gw:users:%s:/api/users/%d" % (u, uid) for u in ("legacy", "user-service")]
+    assert len({cmd(ports[0], "CLUSTER", "KEYSLOT", k) for k in keys}) == 2
+    legacy_master = master_of(ports, keys[0])
+    assert cmd(legacy_master, "SET", keys[0], "x") == "OK"
+    st = request(s.port, "PUT", "/api/users/%d" % uid, headers={"Content-Type":
+                 "application/json"}, body=b'{"name": "Ada"}')[0]
+    assert st == 200, st
+    for k in keys:
+        wait_until(lambda: cmd(master_of(ports, k), "EXISTS", k) == 0, 2, "%s evicted" % k)
+
+
 # ---- Redis Cluster ---------------------------------------------------------------------------
 
 def start_cluster(n=6):
@@ -302,6 +354,9 @@ def test_cluster_master_killed_under_load():
             expect_exact(s, api)
             # the slot map is in use: keys on every master were served (MOVED would say not)
             assert "redis cluster: slot map: 3 masters, 16384 of 16384 slots" in s.gw.output()
+            check_slot_migration(s, ports)
+            check_split_eviction(s, ports, uid)
+            expect_hit_again(s, uid)
 
             live = [p for p in ports if p != victim]
             kill_under_load(
