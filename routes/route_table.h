@@ -4,6 +4,7 @@
 // routes.json:
 //   { "legacy_upstream": "legacy",       -- optional, default "legacy": where rollback goes
 //     "version": 7,                      -- optional, written by rt_table_to_json
+//     "upstreams": { NAME: {...} },      -- optional: upstream definitions (upstreams.h)
 //     "routes": [ { "id": "users", "methods": ["GET","PUT"], "path": "/api/users/**",
 //                   "upstream": "user-service",
 //                   "rewrite": { "strip_prefix": "/api" }            -- or

@@ -255,13 +255,14 @@
     tb.textContent = "";
     d.history.forEach(function (c) {
       var change = "";
-      if (c.new && typeof c.new === "object") change = c.new.split ? "split " + JSON.stringify(c.new.split) : "→ " + (c.new.upstream || "");
+      if (c.upstream && c.new && c.new.endpoints) change = "endpoints " + c.new.endpoints.join(", ");
+      else if (c.new && typeof c.new === "object") change = c.new.split ? "split " + JSON.stringify(c.new.split) : "→ " + (c.new.upstream || "");
       else if (c.new === null) change = "removed";
       tb.appendChild(el("tr", {}, [
         el("td", { text: c.at ? String(c.at) : (c.at_ms ? new Date(c.at_ms).toISOString() : "") }),
         el("td", { text: c.version !== undefined ? String(c.version) : "" }),
         el("td", { text: c.who || "" }), el("td", { text: c.action || "" }),
-        el("td", { text: c.route_id || "" }), el("td", { text: change }),
+        el("td", { text: c.route_id || (c.upstream ? "upstream " + c.upstream : "") }), el("td", { text: change }),
         el("td", { cls: "muted", text: c.reason || "" }),
       ]));
     });
