@@ -14,8 +14,9 @@
  *     "upstreams": {                           // required, 1..64 upstreams
  *       "legacy": {                            // name: [A-Za-z0-9_.-]{1,63}
  *         "endpoints": ["127.0.0.1:9101"],     // required, 1..32 host:port, port 1..65535;
- *                                              //   names resolved once at load (first IPv4
- *                                              //   address, else first IPv6 address)
+ *                                              //   names resolved at load (first IPv4
+ *                                              //   address, else first IPv6 address), then
+ *                                              //   every resolve_ms (gateway/resolver.h)
  *         "host": "legacy.internal",           // Host header sent upstream; default "" =
  *                                              //   keep the client's Host
  *         "connect_timeout_ms": 1000,          // default 1000

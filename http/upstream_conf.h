@@ -14,7 +14,8 @@
 
 typedef struct gw_endpoint_conf {
     char address[128]; /* as written: "127.0.0.1:9101" or "host:port" */
-    struct sockaddr_storage addr; /* resolved once at load time, never on the request path */
+    struct sockaddr_storage addr; /* resolved at load time, then in the background
+                                     (gateway/resolver.h); never on the request path */
     socklen_t addrlen;
 } gw_endpoint_conf;
 
