@@ -135,6 +135,15 @@ def test_upstream_added_used_and_removed_through_the_admin_api():
                 disk = json.load(f)
             assert disk["upstreams"]["new-service"]["endpoints"] == ["127.0.0.1:%d" % new.port], disk
 
+            # a cutover plan towards it (step 0: a shadow) names it too
+            st, b = admin(s, "POST", "/admin/cutovers", {"route": "users", "target": "new-service"})
+            assert st == 200, (st, b)
+            st, b = admin(s, "DELETE", "/admin/upstreams/new-service")
+            assert st == 409 and b["referrers"] == ['cutovers["users"].target'], (st, b)
+            st, b = admin(s, "POST", "/admin/cutovers/users/abort", {})
+            assert st == 200, (st, b)
+            new.reset()
+
             st, b = admin(s, "PATCH", "/admin/routes/users", {"upstream": "new-service"})
             assert st == 200, (st, b)
             st, h, body = request(s.port, "GET", "/api/users/1")
@@ -162,7 +171,7 @@ def test_upstream_added_used_and_removed_through_the_admin_api():
             assert st == 409 and "gateway.json" in b["error"], (st, b)
 
             st, b = admin(s, "GET", "/admin/routes/history")
-            ups = [(c["action"], c["who"], c.get("upstream")) for c in b["changes"] if "upstream" in c]
+            ups = [(c["action"], c["who"], c.get("upstream")) for c in b["changes"] if c.get("upstream")]
             assert ups == [("upstream-delete", "admin", "new-service"),
                            ("upstream-put", "admin", "new-service")], ups
         finally:
