@@ -112,7 +112,7 @@ $(OUT)/fuzz_%: $(OUT)/obj/tests/fuzz/fuzz_%.o $(OUT)/libgw.a
 DEB_PKGS := build-essential pkg-config libuv1-dev node-llhttp libpq-dev libhiredis-dev \
             libjansson-dev libcmocka-dev postgresql redis-server redis-sentinel python3 curl valgrind \
             clang libclang-rt-14-dev libssl-dev openssl chromium chromium-driver python3-selenium \
-            libnghttp2-dev nghttp2-client
+            libnghttp2-dev nghttp2-client python3-websockets
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

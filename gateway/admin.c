@@ -29,6 +29,7 @@
 #include "gateway/admin_upstreams.h"
 #include "gateway/resolver.h"
 #include "gateway/cutover.h"
+#include "gateway/tunnels.h"
 #include "routes/route_edit.h"
 #include "routes/route_table.h"
 
@@ -277,6 +278,24 @@ static void serve_metrics(gw_admin *a, gw_request *req)
     free(text);
 }
 
+static void add_tunnel_count(const char *upstream, int64_t active, void *arg)
+{
+    json_object_set_new(arg, upstream, json_integer(active));
+}
+
+/* GET /admin/routes/{id}: the route, and for one that allows upgrades (or had tunnels) its
+ * open tunnels per upstream ("tunnels", read-only: a PUT of this document ignores it). An
+ * open tunnel does not follow a flip: a cutover is over when the old side reads 0. */
+static json_t *route_doc(const rt_route *r)
+{
+    json_t *doc = rt_route_to_json(r), *tun = json_object();
+    gw_tunnels_of_route(r->id, add_tunnel_count, tun);
+    if (doc && tun && (r->upgrade || json_object_size(tun)))
+        json_object_set(doc, "tunnels", tun);
+    json_decref(tun);
+    return doc;
+}
+
 static void serve_routes(gw_admin *a, gw_request *req, const char *id)
 {
     rt_table *t = rt_current_acquire();
@@ -289,7 +308,7 @@ static void serve_routes(gw_admin *a, gw_request *req, const char *id)
         if (!r)
             gw_response_error(req, 404, "no such route");
         else {
-            json_t *doc = rt_route_to_json(r);
+            json_t *doc = route_doc(r);
             send_json(req, 200, doc);
             json_decref(doc);
         }

@@ -8,6 +8,7 @@
  *    "routes": [{"id","path","domain","primary","split"|null,"shadow"|null,"fallback"|null,
  *                "cache","new_share","rps","error_rate","fallbacks",
  *                "cache_stats": {"hits" (fresh + stale),"stale","lookups","hit_rate"},
+ *                "upgrade" (bool), "tunnels": {upstream: open tunnels}, "tunnels_open",
  *                "shadow_stats": {"compared","mismatched","mismatch_rate","latest"|null},
  *                "sides": [{"upstream","role","weight","rps","requests","errors",
  *                           "error_rate","p50_ms","p99_ms","fallbacks","shadow_compared",
@@ -26,6 +27,7 @@
 
 #include "gateway/cutover.h"
 #include "gateway/dashboard_stats.h"
+#include "gateway/tunnels.h"
 #include "routes/route_table.h"
 
 #define SAMPLE_MS 1000
@@ -366,6 +368,21 @@ static void route_figures(json_t *o, const route_acc *acc, int secs, const gw_da
                                   "latest", latest));
 }
 
+/* Open tunnels of a route per upstream (tunnels.h): only the ones still open. */
+typedef struct tunnels_acc {
+    json_t *by_upstream;
+    int64_t total;
+} tunnels_acc;
+
+static void add_tunnels(const char *upstream, int64_t active, void *arg)
+{
+    tunnels_acc *a = arg;
+    if (active <= 0)
+        return;
+    json_object_set_new(a->by_upstream, upstream, json_integer(active));
+    a->total += active;
+}
+
 static json_t *build(gw_dashboard *d, const rt_table *t)
 {
     const char *legacy = rt_table_legacy_upstream(t);
@@ -404,6 +421,11 @@ static json_t *build(gw_dashboard *d, const rt_table *t)
         json_object_set_new(o, "fallback", r->fallback.upstream
                                                ? json_string(r->fallback.upstream) : json_null());
         json_object_set_new(o, "cache", json_boolean(r->cache));
+        tunnels_acc ta = { json_object(), 0 };
+        gw_tunnels_of_route(r->id, add_tunnels, &ta);
+        json_object_set_new(o, "upgrade", json_boolean(r->upgrade != NULL));
+        json_object_set_new(o, "tunnels", ta.by_upstream);
+        json_object_set_new(o, "tunnels_open", json_integer(ta.total));
         double share = gw_dash_new_share(r, legacy);
         json_object_set_new(o, "new_share", json_real(share));
         json_t *sides = json_array();

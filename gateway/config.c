@@ -41,6 +41,8 @@
  *       "body_timeout_ms": 30000,              // default 30000
  *       "idle_timeout_ms": 60000,              // default 60000
  *       "send_timeout_ms": 30000,              // default 30000
+ *       "tunnel_idle_timeout_ms": 300000,      // an upgraded connection (WebSocket) with no
+ *                                              //   byte either way; routes may set their own
  *       "max_connections": 10000,              // 1..1000000 per worker; default 10000: above
  *                                              // it new connections are closed at once
  *       "read_buffer_bytes": 65536             // 4096..16777216; default 65536: a client
@@ -601,7 +603,7 @@ static int gw__parse_limits(gw__cfgctx *c, json_t *root, gw_limits_conf *l)
 {
     static const char *const keys[] = { "max_uri_bytes", "max_header_bytes", "max_headers",
                                         "max_body_bytes", "header_timeout_ms", "body_timeout_ms",
-                                        "idle_timeout_ms", "send_timeout_ms",
+                                        "idle_timeout_ms", "send_timeout_ms", "tunnel_idle_timeout_ms",
                                         "read_buffer_bytes", "max_connections", NULL };
     json_t *o;
     json_int_t body = (json_int_t)l->max_body_bytes;
@@ -625,6 +627,7 @@ static int gw__parse_limits(gw__cfgctx *c, json_t *root, gw_limits_conf *l)
         (rc = gw__get_ms(c, o, "body_timeout_ms", "limits", &l->body_timeout_ms)) != 0 ||
         (rc = gw__get_ms(c, o, "idle_timeout_ms", "limits", &l->idle_timeout_ms)) != 0 ||
         (rc = gw__get_ms(c, o, "send_timeout_ms", "limits", &l->send_timeout_ms)) != 0 ||
+        (rc = gw__get_ms(c, o, "tunnel_idle_timeout_ms", "limits", &l->tunnel_idle_timeout_ms)) != 0 ||
         (rc = gw__get_u32(c, o, "read_buffer_bytes", "limits", 4096, 16777216,
                           &l->read_buffer_bytes)) != 0 ||
         (rc = gw__get_u32(c, o, "max_connections", "limits", 1, 1000000,
@@ -927,6 +930,7 @@ static void gw__defaults(gw_config *k)
     k->limits.header_timeout_ms = 10000;
     k->limits.body_timeout_ms = 30000;
     k->limits.idle_timeout_ms = 60000;
+    k->limits.tunnel_idle_timeout_ms = 300000;
     k->limits.send_timeout_ms = 30000;
     k->limits.read_buffer_bytes = 65536;
     k->limits.max_connections = 10000;

@@ -34,6 +34,8 @@ typedef struct gw_limits_conf {
     uint32_t body_timeout_ms;    /* between two reads of a request body; default 30000 */
     uint32_t idle_timeout_ms;    /* keep-alive idle; default 60000 */
     uint32_t send_timeout_ms;    /* client not reading our response; default 30000 */
+    uint32_t tunnel_idle_timeout_ms; /* a tunnel (after 101) with no byte either way; routes'
+                                        tunnel_idle_timeout_ms override it; default 300000 */
     uint32_t read_buffer_bytes;  /* a client connection's read buffer while it has a request
                                     (idle ones hold none); at least max_header_bytes; default 65536 */
     uint32_t max_connections;    /* open client connections per worker; above, new ones are

@@ -1,5 +1,6 @@
 /* metrics.c — per-worker counters and their Prometheus rendering. */
 #include "gateway/metrics.h"
+#include "gateway/tunnels.h"
 #include "gateway/inflight_limit.h"
 #include "gateway/ratelimit.h"
 #include "gateway/span_export.h"
@@ -587,6 +588,12 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
     size_t sn = gw_span_export_metrics(spans, sizeof spans);
     sb_printf(&b, "%.*s", (int)sn, spans);
     if (gw_inflight_metrics_render(&rl, &rln, upstream_names, n_upstreams) == 0) {
+        sb_printf(&b, "%.*s", (int)rln, rl);
+        free(rl);
+    } else {
+        b.oom = 1;
+    }
+    if (gw_tunnels_metrics_render(&rl, &rln) == 0) {
         sb_printf(&b, "%.*s", (int)rln, rl);
         free(rl);
     } else {

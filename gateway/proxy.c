@@ -20,7 +20,10 @@
 #include "http/request_id.h"
 #include "http/span.h"
 #include "gateway/shadow.h"
+#include "gateway/tunnels.h"
 #include "gateway/worker.h"
+#include "http/end.h"
+#include "http/tunnel.h"
 
 #define TARGET_MAX 8192
 #define RESP_HEADERS_MAX (32 * 1024)
@@ -41,6 +44,8 @@ enum {
     P_RESP_HELD = 1 << 9,    /* a change's answer waits for its eviction (evict, held set;
                                 the upstream paused) */
     P_DONE_HELD = 1 << 10,   /* P_RESP_HELD, and the upstream finished meanwhile (u NULL) */
+    P_UPGRADE = 1 << 11,     /* asks the upstream to switch to p->upgrade: never retried,
+                                shadowed, cached or fallen back; a 101 opens a tunnel */
 };
 
 #define PROXY_HEAD_INLINE 4096
@@ -74,6 +79,7 @@ typedef struct proxy_req {
     int connect_attempts;
     int stale_retries;
     int last_endpoint;
+    const char *upgrade;     /* P_UPGRADE: the protocol, as the route spells it */
     unsigned flags;
     uint64_t t_sent_ns;
     /* the CLIENT span of the exchange under way (http/span.h): span_id "" = none recorded */
@@ -167,7 +173,8 @@ static void proxy_free(proxy_req *p)
     free(p->cache_key);
     free(p->sh_req);
     head_release(p);
-    p->req->data = NULL;
+    if (p->req) /* NULL: the request became a tunnel and is gone */
+        p->req->data = NULL;
     proxy_recycle(p);
 }
 
@@ -239,8 +246,8 @@ int gw_path_has_encoded_slash(gw_slice path)
  * buf when it fits in buf_cap (buf may be NULL), else in a malloc'd one; or the status to
  * answer (414, 431, 500). */
 static int build_head(const gw_request *req, gw_upstream *up, const rt_match *m, int ui,
-                      const char *trace_mark, char *span_out, char *buf, size_t buf_cap,
-                      char **head_out, size_t *len_out)
+                      const char *trace_mark, const char *upgrade, char *span_out, char *buf,
+                      size_t buf_cap, char **head_out, size_t *len_out)
 {
     char target[TARGET_MAX];
     if (rt_rewrite_for(m, ui, req->path, req->query, target, sizeof target) < 0)
@@ -267,6 +274,7 @@ static int build_head(const gw_request *req, gw_upstream *up, const rt_match *m,
         .span_out = span_out,
         .content_length = req->chunked ? -1 : req->content_length,
         .chunked = req->chunked,
+        .upgrade = upgrade,
     };
     int hl = gw_build_upstream_request(req->headers, req->n_headers, &f, head, cap);
     if (hl < 0) {
@@ -288,7 +296,7 @@ static void start_attempt(proxy_req *p);
  * went to the client. Returns 1 when the request was handed to the fallback. */
 static int try_fallback(proxy_req *p, int status_or_neg)
 {
-    if ((p->flags & (P_FELL_BACK | P_RESP_BEGUN | P_BODY_STARTED)) || p->req->has_body)
+    if ((p->flags & (P_FELL_BACK | P_RESP_BEGUN | P_BODY_STARTED | P_UPGRADE)) || p->req->has_body)
         return 0;
     int fb = rt_route_fallback(p->route, p->req->method, status_or_neg);
     if (fb < 0 || fb == p->ui || !gw_inflight_switch(p->w->inflight, p->req, fb))
@@ -296,7 +304,7 @@ static int try_fallback(proxy_req *p, int status_or_neg)
     gw_upstream *up = &p->w->upstreams[fb];
     char *head, span[17];
     size_t hl;
-    if (build_head(p->req, up, &p->match, fb, NULL, span, NULL, 0, &head, &hl) != 0)
+    if (build_head(p->req, up, &p->match, fb, NULL, NULL, span, NULL, 0, &head, &hl) != 0)
         return 0;
     if (status_or_neg > 0)
         p->span_status = (uint16_t)status_or_neg;
@@ -373,6 +381,10 @@ static void up_on_error(gw_uconn *u, void *data, int err, int phase)
         return;
     }
     int body_sent = p->flags & P_BODY_STARTED;
+    if (p->flags & P_UPGRADE) { /* an upgrade is tried once, on a connection of its own */
+        fail_before_response(p, err, phase);
+        return;
+    }
     if (phase == GW_UPHASE_CONNECT && p->connect_attempts < 2 && p->up->n_endpoints > 1) {
         start_attempt(p); /* connect failed: nothing was sent, try another endpoint once */
         return;
@@ -427,6 +439,8 @@ static void up_on_ready(gw_uconn *u, void *data)
         up_on_error(u, p, GW_ERESET, GW_UPHASE_REQUEST);
         return;
     }
+    if (p->flags & P_UPGRADE)
+        gw_uconn_allow_upgrade(u);
     gw_uconn_read_response(u, req->is_head);
     if (hold) {
         /* the head leaves with the first body bytes (client_on_body) or at the body's end */
@@ -451,8 +465,10 @@ static void start_attempt(proxy_req *p)
     p->last_endpoint = ep->index;
     int reused = 0;
     /* with a pooled connection on_ready runs inside this call and may free p: nothing
-     * below may touch p unless the open failed */
-    if (gw_uconn_open(ep, &uconn_cb, p, &p->u, &reused) < 0) {
+     * below may touch p unless the open failed. A tunnel's connection is never pooled:
+     * an upgrade takes a new one (no stale pooled connection to replay on) */
+    if ((p->flags & P_UPGRADE) ? gw_uconn_open_new(ep, &uconn_cb, p, &p->u) < 0
+                               : gw_uconn_open(ep, &uconn_cb, p, &p->u, &reused) < 0) {
         p->u = NULL;
         up_on_error(NULL, p, GW_ECONNECT, GW_UPHASE_CONNECT);
     }
@@ -656,12 +672,89 @@ static void on_evicted(void *arg)
         gw_uconn_resume(p->u); /* r == 1: the client is slow, on_drain resumes */
 }
 
+/* ---- upgrades (tunnel.h) ------------------------------------------------------------- */
+
+const char *gw_proxy_upgrade_of(const rt_route *route, const gw_request *req)
+{
+    if (!route->upgrade || req->has_body || req->http_major != 1 || req->http_minor == 0)
+        return NULL; /* (with a body, from HTTP/1.0 or HTTP/2: served as a plain request) */
+    gw_slice offers[8];
+    int n = gw_upgrade_offers(req->headers, req->n_headers, offers, 8);
+    for (int i = 0; i < n; i++) {
+        const char *t = rt_route_upgrade_allows(route, offers[i]);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+static void tunnel_closed(const gw_tunnel_stats *st, void *data)
+{
+    gw_tunnels_closed(data, st);
+}
+
+/* The upstream switched (101): the answer goes to the client with the protocol named, then
+ * the two connections are one tunnel, counted on the route and upstream until it closes. */
+static void open_tunnel(proxy_req *p, gw_uconn *u, const gw_header *headers, int n)
+{
+    gw_request *req = p->req;
+    gw_slice to = { NULL, 0 };
+    for (int i = 0; i < n && !to.p; i++)
+        if (gw_slice_ieq(headers[i].name, "upgrade"))
+            to = headers[i].value;
+    req->upstream_ms = (double)(uv_hrtime() - p->t_sent_ns) / 1e6;
+    p->flags |= P_RESP_BEGUN;
+    p->u = NULL;
+    if (!gw_slice_ieq(to, p->upgrade)) {
+        gw_uconn_abort(u);
+        proxy_error(p, 502, "upstream switched to a protocol the client did not ask for");
+        return;
+    }
+    static _Thread_local char hdrs[RESP_HEADERS_MAX];
+    int hl = gw_build_response_headers(headers, n, hdrs, sizeof hdrs - 128);
+    if (hl < 0) {
+        gw_uconn_abort(u);
+        proxy_error(p, 502, "upstream response headers too large");
+        return;
+    }
+    hl += snprintf(hdrs + hl, 128, "Connection: upgrade\r\nUpgrade: %.*s\r\n", (int)to.n, to.p);
+    gw_worker *w = p->w;
+    const char *route_id = p->route->id, *up_name = p->up->conf->name;
+    uint32_t idle = p->route->tunnel_idle_timeout_ms ? p->route->tunnel_idle_timeout_ms
+                                                     : w->cfg->limits.tunnel_idle_timeout_ms;
+    gw_end client, upstream;
+    client_span(p); /* the exchange up to the 101 (it reads the request, gone after) */
+    req->data = NULL;
+    p->req = NULL; /* gone once upgraded; nothing of it is touched after */
+    if (gw_request_upgrade(req, hdrs, (size_t)hl, &client) != 0) {
+        p->req = req;
+        req->data = p;
+        gw_uconn_abort(u);
+        proxy_error(p, 503, "the gateway is shutting down");
+        return;
+    }
+    if (gw_uconn_upgrade(u, &upstream) != 0) { /* cannot happen after a 101 it accepted */
+        client.ops->close(client.conn);
+        gw_uconn_abort(u);
+        proxy_free(p);
+        return;
+    }
+    gw_tunnel_pair *pair = gw_tunnels_opened(route_id, up_name);
+    proxy_free(p); /* the route table may go: the tunnel keeps only copies */
+    if (!gw_tunnel_start(&w->loop, client, upstream, idle, tunnel_closed, pair))
+        gw_tunnels_closed(pair, &(gw_tunnel_stats){ .reason = GW_TUNNEL_CLIENT_CLOSED });
+}
+
 static void up_on_head(gw_uconn *u, void *data, int status, const gw_header *headers, int n,
                        int64_t body_len)
 {
     proxy_req *p = data;
     gw_request *req = p->req;
     p->span_status = (uint16_t)status;
+    if (status == 101) { /* only when asked for (the connection refuses any other) */
+        open_tunnel(p, u, headers, n);
+        return;
+    }
     if ((status == 404 || status >= 500) && try_fallback(p, status))
         return; /* this connection was closed; the replay is under way */
     static _Thread_local char hdrs[RESP_HEADERS_MAX];
@@ -723,8 +816,8 @@ static void up_on_done(gw_uconn *u, void *data)
         gw_shadow_primary_done(p->shadow, 1);
         p->shadow = NULL;
     }
-    if ((p->flags & P_BODY_DONE) && !(p->flags & P_HEAD_LOST))
-        gw_uconn_release(u);
+    if ((p->flags & P_BODY_DONE) && !(p->flags & (P_HEAD_LOST | P_UPGRADE)))
+        gw_uconn_release(u); /* (one that was asked to upgrade and refused is not pooled) */
     else
         gw_uconn_abort(u); /* the upstream answered before taking the whole request */
     if (p->flags & P_RESP_HELD) {
@@ -781,7 +874,9 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     }
     char *head;
     size_t hl;
-    int st = build_head(req, up, &m, ui, NULL, p->span_id, p->head_inline, sizeof p->head_inline,
+    const char *upgrade = gw_proxy_upgrade_of(route, req);
+    int st = build_head(req, up, &m, ui, NULL, upgrade, p->span_id, p->head_inline,
+                        sizeof p->head_inline,
                         &head, &hl);
     if (st != 0) {
         proxy_recycle(p);
@@ -802,6 +897,13 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     p->head_len = hl;
     p->last_endpoint = -1;
     p->span_t0 = p->span_id[0] ? uv_hrtime() : 0;
+    if (upgrade) {
+        p->flags |= P_UPGRADE;
+        p->upgrade = upgrade;
+        req->data = p;
+        start_attempt(p); /* no shadow copy, no cache eviction */
+        return;
+    }
     rt_match gm; /* the path's reads may be cached by another route than this write's */
     if (w->composer &&
         (gw_slice_eq(req->method, "PUT") || gw_slice_eq(req->method, "PATCH") ||
@@ -819,7 +921,7 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     if (si >= 0 && si != ui && !gw_inflight_busy(w->inflight, si)) { /* shed first */
         char *sh;
         size_t shl;
-        if (build_head(req, &w->upstreams[si], &m, si, GW_TRACE_MARK_SHADOW, p->sh_span, NULL, 0,
+        if (build_head(req, &w->upstreams[si], &m, si, GW_TRACE_MARK_SHADOW, NULL, p->sh_span, NULL, 0,
                        &sh, &shl) == 0) {
             if (req->has_body) {
                 p->sh_req = sh;

@@ -18,6 +18,9 @@ extern const gw_handler gw_proxy_handler;
  * route's body limit (413), the rewritten head, the shadow copy, then the upstream. TABLE is
  * the worker's pinned route table (ref'd for the request). Answers at once on errors. */
 void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_match *match, int ui);
+/* The protocol REQ asks to switch to that ROUTE's "upgrade" allows (the route's spelling),
+ * or NULL: then the request is served as plain HTTP/1.1 (its Upgrade is hop-by-hop). */
+const char *gw_proxy_upgrade_of(const rt_route *route, const gw_request *req);
 
 /* Frees this thread's recycled request state: call when a worker's loop has ended. */
 void gw_proxy_thread_cleanup(void);

@@ -76,7 +76,7 @@ void gw_router_decide(const gw_request *req, const rt_table *table, const cmp_sp
         return;
     }
     d->ui = choose_upstream(route, req);
-    d->to = cache && route->cache && !req->has_body &&
+    d->to = cache && route->cache && !req->has_body && !gw_proxy_upgrade_of(route, req) &&
                     (req->is_head || gw_slice_eq(req->method, "GET")) && req->url.n < CMP_CACHED_URL_MAX
                 ? GW_TO_CACHED
                 : GW_TO_PROXY;

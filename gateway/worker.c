@@ -81,6 +81,7 @@ static void worker_finish(gw_worker *w)
     gw_oneshot_abort_all(&w->oneshots); /* whatever cmp_worker_close did not cancel */
     for (int i = 0; i < GW_MAX_UPSTREAMS; i++)
         gw_upstream_close_idle(&w->upstreams[i]);
+    gw_uconn_close_upgraded(); /* tunnels' upstream sides still flushing */
     uv_close((uv_handle_t *)&w->routes_timer, NULL);
     if (w->log)
         gw_access_log_close(w->log, NULL, NULL);

@@ -41,6 +41,7 @@ static const char *client_state_name(client_state s)
     case CS_LINGER: return "linger";
     case CS_CLOSING: return "closing";
     case CS_H2: return "h2";
+    case CS_UPGRADED: return "upgraded";
     }
     return "?";
 }
@@ -103,6 +104,10 @@ static void on_write(uv_write_t *wr, int status)
         if (c->pending_write > 0)
             send_progress(c);
         gw__h2_written(c);
+        return;
+    }
+    if (c->state == CS_UPGRADED) {
+        gw__upgraded_on_write(c);
         return;
     }
     if (c->pending_write > 0) {
@@ -201,7 +206,7 @@ static void release_handler(gw_client *c, int err)
  * else why it was cut): the handler lets go (on_abort if it still held it), the request is
  * reported once if a handler saw it or it got an answer (a request cut before its response
  * began counts as 499, nginx's "client closed"), and it is freed. */
-static void end_request(gw_client *c, int err)
+void gw__client_end_request(gw_client *c, int err)
 {
     req_impl *r = c->req;
     if (!r)
@@ -234,7 +239,9 @@ void gw__client_close(gw_client *c, int err)
 {
     if (c->state == CS_CLOSING)
         return;
-    end_request(c, err);
+    if (c->state == CS_UPGRADED)
+        gw__upgraded_closing(c, err);
+    gw__client_end_request(c, err);
     if (c->h2) { /* its streams end here (their handlers are told on_abort) */
         c->state = CS_CLOSING;
         gw__h2_close(c, err);
@@ -252,7 +259,7 @@ void gw__client_close(gw_client *c, int err)
  * it with a FIN, then read and throw away what it still sends, for a bounded time and byte
  * count, before closing. Closing with unread input would make the kernel send a reset,
  * which can destroy the answer before the client reads it. */
-static void client_linger(gw_client *c)
+void gw__client_linger(gw_client *c)
 {
     uv_os_fd_t fd;
     if (c->tls && !(c->flags & F_PEER_EOF))
@@ -301,6 +308,10 @@ void gw__client_run_posted(gw_queue *node)
         gw__h2_run_posted(c);
         return;
     }
+    if (c->state == CS_UPGRADED) {
+        gw__upgraded_posted(c);
+        return;
+    }
     gw__client_process(c);
 }
 
@@ -337,6 +348,9 @@ void gw__client_on_timeout(gw_timeout *t)
              * of the response went out yet */
             gw__client_fail_in_body(c, 408, GW_ETIMEOUT, "request body not received in time");
         }
+        return;
+    case CS_UPGRADED: /* closing, and the client does not take what is queued */
+        gw__client_close(c, GW_ETIMEOUT);
         return;
     case CS_SENDING: /* the client stopped reading: its pipelined requests are dropped */
         gw__client_close(c, GW_ETIMEOUT);
@@ -394,6 +408,7 @@ void gw__client_arm_timer(gw_client *c)
     case CS_LINGER:
     case CS_H2: /* h2.c sets its own */
     case CS_CLOSING:
+    case CS_UPGRADED:
         return;
     }
     if (c->flags & F_ABORT_POSTED)
@@ -426,6 +441,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         return;
     if (c->state == CS_H2) {
         gw__h2_read(c, nread);
+        return;
+    }
+    if (c->state == CS_UPGRADED) {
+        gw__upgraded_on_read(c, nread);
         return;
     }
     if (c->state == CS_LINGER) {
@@ -542,6 +561,8 @@ void gw__client_update_reading(gw_client *c)
         want = 1;
     else if (c->state == CS_H2)
         want = gw__h2_want_read(c);
+    else if (c->state == CS_UPGRADED) /* bytes already buffered go first (posted) */
+        want = (c->flags & (F_UPG_READ | F_UPG_CLOSE)) == F_UPG_READ && c->off == c->len;
     if (want && !(c->flags & F_READING)) {
         if (transport_read_start(c) == 0)
             c->flags |= F_READING;
@@ -623,6 +644,10 @@ void gw__client_shutdown(gw_client *c, int hard)
         gw__client_close(c, GW_ECLOSED);
         return;
     }
+    if (c->state == CS_UPGRADED) {
+        gw__upgraded_shutdown(c);
+        return;
+    }
     if (c->state == CS_H2)
         gw__h2_drain(c); /* GOAWAY; the streams begun finish */
     else if (c->state == CS_IDLE && !(c->buf && c->off < c->len))
@@ -665,10 +690,10 @@ static void response_flushed(gw_client *c)
                     s->draining || !(c->flags & F_BODY_DONE);
     int linger = close_now && !(c->flags & F_NO_LINGER) &&
                  (!(c->flags & F_BODY_DONE) || (c->flags & F_UNREAD) || c->off < c->len);
-    end_request(c, (c->flags & F_NO_LINGER) ? GW_ECLOSED : 0);
+    gw__client_end_request(c, (c->flags & F_NO_LINGER) ? GW_ECLOSED : 0);
     if (close_now) {
         if (linger)
-            client_linger(c);
+            gw__client_linger(c);
         else
             gw__client_close(c, 0);
         return;

@@ -33,6 +33,10 @@ typedef enum client_state {
     CS_CLOSING, /* uv_close called on both handles. req == NULL; nothing else happens */
     CS_H2,      /* HTTP/2 (h2.c owns the framing: c->h2). req == NULL; c->buf is read into and
                    handed to nghttp2 whole. Timer: h2.c's (send, body, idle) */
+    CS_UPGRADED,/* after a 101 (gw_request_upgrade): a byte stream for the end's binder
+                   (end.h, client_upgrade.c). req == NULL; buf[off..len) holds bytes not
+                   yet given to it. Timer: none while bound (the binder keeps its own);
+                   send timeout once closing with bytes still queued */
 } client_state;
 
 #define GW_LINGER_MS 2000              /* lingering close lasts at most this long */
@@ -66,6 +70,8 @@ enum {
     F_NODELAY = 1 << 24,      /* TCP_NODELAY is set (from the second write on, see gw__client_write) */
     F_LINE_DONE = 1 << 25,    /* the request line is parsed (edge.h), llhttp had the canonical one */
     F_CHUNK_LINE = 1 << 26,   /* llhttp paused before a chunk-size line (chunk_skip bytes on) */
+    F_UPG_CLOSE = 1 << 27,    /* CS_UPGRADED: the binder let go; close once what is queued left */
+    F_UPG_READ = 1 << 28,     /* CS_UPGRADED: the binder wants bytes */
 };
 
 /* Which list of the server's timeouts (deadline.h) a deadline goes to: one per timeout
@@ -121,6 +127,8 @@ struct gw_client {
     uint8_t peer_addr[16];   /* formatted into each request's client_addr */
     gw_tls_conn *tls;        /* the TLS transport under the framing, or NULL: cleartext */
     struct gw_h2 *h2;        /* CS_H2: the HTTP/2 session (h2.c) */
+    const struct gw_end_cb *end_cb; /* CS_UPGRADED: who gets the bytes (end.h), or NULL */
+    void *end_arg;
 };
 
 /* Writes bufs after whatever is queued (uv_try_write first, the rest copied). 0 or <0.
@@ -163,6 +171,16 @@ void gw__client_parse_init(void);
 void gw__client_process(gw_client *c);
 /* Answers a broken head with STATUS and closes (lingering). */
 void gw__client_fail_head(gw_client *c, int status, const char *reason);
+/* (client.c) The request ends (reported, freed); see client.c. Lingering close. */
+void gw__client_end_request(gw_client *c, int err);
+void gw__client_linger(gw_client *c);
+/* (client_upgrade.c) CS_UPGRADED: bytes read (NREAD < 0: EOF or error), the write queue
+ * moved, posted work, the connection closing (ERR), the server draining. */
+void gw__upgraded_on_read(gw_client *c, ssize_t nread);
+void gw__upgraded_on_write(gw_client *c);
+void gw__upgraded_posted(gw_client *c);
+void gw__upgraded_closing(gw_client *c, int err);
+void gw__upgraded_shutdown(gw_client *c);
 /* Checks the CRLF after chunk data in [p, end). 0 or -1. */
 int gw__client_check_chunk_crlf(gw_client *c, const char *p, const char *end);
 

@@ -307,7 +307,7 @@ void gw__client_process(gw_client *c)
     c->flags |= F_IN_PARSE;
     do {
         c->flags &= ~F_REPARSE;
-        if (c->state == CS_CLOSING || c->state == CS_LINGER)
+        if (c->state == CS_CLOSING || c->state == CS_LINGER || c->state == CS_UPGRADED)
             break;
         if (c->state == CS_IDLE && c->buf && c->off < c->len)
             begin_request(c);

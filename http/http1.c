@@ -218,6 +218,10 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
         if (tsn)
             PUT_HEADER(&o, "tracestate", ((gw_slice){ ts, tsn }));
     }
+    if (f->upgrade) {
+        PUT_LIT(&o, "Connection: upgrade\r\n");
+        PUT_HEADER(&o, "Upgrade", gw_slice_of(f->upgrade));
+    }
     if (f->chunked) {
         PUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
     } else if (f->content_length >= 0) {
@@ -276,4 +280,31 @@ size_t gw_chunk_size_line(char *out, size_t n)
     out[l] = '\r';
     out[l + 1] = '\n';
     return l + 2;
+}
+
+int gw_upgrade_offers(const gw_header *hdrs, int n, gw_slice *out, int max)
+{
+    int conn = 0, k = 0;
+    for (int i = 0; i < n && !conn; i++)
+        conn = classify(hdrs[i].name) == HK_CONNECTION &&
+               list_has_token(hdrs[i].value, GW_SLICE_LIT("upgrade"));
+    for (int i = 0; conn && i < n; i++) {
+        if (classify(hdrs[i].name) != HK_UPGRADE)
+            continue;
+        gw_slice l = hdrs[i].value;
+        size_t j = 0;
+        while (j < l.n && k < max) {
+            while (j < l.n && (l.p[j] == ' ' || l.p[j] == '\t' || l.p[j] == ','))
+                j++;
+            size_t start = j;
+            while (j < l.n && l.p[j] != ',')
+                j++;
+            size_t end = j;
+            while (end > start && (l.p[end - 1] == ' ' || l.p[end - 1] == '\t'))
+                end--;
+            if (end > start)
+                out[k++] = (gw_slice){ l.p + start, end - start };
+        }
+    }
+    return k;
 }

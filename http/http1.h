@@ -29,6 +29,9 @@ typedef struct gw_fwd {
     char *span_out;         /* with TRACE: the new span id (17 bytes), may be NULL */
     int64_t content_length; /* -1: none */
     int chunked;            /* body sent with Transfer-Encoding: chunked */
+    const char *upgrade;    /* NULL; or the protocol the route lets this request switch to:
+                               sent as "Connection: upgrade" + "Upgrade: <it>" (the client's
+                               own Connection and Upgrade are hop-by-hop as always) */
 } gw_fwd;
 
 /* The request head for the upstream. Client headers keep their order; Host, Content-Length,
@@ -40,6 +43,11 @@ int gw_build_upstream_request(const gw_header *hdrs, int n, const gw_fwd *f, cha
  * hop-by-hop, framing (Content-Length, Transfer-Encoding), Date and the gateway's own
  * X-Request-Id / X-Gateway-Upstream removed. Returns the length or -1. */
 int gw_build_response_headers(const gw_header *hdrs, int n, char *out, size_t cap);
+
+/* The protocols a request offers to switch to (RFC 9110 §7.8): the tokens of its Upgrade
+ * headers, in order, when a Connection header lists "upgrade"; up to MAX into OUT (slices
+ * into the headers). Returns how many. */
+int gw_upgrade_offers(const gw_header *hdrs, int n, gw_slice *out, int max);
 
 /* V in decimal at out (up to 20 bytes, no NUL); returns the end. printf-free: it runs a few
  * times per request. */

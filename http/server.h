@@ -216,6 +216,14 @@ void gw_response_fail(gw_request *req);
 /* Like gw_response_fail, but the connection ends with a TCP reset (SO_LINGER 0) once what
  * was queued is written: for fault injection and for peers that must not reuse it. */
 void gw_response_reset(gw_request *req);
+/* Switches the connection to protocol the client asked for in its Upgrade header: writes
+ * "101 Switching Protocols" with HEADERS (the handler gives Upgrade and Connection: upgrade
+ * among them), reports the request (status 101) and frees it, and gives the connection as a
+ * byte stream in *OUT (http/end.h), which the caller binds. Only for an HTTP/1.1 request
+ * without a body, before any response began, while the server is not draining; else
+ * GW_EINVAL and nothing changed. On success req is gone. */
+struct gw_end;
+int gw_request_upgrade(gw_request *req, const char *headers, size_t hlen, struct gw_end *out);
 /* One-shot complete responses. */
 void gw_response_simple(gw_request *req, int status, const char *content_type,
                         const char *body, size_t n, const char *extra_headers);

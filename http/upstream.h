@@ -107,8 +107,19 @@ void gw_endpoint_mark_down(gw_endpoint *ep);
  * set, then on_ready is called before this returns, and may already have ended the owner's
  * request), else a new connection (on_ready or on_error later). */
 int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn **out, int *reused);
+/* The same on a new connection, never a pooled one (on_ready or on_error later). */
+int gw_uconn_open_new(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn **out);
 /* Request bytes, in order. Returns 0, 1 when the upstream is slow (wait for on_drain), <0. */
 int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n);
+/* The request asks for an upgrade: a 101 is then an answer (on_head with status 101, from
+ * which the owner calls gw_uconn_upgrade or aborts), not a protocol error. */
+void gw_uconn_allow_upgrade(gw_uconn *u);
+/* From on_head(101): the connection becomes a byte stream (http/end.h) that the caller
+ * binds; it is never pooled, and the owner's callbacks end here. 0 or GW_EINVAL. */
+struct gw_end;
+int gw_uconn_upgrade(gw_uconn *u, struct gw_end *out);
+/* Closes this thread's upgraded connections still open (a worker's end). */
+void gw_uconn_close_upgraded(void);
 /* Starts reading the response. is_head: the request was HEAD (no body follows). */
 void gw_uconn_read_response(gw_uconn *u, int is_head);
 void gw_uconn_pause(gw_uconn *u);   /* client slow: stop reading the upstream */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "http/deadline.h"
+#include "http/end.h"
 #include "http/gw_errors.h"
 #include "http/stream_write.h"
 #include "http/upstream.h"
@@ -19,6 +20,10 @@ typedef enum uconn_state {
     UC_ACTIVE,     /* owned by an exchange: request going out, response coming in */
     UC_IDLE,       /* in its endpoint's pool: reading only to notice a close; idle timer */
     UC_CLOSING,    /* handles closing; owner cleared */
+    UC_UPGRADED,   /* after a 101 the exchange asked for (gw_uconn_upgrade): a byte stream
+                      for the end's binder (end.h), never pooled; buf[off..len) holds bytes
+                      not yet given to it. Timer: none while bound; the flush bound once
+                      closing with bytes still queued */
 } uconn_state;
 
 enum {
@@ -34,6 +39,9 @@ enum {
     U_WANT_DRAIN = 1 << 9,
     U_NO_REUSE = 1 << 10,    /* the response or its framing forbids keep-alive */
     U_INFORMATIONAL = 1 << 11, /* skipping a 1xx interim response */
+    U_UPGRADE = 1 << 12,     /* the request asked for an upgrade: a 101 is an answer */
+    U_UPG_READ = 1 << 13,    /* UC_UPGRADED: the binder wants bytes */
+    U_UPG_CLOSE = 1 << 14,   /* UC_UPGRADED: the binder let go; close once flushed */
 };
 
 struct gw_uconn {
@@ -59,6 +67,8 @@ struct gw_uconn {
     gw_deadline deadline;    /* this state's timeout (http/deadline.h) */
     uint64_t exchanges;      /* requests carried, this one included */
     gw_utls *tls;            /* upstreams.NAME.tls: the TLS layer on the socket, or NULL */
+    const gw_end_cb *end_cb; /* UC_UPGRADED: who gets the bytes, or NULL */
+    void *end_arg;
 };
 
 static llhttp_settings_t settings;
@@ -100,10 +110,17 @@ static void uconn_tls_closed(void *owner)
     uconn_gone(owner);
 }
 
+static void upgraded_tell_end(gw_uconn *u, int err);
+
 static void uconn_close(gw_uconn *u)
 {
     if (u->state == UC_CLOSING)
         return;
+    if (u->state == UC_UPGRADED) {
+        gw_queue_remove(&u->pool_node);
+        u->flags |= U_UPG_CLOSE; /* the binder's close, from on_end, is then a no-op */
+        upgraded_tell_end(u, GW_ECLOSED);
+    }
     if (u->state == UC_IDLE) {
         gw_queue_remove(&u->pool_node);
         u->ep->n_idle--;
@@ -211,7 +228,9 @@ static void update_reading(gw_uconn *u)
 {
     /* reading stays on from connect to close (idle in the pool included), except while the
      * client is slow: no epoll_ctl per request */
-    int want = u->state == UC_IDLE || (u->state == UC_ACTIVE && !(u->flags & U_PAUSED));
+    int want = u->state == UC_IDLE || (u->state == UC_ACTIVE && !(u->flags & U_PAUSED)) ||
+               (u->state == UC_UPGRADED && (u->flags & (U_UPG_READ | U_UPG_CLOSE)) == U_UPG_READ &&
+                u->off == u->len);
     if (u->tls) { /* the TLS layer reads the socket as it needs (upstream_tls.h) */
         if (!want != !(u->flags & U_READING))
             gw__utls_want_read(u->tls, want);
@@ -236,6 +255,14 @@ static void uconn_parse(gw_uconn *u)
     u->flags &= ~U_IN_PARSE;
     if (u->state == UC_CLOSING)
         return;
+    if (u->state == UC_UPGRADED) {
+        /* the bytes behind the 101's head are the stream's first */
+        u->off = (size_t)(llhttp_get_error_pos(&u->parser) - u->buf);
+        if (u->off == u->len)
+            u->off = u->len = 0;
+        update_reading(u);
+        return;
+    }
     if (err == HPE_PAUSED) {
         /* the message ended: bytes after it mean the connection cannot be reused */
         size_t used = (size_t)(llhttp_get_error_pos(&u->parser) - u->buf);
@@ -268,12 +295,18 @@ static void uconn_parse(gw_uconn *u)
     update_reading(u);
 }
 
+static void upgraded_on_read(gw_uconn *u, ssize_t nread);
+
 static void uconn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 {
     gw_uconn *u = st->data;
     (void)b;
     if (nread == 0)
         return;
+    if (u->state == UC_UPGRADED) {
+        upgraded_on_read(u, nread);
+        return;
+    }
     if (u->state == UC_IDLE) {
         uconn_close(u); /* data or EOF on an idle pooled connection: it is done */
         return;
@@ -378,8 +411,17 @@ static int on_headers_complete(llhttp_t *p)
     if (u->status < 100)
         return -1; /* llhttp takes "HTTP/1.1 10 X": not a 3-digit status, never forwarded */
     if (u->status < 200) {
-        if (u->status == 101)
-            return -1; /* we never ask for an upgrade */
+        if (u->status == 101) {
+            /* only an answer to a request that asked for an upgrade (else a protocol
+             * error: 502); the owner calls gw_uconn_upgrade from on_head, or aborts */
+            if (!(u->flags & U_UPGRADE) || p->http_major != 1)
+                return -1;
+            u->flags |= U_HEAD_DONE | U_NO_REUSE;
+            arm(u, 0);
+            if (u->cb)
+                u->cb->on_head(u, u->data, 101, u->headers, u->n_headers, 0);
+            return u->state == UC_UPGRADED ? HPE_PAUSED : -1;
+        }
         u->flags |= U_INFORMATIONAL;
         return 1; /* no body; the real response follows */
     }
@@ -553,6 +595,14 @@ static void reset_exchange(gw_uconn *u, const gw_uconn_cb *cb, void *data)
     u->parser.data = u;
 }
 
+static int uconn_connect(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn **out);
+
+int gw_uconn_open_new(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn **out)
+{
+    init_settings();
+    return uconn_connect(ep, cb, data, out);
+}
+
 int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn **out, int *reused)
 {
     init_settings();
@@ -572,6 +622,11 @@ int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn *
         cb->on_ready(u, data); /* may end the owner's request: touch nothing after */
         return 0;
     }
+    return uconn_connect(ep, cb, data, out);
+}
+
+static int uconn_connect(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn **out)
+{
     gw_uconn *u = calloc(1, sizeof *u);
     if (!u)
         return GW_ENOMEM;
@@ -601,6 +656,8 @@ int gw_uconn_open(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_uconn *
 
 /* ---- writing ------------------------------------------------------------------------- */
 
+static void upgraded_on_write(gw_uconn *u);
+
 static void uconn_on_write(uv_write_t *wr, int status)
 {
     gw_uconn *u = wr->handle->data;
@@ -609,6 +666,10 @@ static void uconn_on_write(uv_write_t *wr, int status)
         return;
     if (status < 0) {
         uconn_fail(u, GW_ERESET);
+        return;
+    }
+    if (u->state == UC_UPGRADED) {
+        upgraded_on_write(u);
         return;
     }
     if ((u->flags & U_WANT_DRAIN) && u->pending_write <= UC_HIGH_WATER / 2 && u->cb) {
@@ -620,7 +681,7 @@ static void uconn_on_write(uv_write_t *wr, int status)
 /* The write path shared with client connections (http/stream_write.h). */
 int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n)
 {
-    if (u->state != UC_ACTIVE)
+    if (u->state != UC_ACTIVE && (u->state != UC_UPGRADED || (u->flags & U_UPG_CLOSE)))
         return GW_ECLOSED;
     int r = u->tls ? gw__utls_write(u->tls, bufs, n)
                    : gw_stream_write((uv_stream_t *)&u->tcp, &u->pending_write, bufs, n, uconn_on_write);
@@ -631,6 +692,11 @@ int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n)
         return 1;
     }
     return 0;
+}
+
+void gw_uconn_allow_upgrade(gw_uconn *u)
+{
+    u->flags |= U_UPGRADE;
 }
 
 void gw_uconn_read_response(gw_uconn *u, int is_head)
@@ -712,4 +778,160 @@ void gw_uconn_abort(gw_uconn *u)
 gw_uconn *gw__uconn_from_pool_node(gw_queue *q)
 {
     return GW_QUEUE_DATA(q, gw_uconn, pool_node);
+}
+
+/* ---- after a 101 (end.h) --------------------------------------------------------------- */
+
+/* This thread's upgraded connections (through pool_node, which they no longer need): a
+ * worker that ends closes those still flushing to an upstream that does not read. */
+static _Thread_local gw_queue upgraded;
+
+void gw_uconn_close_upgraded(void)
+{
+    if (!upgraded.next)
+        return;
+    gw_queue *q, *n;
+    GW_QUEUE_FOREACH_SAFE(q, n, &upgraded)
+    {
+        uconn_close(GW_QUEUE_DATA(q, gw_uconn, pool_node));
+    }
+}
+
+static void upgraded_tell_end(gw_uconn *u, int err)
+{
+    const gw_end_cb *cb = u->end_cb;
+    u->end_cb = NULL;
+    if (cb)
+        cb->on_end(u->end_arg, err);
+}
+
+static void upgraded_deliver(gw_uconn *u)
+{
+    while (u->state == UC_UPGRADED && (u->flags & U_UPG_READ) && u->end_cb && u->off < u->len) {
+        size_t at = u->off, n = u->len - u->off;
+        u->off = u->len; /* taken: the callback may ask for more or stop */
+        u->end_cb->on_data(u->end_arg, u->buf + at, n);
+    }
+    if (u->state == UC_UPGRADED && u->off == u->len)
+        u->off = u->len = 0;
+}
+
+static void upgraded_on_read(gw_uconn *u, ssize_t nread)
+{
+    if (nread < 0) {
+        if (u->flags & U_UPG_CLOSE) {
+            uconn_close(u);
+            return;
+        }
+        u->flags &= ~U_UPG_READ;
+        update_reading(u);
+        upgraded_tell_end(u, nread == UV_EOF ? 0 : (int)nread);
+        return;
+    }
+    u->len += (size_t)nread;
+    upgraded_deliver(u);
+    if (u->state == UC_UPGRADED)
+        update_reading(u);
+}
+
+/* The timer in UC_UPGRADED: bytes behind the head to deliver (0 ms), or the flush bound
+ * of a closing end passed. */
+static void upgraded_on_timer(uv_timer_t *t)
+{
+    gw_uconn *u = t->data;
+    if (u->state != UC_UPGRADED)
+        return;
+    if (u->flags & U_UPG_CLOSE) {
+        uconn_close(u);
+        return;
+    }
+    upgraded_deliver(u);
+    if (u->state == UC_UPGRADED)
+        update_reading(u);
+}
+
+static void upgraded_on_write(gw_uconn *u)
+{
+    if (u->flags & U_UPG_CLOSE) {
+        if (u->pending_write == 0)
+            uconn_close(u);
+        return;
+    }
+    if ((u->flags & U_WANT_DRAIN) && u->pending_write <= UC_HIGH_WATER / 2) {
+        u->flags &= ~U_WANT_DRAIN;
+        if (u->end_cb)
+            u->end_cb->on_drain(u->end_arg);
+    }
+}
+
+static void uend_bind(void *conn, const gw_end_cb *cb, void *arg)
+{
+    gw_uconn *u = conn;
+    u->end_cb = cb;
+    u->end_arg = arg;
+}
+
+static int uend_write(void *conn, uv_buf_t *bufs, unsigned n)
+{
+    return gw_uconn_write(conn, bufs, n);
+}
+
+static void uend_read(void *conn, int on)
+{
+    gw_uconn *u = conn;
+    if (u->state != UC_UPGRADED)
+        return;
+    if (!on) {
+        u->flags &= ~U_UPG_READ;
+    } else {
+        u->flags |= U_UPG_READ;
+        if (u->off < u->len) /* bytes behind the head: from the loop, not from here */
+            uv_timer_start(&u->timer, upgraded_on_timer, 0, 0);
+    }
+    if (!(u->flags & U_IN_PARSE))
+        update_reading(u);
+}
+
+static void uend_close(void *conn)
+{
+    gw_uconn *u = conn;
+    u->end_cb = NULL;
+    if (u->state != UC_UPGRADED || (u->flags & U_UPG_CLOSE))
+        return;
+    u->flags |= U_UPG_CLOSE;
+    u->flags &= ~U_UPG_READ;
+    if (u->pending_write == 0) {
+        uconn_close(u);
+        return;
+    }
+    update_reading(u);
+    uv_timer_start(&u->timer, upgraded_on_timer, u->ep->up->conf->read_timeout_ms, 0);
+}
+
+static size_t uend_queued(const void *conn)
+{
+    return ((const gw_uconn *)conn)->pending_write;
+}
+
+static const gw_end_ops uconn_end_ops = {
+    .bind = uend_bind, .write = uend_write, .read = uend_read, .close = uend_close,
+    .queued = uend_queued,
+};
+
+int gw_uconn_upgrade(gw_uconn *u, gw_end *out)
+{
+    if (u->state != UC_ACTIVE || !(u->flags & U_UPGRADE) || u->status != 101)
+        return GW_EINVAL;
+    u->state = UC_UPGRADED;
+    if (!upgraded.next)
+        gw_queue_init(&upgraded);
+    gw_queue_insert_tail(&upgraded, &u->pool_node);
+    u->cb = NULL;
+    u->data = NULL;
+    u->flags &= ~(U_WANT_DRAIN | U_PAUSED);
+    gw_deadline_set(&u->deadline, &u->timer, uconn_on_timer, 0);
+    uv_timer_stop(&u->timer);
+    out->ops = &uconn_end_ops;
+    out->conn = u;
+    return 0;
 }

@@ -135,6 +135,8 @@ rt_table *rt_table_with_route(const rt_table *t, const char *id, const json_t *r
         return NULL;
     }
     json_t *copy = json_deep_copy(route);
+    if (copy) /* what GET /admin/routes/{id} adds (open tunnels) is not part of a route */
+        json_object_del(copy, "tunnels");
     int failed = !copy || json_object_set_new(copy, "id", json_string(id)) != 0;
     if (e.route)
         failed |= json_array_set_new(e.routes, e.index, copy) != 0;

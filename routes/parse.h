@@ -59,6 +59,10 @@ int rt__parse_policies(rt__parser *ps, json_t *jr, rt_route *r);
 // limits.c: "rate_limit" and "max_in_flight" of the route object JR into R (the header
 // name is freed by rt__route_free_policies).
 int rt__parse_limits(rt__parser *ps, json_t *jr, rt_route *r);
+// upgrade.c: "upgrade" and "tunnel_idle_timeout_ms" of JR into R (r->upgrade is freed by
+// the table); rt__upgrade_to_json adds them back to OBJ (0 or -1).
+int rt__parse_upgrade(rt__parser *ps, json_t *jr, rt_route *r);
+int rt__upgrade_to_json(const rt_route *r, json_t *obj);
 // Adds R's limit fields to the route object OBJ (serialize.c); 0 or -1 (out of memory).
 int rt__limits_to_json(const rt_route *r, json_t *obj);
 // Frees what rt__parse_policies allocated in R.

@@ -36,6 +36,7 @@ void rt__table_free(rt_table *t)
         free((char *)r->upstream);
         free((char *)r->strip_prefix);
         free((char *)r->rewrite_template);
+        free((char *)r->upgrade);
         rt__route_free_policies(r);
     }
     free(t->routes);
@@ -400,7 +401,8 @@ static int parse_route(parser *ps, int i, json_t *jr)
     static const char *const fields[] = {
         "id",     "methods", "path",     "upstream", "rewrite",        "rewrites", "split",
         "sticky", "override", "shadow", "fallback", "max_body_bytes", "cache",
-        "allow_encoded_slashes", "rate_limit", "max_in_flight", NULL
+        "allow_encoded_slashes", "rate_limit", "max_in_flight", "upgrade",
+        "tunnel_idle_timeout_ms", NULL
     };
     rt_route *r = &ps->t->routes[i];
     const char *id, *path, *upstream, *strip, *tpl;
@@ -421,6 +423,7 @@ static int parse_route(parser *ps, int i, json_t *jr)
         rt__parse_rewrite(ps, json_object_get(jr, "rewrite"), "rewrite", path, &strip,
                           &tpl) != 0 ||
         rt__parse_policies(ps, jr, r) != 0 || rt__parse_limits(ps, jr, r) != 0 ||
+        rt__parse_upgrade(ps, jr, r) != 0 ||
         parse_size(ps, jr, "max_body_bytes", &r->max_body_bytes) != 0)
         return -1;
     json_t *jc = json_object_get(jr, "cache");

@@ -120,12 +120,22 @@ typedef struct rt_route {
     rt_rate_limit rate_limit;  /* "rate_limit"; rate 0 when absent */
     uint32_t max_in_flight;    /* "max_in_flight": requests of this route at once in the
                                   process (compositions included); 0 = unlimited */
+    /* "upgrade": ["websocket"] — the protocols a client may switch to through this route
+     * (its Upgrade header is forwarded, a 101 opens a tunnel: http/tunnel.h); NULL: none.
+     * Lower-cased, NUL-separated, an empty name last (upgrade.c). */
+    const char *upgrade;
+    uint32_t tunnel_idle_timeout_ms; /* a tunnel with no byte either way this long is closed;
+                                        0: gateway.json limits.tunnel_idle_timeout_ms */
     struct {
         const char *upstream;  /* NULL when no fallback */
         int upstream_index;    /* -1 when no fallback */
         unsigned on;           /* RT_FB_* bits; only for GET, HEAD and OPTIONS requests */
     } fallback;
 } rt_route;
+
+/* The route's own spelling of protocol TOKEN when "upgrade" lists it (case-insensitive),
+ * else NULL. */
+const char *rt_route_upgrade_allows(const rt_route *r, gw_slice token);
 
 typedef struct rt_match {
     const rt_route *route;

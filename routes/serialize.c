@@ -141,6 +141,8 @@ json_t *rt_route_to_json(const rt_route *r)
         set(&b, "cache", json_true());
     if (r->allow_encoded_slashes)
         set(&b, "allow_encoded_slashes", json_true());
+    if (b.obj && rt__upgrade_to_json(r, b.obj) != 0)
+        b.failed = 1;
     if (b.obj && rt__limits_to_json(r, b.obj) != 0)
         b.failed = 1;
     return finish(&b);

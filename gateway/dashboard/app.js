@@ -185,6 +185,8 @@
       if (r.fallback) policy += " · fallback " + r.fallback;
       var cs = r.cache_stats;
       if (r.cache) policy += " · cached" + (cs && cs.hit_rate !== null ? " (" + pct(cs.hit_rate) + " hits of " + cs.lookups + ")" : "");
+      if (r.upgrade || r.tunnels_open) /* open tunnels do not follow a flip: watch them reach 0 */
+        policy += " · tunnels open: " + (r.tunnels_open ? Object.keys(r.tunnels).map(function (k) { return k + " " + r.tunnels[k]; }).join(", ") : "0");
       var sh = r.shadow_stats, latest = sh.latest;
       var head = el("tr", { cls: "route-head", "data-route": r.id }, [
         el("td", {}, [el("strong", { text: r.id }), el("div", { cls: "muted", text: r.path })]),

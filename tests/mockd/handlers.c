@@ -730,6 +730,8 @@ static void mk_on_pump(uv_timer_t *t)
 static void mk_on_request(gw_request *req)
 {
     mk_ctx *c = gw_server_options(req->server)->data;
+    if (mk_ws_request(req))
+        return; /* /ws: the WebSocket echo (ws.c) */
     mk_req *m = calloc(1, sizeof *m);
     if (!m) {
         gw_response_error(req, 500, "out of memory");

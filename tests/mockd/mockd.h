@@ -48,6 +48,8 @@ typedef struct mk_stats {
     uint64_t n_paths;    /* keys in by_path; past MK_STATS_MAX_PATHS counted as "(other)" */
     uint64_t *conns;     /* open-addressing set of connection keys seen (0 = empty) */
     size_t conns_cap, conns_n;
+    int64_t ws_open;     /* WebSocket connections open now (ws.c; not reset) */
+    uint64_t ws_bytes_out; /* bytes ws.c queued to its clients (flood included) */
 } mk_stats;
 
 #define MK_STATS_MAX_PATHS 65536
@@ -86,6 +88,8 @@ typedef struct mk_ctx {
 } mk_ctx;
 
 extern const gw_handler mk_handler;
+/* ws.c: REQ under /ws is the WebSocket echo's: 1 when it took it. */
+int mk_ws_request(gw_request *req);
 /* Once, before the loop runs. */
 void mk_handlers_init(void);
 

@@ -104,7 +104,9 @@ void mk_stats_request(mk_stats *st, uint64_t conn, const char *path, size_t n)
 
 json_t *mk_stats_json(const mk_stats *st, const char *name)
 {
-    return json_pack("{s:s, s:I, s:I, s:O, s:I}", "name", name, "requests",
+    return json_pack("{s:s, s:I, s:I, s:O, s:I, s:I, s:I}", "name", name, "requests",
                      (json_int_t)st->requests, "connections", (json_int_t)st->connections,
-                     "by_path", st->by_path, "body_bytes", (json_int_t)st->body_bytes);
+                     "by_path", st->by_path, "body_bytes", (json_int_t)st->body_bytes,
+                     "ws_open", (json_int_t)st->ws_open, "ws_bytes_out",
+                     (json_int_t)st->ws_bytes_out);
 }

@@ -50,6 +50,37 @@ static void test_request_line_and_forwarding_headers(void **state)
                              "\r\n");
 }
 
+/* An allowed upgrade goes as "Connection: upgrade" + "Upgrade: <protocol>", whatever the
+ * client's own Connection/Upgrade said (those stay hop-by-hop); the offers are read only
+ * when Connection lists "upgrade". */
+static void test_upgrade_forwarded_and_offers(void **state)
+{
+    (void)state;
+    gw_header h[] = { H("Host", "a"), H("Connection", "keep-alive, Upgrade"),
+                      H("Upgrade", "h2c, WebSocket"), H("Sec-WebSocket-Key", "k==") };
+    gw_fwd f = default_fwd();
+    f.upgrade = "websocket";
+    int n = gw_build_upstream_request(h, 4, &f, out, sizeof out);
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"));
+    assert_non_null(strstr(out, "\r\nSec-WebSocket-Key: k==\r\n"));
+    assert_null(strstr(out, "h2c"));
+    assert_null(strstr(out, "keep-alive"));
+    f.upgrade = NULL;
+    n = gw_build_upstream_request(h, 4, &f, out, sizeof out);
+    out[n] = '\0';
+    assert_null(strstr(out, "pgrade"));
+    gw_slice o[4];
+    assert_int_equal(gw_upgrade_offers(h, 4, o, 4), 2);
+    assert_true(gw_slice_eq(o[0], "h2c") && gw_slice_eq(o[1], "WebSocket"));
+    gw_header no_conn[] = { H("Host", "a"), H("Connection", "keep-alive"), H("Upgrade", "websocket") };
+    assert_int_equal(gw_upgrade_offers(no_conn, 3, o, 4), 0);
+    gw_header two[] = { H("Connection", "UPGRADE"), H("Upgrade", " a ,, b/2 "), H("upgrade", "c") };
+    assert_int_equal(gw_upgrade_offers(two, 3, o, 2), 2); /* up to MAX */
+    assert_true(gw_slice_eq(o[0], "a") && gw_slice_eq(o[1], "b/2"));
+}
+
 static void test_hop_by_hop_and_connection_tokens_removed(void **state)
 {
     (void)state;
@@ -263,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_request_header_names_classified_exactly),
         cmocka_unit_test(test_dot_segments),
         cmocka_unit_test(test_request_ids),
+        cmocka_unit_test(test_upgrade_forwarded_and_offers),
     };
     return cmocka_run_group_tests_name("http1", tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "routes/matcher.h"
+#include "routes/route_edit.h"
 #include "routes/route_table.h"
 
 static const char *const UPSTREAMS[] = { "legacy", "user-service", "order-service" };
@@ -467,6 +468,14 @@ static const struct {
     { "{'routes':[{" R0 ",'path':'/a/**','methods':['GET']},"
       "{'id':'b','path':'/a/**','upstream':'legacy'}]}",
       "x.json: routes[1].path: same pattern as routes[0] (\"a\") with overlapping methods" },
+    { "{'routes':[{" R0 ",'path':'/a','upgrade':'websocket'}]}",
+      "x.json: routes[0].upgrade: must be an array of protocol names (e.g. [\"websocket\"])" },
+    { "{'routes':[{" R0 ",'path':'/a','upgrade':['ok','a b']}]}",
+      "x.json: routes[0].upgrade: [1] must be a protocol name (a token of the Upgrade header, at most 64 characters)" },
+    { "{'routes':[{" R0 ",'path':'/a','upgrade':['websocket','WEBSOCKET']}]}",
+      "x.json: routes[0].upgrade: \"WEBSOCKET\" is listed twice" },
+    { "{'routes':[{" R0 ",'path':'/a','tunnel_idle_timeout_ms':0}]}",
+      "x.json: routes[0].tunnel_idle_timeout_ms: must be an integer from 1 to 86400000" },
     /* The first error in document order wins. */
     { "{'routes':[{'id':'a','path':'/a','upstream':'nope'},{'id':'a','path':'x'}]}",
       "x.json: routes[0].upstream: unknown upstream \"nope\"" },
@@ -482,6 +491,34 @@ static void test_validation_errors(void **state)
             fail_msg("bad_docs[%zu] %s\n  want: %s\n  got:  %s", i, bad_docs[i].json,
                      bad_docs[i].err, t ? "(accepted)" : err);
     }
+}
+
+/* "upgrade" is kept lower-cased, matched case-insensitively, and written back with
+ * tunnel_idle_timeout_ms; [] means none. */
+static void test_upgrade(void **state)
+{
+    (void)state;
+    rt_table *t = must_parse("{'routes':[{'id':'a','path':'/a','upstream':'legacy',"
+                             "'upgrade':['WebSocket','h2c'],'tunnel_idle_timeout_ms':500},"
+                             "{'id':'b','path':'/b','upstream':'legacy','upgrade':[]}]}");
+    const rt_route *a = rt_table_find(t, "a"), *b = rt_table_find(t, "b");
+    assert_string_equal(rt_route_upgrade_allows(a, GW_SLICE_LIT("WEBSOCKET")), "websocket");
+    assert_string_equal(rt_route_upgrade_allows(a, GW_SLICE_LIT("h2c")), "h2c");
+    assert_null(rt_route_upgrade_allows(a, GW_SLICE_LIT("websockets")));
+    assert_null(rt_route_upgrade_allows(a, GW_SLICE_LIT("")));
+    assert_null(rt_route_upgrade_allows(b, GW_SLICE_LIT("websocket")));
+    assert_int_equal(a->tunnel_idle_timeout_ms, 500);
+    assert_int_equal(b->tunnel_idle_timeout_ms, 0);
+    json_t *j = rt_route_to_json(a);
+    char *s = json_dumps(json_object_get(j, "upgrade"), JSON_COMPACT);
+    assert_string_equal(s, "[\"websocket\",\"h2c\"]");
+    assert_int_equal(json_integer_value(json_object_get(j, "tunnel_idle_timeout_ms")), 500);
+    free(s);
+    json_decref(j);
+    j = rt_route_to_json(b);
+    assert_null(json_object_get(j, "upgrade"));
+    json_decref(j);
+    rt_table_unref(t);
 }
 
 static void test_json_syntax_error(void **state)
@@ -787,6 +824,7 @@ int main(void)
         cmocka_unit_test(test_rewrite_strip_and_template),
         cmocka_unit_test(test_rewrite_too_small),
         cmocka_unit_test(test_validation_errors),
+        cmocka_unit_test(test_upgrade),
         cmocka_unit_test(test_json_syntax_error),
         cmocka_unit_test(test_valid_tables),
         cmocka_unit_test(test_limits),
