@@ -1,9 +1,6 @@
 /* otlp_json.c — see otlp_json.h. */
 #include "http/otlp_json.h"
 
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,55 +24,83 @@ static int reserve(gw_otlp_buf *b, size_t n)
     return 0;
 }
 
-/* Appends formatted text: the caller reserved room for it. */
-static void put(gw_otlp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(gw_otlp_buf *b, const char *fmt, ...)
+/* Appends: the caller reserved room (SPAN_MAX per span), so nothing here checks or fails.
+ * Copies, not printf: a batch of 512 spans is encoded per POST. */
+static void put(gw_otlp_buf *b, const char *p, size_t n)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (k > 0)
-        b->len += (size_t)k < b->cap - b->len ? (size_t)k : b->cap - b->len - 1;
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
 }
+
+#define LIT(b, lit) put((b), (lit), sizeof(lit) - 1)
 
 static void put_str(gw_otlp_buf *b, const char *s)
 {
-    put(b, "\"");
+    LIT(b, "\"");
     gw_json_escape(b->p, &b->len, b->cap, s, strlen(s));
-    put(b, "\"");
+    LIT(b, "\"");
+}
+
+/* A decimal number as a JSON string ("123"): int64 and time values in the OTLP mapping. */
+static void put_u64_str(gw_otlp_buf *b, uint64_t v)
+{
+    LIT(b, "\"");
+    b->len = (size_t)(gw_put_u64(b->p + b->len, v) - b->p);
+    LIT(b, "\"");
+}
+
+/* An id (hex, already checked by the trace parser or made by the gateway): copied as is. */
+static void put_id(gw_otlp_buf *b, const char *id)
+{
+    LIT(b, "\"");
+    put(b, id, strlen(id));
+    LIT(b, "\"");
 }
 
 /* One attribute: a string value, or (S NULL) an integer. FIRST: no comma before it. */
-static void attr(gw_otlp_buf *b, int *first, const char *key, const char *s, int64_t v)
+static void attr(gw_otlp_buf *b, int *first, const char *key, const char *s, uint64_t v)
 {
-    put(b, "%s{\"key\":\"%s\",\"value\":", *first ? "" : ",", key);
-    if (s) {
-        put(b, "{\"stringValue\":");
-        put_str(b, s);
-        put(b, "}}");
-    } else {
-        put(b, "{\"intValue\":\"%" PRId64 "\"}}", v);
-    }
+    if (!*first)
+        LIT(b, ",");
     *first = 0;
+    LIT(b, "{\"key\":\"");
+    put(b, key, strlen(key));
+    if (s) {
+        LIT(b, "\",\"value\":{\"stringValue\":");
+        put_str(b, s);
+    } else {
+        LIT(b, "\",\"value\":{\"intValue\":");
+        put_u64_str(b, v);
+    }
+    LIT(b, "}}");
 }
 
 static void encode_span(gw_otlp_buf *b, const gw_span *s, int64_t off)
 {
     int server = s->kind == GW_SPAN_SERVER;
-    put(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\",", s->trace_id, s->span_id);
-    if (s->parent_id[0])
-        put(b, "\"parentSpanId\":\"%s\",", s->parent_id);
+    LIT(b, "{\"traceId\":");
+    put_id(b, s->trace_id);
+    LIT(b, ",\"spanId\":");
+    put_id(b, s->span_id);
+    if (s->parent_id[0]) {
+        LIT(b, ",\"parentSpanId\":");
+        put_id(b, s->parent_id);
+    }
     /* the name: "METHOD route" for the server span, "METHOD upstream" for a client one */
     const char *what = server ? s->route : s->upstream;
-    put(b, "\"name\":");
-    char name[sizeof s->method + sizeof s->upstream + 2];
-    snprintf(name, sizeof name, "%s%s%s", s->method, what[0] ? " " : "", what);
-    put_str(b, name);
-    put(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64
-           "\",\"attributes\":[",
-        server ? 2 : 3, (uint64_t)((int64_t)s->start_ns + off),
-        (uint64_t)((int64_t)s->end_ns + off));
+    LIT(b, ",\"name\":\"");
+    gw_json_escape(b->p, &b->len, b->cap, s->method, strlen(s->method));
+    if (what[0]) {
+        LIT(b, " ");
+        gw_json_escape(b->p, &b->len, b->cap, what, strlen(what));
+    }
+    LIT(b, "\",\"kind\":");
+    put(b, server ? "2" : "3", 1);
+    LIT(b, ",\"startTimeUnixNano\":");
+    put_u64_str(b, (uint64_t)((int64_t)s->start_ns + off));
+    LIT(b, ",\"endTimeUnixNano\":");
+    put_u64_str(b, (uint64_t)((int64_t)s->end_ns + off));
+    LIT(b, ",\"attributes\":[");
     int first = 1;
     attr(b, &first, "http.request.method", s->method, 0);
     if (s->status)
@@ -91,13 +116,13 @@ static void encode_span(gw_otlp_buf *b, const gw_span *s, int64_t off)
     }
     if (s->error && s->error_text[0])
         attr(b, &first, "error.type", s->error_text, 0);
-    put(b, "]");
+    LIT(b, "]");
     if (s->error) {
-        put(b, ",\"status\":{\"code\":2,\"message\":");
+        LIT(b, ",\"status\":{\"code\":2,\"message\":");
         put_str(b, s->error_text[0] ? s->error_text : "error");
-        put(b, "}");
+        LIT(b, "}");
     }
-    put(b, "}");
+    LIT(b, "}");
 }
 
 int gw_otlp_encode(const gw_span *spans, size_t n, const char *service, int64_t mono_to_unix_ns,
@@ -106,20 +131,21 @@ int gw_otlp_encode(const gw_span *spans, size_t n, const char *service, int64_t 
     out->len = 0;
     if (reserve(out, 512 + 6 * strlen(service)) < 0)
         return -1;
-    put(out, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
+    LIT(out, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
              "\"value\":{\"stringValue\":");
     put_str(out, service);
-    put(out, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"gateway\"},\"spans\":[");
+    LIT(out, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"gateway\"},\"spans\":[");
     for (size_t i = 0; i < n; i++) {
         if (reserve(out, SPAN_MAX) < 0)
             return -1;
         if (i)
-            put(out, ",");
+            LIT(out, ",");
         encode_span(out, &spans[i], mono_to_unix_ns);
     }
     if (reserve(out, 16) < 0)
         return -1;
-    put(out, "]}]}]}");
+    LIT(out, "]}]}]}");
+    out->p[out->len] = '\0';
     return 0;
 }
 
