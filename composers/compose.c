@@ -485,6 +485,15 @@ const gw_handler cmp_compose_handler = {
 
 /* ---- the worker ---------------------------------------------------------------------- */
 
+void cmp_worker_upstream_changed(cmp_worker *w, int ui)
+{
+    if (!w || ui < 0 || ui >= w->n_upstreams)
+        return;
+    const gw_upstream_conf *uc = w->upstreams[ui].conf;
+    w->breakers[ui].threshold = uc->breaker_failures ? uc->breaker_failures : 5;
+    w->breakers[ui].cooldown_ms = uc->breaker_cooldown_ms;
+}
+
 cmp_worker *cmp_worker_new(uv_loop_t *loop, const cmp_spec *spec, const cmp_conf *conf,
                            gw_upstream *upstreams, int n_upstreams, const cmp_report *report)
 {

@@ -69,6 +69,9 @@ typedef struct cmp_report {
  * Also opens the worker's user cache (Redis when configured, else an LRU). */
 cmp_worker *cmp_worker_new(uv_loop_t *loop, const cmp_spec *spec, const cmp_conf *conf,
                            gw_upstream *upstreams, int n_upstreams, const cmp_report *report);
+/* Upstream UI's definition changed (a live upstream, routes/upstreams.h): its breaker takes
+ * the new breaker settings; its state (open, closed, a probe under way) is kept. */
+void cmp_worker_upstream_changed(cmp_worker *w, int ui);
 /* At shutdown, on the worker's loop: cancels lookups under way, closes the cache. */
 void cmp_worker_close(cmp_worker *w);
 /* After the loop ran the close callbacks. */

@@ -35,8 +35,10 @@ static void sync_upstreams(gw_worker *w, const rt_table *t)
             gw_resolved_expand(&d->conf, want); /* one endpoint per address (resolver.h) */
         if (d && gen == w->upstream_gen[i] && gw_endpoints_same(want, w->upstreams[i].conf))
             continue; /* same definition, same addresses: the pools stay */
-        if (gw_upstream_reconfigure(&w->upstreams[i], d ? want : NULL) == 0)
+        if (gw_upstream_reconfigure(&w->upstreams[i], d ? want : NULL) == 0) {
             w->upstream_gen[i] = gen;
+            cmp_worker_upstream_changed(w->composer, i); /* NULL before it exists */
+        }
     }
     free(want);
 }
