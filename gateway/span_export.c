@@ -207,7 +207,10 @@ int gw_span_export_start(const gw_config *cfg, int n_workers)
     e->rings = calloc((size_t)e->n_rings, sizeof *e->rings);
     e->batch_max = cfg->tracing.batch_size;
     e->batch = malloc(e->batch_max * sizeof *e->batch);
-    uint32_t per = cfg->tracing.max_queue / (uint32_t)e->n_rings;
+    /* the rings' power-of-two sizes rounded down: together never more than max_queue */
+    uint32_t per = 16, want = cfg->tracing.max_queue / (uint32_t)e->n_rings;
+    while (per * 2 <= want)
+        per *= 2;
     for (int i = 0; e->rings && i < e->n_rings; i++)
         e->rings[i] = gw_span_ring_new(per);
     for (int i = 0; e->rings && i < e->n_rings; i++)

@@ -42,7 +42,8 @@ typedef struct gw_span_ring {
     gw_span slots[];
 } gw_span_ring;
 
-/* A ring of at least CAP spans (rounded up to a power of two); NULL when out of memory. */
+/* A ring of at least CAP spans (at least 16, rounded up to a power of two); NULL when out
+ * of memory. */
 gw_span_ring *gw_span_ring_new(uint32_t cap);
 void gw_span_ring_free(gw_span_ring *r);
 /* The consumer: copies up to MAX spans out, oldest first; returns how many. */
