@@ -23,7 +23,7 @@ int gw_admin_upstream_name(gw_slice path, char *out, size_t n)
 
 /* One upstream as the API shows it: its definition, where it comes from, its index, and
  * what uses it. */
-static json_t *upstream_json(const rt_table *t, int i)
+static json_t *upstream_json(gw_admin *a, const rt_table *t, int i)
 {
     const char *name = rt_table_upstream(t, i);
     const rt_upstream_def *d = rt_table_upstream_def(t, i);
@@ -31,6 +31,8 @@ static json_t *upstream_json(const rt_table *t, int i)
         return NULL;
     json_t *def = d ? rt_upstream_def_json(d, 0) : json_object();
     json_t *refs = rt_upstream_referrers(t, name);
+    if (refs)
+        gw_admin_upstream_plan_refs(a, name, refs);
     json_t *o = json_pack("{s:s, s:s, s:o, s:o}", "name", name, "source",
                           d && d->from_routes ? "routes" : "gateway.json", "definition",
                           def ? def : json_null(), "used_by", refs ? refs : json_array());
@@ -43,7 +45,6 @@ int gw_admin_upstreams_read(gw_admin *a, gw_request *req, gw_slice path)
     int list = gw_slice_eq(path, "/admin/upstreams");
     if (!list && gw_admin_upstream_name(path, name, sizeof name) != 0)
         return 0;
-    (void)a;
     rt_table *t = rt_current_acquire();
     if (!t) {
         gw_response_error(req, 503, "no route table loaded");
@@ -53,7 +54,7 @@ int gw_admin_upstreams_read(gw_admin *a, gw_request *req, gw_slice path)
     if (list) {
         json_t *arr = json_array();
         for (int i = 0; i < rt_table_upstream_count(t); i++) {
-            json_t *u = upstream_json(t, i);
+            json_t *u = upstream_json(a, t, i);
             if (u)
                 json_array_append_new(arr, u);
         }
@@ -61,7 +62,7 @@ int gw_admin_upstreams_read(gw_admin *a, gw_request *req, gw_slice path)
         gw_admin_send_json(req, 200, doc);
     } else {
         int i = rt_table_upstream_index(t, name);
-        doc = i >= 0 ? upstream_json(t, i) : NULL;
+        doc = i >= 0 ? upstream_json(a, t, i) : NULL;
         if (doc)
             gw_admin_send_json(req, 200, doc);
         else

@@ -140,6 +140,8 @@ def test_upstream_added_used_and_removed_through_the_admin_api():
             assert st == 200, (st, b)
             st, b = admin(s, "DELETE", "/admin/upstreams/new-service")
             assert st == 409 and b["referrers"] == ['cutovers["users"].target'], (st, b)
+            st, b = admin(s, "GET", "/admin/upstreams/new-service")
+            assert b["used_by"] == ['routes["users"].shadow', 'cutovers["users"].target'], b
             st, b = admin(s, "POST", "/admin/cutovers/users/abort", {})
             assert st == 200, (st, b)
             new.reset()
