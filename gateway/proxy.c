@@ -720,6 +720,7 @@ static void open_tunnel(proxy_req *p, gw_uconn *u, const gw_header *headers, int
     hl += snprintf(hdrs + hl, 128, "Connection: upgrade\r\nUpgrade: %.*s\r\n", (int)to.n, to.p);
     gw_worker *w = p->w;
     const char *route_id = p->route->id, *up_name = p->up->conf->name;
+    int websocket = !strcmp(p->upgrade, "websocket"); /* (the route's string dies with p) */
     uint32_t idle = p->route->tunnel_idle_timeout_ms ? p->route->tunnel_idle_timeout_ms
                                                      : w->cfg->limits.tunnel_idle_timeout_ms;
     gw_end client, upstream;
@@ -741,7 +742,7 @@ static void open_tunnel(proxy_req *p, gw_uconn *u, const gw_header *headers, int
     }
     gw_tunnel_pair *pair = gw_tunnels_opened(route_id, up_name);
     proxy_free(p); /* the route table may go: the tunnel keeps only copies */
-    if (!gw_tunnel_start(&w->loop, client, upstream, idle, tunnel_closed, pair))
+    if (!gw_tunnel_start(&w->loop, client, upstream, idle, websocket, tunnel_closed, pair))
         gw_tunnels_closed(pair, &(gw_tunnel_stats){ .reason = GW_TUNNEL_CLIENT_CLOSED });
 }
 

@@ -8,8 +8,9 @@
  * to close: what was queued to it is flushed, then TLS close_notify and FIN; the timer
  * handle closing) -> freed, in one place (tunnel_on_timer_close). Into CLOSING: one end's
  * peer closed or failed (the other end gets what was queued to it, then its close), the
- * idle timeout (no byte either way for idle_ms), the server's drain (both ends closed
- * gracefully at once), gw_tunnel_close. */
+ * idle timeout (no byte either way for idle_ms), the server's drain (a WebSocket first
+ * goes DRAINING: a Close 1001 to each end at its next frame boundary, then CLOSING when an
+ * end closes or after a second; any other protocol is closed at once). */
 #ifndef GW_TUNNEL_H
 #define GW_TUNNEL_H
 
@@ -33,10 +34,12 @@ typedef struct gw_tunnel_stats {
     enum gw_tunnel_close_reason reason;
 } gw_tunnel_stats;
 
-/* Binds CLIENT and UPSTREAM and starts piping. ON_CLOSED (may be NULL) is called once, when
- * the tunnel begins closing, with what it carried. NULL when out of memory (then both ends
- * are closed). */
+/* Binds CLIENT and UPSTREAM and starts piping. WEBSOCKET: the bytes are WebSocket frames
+ * (followed, so that a drain ends them with Close frames). ON_CLOSED (may be NULL) is called
+ * once, when the tunnel begins closing, with what it carried. NULL when out of memory (then
+ * both ends are closed). */
 gw_tunnel *gw_tunnel_start(uv_loop_t *loop, gw_end client, gw_end upstream, uint32_t idle_ms,
+                           int websocket,
                            void (*on_closed)(const gw_tunnel_stats *st, void *data), void *data);
 
 #endif

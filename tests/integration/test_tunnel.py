@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -106,7 +107,6 @@ def test_tunnel_websocket_echo_rewrite_counts_and_tls():
     gateway's headers, the access log line says 101, and the open tunnel is counted in
     /metrics and /admin/routes/{id} (and read back to 0 when it closes)."""
     import tempfile
-    import shutil
     d = tempfile.mkdtemp(prefix="gwtun-")
     ca = CA(d)
     cf, kf = ca.leaf("localhost", ["localhost"])
@@ -321,9 +321,10 @@ def test_tunnel_idle_timeout_closes_both_sides():
 
 def test_tunnel_flip_keeps_open_tunnels_and_drain_closes_them():
     """A flip moves new tunnels, not open ones: the old upstream's count stays until its
-    tunnel closes (what an operator watches to finish a cutover). SIGTERM closes the open
-    tunnels gracefully at once (client and upstream see a clean close), and the gateway exits
-    well within the drain time."""
+    tunnel closes (what an operator watches to finish a cutover). SIGTERM ends the open
+    WebSockets with their closing handshake at once (the client gets Close 1001 "going away"
+    and a clean close, mockd's side closes too), and the gateway exits well within the drain
+    time."""
     with Stack(upstreams=UPS, routes=routes(), gw_conf={"shutdown": {"drain_timeout_ms": 8000}}) as s:
         async def go():
             a = await websockets.connect("ws://127.0.0.1:%d/chat/a" % s.port)
@@ -340,6 +341,13 @@ def test_tunnel_flip_keeps_open_tunnels_and_drain_closes_them():
             st, _, body = request(s.admin_port, "GET", "/admin/dashboard", headers=TOKEN)
             chat = [r for r in json.loads(body)["routes"] if r["id"] == "chat"][0]
             assert chat["tunnels"] == {"user-service": 1, "legacy": 1} and chat["tunnels_open"] == 2, chat
+            import subprocess
+            from harness import ROOT, BUILD
+            out = subprocess.run([os.path.join(ROOT, BUILD, "gatewayctl"), "--admin",
+                                  "http://127.0.0.1:%d" % s.admin_port, "--token", "test-token",
+                                  "routes", "show", "chat"], capture_output=True, text=True,
+                                 timeout=30).stdout
+            assert json.loads(out)["tunnels"] == {"user-service": 1, "legacy": 1}, out
             await a.close()
             wait_until(lambda: active(s) == 0, 5, "the old side's count at 0")
             assert active(s, upstream="legacy") == 1
@@ -352,6 +360,8 @@ def test_tunnel_flip_keeps_open_tunnels_and_drain_closes_them():
                     assert False, "a message came"
                 except websockets.exceptions.ConnectionClosed as e:
                     print("    drain: closed with %s after %.2f s" % (e, time.monotonic() - t0))
+                    assert e.rcvd is not None and e.rcvd.code == 1001, e  # not 1006
+                    assert isinstance(e, websockets.exceptions.ConnectionClosedOK), e
             return time.monotonic() - t0
 
         took = run(go())
@@ -382,6 +392,7 @@ def test_tunnel_config_errors():
             assert r.returncode == 1 and want in r.stderr + r.stdout, (extra, r.stdout, r.stderr)
         finally:
             s.stop()
+            shutil.rmtree(s.tmp, ignore_errors=True)
     s = Stack(upstreams=UPS, routes=routes(), gw_conf={"limits": {"tunnel_idle_timeout_ms": 0}}, start=False)
     try:
         r = subprocess.run([os.path.join(ROOT, BUILD, "gateway"), "-c", s.conf_path, "--check"],
@@ -389,3 +400,4 @@ def test_tunnel_config_errors():
         assert r.returncode == 1 and "limits.tunnel_idle_timeout_ms" in r.stderr + r.stdout, r.stderr
     finally:
         s.stop()
+        shutil.rmtree(s.tmp, ignore_errors=True)
