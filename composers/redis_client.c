@@ -836,13 +836,57 @@ static void on_cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
     fn(priv, rep); /* last: the owner may free CMD, send it again or close the client */
 }
 
+/* RESP's multi-bulk form of ARGV: its length, and the bytes into OUT (of that length). The
+ * formatting is done here rather than by redisAsyncCommandArgv, which builds it in a fresh
+ * heap string for every command: a stack buffer does for the rate limiter's EVALSHA. */
+static size_t resp_len(int argc, const size_t *lens)
+{
+    size_t n = 1 + 20 + 2;
+    for (int i = 0; i < argc; i++)
+        n += 1 + 20 + 2 + lens[i] + 2;
+    return n; /* an upper bound: 20 digits per length */
+}
+
+static char *put_len(char *o, char c, size_t v)
+{
+    char d[24];
+    int k = 0;
+    *o++ = c;
+    do
+        d[k++] = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    while (k > 0)
+        *o++ = d[--k];
+    *o++ = '\r';
+    *o++ = '\n';
+    return o;
+}
+
+static size_t resp_write(char *out, int argc, const char **argv, const size_t *lens)
+{
+    char *o = put_len(out, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        o = put_len(o, '$', lens[i]);
+        memcpy(o, argv[i], lens[i]);
+        o += lens[i];
+        *o++ = '\r';
+        *o++ = '\n';
+    }
+    return (size_t)(o - out);
+}
+
 int cmp_redis_send(cmp_redis *rc, cmp_redis_cmd *cmd, const char *key, size_t klen, int argc,
                    const char **argv, const size_t *lens, cmp_redis_reply_fn fn, void *priv)
 {
+    char stack[1024], *buf = stack;
+    size_t len, cap;
     rnode *n;
+    int keep, rv = -1;
+
     if (rc->closing)
         return -1;
-    if (rc->conf.kind == CMP_REDIS_CLUSTER) {
+    keep = rc->conf.kind == CMP_REDIS_CLUSTER; /* kept for a redirection */
+    if (keep) {
         uint8_t i = rc->slots[cmp_redis_key_slot(key, klen)];
         n = i == NO_NODE ? NULL : rc->nodes[i];
     } else {
@@ -850,28 +894,26 @@ int cmp_redis_send(cmp_redis *rc, cmp_redis_cmd *cmd, const char *key, size_t kl
     }
     if (n == NULL || n->state != N_UP || n->ac == NULL)
         return -1;
+    cap = resp_len(argc, lens);
+    if ((keep || cap > sizeof stack) && (buf = malloc(cap)) == NULL)
+        return -1;
+    len = resp_write(buf, argc, argv, lens);
     cmd->rc = rc;
     cmd->fn = fn;
     cmd->priv = priv;
     cmd->node = n;
     cmd->redirects = 0;
-    cmd->buf = NULL;
-    if (rc->conf.kind == CMP_REDIS_CLUSTER) {
-        int len = redisFormatCommandArgv(&cmd->buf, argc, argv, lens);
-        if (len < 0)
-            return -1;
-        cmd->len = (size_t)len;
-        if (redisAsyncFormattedCommand(n->ac, on_cmd_reply, cmd, cmd->buf, cmd->len) !=
-            REDIS_OK) {
-            free(cmd->buf);
-            cmd->buf = NULL;
-            return -1;
-        }
-    } else if (redisAsyncCommandArgv(n->ac, on_cmd_reply, cmd, argc, argv, lens) != REDIS_OK) {
-        return -1;
+    cmd->buf = keep ? buf : NULL;
+    cmd->len = len;
+    if (redisAsyncFormattedCommand(n->ac, on_cmd_reply, cmd, buf, len) == REDIS_OK) {
+        node_sent(n);
+        rv = 0;
+    } else {
+        cmd->buf = NULL;
     }
-    node_sent(n);
-    return 0;
+    if (buf != stack && (rv != 0 || !keep))
+        free(buf);
+    return rv;
 }
 
 /* ---- life ----------------------------------------------------------------------------- */
