@@ -38,6 +38,8 @@ def routes(**chat):
         {"id": "policies", "path": "/pol/**", "upstream": "user-service", "upgrade": ["websocket"],
          "rewrite": {"template": "/ws/{**}"}, "shadow": {"upstream": "legacy", "percent": 100},
          "fallback": {"upstream": "legacy", "on": ["5xx", "connect"]}},
+        {"id": "cached", "path": "/cached/**", "upstream": "user-service", "upgrade": ["websocket"],
+         "rewrite": {"template": "/ws/{**}"}, "cache": True},
         {"id": "pair", "path": "/pair/**", "upstream": "pair", "upgrade": ["websocket"],
          "rewrite": {"template": "/ws/{**}"}, "fallback": {"upstream": "legacy", "on": ["connect"]}},
         {"id": "legacy", "path": "/**", "upstream": "legacy"},
@@ -205,7 +207,8 @@ def test_tunnel_refusals_stay_http():
 def test_tunnel_no_shadow_retry_or_fallback():
     """An upgrade is sent once: no shadow copy to the route's candidate, no fallback when the
     upstream fails or cannot be reached, no second endpoint after a refused connect (while a
-    plain GET on the same routes does fall back)."""
+    plain GET on the same routes does fall back), and never through the user cache of a
+    cached route (no lookup, no stored answer)."""
     with Stack(upstreams=UPS, routes=routes(), start=False) as s:
         s.conf["upstreams"]["pair"]["endpoints"].insert(0, dead_port())
         s.write()
@@ -218,6 +221,13 @@ def test_tunnel_no_shadow_retry_or_fallback():
                 return ws.response_headers["x-mock-name"]
 
         assert run(echo("/pol/a")) == "user-service-0"
+        for _ in range(2):  # a cached route: each upgrade reaches the upstream
+            assert run(echo("/cached/a")) == "user-service-0"
+        m = metrics(s)
+        assert sum(v for k, v in m.items() if k.startswith("gateway_cache_requests_total")) == 0, m
+        request(s.port, "GET", "/cached/b")  # a plain GET there is looked up
+        m = metrics(s)
+        assert m.get('gateway_cache_requests_total{result="miss"}', 0) >= 1, m
         legacy = s.mock("legacy")
         time.sleep(0.2)
         assert legacy.stats()["requests"] == 0, legacy.stats()  # no shadow copy
