@@ -226,11 +226,10 @@ static void worker_main(void *arg)
                         w->cfg->background.max_connections_per_endpoint);
     /* every slot is a valid upstream: gateway.json's first, the rest empty until the
      * route table defines them (sync_upstreams) */
-    gw_upstream_conf empty;
-    gw_config_upstream_defaults(&empty);
+    gw_config_upstream_defaults(&w->empty_upstream);
     for (int i = 0; i < GW_MAX_UPSTREAMS; i++) {
         gw_upstream_init(&w->upstreams[i], &w->loop,
-                         i < w->cfg->n_upstreams ? &w->cfg->upstreams[i] : &empty);
+                         i < w->cfg->n_upstreams ? &w->cfg->upstreams[i] : &w->empty_upstream);
         w->upstreams[i].oneshots = &w->oneshots;
     }
     (void)gw_worker_routes(w);

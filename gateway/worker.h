@@ -36,6 +36,7 @@ typedef struct gw_worker {
     gw_metrics *metrics;         /* written by this worker only; read by the admin thread */
     gw_upstream upstreams[GW_MAX_UPSTREAMS]; /* indexed like the route table's upstreams */
     uint64_t upstream_gen[GW_MAX_UPSTREAMS]; /* the definition each is built from (upstreams.h) */
+    gw_upstream_conf empty_upstream; /* the settings of slots no upstream uses yet */
     uv_timer_t routes_timer;     /* notices a new table without traffic (pools to drain) */
     gw_oneshot_set oneshots;     /* shadow copies and internal GETs: caps, abort at shutdown */
     rt_table *table;             /* this worker's pinned snapshot */

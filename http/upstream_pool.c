@@ -16,15 +16,17 @@
 struct gw_endpoint_set {
     gw_queue node;            /* in up->retired once replaced */
     int retired;
+    int n;
     gw_upstream_conf conf;    /* this generation's definition (a copy: the caller's may go) */
-    gw_endpoint endpoints[GW_MAX_ENDPOINTS];
+    gw_endpoint endpoints[];  /* n */
 };
 
 static gw_endpoint_set *set_new(gw_upstream *up, const gw_upstream_conf *conf, int n)
 {
-    gw_endpoint_set *s = calloc(1, sizeof *s);
+    gw_endpoint_set *s = calloc(1, sizeof *s + (size_t)n * sizeof s->endpoints[0]);
     if (!s)
         return NULL;
+    s->n = n;
     s->conf = *conf;
     gw_queue_init(&s->node);
     for (int i = 0; i < n; i++) {
@@ -48,16 +50,16 @@ static void set_install(gw_upstream *up, gw_endpoint_set *s, int n)
 
 static void set_free(gw_endpoint_set *s)
 {
-    for (int i = 0; i < GW_MAX_ENDPOINTS; i++)
+    for (int i = 0; i < s->n; i++)
         gw__utls_session_free(&s->endpoints[i].tls_session);
     free(s);
 }
 
 static void close_idle_of(gw_endpoint_set *s)
 {
-    for (int i = 0; i < GW_MAX_ENDPOINTS; i++) {
+    for (int i = 0; i < s->n; i++) {
         gw_endpoint *ep = &s->endpoints[i];
-        while (ep->up && !gw_queue_empty(&ep->idle)) {
+        while (!gw_queue_empty(&ep->idle)) {
             /* gw_uconn's layout is private: release through the public abort */
             gw_uconn_abort(gw__uconn_from_pool_node(ep->idle.next));
         }
@@ -66,7 +68,7 @@ static void close_idle_of(gw_endpoint_set *s)
 
 static int set_in_use(const gw_endpoint_set *s)
 {
-    for (int i = 0; i < GW_MAX_ENDPOINTS; i++) {
+    for (int i = 0; i < s->n; i++) {
         const gw_endpoint *ep = &s->endpoints[i];
         if (ep->n_conns || ep->n_background || ep->n_idle)
             return 1;
@@ -101,10 +103,10 @@ void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *
     memset(up, 0, sizeof *up);
     up->loop = loop;
     gw_queue_init(&up->retired);
-    gw_endpoint_set *s = set_new(up, conf, conf->n_endpoints);
-    if (!s) { /* out of memory at start: an upstream without endpoints answers 503 */
-        static gw_upstream_conf none;
-        up->conf = conf ? conf : &none;
+    /* no endpoints (a slot no upstream uses yet): no set; CONF must outlive UP then */
+    gw_endpoint_set *s = conf->n_endpoints > 0 ? set_new(up, conf, conf->n_endpoints) : NULL;
+    if (!s) { /* or out of memory at start: an upstream without endpoints answers 503 */
+        up->conf = conf;
         return;
     }
     set_install(up, s, conf->n_endpoints);
@@ -125,7 +127,7 @@ int gw_upstream_reconfigure(gw_upstream *up, const gw_upstream_conf *conf)
     gw_endpoint_set *s = set_new(up, keep, conf ? conf->n_endpoints : 0);
     if (!s)
         return -1;
-    int tls_changed = !old || !tls_same(&old->conf, keep);
+    int tls_changed = !tls_same(up->conf, keep);
     set_install(up, s, conf ? conf->n_endpoints : 0);
     up->rr = 0;
     if (tls_changed) {
