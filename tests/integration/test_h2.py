@@ -96,7 +96,7 @@ def n_requests(m):
 
 DATA, HEADERS, RST, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
 END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
-PROTOCOL_ERROR, INTERNAL_ERROR, CANCEL, ENHANCE_YOUR_CALM = 1, 2, 8, 11
+PROTOCOL_ERROR, INTERNAL_ERROR, REFUSED_STREAM, CANCEL, ENHANCE_YOUR_CALM = 1, 2, 7, 8, 11
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -227,6 +227,11 @@ def test_h2_alpn_and_h2c_with_gateway_headers_and_errors():
                 f.write(b"x" * (2 << 20))
             st, h, b, _ = curl(s, "/echo/big", ["--data-binary", "@" + big], tls=tls)
             assert st == 413 and json.loads(b)["status"] == 413, (st, b[:200])
+        # limits per stream: the header list (431) and the target (414), answered in JSON
+        st, h, b, _ = curl(s, "/echo/h", ["-H", "X-Big: " + "b" * 20000], tls=False)
+        assert st == 431 and json.loads(b)["status"] == 431, (st, b[:200])
+        st, h, b, _ = curl(s, "/echo/" + "u" * 9000, tls=False)
+        assert st == 414 and json.loads(b)["status"] == 414, (st, b[:200])
         # HTTP/1.1 still works on both listeners that offer h2
         r = subprocess.run(["curl", "-sS", "--http1.1", "--cacert", s.ca.pem, "-o", "/dev/null", "-w",
                             "%{http_code} %{http_version}", "https://localhost:%d/api/users/7" % s.tls_port],
@@ -385,8 +390,19 @@ def test_h2_hardening_refused():
 
 
 def test_h2_rapid_reset_goaway():
-    with h2_stack(http2={"reset_burst": 50, "reset_rate": 10}) as s:
+    with h2_stack(http2={"reset_burst": 50, "reset_rate": 10, "max_concurrent_streams": 4}) as s:
         users = s.mock("user-service")
+        # max_concurrent_streams: once the client acknowledged the limit, a fifth open stream
+        # is a protocol error (nghttp2: GOAWAY PROTOCOL_ERROR) and the connection ends
+        c = Raw(s.h2c_port)
+        c.until(lambda f: f[0] == SETTINGS and not f[1] & ACK)
+        time.sleep(0.1)  # (our ACK of the server's SETTINGS is in)
+        for sid in range(1, 11, 2):
+            c.request(sid, "/api/users/%d" % sid, extra=[("x-mock-latency-ms", "300")])
+        f = c.until(lambda f: f[0] == GOAWAY)
+        assert f and struct.unpack(">I", f[3][4:8])[0] == PROTOCOL_ERROR and b"concurrent" in f[3], f
+        assert c.until(lambda f: False) is None
+        c.close()
         before = n_requests(users)
         c = Raw(s.h2c_port)
         flood = []
