@@ -1,0 +1,316 @@
+/* fuzz_h2.c — HTTP/2 on a client connection (http/h2.c over nghttp2), driven through the
+ * real server like fuzz_server_request: one gw_server with h2c on a libuv loop, kept across
+ * runs, the same tiny handler, and per input one loopback TCP client that sends the HTTP/2
+ * connection preface and an empty SETTINGS frame, then the input (frames, in up to four
+ * pieces), then shuts its write side and reads until the server closes. Small limits (16
+ * streams, 4 KiB stream window, 4 KiB bodies and heads, reset burst 50) put them in reach.
+ *
+ * Input: byte 0 = flags (bits 0-1: number of extra split points; bits 2-3: handler mode),
+ * then one byte per split point, then the frames. Handler modes as in fuzz_server_request.
+ *
+ * Invariants checked (a failure traps):
+ *   - every request the handler got ends exactly once: our answer or on_abort, and no
+ *     callback reaches a request after its response ended;
+ *   - on_body bytes never exceed a Content-Length, never come before gw_request_read_body,
+ *     and a body that ended has exactly its Content-Length (nghttp2 checks it against DATA);
+ *   - what the client reads is a sequence of frames on the right streams (no push);
+ *   - the connection closes after the client's EOF, within a bound, and the server holds no
+ *     connection afterwards. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "http/gw_errors.h"
+#include "http/server.h"
+#include "tests/fuzz/fuzz_loop.h"
+
+#define MAX_DONE 256
+#define RESP_CAP (1u << 20)
+
+typedef struct rstate {
+    int mode;
+    int pulled;          /* gw_request_read_body called */
+    int64_t cl;          /* Content-Length or -1 */
+    uint64_t got;        /* on_body bytes */
+} rstate;
+
+static struct {
+    uv_loop_t loop;
+    gw_server *s;
+    int mode;
+    int n_request, n_answered, n_abort;
+    int n_done;
+    struct { int status, is_head, err; } done[MAX_DONE];
+    char *resp;
+    size_t resp_len;
+} G;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "fuzz_h2: %s\n", what);
+    __builtin_trap();
+}
+
+/* ---- the handler --------------------------------------------------------------------- */
+
+static rstate *st_of(gw_request *req, const char *cb)
+{
+    rstate *st = req->data;
+    if (st == NULL) {
+        fprintf(stderr, "%s after the response ended\n", cb);
+        die("callback on an ended request");
+    }
+    return st;
+}
+
+static void answer(gw_request *req, int streamed)
+{
+    free(req->data);
+    req->data = NULL;
+    G.n_answered++;
+    if (!streamed) {
+        gw_response_simple(req, 200, "text/plain", "ok", 2, NULL);
+        return;
+    }
+    if (gw_response_begin(req, 200, "Content-Type: text/plain\r\n", 26, -1) < 0)
+        return; /* on_abort follows: it finds the state gone, which is the contract too */
+    if (gw_response_body(req, "streamed", 8) < 0)
+        return;
+    gw_response_end(req);
+}
+
+static void h_request(gw_request *req)
+{
+    G.n_request++;
+    rstate *st = calloc(1, sizeof *st);
+    if (!st)
+        abort();
+    st->mode = G.mode;
+    st->cl = req->content_length;
+    req->data = st;
+    if (st->mode == 1) {
+        answer(req, 0);
+        return;
+    }
+    st->pulled = 1;
+    int rc = gw_request_read_body(req);
+    if (rc == GW_ETOOBIG) {
+        free(req->data);
+        req->data = NULL;
+        G.n_answered++;
+        gw_response_error(req, 413, "too big");
+    } else if (rc < 0) {
+        st->pulled = 0; /* on_abort follows */
+    }
+}
+
+static void h_body(gw_request *req, const char *p, size_t n)
+{
+    rstate *st = st_of(req, "on_body");
+    (void)p;
+    if (!st->pulled)
+        die("on_body before gw_request_read_body");
+    st->got += n;
+    if (st->cl >= 0 && st->got > (uint64_t)st->cl)
+        die("more body bytes than Content-Length");
+    if (st->mode == 3)
+        answer(req, 0);
+}
+
+static void h_body_end(gw_request *req)
+{
+    rstate *st = st_of(req, "on_body_end");
+    if (!st->pulled)
+        die("on_body_end before gw_request_read_body");
+    if (st->cl >= 0 && st->got != (uint64_t)st->cl)
+        die("body ended short of its Content-Length");
+    answer(req, st->mode == 2);
+}
+
+static void h_drain(gw_request *req)
+{
+    (void)req;
+}
+
+static void h_abort(gw_request *req, int err)
+{
+    (void)err;
+    st_of(req, "on_abort");
+    free(req->data);
+    req->data = NULL;
+    G.n_abort++;
+}
+
+static const gw_handler handler = { h_request, h_body, h_body_end, h_drain, h_abort };
+
+static void on_done(const gw_request *req, const gw_request_report *r, void *data)
+{
+    (void)data;
+    if (G.n_done < MAX_DONE) {
+        G.done[G.n_done].status = req->status;
+        G.done[G.n_done].is_head = req->is_head;
+        G.done[G.n_done].err = r->err;
+    }
+    G.n_done++;
+}
+
+/* ---- the loop and the client --------------------------------------------------------- */
+
+
+static void turn(int fd, int wait_ms)
+{
+    fuzz_turn(&G.loop, fd, wait_ms);
+}
+
+/* Reads what the server sent; returns 1 at EOF or reset. */
+static int cli_read(int fd)
+{
+    for (;;) {
+        char tmp[16384];
+        ssize_t r = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
+        if (r > 0) {
+            size_t k = (size_t)r;
+            if (G.resp_len + k > RESP_CAP)
+                k = RESP_CAP - G.resp_len;
+            memcpy(G.resp + G.resp_len, tmp, k);
+            G.resp_len += k;
+            continue;
+        }
+        if (r == 0)
+            return 1;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : 1;
+    }
+}
+
+static void cli_send(int fd, const uint8_t *p, size_t n)
+{
+    uint64_t end = fuzz_now_ms() + 5000;
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            p += w, n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return; /* the server closed: the rest is not wanted */
+        if (fuzz_now_ms() > end)
+            die("the server stopped reading for 5 s");
+        cli_read(fd);
+        turn(fd, 5);
+    }
+}
+
+/* ---- the client's view: HTTP/2 frames ---------------------------------------------- */
+
+/* What the server sent is a sequence of frames (the last may be cut by the close): stream
+ * frames (DATA, HEADERS, RST_STREAM) on a stream, connection frames (SETTINGS, PING,
+ * GOAWAY) on stream 0, and never a server-initiated (even) stream: push is off. */
+static void check_frames(void)
+{
+    const uint8_t *p = (const uint8_t *)G.resp, *end = p + G.resp_len;
+    while (end - p >= 9) {
+        size_t n = (size_t)p[0] << 16 | (size_t)p[1] << 8 | p[2];
+        uint8_t type = p[3];
+        uint32_t sid = ((uint32_t)p[5] << 24 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 8 | p[8]) & 0x7fffffffu;
+        if ((type == 0 || type == 1 || type == 3) && sid == 0)
+            die("a stream frame on stream 0");
+        if ((type == 4 || type == 6 || type == 7) && sid != 0)
+            die("a connection frame on a stream");
+        if (sid && (sid & 1) == 0)
+            die("a frame on an even (server-initiated) stream: push is off");
+        if ((size_t)(end - p) < 9 + n)
+            return; /* cut by the close */
+        p += 9 + n;
+    }
+}
+
+/* ---- libFuzzer ----------------------------------------------------------------------- */
+
+static void setup(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    G.resp = malloc(RESP_CAP);
+    if (!G.resp || uv_loop_init(&G.loop) != 0)
+        abort();
+    gw_server_opts o = {
+        /* small limits so that 413/414/431 are in reach; timeouts only bound a stuck run */
+        .limits = { .max_uri_bytes = 1024, .max_header_bytes = 4096, .max_headers = 32,
+                    .max_body_bytes = 4096, .header_timeout_ms = 2000, .body_timeout_ms = 2000,
+                    .idle_timeout_ms = 2000, .send_timeout_ms = 2000, .read_buffer_bytes = 8192 },
+        .gateway_headers = 1,
+        .on_request_done = on_done,
+        .h2c = 1,
+        .h2 = { .max_concurrent_streams = 16, .stream_window = 4096, .connection_window = 65535,
+                .reset_burst = 50, .reset_rate = 10 },
+    };
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    if (gw_server_init(&G.s, &G.loop, (struct sockaddr *)&a, &o, &handler) != 0)
+        abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!G.s)
+        setup();
+    if (size < 1)
+        return 0;
+    int nsplit = data[0] & 3;
+    if (size < 1 + (size_t)nsplit)
+        return 0;
+    G.mode = (data[0] >> 2) & 3;
+    const uint8_t *payload = data + 1 + nsplit;
+    size_t plen = size - 1 - (size_t)nsplit;
+    size_t cuts[5] = { 0 };
+    int nc = 1;
+    for (int i = 0; i < nsplit; i++) {
+        size_t at = plen * data[1 + i] / 256;
+        if (at > cuts[nc - 1])
+            cuts[nc++] = at;
+    }
+    cuts[nc] = plen;
+
+    G.n_request = G.n_answered = G.n_abort = G.n_done = 0;
+    G.resp_len = 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)gw_server_port(G.s)) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        abort();
+    /* the connection preface and an empty SETTINGS: the fuzzer starts after them */
+    static const uint8_t hello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
+    cli_send(fd, hello, sizeof hello - 1);
+    for (int i = 0; i < nc; i++) {
+        cli_send(fd, payload + cuts[i], cuts[i + 1] - cuts[i]);
+        for (int k = 0; k < 3; k++) /* the server reads this piece before the next comes */
+            turn(fd, 0);
+        cli_read(fd);
+    }
+    shutdown(fd, SHUT_WR);
+    uint64_t end = fuzz_now_ms() + 10000;
+    while (!cli_read(fd)) {
+        if (fuzz_now_ms() > end)
+            die("the connection was neither answered nor closed 10 s after the client's EOF");
+        turn(fd, 50);
+    }
+    close(fd);
+    end = fuzz_now_ms() + 5000;
+    while (gw_server_active(G.s) > 0) {
+        if (fuzz_now_ms() > end)
+            die("the server still holds the connection 5 s after the client left");
+        turn(-1, 10);
+    }
+    if (G.n_answered + G.n_abort != G.n_request)
+        die("a request neither answered nor aborted");
+    check_frames();
+    return 0;
+}
