@@ -40,7 +40,7 @@ typedef enum {
 } nrole;
 
 #define NO_NODE 0xff
-#define DISCOVER_BACKOFF_MAX_MS 1000
+#define DISCOVER_BACKOFF_MAX_MS 500 /* a failover takes seconds: be there soon after */
 
 typedef struct rc_resolve {
     uv_getaddrinfo_t req;

@@ -24,7 +24,8 @@
  *
  * Every connection: connect + first answer (PING, ROLE, or the sentinel query) within
  * CMP_REDIS_CONNECT_TIMEOUT_MS; a lost one is re-made after a backoff (100 ms doubling to
- * 5 s, with jitter; 1 s at most between sentinel rounds and cluster refreshes); a connection
+ * 5 s, with jitter; 500 ms at most between sentinel rounds, 250 ms between cluster map
+ * refreshes while a master is missing); a connection
  * with commands outstanding and no reply for stall_ms is dropped (a hung server). Commands
  * whose node is not up are refused at once (cmp_redis_send returns -1): the caller decides
  * without Redis (cache: fail open; rate limiter: local share). */
