@@ -78,6 +78,12 @@ static rl_stat stats[RL_STAT_SLOTS];
 static pthread_mutex_t stats_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_uint_fast64_t stats_overflow;
 static atomic_int workers_in[GW_RL__MODES];
+static atomic_uint instances_seen; /* the fallback divisor in use (ratelimit_redis.c) */
+
+void gw_rl_instances_seen(uint32_t n)
+{
+    atomic_store_explicit(&instances_seen, n, memory_order_relaxed);
+}
 
 static int stat_is(const rl_stat *s, const char *route, int key, int mode)
 {
@@ -229,6 +235,11 @@ int gw_rl_metrics_render(char **out, size_t *len)
     for (int m = 0; m < GW_RL__MODES; m++)
         EMIT("gateway_ratelimit_workers{mode=\"%s\"} %d\n", mode_name[m],
              atomic_load(&workers_in[m]));
+    EMIT("# HELP gateway_ratelimit_instances Gateway instances sharing the limits: the fallback "
+         "divisor (rate_limits.instances, or learned from the instances seen in Redis).\n"
+         "# TYPE gateway_ratelimit_instances gauge\n"
+         "gateway_ratelimit_instances %u\n", atomic_load_explicit(&instances_seen,
+                                                                memory_order_relaxed));
     EMIT("# HELP gateway_ratelimit_local_evictions_total Keys forgotten while still limited "
          "(the in-process store was full).\n"
          "# TYPE gateway_ratelimit_local_evictions_total counter\n"

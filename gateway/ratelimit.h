@@ -71,5 +71,8 @@ int gw_rl_metrics_render(char **out, size_t *len);
 /* The process-wide mode gauge: which mode the last decision of any worker used, per mode
  * the number of workers in it (set by the Redis limiter on transitions). */
 void gw_rl_workers_in_mode(gw_rl_mode from, gw_rl_mode to);
+/* The fallback divisor the Redis limiter uses now (gateway_ratelimit_instances; 0 without
+ * shared limits). */
+void gw_rl_instances_seen(uint32_t n);
 
 #endif

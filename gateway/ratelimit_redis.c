@@ -202,8 +202,10 @@ static void on_heartbeat(void *priv, redisReply *rep)
     gw_rl_redis *rl = priv;
     rl->hb_busy = 0;
     rl->n_live--;
-    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer > 0 && !rl->closing)
+    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer > 0 && !rl->closing) {
         rl->learned = rep->integer > 1024 ? 1024 : (uint32_t)rep->integer;
+        gw_rl_instances_seen(gw_rl_redis_divisor(rl));
+    }
     maybe_free(rl);
 }
 
@@ -435,6 +437,7 @@ gw_rl_redis *gw_rl_redis_new(uv_loop_t *loop, const cmp_redis_conf *conf, uint32
     rl->timers_open = 2;
     /* the first beat soon after connecting, then every HEARTBEAT_MS */
     uv_timer_start(&rl->hb_timer, on_hb_timer, 50, HEARTBEAT_MS);
+    gw_rl_instances_seen(gw_rl_redis_divisor(rl));
     return rl;
 }
 

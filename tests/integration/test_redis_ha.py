@@ -421,7 +421,9 @@ def test_sentinel_master_killed_under_load():
                        15, "both instances shared")
             wait_until(lambda: try_cmd(mport, "ZCARD", "gw:rl:instances") == 2, 10,
                        "two instances in the registry")
-            time.sleep(1.5)  # every worker's next heartbeat (each second) reads the count 2
+            # every worker's next heartbeat (each second) reads the count: the divisor
+            wait_until(lambda: all(metrics(x).get("gateway_ratelimit_instances") == 2
+                                   for x in (s, s2)), 10, "both instances count 2")
             assert request(s.port, "GET", "/api/users/7")[1].get("x-cache") == "MISS"
             expect_hit_again(s, 7)
             expect_exact(s, "before")
