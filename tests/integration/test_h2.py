@@ -458,11 +458,22 @@ def test_h2_goaway_on_drain_finishes_streams():
 
 
 def test_h2_stalled_heads_and_bodies_time_out():
-    """A header block that never ends closes the connection after header_timeout_ms; a head
+    """An idle connection gets GOAWAY after idle_timeout_ms; a header block that never ends
+    closes the connection after header_timeout_ms; a head
     that never says whether a body follows (no END_STREAM, no Content-Length, no DATA) is
     answered (408) after body_timeout_ms; neither reaches the upstream."""
-    with h2_stack(limits={"header_timeout_ms": 600, "body_timeout_ms": 600}) as s:
+    with h2_stack(limits={"header_timeout_ms": 600, "body_timeout_ms": 600,
+                          "idle_timeout_ms": 600}) as s:
         legacy = s.mock("legacy")
+        # an idle connection (its streams done) gets GOAWAY NO_ERROR, then the close
+        c = Raw(s.h2c_port)
+        c.request(1, "/api/users/1")
+        assert c.stream_end(1)[0] == "end"
+        t0 = time.time()
+        f = c.until(lambda f: f[0] == GOAWAY, timeout=10)
+        assert f and struct.unpack(">I", f[3][4:8])[0] == 0 and time.time() - t0 >= 0.4, f
+        assert c.until(lambda f: False) is None
+        c.close()
         before = n_requests(legacy)
         c = Raw(s.h2c_port)
         c.request(1, "/echo/held", method="POST", end=False)
