@@ -793,12 +793,12 @@ static int follow(cmp_redis *rc, rnode *from, cmp_redis_cmd *cmd, const redisRep
     if ((to = node_find(rc, host, port)) == NULL &&
         (to = node_add(rc, host, port, ROLE_DATA)) == NULL)
         return -1;
-    if (kind == CMP_REDIS_MOVED) {
+    if (kind == CMP_REDIS_MOVED) { /* this slot now; the whole map soon (a reshard or a
+                                      failover moves more than one slot) */
         rc->slots[slot] = (uint8_t)to->idx;
-        if (!to->in_map) { /* a new master: the whole map is worth reading again */
-            to->in_map = 1;
-            if (rc->refresh_at == 0)
-                rc->refresh_at = uv_now(rc->loop);
+        to->in_map = 1;
+        if (rc->refresh_at == 0) {
+            rc->refresh_at = uv_now(rc->loop);
             rc_arm(rc);
         }
     }
