@@ -268,6 +268,11 @@ static void load_answer(rt_pg_source *s, PGresult *res, int failed, const char *
 {
     if (failed || !res || PQntuples(res) != 1 || PQnfields(res) != 4 || PQgetisnull(res, 0, 0)) {
         PQclear(res);
+        if (failed && s->load_upstreams && strstr(err, "gateway_upstreams")) {
+            /* migrated down past 000003: load (and write) without the table again */
+            s->flags &= ~(unsigned)PG_F_UPSTREAMS;
+            s->flags |= PG_F_LOAD_FORCE;
+        }
         s->load = PG_LOAD_NONE;
         s->cb(NULL, failed ? err : "postgres: gateway_route_version: no row", s->arg);
         if (!(s->flags & PG_F_STOPPING))

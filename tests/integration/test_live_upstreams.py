@@ -455,5 +455,13 @@ def test_pg_store_keeps_upstreams_after_migration_000003():
                 st, hist = admin(s, "GET", "/admin/routes/history")
                 ups = [(c["action"], c["upstream"]) for c in hist["changes"] if c.get("upstream")]
                 assert ups == [("upstream-put", "svc")], hist
+                # migrated back down: the gateways read without the table again (changes 501);
+                # the stored routes still name svc, so that table is refused and the one in
+                # force stays
+                migrate(pg, "--down", "--to", "2")
+                wait_until(lambda: admin(s, "PUT", "/admin/upstreams/svc", svc)[0] == 501, 10,
+                           "A back to no upstream table")
+                st, h, _ = request(s.port, "GET", "/api/orders/4")
+                assert st == 200 and h["x-gateway-upstream"] == "svc", (st, h)
             finally:
                 assert b.stop() == 0
