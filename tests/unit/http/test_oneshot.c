@@ -159,6 +159,7 @@ static int teardown(void **state)
     uv_close((uv_handle_t *)&f->listener, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
+    gw_upstream_free(&f->up);
     gw_uconn_thread_cleanup();
     free(f);
     return 0;
