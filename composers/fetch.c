@@ -44,7 +44,7 @@ static void fetch_free(uv_handle_t *h)
 
 static const char *upstream_name(cmp_fetch *f)
 {
-    return f->upstream >= 0 ? f->w->upstreams[f->upstream].conf->name : NULL;
+    return f->upstream >= 0 ? f->w->upstreams[f->upstream].name : NULL;
 }
 
 static void deliver(uv_timer_t *t)

@@ -117,7 +117,7 @@ static int make_key(char *out, size_t size, const char *route_id, const char *up
 
 static const char *upstream_of(const inflight *in)
 {
-    return in->w->upstreams[in->ui].conf->name;
+    return in->w->upstreams[in->ui].name; /* outlives a retired set's conf */
 }
 
 /* A lookup that read data older than a change: not joined from now on, not stored. */

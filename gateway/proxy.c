@@ -327,7 +327,7 @@ static int try_fallback(proxy_req *p, int status_or_neg)
     p->flags |= P_FELL_BACK;
     p->ui = fb;
     p->up = up;
-    p->req->upstream_name = up->conf->name;
+    p->req->upstream_name = up->name; /* not conf's: a retired set may go first */
     p->connect_attempts = 0;
     p->stale_retries = 0;
     p->last_endpoint = -1;

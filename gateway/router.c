@@ -87,7 +87,7 @@ static void dispatch(gw_request *req, gw_worker *w, rt_table *table, const gw_ro
 {
     const rt_route *route = d->match.route;
     const gw_upstream *up = &w->upstreams[d->ui];
-    req->upstream_name = up->conf->name;
+    req->upstream_name = up->name; /* not conf's: a retired set may go first */
     if (d->to == GW_TO_CACHED) {
         gw_request_set_handler(req, &cmp_cached_handler);
         if (cmp_cached_start(w->composer, table, req, route->id, d->ui,

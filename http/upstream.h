@@ -39,6 +39,10 @@ typedef struct gw_endpoint {
 struct gw_upstream {
     uv_loop_t *loop;
     const gw_upstream_conf *conf; /* the current set's copy of the definition */
+    /* The name, in storage that lives as long as the worker: a request that names its
+     * upstream (gw_request.upstream_name, read when the request is reported) may outlive
+     * the endpoint set whose conf it was proxied with. */
+    char name[GW_NAME_MAX];
     gw_endpoint *endpoints;       /* the current set's endpoints */
     int n_endpoints;
     gw_endpoint_set *set;         /* the current definition (gw_upstream_reconfigure) */

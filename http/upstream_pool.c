@@ -44,6 +44,7 @@ static void set_install(gw_upstream *up, gw_endpoint_set *s, int n)
 {
     up->set = s;
     up->conf = &s->conf;
+    memcpy(up->name, s->conf.name, sizeof up->name);
     up->endpoints = s->endpoints;
     up->n_endpoints = n;
 }
@@ -107,6 +108,7 @@ void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *
     gw_endpoint_set *s = conf->n_endpoints > 0 ? set_new(up, conf, conf->n_endpoints) : NULL;
     if (!s) { /* or out of memory at start: an upstream without endpoints answers 503 */
         up->conf = conf;
+        memcpy(up->name, conf->name, sizeof up->name);
         return;
     }
     set_install(up, s, conf->n_endpoints);
