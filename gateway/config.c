@@ -101,6 +101,7 @@
 #include <uv.h>
 
 #include "gateway/config_int.h"
+#include "gateway/resolver.h"
 #include "http/gw_errors.h"
 #include "http/server.h" /* GW_MAX_HEADERS */
 
@@ -506,8 +507,12 @@ int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_c
         snprintf(pp, sizeof pp, "%s[%zu]", p, i);
         if (!json_is_string(ep))
             return gw__fail(c, pp, "must be a \"host:port\" string");
-        rc = gw__address(c, pp, json_string_value(ep), 1, 1, e->address, sizeof e->address,
-                         &e->addr, &e->addrlen);
+        /* a name the background resolver knows: its answer, no blocking lookup (resolver.h) */
+        rc = gw__address(c, pp, json_string_value(ep), 1, 0, e->address, sizeof e->address,
+                         NULL, NULL);
+        if (rc == 0 && !gw_resolved_first(e->address, &e->addr, &e->addrlen))
+            rc = gw__address(c, pp, json_string_value(ep), 1, 1, e->address,
+                             sizeof e->address, &e->addr, &e->addrlen);
         if (rc != 0)
             return rc;
         for (j = 0; j < i; j++)

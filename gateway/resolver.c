@@ -101,6 +101,24 @@ void gw_resolved_expand(const gw_upstream_conf *in, gw_upstream_conf *out)
     out->n_endpoints = n;
 }
 
+int gw_resolved_first(const char *address, struct sockaddr_storage *addr, socklen_t *len)
+{
+    char host[256], port[8];
+    if (!gw_endpoint_is_name(address, host, sizeof host, port, sizeof port))
+        return 0;
+    int found = 0;
+    pthread_mutex_lock(&g_lock);
+    name_entry *e = find(host, port);
+    if (e && e->have && e->n > 0) {
+        memset(addr, 0, sizeof *addr);
+        memcpy(addr, &e->addrs[0], e->lens[0]);
+        *len = e->lens[0];
+        found = 1;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return found;
+}
+
 int gw_endpoints_same(const gw_upstream_conf *a, const gw_upstream_conf *b)
 {
     if (a->n_endpoints != b->n_endpoints)

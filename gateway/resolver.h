@@ -32,6 +32,11 @@ void gw_resolver_stop(gw_resolver *r);
 /* Any thread: IN with each name endpoint replaced by one endpoint per address it resolves to
  * now (in the order of the addresses; at most GW_MAX_ENDPOINTS in all), into OUT. */
 void gw_resolved_expand(const gw_upstream_conf *in, gw_upstream_conf *out);
+/* Any thread: when the background resolver has an answer for name endpoint ADDRESS, its
+ * first address into ADDR/LEN and 1; else 0. Reading an upstream definition asks this
+ * first, so a name already known costs no blocking lookup, survives a DNS outage, and keeps
+ * the same address from one route change to the next (its pools stay). */
+int gw_resolved_first(const char *address, struct sockaddr_storage *addr, socklen_t *len);
 /* Whether the endpoint lists of A and B name the same addresses in the same order. */
 int gw_endpoints_same(const gw_upstream_conf *a, const gw_upstream_conf *b);
 /* Whether ADDRESS ("host:port", "[v6]:port") names a host rather than a numeric address;

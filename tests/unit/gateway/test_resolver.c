@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "gateway/config.h"
+#include "gateway/config_int.h"
 #include "gateway/resolver.h"
 
 static struct sockaddr_storage v4(const char *ip, int port)
@@ -121,12 +124,47 @@ static void test_expand_capped(void **state)
     gw__resolved_reset();
 }
 
+/* Reading a definition (a route change, a reload) takes a name the resolver knows from its
+ * answer: no blocking lookup on the thread that reads, the same address each time (pools
+ * kept), and a name that DNS has stopped answering for still reads. The .invalid name below
+ * never resolves (RFC 6761): without the resolver's answer the definition is refused. */
+static void test_definition_reads_known_names_from_the_resolver(void **state)
+{
+    (void)state;
+    gw__resolved_reset();
+    char err[512] = "";
+    gw__cfgctx c = { .prefix = "routes.json", .file = "routes.json", .err = err,
+                     .errlen = sizeof err };
+    json_t *def = json_pack("{s:[s]}", "endpoints", "svc.gw-test.invalid:8080");
+    gw_upstream_conf up;
+    gw_config_upstream_defaults(&up);
+    assert_int_not_equal(gw__parse_upstream(&c, "svc", def, &up), 0);
+    assert_non_null(strstr(err, "upstreams.svc.endpoints[0]"));
+
+    struct sockaddr_storage a[2] = { v4("127.0.0.9", 8080), v4("127.0.0.10", 8080) };
+    socklen_t lens[2] = { sizeof(struct sockaddr_in), sizeof(struct sockaddr_in) };
+    gw__resolved_set("svc.gw-test.invalid", "8080", a, lens, 2);
+    gw_config_upstream_defaults(&up);
+    err[0] = '\0';
+    assert_int_equal(gw__parse_upstream(&c, "svc", def, &up), 0);
+    assert_int_equal(up.n_endpoints, 1);
+    assert_string_equal(up.endpoints[0].address, "svc.gw-test.invalid:8080");
+    const struct sockaddr_in *got = (const struct sockaddr_in *)&up.endpoints[0].addr;
+    char ip[32];
+    inet_ntop(AF_INET, &got->sin_addr, ip, sizeof ip);
+    assert_string_equal(ip, "127.0.0.9");
+    assert_int_equal(ntohs(got->sin_port), 8080);
+    json_decref(def);
+    gw__resolved_reset();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_is_name),
         cmocka_unit_test(test_expand_every_address_in_order),
         cmocka_unit_test(test_expand_capped),
+        cmocka_unit_test(test_definition_reads_known_names_from_the_resolver),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
