@@ -98,6 +98,12 @@ rt_table *rt_table_patch_upstream(const rt_table *t, const char *name, const jso
         return fail(status, 422, err, errlen, SOURCE ": upstreams.%.80s: a patch must be an object",
                     name);
     json_t *cur = rt_upstream_def_json(d, 0);
+    if (cur && !d->from_routes) {
+        /* gateway.json's start-only limits may not be written in the routes source; they
+         * stay in force from gateway.json whatever the override says (inflight_limit.c) */
+        json_object_del(cur, "max_in_flight");
+        json_object_del(cur, "queue");
+    }
     json_t *merged = cur ? rt__merge_patch(cur, patch) : NULL;
     if (!merged)
         return fail(status, 500, err, errlen, SOURCE ": out of memory");

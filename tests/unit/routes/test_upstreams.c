@@ -39,6 +39,8 @@ static rt_table *parse(const char *squoted, char *err, size_t errlen)
     return rt_table_parse(doc, strlen(doc), "routes.json", SEEDS, 2, err, errlen);
 }
 
+static int g_limited; /* setup gives user-service max_in_flight + queue (gateway.json only) */
+
 static int setup(void **state)
 {
     (void)state;
@@ -50,6 +52,11 @@ static int setup(void **state)
         snprintf(u->name, sizeof u->name, "%s", SEEDS[i]);
         snprintf(u->endpoints[0].address, sizeof u->endpoints[0].address, "127.0.0.1:%d", 9101 + i);
         u->n_endpoints = 1;
+    }
+    if (g_limited) {
+        g_cfg.upstreams[1].max_in_flight = 4;
+        g_cfg.upstreams[1].queue_max = 8;
+        g_cfg.upstreams[1].queue_timeout_ms = 100;
     }
     g_cfg.n_upstreams = 2;
     assert_int_equal(gw_config_upstreams_install(&g_cfg), 0);
@@ -199,6 +206,45 @@ static void test_override_of_gateway_json(void **state)
     rt_table_unref(t);
 }
 
+static int setup_limited(void **state)
+{
+    g_limited = 1;
+    int rc = setup(state);
+    g_limited = 0;
+    return rc;
+}
+
+/* A patch of a gateway.json upstream with max_in_flight/queue is merged into its definition
+ * without those keys (they are start-only, and stay in force from gateway.json); the patch
+ * itself still may not name them. */
+static void test_patch_of_limited_gateway_json_upstream(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    int status = 0;
+    rt_table *t = parse("{'routes':[{'id':'r','path':'/**','upstream':'user-service'}]}", err,
+                        sizeof err);
+    assert_non_null(t);
+    int i = rt_table_upstream_index(t, "user-service");
+    json_t *patch = json_loads(dq("{'endpoints':['127.0.0.1:9400']}"), 0, NULL);
+    rt_table *n = rt_table_patch_upstream(t, "user-service", patch, &status, err, sizeof err);
+    json_decref(patch);
+    if (!n)
+        fail_msg("patch refused (%d): %s", status, err);
+    const rt_upstream_def *d = rt_table_upstream_def(n, i);
+    assert_true(d->from_routes);
+    assert_string_equal(d->conf.endpoints[0].address, "127.0.0.1:9400");
+    assert_null(json_object_get(d->json, "max_in_flight"));
+    assert_null(json_object_get(d->json, "queue"));
+    patch = json_loads(dq("{'queue':{'max':3}}"), 0, NULL);
+    assert_null(rt_table_patch_upstream(t, "user-service", patch, &status, err, sizeof err));
+    json_decref(patch);
+    assert_int_equal(status, 422);
+    assert_non_null(strstr(err, "upstreams.user-service.queue: only in gateway.json"));
+    rt_table_unref(n);
+    rt_table_unref(t);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -254,6 +300,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parse_index_and_write_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_override_of_gateway_json, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_patch_of_limited_gateway_json_upstream,
+                                        setup_limited, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slots_bounded_and_reused, setup, teardown),
     };
