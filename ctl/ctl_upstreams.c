@@ -102,8 +102,22 @@ static int cmd_set(const ctl_admin *a, const char *name, const char *arg, const 
         body = json_pack("{s:o}", "endpoints", eps);
         ctl_resp r = { 0 };
         char err[256];
-        if (ctl_http_call(a, "GET", path.p, NULL, &r, err, sizeof err) == 0 && r.status == 200)
+        int got = ctl_http_call(a, "GET", path.p, NULL, &r, err, sizeof err) == 0;
+        if (got && r.status == 200)
             method = "PATCH";
+        else if (!got || r.status != 404) {
+            /* only a missing upstream is defined by its endpoints alone: a PUT after any other
+             * answer would replace a definition we could not read (tls, host, timeouts lost) */
+            if (got) {
+                snprintf(err, sizeof err, "HTTP %d: %s", r.status, ctl_buf_str(&r.body));
+                err[strcspn(err, "\r\n")] = '\0';
+            }
+            ctl_buf_free(&r.body);
+            json_decref(body);
+            int rc = ctl_fail(what, "GET %s%s: %s (nothing changed)", a->base, path.p, err);
+            ctl_buf_free(&path);
+            return rc;
+        }
         ctl_buf_free(&r.body);
     }
     json_t *doc;

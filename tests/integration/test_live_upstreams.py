@@ -295,6 +295,45 @@ def test_gatewayctl_upstreams_commands():
         assert len(rows) == 3 and "upstream-delete" in rows[0] and "admin" in rows[0], out
 
 
+def test_gatewayctl_upstreams_set_puts_only_when_missing():
+    """gatewayctl upstreams set NAME ENDPOINTS defines the upstream (PUT) only when the GET
+    answers 404: any other answer (here a 503) fails without replacing a definition it could
+    not read."""
+    import http.server
+    seen = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            seen.append(self.command)
+            n = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(n)
+            body = b'{"error": "busy"}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        do_GET = do_PUT = do_PATCH = _answer
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        ctl = os.path.join(ROOT, BUILD, "gatewayctl")
+        cp = subprocess.run([ctl, "--admin", "http://127.0.0.1:%d" % srv.server_address[1], "--token",
+                             "test-token", "upstreams", "set", "svc", "127.0.0.1:9"],
+                            capture_output=True, timeout=20)
+        err = cp.stderr.decode()
+        assert cp.returncode == 1 and "HTTP 503" in err, (cp.returncode, err)
+        assert seen == ["GET"], seen
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 # ---- names re-resolved in the background ------------------------------------------------------
 #
 # The gateway runs in its own mount namespace (util-linux unshare -m, as root) where a hosts
