@@ -47,6 +47,8 @@ struct gw_resolver {
     uint64_t tick;
     int stopping;
     int pending;              /* lookups under way + the timer until closed */
+    int running;              /* lookups under way (at most GW_RESOLVE_MAX_LOOKUPS) */
+    int cursor;               /* the g_names slot the next tick looks at first */
     lookup *lookups[GW_RESOLVE_MAX_NAMES]; /* under way, cancelled by gw_resolver_stop */
 };
 
@@ -79,6 +81,9 @@ static name_entry *find(const char *host, const char *port)
 void gw_resolved_expand(const gw_upstream_conf *in, gw_upstream_conf *out)
 {
     *out = *in;
+    if (!in->resolve_ms)
+        return; /* never re-resolved: the addresses read with the definition, even when
+                 * another upstream has the same name looked up in the background */
     int n = 0;
     pthread_mutex_lock(&g_lock);
     for (int i = 0; i < in->n_endpoints && n < GW_MAX_ENDPOINTS; i++) {
@@ -255,6 +260,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         rt_current_touch(); /* the workers rebuild the upstreams that use it */
     }
     r->lookups[l->slot] = NULL;
+    r->running--;
     free(l);
     resolver_unref(r);
 }
@@ -280,6 +286,7 @@ static void start_lookup(gw_resolver *r, name_entry *e)
     }
     e->in_flight = 1;
     r->lookups[slot] = l;
+    r->running++;
     r->pending++;
 }
 
@@ -318,18 +325,26 @@ static void on_tick(uv_timer_t *t)
             e->seen_tick = r->tick;
         }
     }
-    int forgot = 0;
-    for (int i = 0; i < GW_RESOLVE_MAX_NAMES; i++) {
+    /* The threadpool is shared by every loop (access log, admin changes, route parses,
+     * certificate reloads): a few lookups at a time, so names whose DNS times out cannot
+     * occupy it. The scan starts after the last name started, so every due name gets its
+     * turn however long the others take. */
+    int forgot = 0, next = r->cursor;
+    for (int k = 0; k < GW_RESOLVE_MAX_NAMES; k++) {
+        int i = (r->cursor + k) % GW_RESOLVE_MAX_NAMES;
         name_entry *e = &g_names[i];
         if (!e->used)
             continue;
         if (e->seen_tick != r->tick && !e->in_flight) {
             forgot |= e->have;
             e->used = 0;
-        } else if (e->seen_tick == r->tick && !e->in_flight && now >= e->due_ms) {
+        } else if (e->seen_tick == r->tick && !e->in_flight && now >= e->due_ms &&
+                   r->running < GW_RESOLVE_MAX_LOOKUPS) {
             start_lookup(r, e);
+            next = (i + 1) % GW_RESOLVE_MAX_NAMES;
         }
     }
+    r->cursor = next;
     pthread_mutex_unlock(&g_lock);
     if (table)
         rt_table_unref(table);
@@ -366,10 +381,18 @@ void gw_resolver_stop(gw_resolver *r)
             uv_cancel((uv_req_t *)&r->lookups[i]->req);
 }
 
+/* One gateway_upstream_resolved_addresses line at most: every name and port at full length. */
+#define METRIC_LINE_MAX (sizeof "gateway_upstream_resolved_addresses{endpoint=\":\"} \n" + \
+                         sizeof ((name_entry *)0)->host + sizeof ((name_entry *)0)->port + 12)
+
 int gw_resolver_metrics(char **text, size_t *len)
 {
-    char buf[16384];
-    int n = snprintf(buf, sizeof buf,
+    /* sized for every name at full length: a line is never cut (the scrape stays valid) */
+    size_t cap = 1024 + GW_RESOLVE_MAX_NAMES * METRIC_LINE_MAX;
+    char *buf = malloc(cap);
+    if (!buf)
+        return -1;
+    int n = snprintf(buf, cap,
                      "# HELP gateway_upstream_resolutions_total Background lookups of upstream "
                      "endpoint names.\n"
                      "# TYPE gateway_upstream_resolutions_total counter\n"
@@ -385,20 +408,23 @@ int gw_resolver_metrics(char **text, size_t *len)
                      (uint64_t)atomic_load(&g_ok), (uint64_t)atomic_load(&g_failed),
                      (uint64_t)atomic_load(&g_changes));
     pthread_mutex_lock(&g_lock);
-    for (int i = 0; i < GW_RESOLVE_MAX_NAMES && n > 0 && (size_t)n < sizeof buf; i++) {
+    for (int i = 0; i < GW_RESOLVE_MAX_NAMES && n > 0 && (size_t)n < cap; i++) {
         const name_entry *e = &g_names[i];
         if (e->used && e->have)
-            n += snprintf(buf + n, sizeof buf - (size_t)n,
+            n += snprintf(buf + n, cap - (size_t)n,
                           "gateway_upstream_resolved_addresses{endpoint=\"%s:%s\"} %d\n",
                           e->host, e->port, e->n);
     }
     pthread_mutex_unlock(&g_lock);
-    if (n < 0 || (size_t)n >= sizeof buf)
+    if (n < 0 || (size_t)n >= cap)
         n = (int)strlen(buf);
     char *p = realloc(*text, *len + (size_t)n + 1);
-    if (!p)
+    if (!p) {
+        free(buf);
         return -1;
+    }
     memcpy(p + *len, buf, (size_t)n + 1);
+    free(buf);
     *text = p;
     *len += (size_t)n;
     return 0;

@@ -21,6 +21,7 @@
 #define GW_RESOLVE_MAX_ADDRS 16
 #define GW_RESOLVE_MAX_NAMES 128
 #define GW_RESOLVE_TICK_MS 250 /* how often due names are looked for */
+#define GW_RESOLVE_MAX_LOOKUPS 2 /* in flight at once on the shared threadpool */
 
 typedef struct gw_resolver gw_resolver;
 

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -124,6 +125,59 @@ static void test_expand_capped(void **state)
     gw__resolved_reset();
 }
 
+/* resolve_ms 0 is never re-resolved, even when another upstream has the same name resolved
+ * in the background: its endpoints keep the addresses read with the definition. */
+static void test_expand_resolve_ms_0_keeps_load_time_address(void **state)
+{
+    (void)state;
+    gw__resolved_reset();
+    const char *eps[] = { "svc.test:8080" };
+    gw_upstream_conf in, out;
+    conf_with(&in, eps, 1);
+    struct sockaddr_storage a[2] = { v4("10.0.0.1", 8080), v4("10.0.0.2", 8080) };
+    socklen_t lens[2] = { 0 };
+    gw__resolved_set("svc.test", "8080", a, lens, 2);
+    gw_resolved_expand(&in, &out);
+    assert_int_equal(out.n_endpoints, 2); /* resolve_ms > 0: the background answers */
+    in.resolve_ms = 0;
+    gw_resolved_expand(&in, &out);
+    assert_int_equal(out.n_endpoints, 1);
+    assert_int_equal(((struct sockaddr_in *)&out.endpoints[0].addr)->sin_port, htons(9000));
+    gw__resolved_reset();
+}
+
+/* The metrics hold one whole line per name known, however many and however long the names
+ * (a line cut short makes the whole scrape invalid). */
+static void test_metrics_every_name_whole(void **state)
+{
+    (void)state;
+    gw__resolved_reset();
+    struct sockaddr_storage a[1] = { v4("10.0.0.1", 65535) };
+    socklen_t lens[1] = { 0 };
+    char host[300];
+    for (int i = 0; i < GW_RESOLVE_MAX_NAMES; i++) {
+        memset(host, 'a', 253);
+        snprintf(host + 240, sizeof host - 240, "-%04d.test", i); /* 253 characters */
+        gw__resolved_set(host, "65535", a, lens, 1);
+    }
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(gw_resolver_metrics(&text, &len), 0);
+    assert_int_equal(strlen(text), len);
+    int lines = 0;
+    for (const char *p = text; (p = strstr(p, "gateway_upstream_resolved_addresses{endpoint=\"a"));
+         p++) {
+        const char *eol = strchr(p, '\n');
+        assert_non_null(eol);
+        assert_memory_equal(eol - 15, ".test:65535\"} 1", 15);
+        lines++;
+    }
+    assert_int_equal(lines, GW_RESOLVE_MAX_NAMES);
+    assert_int_equal(text[len - 1], '\n');
+    free(text);
+    gw__resolved_reset();
+}
+
 /* Reading a definition (a route change, a reload) takes a name the resolver knows from its
  * answer: no blocking lookup on the thread that reads, the same address each time (pools
  * kept), and a name that DNS has stopped answering for still reads. The .invalid name below
@@ -164,6 +218,8 @@ int main(void)
         cmocka_unit_test(test_is_name),
         cmocka_unit_test(test_expand_every_address_in_order),
         cmocka_unit_test(test_expand_capped),
+        cmocka_unit_test(test_expand_resolve_ms_0_keeps_load_time_address),
+        cmocka_unit_test(test_metrics_every_name_whole),
         cmocka_unit_test(test_definition_reads_known_names_from_the_resolver),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
