@@ -438,6 +438,7 @@ static void connect_ip(rnode *n, const char *ip)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     n->ac = ac;
     n->state = N_CONNECTING;
+    rc_arm(rc); /* connect_by */
     /* queued now, written once connected: its answer proves the server serves */
     if (n->role == ROLE_SENTINEL)
         q = redisAsyncCommand(ac, on_hello, NULL, "SENTINEL get-master-addr-by-name %s",
@@ -502,7 +503,6 @@ static void node_connect(rnode *n)
         return;
     n->retry_at = 0;
     n->connect_by = uv_now(rc->loop) + CMP_REDIS_CONNECT_TIMEOUT_MS;
-    rc_arm(rc);
     if (n->numeric) {
         connect_ip(n, n->host);
         return;
@@ -525,6 +525,7 @@ static void node_connect(rnode *n)
     n->resolving = r;
     rc->dns_pending++;
     n->state = N_RESOLVING;
+    rc_arm(rc); /* after the state change: the deadline counts from RESOLVING on */
 }
 
 /* ---- topology: state, sentinel, cluster map ---------------------------------------- */
@@ -825,7 +826,7 @@ static void on_cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
                 rc_arm(rc);
             }
         } else if (rc->conf.kind == CMP_REDIS_SENTINEL && n->ac == ac &&
-                   strncmp(rep->str, "READONLY", 8) == 0) {
+                   strstr(rep->str, "READONLY") != NULL) { /* also inside a script's error */
             node_fail(n, "READONLY: the master became a replica"); /* ask the sentinels */
         }
     }

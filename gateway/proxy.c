@@ -312,7 +312,7 @@ static int try_fallback(proxy_req *p, int status_or_neg)
     memcpy(p->span_id, span, sizeof span);
     p->span_status = 0;
     p->span_err = NULL;
-    p->span_t0 = uv_hrtime();
+    p->span_t0 = gw_span_enabled(p->req->trace.flags) ? uv_hrtime() : 0;
     if (p->u) {
         gw_uconn_abort(p->u);
         p->u = NULL;
@@ -897,7 +897,8 @@ void gw_proxy_start(gw_request *req, gw_worker *w, rt_table *table, const rt_mat
     p->head = head;
     p->head_len = hl;
     p->last_endpoint = -1;
-    p->span_t0 = p->span_id[0] ? uv_hrtime() : 0;
+    /* the clock only when this thread exports the span (spans off: one thread-local load) */
+    p->span_t0 = p->span_id[0] && gw_span_enabled(req->trace.flags) ? uv_hrtime() : 0;
     if (upgrade) {
         p->flags |= P_UPGRADE;
         p->upgrade = upgrade;
