@@ -794,14 +794,9 @@ static int follow(cmp_redis *rc, rnode *from, cmp_redis_cmd *cmd, const redisRep
     if ((to = node_find(rc, host, port)) == NULL &&
         (to = node_add(rc, host, port, ROLE_DATA)) == NULL)
         return -1;
-    if (kind == CMP_REDIS_MOVED) { /* this slot now; the whole map soon (a reshard or a
-                                      failover moves more than one slot) */
+    if (kind == CMP_REDIS_MOVED) { /* this slot now; the whole map soon (on_cmd_reply) */
         rc->slots[slot] = (uint8_t)to->idx;
         to->in_map = 1;
-        if (rc->refresh_at == 0) {
-            rc->refresh_at = uv_now(rc->loop);
-            rc_arm(rc);
-        }
     }
     if (to->state == N_DOWN)
         node_connect(to); /* commands queue behind its PING */
@@ -818,6 +813,12 @@ static void on_cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
     node_answered(n, ac, reply);
     if (rep != NULL && rep->type == REDIS_REPLY_ERROR && !rc->closing) {
         if (rc->conf.kind == CMP_REDIS_CLUSTER) {
+            /* a MOVED, followed or not (malformed, too many redirections, no room for the
+             * node): re-read the map soon (a reshard or a failover moves more than a slot) */
+            if (strncmp(rep->str, "MOVED ", 6) == 0 && rc->refresh_at == 0) {
+                rc->refresh_at = uv_now(rc->loop);
+                rc_arm(rc);
+            }
             if (follow(rc, n, cmd, rep) == 0)
                 return; /* the node named holds CMD now */
             if ((strncmp(rep->str, "CLUSTERDOWN", 11) == 0 ||

@@ -88,19 +88,26 @@ int cmp_redis_parse_redirect(const char *err, size_t n, uint16_t *slot, char *ho
     if (digits == 0 || s >= CMP_REDIS_SLOTS || i >= n || err[i] != ' ')
         return -1;
     i++;
-    if (i < n && err[i] == ':') { /* no host: the node that answered */
-        if (hostsz == 0)
+    if (i < n && err[i] == '[') { /* "[v6]:port" */
+        if (cmp_redis_parse_addr(err + i, n - i, host, hostsz, port) != 0)
             return -1;
-        host[0] = '\0';
+    } else { /* the port follows the last ':': "host:port", "::1:7000" (Redis does not
+                bracket IPv6 here), ":7000" (no host: the node that answered) */
+        const char *colon = NULL;
+        for (size_t j = i; j < n; j++)
+            if (err[j] == ':')
+                colon = err + j;
+        if (colon == NULL || (size_t)(colon - (err + i)) >= hostsz)
+            return -1;
+        size_t hl = (size_t)(colon - (err + i)), pd = 0;
         unsigned long pv = 0;
-        size_t pd = 0;
-        for (i++; i < n && err[i] >= '0' && err[i] <= '9' && pd < 6; i++, pd++)
+        for (i += hl + 1; i < n && err[i] >= '0' && err[i] <= '9' && pd < 6; i++, pd++)
             pv = pv * 10 + (unsigned long)(err[i] - '0');
         if (pd == 0 || i != n || pv == 0 || pv > 65535)
             return -1;
+        memcpy(host, colon - hl, hl);
+        host[hl] = '\0';
         *port = (int)pv;
-    } else if (cmp_redis_parse_addr(err + i, n - i, host, hostsz, port) != 0) {
-        return -1;
     }
     *slot = (uint16_t)s;
     return kind;

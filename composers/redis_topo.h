@@ -25,8 +25,9 @@ uint16_t cmp_redis_key_slot(const char *key, size_t n);
 
 /* An error reply "MOVED 3999 127.0.0.1:6381" or "ASK 3999 127.0.0.1:6381": 1 (MOVED) or
  * 2 (ASK) with the slot and the address filled in; 0 when it is another error; -1 when it
- * says MOVED/ASK but is malformed. An empty host (":6381", older servers) stays empty: the
- * caller substitutes the node it asked. */
+ * says MOVED/ASK but is malformed. The port follows the last ':' (Redis writes an IPv6
+ * address without brackets: "MOVED 3999 ::1:7000"; "[::1]:7000" is read too). An empty host
+ * (":6381", older servers) stays empty: the caller substitutes the node it asked. */
 enum { CMP_REDIS_NOT_REDIRECT = 0, CMP_REDIS_MOVED = 1, CMP_REDIS_ASK = 2 };
 int cmp_redis_parse_redirect(const char *err, size_t n, uint16_t *slot, char *host,
                              size_t hostsz, int *port);

@@ -68,6 +68,14 @@ static void test_redirects(void **state)
     assert_int_equal(s, 16383);
     assert_string_equal(host, "::1");
     assert_int_equal(port, 7002);
+    /* Redis names an IPv6 node without brackets: the port is after the last ':' */
+    assert_int_equal(RD("MOVED 3999 ::1:7000"), CMP_REDIS_MOVED);
+    assert_int_equal(s, 3999);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 7000);
+    assert_int_equal(RD("ASK 5 fe80::1:2:7001"), CMP_REDIS_ASK);
+    assert_string_equal(host, "fe80::1:2");
+    assert_int_equal(port, 7001);
     assert_int_equal(RD("MOVED 0 redis-2.internal:7000"), CMP_REDIS_MOVED);
     assert_string_equal(host, "redis-2.internal");
     assert_int_equal(RD("MOVED 12 :7005"), CMP_REDIS_MOVED); /* no host: the node asked */
@@ -85,6 +93,8 @@ static void test_redirects(void **state)
     assert_int_equal(RD("MOVED 1 127.0.0.1:70000"), -1);
     assert_int_equal(RD("MOVED 1"), -1);
     assert_int_equal(RD("ASK 1 :"), -1);
+    assert_int_equal(RD("MOVED 1 ::1:"), -1);
+    assert_int_equal(RD("MOVED 1 [::1:7000"), -1);
 #undef RD
 }
 
