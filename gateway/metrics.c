@@ -509,7 +509,7 @@ int gw_metrics_render(gw_metrics *const *workers, int n, uint64_t route_version,
                   "# TYPE gateway_h2_resets_received_total counter\n"
                   "gateway_h2_resets_received_total %" PRIu64 "\n"
                   "# HELP gateway_h2_resets_rate_limited_total HTTP/2 connections ended (GOAWAY "
-                  "ENHANCE_YOUR_CALM) for resets over http2.reset_rate.\n"
+                  "INTERNAL_ERROR, as nghttp2 sends it) for resets over http2.reset_rate.\n"
                   "# TYPE gateway_h2_resets_rate_limited_total counter\n"
                   "gateway_h2_resets_rate_limited_total %" PRIu64 "\n"
                   "# HELP gateway_h2_goaways_sent_total GOAWAY frames sent (drain, idle, errors).\n"

@@ -153,6 +153,8 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
 {
     h2_stream *s = source->ptr;
     (void)session, (void)stream_id, (void)buf, (void)user_data;
+    if (s->flags & S_CUT)
+        return NGHTTP2_ERR_DEFERRED; /* its RST_STREAM is queued: no more DATA */
     size_t avail = s->out_len - s->out_off;
     if (avail == 0 && !(s->flags & S_RESP_ENDED)) {
         s->flags |= S_DEFERRED;
@@ -177,6 +179,8 @@ static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const ui
     gw_h2 *h = user_data;
     h2_stream *s = source->ptr;
     (void)session, (void)frame;
+    if (h->c->pending_write + h->out_len > H2_WRITE_HIGH)
+        return NGHTTP2_ERR_WOULDBLOCK; /* nghttp2 keeps the frame; on_write runs us again */
     if (out_put(h, framehd, 9) < 0 || out_put(h, (uint8_t *)s->out + s->out_off, length) < 0) {
         h->fatal = 1;
         return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -440,6 +444,15 @@ static int join_cookies(h2_stream *s)
     return 0;
 }
 
+/* As HTTP/1.1's request line (edge.c): visible ASCII only, no raw UTF-8 or controls. */
+static int target_chars_valid(gw_slice t)
+{
+    for (size_t i = 0; i < t.n; i++)
+        if ((unsigned char)t.p[i] <= 0x20 || (unsigned char)t.p[i] >= 0x7f)
+            return 0;
+    return 1;
+}
+
 /* The head is complete: the checks HTTP/1.1 heads get that nghttp2 does not make, the
  * request id and trace, then the stream waits for dispatch from the run loop. */
 static void head_done(h2_stream *s, int end_stream)
@@ -470,6 +483,8 @@ static void head_done(h2_stream *s, int end_stream)
             refuse(s, 400, "missing :path");
         else if (memchr(q->url.p, '#', q->url.n))
             refuse(s, 400, "fragment in request target");
+        else if (!target_chars_valid(q->url))
+            refuse(s, 400, "invalid character in request target");
     }
     if (q->url.p) {
         const char *qm = memchr(q->url.p, '?', q->url.n);
@@ -711,7 +726,8 @@ static void h2_arm_timer(gw_h2 *h)
             return;
         }
         if ((s->flags & S_HOLD) ||
-            ((s->flags & (S_HANDLER | S_BODY_DONE)) == S_HANDLER && s->req.has_body) ||
+            ((s->flags & (S_HANDLER | S_BODY_PULL | S_BODY_DONE)) == (S_HANDLER | S_BODY_PULL) &&
+             s->req.has_body) ||
             (s->flags & (S_DISCARD | S_BODY_DONE)) == S_DISCARD) {
             gw_timeout_set(&c->server->timeouts, &c->timeout, TK_BODY, lim->body_timeout_ms);
             return;
@@ -849,6 +865,8 @@ int gw__h2_start(gw_client *c)
     c->flags |= F_NODELAY | F_WROTE;
     h2_event(c, GW_H2_CONN_OPEN);
     h2_post(h);
+    if (c->server->draining)
+        gw__h2_drain(c); /* began during a drain (its preface was still coming): GOAWAY at once */
     return 0;
 }
 
@@ -870,8 +888,14 @@ void gw__h2_read(gw_client *c, ssize_t nread)
         gw__client_close(c, GW_EPARSE);
         return;
     }
-    if (rv < 0) /* a connection error: GOAWAY goes out (h2_run), then the close */
+    if (rv < 0) { /* a connection error: GOAWAY goes out (h2_run), then the close */
         nghttp2_session_terminate_session(h->session, NGHTTP2_PROTOCOL_ERROR);
+        while (!gw_queue_empty(&h->ready)) { /* heads of this read are not dispatched */
+            h2_stream *s = GW_QUEUE_DATA(h->ready.next, h2_stream, ready);
+            gw_queue_remove(&s->ready);
+            s->flags &= ~S_READY;
+        }
+    }
     h2_run(h);
 }
 
@@ -933,8 +957,9 @@ void gw__h2_timeout(gw_client *c)
             stream_ready(s);
             continue;
         }
-        if ((s->flags & (S_HANDLER | S_BODY_DONE)) != S_HANDLER || !s->req.has_body)
-            continue;
+        if ((s->flags & (S_HANDLER | S_BODY_PULL | S_BODY_DONE)) != (S_HANDLER | S_BODY_PULL) ||
+            !s->req.has_body)
+            continue; /* (a handler not pulling, e.g. waiting for a slot, is not timed here) */
         /* its body stalled: the handler lets go, the client gets 408 if nothing went out */
         s->flags &= ~(S_HANDLER | S_BODY_PULL | S_WANT_DRAIN);
         s->req.handler->on_abort(&s->req, GW_ETIMEOUT);
@@ -1006,6 +1031,16 @@ static int connection_specific(const char *name, size_t n)
     return 0;
 }
 
+/* The stream is reset (CODE) and takes no more response bytes; a handler that holds req
+ * keeps it until on_abort (from on_stream_close) and is not called otherwise meanwhile. */
+static void stream_cut(h2_stream *s, uint32_t code)
+{
+    s->flags &= ~(S_BODY_PULL | S_WANT_DRAIN);
+    s->flags |= S_CUT | S_RESP_ENDED;
+    nghttp2_submit_rst_stream(s->h->session, NGHTTP2_FLAG_NONE, s->id, code);
+    h2_post(s->h);
+}
+
 #define NV(nm, v, vl) ((nghttp2_nv){ (uint8_t *)(nm), (uint8_t *)(v), sizeof(nm) - 1, (vl), 0 })
 
 int gw__h2_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
@@ -1033,9 +1068,7 @@ int gw__h2_response_begin(gw_request *req, int status, const char *headers, size
             free(nva);
         if (names != stack_names)
             free(names);
-        nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
-        s->flags |= S_CUT;
-        h2_post(h);
+        stream_cut(s, NGHTTP2_INTERNAL_ERROR);
         return GW_ENOMEM;
     }
     char st[4], cl[24];
@@ -1089,9 +1122,7 @@ int gw__h2_response_begin(gw_request *req, int status, const char *headers, size
     if (names != stack_names)
         free(names);
     if (rv != 0) {
-        nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
-        s->flags |= S_CUT;
-        h2_post(h);
+        stream_cut(s, NGHTTP2_INTERNAL_ERROR);
         return GW_ENOMEM;
     }
     h2_post(h);
@@ -1115,7 +1146,7 @@ int gw__h2_response_body(gw_request *req, const char *p, size_t n)
         s->out_off = 0;
     }
     if (buf_room(&s->out, s->out_len, &s->out_cap, n, 16384) < 0) {
-        gw__h2_response_fail(req);
+        stream_cut(s, NGHTTP2_INTERNAL_ERROR); /* the handler keeps req: on_abort follows */
         return GW_ENOMEM;
     }
     memcpy(s->out + s->out_len, p, n);
@@ -1157,9 +1188,7 @@ void gw__h2_response_fail(gw_request *req)
         return;
     if (!(s->flags & S_RESP_BEGUN))
         req->status = 502;
-    s->flags |= S_CUT | S_RESP_ENDED;
-    nghttp2_submit_rst_stream(s->h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
-    h2_post(s->h);
+    stream_cut(s, NGHTTP2_INTERNAL_ERROR);
 }
 
 int gw__h2_read_body(gw_request *req)

@@ -181,8 +181,10 @@ class Raw:
                 return f
 
     def stream_end(self, sid, timeout=10.0):
-        """How stream SID ended: ("end", data bytes) or ("rst", code), or ("closed", None)."""
+        """How stream SID ended: ("end", data bytes) or ("rst", code), or ("closed", None);
+        its DATA payload is kept in self.body."""
         data = 0
+        self.body = b""
         deadline = time.time() + timeout
         while True:
             f = self.next_frame(max(0.01, deadline - time.time()))
@@ -195,6 +197,7 @@ class Raw:
                 return "rst", struct.unpack(">I", p)[0]
             if t == DATA:
                 data += len(p)
+                self.body += p
             if t in (DATA, HEADERS) and fl & END_STREAM:
                 return "end", data
 
@@ -379,6 +382,12 @@ def test_h2_hardening_refused():
         c.send(frame(DATA, END_STREAM, sid, b"short"))
         assert c.stream_end(sid) == ("rst", PROTOCOL_ERROR)
         sid += 2
+        # a byte HTTP/1.1 refuses in the target (raw UTF-8) is refused the same way (400)
+        # (on no route: not 404, and no upstream of ours refusing it in its turn)
+        c.request(sid, "/nowhere/caf\u00e9")
+        how, n = c.stream_end(sid)
+        assert how == "end" and json.loads(c.body)["status"] == 400, (how, c.body)
+        sid += 2
         # the connection is fine after all that: a good request still works
         c.request(sid, "/echo/good")
         how, n = c.stream_end(sid)
@@ -437,6 +446,10 @@ def test_h2_goaway_on_drain_finishes_streams():
         for sid in (1, 3, 5):
             c.request(sid, "/api/orders/%d" % sid, extra=[("x-mock-latency-ms", "600")])
         wait_until(lambda: n_requests(s.mock("order-service")) >= 3, 5, "three requests upstream")
+        # a connection whose preface is still coming when the drain begins
+        late = socket.create_connection(("127.0.0.1", s.h2c_port), timeout=10)
+        late.sendall(PREFACE[:10])
+        time.sleep(0.2)
         os.kill(s.gw.pid, signal.SIGTERM)
         f = c.until(lambda f: f[0] == GOAWAY, timeout=5)
         assert f is not None and struct.unpack(">I", f[3][4:8])[0] == 0, f
@@ -454,6 +467,15 @@ def test_h2_goaway_on_drain_finishes_streams():
         assert done == {1: "end", 3: "end", 5: "end"}, done
         assert c.until(lambda f: False, timeout=10) is None  # then the gateway closes it
         c.close()
+        # ... becomes HTTP/2 draining: GOAWAY (no stream taken) at once, then the close
+        late.sendall(PREFACE[10:] + frame(SETTINGS, 0, 0) + frame(
+            HEADERS, END_HEADERS | END_STREAM, 1, hpack(req_fields("/api/orders/9"))))
+        d = Raw.__new__(Raw)
+        d.sock, d.buf, d.closed = late, b"", False
+        f = d.until(lambda f: f[0] == GOAWAY or f[2] == 1, timeout=5)
+        assert f and f[0] == GOAWAY and struct.unpack(">I", f[3][:4])[0] == 0, f
+        assert d.until(lambda f: False, timeout=10) is None
+        late.close()
         assert s.gw.p.wait(15) == 0
 
 
