@@ -9,10 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_MAX 64
+#define KEY_MAX 64 /* upstream names are shorter (GW_NAME_MAX); route ids have no bound */
 
 struct gw_tunnel_pair {
-    char route[KEY_MAX], upstream[KEY_MAX];
+    char *route;      /* whole: a cut id would hide long ids' tunnels and merge ids */
+    char upstream[KEY_MAX];
     int64_t active;
     uint64_t total;
     uint64_t closed[4]; /* by gw_tunnel_close_reason */
@@ -31,8 +32,8 @@ static void copy_key(char *dst, const char *s)
 
 gw_tunnel_pair *gw_tunnels_opened(const char *route, const char *upstream)
 {
-    char r[KEY_MAX], u[KEY_MAX];
-    copy_key(r, route);
+    const char *r = route ? route : "-";
+    char u[KEY_MAX];
     copy_key(u, upstream);
     gw_tunnel_pair *p = NULL;
     pthread_mutex_lock(&mu);
@@ -40,9 +41,12 @@ gw_tunnel_pair *gw_tunnels_opened(const char *route, const char *upstream)
         if (!strcmp(pairs[i].route, r) && !strcmp(pairs[i].upstream, u))
             p = &pairs[i];
     if (!p && n_pairs < GW_TUNNEL_PAIRS) {
-        p = &pairs[n_pairs++];
-        memcpy(p->route, r, sizeof r);
-        memcpy(p->upstream, u, sizeof u);
+        char *id = strdup(r); /* once per new pair: kept for the process's life */
+        if (id) {
+            p = &pairs[n_pairs++];
+            p->route = id;
+            memcpy(p->upstream, u, sizeof u);
+        }
     }
     if (p) {
         p->active++;

@@ -2,7 +2,8 @@
  * and upstream, process-wide: /metrics (gateway_tunnels_active, gateway_tunnels_total,
  * gateway_tunnels_closed_total), /admin/routes/{id} and the dashboard. An open tunnel does
  * not follow a flip, so an operator finishing a cutover waits for the old upstream's count
- * to reach zero. A fixed table (no malloc): a pair that finds no slot is not counted. */
+ * to reach zero. A fixed table (a route id is copied once, when its pair is new): a pair
+ * that finds no slot is not counted. */
 #ifndef GW_TUNNELS_H
 #define GW_TUNNELS_H
 

@@ -35,8 +35,8 @@ typedef enum client_state {
                    handed to nghttp2 whole. Timer: h2.c's (send, body, idle) */
     CS_UPGRADED,/* after a 101 (gw_request_upgrade): a byte stream for the end's binder
                    (end.h, client_upgrade.c). req == NULL; buf[off..len) holds bytes not
-                   yet given to it. Timer: none while bound (the binder keeps its own);
-                   send timeout once closing with bytes still queued */
+                   yet given to it. Timer: send while bytes are unsent (from the last
+                   write progress), else none (the binder keeps its own) */
 } client_state;
 
 #define GW_LINGER_MS 2000              /* lingering close lasts at most this long */

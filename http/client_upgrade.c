@@ -169,6 +169,12 @@ void gw__upgraded_on_write(gw_client *c)
         close_when_flushed(c);
         return;
     }
+    /* The send timeout runs from the last progress, not from the first unsent byte: a busy
+     * tunnel whose queue rarely empties stays open; a client taking nothing is closed. */
+    if (c->pending_write == 0)
+        gw_timeout_clear(&c->timeout);
+    else
+        gw__client_set_deadline(c, TK_SEND, c->server->opts.limits.send_timeout_ms);
     if ((c->flags & F_WANT_DRAIN) && c->pending_write <= GW_END_HIGH_WATER / 2) {
         c->flags &= ~F_WANT_DRAIN;
         if (c->end_cb)

@@ -3,6 +3,9 @@
 
 #include <stdlib.h>
 
+#include <openssl/err.h>
+#include <openssl/rand.h>
+
 #include "http/ws_frame.h"
 
 #define DRAIN_GRACE_MS 1000 /* a WebSocket's closing handshake at drain, at most */
@@ -127,15 +130,25 @@ static void on_end(void *arg, int err)
 }
 
 /* S's direction ends: a Close 1001 goes to the other end (masked towards the upstream, as a
- * client's frames are), and what S still sends is dropped. */
+ * client's frames are, with an unpredictable key: RFC 6455 §5.3), and what S still sends is
+ * dropped. When S's own Close already passed, that one ended the direction: no second. */
 static void close_frame_to(tunnel_side *s)
 {
     gw_tunnel *t = s->t;
     tunnel_side *o = &t->sides[!s->side];
-    char f[8];
-    size_t n = gw_ws_close_frame(f, WS_GOING_AWAY, o->side == SIDE_UPSTREAM,
-                                 (uint32_t)uv_hrtime() * 2654435761u);
     s->close_sent = 1;
+    if (s->trk.closed)
+        return;
+    uint8_t m[4] = { 0 };
+    int masked = o->side == SIDE_UPSTREAM;
+    if (masked && RAND_bytes(m, sizeof m) != 1) {
+        ERR_clear_error();
+        tunnel_close(t, GW_TUNNEL_DRAIN); /* no key to mask with: closed without the Close */
+        return;
+    }
+    char f[8];
+    size_t n = gw_ws_close_frame(f, WS_GOING_AWAY, masked,
+                                 (uint32_t)m[0] << 24 | (uint32_t)m[1] << 16 | (uint32_t)m[2] << 8 | m[3]);
     uv_buf_t b = uv_buf_init(f, (unsigned)n);
     if (o->end.ops->write(o->end.conn, &b, 1) < 0)
         tunnel_close(t, GW_TUNNEL_DRAIN);

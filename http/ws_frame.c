@@ -31,6 +31,8 @@ size_t gw_ws_track_bytes(gw_ws_track *t, const char *p, size_t n, int stop)
             for (int k = 2; k < 10; k++)
                 len = len << 8 | t->hdr[k];
         }
+        if ((t->hdr[0] & 0x0f) == 0x8)
+            t->closed = 1;
         t->hdr_len = 0;
         t->left = len;
         if (len == 0 && stop)

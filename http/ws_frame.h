@@ -11,6 +11,8 @@ typedef struct gw_ws_track {
     uint8_t hdr[14];  /* the current frame's header bytes seen so far */
     uint8_t hdr_len;
     uint64_t left;    /* payload bytes of the current frame still to come */
+    uint8_t closed;   /* a Close frame's header passed: the direction has ended (RFC 6455
+                         §5.5.1), no second Close may follow it */
 } gw_ws_track;
 
 /* Follows N bytes of P. With STOP, returns as soon as a frame ends (fewer than N bytes

@@ -300,6 +300,58 @@ def test_tunnel_backpressure_bounds_memory():
             c.close()
 
 
+def test_tunnel_send_timeout_runs_from_progress():
+    """limits.send_timeout_ms in a tunnel counts from the client's last write progress: a
+    tunnel whose queue to the client filled (an 8 MB echo the client reads at a pace) and then
+    carries small messages for longer than the timeout stays open (it was cut 500 ms after
+    the first queued byte, without a Close); a client that takes nothing of a flood is still
+    closed by it."""
+    import threading
+    with Stack(upstreams=UPS, routes=routes(), gw_conf={"limits": {"send_timeout_ms": 500}}) as s:
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect: a small window
+        c.settimeout(10)
+        c.connect(("127.0.0.1", s.port))
+        try:
+            c.sendall(upgrade_head("/chat/busy"))
+            st, hs, rest = read_head(c)
+            assert st == 101 and rest == b"", (st, hs, rest)
+            big = masked_frame(b"z" * 1000000) * 8  # echoed as 8 x (10 + 1000000) bytes:
+            th = threading.Thread(target=c.sendall, args=(big,))  # more than socket buffers
+            th.start()
+            got = 0
+            while got < 8000080:  # read at a pace: the gateway's queue to the client fills
+                d = c.recv(65536)
+                assert d, "closed after %d bytes of the echo" % got
+                got += len(d)
+                time.sleep(0.002)
+            th.join()
+            t_end = time.monotonic() + 1.5
+            while time.monotonic() < t_end:  # 3 x the send timeout of small messages
+                c.sendall(masked_frame(b"tick"))
+                buf = b""
+                while len(buf) < 6:
+                    d = c.recv(64)
+                    assert d, "the tunnel was closed after %.2f s of small messages" % (
+                        1.5 - (t_end - time.monotonic()))
+                    buf += d
+                assert buf == b"\x82\x04tick", buf
+                time.sleep(0.1)
+            assert active(s) == 1
+        finally:
+            c.close()
+        wait_until(lambda: active(s) == 0, 5, "the busy tunnel to close")
+        c = connect(s.port)  # a client that reads nothing of a flood: closed
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        try:
+            c.sendall(upgrade_head("/chat/stuck", "X-Mock-Ws: flood\r\n"))
+            st, hs, _ = read_head(c)
+            assert st == 101, (st, hs)
+            wait_until(lambda: active(s) == 0, 5 * SLACK_SCALE, "the stuck client's tunnel to close")
+        finally:
+            c.close()
+
+
 def test_tunnel_idle_timeout_closes_both_sides():
     """tunnel_idle_timeout_ms: a tunnel with no byte either way that long is closed on both
     sides (client sees the close, mockd's connection ends), counted as idle_timeout; bytes

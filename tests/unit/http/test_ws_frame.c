@@ -87,11 +87,50 @@ static void test_close_frames(void **state)
     assert_int_equal((uint8_t)f[7], 0xe9 ^ 0x02);
 }
 
+/* A Close frame that passed ends its direction: the drain sends no second Close after it
+ * (RFC 6455 §5.5.1). Data, ping and continuation frames do not; the Close is noted at its
+ * header, whatever the split and however its payload arrives. */
+static void test_close_frame_noted(void **state)
+{
+    (void)state;
+    char buf[64];
+    size_t len = frame(buf, 3, 1);
+    buf[len++] = (char)0x89; /* a ping with 1 payload byte (unmasked: from a server) */
+    buf[len++] = 1;
+    buf[len++] = 'p';
+    buf[len++] = (char)0x00; /* a continuation frame, empty */
+    buf[len++] = 0;
+    size_t before_close = len;
+    static const char close_masked[] = "\x88\x82\x01\x02\x03\x04\x02\xeb";
+    memcpy(buf + len, close_masked, 8);
+    len += 8;
+    for (size_t split = 1; split <= len; split++) {
+        gw_ws_track t = { 0 };
+        size_t at = 0;
+        while (at < len) {
+            size_t chunk = split < len - at ? split : len - at;
+            size_t k = gw_ws_track_bytes(&t, buf + at, chunk, 1);
+            at += k;
+            /* noted once the Close's 6 header bytes are in, not before */
+            assert_int_equal(t.closed, at >= before_close + 6);
+        }
+        assert_true(gw_ws_at_boundary(&t));
+    }
+    gw_ws_track t = { 0 }; /* an unmasked Close (from a server) split in its header */
+    char f[8];
+    size_t n = gw_ws_close_frame(f, 1000, 0, 0);
+    assert_int_equal(gw_ws_track_bytes(&t, f, 1, 1), 1);
+    assert_false(t.closed);
+    assert_int_equal(gw_ws_track_bytes(&t, f + 1, n - 1, 1), n - 1);
+    assert_true(t.closed && gw_ws_at_boundary(&t));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_boundaries_across_any_split),
         cmocka_unit_test(test_close_frames),
+        cmocka_unit_test(test_close_frame_noted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
