@@ -307,7 +307,7 @@ def test_tunnel_send_timeout_runs_from_progress():
     the first queued byte, without a Close); a client that takes nothing of a flood is still
     closed by it."""
     import threading
-    with Stack(upstreams=UPS, routes=routes(), gw_conf={"limits": {"send_timeout_ms": 500}}) as s:
+    with Stack(upstreams=UPS, routes=routes(), gw_conf={"limits": {"send_timeout_ms": int(500 * SLACK_SCALE)}}) as s:
         c = socket.socket()
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect: a small window
         c.settimeout(10)
@@ -326,14 +326,14 @@ def test_tunnel_send_timeout_runs_from_progress():
                 got += len(d)
                 time.sleep(0.002)
             th.join()
-            t_end = time.monotonic() + 1.5
+            t_end = time.monotonic() + 1.5 * SLACK_SCALE
             while time.monotonic() < t_end:  # 3 x the send timeout of small messages
                 c.sendall(masked_frame(b"tick"))
                 buf = b""
                 while len(buf) < 6:
                     d = c.recv(64)
                     assert d, "the tunnel was closed after %.2f s of small messages" % (
-                        1.5 - (t_end - time.monotonic()))
+                        1.5 * SLACK_SCALE - (t_end - time.monotonic()))
                     buf += d
                 assert buf == b"\x82\x04tick", buf
                 time.sleep(0.1)
