@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "http/upstream_tls.h"
 #include "gateway/config_int.h"
 
 static int parse_protocols(gw__cfgctx *c, json_t *tls, const char *path, gw_tls_conf *t)
@@ -173,6 +174,19 @@ static int parse_tls(gw__cfgctx *c, json_t *tls, const char *path, gw_tls_conf *
     return 0;
 }
 
+/* The client context is built here, off the worker loops (a definition is read at start or
+ * on the threadpool), and shared by them; a CA file without a certificate is refused now
+ * rather than failing every connection with 502. P: the "tls" path. */
+static int prepare_ctx(gw__cfgctx *c, const char *p, const gw_upstream_conf *up)
+{
+    char err[700], fp[GW__PATH_MAX];
+    if (gw_utls_ctx_prepare(up, err, sizeof err) == 0)
+        return 0;
+    snprintf(fp, sizeof fp, "%.400s.ca_file", p);
+    return gw__fail(c, fp, "%s: no CA certificate could be loaded (want PEM)",
+                    up->tls_ca_file[0] ? up->tls_ca_file : "the system's CA paths");
+}
+
 int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstream_conf *up)
 {
     static const char *const keys[] = { "ca_file", "server_name", "verify", NULL };
@@ -184,7 +198,7 @@ int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstre
     gw__path(p, path, "tls");
     if (json_is_boolean(v)) {
         up->tls = json_is_true(v);
-        return 0;
+        return prepare_ctx(c, p, up);
     }
     if (!json_is_object(v))
         return gw__fail(c, p, "must be true, false or {\"ca_file\", \"server_name\", \"verify\"}");
@@ -209,7 +223,7 @@ int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstre
             return gw__fail(c, fp, "cannot read %s", up->tls_ca_file);
         fclose(f);
     }
-    return 0;
+    return prepare_ctx(c, p, up);
 }
 
 static int parse_http2(gw__cfgctx *c, json_t *root, gw_config *k)

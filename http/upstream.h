@@ -50,7 +50,6 @@ struct gw_upstream {
     unsigned rr;
     gw_oneshot_set *oneshots; /* this worker's one-shot exchanges (oneshot.h); set by the worker */
     int closing;             /* shutting down: released connections close instead of pooling */
-    struct ssl_ctx_st *tls_ctx; /* conf->tls: the client SSL_CTX (upstream_tls.h), or NULL */
     /* counters for /metrics */
     uint64_t n_connects, n_reuses, n_connect_errors;
 };
@@ -92,6 +91,10 @@ int gw_upstream_retired_count(const gw_upstream *up);
 /* upstream_conn.c / oneshot.c: an endpoint of a replaced set lost a connection or a
  * background exchange; frees the set once nothing uses it. */
 void gw__endpoint_released(gw_endpoint *ep);
+/* The definition and client SSL_CTX (NULL without tls) of EP's own generation: a connection
+ * of a retired set keeps the settings it was started with. */
+const gw_upstream_conf *gw__endpoint_upstream_conf(const gw_endpoint *ep);
+struct ssl_ctx_st *gw__endpoint_tls_ctx(const gw_endpoint *ep);
 /* Whether EP's connections may go back to its pool (its set is current, not shutting down).
  * Inline: asked on every release of a connection. */
 static inline int gw__endpoint_pools(const gw_endpoint *ep)

@@ -553,8 +553,10 @@ static void uconn_tls_begin(gw_uconn *u)
         .on_write = uconn_on_write, .alloc = tls_alloc, .deliver = tls_deliver,
         .ready = tls_ready, .failed = tls_failed, .gone = tls_gone, .owner = u,
     };
-    if (!up->tls_ctx ||
-        !(u->tls = gw__utls_start(up->tls_ctx, up->conf, u->ep->conf, &o, &u->ep->tls_session))) {
+    /* the endpoint's own generation: a retired set's connection keeps its CA, SNI, verify */
+    SSL_CTX *ctx = gw__endpoint_tls_ctx(u->ep);
+    if (!ctx || !(u->tls = gw__utls_start(ctx, gw__endpoint_upstream_conf(u->ep), u->ep->conf,
+                                          &o, &u->ep->tls_session))) {
         tls_failed(u, GW_ECONNECT);
         return;
     }
@@ -574,7 +576,7 @@ static void uconn_on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&u->tcp, 1);
-    if (u->ep->up->conf->tls) {
+    if (gw__endpoint_upstream_conf(u->ep)->tls) {
         uconn_tls_begin(u); /* on_ready once the handshake is done, within connect_timeout_ms */
         return;
     }

@@ -18,6 +18,7 @@ struct gw_endpoint_set {
     int retired;
     int n;
     gw_upstream_conf conf;    /* this generation's definition (a copy: the caller's may go) */
+    SSL_CTX *tls_ctx;         /* conf.tls: this generation's client context (a reference) */
     gw_endpoint endpoints[];  /* n */
 };
 
@@ -28,6 +29,10 @@ static gw_endpoint_set *set_new(gw_upstream *up, const gw_upstream_conf *conf, i
         return NULL;
     s->n = n;
     s->conf = *conf;
+    /* its own reference: a connection of a retired set keeps that set's CA and verify;
+     * NULL (logged): its TLS connections fail (502) */
+    if (conf->tls && n > 0)
+        s->tls_ctx = gw__utls_ctx_get(conf);
     gw_queue_init(&s->node);
     for (int i = 0; i < n; i++) {
         gw_endpoint *ep = &s->endpoints[i];
@@ -53,6 +58,7 @@ static void set_free(gw_endpoint_set *s)
 {
     for (int i = 0; i < s->n; i++)
         gw__utls_session_free(&s->endpoints[i].tls_session);
+    gw__utls_ctx_free(s->tls_ctx);
     free(s);
 }
 
@@ -90,15 +96,6 @@ static void reap(gw_upstream *up)
     }
 }
 
-static void tls_build(gw_upstream *up)
-{
-    if (!up->conf->tls)
-        return;
-    char err[700];
-    if (!(up->tls_ctx = gw__utls_ctx_new(up->conf, err, sizeof err)))
-        fprintf(stderr, "gateway: %s\n", err);
-}
-
 void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *conf)
 {
     memset(up, 0, sizeof *up);
@@ -112,14 +109,6 @@ void gw_upstream_init(gw_upstream *up, uv_loop_t *loop, const gw_upstream_conf *
         return;
     }
     set_install(up, s, conf->n_endpoints);
-    tls_build(up);
-}
-
-static int tls_same(const gw_upstream_conf *a, const gw_upstream_conf *b)
-{
-    return a->tls == b->tls && a->tls_verify == b->tls_verify &&
-           strcmp(a->tls_ca_file, b->tls_ca_file) == 0 &&
-           strcmp(a->tls_server_name, b->tls_server_name) == 0 && strcmp(a->host, b->host) == 0;
 }
 
 int gw_upstream_reconfigure(gw_upstream *up, const gw_upstream_conf *conf)
@@ -129,15 +118,8 @@ int gw_upstream_reconfigure(gw_upstream *up, const gw_upstream_conf *conf)
     gw_endpoint_set *s = set_new(up, keep, conf ? conf->n_endpoints : 0);
     if (!s)
         return -1;
-    int tls_changed = !tls_same(up->conf, keep);
     set_install(up, s, conf ? conf->n_endpoints : 0);
     up->rr = 0;
-    if (tls_changed) {
-        /* connections under way hold their own reference to the old context */
-        gw__utls_ctx_free(up->tls_ctx);
-        up->tls_ctx = NULL;
-        tls_build(up);
-    }
     if (old) {
         old->retired = 1;
         gw_queue_insert_tail(&up->retired, &old->node);
@@ -173,8 +155,16 @@ void gw_upstream_free(gw_upstream *up)
     up->set = NULL;
     up->endpoints = NULL;
     up->n_endpoints = 0;
-    gw__utls_ctx_free(up->tls_ctx);
-    up->tls_ctx = NULL;
+}
+
+const gw_upstream_conf *gw__endpoint_upstream_conf(const gw_endpoint *ep)
+{
+    return &ep->set->conf;
+}
+
+SSL_CTX *gw__endpoint_tls_ctx(const gw_endpoint *ep)
+{
+    return ep->set->tls_ctx;
 }
 
 gw_endpoint *gw_upstream_pick(gw_upstream *up, int exclude)

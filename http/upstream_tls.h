@@ -35,6 +35,13 @@ typedef struct gw_utls_owner {
  * NULL with err set on failure. */
 SSL_CTX *gw__utls_ctx_new(const gw_upstream_conf *conf, char *err, size_t errlen);
 void gw__utls_ctx_free(SSL_CTX *ctx);
+/* (upstream_tls_ctx.c) Builds CONF's context where the definition is read (not on a worker
+ * loop) and keeps it, shared, for its (ca_file, verify); 0, or -1 with err set
+ * ("upstreams.NAME.tls.ca_file: ..."): the definition is refused. No-op without tls. */
+int gw_utls_ctx_prepare(const gw_upstream_conf *conf, char *err, size_t errlen);
+/* A reference (SSL_CTX_free it) to the context kept for CONF's settings; built here when
+ * none was prepared. NULL (logged) when it cannot be built. */
+SSL_CTX *gw__utls_ctx_get(const gw_upstream_conf *conf);
 /* Prepares a handshake on a connected socket (gw__utls_begin starts it); SNI and the verified name: tls_server_name,
  * else the upstream's host, else the endpoint's host part. NULL: no memory. */
 gw_utls *gw__utls_start(SSL_CTX *ctx, const gw_upstream_conf *conf, const gw_endpoint_conf *ep,

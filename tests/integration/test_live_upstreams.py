@@ -295,6 +295,24 @@ def test_gatewayctl_upstreams_commands():
         assert len(rows) == 3 and "upstream-delete" in rows[0] and "admin" in rows[0], out
 
 
+def test_upstream_with_a_non_pem_ca_file_is_refused():
+    """A tls.ca_file that loads no CA certificate is refused with the definition (the client
+    context is built where the definition is read), naming the field; before, the PUT was
+    accepted and every connection to the upstream failed with 502."""
+    import tempfile
+    with Stack(upstreams={"legacy": 1}, routes=[{"id": "all", "path": "/**", "upstream": "legacy"}]) as s:
+        with tempfile.NamedTemporaryFile("w", suffix=".pem") as f:
+            f.write("this is not a certificate\n")
+            f.flush()
+            st, doc = admin(s, "PUT", "/admin/upstreams/secure",
+                            {"endpoints": ["127.0.0.1:%d" % s.mock("legacy").port],
+                             "tls": {"ca_file": f.name}})
+            assert st == 422 and "upstreams.secure.tls.ca_file: " in doc["error"] and \
+                "no CA certificate" in doc["error"], (st, doc)
+            st, doc = admin(s, "GET", "/admin/upstreams/secure")
+            assert st == 404, (st, doc)
+
+
 def test_gatewayctl_upstreams_set_puts_only_when_missing():
     """gatewayctl upstreams set NAME ENDPOINTS defines the upstream (PUT) only when the GET
     answers 404: any other answer (here a 503) fails without replacing a definition it could

@@ -232,6 +232,8 @@ static void test_upstream_tls(void **state)
         { "{\"verify\": 1}", "upstreams.a.tls.verify: must be true or false" },
         { "{\"sni\": \"x\"}", "upstreams.a.tls.sni: unknown key" },
         { "{\"ca_file\": \"/nonexistent/ca.pem\"}", "upstreams.a.tls.ca_file: cannot read /nonexistent/ca.pem" },
+        { "{\"ca_file\": \"/dev/null\"}",
+          "upstreams.a.tls.ca_file: /dev/null: no CA certificate could be loaded (want PEM)" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         snprintf(text, sizeof text, "{\"listen\": \"127.0.0.1:8080\", \"upstreams\": {\"a\": "
