@@ -18,7 +18,7 @@
  *
  * Ownership: a stream (and its request) is freed in one place, on_stream_close (nghttp2
  * closed it), or with the connection in gw__h2_close. */
-#include "http/h2.h"
+#include "http/h2_int.h"
 
 #include <arpa/inet.h>
 #include <nghttp2/nghttp2.h>
@@ -39,64 +39,11 @@
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-enum {
-    S_HEAD_DONE = 1 << 0,     /* the request head is complete */
-    S_HOLD = 1 << 1,          /* head without length or END_STREAM: wait to know if a body comes */
-    S_DISPATCHED = 1 << 2,    /* given to the handler (or answered by the gateway) */
-    S_HANDLER = 1 << 3,       /* the handler holds req: on_abort is owed if it is cut */
-    S_BODY_PULL = 1 << 4,
-    S_BODY_DONE = 1 << 5,     /* the client's END_STREAM */
-    S_BODY_END_SENT = 1 << 6,
-    S_RESP_BEGUN = 1 << 7,
-    S_RESP_ENDED = 1 << 8,    /* no more response bytes come: EOF after those buffered */
-    S_RESP_NOBODY = 1 << 9,
-    S_DEFERRED = 1 << 10,     /* the data source waits for bytes (nghttp2_session_resume_data) */
-    S_WANT_DRAIN = 1 << 11,
-    S_CLOSED = 1 << 12,       /* the stream is gone: every call fails */
-    S_READY = 1 << 13,        /* in h->ready */
-    S_CUT = 1 << 14,          /* reset by us: the response was not completed */
-    S_DISCARD = 1 << 15,      /* answered before its body ended: the rest is thrown away */
-};
-
 /* A request body still coming after the answer is read and thrown away up to this much
  * (as HTTP/1.1's lingering close), so that the client sees its answer; past it, or past
  * the body timeout, the stream is reset (NO_ERROR). */
 #define H2_DISCARD_MAX (8u << 20)
 
-typedef struct h2_stream {
-    struct gw_h2 *h;
-    int32_t id;
-    unsigned flags;
-    gw_queue node;            /* h->streams */
-    gw_queue ready;           /* h->ready: dispatch, body delivery or on_drain waits */
-    int fail_status;          /* the head is refused: answered with this */
-    const char *fail_reason;
-    size_t head_bytes;        /* header list size (RFC 9113 §6.5.2 counting) */
-    int n_cookie;
-    char *arena;              /* the head's names and values (slices point here) */
-    size_t arena_len, arena_cap;
-    char *in;                 /* request body bytes the handler has not taken yet */
-    size_t in_len, in_off, in_cap;
-    uint64_t body_read;
-    char *out;                /* response body bytes not yet framed */
-    size_t out_len, out_off, out_cap;
-    int64_t resp_left;        /* Content-Length bytes still to come; -1: not counted */
-    gw_request req;           /* last (only its part before headers[] is cleared) */
-} h2_stream;
-
-typedef struct gw_h2 {
-    gw_client *c;
-    nghttp2_session *session;
-    gw_queue streams;
-    gw_queue ready;
-    int n_streams;
-    uint64_t resets;          /* RST_STREAM received (nghttp2 limits their rate) */
-    unsigned in_run : 1, rerun : 1, draining : 1, closed : 1, fatal : 1;
-    char *out;                /* frames gathered for one write */
-    size_t out_len;
-} gw_h2;
-
-static void h2_post(gw_h2 *h);
 static void stream_ready(h2_stream *s);
 
 static void h2_event(gw_client *c, enum gw_h2_event ev)
@@ -146,33 +93,6 @@ static ssize_t send_cb(nghttp2_session *session, const uint8_t *data, size_t len
     return (ssize_t)length;
 }
 
-/* A stream's response bytes wait in s->out; the frame is written from there (NO_COPY). */
-static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
-                            size_t length, uint32_t *data_flags, nghttp2_data_source *source,
-                            void *user_data)
-{
-    h2_stream *s = source->ptr;
-    (void)session, (void)stream_id, (void)buf, (void)user_data;
-    if (s->flags & S_CUT)
-        return NGHTTP2_ERR_DEFERRED; /* its RST_STREAM is queued: no more DATA */
-    size_t avail = s->out_len - s->out_off;
-    if (avail == 0 && !(s->flags & S_RESP_ENDED)) {
-        s->flags |= S_DEFERRED;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    size_t n = avail < length ? avail : length;
-    if (n == avail && (s->flags & S_RESP_ENDED)) {
-        if (s->resp_left > 0) {
-            s->flags |= S_CUT; /* shorter than its Content-Length: the client must see it */
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        }
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-    }
-    if (n)
-        *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    return (ssize_t)n;
-}
-
 static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
                         size_t length, nghttp2_data_source *source, void *user_data)
 {
@@ -186,6 +106,7 @@ static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const ui
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     s->out_off += length;
+    s->out_since = uv_now(h->c->server->loop);
     if (s->out_off == s->out_len)
         s->out_off = s->out_len = 0;
     if ((s->flags & S_WANT_DRAIN) && s->out_len - s->out_off <= WRITE_HIGH_WATER / 2)
@@ -219,6 +140,7 @@ static h2_stream *stream_new(gw_h2 *h, int32_t id)
     s->h = h;
     s->id = id;
     s->resp_left = -1;
+    s->last_in = uv_now(sv->loop);
     gw_queue_init(&s->ready);
     gw_queue_insert_tail(&h->streams, &s->node);
     h->n_streams++;
@@ -270,7 +192,8 @@ static void stream_end(h2_stream *s, int err)
     if (!h->closed && s->in_len > s->in_off)
         nghttp2_session_consume_connection(h->session, s->in_len - s->in_off);
     gw_queue_remove(&s->node);
-    h->n_streams--;
+    if (--h->n_streams == 0)
+        h->idle_since = uv_now(c->server->loop);
     free(s->arena);
     free(s->in);
     free(s->out);
@@ -278,7 +201,7 @@ static void stream_end(h2_stream *s, int err)
 }
 
 /* Room for N more bytes in a growable buffer (*p, len, *cap): 0, or -1 (no memory). */
-static int buf_room(char **p, size_t len, size_t *cap, size_t n, size_t min)
+int gw__h2_buf_room(char **p, size_t len, size_t *cap, size_t n, size_t min)
 {
     if (len + n <= *cap)
         return 0;
@@ -459,6 +382,7 @@ static void head_done(h2_stream *s, int end_stream)
 {
     gw_request *q = &s->req;
     s->flags |= S_HEAD_DONE;
+    s->last_in = uv_now(s->h->c->server->loop);
     if (end_stream)
         s->flags |= S_BODY_DONE;
     if (!s->fail_status) {
@@ -535,6 +459,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     }
     s->body_read += len;
     s->req.bytes_in += len;
+    s->last_in = uv_now(h->c->server->loop);
     if (s->flags & S_DISCARD) {
         nghttp2_session_consume(session, stream_id, len);
         if (s->body_read > H2_DISCARD_MAX)
@@ -552,7 +477,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     if (s->in_off == s->in_len)
         s->in_off = s->in_len = 0;
     /* at most the stream's window is ever here: it opens only as the handler takes bytes */
-    if (buf_room(&s->in, s->in_len, &s->in_cap, len, 16384) < 0)
+    if (gw__h2_buf_room(&s->in, s->in_len, &s->in_cap, len, 16384) < 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     memcpy(s->in + s->in_len, data, len);
     s->in_len += len;
@@ -576,6 +501,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             head_done(s, end);
             return 0;
         }
+        s->last_in = uv_now(h->c->server->loop);
         break; /* trailers: only their END_STREAM matters */
     case NGHTTP2_DATA:
         if (!s)
@@ -616,6 +542,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
         h2_stream *s = stream_of(h, frame->hd.stream_id);
         if (s && !(s->flags & S_BODY_DONE)) {
             s->flags |= S_DISCARD;
+            s->last_in = uv_now(h->c->server->loop); /* body_timeout_ms for the rest */
             if (s->in_len > s->in_off)
                 nghttp2_session_consume(session, s->id, s->in_len - s->in_off);
             s->in_off = s->in_len = 0;
@@ -637,7 +564,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         return 0;
     int whole = (s->flags & (S_RESP_ENDED | S_CUT)) == S_RESP_ENDED &&
                 error_code == NGHTTP2_NO_ERROR;
-    int err = whole ? 0 : GW_ECLOSED;
+    int err = whole ? 0 : s->err ? s->err : GW_ECLOSED;
     stream_end(s, err);
     return 0;
 }
@@ -684,6 +611,7 @@ static void stream_run(h2_stream *s)
         s->in_off = s->in_len;
         q->handler->on_body(q, p, n);
         nghttp2_session_consume(h->session, s->id, n); /* the window opens again */
+        s->last_in = uv_now(h->c->server->loop);
         if (h->c->state == CS_CLOSING || (s->flags & S_CLOSED))
             return;
     }
@@ -702,38 +630,73 @@ static void stream_run(h2_stream *s)
     }
 }
 
-/* The connection's timeout for what it does now: unsent bytes have the send deadline
- * (client.c sets it on write progress); else a request body in progress has the body
- * timeout; no stream at all, the idle (or, before the first stream, the header) timeout. */
+/* A stream waits for its request body: a held head, a body the handler pulls, or the rest
+ * thrown away after the answer. */
+static int body_waits(const h2_stream *s)
+{
+    if (s->flags & S_HOLD)
+        return 1;
+    if (s->flags & S_BODY_DONE)
+        return 0;
+    return ((s->flags & (S_HANDLER | S_BODY_PULL)) == (S_HANDLER | S_BODY_PULL) && s->req.has_body) ||
+           (s->flags & S_DISCARD);
+}
+
+static uint64_t after(uint64_t t, uint32_t ms)
+{
+    return ms ? t + ms : 0;
+}
+
+/* When stream S's own deadline passes (uv_now ms; 0: none) and which one (*KIND): a header
+ * block that does not end (from its first frame), a body that does not move (from its last
+ * DATA, or since the window last opened), response bytes the client's flow-control window
+ * holds back (from their last progress). Other streams, PINGs or SETTINGS move none. */
+static uint64_t stream_deadline(const h2_stream *s, const gw_server_limits *lim, unsigned *kind)
+{
+    if (!(s->flags & S_HEAD_DONE)) {
+        *kind = TK_HEADER;
+        return after(s->last_in, lim->header_timeout_ms);
+    }
+    uint64_t at = 0, t;
+    if (body_waits(s) && (at = after(s->last_in, lim->body_timeout_ms)))
+        *kind = TK_BODY;
+    if (s->out_len > s->out_off && !(s->flags & S_CUT) &&
+        (t = after(s->out_since, lim->send_timeout_ms)) && (!at || t < at)) {
+        at = t;
+        *kind = TK_SEND;
+    }
+    return at;
+}
+
+/* The connection's timer for the earliest deadline: unsent bytes on the socket have the send
+ * deadline (client.c sets it on write progress); else the streams' own (stream_deadline);
+ * no stream at all, the idle (or, before the first stream, the header) timeout since the
+ * last stream ended. */
 static void h2_arm_timer(gw_h2 *h)
 {
     gw_client *c = h->c;
     if (c->pending_write > 0 || (c->flags & F_ABORT_POSTED))
         return;
     const gw_server_limits *lim = &c->server->opts.limits;
-    gw_queue *q, *n;
+    uint64_t at = 0, now = uv_now(c->server->loop);
+    unsigned kind = TK_IDLE, k = TK_IDLE;
     if (h->n_streams == 0) {
-        unsigned kind = (c->flags & F_KEPT) ? TK_IDLE : TK_HEADER;
-        gw_timeout_set(&c->server->timeouts, &c->timeout, kind,
-                       (c->flags & F_KEPT) ? lim->idle_timeout_ms : lim->header_timeout_ms);
-        return;
+        kind = (c->flags & F_KEPT) ? TK_IDLE : TK_HEADER;
+        at = after(h->idle_since, (c->flags & F_KEPT) ? lim->idle_timeout_ms : lim->header_timeout_ms);
     }
+    gw_queue *q, *n;
     GW_QUEUE_FOREACH_SAFE(q, n, &h->streams)
     {
-        h2_stream *s = GW_QUEUE_DATA(q, h2_stream, node);
-        if (!(s->flags & S_HEAD_DONE)) { /* a header block that does not end (slowloris) */
-            gw_timeout_set(&c->server->timeouts, &c->timeout, TK_HEADER, lim->header_timeout_ms);
-            return;
-        }
-        if ((s->flags & S_HOLD) ||
-            ((s->flags & (S_HANDLER | S_BODY_PULL | S_BODY_DONE)) == (S_HANDLER | S_BODY_PULL) &&
-             s->req.has_body) ||
-            (s->flags & (S_DISCARD | S_BODY_DONE)) == S_DISCARD) {
-            gw_timeout_set(&c->server->timeouts, &c->timeout, TK_BODY, lim->body_timeout_ms);
-            return;
+        uint64_t t = stream_deadline(GW_QUEUE_DATA(q, h2_stream, node), lim, &k);
+        if (t && (!at || t < at)) {
+            at = t;
+            kind = k;
         }
     }
-    gw_timeout_clear(&c->timeout);
+    if (!at)
+        gw_timeout_clear(&c->timeout);
+    else if (c->timeout.at != at || !gw_timeout_active(&c->timeout))
+        gw_timeout_set(&c->server->timeouts, &c->timeout, kind, at > now ? at - now : 1);
 }
 
 static void h2_run(gw_h2 *h)
@@ -783,7 +746,7 @@ static void h2_run(gw_h2 *h)
     gw__client_update_reading(c);
 }
 
-static void h2_post(gw_h2 *h)
+void gw__h2_post(gw_h2 *h)
 {
     if (h->in_run)
         h->rerun = 1;
@@ -814,6 +777,7 @@ int gw__h2_start(gw_client *c)
     if (!h)
         return GW_ENOMEM;
     h->c = c;
+    h->idle_since = uv_now(c->server->loop);
     gw_queue_init(&h->streams);
     gw_queue_init(&h->ready);
     const gw_h2_limits *l = &c->server->opts.h2;
@@ -864,7 +828,7 @@ int gw__h2_start(gw_client *c)
     uv_tcp_nodelay(&c->tcp, 1); /* many small frames, each one awaited */
     c->flags |= F_NODELAY | F_WROTE;
     h2_event(c, GW_H2_CONN_OPEN);
-    h2_post(h);
+    gw__h2_post(h);
     if (c->server->draining)
         gw__h2_drain(c); /* began during a drain (its preface was still coming): GOAWAY at once */
     return 0;
@@ -928,6 +892,44 @@ int gw__h2_want_read(const gw_client *c)
            nghttp2_session_want_read(c->h2->session);
 }
 
+/* The client's window held response bytes back for send_timeout_ms: the handler lets go
+ * (its upstream was paused for this client) and the stream is reset (CANCEL). */
+static void stream_stuck(h2_stream *s)
+{
+    if (s->flags & S_HANDLER) {
+        s->flags &= ~(S_HANDLER | S_BODY_PULL | S_WANT_DRAIN);
+        s->req.handler->on_abort(&s->req, GW_ETIMEOUT);
+    }
+    s->err = GW_ETIMEOUT;
+    gw__h2_stream_cut(s, NGHTTP2_CANCEL);
+}
+
+/* The request body did not move for body_timeout_ms. */
+static void body_stalled(h2_stream *s, uint64_t now)
+{
+    if ((s->flags & S_DISCARD) && !(s->flags & S_BODY_DONE)) {
+        nghttp2_submit_rst_stream(s->h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+        s->last_in = now; /* (closed once the reset is out) */
+        return;
+    }
+    if (s->flags & S_HOLD) { /* never said whether a body comes: refused, not given on */
+        s->flags &= ~S_HOLD;
+        refuse(s, 408, "request body not received in time");
+        stream_ready(s);
+        return;
+    }
+    /* the handler pulls a body that stalled: it lets go, the client gets 408 if nothing
+     * went out yet */
+    s->flags &= ~(S_HANDLER | S_BODY_PULL | S_WANT_DRAIN);
+    s->req.handler->on_abort(&s->req, GW_ETIMEOUT);
+    if (!(s->flags & S_RESP_BEGUN)) {
+        s->req.upstream_name = NULL;
+        gw_response_error(&s->req, 408, "request body not received in time");
+    } else {
+        gw__h2_response_fail(&s->req);
+    }
+}
+
 void gw__h2_timeout(gw_client *c)
 {
     gw_h2 *h = c->h2;
@@ -935,40 +937,32 @@ void gw__h2_timeout(gw_client *c)
         gw__client_close(c, GW_ETIMEOUT); /* the client stopped reading */
         return;
     }
+    const gw_server_limits *lim = &c->server->opts.limits;
+    uint64_t now = uv_now(c->server->loop);
     if (h->n_streams == 0) {
-        gw__h2_drain(c); /* idle: GOAWAY, then the close */
-        return;
+        uint64_t at = after(h->idle_since, (c->flags & F_KEPT) ? lim->idle_timeout_ms
+                                                               : lim->header_timeout_ms);
+        if (at && now >= at)
+            gw__h2_drain(c); /* idle: GOAWAY, then the close */
     }
     gw_queue *q, *n;
     GW_QUEUE_FOREACH_SAFE(q, n, &h->streams)
     {
         h2_stream *s = GW_QUEUE_DATA(q, h2_stream, node);
-        if (!(s->flags & S_HEAD_DONE)) {
+        unsigned kind = TK_BODY;
+        uint64_t at = stream_deadline(s, lim, &kind);
+        if (!at || now < at)
+            continue;
+        if (kind == TK_HEADER) {
             gw__client_close(c, GW_ETIMEOUT); /* mid header block: only the close ends it */
             return;
         }
-        if ((s->flags & S_DISCARD) && !(s->flags & S_BODY_DONE)) {
-            nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
-            continue;
-        }
-        if (s->flags & S_HOLD) { /* never said whether a body comes: refused, not given on */
-            s->flags &= ~S_HOLD;
-            refuse(s, 408, "request body not received in time");
-            stream_ready(s);
-            continue;
-        }
-        if ((s->flags & (S_HANDLER | S_BODY_PULL | S_BODY_DONE)) != (S_HANDLER | S_BODY_PULL) ||
-            !s->req.has_body)
-            continue; /* (a handler not pulling, e.g. waiting for a slot, is not timed here) */
-        /* its body stalled: the handler lets go, the client gets 408 if nothing went out */
-        s->flags &= ~(S_HANDLER | S_BODY_PULL | S_WANT_DRAIN);
-        s->req.handler->on_abort(&s->req, GW_ETIMEOUT);
-        if (!(s->flags & S_RESP_BEGUN)) {
-            s->req.upstream_name = NULL;
-            gw_response_error(&s->req, 408, "request body not received in time");
-        } else {
-            gw__h2_response_fail(&s->req);
-        }
+        if (kind == TK_SEND)
+            stream_stuck(s);
+        else
+            body_stalled(s, now);
+        if (c->state == CS_CLOSING)
+            return;
     }
     h2_run(h);
 }
@@ -982,7 +976,7 @@ void gw__h2_drain(gw_client *c)
     nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
                           nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR,
                           NULL, 0);
-    h2_post(h);
+    gw__h2_post(h);
 }
 
 void gw__h2_close(gw_client *c, int err)
@@ -1012,184 +1006,7 @@ void gw__h2_free(gw_client *c)
     c->h2 = NULL;
 }
 
-/* ---- the request API for streams ----------------------------------------------------- */
-
-static int stream_gone(const h2_stream *s)
-{
-    return (s->flags & S_CLOSED) || s->h->c->state == CS_CLOSING;
-}
-
-/* RFC 9113 §8.2.2: these never go out in HTTP/2 (a handler's block may carry them). */
-static int connection_specific(const char *name, size_t n)
-{
-    static const char *const drop[] = { "connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade", "content-length",
-                                        "date", NULL };
-    for (int i = 0; drop[i]; i++)
-        if (strlen(drop[i]) == n && strncasecmp(drop[i], name, n) == 0)
-            return 1;
-    return 0;
-}
-
-/* The stream is reset (CODE) and takes no more response bytes; a handler that holds req
- * keeps it until on_abort (from on_stream_close) and is not called otherwise meanwhile. */
-static void stream_cut(h2_stream *s, uint32_t code)
-{
-    s->flags &= ~(S_BODY_PULL | S_WANT_DRAIN);
-    s->flags |= S_CUT | S_RESP_ENDED;
-    nghttp2_submit_rst_stream(s->h->session, NGHTTP2_FLAG_NONE, s->id, code);
-    h2_post(s->h);
-}
-
-#define NV(nm, v, vl) ((nghttp2_nv){ (uint8_t *)(nm), (uint8_t *)(v), sizeof(nm) - 1, (vl), 0 })
-
-int gw__h2_response_begin(gw_request *req, int status, const char *headers, size_t hlen,
-                          int64_t body_len)
-{
-    h2_stream *s = req->stream;
-    gw_h2 *h = s->h;
-    if (stream_gone(s) || (s->flags & S_RESP_BEGUN) || status < 200)
-        return GW_EINVAL;
-    s->flags |= S_RESP_BEGUN;
-    req->status = status;
-    int nobody = req->is_head || status == 204 || status == 304;
-    /* lines of the block: count for the array, lowercase names into a copy */
-    size_t lines = 0;
-    for (size_t i = 0; i < hlen; i++)
-        lines += headers[i] == '\n';
-    nghttp2_nv stack_nv[48], *nva = stack_nv;
-    char stack_names[2048], *names = stack_names;
-    if (lines + 8 > sizeof stack_nv / sizeof stack_nv[0])
-        nva = malloc((lines + 8) * sizeof *nva);
-    if (hlen > sizeof stack_names)
-        names = malloc(hlen);
-    if (!nva || !names) {
-        if (nva != stack_nv)
-            free(nva);
-        if (names != stack_names)
-            free(names);
-        stream_cut(s, NGHTTP2_INTERNAL_ERROR);
-        return GW_ENOMEM;
-    }
-    char st[4], cl[24];
-    st[0] = (char)('0' + status / 100 % 10);
-    st[1] = (char)('0' + status / 10 % 10);
-    st[2] = (char)('0' + status % 10);
-    size_t nn = 0;
-    nva[nn++] = NV(":status", st, 3);
-    const char *date = gw_http_date(h->c->server->loop);
-    nva[nn++] = NV("date", date, strlen(date));
-    const char *p = headers, *end = headers ? headers + hlen : NULL;
-    char *lo = names;
-    while (p && p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *le = eol ? eol : end;
-        const char *colon = memchr(p, ':', (size_t)(le - p));
-        if (colon && colon > p && !connection_specific(p, (size_t)(colon - p))) {
-            size_t n = (size_t)(colon - p);
-            for (size_t i = 0; i < n; i++)
-                lo[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
-            const char *v = colon + 1, *ve = le;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            nva[nn++] = (nghttp2_nv){ (uint8_t *)lo, (uint8_t *)v, n, (size_t)(ve - v), 0 };
-            lo += n;
-        }
-        p = le + 1;
-    }
-    if (h->c->server->opts.gateway_headers) {
-        const char *up = req->upstream_name ? req->upstream_name : "gateway";
-        nva[nn++] = NV("x-request-id", req->request_id, strlen(req->request_id));
-        nva[nn++] = NV("x-gateway-upstream", up, strlen(up));
-    }
-    if (status != 204 && body_len >= 0) {
-        nva[nn++] = NV("content-length", cl, (size_t)(gw_put_u64(cl, (uint64_t)body_len) - cl));
-        if (!nobody)
-            s->resp_left = body_len;
-    }
-    if (nobody)
-        s->flags |= S_RESP_NOBODY;
-    /* always with a data source, even without a body: the stream ends (END_STREAM on an
-     * empty DATA) only at gw_response_end, so the handler keeps req until it ends it */
-    nghttp2_data_provider dp = { .source.ptr = s, .read_callback = data_read_cb };
-    int rv = nghttp2_submit_response(h->session, s->id, nva, nn, &dp);
-    for (size_t i = 0; i < nn; i++)
-        req->bytes_out += nva[i].namelen + nva[i].valuelen;
-    if (nva != stack_nv)
-        free(nva);
-    if (names != stack_names)
-        free(names);
-    if (rv != 0) {
-        stream_cut(s, NGHTTP2_INTERNAL_ERROR);
-        return GW_ENOMEM;
-    }
-    h2_post(h);
-    return 0;
-}
-
-int gw__h2_response_body(gw_request *req, const char *p, size_t n)
-{
-    h2_stream *s = req->stream;
-    if (stream_gone(s) || !(s->flags & S_RESP_BEGUN) || (s->flags & S_CUT))
-        return GW_ECLOSED;
-    if (s->flags & S_RESP_NOBODY)
-        return 0;
-    if (s->resp_left >= 0 && (int64_t)n > s->resp_left)
-        n = (size_t)s->resp_left;
-    if (n == 0)
-        return 0;
-    if (s->out_off > 0 && s->out_len + n > s->out_cap) {
-        memmove(s->out, s->out + s->out_off, s->out_len - s->out_off);
-        s->out_len -= s->out_off;
-        s->out_off = 0;
-    }
-    if (buf_room(&s->out, s->out_len, &s->out_cap, n, 16384) < 0) {
-        stream_cut(s, NGHTTP2_INTERNAL_ERROR); /* the handler keeps req: on_abort follows */
-        return GW_ENOMEM;
-    }
-    memcpy(s->out + s->out_len, p, n);
-    s->out_len += n;
-    if (s->resp_left >= 0)
-        s->resp_left -= (int64_t)n;
-    req->bytes_out += n;
-    if (s->flags & S_DEFERRED) {
-        s->flags &= ~S_DEFERRED;
-        nghttp2_session_resume_data(s->h->session, s->id);
-    }
-    h2_post(s->h);
-    if (s->out_len - s->out_off > WRITE_HIGH_WATER) {
-        s->flags |= S_WANT_DRAIN; /* the client's window or the socket holds it back */
-        return 1;
-    }
-    return 0;
-}
-
-void gw__h2_response_end(gw_request *req)
-{
-    h2_stream *s = req->stream;
-    if (stream_gone(s) || !(s->flags & S_RESP_BEGUN) || (s->flags & S_RESP_ENDED))
-        return;
-    s->flags |= S_RESP_ENDED;
-    s->flags &= ~(S_HANDLER | S_BODY_PULL | S_WANT_DRAIN);
-    if (s->flags & S_DEFERRED) {
-        s->flags &= ~S_DEFERRED;
-        nghttp2_session_resume_data(s->h->session, s->id);
-    }
-    h2_post(s->h);
-}
-
-void gw__h2_response_fail(gw_request *req)
-{
-    h2_stream *s = req->stream;
-    s->flags &= ~(S_HANDLER | S_BODY_PULL | S_WANT_DRAIN);
-    if (stream_gone(s) || (s->flags & S_CUT))
-        return;
-    if (!(s->flags & S_RESP_BEGUN))
-        req->status = 502;
-    stream_cut(s, NGHTTP2_INTERNAL_ERROR);
-}
+/* ---- the request body for streams (the response calls: h2_response.c) ------------- */
 
 int gw__h2_read_body(gw_request *req)
 {
@@ -1199,9 +1016,11 @@ int gw__h2_read_body(gw_request *req)
     if (req->max_body_bytes && req->content_length > 0 &&
         (uint64_t)req->content_length > req->max_body_bytes)
         return GW_ETOOBIG;
+    if (!(s->flags & S_BODY_PULL))
+        s->last_in = uv_now(s->h->c->server->loop); /* the body timeout counts from now */
     s->flags |= S_BODY_PULL;
     stream_ready(s);
-    h2_post(s->h);
+    gw__h2_post(s->h);
     return 0;
 }
 

@@ -512,3 +512,50 @@ def test_h2_stalled_heads_and_bodies_time_out():
         assert time.time() - t0 >= 0.5
         c.close()
         assert n_requests(legacy) == before
+
+
+def test_h2_per_stream_deadlines():
+    """Deadlines are the stream's own: a response the client's window (SETTINGS_INITIAL_WINDOW_SIZE
+    0) holds back is reset (CANCEL) after send_timeout_ms and its upstream let go; a stalled
+    upload gets 408 after body_timeout_ms and a connection without streams GOAWAY after
+    idle_timeout_ms, though the client PINGs all along (PINGs are no activity of a stream)."""
+    with h2_stack(limits={"send_timeout_ms": 800, "body_timeout_ms": 800,
+                          "idle_timeout_ms": 800}) as s:
+        def pinging(c, pred, timeout=6.0):
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                c.send(frame(PING, 0, 0, b"12345678"))
+                try:
+                    f = c.until(lambda f: f[0] != PING and f[0] != SETTINGS, timeout=0.2)
+                except AssertionError:
+                    continue
+                if f is None or pred(f):
+                    return f
+            raise AssertionError("nothing in %.1fs" % timeout)
+        c = Raw(s.h2c_port, window=0)
+        t0 = time.time()
+        c.request(1, "/bytes/%d" % (4 << 20))
+        f = pinging(c, lambda f: f[2] == 1 and f[0] in (DATA, RST))
+        assert f[0] == RST and struct.unpack(">I", f[3])[0] == CANCEL, f
+        assert time.time() - t0 >= 0.7, time.time() - t0
+        # the connection goes on: a stream with a window gets its answer
+        c.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65535)))
+        c.request(3, "/api/users/3")
+        assert c.stream_end(3)[0] == "end"
+        # a body that stops after 10 of 100 bytes: 408, PINGs notwithstanding
+        c.request(5, "/echo/slow", method="POST", extra=[("content-length", "100")], end=False)
+        c.send(frame(DATA, 0, 5, b"x" * 10))
+        t0 = time.time()
+        f = pinging(c, lambda f: f[2] == 5 and (f[0] == RST or f[1] & END_STREAM), timeout=8)
+        assert f[0] in (DATA, HEADERS) and time.time() - t0 >= 0.7, f
+        # no stream left: GOAWAY after idle_timeout_ms, PINGs notwithstanding
+        t0 = time.time()
+        f = pinging(c, lambda f: f[0] == GOAWAY)
+        assert f and struct.unpack(">I", f[3][4:8])[0] == 0 and time.time() - t0 >= 0.7, f
+        c.close()
+        def logged():
+            with open(s.access_log) as f:
+                got = {l["path"]: l for l in map(json.loads, filter(str.strip, f))}
+            return got if "/echo/slow" in got and "/bytes/%d" % (4 << 20) in got else None
+        got = wait_until(logged, 5, "the access log written")
+        assert got["/echo/slow"]["status"] == 408, got["/echo/slow"]
