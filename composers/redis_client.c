@@ -42,9 +42,16 @@ typedef enum {
 #define NO_NODE 0xff
 #define DISCOVER_BACKOFF_MAX_MS 500 /* a failover takes seconds: be there soon after */
 
+/* A name lookup. A node has at most one out (uv_cancel cannot stop a getaddrinfo already
+ * running on the threadpool, so a new one per retry would pile up behind a slow DNS): one
+ * abandoned by a timeout is taken up again by the next attempt, and the node is not reused
+ * for another address until it called back. */
 typedef struct rc_resolve {
     uv_getaddrinfo_t req;
+    struct cmp_redis *rc;   /* read first on callback: the client outlives every lookup */
     struct cmp__rnode *n;
+    char host[CMP_REDIS_HOST_MAX]; /* what is looked up: N's address may change meanwhile */
+    int port;
     int abandoned; /* the attempt timed out or the client closed: only free on callback */
 } rc_resolve;
 
@@ -55,7 +62,7 @@ typedef struct cmp__rnode {
     nrole role;
     nstate state;
     redisAsyncContext *ac;
-    rc_resolve *resolving;
+    rc_resolve *lookup;  /* the one lookup out (RESOLVING, or abandoned), else NULL */
     uint64_t connect_by; /* RESOLVING/CONNECTING: give up at */
     uint64_t retry_at;   /* DOWN: connect again at (0: only when asked) */
     uint32_t backoff_ms;
@@ -186,17 +193,41 @@ static void set_addr(rnode *n, const char *host, int port)
     n->numeric = uv_inet_pton(AF_INET, host, &a6) == 0 || uv_inet_pton(AF_INET6, host, &a6) == 0;
 }
 
+/* A CLUSTER node slot to give another address when the table is full: nodes come back on
+ * new addresses (containers, failovers), and a cap on every address ever seen would leave
+ * slots without a node for good. Only a node nothing refers to: not a seed, not in the map
+ * (no slot names it), not asked for the map, down with no connection and no lookup out (its
+ * callbacks would reach a node that now means another address). */
+static rnode *node_reusable(cmp_redis *rc)
+{
+    for (int i = rc->conf.n; i < rc->n_nodes; i++) {
+        rnode *c = rc->nodes[i];
+        if (c->role == ROLE_DATA && !c->in_map && rc->refreshing != c && c->state == N_DOWN &&
+            c->ac == NULL && c->lookup == NULL)
+            return c;
+    }
+    return NULL;
+}
+
 static rnode *node_add(cmp_redis *rc, const char *host, int port, nrole role)
 {
     rnode *n;
-    if (rc->n_nodes >= CMP_REDIS_MAX_NODES || (n = calloc(1, sizeof *n)) == NULL)
-        return NULL;
+    if (rc->n_nodes >= CMP_REDIS_MAX_NODES) {
+        if (rc->conf.kind != CMP_REDIS_CLUSTER || (n = node_reusable(rc)) == NULL)
+            return NULL;
+        int idx = n->idx;
+        memset(n, 0, sizeof *n);
+        n->idx = idx;
+    } else {
+        if ((n = calloc(1, sizeof *n)) == NULL)
+            return NULL;
+        n->idx = rc->n_nodes;
+        rc->nodes[rc->n_nodes++] = n;
+    }
     n->rc = rc;
     n->role = role;
-    n->idx = rc->n_nodes;
     n->backoff_ms = CMP_REDIS_BACKOFF_MIN_MS;
     set_addr(n, host, port);
-    rc->nodes[rc->n_nodes++] = n;
     return n;
 }
 
@@ -244,12 +275,12 @@ static void maybe_free(cmp_redis *rc)
 }
 
 /* ---- node life ----------------------------------------------------------------------- */
+/* N stops waiting for its lookup; the lookup stays N's until it calls back. */
 static void abandon_resolve(rnode *n)
 {
-    if (n->resolving != NULL) {
-        n->resolving->abandoned = 1;
-        uv_cancel((uv_req_t *)&n->resolving->req); /* best effort; the callback still runs */
-        n->resolving = NULL;
+    if (n->lookup != NULL && !n->lookup->abandoned) {
+        n->lookup->abandoned = 1;
+        uv_cancel((uv_req_t *)&n->lookup->req); /* best effort; the callback still runs */
     }
 }
 
@@ -462,18 +493,27 @@ static void connect_ip(rnode *n, const char *ip)
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     rc_resolve *r = req->data;
+    cmp_redis *rc = r->rc;
     rnode *n = r->n;
-    cmp_redis *rc = n->rc;
     char ip[64] = "", why[160];
 
     rc->dns_pending--;
+    n->lookup = NULL; /* N is still allocated: nodes are freed after the last lookup */
     if (r->abandoned) {
         uv_freeaddrinfo(res);
         free(r);
         maybe_free(rc);
         return;
     }
-    n->resolving = NULL;
+    if (status == UV_EAI_CANCELED || r->port != n->port || strcmp(r->host, n->host) != 0) {
+        /* taken up again after uv_cancel stopped it, or N's address changed meanwhile
+         * (a sentinel named another master): the answer is of no use, ask afresh */
+        uv_freeaddrinfo(res);
+        free(r);
+        n->state = N_DOWN;
+        node_connect(n);
+        return;
+    }
     free(r);
     if (status == 0 && res != NULL) {
         if (res->ai_family == AF_INET6)
@@ -507,11 +547,20 @@ static void node_connect(rnode *n)
         connect_ip(n, n->host);
         return;
     }
+    if (n->lookup != NULL) { /* the lookup a timeout abandoned still runs: wait for it */
+        n->lookup->abandoned = 0;
+        n->state = N_RESOLVING;
+        rc_arm(rc);
+        return;
+    }
     if ((r = calloc(1, sizeof *r)) == NULL) {
         node_fail(n, "out of memory");
         return;
     }
+    r->rc = rc;
     r->n = n;
+    snprintf(r->host, sizeof r->host, "%s", n->host);
+    r->port = n->port;
     r->req.data = r;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -522,7 +571,7 @@ static void node_connect(rnode *n)
         node_fail(n, uv_strerror(err));
         return;
     }
-    n->resolving = r;
+    n->lookup = r;
     rc->dns_pending++;
     n->state = N_RESOLVING;
     rc_arm(rc); /* after the state change: the deadline counts from RESOLVING on */
@@ -641,14 +690,20 @@ static void apply_map(cmp_redis *rc, const cmp_redis_range *r, int k)
     memset(rc->slots, NO_NODE, CMP_REDIS_SLOTS);
     for (int i = 0; i < rc->n_nodes; i++)
         rc->nodes[i]->in_map = 0;
+    for (int i = 0; i < k; i++) { /* first the known nodes: a full table reuses no node */
+        rnode *n = node_find(rc, r[i].host, r[i].port); /* of this map for another range */
+        if (n != NULL)
+            n->in_map = 1;
+    }
     for (int i = 0; i < k; i++) {
         rnode *n = node_find(rc, r[i].host, r[i].port);
         if (n == NULL && (n = node_add(rc, r[i].host, r[i].port, ROLE_DATA)) == NULL)
-            continue; /* too many nodes: those slots stay without one */
-        masters += !n->in_map;
+            continue; /* too many nodes in use: those slots stay without one */
         n->in_map = 1;
         memset(rc->slots + r[i].start, n->idx, (size_t)r[i].end - r[i].start + 1);
     }
+    for (int i = 0; i < rc->n_nodes; i++)
+        masters += rc->nodes[i]->in_map;
     for (int s = 0; s < CMP_REDIS_SLOTS; s++)
         covered += rc->slots[s] != NO_NODE;
     if (!rc->map_known || covered != CMP_REDIS_SLOTS || !rc->map_whole)

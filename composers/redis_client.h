@@ -41,7 +41,7 @@
 #define CMP_REDIS_MAX_ADDRS 16   /* sentinels or cluster seeds in a configuration */
 #define CMP_REDIS_ADDR_MAX 128   /* "host:port", NUL included */
 #define CMP_REDIS_NAME_MAX 128   /* a sentinel master name */
-#define CMP_REDIS_MAX_NODES 64   /* cluster nodes known at once */
+#define CMP_REDIS_MAX_NODES 64   /* cluster nodes known at once (unused ones are reused) */
 #define CMP_REDIS_MAX_REDIRECTS 5
 #define CMP_REDIS_CONNECT_TIMEOUT_MS 1000
 #define CMP_REDIS_BACKOFF_MIN_MS 100
