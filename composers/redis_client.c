@@ -818,7 +818,7 @@ static void on_cmd_reply(redisAsyncContext *ac, void *reply, void *privdata);
 /* Re-sends CMD (CLUSTER: its kept buffer) to N, with ASKING first when ASK. */
 static int resend(rnode *n, cmp_redis_cmd *cmd, int ask)
 {
-    if (n->ac == NULL || cmd->buf == NULL)
+    if (n->ac == NULL || cmd->buf == NULL || n->pending + 2 > CMP_REDIS_MAX_PENDING)
         return -1;
     if (ask) {
         if (redisAsyncCommand(n->ac, on_plain, NULL, "ASKING") != REDIS_OK)
@@ -949,7 +949,9 @@ int cmp_redis_send(cmp_redis *rc, cmp_redis_cmd *cmd, const char *key, size_t kl
     } else {
         n = rc->nodes[0];
     }
-    if (n == NULL || n->state != N_UP || n->ac == NULL)
+    /* a slow but alive server answers within the stall time yet falls behind: past the
+     * cap, refuse at once (the caller fails open) rather than queue without bound */
+    if (n == NULL || n->state != N_UP || n->ac == NULL || n->pending >= CMP_REDIS_MAX_PENDING)
         return -1;
     cap = resp_len(argc, lens);
     if ((keep || cap > sizeof stack) && (buf = malloc(cap)) == NULL)

@@ -27,8 +27,9 @@
  * 5 s, with jitter; 500 ms at most between sentinel rounds, 250 ms between cluster map
  * refreshes while a master is missing); a connection
  * with commands outstanding and no reply for stall_ms is dropped (a hung server). Commands
- * whose node is not up are refused at once (cmp_redis_send returns -1): the caller decides
- * without Redis (cache: fail open; rate limiter: local share). */
+ * whose node is not up, or has CMP_REDIS_MAX_PENDING outstanding (a slow server), are
+ * refused at once (cmp_redis_send returns -1): the caller decides without Redis (cache:
+ * fail open; rate limiter: local share). */
 #ifndef CMP_REDIS_CLIENT_H
 #define CMP_REDIS_CLIENT_H
 
@@ -43,6 +44,7 @@
 #define CMP_REDIS_NAME_MAX 128   /* a sentinel master name */
 #define CMP_REDIS_MAX_NODES 64   /* cluster nodes known at once (unused ones are reused) */
 #define CMP_REDIS_MAX_REDIRECTS 5
+#define CMP_REDIS_MAX_PENDING 1024 /* commands outstanding per connection: more are refused */
 #define CMP_REDIS_CONNECT_TIMEOUT_MS 1000
 #define CMP_REDIS_BACKOFF_MIN_MS 100
 #define CMP_REDIS_BACKOFF_MAX_MS 5000

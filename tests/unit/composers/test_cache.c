@@ -32,6 +32,7 @@
 #include <hiredis/hiredis.h>
 
 #include "composers/cache.h"
+#include "composers/redis_client.h"
 
 #define TIMEOUT_MS 20
 #define SLACK_MS 50    /* the brief's bound: an ERROR within timeout_ms + 50 ms */
@@ -753,6 +754,49 @@ static void test_redis_by_name(void **state)
     assert_int_equal(r.st, CMP_CACHE_ERROR);
 }
 
+/* A slow but alive server never trips the stall watch: the client bounds what it queues
+ * per connection and refuses past that, so the caller fails open at once. */
+static int cap_replies, cap_pongs;
+static void cap_reply(void *priv, redisReply *reply)
+{
+    (void)priv;
+    cap_replies++;
+    cap_pongs += reply != NULL && reply->type == REDIS_REPLY_STATUS;
+}
+
+static void test_redis_pending_cap(void **state)
+{
+    static cmp_redis_cmd cmds[CMP_REDIS_MAX_PENDING + 1];
+    const char *argv[] = { "PING" };
+    const size_t lens[] = { 4 };
+    cmp_redis_conf conf;
+    char addr[64];
+    fx f;
+    (void)state;
+
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", g_redis.port);
+    fx_init(&f, addr, 0); /* for its loop */
+    assert_int_equal(cmp_redis_conf_single(&conf, addr), 0);
+    cmp_redis *rc = cmp_redis_new(&f.loop, &conf, 5000, "test", NULL, NULL);
+    assert_non_null(rc);
+    for (int i = 0; i < 600 && !cmp_redis_up(rc); i++)
+        run_for(&f, 5);
+    assert_true(cmp_redis_up(rc));
+    cap_replies = cap_pongs = 0;
+    for (int i = 0; i < CMP_REDIS_MAX_PENDING; i++) /* the loop does not run: none answered */
+        assert_int_equal(cmp_redis_send(rc, &cmds[i], "k", 1, 1, argv, lens, cap_reply, NULL), 0);
+    assert_int_equal(cmp_redis_send(rc, &cmds[CMP_REDIS_MAX_PENDING], "k", 1, 1, argv, lens,
+                                    cap_reply, NULL), -1);
+    assert_int_equal(cap_replies, 0); /* refused: no callback */
+    run_until(&f, &cap_replies, CMP_REDIS_MAX_PENDING, 5000);
+    assert_int_equal(cap_pongs, CMP_REDIS_MAX_PENDING);
+    assert_int_equal(cmp_redis_send(rc, &cmds[0], "k", 1, 1, argv, lens, cap_reply, NULL), 0);
+    run_until(&f, &cap_replies, CMP_REDIS_MAX_PENDING + 1, 5000);
+    assert_int_equal(cap_pongs, CMP_REDIS_MAX_PENDING + 1);
+    cmp_redis_close(rc);
+    fx_done(&f);
+}
+
 static void test_redis_ttl_and_stale(void **state)
 {
     fx f;
@@ -1027,6 +1071,7 @@ int main(void)
         cmocka_unit_test_setup(test_redis_by_name, redis_test_setup),
         cmocka_unit_test_setup(test_redis_del_confirmed, redis_test_setup),
         cmocka_unit_test_setup(test_redis_ttl_and_stale, redis_test_setup),
+        cmocka_unit_test_setup(test_redis_pending_cap, redis_test_setup),
         cmocka_unit_test_setup(test_redis_hang_timeout, redis_test_setup),
         cmocka_unit_test_setup(test_redis_killed_restarted, redis_test_setup),
         cmocka_unit_test_setup(test_redis_never_answers, redis_test_setup),
