@@ -225,6 +225,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     if (res)
         uv_freeaddrinfo(res);
+    /* uv_cancel of a getaddrinfo request reports UV_EAI_CANCELED */
+    int cancelled = status == UV_ECANCELED || status == UV_EAI_CANCELED;
     int changed = 0, log_fail = 0, log_back = 0, was = 0;
     pthread_mutex_lock(&g_lock);
     name_entry *e = find(l->host, l->port);
@@ -232,7 +234,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         e->in_flight = 0;
         e->due_ms = uv_now(r->loop) + e->every_ms;
         was = e->n;
-        if (status == UV_ECANCELED) {
+        if (cancelled) {
             /* stopping: nothing to count */
         } else if (n == 0) {
             log_fail = !e->failing;
@@ -244,7 +246,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         }
     }
     pthread_mutex_unlock(&g_lock);
-    if (e && status != UV_ECANCELED) {
+    if (e && !cancelled) {
         atomic_fetch_add(n ? &g_ok : &g_failed, 1);
         if (log_fail)
             fprintf(stderr, "gateway: resolve %s:%s failed (%s): the last good addresses (%d) "
@@ -384,6 +386,11 @@ void gw_resolver_stop(gw_resolver *r)
 /* One gateway_upstream_resolved_addresses line at most: every name and port at full length. */
 #define METRIC_LINE_MAX (sizeof "gateway_upstream_resolved_addresses{endpoint=\":\"} \n" + \
                          sizeof ((name_entry *)0)->host + sizeof ((name_entry *)0)->port + 12)
+
+int gw__resolver_in_flight(const gw_resolver *r)
+{
+    return r->running;
+}
 
 int gw_resolver_metrics(char **text, size_t *len)
 {

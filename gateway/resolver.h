@@ -49,6 +49,8 @@ int gw_endpoint_is_name(const char *address, char *host, size_t hostlen, char *p
 void gw__resolved_set(const char *host, const char *port, const struct sockaddr_storage *addrs,
                       const socklen_t *lens, int n);
 void gw__resolved_reset(void);
+/* For tests: lookups under way. */
+int gw__resolver_in_flight(const gw_resolver *r);
 
 /* gateway_upstream_resolutions_total{result}, gateway_upstream_address_changes_total and
  * gateway_upstream_resolved_addresses{endpoint} appended to *TEXT. 0, or -1 out of memory. */

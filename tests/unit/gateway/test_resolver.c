@@ -18,6 +18,8 @@
 #include "gateway/config.h"
 #include "gateway/config_int.h"
 #include "gateway/resolver.h"
+#include "routes/route_table.h"
+#include "routes/upstreams.h"
 
 static struct sockaddr_storage v4(const char *ip, int port)
 {
@@ -178,6 +180,46 @@ static void test_metrics_every_name_whole(void **state)
     gw__resolved_reset();
 }
 
+/* However many names are due, at most GW_RESOLVE_MAX_LOOKUPS lookups run at once: the
+ * threadpool is shared with the access log, admin changes and route loads. */
+static void test_lookups_in_flight_bounded(void **state)
+{
+    (void)state;
+    gw__resolved_reset();
+    static gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    snprintf(cfg.path, sizeof cfg.path, "/etc/gw/gateway.json");
+    assert_int_equal(gw_config_upstreams_install(&cfg), 0);
+    char doc[4096], name[64];
+    size_t n = (size_t)snprintf(doc, sizeof doc, "{\"upstreams\": {");
+    struct sockaddr_storage a[1] = { v4("127.0.0.1", 80) };
+    socklen_t lens[1] = { 0 };
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof name, "n%d.gw-test.invalid", i);
+        gw__resolved_set(name, "80", a, lens, 1); /* the definition reads without a lookup */
+        n += (size_t)snprintf(doc + n, sizeof doc - n, "%s\"u%d\": {\"endpoints\": [\"%s:80\"]}",
+                              i ? ", " : "", i, name);
+    }
+    snprintf(doc + n, sizeof doc - n, "}, \"routes\": []}");
+    char err[512];
+    rt_table *t = rt_table_parse(doc, strlen(doc), "routes.json", NULL, 0, err, sizeof err);
+    if (!t)
+        fail_msg("%s", err);
+    rt_current_publish(t);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    gw_resolver *r = gw_resolver_start(&loop);
+    assert_non_null(r);
+    uv_run(&loop, UV_RUN_NOWAIT); /* the first tick: all six names are due */
+    assert_int_equal(gw__resolver_in_flight(r), GW_RESOLVE_MAX_LOOKUPS);
+    gw_resolver_stop(r);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    rt_current_clear();
+    rt_upstreams_reset();
+    gw__resolved_reset();
+}
+
 /* Reading a definition (a route change, a reload) takes a name the resolver knows from its
  * answer: no blocking lookup on the thread that reads, the same address each time (pools
  * kept), and a name that DNS has stopped answering for still reads. The .invalid name below
@@ -220,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_expand_capped),
         cmocka_unit_test(test_expand_resolve_ms_0_keeps_load_time_address),
         cmocka_unit_test(test_metrics_every_name_whole),
+        cmocka_unit_test(test_lookups_in_flight_bounded),
         cmocka_unit_test(test_definition_reads_known_names_from_the_resolver),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
