@@ -32,11 +32,11 @@ ROUTES = [
 UPSTREAMS = {"legacy": 1, "order-service": 1, "user-service": 1, "logistics-service": 1}
 
 
-def h2_stack(http2=None, limits=None):
+def h2_stack(http2=None, limits=None, gw_conf=None):
     """A started Stack: s.port cleartext HTTP/1.1, s.h2c_port cleartext with h2c, s.tls_port
     TLS with ALPN h2 + http/1.1 (s.ca signs its certificate), the shipped composition."""
-    s = Stack(upstreams=UPSTREAMS, routes=ROUTES, start=False,
-              gw_conf={"limits": limits} if limits else None)
+    gw_conf = dict(gw_conf or {}, **({"limits": limits} if limits else {}))
+    s = Stack(upstreams=UPSTREAMS, routes=ROUTES, start=False, gw_conf=gw_conf or None)
     try:
         s.ca = CA(s.tmp)
         cert = s.ca.leaf("localhost", ["localhost"])
@@ -518,9 +518,12 @@ def test_h2_per_stream_deadlines():
     """Deadlines are the stream's own: a response the client's window (SETTINGS_INITIAL_WINDOW_SIZE
     0) holds back is reset (CANCEL) after send_timeout_ms and its upstream let go; a stalled
     upload gets 408 after body_timeout_ms and a connection without streams GOAWAY after
-    idle_timeout_ms, though the client PINGs all along (PINGs are no activity of a stream)."""
+    idle_timeout_ms, though the client PINGs all along (PINGs are no activity of a stream).
+    A POST queued for its upstream's only slot is not timed while it waits (the handler does
+    not pull its body yet)."""
+    one_slot = {"upstreams": {"legacy": {"max_in_flight": 1, "queue": {"max": 8, "timeout_ms": 8000}}}}
     with h2_stack(limits={"send_timeout_ms": 800, "body_timeout_ms": 800,
-                          "idle_timeout_ms": 800}) as s:
+                          "idle_timeout_ms": 800}, gw_conf=one_slot) as s:
         def pinging(c, pred, timeout=6.0):
             deadline = time.time() + timeout
             while time.time() < deadline:
@@ -542,11 +545,20 @@ def test_h2_per_stream_deadlines():
         c.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65535)))
         c.request(3, "/api/users/3")
         assert c.stream_end(3)[0] == "end"
+        # legacy's one slot: the cut stream gave it back; a POST queued behind a 1.5 s request
+        # waits past body_timeout_ms, its body sent after 1.1 s, and gets its answer
+        c.request(7, "/echo/hold", extra=[("x-mock-latency-ms", "1500")])
+        time.sleep(0.2)
+        c.request(9, "/echo/queued", method="POST", extra=[("content-length", "4")], end=False)
+        time.sleep(1.1)
+        c.send(frame(DATA, END_STREAM, 9, b"abcd"))
+        how, n = c.stream_end(9)
+        assert how == "end" and json.loads(c.body).get("body_bytes") == 4, (how, c.body[:300])
         # a body that stops after 10 of 100 bytes: 408, PINGs notwithstanding
-        c.request(5, "/echo/slow", method="POST", extra=[("content-length", "100")], end=False)
-        c.send(frame(DATA, 0, 5, b"x" * 10))
+        c.request(11, "/echo/slow", method="POST", extra=[("content-length", "100")], end=False)
+        c.send(frame(DATA, 0, 11, b"x" * 10))
         t0 = time.time()
-        f = pinging(c, lambda f: f[2] == 5 and (f[0] == RST or f[1] & END_STREAM), timeout=8)
+        f = pinging(c, lambda f: f[2] == 11 and (f[0] == RST or f[1] & END_STREAM), timeout=8)
         assert f[0] in (DATA, HEADERS) and time.time() - t0 >= 0.7, f
         # no stream left: GOAWAY after idle_timeout_ms, PINGs notwithstanding
         t0 = time.time()
