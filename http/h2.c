@@ -942,8 +942,10 @@ void gw__h2_timeout(gw_client *c)
     if (h->n_streams == 0) {
         uint64_t at = after(h->idle_since, (c->flags & F_KEPT) ? lim->idle_timeout_ms
                                                                : lim->header_timeout_ms);
-        if (at && now >= at)
+        if (at && now >= at) {
             gw__h2_drain(c); /* idle: GOAWAY, then the close */
+            h->idle_since = now; /* (not due again at once should the close wait) */
+        }
     }
     gw_queue *q, *n;
     GW_QUEUE_FOREACH_SAFE(q, n, &h->streams)
