@@ -136,7 +136,10 @@ static void ws_on_data(void *arg, const char *p, size_t n)
     if (w->mode == WS_FLOOD)
         return; /* what a flooded client says is not answered */
     if (w->len + n > w->cap) {
-        size_t cap = w->len + n > WS_BUF_MAX + 16 ? 0 : (w->len + n) * 2;
+        /* at most one unfinished frame (<= WS_BUF_MAX + its header) plus the bytes of this
+         * read, which may carry the next frame's start: a cap of WS_BUF_MAX + 16 on the sum
+         * closed a client sending 1 MB frames back to back, depending on read boundaries */
+        size_t cap = w->len + n > 2 * WS_BUF_MAX ? 0 : (w->len + n) * 2;
         char *nb = cap ? realloc(w->buf, cap) : NULL;
         if (!nb) {
             ws_close(w);
