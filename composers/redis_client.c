@@ -953,10 +953,13 @@ int cmp_redis_send(cmp_redis *rc, cmp_redis_cmd *cmd, const char *key, size_t kl
      * cap, refuse at once (the caller fails open) rather than queue without bound */
     if (n == NULL || n->state != N_UP || n->ac == NULL || n->pending >= CMP_REDIS_MAX_PENDING)
         return -1;
-    cap = resp_len(argc, lens);
+    /* + 1: hiredis 0.14 reads the byte after the last argument (its formatter's output is
+     * NUL-terminated) when it looks for the command name: give it that NUL */
+    cap = resp_len(argc, lens) + 1;
     if ((keep || cap > sizeof stack) && (buf = malloc(cap)) == NULL)
         return -1;
     len = resp_write(buf, argc, argv, lens);
+    buf[len] = '\0';
     cmd->rc = rc;
     cmd->fn = fn;
     cmd->priv = priv;
