@@ -133,11 +133,13 @@ integration: all
 
 # Plain build: unit + integration. Then ASan+UBSan build: unit + integration again. Then the
 # ThreadSanitizer build: unit + the multi-threaded integration subset (tests/run_all.py).
+# The four builds use every core (JOBS): serial, they were a fifth of make test's time.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: deps
-	@$(MAKE) --no-print-directory all $(UNIT_BINS)
-	@$(MAKE) --no-print-directory SANITIZE=1 all build/san/libgw.a $(UNIT_BINS:build/%=build/san/%)
-	@$(MAKE) --no-print-directory SANITIZE=thread all build/tsan/libgw.a $(UNIT_BINS:build/%=build/tsan/%)
-	@$(MAKE) --no-print-directory fuzz-bins
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(UNIT_BINS)
+	@$(MAKE) --no-print-directory -j$(JOBS) SANITIZE=1 all build/san/libgw.a $(UNIT_BINS:build/%=build/san/%)
+	@$(MAKE) --no-print-directory -j$(JOBS) SANITIZE=thread all build/tsan/libgw.a $(UNIT_BINS:build/%=build/tsan/%)
+	@$(MAKE) --no-print-directory -j$(JOBS) fuzz-bins
 	@python3 tests/run_all.py
 
 # Fuzzing (docs/security.md): each driver runs FUZZ_SECONDS on its seed corpus
