@@ -1,7 +1,8 @@
 /* fuzz_server.h — what the drivers that fuzz a server connection through the real server
  * (fuzz_server_request: HTTP/1.1, fuzz_h2: HTTP/2) share: the state, a tiny handler whose
  * modes read, ignore or stream (checking the callback contract as it goes), the report of
- * each finished request, and the loopback client's sending and reading. Header-only: each
+ * each finished request, the loopback client's sending and reading, and the play of one input
+ * as one connection (fuzz_play_connection). Header-only: each
  * driver is one translation unit and defines FUZZ_DRIVER (its name, for messages) first. */
 #ifndef FUZZ_SERVER_H
 #define FUZZ_SERVER_H
@@ -11,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "http/gw_errors.h"
@@ -192,6 +195,67 @@ static void cli_send(int fd, const uint8_t *p, size_t n)
         cli_read(fd);
         turn(fd, 5);
     }
+}
+
+/* ---- one fuzz input as one connection -------------------------------------------------- */
+
+/* Plays DATA as one client connection: byte 0 holds the handler mode (bits 2-3) and how many
+ * cut points follow (bits 0-1); the rest is sent in that many + 1 pieces, PREFACE first,
+ * each read by the server before the next is sent; then the client's EOF, and the server
+ * must answer or close and let the connection go. 0: DATA is too short to play. */
+static int fuzz_play_connection(const uint8_t *data, size_t size, const uint8_t *preface,
+                                size_t preface_len)
+{
+    if (size < 1)
+        return 0;
+    int nsplit = data[0] & 3;
+    if (size < 1 + (size_t)nsplit)
+        return 0;
+    G.mode = (data[0] >> 2) & 3;
+    const uint8_t *payload = data + 1 + nsplit;
+    size_t plen = size - 1 - (size_t)nsplit;
+    size_t cuts[5] = { 0 };
+    int nc = 1;
+    for (int i = 0; i < nsplit; i++) {
+        size_t at = plen * data[1 + i] / 256;
+        if (at > cuts[nc - 1])
+            cuts[nc++] = at;
+    }
+    cuts[nc] = plen;
+
+    G.n_request = G.n_answered = G.n_abort = G.n_done = 0;
+    G.resp_len = 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)gw_server_port(G.s)) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        abort();
+    if (preface_len > 0)
+        cli_send(fd, preface, preface_len);
+    for (int i = 0; i < nc; i++) {
+        cli_send(fd, payload + cuts[i], cuts[i + 1] - cuts[i]);
+        for (int k = 0; k < 3; k++) /* the server reads this piece before the next comes */
+            turn(fd, 0);
+        cli_read(fd);
+    }
+    shutdown(fd, SHUT_WR);
+    uint64_t end = fuzz_now_ms() + 10000;
+    while (!cli_read(fd)) {
+        if (fuzz_now_ms() > end)
+            die("the connection was neither answered nor closed 10 s after the client's EOF");
+        turn(fd, 50);
+    }
+    close(fd);
+    end = fuzz_now_ms() + 5000;
+    while (gw_server_active(G.s) > 0) {
+        if (fuzz_now_ms() > end)
+            die("the server still holds the connection 5 s after the client left");
+        turn(-1, 10);
+    }
+    if (G.n_answered + G.n_abort != G.n_request)
+        die("a request neither answered nor aborted");
+    return 1;
 }
 
 #endif

@@ -161,52 +161,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!G.s)
         setup();
-    if (size < 1)
+    if (!fuzz_play_connection(data, size, NULL, 0))
         return 0;
-    int nsplit = data[0] & 3;
-    if (size < 1 + (size_t)nsplit)
-        return 0;
-    G.mode = (data[0] >> 2) & 3;
-    const uint8_t *payload = data + 1 + nsplit;
-    size_t plen = size - 1 - (size_t)nsplit;
-    size_t cuts[5] = { 0 };
-    int nc = 1;
-    for (int i = 0; i < nsplit; i++) {
-        size_t at = plen * data[1 + i] / 256;
-        if (at > cuts[nc - 1])
-            cuts[nc++] = at;
-    }
-    cuts[nc] = plen;
-
-    G.n_request = G.n_answered = G.n_abort = G.n_done = 0;
-    G.resp_len = 0;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)gw_server_port(G.s)) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
-        abort();
-    for (int i = 0; i < nc; i++) {
-        cli_send(fd, payload + cuts[i], cuts[i + 1] - cuts[i]);
-        for (int k = 0; k < 3; k++) /* the server reads this piece before the next comes */
-            turn(fd, 0);
-        cli_read(fd);
-    }
-    shutdown(fd, SHUT_WR);
-    uint64_t end = fuzz_now_ms() + 10000;
-    while (!cli_read(fd)) {
-        if (fuzz_now_ms() > end)
-            die("the connection was neither answered nor closed 10 s after the client's EOF");
-        turn(fd, 50);
-    }
-    close(fd);
-    end = fuzz_now_ms() + 5000;
-    while (gw_server_active(G.s) > 0) {
-        if (fuzz_now_ms() > end)
-            die("the server still holds the connection 5 s after the client left");
-        turn(-1, 10);
-    }
-    if (G.n_answered + G.n_abort != G.n_request)
-        die("a request neither answered nor aborted");
     check_responses();
     return 0;
 }
