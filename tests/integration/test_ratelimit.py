@@ -208,10 +208,11 @@ def _load(ports, n_per_thread, threads_per_port=2, path="/api/users/1", conns=4)
 
 
 def test_shared_limit_exact_across_two_instances():
-    """Two gateways (two workers each) on one Redis: 4,000 requests against one limit of
-    burst 2,000 (1 per hour: nothing refills) - exactly 2,000 pass, spread over both."""
+    """Two gateways (two workers each) on one Redis: 10,000 requests against one limit of
+    burst 5,000 (1 per hour: nothing refills) - exactly 5,000 pass, spread over both (the
+    issue's bar: within 1 % over 10,000 requests)."""
     r = _redis()
-    routes = limited_routes({"rate": 1, "per": "1h", "burst": 2000, "key": "route"})
+    routes = limited_routes({"rate": 1, "per": "1h", "burst": 5000, "key": "route"})
     # a generous answer deadline: on a loaded box an answer later than 50 ms would be decided
     # by the fallback share (which has buckets of its own), and this test is about exactness
     conf = _shared_conf(r, timeout_ms=2000)
@@ -220,20 +221,20 @@ def test_shared_limit_exact_across_two_instances():
                 Stack(routes=routes, gw_conf=conf, workers=2) as b:
             _wait_mode(a, "shared", 2)
             _wait_mode(b, "shared", 2)
-            res = _load([a.port, b.port], 1000)
-            assert len(res) == 4000 and set(res) <= {200, 429}, sorted(set(res))
+            res = _load([a.port, b.port], 2500)
+            assert len(res) == 10000 and set(res) <= {200, 429}, sorted(set(res))
             passed = res.count(200)
-            print("  shared limit: %d of 4000 passed (limit 2000)" % passed)
+            print("  shared limit: %d of 10000 passed (limit 5000)" % passed)
             fb = [rl_metric(metrics(x), "limited", res_, "fallback", "route")
                   for x in (a, b) for res_ in ("allowed", "limited")]
-            assert abs(passed - 2000) <= 20, (passed, "fallback decisions", fb)  # the bar: 1 %
-            assert passed == 2000, (passed, fb)  # and in fact exact: one script per request
+            assert abs(passed - 5000) <= 50, (passed, "fallback decisions", fb)  # the bar: 1 %
+            assert passed == 5000, (passed, fb)  # and in fact exact: one script per request
             ua = a.mock("user-service").stats()["requests"]
             ub = b.mock("user-service").stats()["requests"]
-            assert ua + ub == 2000 and ua > 0 and ub > 0, (ua, ub)
+            assert ua + ub == 5000 and ua > 0 and ub > 0, (ua, ub)
             ma, mb = metrics(a), metrics(b)
             assert rl_metric(ma, "limited", "allowed", "shared", "route") + \
-                rl_metric(mb, "limited", "allowed", "shared", "route") == 2000
+                rl_metric(mb, "limited", "allowed", "shared", "route") == 5000
             assert rl_metric(ma, "limited", "allowed", "fallback", "route") == 0
             # the bucket is one Redis key, named by route, key class and value
             assert _redis_cmd(r, "EXISTS", "gw:rl:limited:route:") == 1
