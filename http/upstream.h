@@ -28,6 +28,9 @@ typedef struct gw_endpoint {
     gw_endpoint_set *set;    /* the definition generation it belongs to (upstream_pool.c) */
     int index;
     const gw_endpoint_conf *conf;
+    /* its set's copy of the upstream's definition: timeouts, pool and down_ms of a
+     * connection come from the definition it was opened under, even after a change */
+    const gw_upstream_conf *def;
     uint64_t down_until_ms;  /* uv_now() time before which the endpoint is skipped */
     gw_queue idle;           /* pooled keep-alive connections */
     uint32_t n_idle;

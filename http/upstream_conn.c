@@ -351,7 +351,7 @@ static void uconn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     u->flags |= U_GOT_BYTES;
     u->len += (size_t)nread;
     if (u->flags & U_HEAD_DONE)
-        arm(u, u->ep->up->conf->read_timeout_ms);
+        arm(u, u->ep->def->read_timeout_ms);
     uconn_parse(u);
 }
 
@@ -435,7 +435,7 @@ static int on_headers_complete(llhttp_t *p)
     if (p->flags & F_CHUNKED)
         body_len = -1;
     u->flags |= U_HEAD_DONE;
-    arm(u, u->ep->up->conf->read_timeout_ms);
+    arm(u, u->ep->def->read_timeout_ms);
     if (u->cb)
         u->cb->on_head(u, u->data, u->status, u->headers, u->n_headers, body_len);
     if (u->state == UC_CLOSING)
@@ -576,7 +576,7 @@ static void uconn_on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&u->tcp, 1);
-    if (gw__endpoint_upstream_conf(u->ep)->tls) {
+    if (u->ep->def->tls) {
         uconn_tls_begin(u); /* on_ready once the handshake is done, within connect_timeout_ms */
         return;
     }
@@ -651,7 +651,7 @@ static int uconn_connect(gw_endpoint *ep, const gw_uconn_cb *cb, void *data, gw_
         gw_endpoint_mark_down(ep);
         return GW_ECONNECT;
     }
-    arm(u, ep->up->conf->connect_timeout_ms);
+    arm(u, ep->def->connect_timeout_ms);
     *out = u;
     return 0;
 }
@@ -706,7 +706,7 @@ void gw_uconn_read_response(gw_uconn *u, int is_head)
     if (u->state != UC_ACTIVE)
         return;
     u->flags |= U_EXPECT | (is_head ? U_IS_HEAD : 0);
-    arm(u, u->ep->up->conf->response_timeout_ms);
+    arm(u, u->ep->def->response_timeout_ms);
     update_reading(u);
 }
 
@@ -725,8 +725,8 @@ void gw_uconn_resume(gw_uconn *u)
     if (u->state != UC_ACTIVE || !(u->flags & U_PAUSED))
         return;
     u->flags &= ~U_PAUSED;
-    arm(u, (u->flags & U_HEAD_DONE) ? u->ep->up->conf->read_timeout_ms
-                                    : u->ep->up->conf->response_timeout_ms);
+    arm(u, (u->flags & U_HEAD_DONE) ? u->ep->def->read_timeout_ms
+                                    : u->ep->def->response_timeout_ms);
     if (!(u->flags & U_IN_PARSE))
         update_reading(u);
 }
@@ -741,7 +741,7 @@ static void do_release(gw_uconn *u)
     gw_endpoint *ep = u->ep;
     int reusable = u->state == UC_ACTIVE && (u->flags & U_MSG_DONE) &&
                    !(u->flags & U_NO_REUSE) && u->pending_write == 0 &&
-                   ep->n_idle < ep->up->conf->pool_max_idle && gw__endpoint_pools(ep);
+                   ep->n_idle < ep->def->pool_max_idle && gw__endpoint_pools(ep);
     if (!reusable) {
         uconn_close(u);
         return;
@@ -755,7 +755,7 @@ static void do_release(gw_uconn *u)
     }
     gw_queue_insert_tail(&ep->idle, &u->pool_node);
     ep->n_idle++;
-    arm(u, ep->up->conf->pool_idle_timeout_ms);
+    arm(u, ep->def->pool_idle_timeout_ms);
     update_reading(u);
 }
 
@@ -907,7 +907,7 @@ static void uend_close(void *conn)
         return;
     }
     update_reading(u);
-    uv_timer_start(&u->timer, upgraded_on_timer, u->ep->up->conf->read_timeout_ms, 0);
+    uv_timer_start(&u->timer, upgraded_on_timer, u->ep->def->read_timeout_ms, 0);
 }
 
 static size_t uend_queued(const void *conn)

@@ -40,6 +40,7 @@ static gw_endpoint_set *set_new(gw_upstream *up, const gw_upstream_conf *conf, i
         ep->set = s;
         ep->index = i;
         ep->conf = &s->conf.endpoints[i];
+        ep->def = &s->conf;
         gw_queue_init(&ep->idle);
     }
     return s;
@@ -159,7 +160,7 @@ void gw_upstream_free(gw_upstream *up)
 
 const gw_upstream_conf *gw__endpoint_upstream_conf(const gw_endpoint *ep)
 {
-    return &ep->set->conf;
+    return ep->def;
 }
 
 SSL_CTX *gw__endpoint_tls_ctx(const gw_endpoint *ep)
@@ -181,7 +182,7 @@ gw_endpoint *gw_upstream_pick(gw_upstream *up, int exclude)
 
 void gw_endpoint_mark_down(gw_endpoint *ep)
 {
-    ep->down_until_ms = uv_now(ep->up->loop) + ep->up->conf->down_ms;
+    ep->down_until_ms = uv_now(ep->up->loop) + ep->def->down_ms;
 }
 
 void gw_upstream_close_idle(gw_upstream *up)
