@@ -425,16 +425,19 @@ cmp_evict *cmp_lookup_evict(cmp_worker *w, rt_table *table, const char *path, cm
         return NULL;
     /* the path under every upstream, not only the one the route names now: a copy from
      * before a flip must not come back with the rollback */
-    int n = w->n_upstreams;
-    char **keys = calloc((size_t)n, sizeof *keys);
+    char **keys = calloc((size_t)w->n_upstreams, sizeof *keys);
     cmp_evict *e = calloc(1, sizeof *e);
-    int ok = keys && e;
-    for (int i = 0; ok && i < n; i++) {
-        size_t sz = strlen(m.route->id) + strlen(w->upstreams[i].conf->name) + plen + 3;
-        keys[i] = malloc(sz);
-        ok = keys[i] && make_key(keys[i], sz, m.route->id, w->upstreams[i].conf->name, path) == 0;
+    int ok = keys && e, n = 0;
+    for (int i = 0; ok && i < w->n_upstreams; i++) {
+        const char *name = w->upstreams[i].conf->name;
+        if (name[0] == '\0')
+            continue; /* a slot no upstream uses (yet) */
+        size_t sz = strlen(m.route->id) + strlen(name) + plen + 3;
+        keys[n] = malloc(sz);
+        ok = keys[n] && make_key(keys[n], sz, m.route->id, name, path) == 0;
+        n++;
     }
-    if (ok) {
+    if (ok && n > 0) {
         e->cb = cb;
         e->arg = arg;
         cmp_cache_del_confirmed(w->cache, (const char *const *)keys, n, evicted, e);
@@ -442,7 +445,8 @@ cmp_evict *cmp_lookup_evict(cmp_worker *w, rt_table *table, const char *path, cm
     for (int i = 0; keys && i < n; i++)
         free(keys[i]);
     free(keys);
-    if (!ok || e->done) { /* out of memory, or the cache is closing: marked only */
+    if (!ok || n == 0 || e->done) { /* out of memory, the cache is closing, or no upstream
+                                      * is named at all: marked only */
         free(e);
         return NULL;
     }

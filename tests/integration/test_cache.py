@@ -14,6 +14,7 @@ temp dir and stops exactly that pid. What reached user-service is proven by mock
 timings are printed."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -341,6 +342,50 @@ def test_cache_invalidation_redis():
     with RedisServer() as rs:
         with cache_stack(rs.port, workers=2) as s:
             check_invalidation(s, redis_port=rs.port)
+
+
+def redis_dels_during(port, action, settle=0.3):
+    """The keys of every DEL Redis ran while ACTION ran (through MONITOR)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as m:
+        m.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+        buf = b""
+        while b"+OK\r\n" not in buf:
+            buf += m.recv(65536)
+        action()
+        time.sleep(settle)
+        m.settimeout(0.2)
+        buf = b""
+        try:
+            while True:
+                d = m.recv(65536)
+                if not d:
+                    break
+                buf += d
+        except socket.timeout:
+            pass
+    dels = []
+    for line in buf.decode("utf-8", "replace").splitlines():
+        words = re.findall(r'"((?:[^"\\]|\\.)*)"', line)
+        if words and words[0].upper() == "DEL":
+            dels.append(words[1:])
+    return dels
+
+
+def test_cache_eviction_names_each_upstream_once():
+    """A successful change evicts the path under every upstream defined (a copy from before
+    a flip must not come back), each key once: not a key per unused upstream slot."""
+    with RedisServer() as rs:
+        with cache_stack(rs.port, workers=1) as s:
+            expect(*get_user(s, 9), 200, "MISS")
+            body = b'{"name": "Ada"}'
+            dels = redis_dels_during(rs.port, lambda: get(
+                s, "/api/users/9", {"Content-Type": "application/json"}, "PUT", body))
+            assert len(dels) == 1, dels
+            keys = dels[0]
+            assert KEY + "9" in keys, keys
+            assert len(keys) == len(set(keys)), "a key evicted twice: %r" % keys
+            assert not any("::" in k for k in keys), "a key of an unused slot: %r" % keys
+            assert 1 < len(keys) <= 16, keys
 
 
 def check_invalidation(s, redis_port=None):
