@@ -34,3 +34,34 @@ void gw_gcra_check(const gw_gcra *g, uint64_t *tat, uint64_t now_ns, gw_gcra_res
     r->retry_after_ns = 0;
     r->reset_ns = ahead + g->emission_ns;
 }
+
+uint32_t gw_gcra_batch_passed(uint64_t ahead, uint64_t t, uint64_t tau, uint32_t n)
+{
+    if (t == 0)
+        t = 1;
+    if (ahead > tau)
+        return 0;
+    uint64_t fit = (tau - ahead) / t + 1; /* requests that fit before the TAT passes tau */
+    return fit < n ? (uint32_t)fit : n;
+}
+
+void gw_gcra_batch_result(uint64_t ahead, uint64_t t, uint64_t tau, uint32_t n, uint32_t index,
+                          gw_gcra_result *r)
+{
+    if (t == 0)
+        t = 1;
+    uint32_t passed = gw_gcra_batch_passed(ahead, t, tau, n);
+    if (index < passed) { /* the key is index * T further ahead for this one */
+        uint64_t a = ahead + (uint64_t)index * t;
+        r->allowed = 1;
+        r->remaining = (uint32_t)((tau - a) / t);
+        r->retry_after_ns = 0;
+        r->reset_ns = (a + t) * 1000;
+        return;
+    }
+    uint64_t a = ahead + (uint64_t)passed * t; /* where the passed ones left the key */
+    r->allowed = 0;
+    r->remaining = 0;
+    r->retry_after_ns = (a - tau) * 1000;
+    r->reset_ns = a * 1000;
+}

@@ -34,4 +34,14 @@ void gw_gcra_init(gw_gcra *g, uint32_t rate, uint64_t per_ms, uint32_t burst, ui
  * passes. */
 void gw_gcra_check(const gw_gcra *g, uint64_t *tat, uint64_t now_ns, gw_gcra_result *r);
 
+/* A batch decided in one step by the shared store (ratelimit_redis.c): N requests on one key
+ * at one instant, the key AHEAD ahead of that instant before them (max(TAT, now) - now), T
+ * and TAU as in gw_gcra, all in the store's unit (microseconds). The requests pass in order
+ * while they fit, exactly as N calls of gw_gcra_check at that instant would decide them.
+ * Returns how many pass (the store moves the TAT by that many T). */
+uint32_t gw_gcra_batch_passed(uint64_t ahead, uint64_t t, uint64_t tau, uint32_t n);
+/* The decision for the INDEX-th (from 0) of those N requests, in nanoseconds. */
+void gw_gcra_batch_result(uint64_t ahead, uint64_t t, uint64_t tau, uint32_t n, uint32_t index,
+                          gw_gcra_result *r);
+
 #endif

@@ -1,7 +1,10 @@
 /* ratelimit_redis.c — see ratelimit_redis.h. Topology, connections and stalls are the shared
  * client's (composers/redis_client.c): its reply function runs exactly once per command
- * (NULL when there is no answer), so a wait is held by the client and by its request (flags
- * HIREDIS and OWED) and freed by whichever lets go last. */
+ * (NULL when there is no answer). A check waits in the worker's pending list until the end
+ * of the loop turn; then the turn's checks go out as one script call per batch (per cluster
+ * slot), so Redis runs one script, and hiredis formats one command, for many requests. A wait
+ * is held by its request (OWED), the pending list (PENDING) and the batch sent (HIREDIS), and
+ * freed by whichever lets go last. */
 #include "gateway/ratelimit_redis.h"
 
 #include <stdio.h>
@@ -13,26 +16,39 @@
 #include <openssl/sha.h>
 
 #include "composers/redis_client.h"
+#include "composers/redis_topo.h"
 #include "gateway/ratelimit_local.h"
 #include "http/queue.h"
 
-/* GCRA on Redis's clock (TIME), so instances with skewed clocks share one timeline.
- * KEYS[1] the bucket; ARGV emission interval and tolerance in microseconds. Returns
- * "allowed remaining retry_after_us reset_us" as one string: one reply object for hiredis to
- * allocate instead of an array of four (six allocations). The key expires when the bucket is
- * full. */
+/* GCRA on Redis's clock (TIME), so instances with skewed clocks share one timeline, for a
+ * batch: KEYS the buckets; ARGV per key its emission interval and tolerance in microseconds
+ * and how many requests of this batch it decides. For each key: the requests pass in order
+ * while they fit (gw_gcra_batch_passed: the same arithmetic as one call per request), the TAT
+ * moves by T for each, and the key's "ahead" before them (max(TAT, now) - now) is returned,
+ * from which the worker derives every request's answer (gw_gcra_batch_result). The answers
+ * are one string, "ahead1 ahead2 ...": one reply object for hiredis to allocate. A key
+ * expires when its bucket is full. */
 static const char SCRIPT[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local T = tonumber(ARGV[1])\n"
-    "local tau = tonumber(ARGV[2])\n"
-    "local tat = tonumber(redis.call('GET', KEYS[1])) or now\n"
-    "if tat < now then tat = now end\n"
-    "local ahead = tat - now\n"
-    "if ahead > tau then return string.format('0 0 %d %d', ahead - tau, ahead) end\n"
-    "local new = tat + T\n"
-    "redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.floor((new - now) / 1000) + 1)\n"
-    "return string.format('1 %d 0 %d', math.floor((tau - ahead) / T), ahead + T)\n";
+    "local out = {}\n"
+    "for i = 1, #KEYS do\n"
+    "  local T = tonumber(ARGV[3 * i - 2])\n"
+    "  local tau = tonumber(ARGV[3 * i - 1])\n"
+    "  local n = tonumber(ARGV[3 * i])\n"
+    "  local tat = tonumber(redis.call('GET', KEYS[i])) or now\n"
+    "  if tat < now then tat = now end\n"
+    "  local ahead = tat - now\n"
+    "  if ahead <= tau then\n"
+    "    local k = math.min(n, math.floor((tau - ahead) / T) + 1)\n"
+    "    local new = tat + k * T\n"
+    "    redis.call('SET', KEYS[i], string.format('%d', new), 'PX', math.floor((new - now) / 1000) + 1)\n"
+    "  end\n"
+    "  out[i] = string.format('%d', ahead)\n"
+    "end\n"
+    "return table.concat(out, ' ')\n";
+
+#define BATCH_MAX 128 /* requests (and so keys) per script call: 3 arguments per key */
 
 #define RL_KEY_MAX 320
 #define HEARTBEAT_MS 1000   /* each worker refreshes its instance's entry this often */
@@ -51,28 +67,47 @@ static const char HEARTBEAT[] =
     "return redis.call('ZCARD', KEYS[1])\n";
 
 enum { W_OWED = 1,    /* the request waits for this answer */
-       W_HIREDIS = 2  /* the Redis client holds it (cmd) */ };
+       W_HIREDIS = 2, /* a batch sent to Redis holds it */
+       W_PENDING = 4  /* on rl->pending: goes out at the end of this loop turn */ };
 
 struct gw_rl_wait {
     gw_queue node;           /* on rl->inflight while OWED */
-    cmp_redis_cmd cmd;       /* while HIREDIS */
+    gw_queue pnode;          /* on rl->pending while PENDING */
     gw_rl_redis *rl;
     unsigned flags;
-    int retried;             /* NOSCRIPT: re-sent once as EVAL */
     uint64_t deadline;
     gw_rl_done done;
     void *arg;
     const rt_route *route;   /* valid while OWED: the caller pins the table */
     const rt_rate_limit *l;  /* the route's, or the configuration's default */
     uint64_t key;            /* the local bucket, for a fallback decision */
+    uint64_t t_us, tau_us;   /* the limit as the script takes it */
     size_t rkey_len;
-    char rkey[RL_KEY_MAX];   /* the Redis key, for an EVAL retry */
+    char rkey[RL_KEY_MAX];   /* the Redis key (read again by an EVAL retry) */
 };
+
+/* One script call: its requests in arrival order, each tied to one of its distinct keys. */
+typedef struct gw_rl_batch {
+    cmp_redis_cmd cmd;
+    gw_rl_redis *rl;
+    int retried;             /* NOSCRIPT: re-sent once as EVAL */
+    uint32_t n, n_keys;
+    gw_rl_wait *w[BATCH_MAX];
+    uint8_t key_of[BATCH_MAX];      /* w[i]'s key */
+    uint8_t key_first[BATCH_MAX];   /* a request of each key (its rkey, T and tau) */
+    uint16_t key_n[BATCH_MAX];      /* requests of each key */
+} gw_rl_batch;
 
 struct gw_rl_redis {
     uv_loop_t *loop;
     uv_timer_t cmd_timer, hb_timer;
-    int timers_open;
+    uv_check_t flush_check;  /* sends the pending checks after this turn's I/O */
+    uv_idle_t flush_idle;    /* ... or next turn, without waiting in poll, when a check came
+                              * in after the flush of this turn (from another check handle) */
+    int timers_open;         /* the four handles above, until closed */
+    int cluster;             /* a batch holds keys of one slot only */
+    gw_queue pending;        /* PENDING waits, oldest first */
+    gw_rl_batch *spare;      /* one batch kept for the next turn: no malloc per turn */
     int closing;
     cmp_redis *rc;
     char where[300];
@@ -123,6 +158,7 @@ static void maybe_free(gw_rl_redis *rl)
         gw_queue_remove(&w->node);
         free(w);
     }
+    free(rl->spare);
     free(rl);
 }
 
@@ -153,19 +189,25 @@ static void release(gw_rl_wait *w, unsigned flag)
 {
     gw_rl_redis *rl = w->rl;
     w->flags &= ~flag;
-    if (w->flags & (W_OWED | W_HIREDIS))
+    if (w->flags & (W_OWED | W_HIREDIS | W_PENDING))
         return;
     wait_recycle(rl, w);
     rl->n_live--;
     maybe_free(rl);
 }
 
-/* Answers the waiting request with R. */
+/* Answers the waiting request with R. One not sent yet is not sent at all (it must not
+ * count in Redis); the caller releases OWED. */
 static void finish(gw_rl_wait *w, const gw_gcra_result *r)
 {
     gw_queue_remove(&w->node);
+    if (w->flags & W_PENDING) {
+        gw_queue_remove(&w->pnode);
+        w->flags &= ~W_PENDING;
+    }
     w->flags &= ~W_OWED;
     w->done(w->arg, r);
+    release(w, 0); /* a batch may still hold it: its reply lets go */
 }
 
 static void decide_fallback(gw_rl_wait *w)
@@ -250,76 +292,186 @@ static void on_hb_timer(uv_timer_t *t)
 
 /* ---- checks ------------------------------------------------------------------------- */
 static void on_cmd_timer(uv_timer_t *t);
-static int send_check(gw_rl_redis *rl, gw_rl_wait *w, int full_script);
+static int send_batch(gw_rl_redis *rl, gw_rl_batch *b, int full_script);
 
-/* The script's "A R RETRY RESET" into V[4]; 0, or -1 when it is not that. */
-static int parse_answer(const redisReply *rep, long long v[4])
+/* The script's answer for a batch of N_KEYS keys, "A1 A2 ...", into AHEAD; 0, or -1 when it
+ * is not that. */
+static int parse_answer(const redisReply *rep, uint32_t n_keys, uint64_t *ahead)
 {
     const char *p, *end;
-    if (rep == NULL || rep->type != REDIS_REPLY_STRING || rep->len > 96)
+    if (rep == NULL || rep->type != REDIS_REPLY_STRING || rep->len > 20 * BATCH_MAX)
         return -1;
     p = rep->str;
     end = p + rep->len;
-    for (int i = 0; i < 4; i++) {
-        long long x = 0;
+    for (uint32_t i = 0; i < n_keys; i++) {
+        uint64_t x = 0;
         int digits = 0;
         if (i > 0 && (p >= end || *p++ != ' '))
             return -1;
         for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++)
-            x = x * 10 + (*p - '0');
+            x = x * 10 + (uint64_t)(*p - '0');
         if (digits == 0)
             return -1;
-        v[i] = x;
+        ahead[i] = x;
     }
     return p == end ? 0 : -1;
 }
 
+static void batch_free(gw_rl_redis *rl, gw_rl_batch *b)
+{
+    if (rl->spare == NULL && !rl->closing)
+        rl->spare = b;
+    else
+        free(b);
+    rl->n_live--;
+    maybe_free(rl);
+}
+
 static void on_reply(void *privdata, redisReply *rep)
 {
-    gw_rl_wait *w = privdata;
-    gw_rl_redis *rl = w->rl;
-    if (w->flags & W_OWED) {
-        long long v[4];
-        if (rep && rep->type == REDIS_REPLY_ERROR && !w->retried && !rl->closing &&
-            strncmp(rep->str, "NOSCRIPT", 8) == 0) {
-            w->retried = 1; /* the server lost the script (or never had it): EVAL loads it */
-            if (send_check(rl, w, 1) == 0)
-                return; /* the new command holds W now */
+    gw_rl_batch *b = privdata;
+    gw_rl_redis *rl = b->rl;
+    uint64_t ahead[BATCH_MAX];
+    uint16_t seen[BATCH_MAX] = { 0 };
+    if (rep && rep->type == REDIS_REPLY_ERROR && !b->retried && !rl->closing &&
+        strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+        b->retried = 1; /* the server lost the script (or never had it): EVAL loads it */
+        if (send_batch(rl, b, 1) == 0)
+            return; /* the new command holds the batch now */
+    }
+    int ok = parse_answer(rep, b->n_keys, ahead) == 0;
+    for (uint32_t i = 0; i < b->n; i++) {
+        gw_rl_wait *w = b->w[i];
+        uint32_t k = b->key_of[i], index = seen[k]++; /* counted even when no longer owed:
+                                                        * Redis counted it */
+        if (!(w->flags & W_OWED)) {
+            release(w, W_HIREDIS);
+            continue;
         }
-        if (parse_answer(rep, v) == 0) {
-            gw_gcra_result r = {
-                .allowed = v[0] == 1,
-                .remaining = v[1] > 0 ? (uint32_t)v[1] : 0,
-                .retry_after_ns = v[2] > 0 ? (uint64_t)v[2] * 1000 : 0,
-                .reset_ns = v[3] > 0 ? (uint64_t)v[3] * 1000 : 0,
-            };
+        if (ok) {
+            const gw_rl_wait *f = b->w[b->key_first[k]];
+            gw_gcra_result r;
+            gw_gcra_batch_result(ahead[k], f->t_us, f->tau_us, b->key_n[k], index, &r);
             gw_rl_count(w->route, w->l, GW_RL_SHARED, r.allowed);
             finish(w, &r);
         } else {
             decide_fallback(w); /* an error reply or teardown: this one is decided here */
         }
+        release(w, W_HIREDIS);
     }
-    release(w, W_HIREDIS);
+    batch_free(rl, b);
 }
 
-static int send_check(gw_rl_redis *rl, gw_rl_wait *w, int full_script)
+static int send_batch(gw_rl_redis *rl, gw_rl_batch *b, int full_script)
 {
-    const rt_rate_limit *l = w->l;
-    char t_us[24], tau_us[24];
-    uint64_t T = l->per_ms * 1000ull / l->rate;
-    if (T == 0)
-        T = 1; /* finer than 1 µs per request (over a million per second per key) */
-    size_t tn = (size_t)snprintf(t_us, sizeof t_us, "%llu", (unsigned long long)T);
-    size_t taun = (size_t)snprintf(tau_us, sizeof tau_us, "%llu",
-                                   (unsigned long long)(T * (l->burst - 1)));
-    const char *argv[6] = { full_script ? "EVAL" : "EVALSHA", full_script ? SCRIPT : rl->sha,
-                            "1", w->rkey, t_us, tau_us };
-    size_t lens[6] = { full_script ? 4 : 7, full_script ? sizeof SCRIPT - 1 : 40, 1,
-                       w->rkey_len, tn, taun };
-    if (cmp_redis_send(rl->rc, &w->cmd, w->rkey, w->rkey_len, 6, argv, lens, on_reply, w) != 0)
-        return -1;
-    w->flags |= W_HIREDIS;
-    return 0;
+    const char *argv[3 + 4 * BATCH_MAX];
+    size_t lens[3 + 4 * BATCH_MAX];
+    char nums[BATCH_MAX][3][24];
+    char nkeys[8];
+    uint32_t m = b->n_keys, argc = 0;
+    argv[argc] = full_script ? "EVAL" : "EVALSHA";
+    lens[argc++] = full_script ? 4 : 7;
+    argv[argc] = full_script ? SCRIPT : rl->sha;
+    lens[argc++] = full_script ? sizeof SCRIPT - 1 : 40;
+    lens[argc] = (size_t)snprintf(nkeys, sizeof nkeys, "%u", m);
+    argv[argc++] = nkeys;
+    for (uint32_t k = 0; k < m; k++) {
+        const gw_rl_wait *f = b->w[b->key_first[k]];
+        argv[argc] = f->rkey;
+        lens[argc++] = f->rkey_len;
+    }
+    for (uint32_t k = 0; k < m; k++) {
+        const gw_rl_wait *f = b->w[b->key_first[k]];
+        unsigned long long v[3] = { f->t_us, f->tau_us, b->key_n[k] };
+        for (int j = 0; j < 3; j++) {
+            argv[argc] = nums[k][j];
+            lens[argc++] = (size_t)snprintf(nums[k][j], sizeof nums[k][j], "%llu", v[j]);
+        }
+    }
+    const gw_rl_wait *f0 = b->w[0]; /* in a cluster every key of the batch has its slot */
+    return cmp_redis_send(rl->rc, &b->cmd, f0->rkey, f0->rkey_len, (int)argc, argv, lens,
+                          on_reply, b);
+}
+
+/* Takes pending checks into B: from the oldest, those of its slot (cluster) or all, up to
+ * BATCH_MAX, each tied to its key (same Redis key and limit: one key of the script). */
+static void batch_fill(gw_rl_redis *rl, gw_rl_batch *b)
+{
+    uint16_t slot = 0;
+    int first = 1;
+    gw_queue *q = rl->pending.next;
+    b->n = b->n_keys = 0;
+    while (q != &rl->pending && b->n < BATCH_MAX) {
+        gw_rl_wait *w = GW_QUEUE_DATA(q, gw_rl_wait, pnode);
+        q = q->next;
+        if (rl->cluster) {
+            uint16_t s = cmp_redis_key_slot(w->rkey, w->rkey_len);
+            if (first)
+                slot = s;
+            else if (s != slot)
+                continue;
+        }
+        first = 0;
+        uint32_t k = 0;
+        for (; k < b->n_keys; k++) {
+            const gw_rl_wait *f = b->w[b->key_first[k]];
+            if (f->rkey_len == w->rkey_len && f->t_us == w->t_us && f->tau_us == w->tau_us &&
+                memcmp(f->rkey, w->rkey, w->rkey_len) == 0)
+                break;
+        }
+        if (k == b->n_keys) {
+            b->key_first[k] = (uint8_t)b->n;
+            b->key_n[k] = 0;
+            b->n_keys++;
+        }
+        b->key_n[k]++;
+        b->key_of[b->n] = (uint8_t)k;
+        b->w[b->n++] = w;
+        gw_queue_remove(&w->pnode);
+        w->flags &= ~W_PENDING;
+        w->flags |= W_HIREDIS;
+    }
+}
+
+/* The end of a loop turn: the pending checks go out, one script call per batch. A batch the
+ * client cannot send (not up; cluster: its node is down) is decided locally. */
+static void flush(gw_rl_redis *rl)
+{
+    uv_check_stop(&rl->flush_check);
+    uv_idle_stop(&rl->flush_idle);
+    while (!gw_queue_empty(&rl->pending)) {
+        gw_rl_batch *b = rl->spare;
+        rl->spare = NULL;
+        if (b == NULL && (b = malloc(sizeof *b)) == NULL) {
+            /* out of memory: the oldest check is decided here, the rest wait for memory */
+            gw_rl_wait *w = GW_QUEUE_DATA(rl->pending.next, gw_rl_wait, pnode);
+            decide_fallback(w);
+            continue;
+        }
+        b->rl = rl;
+        b->retried = 0;
+        rl->n_live++;
+        batch_fill(rl, b);
+        if (send_batch(rl, b, 0) == 0)
+            continue;
+        for (uint32_t i = 0; i < b->n; i++) { /* decided here, in arrival order */
+            gw_rl_wait *w = b->w[i];
+            if (w->flags & W_OWED)
+                decide_fallback(w);
+            release(w, W_HIREDIS);
+        }
+        batch_free(rl, b);
+    }
+}
+
+static void on_flush_check(uv_check_t *h)
+{
+    flush(h->data);
+}
+
+static void on_flush_idle(uv_idle_t *h)
+{
+    flush(h->data);
 }
 
 /* The Redis key of REQ's bucket: gw:rl:ROUTE:CLASS:VALUE (a long value is hashed). One key
@@ -345,30 +497,33 @@ int gw_rl_redis_check(gw_rl_redis *rl, const rt_route *route, const rt_rate_limi
                       gw_gcra_result *now)
 {
     uint64_t key = gw_rl_key_hash(route, l, req);
-    /* the client refuses at once what it cannot send (cluster: per key's node) */
-    gw_rl_wait *w = rl->rc != NULL ? wait_new(rl) : NULL;
+    /* not connected: decided at once (cluster: a key whose node is down is decided when
+     * its batch cannot go out, at the end of this turn) */
+    gw_rl_wait *w = rl->rc != NULL && cmp_redis_up(rl->rc) ? wait_new(rl) : NULL;
     if (!w) {
         gw_rl_decide_hash(route, l, key, gw_rl_redis_divisor(rl), GW_RL_FALLBACK, now);
         return 1;
     }
     w->rl = rl;
-    w->flags = 0;
-    w->retried = 0;
+    w->flags = W_OWED | W_PENDING;
     w->done = done;
     w->arg = arg;
     w->route = route;
     w->l = l;
     w->key = key;
+    w->t_us = l->per_ms * 1000ull / l->rate;
+    if (w->t_us == 0)
+        w->t_us = 1; /* finer than 1 µs per request (over a million per second per key) */
+    w->tau_us = w->t_us * (l->burst - 1);
     w->rkey_len = redis_key(route, l, req, key, w->rkey);
-    if (send_check(rl, w, 0) != 0) { /* not up; cluster: this key's node is down */
-        wait_recycle(rl, w);
-        gw_rl_decide_hash(route, l, key, gw_rl_redis_divisor(rl), GW_RL_FALLBACK, now);
-        return 1;
-    }
     rl->n_live++;
-    w->flags |= W_OWED;
     w->deadline = uv_now(rl->loop) + rl->timeout_ms;
     gw_queue_insert_tail(&rl->inflight, &w->node);
+    gw_queue_insert_tail(&rl->pending, &w->pnode);
+    if (!uv_is_active((uv_handle_t *)&rl->flush_check)) {
+        uv_check_start(&rl->flush_check, on_flush_check);
+        uv_idle_start(&rl->flush_idle, on_flush_idle);
+    }
     if (!uv_is_active((uv_handle_t *)&rl->cmd_timer))
         uv_timer_start(&rl->cmd_timer, on_cmd_timer, rl->timeout_ms, 0);
     *wait = w;
@@ -380,6 +535,10 @@ void gw_rl_redis_cancel(gw_rl_wait *w)
     if (!(w->flags & W_OWED))
         return;
     gw_queue_remove(&w->node);
+    if (w->flags & W_PENDING) { /* not sent: it never counts in Redis */
+        gw_queue_remove(&w->pnode);
+        w->flags &= ~W_PENDING;
+    }
     release(w, W_OWED);
 }
 
@@ -423,7 +582,9 @@ gw_rl_redis *gw_rl_redis_new(uv_loop_t *loop, const cmp_redis_conf *conf, uint32
     for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
         snprintf(rl->sha + 2 * i, 3, "%02x", md[i]);
     gw_queue_init(&rl->inflight);
+    gw_queue_init(&rl->pending);
     gw_queue_init(&rl->free_waits);
+    rl->cluster = conf->kind == CMP_REDIS_CLUSTER;
     snprintf(who, sizeof who, "ratelimit: worker %d", worker_id);
     set_mode(rl, GW_RL_FALLBACK); /* until the client is up */
     if ((rl->rc = cmp_redis_new(loop, conf, rl->timeout_ms, who, on_state, rl)) == NULL) {
@@ -433,8 +594,11 @@ gw_rl_redis *gw_rl_redis_new(uv_loop_t *loop, const cmp_redis_conf *conf, uint32
     }
     uv_timer_init(loop, &rl->cmd_timer);
     uv_timer_init(loop, &rl->hb_timer);
+    uv_check_init(loop, &rl->flush_check);
+    uv_idle_init(loop, &rl->flush_idle);
     rl->cmd_timer.data = rl->hb_timer.data = rl;
-    rl->timers_open = 2;
+    rl->flush_check.data = rl->flush_idle.data = rl;
+    rl->timers_open = 4;
     /* the first beat soon after connecting, then every HEARTBEAT_MS */
     uv_timer_start(&rl->hb_timer, on_hb_timer, 50, HEARTBEAT_MS);
     gw_rl_instances_seen(gw_rl_redis_divisor(rl));
@@ -461,4 +625,6 @@ void gw_rl_redis_close(gw_rl_redis *rl)
     rl->rc = NULL;
     uv_close((uv_handle_t *)&rl->cmd_timer, on_timer_closed);
     uv_close((uv_handle_t *)&rl->hb_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&rl->flush_check, on_timer_closed);
+    uv_close((uv_handle_t *)&rl->flush_idle, on_timer_closed);
 }

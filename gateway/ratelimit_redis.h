@@ -1,10 +1,11 @@
-/* ratelimit_redis.h — the shared rate limiter: one EVALSHA of the GCRA script per request
+/* ratelimit_redis.h — the shared rate limiter: the checks of one loop turn go out at its end
+ * as one EVALSHA of the GCRA script per batch (up to 128 requests; per slot in a cluster)
  * through the worker's Redis client (composers/redis_client.h: one server, Sentinel or
- * Cluster, on the worker's loop; hiredis pipelines every command queued in a loop iteration
- * into one write), never blocking.
+ * Cluster, on the worker's loop), never blocking. The script decides a batch's requests in
+ * arrival order, as one call per request would.
  *
  * The script's sha is computed here; a NOSCRIPT answer (a new server, a restart, SCRIPT
- * FLUSH, a cluster node that never saw it) re-sends that request as EVAL, which loads it.
+ * FLUSH, a cluster node that never saw it) re-sends that batch as EVAL, which loads it.
  *
  * Modes (gw_rl_mode): client up = SHARED, the script decides, exact across instances.
  * Otherwise = FALLBACK: the request is decided at once in this process with rate / N —

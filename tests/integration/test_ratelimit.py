@@ -210,9 +210,13 @@ def _load(ports, n_per_thread, threads_per_port=2, path="/api/users/1", conns=4)
 def test_shared_limit_exact_across_two_instances():
     """Two gateways (two workers each) on one Redis: 10,000 requests against one limit of
     burst 5,000 (1 per hour: nothing refills) - exactly 5,000 pass, spread over both (the
-    issue's bar: within 1 % over 10,000 requests)."""
+    issue's bar: within 1 % over 10,000 requests). Under ThreadSanitizer, which slows the
+    gateway 5-15x, a quarter of it: what it checks there is the threads, not the count."""
+    from harness import TSAN
+    total = 2500 if TSAN else 10000
+    burst = total // 2
     r = _redis()
-    routes = limited_routes({"rate": 1, "per": "1h", "burst": 5000, "key": "route"})
+    routes = limited_routes({"rate": 1, "per": "1h", "burst": burst, "key": "route"})
     # a generous answer deadline: on a loaded box an answer later than 50 ms would be decided
     # by the fallback share (which has buckets of its own), and this test is about exactness
     conf = _shared_conf(r, timeout_ms=2000)
@@ -221,20 +225,20 @@ def test_shared_limit_exact_across_two_instances():
                 Stack(routes=routes, gw_conf=conf, workers=2) as b:
             _wait_mode(a, "shared", 2)
             _wait_mode(b, "shared", 2)
-            res = _load([a.port, b.port], 2500)
-            assert len(res) == 10000 and set(res) <= {200, 429}, sorted(set(res))
+            res = _load([a.port, b.port], total // 4)
+            assert len(res) == total and set(res) <= {200, 429}, sorted(set(res))
             passed = res.count(200)
-            print("  shared limit: %d of 10000 passed (limit 5000)" % passed)
+            print("  shared limit: %d of %d passed (limit %d)" % (passed, total, burst))
             fb = [rl_metric(metrics(x), "limited", res_, "fallback", "route")
                   for x in (a, b) for res_ in ("allowed", "limited")]
-            assert abs(passed - 5000) <= 50, (passed, "fallback decisions", fb)  # the bar: 1 %
-            assert passed == 5000, (passed, fb)  # and in fact exact: one script per request
+            assert abs(passed - burst) <= burst // 100, (passed, "fallback decisions", fb)  # 1 %
+            assert passed == burst, (passed, fb)  # and in fact exact: Redis decides every one
             ua = a.mock("user-service").stats()["requests"]
             ub = b.mock("user-service").stats()["requests"]
-            assert ua + ub == 5000 and ua > 0 and ub > 0, (ua, ub)
+            assert ua + ub == burst and ua > 0 and ub > 0, (ua, ub)
             ma, mb = metrics(a), metrics(b)
             assert rl_metric(ma, "limited", "allowed", "shared", "route") + \
-                rl_metric(mb, "limited", "allowed", "shared", "route") == 5000
+                rl_metric(mb, "limited", "allowed", "shared", "route") == burst
             assert rl_metric(ma, "limited", "allowed", "fallback", "route") == 0
             # the bucket is one Redis key, named by route, key class and value
             assert _redis_cmd(r, "EXISTS", "gw:rl:limited:route:") == 1
@@ -374,3 +378,62 @@ def test_allowed_headers_over_http2():
         assert [g[1].get("x-ratelimit-remaining") for g in got] == ["1", "0", "0"], got
         assert got[0][1]["ratelimit"] == '"limited";r=1;t=3600', got[0]
         assert got[0][1]["ratelimit-policy"] == '"limited";q=1;w=3600', got[0]
+
+
+def test_shared_limit_batches_a_turns_checks_exactly():
+    """The checks a worker gets in one loop turn go to Redis as one script call (per batch of
+    up to 128; per slot in a cluster): 100 requests on one HTTP/2 connection (their HEADERS
+    arrive together) over two routes with shared limits of burst 20 and 30 - exactly 20 and
+    30 pass, in a handful of script calls rather than 100."""
+    from harness import free_port, wait_port
+    r = _redis()
+    routes = [
+        {"id": "one", "path": "/api/users/1", "upstream": "user-service",
+         "rewrite": {"strip_prefix": "/api"},
+         "rate_limit": {"rate": 1, "per": "1h", "burst": 20, "key": "route"}},
+        {"id": "two", "path": "/api/users/2", "upstream": "user-service",
+         "rewrite": {"strip_prefix": "/api"},
+         "rate_limit": {"rate": 1, "per": "1h", "burst": 30, "key": "route"}},
+        {"id": "legacy", "path": "/**", "upstream": "legacy"}]
+    s = Stack(routes=routes, gw_conf=_shared_conf(r, instances=1, timeout_ms=2000), workers=1,
+              start=False)
+    try:
+        h2c = free_port()
+        del s.conf["listen"]
+        s.conf["listeners"] = [{"listen": "127.0.0.1:%d" % s.port},
+                               {"listen": "127.0.0.1:%d" % h2c, "h2c": True}]
+        s.write()
+        s.start()
+        wait_port(h2c)
+    except Exception:
+        s.stop()
+        r.close()
+        raise
+    try:
+        with s:
+            _wait_mode(s, "shared", 1)
+            uris = os.path.join(s.tmp, "uris.txt")
+            with open(uris, "w") as f:
+                for i in range(100):
+                    f.write("http://127.0.0.1:%d/api/users/%d\n" % (h2c, 1 + i % 2))
+            _redis_cmd(r, "CONFIG", "RESETSTAT")
+            p = subprocess.run(["h2load", "-n", "100", "-c", "1", "-m", "100", "-i", uris],
+                               capture_output=True, timeout=60)
+            out = p.stdout.decode("utf-8", "replace")
+            assert p.returncode == 0, out + p.stderr.decode()
+            assert "status codes: 50 2xx, 0 3xx, 50 4xx, 0 5xx" in out, out
+            m = metrics(s)
+            assert rl_metric(m, "one", "allowed", "shared", "route") == 20, m
+            assert rl_metric(m, "two", "allowed", "shared", "route") == 30, m
+            assert rl_metric(m, "one", "limited", "shared", "route") == 30, m
+            assert rl_metric(m, "two", "limited", "shared", "route") == 20, m
+            stats = _redis_cmd(r, "INFO", "commandstats").decode()
+            calls = sum(int(line.split("calls=")[1].split(",")[0])
+                        for line in stats.splitlines()
+                        if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")))
+            print("  100 checks in %d script calls (heartbeats included)" % calls)
+            # one per turn that carried HEADERS, plus a NOSCRIPT retry and heartbeats
+            assert 1 <= calls <= 25, stats
+            assert _redis_cmd(r, "GET", "gw:rl:one:route:") is not None
+    finally:
+        r.close()

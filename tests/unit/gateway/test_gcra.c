@@ -169,9 +169,46 @@ static void test_headers(void **state)
     assert_int_equal(gw_rl_headers(h, 40, &route, &l, &r), 0);
 }
 
+/* The shared store decides a batch of requests on one key in one script call: each result
+ * must be what the sequential algorithm gives the same requests at the same instant. */
+static void test_batch_matches_sequential(void **state)
+{
+    (void)state;
+    uint64_t seed = 12345;
+    for (int round = 0; round < 20000; round++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t rate = 1 + (uint32_t)(seed >> 33) % 2000, burst = 1 + (uint32_t)(seed >> 45) % 50;
+        uint64_t per_ms = 1 + (seed >> 20) % 5000;
+        gw_gcra g;
+        gw_gcra_init(&g, rate, per_ms, burst, 1);
+        /* the store's unit is the microsecond: the same T and tau there */
+        uint64_t t_us = per_ms * 1000 / rate, tau_us;
+        if (t_us == 0)
+            t_us = 1;
+        tau_us = t_us * (burst - 1);
+        g.emission_ns = t_us * 1000;
+        g.tolerance_ns = tau_us * 1000;
+        uint64_t now = 1000000000000ull, ahead_us = (seed >> 7) % (tau_us + 3 * t_us + 1);
+        uint64_t tat = now + ahead_us * 1000;
+        uint32_t n = 1 + (uint32_t)(seed >> 51) % 40, passed = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            gw_gcra_result want, got;
+            gw_gcra_check(&g, &tat, now, &want);
+            gw_gcra_batch_result(ahead_us, t_us, tau_us, n, i, &got);
+            passed += (uint32_t)want.allowed;
+            assert_int_equal(got.allowed, want.allowed);
+            assert_int_equal(got.remaining, want.remaining);
+            assert_int_equal(got.retry_after_ns, want.retry_after_ns);
+            assert_int_equal(got.reset_ns, want.reset_ns);
+        }
+        assert_int_equal(gw_gcra_batch_passed(ahead_us, t_us, tau_us, n), passed);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batch_matches_sequential),
         cmocka_unit_test(test_burst_then_rate),
         cmocka_unit_test(test_long_run_exact),
         cmocka_unit_test(test_divisor),
