@@ -22,6 +22,7 @@
  *         "connect_timeout_ms": 1000,          // default 1000
  *         "response_timeout_ms": 30000,        // request sent -> response head; default 30000
  *         "read_timeout_ms": 30000,            // between two body reads; default 30000
+ *         "send_timeout_ms": 30000,            // a tunnel's upstream taking nothing; default 30000
  *         "pool": { "max_idle": 64,            // per worker per endpoint, 0..65535; default 64
  *                   "idle_timeout_ms": 30000 },// default 30000
  *         "breaker": { "failures": 5, "cooldown_ms": 5000 }, // composition legs: circuit
@@ -477,7 +478,8 @@ int gw__name_ok(const char *s)
 int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_conf *up)
 {
     static const char *const keys[] = { "endpoints", "host", "connect_timeout_ms",
-                                        "response_timeout_ms", "read_timeout_ms", "pool",
+                                        "response_timeout_ms", "read_timeout_ms",
+                                        "send_timeout_ms", "pool",
                                         "down_ms", "breaker", "tls", "max_in_flight",
                                         "queue", "resolve_ms", NULL };
     static const char *const breaker_keys[] = { "failures", "cooldown_ms", NULL };
@@ -529,6 +531,7 @@ int gw__parse_upstream(gw__cfgctx *c, const char *name, json_t *u, gw_upstream_c
     if ((rc = gw__get_ms(c, u, "connect_timeout_ms", path, &up->connect_timeout_ms)) != 0 ||
         (rc = gw__get_ms(c, u, "response_timeout_ms", path, &up->response_timeout_ms)) != 0 ||
         (rc = gw__get_ms(c, u, "read_timeout_ms", path, &up->read_timeout_ms)) != 0 ||
+        (rc = gw__get_ms(c, u, "send_timeout_ms", path, &up->send_timeout_ms)) != 0 ||
         (rc = gw__get_obj(c, u, "pool", path, &pool)) != 0)
         return rc;
     if (pool != NULL) {
@@ -567,6 +570,7 @@ void gw__upstream_defaults(gw_upstream_conf *up)
     up->connect_timeout_ms = 1000;
     up->response_timeout_ms = 30000;
     up->read_timeout_ms = 30000;
+    up->send_timeout_ms = 30000;
     up->pool_max_idle = 64;
     up->pool_idle_timeout_ms = 30000;
     up->down_ms = 5000;

@@ -54,6 +54,7 @@ json_t *gw_upstream_conf_json(const gw_upstream_conf *u)
     json_object_set_new(o, "connect_timeout_ms", json_integer(u->connect_timeout_ms));
     json_object_set_new(o, "response_timeout_ms", json_integer(u->response_timeout_ms));
     json_object_set_new(o, "read_timeout_ms", json_integer(u->read_timeout_ms));
+    json_object_set_new(o, "send_timeout_ms", json_integer(u->send_timeout_ms));
     json_object_set_new(o, "pool", json_pack("{s:i, s:i}", "max_idle", (int)u->pool_max_idle,
                                              "idle_timeout_ms", (int)u->pool_idle_timeout_ms));
     json_object_set_new(o, "breaker", json_pack("{s:i, s:i}", "failures", (int)u->breaker_failures,

@@ -16,7 +16,7 @@ struct gw_tunnel_pair {
     char upstream[KEY_MAX];
     int64_t active;
     uint64_t total;
-    uint64_t closed[4]; /* by gw_tunnel_close_reason */
+    uint64_t closed[GW_TUNNEL_REASONS]; /* by gw_tunnel_close_reason */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -62,7 +62,7 @@ void gw_tunnels_closed(gw_tunnel_pair *p, const gw_tunnel_stats *st)
         return;
     pthread_mutex_lock(&mu);
     p->active--;
-    if ((unsigned)st->reason < 4)
+    if ((unsigned)st->reason < GW_TUNNEL_REASONS)
         p->closed[st->reason]++;
     pthread_mutex_unlock(&mu);
 }
@@ -111,7 +111,10 @@ int gw_tunnels_metrics_render(char **res, size_t *len)
     out o = { malloc(4096), 0, 4096, 0 };
     if (!o.p)
         return -1;
-    static const char *const why[] = { "client_closed", "upstream_closed", "idle_timeout", "drain" };
+    static const char *const why[GW_TUNNEL_REASONS] = {
+        "client_closed", "upstream_closed", "idle_timeout", "drain", "client_send_timeout",
+        "upstream_send_timeout",
+    };
     emit(&o, "# HELP gateway_tunnels_active Open tunnels (WebSocket and other upgrades) by route "
              "and upstream; an open tunnel does not follow a flip.\n"
              "# TYPE gateway_tunnels_active gauge\n"
@@ -125,7 +128,7 @@ int gw_tunnels_metrics_render(char **res, size_t *len)
         emit(&o, "gateway_tunnels_active{route=\"%s\",upstream=\"%s\"} %" PRId64 "\n"
                  "gateway_tunnels_total{route=\"%s\",upstream=\"%s\"} %" PRIu64 "\n",
              p->route, p->upstream, p->active, p->route, p->upstream, p->total);
-        for (int r = 0; r < 4; r++)
+        for (int r = 0; r < GW_TUNNEL_REASONS; r++)
             emit(&o, "gateway_tunnels_closed_total{route=\"%s\",upstream=\"%s\",reason=\"%s\"} %" PRIu64 "\n",
                  p->route, p->upstream, why[r], p->closed[r]);
     }

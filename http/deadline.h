@@ -28,6 +28,14 @@ static inline int gw_deadline_active(const gw_deadline *d)
     return d->at != 0;
 }
 
+/* Wakes CB at once (other work for the same timer); the deadline is kept, and
+ * gw_deadline_expired in CB sets the timer for it again. */
+static inline void gw_deadline_wake(gw_deadline *d, uv_timer_t *t, uv_timer_cb cb)
+{
+    d->armed_at = uv_now(t->loop); /* no later deadline moves the timer off this wake-up */
+    uv_timer_start(t, cb, 0, 0);
+}
+
 /* Call first in the timer callback CB: 1 when the deadline has passed (it is cleared then),
  * 0 when there is none or it moved later (the timer is set again for it). */
 int gw_deadline_expired(gw_deadline *d, uv_timer_t *t, uv_timer_cb cb);

@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 
+#include "http/gw_errors.h"
 #include "http/ws_frame.h"
 
 #define DRAIN_GRACE_MS 1000 /* a WebSocket's closing handshake at drain, at most */
@@ -118,15 +119,19 @@ static void on_drain(void *arg)
     side_update(s);
 }
 
+/* ERR GW_ETIMEOUT: the end's connection gave up on a peer that took nothing of what was
+ * queued to it (its send timeout). */
 static void on_end(void *arg, int err)
 {
     tunnel_side *s = arg;
-    (void)err;
+    int client = s->side == SIDE_CLIENT;
     s->ended = 1;
     s->reading = 0;
-    tunnel_close(s->t, s->t->state == T_DRAINING ? GW_TUNNEL_DRAIN
-                       : s->side == SIDE_CLIENT ? GW_TUNNEL_CLIENT_CLOSED
-                                                : GW_TUNNEL_UPSTREAM_CLOSED);
+    tunnel_close(s->t, err == GW_ETIMEOUT ? (client ? GW_TUNNEL_CLIENT_SEND_TIMEOUT
+                                                    : GW_TUNNEL_UPSTREAM_SEND_TIMEOUT)
+                       : s->t->state == T_DRAINING ? GW_TUNNEL_DRAIN
+                       : client                     ? GW_TUNNEL_CLIENT_CLOSED
+                                                    : GW_TUNNEL_UPSTREAM_CLOSED);
 }
 
 /* S's direction ends: a Close 1001 goes to the other end (masked towards the upstream, as a

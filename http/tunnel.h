@@ -8,7 +8,9 @@
  * to close: what was queued to it is flushed, then TLS close_notify and FIN; the timer
  * handle closing) -> freed, in one place (tunnel_on_timer_close). Into CLOSING: one end's
  * peer closed or failed (the other end gets what was queued to it, then its close), the
- * idle timeout (no byte either way for idle_ms), the server's drain (a WebSocket first
+ * idle timeout (no byte either way for idle_ms), an end's send timeout (its connection
+ * closed with GW_ETIMEOUT: it took none of what was queued to it for that long; bytes the
+ * other way do not keep such a tunnel open), the server's drain (a WebSocket first
  * goes DRAINING: a Close 1001 to each end at its next frame boundary, then CLOSING when an
  * end closes or after a second; any other protocol is closed at once). */
 #ifndef GW_TUNNEL_H
@@ -26,6 +28,11 @@ enum gw_tunnel_close_reason {
     GW_TUNNEL_UPSTREAM_CLOSED, /* the upstream closed (or failed) */
     GW_TUNNEL_IDLE,            /* tunnel idle timeout */
     GW_TUNNEL_DRAIN,           /* the server drained */
+    GW_TUNNEL_CLIENT_SEND_TIMEOUT,   /* the client took none of what was queued to it for
+                                        limits.send_timeout_ms */
+    GW_TUNNEL_UPSTREAM_SEND_TIMEOUT, /* the upstream took none of what was queued to it for
+                                        its send_timeout_ms */
+    GW_TUNNEL_REASONS
 };
 
 typedef struct gw_tunnel_stats {

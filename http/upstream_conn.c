@@ -22,8 +22,9 @@ typedef enum uconn_state {
     UC_CLOSING,    /* handles closing; owner cleared */
     UC_UPGRADED,   /* after a 101 the exchange asked for (gw_uconn_upgrade): a byte stream
                       for the end's binder (end.h), never pooled; buf[off..len) holds bytes
-                      not yet given to it. Timer: none while bound; the flush bound once
-                      closing with bytes still queued */
+                      not yet given to it. Deadline: the send timeout while bytes wait for
+                      the upstream (from the last write progress), also bounding the flush
+                      once closing; the timer also delivers bytes behind the head (0 ms) */
 } uconn_state;
 
 enum {
@@ -111,6 +112,7 @@ static void uconn_tls_closed(void *owner)
 }
 
 static void upgraded_tell_end(gw_uconn *u, int err);
+static void upgraded_on_timer(gw_uconn *u);
 
 static void uconn_close(gw_uconn *u)
 {
@@ -162,6 +164,10 @@ static void uconn_fail(gw_uconn *u, int err)
 static void uconn_on_timer(uv_timer_t *t)
 {
     gw_uconn *u = t->data;
+    if (u->state == UC_UPGRADED) {
+        upgraded_on_timer(u);
+        return;
+    }
     if (!gw_deadline_expired(&u->deadline, t, uconn_on_timer))
         return;
     if (u->state == UC_IDLE) {
@@ -681,14 +687,19 @@ static void uconn_on_write(uv_write_t *wr, int status)
 }
 
 /* The write path shared with client connections (http/stream_write.h). */
+static void upgraded_send_deadline(gw_uconn *u);
+
 int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n)
 {
     if (u->state != UC_ACTIVE && (u->state != UC_UPGRADED || (u->flags & U_UPG_CLOSE)))
         return GW_ECLOSED;
+    size_t before = u->pending_write;
     int r = u->tls ? gw__utls_write(u->tls, bufs, n)
                    : gw_stream_write((uv_stream_t *)&u->tcp, &u->pending_write, bufs, n, uconn_on_write);
     if (r < 0)
         return r == GW_ENOMEM ? r : GW_ERESET;
+    if (u->state == UC_UPGRADED && before == 0 && u->pending_write > 0)
+        upgraded_send_deadline(u); /* the first unsent byte */
     if (u->pending_write > UC_HIGH_WATER) {
         u->flags |= U_WANT_DRAIN;
         return 1;
@@ -836,17 +847,31 @@ static void upgraded_on_read(gw_uconn *u, ssize_t nread)
         update_reading(u);
 }
 
-/* The timer in UC_UPGRADED: bytes behind the head to deliver (0 ms), or the flush bound
- * of a closing end passed. */
-static void upgraded_on_timer(uv_timer_t *t)
+/* Bytes wait for the upstream: the send timeout counts from now, the last write progress
+ * (as the client side's does, nginx proxy_send_timeout): a busy tunnel whose upstream keeps
+ * taking bytes stays open, one that takes nothing is closed, however much comes the other
+ * way. Nothing waits: no deadline. Lazy (deadline.h): no timer call per write. */
+static void upgraded_send_deadline(gw_uconn *u)
 {
-    gw_uconn *u = t->data;
-    if (u->state != UC_UPGRADED)
-        return;
-    if (u->flags & U_UPG_CLOSE) {
+    uint32_t ms = u->ep->def->send_timeout_ms;
+    if (!ms && (u->flags & U_UPG_CLOSE))
+        ms = u->ep->def->read_timeout_ms; /* (a conf without one) the flush is bounded */
+    gw_deadline_set(&u->deadline, &u->timer, uconn_on_timer, u->pending_write ? ms : 0);
+}
+
+/* The timer in UC_UPGRADED: the send timeout passed (the upstream took none of the queued
+ * bytes for that long: the binder hears GW_ETIMEOUT, or the flush of a closing end is given
+ * up), or bytes behind the head to deliver (uend_read's wake-up). */
+static void upgraded_on_timer(gw_uconn *u)
+{
+    if (gw_deadline_expired(&u->deadline, &u->timer, uconn_on_timer)) {
+        u->flags |= U_UPG_CLOSE; /* the binder's close, from on_end, is then a no-op */
+        upgraded_tell_end(u, GW_ETIMEOUT);
         uconn_close(u);
         return;
     }
+    if (u->flags & U_UPG_CLOSE)
+        return;
     upgraded_deliver(u);
     if (u->state == UC_UPGRADED)
         update_reading(u);
@@ -857,8 +882,11 @@ static void upgraded_on_write(gw_uconn *u)
     if (u->flags & U_UPG_CLOSE) {
         if (u->pending_write == 0)
             uconn_close(u);
+        else
+            upgraded_send_deadline(u);
         return;
     }
+    upgraded_send_deadline(u);
     if ((u->flags & U_WANT_DRAIN) && u->pending_write <= UC_HIGH_WATER / 2) {
         u->flags &= ~U_WANT_DRAIN;
         if (u->end_cb)
@@ -888,7 +916,7 @@ static void uend_read(void *conn, int on)
     } else {
         u->flags |= U_UPG_READ;
         if (u->off < u->len) /* bytes behind the head: from the loop, not from here */
-            uv_timer_start(&u->timer, upgraded_on_timer, 0, 0);
+            gw_deadline_wake(&u->deadline, &u->timer, uconn_on_timer);
     }
     if (!(u->flags & U_IN_PARSE))
         update_reading(u);
@@ -907,7 +935,8 @@ static void uend_close(void *conn)
         return;
     }
     update_reading(u);
-    uv_timer_start(&u->timer, upgraded_on_timer, u->ep->def->read_timeout_ms, 0);
+    if (!gw_deadline_active(&u->deadline)) /* (armed with the first unsent byte, else) */
+        upgraded_send_deadline(u);
 }
 
 static size_t uend_queued(const void *conn)
@@ -931,8 +960,8 @@ int gw_uconn_upgrade(gw_uconn *u, gw_end *out)
     u->cb = NULL;
     u->data = NULL;
     u->flags &= ~(U_WANT_DRAIN | U_PAUSED);
-    gw_deadline_set(&u->deadline, &u->timer, uconn_on_timer, 0);
     uv_timer_stop(&u->timer);
+    u->deadline = (gw_deadline){ 0 }; /* none, and no wake-up set */
     out->ops = &uconn_end_ops;
     out->conn = u;
     return 0;

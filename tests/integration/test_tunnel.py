@@ -305,7 +305,7 @@ def test_tunnel_send_timeout_runs_from_progress():
     tunnel whose queue to the client filled (an 8 MB echo the client reads at a pace) and then
     carries small messages for longer than the timeout stays open (it was cut 500 ms after
     the first queued byte, without a Close); a client that takes nothing of a flood is still
-    closed by it."""
+    closed by it, counted as client_send_timeout."""
     import threading
     with Stack(upstreams=UPS, routes=routes(), gw_conf={"limits": {"send_timeout_ms": int(500 * SLACK_SCALE)}}) as s:
         c = socket.socket()
@@ -350,6 +350,8 @@ def test_tunnel_send_timeout_runs_from_progress():
             wait_until(lambda: active(s) == 0, 5 * SLACK_SCALE, "the stuck client's tunnel to close")
         finally:
             c.close()
+        m = metrics(s)  # (the busy one was closed by its client)
+        assert m['gateway_tunnels_closed_total{route="chat",upstream="user-service",reason="client_send_timeout"}'] == 1, m
 
 
 def test_tunnel_idle_timeout_closes_both_sides():

@@ -146,7 +146,7 @@ static const char full_json[] =
     "    \"legacy\": { \"endpoints\": [\"127.0.0.1:9101\", \"10.0.0.2:80\"],\n"
     "                \"host\": \"legacy.internal\",\n"
     "                \"connect_timeout_ms\": 1500, \"response_timeout_ms\": 25000,\n"
-    "                \"read_timeout_ms\": 20000,\n"
+    "                \"read_timeout_ms\": 20000, \"send_timeout_ms\": 9000,\n"
     "                \"pool\": { \"max_idle\": 8, \"idle_timeout_ms\": 4000 },\n"
     "                \"down_ms\": 0 },\n"
     "    \"user-service_v2.1\": { \"endpoints\": [\"[::1]:9102\", \"localhost:9103\"] }\n"
@@ -199,6 +199,7 @@ static void test_full_config(void **state)
     assert_int_equal(up->connect_timeout_ms, 1500);
     assert_int_equal(up->response_timeout_ms, 25000);
     assert_int_equal(up->read_timeout_ms, 20000);
+    assert_int_equal(up->send_timeout_ms, 9000);
     assert_int_equal(up->pool_max_idle, 8);
     assert_int_equal(up->pool_idle_timeout_ms, 4000);
     assert_int_equal(up->down_ms, 0);
@@ -258,6 +259,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->upstreams[0].connect_timeout_ms, 1000);
     assert_int_equal(cfg->upstreams[0].response_timeout_ms, 30000);
     assert_int_equal(cfg->upstreams[0].read_timeout_ms, 30000);
+    assert_int_equal(cfg->upstreams[0].send_timeout_ms, 30000);
     assert_int_equal(cfg->upstreams[0].pool_max_idle, 64);
     assert_int_equal(cfg->upstreams[0].pool_idle_timeout_ms, 30000);
     assert_int_equal(cfg->upstreams[0].down_ms, 5000);
@@ -531,6 +533,9 @@ static void test_errors_limits(void **state)
         { "{" LS ", \"upstreams\": {\"a\": {\"endpoints\": [\"127.0.0.1:1\"], "
           "\"read_timeout_ms\": null}}, " RT "}",
           GW_EINVAL, "upstreams.a.read_timeout_ms: must be an integer from 1 to 3600000" },
+        { "{" LS ", \"upstreams\": {\"a\": {\"endpoints\": [\"127.0.0.1:1\"], "
+          "\"send_timeout_ms\": 0}}, " RT "}",
+          GW_EINVAL, "upstreams.a.send_timeout_ms: must be an integer from 1 to 3600000" },
         { "{" LS ", \"upstreams\": {\"a\": {\"endpoints\": [\"127.0.0.1:1\"], "
           "\"pool\": {\"max_idle\": 65536}}}, " RT "}",
           GW_EINVAL, "upstreams.a.pool.max_idle: must be an integer from 0 to 65535" },

@@ -63,10 +63,40 @@ static void test_long_route_ids(void **state)
     free(text);
 }
 
+/* Every reason has its own label; a send timeout on either side is told apart from a close. */
+static void test_close_reasons(void **state)
+{
+    (void)state;
+    gw_tunnel_pair *p = gw_tunnels_opened("reasons", "up");
+    assert_non_null(p);
+    gw_tunnels_closed(p, &(gw_tunnel_stats){ .reason = GW_TUNNEL_UPSTREAM_SEND_TIMEOUT });
+    p = gw_tunnels_opened("reasons", "up");
+    gw_tunnels_closed(p, &(gw_tunnel_stats){ .reason = GW_TUNNEL_CLIENT_SEND_TIMEOUT });
+    p = gw_tunnels_opened("reasons", "up");
+    gw_tunnels_closed(p, &(gw_tunnel_stats){ .reason = GW_TUNNEL_UPSTREAM_SEND_TIMEOUT });
+    char *text;
+    size_t len;
+    assert_int_equal(gw_tunnels_metrics_render(&text, &len), 0);
+    static const char *const want[] = {
+        "{route=\"reasons\",upstream=\"up\",reason=\"client_closed\"} 0\n",
+        "{route=\"reasons\",upstream=\"up\",reason=\"upstream_closed\"} 0\n",
+        "{route=\"reasons\",upstream=\"up\",reason=\"idle_timeout\"} 0\n",
+        "{route=\"reasons\",upstream=\"up\",reason=\"drain\"} 0\n",
+        "{route=\"reasons\",upstream=\"up\",reason=\"client_send_timeout\"} 1\n",
+        "{route=\"reasons\",upstream=\"up\",reason=\"upstream_send_timeout\"} 2\n",
+        "gateway_tunnels_active{route=\"reasons\",upstream=\"up\"} 0\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        if (!strstr(text, want[i]))
+            fail_msg("no '%s' in:\n%s", want[i], text);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_long_route_ids),
+        cmocka_unit_test(test_close_reasons),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
