@@ -20,7 +20,7 @@ import websockets  # noqa: E402
 
 from harness import Stack, free_port, metrics, wait_port, wait_until, SLACK_SCALE  # noqa: E402
 from test_tls import CA  # noqa: E402
-from test_tunnel import masked_frame, read_head, upgrade_head  # noqa: E402
+from test_tunnel import closed, masked_frame, read_head, upgrade_head  # noqa: E402
 
 
 def run(coro):
@@ -32,9 +32,37 @@ def closed_count(s, reason, route, upstream):
                           % (route, upstream, reason), 0)
 
 
+def pushed(i, size):
+    return i.to_bytes(4, "big") * (size // 4)
+
+
+class FrameReader:
+    """Reads a server's (unmasked) WebSocket frames from a socket."""
+
+    def __init__(self, sock, buf=b""):
+        self.sock, self.buf = sock, buf
+
+    def take(self, n):
+        while len(self.buf) < n:
+            d = self.sock.recv(1 << 20)
+            assert d, "closed with %d of %d bytes" % (len(self.buf), n)
+            self.buf += d
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def frame(self):
+        b0, b1 = self.take(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(self.take(2), "big")
+        elif n == 127:
+            n = int.from_bytes(self.take(8), "big")
+        return b0 & 0x0F, self.take(n)
+
+
 class TlsWsUpstream:
     """A WebSocket echo server over TLS in a thread with its own event loop. A text message
-    "close-me" makes it close (code 4000); on a path ending in /greet it speaks first; it
+    "close-me" makes it close (code 4000), "push N SIZE" sends N messages; on a path ending in /greet it speaks first; it
     notes the close code of each connection."""
 
     def __init__(self, cert, key):
@@ -44,6 +72,7 @@ class TlsWsUpstream:
         self.codes = []  # the close code each connection ended with (as the server saw it)
         self.open = 0
         self.paths = []
+        self.pushed_at = None  # when the last pushed message was written
         self.loop = None
         self.stop_ev = None
         self.th = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
@@ -60,6 +89,12 @@ class TlsWsUpstream:
                 if m == "close-me":
                     await ws.close(4000, "upstream says bye")
                     break
+                if isinstance(m, str) and m.startswith("push "):  # push N SIZE: N messages
+                    n, size = map(int, m.split()[1:])
+                    for i in range(n):
+                        await ws.send(pushed(i, size))
+                    self.pushed_at = time.monotonic()
+                    continue
                 await ws.send(m)
         except websockets.exceptions.ConnectionClosed:
             pass
@@ -83,12 +118,13 @@ class TlsWsUpstream:
 
 def test_tunnel_to_tls_upstream():
     """ws:// through the gateway to a WebSocket upstream that speaks TLS (verified against
-    its CA, SNI ws.internal): a greeting sent right behind the upstream's 101, echo both ways
-    including a 4 MB message (backpressure through
-    the TLS layer), a close from the client (the upstream sees 1000) and from the upstream
-    (the client sees 4000), a client dropping its connection (the gateway closes the
-    upstream's, which sees 1006), the idle timeout (the upstream's TLS connection ends too), and
-    drain (both ends get Close 1001, the upstream's masked through TLS)."""
+    its CA, SNI ws.internal): a greeting sent right behind the upstream's 101; echo both ways
+    including a 4 MB message; 32 MB pushed to a client that pauses reading (backpressure
+    through the TLS layer: the upstream is held back, every byte comes in order); a close
+    from the client (the upstream sees 1000) and from the upstream (the client sees 4000); a
+    client dropping its connection (the gateway closes the upstream's, which sees 1006); the
+    idle timeout (the upstream's TLS connection ends too); drain (both ends get Close 1001,
+    the upstream's masked through TLS)."""
     d = tempfile.mkdtemp(prefix="gwtun-")
     up = None
     try:
@@ -123,11 +159,8 @@ def test_tunnel_to_tls_upstream():
                 # the upstream closes (4000): the client gets its Close
                 async with websockets.connect(base + "/chat/b") as ws:
                     await ws.send("close-me")
-                    try:
-                        await asyncio.wait_for(ws.recv(), 10)
-                        assert False, "a message came"
-                    except websockets.exceptions.ConnectionClosed as e:
-                        assert e.rcvd is not None and e.rcvd.code == 4000, e
+                    e = await closed(ws)
+                    assert e.rcvd is not None and e.rcvd.code == 4000, e
                 # the client drops its TCP connection (no Close): the upstream's TLS connection
                 # is closed by the gateway (the upstream says 1006, no Close came)
                 ws = await websockets.connect(base + "/chat/greet")
@@ -137,10 +170,33 @@ def test_tunnel_to_tls_upstream():
                 ws.transport.close()
 
             run(echo_and_close())
+            # a client that stops reading while the upstream pushes 32 MB (more than the
+            # socket buffers on the way): the gateway stops reading the upstream's TLS layer,
+            # the upstream is held back, then every byte comes, in order
+            c = socket.socket()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect
+            c.settimeout(10)
+            c.connect(("127.0.0.1", s.port))
+            try:
+                c.sendall(upgrade_head("/chat/push"))
+                st, hs, rest = read_head(c)
+                assert st == 101, (st, hs)
+                c.sendall(masked_frame(b"push 128 262144", opcode=1))
+                time.sleep(0.5 * SLACK_SCALE)
+                resumed = time.monotonic()
+                r = FrameReader(c, rest)
+                for i in range(128):
+                    op, m = r.frame()
+                    assert op == 2 and m == pushed(i, 262144), (i, op, len(m), m[:8])
+                assert up.pushed_at is not None and up.pushed_at > resumed, (
+                    "the upstream was never held back (done %.2f s before the client read)"
+                    % (resumed - (up.pushed_at or 0)))
+            finally:
+                c.close()
             assert up.paths[0] == "/ws/a", up.paths
-            wait_until(lambda: sorted(up.codes) == [1000, 1006, 4000], 5, "the upstream connections closed")
+            wait_until(lambda: sorted(up.codes) == [1000, 1006, 1006, 4000], 5, "the upstream connections closed")
             # a WebSocket's closing handshake ends with the server's TCP close: upstream_closed
-            wait_until(lambda: closed_count(s, "client_closed", "wss", "secure") == 1, 5, "counted")
+            wait_until(lambda: closed_count(s, "client_closed", "wss", "secure") == 2, 5, "counted")
             assert closed_count(s, "upstream_closed", "wss", "secure") == 2, metrics(s)
 
             async def idle():
@@ -148,35 +204,28 @@ def test_tunnel_to_tls_upstream():
                     await ws.send("once")
                     assert await ws.recv() == "once"
                     t0 = time.monotonic()
-                    try:
-                        await asyncio.wait_for(ws.recv(), 10)
-                        assert False, "a message came"
-                    except websockets.exceptions.ConnectionClosed:
-                        pass
+                    await closed(ws)
                     return time.monotonic() - t0
 
             took = run(idle())
             assert 0.9 <= took < 4 * SLACK_SCALE, took
             wait_until(lambda: closed_count(s, "idle_timeout", "idle", "secure") == 1, 5, "idle counted")
-            wait_until(lambda: up.open == 0 and len(up.codes) == 4, 5, "the upstream's idle connection ended")
+            wait_until(lambda: up.open == 0 and len(up.codes) == 5, 5, "the upstream's idle connection ended")
 
             async def drain():
                 ws = await websockets.connect(base + "/chat/c", max_size=None)
                 await ws.send("before")
                 assert await ws.recv() == "before"
                 os.kill(s.gw.pid, signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(ws.recv(), 5)
-                    assert False, "a message came"
-                except websockets.exceptions.ConnectionClosed as e:
-                    assert e.rcvd is not None and e.rcvd.code == 1001, e
-                    assert isinstance(e, websockets.exceptions.ConnectionClosedOK), e
+                e = await closed(ws, 5)
+                assert e.rcvd is not None and e.rcvd.code == 1001, e
+                assert isinstance(e, websockets.exceptions.ConnectionClosedOK), e
 
             run(drain())
             s.gw.p.wait(10)
             assert s.gw.p.returncode == 0, s.gw.output()[-2000:]
-            wait_until(lambda: len(up.codes) == 5, 5, "the upstream's drained connection ended")
-            assert up.codes[4] == 1001, up.codes  # the gateway's Close, masked, through TLS
+            wait_until(lambda: len(up.codes) == 6, 5, "the upstream's drained connection ended")
+            assert up.codes[5] == 1001, up.codes  # the gateway's Close, masked, through TLS
     finally:
         if up:
             up.stop()
