@@ -686,9 +686,9 @@ static void uconn_on_write(uv_write_t *wr, int status)
     }
 }
 
-/* The write path shared with client connections (http/stream_write.h). */
 static void upgraded_send_deadline(gw_uconn *u);
 
+/* The write path shared with client connections (http/stream_write.h). */
 int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n)
 {
     if (u->state != UC_ACTIVE && (u->state != UC_UPGRADED || (u->flags & U_UPG_CLOSE)))
