@@ -38,8 +38,9 @@ static inline const rt_rate_limit *gw_rl_for(const rt_route *route, const rt_rat
 /* The hash naming ROUTE's bucket for REQ (route id, key kind and key value). A request
  * without the key's header counts under one shared "no header" key. */
 uint64_t gw_rl_key_hash(const rt_route *route, const rt_rate_limit *l, const gw_request *req);
-/* The key value itself, for a Redis key: writes at most N bytes, returns the length. */
-size_t gw_rl_key_text(const rt_rate_limit *l, const gw_request *req, char *out, size_t n);
+/* The key value itself (the client address, the header's value, "-" without the header,
+ * empty for "route"), for a Redis key; valid as long as REQ's head. */
+gw_slice gw_rl_key_value(const rt_rate_limit *l, const gw_request *req);
 
 /* Decides REQ on ROUTE in this process: DIVISOR 1 for a local limit, the instance count for
  * the fallback share. Counts the outcome. */

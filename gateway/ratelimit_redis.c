@@ -18,6 +18,7 @@
 #include "composers/redis_client.h"
 #include "composers/redis_topo.h"
 #include "gateway/ratelimit_local.h"
+#include "http/http1.h"
 #include "http/queue.h"
 
 /* GCRA on Redis's clock (TIME), so instances with skewed clocks share one timeline, for a
@@ -366,7 +367,7 @@ static int send_batch(gw_rl_redis *rl, gw_rl_batch *b, int full_script)
 {
     const char *argv[3 + 4 * BATCH_MAX];
     size_t lens[3 + 4 * BATCH_MAX];
-    char nums[BATCH_MAX][3][24];
+    char nums[BATCH_MAX][3][20];
     char nkeys[8];
     uint32_t m = b->n_keys, argc = 0;
     argv[argc] = full_script ? "EVAL" : "EVALSHA";
@@ -385,7 +386,7 @@ static int send_batch(gw_rl_redis *rl, gw_rl_batch *b, int full_script)
         unsigned long long v[3] = { f->t_us, f->tau_us, b->key_n[k] };
         for (int j = 0; j < 3; j++) {
             argv[argc] = nums[k][j];
-            lens[argc++] = (size_t)snprintf(nums[k][j], sizeof nums[k][j], "%llu", v[j]);
+            lens[argc++] = (size_t)(gw_put_u64(nums[k][j], v[j]) - nums[k][j]);
         }
     }
     const gw_rl_wait *f0 = b->w[0]; /* in a cluster every key of the batch has its slot */
@@ -475,21 +476,31 @@ static void on_flush_idle(uv_idle_t *h)
 }
 
 /* The Redis key of REQ's bucket: gw:rl:ROUTE:CLASS:VALUE (a long value is hashed). One key
- * per limit and client: in a cluster each lands on its own slot, spreading the load. */
+ * per limit and client: in a cluster each lands on its own slot, spreading the load. Put
+ * together without printf: it runs for every request of a limited route. */
 static size_t redis_key(const rt_route *route, const rt_rate_limit *l, const gw_request *req,
                         uint64_t hash, char *out)
 {
-    static const char *const cls[] = { "ip", "h", "route" };
-    char v[256];
-    size_t vn = gw_rl_key_text(l, req, v, sizeof v);
-    int n;
-    if (vn > 200)
-        n = snprintf(out, RL_KEY_MAX, "gw:rl:%s:%s:#%016llx", route->id,
-                     cls[l->key], (unsigned long long)hash);
-    else
-        n = snprintf(out, RL_KEY_MAX, "gw:rl:%s:%s:%.*s", route->id, cls[l->key],
-                     (int)vn, v);
-    return n < 0 ? 0 : (size_t)n >= RL_KEY_MAX ? RL_KEY_MAX - 1 : (size_t)n;
+    static const char *const cls[] = { "ip:", "h:", "route:" };
+    static const char hex[] = "0123456789abcdef";
+    char h[17];
+    gw_slice v = gw_rl_key_value(l, req);
+    if (v.n > 200) { /* "#" and the hash of all of it in 16 hex digits */
+        h[0] = '#';
+        for (int i = 0; i < 16; i++)
+            h[1 + i] = hex[(hash >> (60 - 4 * i)) & 15];
+        v = (gw_slice){ h, 17 };
+    }
+    const char *parts[] = { "gw:rl:", route->id, ":", cls[l->key], v.p };
+    size_t lens[] = { 6, strlen(route->id), 1, strlen(cls[l->key]), v.n };
+    size_t n = 0;
+    for (int i = 0; i < 5; i++) {
+        size_t k = lens[i] < RL_KEY_MAX - 1 - n ? lens[i] : RL_KEY_MAX - 1 - n;
+        memcpy(out + n, parts[i], k);
+        n += k;
+    }
+    out[n] = '\0';
+    return n;
 }
 
 int gw_rl_redis_check(gw_rl_redis *rl, const rt_route *route, const rt_rate_limit *l,

@@ -437,3 +437,42 @@ def test_shared_limit_batches_a_turns_checks_exactly():
             assert _redis_cmd(r, "GET", "gw:rl:one:route:") is not None
     finally:
         r.close()
+
+
+def test_shared_limit_redis_key_names():
+    """A bucket's Redis key is gw:rl:ROUTE:CLASS:VALUE; a value over 200 bytes is replaced by
+    '#' and its 64-bit hash in 16 hex digits (the key stays short; clients stay apart)."""
+    r = _redis()
+    routes = limited_routes({"rate": 1, "per": "1h", "burst": 5, "key": "header:X-Api-Key"})
+    try:
+        with Stack(routes=routes, gw_conf=_shared_conf(r, instances=1, timeout_ms=2000),
+                   workers=1) as s:
+            _wait_mode(s, "shared", 1)
+            long_key = "k" * 300
+            for key in ("alice", long_key, long_key + "x"):
+                got = keepalive_statuses(s.port, 1, headers={"X-Api-Key": key})
+                assert got[0][0] == 200, got
+            keys = sorted(k.decode() if isinstance(k, bytes) else k
+                          for k in _redis_keys(r, "gw:rl:limited:*"))
+            assert "gw:rl:limited:h:alice" in keys, keys
+            hashed = [k for k in keys if k.startswith("gw:rl:limited:h:#")]
+            assert len(hashed) == 2, keys
+            for k in hashed:
+                assert len(k) == len("gw:rl:limited:h:#") + 16, k
+                int(k[-16:], 16)
+    finally:
+        r.close()
+
+
+def _redis_keys(r, pattern):
+    """KEYS PATTERN over RESP (an array of bulk strings)."""
+    import socket as so
+    with so.create_connection(("127.0.0.1", r.port), timeout=2) as c:
+        c.sendall(b"*2\r\n$4\r\nKEYS\r\n$%d\r\n%s\r\n" % (len(pattern), pattern.encode()))
+        buf = b""
+        while True:
+            buf += c.recv(65536)
+            lines = buf.split(b"\r\n")
+            n = int(lines[0][1:])
+            if len(lines) >= 1 + 2 * n + 1:
+                return [lines[2 + 2 * i] for i in range(n)]

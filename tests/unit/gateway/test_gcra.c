@@ -167,6 +167,33 @@ static void test_headers(void **state)
         assert_non_null(strstr(h, line));
     }
     assert_int_equal(gw_rl_headers(h, 40, &route, &l, &r), 0);
+
+    /* byte for byte what one printf of the fields makes, for any values and buffer size */
+    uint64_t seed = 99;
+    for (int i = 0; i < 2000; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        rt_rate_limit x = { .rate = 1 + (uint32_t)(seed >> 40) % 1000000,
+                            .per_ms = 1 + (seed >> 10) % 86400000, .burst = 1 };
+        gw_gcra_result y = { .allowed = 1, .remaining = (uint32_t)(seed >> 33),
+                             .reset_ns = seed >> (seed & 31) };
+        char want[400], got[400];
+        uint64_t reset = (y.reset_ns + 999999999ull) / 1000000000ull, w = (x.per_ms + 999) / 1000;
+        int k = snprintf(want, sizeof want,
+                         "RateLimit-Policy: \"users\";q=%u;w=%llu\r\n"
+                         "RateLimit: \"users\";r=%u;t=%llu\r\n"
+                         "X-RateLimit-Limit: %u\r\nX-RateLimit-Remaining: %u\r\n"
+                         "X-RateLimit-Reset: %llu\r\n",
+                         x.rate, (unsigned long long)w, y.remaining, (unsigned long long)reset,
+                         x.rate, y.remaining, (unsigned long long)reset);
+        size_t cap = (size_t)(seed >> 20) % 300 + 1;
+        size_t n = gw_rl_headers(got, cap, &route, &x, &y);
+        if ((size_t)k < cap) {
+            assert_int_equal(n, (size_t)k);
+            assert_string_equal(got, want);
+        } else {
+            assert_int_equal(n, 0);
+        }
+    }
 }
 
 /* The shared store decides a batch of requests on one key in one script call: each result
