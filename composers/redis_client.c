@@ -120,6 +120,9 @@ const char *cmp_redis_conf_error(const cmp_redis_conf *conf)
             return "invalid address (want \"host:port\" or \"[ipv6]:port\")";
     if (conf->kind == CMP_REDIS_SENTINEL && conf->master_name[0] == '\0')
         return "a master name is needed with sentinels";
+    if ((conf->auth.username[0] && !conf->auth.password[0]) ||
+        (conf->sentinel_auth.username[0] && !conf->sentinel_auth.password[0]))
+        return "a user name needs a password";
     return NULL;
 }
 
@@ -341,7 +344,10 @@ static void node_fail(rnode *n, const char *why)
     }
     if (was_up)
         n->backoff_ms = CMP_REDIS_BACKOFF_MIN_MS; /* a loss: try again soon */
-    if (rc->conf.kind != CMP_REDIS_SINGLE && !n->logged_down) {
+    /* once per streak. One server: its owner logs the loss (the client's state changed);
+     * the failed attempts are logged here, else a server never reached (a wrong password,
+     * nothing listening) would leave no line at all */
+    if ((rc->conf.kind != CMP_REDIS_SINGLE || !was_up) && !n->logged_down) {
         node_log(n, "%s: %s", was_up ? "connection lost" : "unreachable", why);
         n->logged_down = 1;
     }
@@ -439,6 +445,51 @@ static void on_hello(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
+/* The answer to AUTH, which goes before the hello command: an error (-WRONGPASS, -ERR when
+ * the server has no password) fails the attempt; the hello's answer makes the node UP. */
+static void on_auth(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    rnode *n = ac->data;
+    redisReply *rep = reply;
+    const char *pass = n->role == ROLE_SENTINEL ? n->rc->conf.sentinel_auth.password
+                                                : n->rc->conf.auth.password;
+    char why[200];
+
+    (void)privdata;
+    node_answered(n, ac, reply);
+    if (n->ac != ac || n->state != N_CONNECTING || rep == NULL ||
+        rep->type != REDIS_REPLY_ERROR)
+        return;
+    snprintf(why, sizeof why, "AUTH: %.*s", (int)rep->len, rep->str);
+    /* Redis never echoes the password; should some server or proxy do so, it goes no further */
+    for (char *at = why; pass[0] != '\0' && (at = strstr(at, pass)) != NULL;) {
+        memset(at, '*', strlen(pass));
+        at += strlen(pass);
+    }
+    node_fail(n, why); /* frees AC: the hello's callback gets NULL */
+}
+
+/* Queues AUTH [user] password on AC when N's role has a password. 0, or -1 (not queued). */
+static int queue_auth(rnode *n, redisAsyncContext *ac)
+{
+    const cmp_redis_auth *a = n->role == ROLE_SENTINEL ? &n->rc->conf.sentinel_auth
+                                                       : &n->rc->conf.auth;
+    const char *argv[3] = { "AUTH", a->username, a->password };
+    size_t lens[3] = { 4, strlen(a->username), strlen(a->password) };
+    int user = a->username[0] != '\0';
+
+    if (a->password[0] == '\0')
+        return 0;
+    if (!user) {
+        argv[1] = a->password;
+        lens[1] = lens[2];
+    }
+    if (redisAsyncCommandArgv(ac, on_auth, NULL, 2 + user, argv, lens) != REDIS_OK)
+        return -1;
+    node_sent(n);
+    return 0;
+}
+
 static void connect_ip(rnode *n, const char *ip)
 {
     cmp_redis *rc = n->rc;
@@ -470,7 +521,11 @@ static void connect_ip(rnode *n, const char *ip)
     n->ac = ac;
     n->state = N_CONNECTING;
     rc_arm(rc); /* connect_by */
-    /* queued now, written once connected: its answer proves the server serves */
+    /* queued now, written once connected, AUTH first: its answer proves the server serves */
+    if (queue_auth(n, ac) != 0) {
+        node_fail(n, "cannot queue AUTH");
+        return;
+    }
     if (n->role == ROLE_SENTINEL)
         q = redisAsyncCommand(ac, on_hello, NULL, "SENTINEL get-master-addr-by-name %s",
                               rc->conf.master_name);

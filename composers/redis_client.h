@@ -23,7 +23,9 @@
  *            master is up again: the replica promoted by the cluster is then in the map.
  *
  * Every connection: connect + first answer (PING, ROLE, or the sentinel query) within
- * CMP_REDIS_CONNECT_TIMEOUT_MS; a lost one is re-made after a backoff (100 ms doubling to
+ * CMP_REDIS_CONNECT_TIMEOUT_MS; with a password, AUTH goes first in the same write (the
+ * sentinels with sentinel_auth), and an error to it (-WRONGPASS) fails the attempt like a
+ * refused connect: logged once per streak with the server's text, never the password; a lost one is re-made after a backoff (100 ms doubling to
  * 5 s, with jitter; 500 ms at most between sentinel rounds, 250 ms between cluster map
  * refreshes while a master is missing); a connection
  * with commands outstanding and no reply for stall_ms is dropped (a hung server). Commands
@@ -41,7 +43,8 @@
 
 #define CMP_REDIS_MAX_ADDRS 16   /* sentinels or cluster seeds in a configuration */
 #define CMP_REDIS_ADDR_MAX 128   /* "host:port", NUL included */
-#define CMP_REDIS_NAME_MAX 128   /* a sentinel master name */
+#define CMP_REDIS_NAME_MAX 128   /* a sentinel master name, an ACL user name */
+#define CMP_REDIS_PASS_MAX 1024  /* a password, NUL included */
 #define CMP_REDIS_MAX_NODES 64   /* cluster nodes known at once (unused ones are reused) */
 #define CMP_REDIS_MAX_REDIRECTS 5
 #define CMP_REDIS_MAX_PENDING 1024 /* commands outstanding per connection: more are refused */
@@ -57,19 +60,29 @@ typedef enum cmp_redis_kind {
     CMP_REDIS_CLUSTER,
 } cmp_redis_kind;
 
+/* AUTH after every connect, before the connection counts as up (empty password: none). */
+typedef struct cmp_redis_auth {
+    char username[CMP_REDIS_NAME_MAX]; /* "": AUTH password (requirepass, or the default user) */
+    char password[CMP_REDIS_PASS_MAX];
+} cmp_redis_auth;
+
 typedef struct cmp_redis_conf {
     cmp_redis_kind kind;
     int n;                                          /* addresses in addr[] */
     char addr[CMP_REDIS_MAX_ADDRS][CMP_REDIS_ADDR_MAX]; /* SINGLE: the server; SENTINEL: the
                                                        sentinels; CLUSTER: seed nodes */
     char master_name[CMP_REDIS_NAME_MAX];           /* SENTINEL */
+    cmp_redis_auth auth;          /* the servers: SINGLE's, SENTINEL's master, CLUSTER's nodes */
+    cmp_redis_auth sentinel_auth; /* SENTINEL: the sentinels (their own requirepass) */
 } cmp_redis_conf;
 
 /* NULL when CONF is usable, else a static reason. */
 const char *cmp_redis_conf_error(const cmp_redis_conf *conf);
-/* "host:port" into a SINGLE configuration; -1 when malformed (CONF then NONE). */
+/* "host:port" into a SINGLE configuration; -1 when malformed (CONF then NONE). The
+ * credentials are cleared too. */
 int cmp_redis_conf_single(cmp_redis_conf *conf, const char *hostport);
-/* For logs: "127.0.0.1:6379", "sentinel master NAME", "cluster via 127.0.0.1:7000,...". */
+/* For logs: "127.0.0.1:6379", "sentinel master NAME", "cluster via 127.0.0.1:7000,...".
+ * Never a credential. */
 void cmp_redis_conf_describe(const cmp_redis_conf *conf, char *out, size_t n);
 
 typedef struct cmp_redis cmp_redis;

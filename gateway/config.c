@@ -67,7 +67,7 @@
  *            // (conninfo may be left out when GATEWAY_PG supplies it)
  *     "redis": "127.0.0.1:6379",               // optional; absent = in-process LRU user cache
  *            // or { "sentinels": ["h:p", ...], "master_name": "gw" } or { "cluster": [...] }
- *            //    (config_redis.c)
+ *            //    or { "address": "h:p" }, with "username", "password_env" ... (config_redis.c)
  *     "composers": "composers.json",           // optional; compositions (composers/spec.h)
  *     "cache": { "ttl_ms": 60000, "negative_ttl_ms": 5000, "stale_ms": 300000,
  *                "timeout_ms": 20, "lru_entries": 10000 }   // user cache (routes with "cache")
@@ -83,7 +83,8 @@
  *   GATEWAY_ADMIN_LISTEN  replaces "admin.listen"
  *   GATEWAY_ADMIN_TOKEN   replaces "admin.token"
  *   GATEWAY_PG            sets routes.source = "postgres" and routes.conninfo
- *   GATEWAY_REDIS         replaces "redis" ("host:port": one server)
+ *   GATEWAY_REDIS         replaces "redis"'s address ("host:port" or
+ *                         "redis://[user:password@]host:port": one server)
  *
  * Error messages: "FILE: json.path: reason", "FILE: line L column C: jansson's text",
  * "FILE: cannot read: strerror", "env NAME: reason".
@@ -862,10 +863,7 @@ static int gw__apply_env(gw__cfgctx *c, gw_config *k)
         memcpy(k->pg_conninfo, v, strlen(v) + 1);
         k->routes_source = GW_ROUTES_POSTGRES;
     }
-    if ((v = gw__env("GATEWAY_REDIS")) != NULL &&
-        ((rc = gw__address(c, "env GATEWAY_REDIS", v, 1, 0, k->redis, sizeof k->redis, NULL,
-                           NULL)) != 0 ||
-         (rc = cmp_redis_conf_single(&k->redis_topo, k->redis) ? GW_EINVAL : 0) != 0))
+    if ((v = gw__env("GATEWAY_REDIS")) != NULL && (rc = gw__parse_redis_env(c, v, k)) != 0)
         return rc;
     return 0;
 }

@@ -60,6 +60,8 @@ int gw__parse_upstream_tls(gw__cfgctx *c, json_t *u, const char *path, gw_upstre
 int gw__parse_listeners(gw__cfgctx *c, json_t *root, gw_config *k);
 /* config_redis.c: "redis" of ROOT into k->redis (one server) and k->redis_topo. */
 int gw__parse_redis(gw__cfgctx *c, json_t *root, gw_config *k);
+/* config_redis.c: GATEWAY_REDIS V ("host:port" or "redis://[user:password@]host:port"). */
+int gw__parse_redis_env(gw__cfgctx *c, const char *v, gw_config *k);
 /* config_limits.c: "rate_limits" of ROOT into k->rate_limits (defaults already set). */
 int gw__parse_rate_limits(gw__cfgctx *c, json_t *root, gw_config *k);
 /* config_tracing.c: "tracing" of ROOT into k->tracing, and its defaults. */

@@ -366,12 +366,12 @@ static void test_errors_addresses(void **state)
         { WITH(", \"redis\": \"127.0.0.1:0\""), GW_EINVAL, "redis: invalid port \"0\"" },
         { WITH(", \"redis\": \"127.0.0.1\""), GW_EINVAL, "redis: invalid address \"127.0.0.1\"" },
         { WITH(", \"redis\": null"), GW_EINVAL,
-          "redis: must be a \"host:port\" string, or an object with \"sentinels\" and "
-          "\"master_name\", or with \"cluster\"" },
+          "redis: must be a \"host:port\" string, or an object with \"address\", with "
+          "\"sentinels\" and \"master_name\", or with \"cluster\"" },
         { WITH(", \"redis\": {}"), GW_EINVAL,
-          "redis: needs exactly one of \"sentinels\" or \"cluster\"" },
+          "redis: needs exactly one of \"address\", \"sentinels\" or \"cluster\"" },
         { WITH(", \"redis\": {\"cluster\": [\"a:1\"], \"sentinels\": [\"b:2\"]}"), GW_EINVAL,
-          "redis: needs exactly one of \"sentinels\" or \"cluster\"" },
+          "redis: needs exactly one of \"address\", \"sentinels\" or \"cluster\"" },
         { WITH(", \"redis\": {\"cluster\": []}"), GW_EINVAL,
           "redis.cluster: must be a non-empty array of \"host:port\" strings" },
         { WITH(", \"redis\": {\"cluster\": [\"127.0.0.1:7000\", \"127.0.0.1\"]}"), GW_EINVAL,
@@ -421,6 +421,146 @@ static void test_redis_forms(void **state)
     clear_env();
     assert_int_equal(cfg->redis_topo.kind, CMP_REDIS_SINGLE);
     assert_string_equal(cfg->redis_topo.addr[0], "cache.internal:6390");
+}
+
+/* "redis" credentials: the password literal, from the environment or from a file (one
+ * trailing newline stripped), the sentinels' own; GATEWAY_REDIS keeps the file's unless its
+ * redis:// URL names some; every error names the key, never the password. */
+static void test_redis_auth(void **state)
+{
+    gw_config *cfg = *state;
+    char err[1024], dir[] = "/tmp/gwcfgredis-XXXXXX", pw[256], cfgtext[1024];
+    const cmp_redis_auth *a = &cfg->redis_topo.auth;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(pw, sizeof pw, "%s/pw", dir);
+    write_all(pw, "s3cret-from-file\r\n");
+    snprintf(cfgtext, sizeof cfgtext, WITH(", \"redis\": {\"address\": \"127.0.0.1:6379\", "
+                                           "\"username\": \"gw\", \"password_file\": \"%s\"}"),
+             pw);
+    assert_int_equal(load_text(cfg, cfgtext, err, sizeof err), 0);
+    assert_int_equal(cfg->redis_topo.kind, CMP_REDIS_SINGLE);
+    assert_string_equal(cfg->redis_topo.addr[0], "127.0.0.1:6379");
+    assert_string_equal(a->username, "gw");
+    assert_string_equal(a->password, "s3cret-from-file");
+
+    assert_int_equal(setenv("GW_TEST_REDIS_PW", "s3cret-from-env", 1), 0);
+    assert_int_equal(load_text(cfg, WITH(", \"redis\": {\"sentinels\": [\"a:26379\"], "
+                                         "\"master_name\": \"m\", \"password_env\": "
+                                         "\"GW_TEST_REDIS_PW\", \"sentinel_password\": \"sp\"}"),
+                               err, sizeof err), 0);
+    assert_string_equal(a->username, "");
+    assert_string_equal(a->password, "s3cret-from-env");
+    assert_string_equal(cfg->redis_topo.sentinel_auth.password, "sp");
+    assert_int_equal(unsetenv("GW_TEST_REDIS_PW"), 0);
+    assert_int_equal(load_text(cfg, WITH(", \"redis\": {\"cluster\": [\"a:7000\"], "
+                                         "\"password\": \"lit\"}"), err, sizeof err), 0);
+    assert_string_equal(a->password, "lit");
+    assert_int_equal(load_text(cfg, WITH(", \"redis\": \"a:1\""), err, sizeof err), 0);
+    assert_string_equal(a->password, "");
+
+    /* GATEWAY_REDIS: the address replaced, the file's credentials kept ... */
+    assert_int_equal(setenv("GATEWAY_REDIS", "b:2", 1), 0);
+    assert_int_equal(load_text(cfg, WITH(", \"redis\": {\"address\": \"a:1\", \"username\": "
+                                         "\"u\", \"password\": \"p\"}"), err, sizeof err), 0);
+    assert_string_equal(cfg->redis_topo.addr[0], "b:2");
+    assert_string_equal(a->username, "u");
+    assert_string_equal(a->password, "p");
+    /* ... unless the URL names its own (%-escapes decoded; the last '@' ends them) */
+    assert_int_equal(setenv("GATEWAY_REDIS", "redis://:p%40ss@w@[::1]:6380", 1), 0);
+    assert_int_equal(load_text(cfg, WITH(", \"redis\": {\"address\": \"a:1\", \"username\": "
+                                         "\"u\", \"password\": \"p\"}"), err, sizeof err), 0);
+    assert_string_equal(cfg->redis_topo.addr[0], "[::1]:6380");
+    assert_string_equal(a->username, "");
+    assert_string_equal(a->password, "p@ss@w");
+    assert_int_equal(setenv("GATEWAY_REDIS", "redis://acl-user:pw@c:3", 1), 0);
+    assert_int_equal(load_text(cfg, WITH(""), err, sizeof err), 0);
+    assert_int_equal(cfg->redis_topo.kind, CMP_REDIS_SINGLE);
+    assert_string_equal(a->username, "acl-user");
+    assert_string_equal(a->password, "pw");
+    clear_env();
+
+    static const struct err_case cases[] = {
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"password\": \"x-secret\", "
+               "\"password_env\": \"X\"}"), GW_EINVAL,
+          "redis.password: at most one of \"password\", \"password_env\" or \"password_file\"" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"username\": \"u\"}"), GW_EINVAL,
+          "redis.username: needs \"password\", \"password_env\" or \"password_file\"" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"username\": \"u v\", \"password\": \"p\"}"),
+          GW_EINVAL, "redis.username: visible ASCII without spaces only" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"password\": \"\"}"), GW_EINVAL,
+          "redis.password: must not be empty" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"password\": 7}"), GW_EINVAL,
+          "redis.password: must be a string" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"password_env\": \"1X\"}"), GW_EINVAL,
+          "redis.password_env: an environment variable name ([A-Za-z_][A-Za-z0-9_]*)" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"password_env\": \"GW_TEST_UNSET_PW\"}"),
+          GW_EINVAL, "redis.password_env: $GW_TEST_UNSET_PW is not set (or empty)" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"password_file\": "
+               "\"/nonexistent/gw-redis-pw\"}"), GW_EINVAL,
+          "redis.password_file: /nonexistent/gw-redis-pw: cannot read: No such file or "
+          "directory" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"password_file\": \"/dev/null\"}"),
+          GW_EINVAL, "redis.password_file: /dev/null: not a regular file" },
+        { WITH(", \"redis\": {\"address\": 1}"), GW_EINVAL,
+          "redis.address: must be a \"host:port\" string" },
+        { WITH(", \"redis\": {\"address\": \"a\"}"), GW_EINVAL,
+          "redis.address: invalid address \"a\"" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"cluster\": [\"b:2\"]}"), GW_EINVAL,
+          "redis: needs exactly one of \"address\", \"sentinels\" or \"cluster\"" },
+        { WITH(", \"redis\": {\"cluster\": [\"b:2\"], \"sentinel_password\": \"p\"}"), GW_EINVAL,
+          "redis.sentinel_password: only with \"sentinels\"" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"master_name\": \"m\"}"), GW_EINVAL,
+          "redis.master_name: only with \"sentinels\"" },
+        { WITH(", \"redis\": {\"sentinels\": [\"a:1\"], \"master_name\": \"m\", "
+               "\"sentinel_username\": \"u\"}"), GW_EINVAL,
+          "redis.sentinel_username: needs \"sentinel_password\", \"sentinel_password_env\" or "
+          "\"sentinel_password_file\"" },
+        { WITH(", \"redis\": {\"address\": \"a:1\", \"password_fiel\": \"x\"}"), GW_EINVAL,
+          "redis.password_fiel: unknown key" },
+    };
+    run_cases(*state, cases, N(cases));
+
+    /* empty; too long: named by its limit, not shown */
+    write_all(pw, "\n");
+    snprintf(cfgtext, sizeof cfgtext, WITH(", \"redis\": {\"address\": \"a:1\", "
+                                           "\"password_file\": \"%s\"}"), pw);
+    assert_int_not_equal(load_text(cfg, cfgtext, err, sizeof err), 0);
+    assert_non_null(strstr(err, ": is empty"));
+    char big[1100 + 64];
+    memset(big, 'k', 1100);
+    big[1100] = '\0';
+    write_all(pw, big);
+    snprintf(cfgtext, sizeof cfgtext, WITH(", \"redis\": {\"address\": \"a:1\", "
+                                           "\"password_file\": \"%s\"}"), pw);
+    assert_int_not_equal(load_text(cfg, cfgtext, err, sizeof err), 0);
+    assert_non_null(strstr(err, "redis.password_file: "));
+    assert_non_null(strstr(err, ": longer than 1023 bytes"));
+    assert_null(strstr(err, "kkkk"));
+    unlink(pw);
+    rmdir(dir);
+
+    /* GATEWAY_REDIS: errors name the variable and never the password */
+    static const char *const env_cases[][2] = {
+        { "rediss://h:1", "env GATEWAY_REDIS: TLS to Redis is not supported (use redis:// to a "
+                          "local TLS tunnel)" },
+        { "redis://u:pw-secret@h:1/0", "env GATEWAY_REDIS: want redis://[user:password@]host:port "
+                                       "(no database number, path or options)" },
+        { "redis://pw-secret@h:1", "env GATEWAY_REDIS: want redis://[user]:password@host:port (a "
+                                   "password after the ':')" },
+        { "redis://u:@h:1", "env GATEWAY_REDIS: want redis://[user]:password@host:port (a "
+                            "password after the ':')" },
+        { "redis://u:pw-secret%4@h:1", "env GATEWAY_REDIS: user or password: a malformed "
+                                       "%-escape, a NUL or too long" },
+        { "redis://u:pw-secret%00@h:1", "env GATEWAY_REDIS: user or password: a malformed "
+                                        "%-escape, a NUL or too long" },
+        { "redis://u:pw-secret@h", "env GATEWAY_REDIS: invalid address \"h\"" },
+    };
+    for (size_t i = 0; i < N(env_cases); i++) {
+        assert_int_equal(setenv("GATEWAY_REDIS", env_cases[i][0], 1), 0);
+        expect_env_error(cfg, "{" MINCFG "}", env_cases[i][1]);
+    }
+    clear_env();
 }
 
 /* "rate_limits": defaults, values, and an error per key. */
@@ -834,6 +974,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_addresses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_forms, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redis_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_structure, setup, teardown),

@@ -1,0 +1,221 @@
+"""Redis AUTH: the user cache and the shared rate limits against real redis-servers that
+require a password (requirepass) and an ACL user (--user), started in temp dirs on free
+loopback ports: one server, a Sentinel set whose sentinels have their own password, and a
+3-master cluster with requirepass/masterauth. With the right credentials the cache serves
+HITs and the shared limit is exact; with a wrong password every request still succeeds (the
+cache misses, the limiter uses its local share), /metrics shows the fallback, the log names
+WRONGPASS and the address once per client, and no password appears in the log, /metrics,
+the admin API or gatewayctl's output. The wrong-password cases fail without AUTH support
+(nothing connects); the right-password cases too (-NOAUTH on the first PING)."""
+import os
+import socket
+import subprocess
+
+from harness import BUILD, ROOT, Stack, free_port, metrics, request, wait_until
+from test_redis_ha import (Servers, _read_reply, expect_exact, expect_hit_again,
+                           fallback_decisions, routes, server_args, workers_in)
+
+PW_DEFAULT = "d-Pw-0c41b2e7"   # requirepass: the default user
+PW_USER = "u-Pw-7f3e9a15"      # the ACL user "gw"
+PW_SENTINEL = "s-Pw-93ad06c4"  # the sentinels' own requirepass
+WRONG = "wrong-Pw-5d2e8147"
+SECRETS = (PW_DEFAULT, PW_USER, PW_SENTINEL, WRONG)
+LIMITS = {"rate_limits": {"timeout_ms": 1000}}
+
+
+def _resp(args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def acmd(port, password, *args, user=None, timeout=2.0):
+    """AUTH [USER] PASSWORD, then ARGS, on one connection: ARGS's reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(_resp(["AUTH"] + ([user] if user else []) + [password]) + _resp(args))
+        with s.makefile("rb") as f:
+            assert _read_reply(f) == "OK"
+            return _read_reply(f)
+
+
+def try_acmd(port, password, *args):
+    try:
+        return acmd(port, password, *args, timeout=0.5)
+    except (OSError, EOFError, RuntimeError, AssertionError):
+        return None
+
+
+def auth_server(srv, name, extra=()):
+    """A redis-server with requirepass and the ACL user gw; its port."""
+    port = free_port()
+    srv.spawn(name, server_args(port) + ["--requirepass", PW_DEFAULT,
+                                         "--user", "gw", "on", ">" + PW_USER, "~*", "&*",
+                                         "+@all"] + list(extra))
+    wait_until(lambda: try_acmd(port, PW_DEFAULT, "PING") == "PONG", 10, name + " answering")
+    return port
+
+
+def expect_no_secret(s):
+    """No password in the log, /metrics, the admin API or gatewayctl's output."""
+    seen = {"log": s.gw.output()}
+    for path in ("/metrics", "/admin/routes", "/admin/upstreams", "/admin/dashboard"):
+        st, _, b = request(s.admin_port, "GET", path,
+                           headers={"Authorization": "Bearer test-token"})
+        assert st == 200, (path, st)
+        seen[path] = b.decode("utf-8", "replace")
+    for args in (["routes", "list"], ["upstreams", "list"]):
+        cp = subprocess.run([os.path.join(ROOT, BUILD, "gatewayctl"), "--admin",
+                             "http://127.0.0.1:%d" % s.admin_port, "--token", "test-token"] + args,
+                            capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert cp.returncode == 0, (args, cp.returncode, cp.stderr)
+        seen["gatewayctl " + " ".join(args)] = cp.stdout + cp.stderr
+    for where, text in seen.items():
+        for pw in SECRETS:
+            assert pw not in text, "a password in %s" % where
+
+
+def expect_fail_open(s, workers, uid):
+    """Redis refuses us: every request answered, the cache misses, the limiter falls back."""
+    for _ in range(3):
+        st, h, _ = request(s.port, "GET", "/api/users/%d" % uid)
+        assert st == 200 and h.get("x-cache") == "MISS", (st, h)
+    got = [request(s.port, "GET", "/api/tight/users/1", headers={"X-Api-Key": "wp"})[0]
+           for _ in range(4)]
+    assert got == [200] * 4, got
+    m = metrics(s)
+    assert m.get('gateway_ratelimit_workers{mode="fallback"}') == workers, m
+    assert m.get('gateway_cache_requests_total{result="error"}', 0) >= 3, m
+    assert fallback_decisions(s) >= 4
+
+
+def wrongpass_lines(s, addr, clients):
+    """The log's WRONGPASS lines: each names ADDR; one per client (cache and limiter of each
+    worker) for the whole streak of failed attempts."""
+    lines = [ln for ln in s.gw.output().splitlines() if "WRONGPASS" in ln]
+    assert len(lines) == clients and all(addr in ln for ln in lines), lines
+    return lines
+
+
+# ---- one server -------------------------------------------------------------------------------
+
+def test_redis_auth_single_server():
+    with Servers("gwtest-rauth-") as srv:
+        port = auth_server(srv, "redis")
+        addr = "127.0.0.1:%d" % port
+        pw_file = os.path.join(srv.tmp, "redis.pw")
+        with open(pw_file, "w") as f:
+            f.write(PW_USER + "\n")  # as `echo` writes it: the newline is stripped
+        # the ACL user, its password from a file; and the default user through GATEWAY_REDIS
+        conf = dict(LIMITS, redis={"address": addr, "username": "gw", "password_file": pw_file})
+        with Stack(routes=routes(), gw_conf=conf, workers=1) as s, \
+                Stack(routes=routes(), gw_conf=LIMITS, workers=1,
+                      env={"GATEWAY_REDIS": "redis://:%s@%s" % (PW_DEFAULT, addr)}) as s2:
+            for x in (s, s2):
+                wait_until(lambda: workers_in(x, "shared") == 1, 10, "shared with AUTH")
+            assert request(s.port, "GET", "/api/users/7")[1].get("x-cache") == "MISS"
+            expect_hit_again(s, 7)
+            assert acmd(port, PW_USER, "EXISTS", "gw:users:user-service:/api/users/7",
+                        user="gw") == 1
+            expect_exact(s, "acl-user")
+            expect_hit_again(s2, 7)  # the same Redis: s's copy
+            expect_exact(s2, "default-user")
+
+        # a wrong password (from the environment): fail open, retried, logged once
+        conf = dict(LIMITS, redis={"address": addr, "username": "gw",
+                                   "password_env": "GW_TEST_REDIS_PW"})
+        with Stack(routes=routes(), gw_conf=conf, workers=2,
+                   env={"GW_TEST_REDIS_PW": WRONG}) as s:
+            expect_fail_open(s, 2, 8)
+
+            def failed_auths():  # Redis's own count of AUTH failures for gw
+                entries = acmd(port, PW_DEFAULT, "ACL", "LOG") or []
+                return sum(int(dict(zip(e[::2], e[1::2]))["count"]) for e in entries
+                           if dict(zip(e[::2], e[1::2])).get("username") == "gw")
+            first = failed_auths()
+            wait_until(lambda: failed_auths() > first + 4, 10, "AUTH retried", step=0.2)
+            wrongpass_lines(s, "redis " + addr + ": unreachable: AUTH: WRONGPASS", 4)
+            expect_no_secret(s)
+
+
+# ---- Sentinel --------------------------------------------------------------------------------
+
+def start_sentinel(srv, master_port, name):
+    """One sentinel with its own requirepass, watching NAME (which needs PW_DEFAULT)."""
+    port = free_port()
+    d = os.path.join(srv.tmp, "sentinel")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "sentinel.conf"), "w") as f:
+        f.write("port %d\nbind 127.0.0.1\ndir %s\nrequirepass %s\n" % (port, d, PW_SENTINEL) +
+                "sentinel monitor %s 127.0.0.1 %d 1\n" % (name, master_port) +
+                "sentinel auth-pass %s %s\n" % (name, PW_DEFAULT))
+    srv.spawn("sentinel", ["redis-sentinel", os.path.join(d, "sentinel.conf")])
+    wait_until(lambda: try_acmd(port, PW_SENTINEL, "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+                                name) is not None, 10, "the sentinel answering")
+    return port
+
+
+def test_redis_auth_sentinel():
+    name = "gwauth"
+    with Servers("gwtest-rauth-sentinel-") as srv:
+        mport = auth_server(srv, "master")
+        sport = start_sentinel(srv, mport, name)
+        base = {"sentinels": ["127.0.0.1:%d" % sport], "master_name": name,
+                "username": "gw", "password": PW_USER}
+        good = dict(LIMITS, redis=dict(base, sentinel_password_env="GW_TEST_SENTINEL_PW"))
+        bad = dict(LIMITS, redis=dict(base, sentinel_password=WRONG))
+        with Stack(routes=routes(), gw_conf=good, workers=1,
+                   env={"GW_TEST_SENTINEL_PW": PW_SENTINEL}) as s, \
+                Stack(routes=routes(), gw_conf=bad, workers=1) as s2:
+            wait_until(lambda: workers_in(s, "shared") == 1, 10, "shared through the sentinel")
+            assert request(s.port, "GET", "/api/users/9")[1].get("x-cache") == "MISS"
+            expect_hit_again(s, 9)
+            expect_exact(s, "sentinel")
+            # the sentinel refuses s2: no master known, fail open
+            expect_fail_open(s2, 1, 10)
+            wrongpass_lines(s2, "redis sentinel 127.0.0.1:%d: unreachable: AUTH: WRONGPASS"
+                            % sport, 2)
+            expect_no_secret(s2)
+
+
+# ---- Cluster -----------------------------------------------------------------------------------
+
+def test_redis_auth_cluster():
+    with Servers("gwtest-rauth-cluster-") as srv:
+        ports = [auth_server(srv, "node%d" % i, ["--cluster-enabled", "yes",
+                                                 "--cluster-port", str(free_port()),
+                                                 "--cluster-config-file", "nodes.conf",
+                                                 "--masterauth", PW_DEFAULT])
+                 for i in range(3)]
+        cp = subprocess.run(["redis-cli", "-a", PW_DEFAULT, "--no-auth-warning", "--cluster",
+                             "create"] + ["127.0.0.1:%d" % p for p in ports] +
+                            ["--cluster-replicas", "0", "--cluster-yes"],
+                            capture_output=True, text=True, timeout=20)
+        assert cp.returncode == 0, cp.stdout[-2000:] + cp.stderr[-2000:]
+        wait_until(lambda: all("cluster_state:ok" in (try_acmd(p, PW_DEFAULT, "CLUSTER", "INFO")
+                                                      or "") for p in ports),
+                   20, "cluster_state:ok on every node", step=0.1)
+        pw_file = os.path.join(srv.tmp, "cluster.pw")
+        with open(pw_file, "w") as f:
+            f.write(PW_DEFAULT)  # no trailing newline
+        conf = dict(LIMITS, redis={"cluster": ["127.0.0.1:%d" % ports[0]],
+                                   "password_file": pw_file})
+        with Stack(routes=routes(), gw_conf=conf, workers=1) as s:
+            wait_until(lambda: workers_in(s, "shared") == 1, 15, "shared through the cluster")
+            assert "redis cluster: slot map: 3 masters, 16384 of 16384 slots" in s.gw.output()
+            # an api key and a user on each master: every node's connection is authenticated
+            slots = acmd(ports[0], PW_DEFAULT, "CLUSTER", "SLOTS")
+
+            def master_of(key):
+                slot = acmd(ports[0], PW_DEFAULT, "CLUSTER", "KEYSLOT", key)
+                return next(r[2][1] for r in slots if r[0] <= slot <= r[1])
+            for p in ports:
+                api = next("c%d" % i for i in range(1000)
+                           if master_of("gw:rl:tight:h:c%d" % i) == p)
+                uid = next(i for i in range(1, 1000)
+                           if master_of("gw:users:user-service:/api/users/%d" % i) == p)
+                assert request(s.port, "GET", "/api/users/%d" % uid)[1].get("x-cache") == "MISS"
+                expect_hit_again(s, uid)
+                expect_exact(s, api)
+            expect_no_secret(s)
