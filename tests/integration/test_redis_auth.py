@@ -18,8 +18,9 @@ from test_redis_ha import (Servers, _read_reply, expect_exact, expect_hit_again,
 PW_DEFAULT = "d-Pw-0c41b2e7"   # requirepass: the default user
 PW_USER = "u-Pw-7f3e9a15"      # the ACL user "gw"
 PW_SENTINEL = "s-Pw-93ad06c4"  # the sentinels' own requirepass
+PW_SENTINEL_USER = "su-Pw-2b7c90e1"  # the sentinels' ACL user "sent"
 WRONG = "wrong-Pw-5d2e8147"
-SECRETS = (PW_DEFAULT, PW_USER, PW_SENTINEL, WRONG)
+SECRETS = (PW_DEFAULT, PW_USER, PW_SENTINEL, PW_SENTINEL_USER, WRONG)
 LIMITS = {"rate_limits": {"timeout_ms": 1000}}
 
 
@@ -142,12 +143,14 @@ def test_redis_auth_single_server():
 # ---- Sentinel --------------------------------------------------------------------------------
 
 def start_sentinel(srv, master_port, name):
-    """One sentinel with its own requirepass, watching NAME (which needs PW_DEFAULT)."""
+    """One sentinel with its own requirepass and ACL user "sent", watching NAME (which needs
+    PW_DEFAULT)."""
     port = free_port()
     d = os.path.join(srv.tmp, "sentinel")
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "sentinel.conf"), "w") as f:
         f.write("port %d\nbind 127.0.0.1\ndir %s\nrequirepass %s\n" % (port, d, PW_SENTINEL) +
+                "user sent on >%s ~* &* +@all\n" % PW_SENTINEL_USER +
                 "sentinel monitor %s 127.0.0.1 %d 1\n" % (name, master_port) +
                 "sentinel auth-pass %s %s\n" % (name, PW_DEFAULT))
     srv.spawn("sentinel", ["redis-sentinel", os.path.join(d, "sentinel.conf")])
@@ -163,12 +166,18 @@ def test_redis_auth_sentinel():
         sport = start_sentinel(srv, mport, name)
         base = {"sentinels": ["127.0.0.1:%d" % sport], "master_name": name,
                 "username": "gw", "password": PW_USER}
+        # the sentinel's requirepass (from the environment), its ACL user; a wrong password
         good = dict(LIMITS, redis=dict(base, sentinel_password_env="GW_TEST_SENTINEL_PW"))
+        good_user = dict(LIMITS, redis=dict(base, sentinel_username="sent",
+                                            sentinel_password=PW_SENTINEL_USER))
         bad = dict(LIMITS, redis=dict(base, sentinel_password=WRONG))
         with Stack(routes=routes(), gw_conf=good, workers=1,
                    env={"GW_TEST_SENTINEL_PW": PW_SENTINEL}) as s, \
+                Stack(routes=routes(), gw_conf=good_user, workers=1) as s1, \
                 Stack(routes=routes(), gw_conf=bad, workers=1) as s2:
-            wait_until(lambda: workers_in(s, "shared") == 1, 10, "shared through the sentinel")
+            for x in (s, s1):
+                wait_until(lambda: workers_in(x, "shared") == 1, 10, "shared through the sentinel")
+            expect_exact(s1, "sentinel-acl")
             assert request(s.port, "GET", "/api/users/9")[1].get("x-cache") == "MISS"
             expect_hit_again(s, 9)
             expect_exact(s, "sentinel")
