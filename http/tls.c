@@ -3,7 +3,14 @@
  * ciphertext into t->io.in, the BIO hands it to OpenSSL, and what OpenSSL writes lands in the
  * server's scratch buffer, which goes out like any other write (stream_write.h) right after
  * the OpenSSL call that produced it. Nothing blocks: a handshake or a read that needs more
- * bytes returns WANT_READ and resumes when they arrive. */
+ * bytes returns WANT_READ and resumes when they arrive.
+ *
+ * Once a TLS 1.3 handshake is done, the connection runs its records itself (tls_record.h)
+ * and frees the SSL: an idle connection then holds ~0.3 KiB of TLS state instead of ~14 KiB
+ * (docs/performance.md). The traffic secrets come from OpenSSL's key log callback; the
+ * write sequence number starts after the session tickets the finishing handshake call
+ * wrote (counted, the last one verified under the new key). TLS 1.2 and the CCM suites
+ * keep OpenSSL's record layer. */
 #include "http/tls_transport.h"
 
 #include <openssl/err.h>
@@ -14,6 +21,7 @@
 #include "http/client_int.h"
 #include "http/gw_errors.h"
 #include "http/tls_bio.h"
+#include "http/tls_record.h"
 
 #define TLS_IN_SIZE (17 * 1024)     /* one whole record: 16 KiB + header + expansion */
 #define TLS_COALESCE 16384          /* writes of several pieces up to this become one record */
@@ -28,7 +36,16 @@ enum {
     T_REPUMP = 1 << 5,
     T_NOTIFY_SENT = 1 << 6,  /* close_notify went out (or was given up) */
     T_FAILED = 1 << 7,       /* a fatal TLS error: nothing more is read or written */
+    T_OWN = 1 << 8,          /* TLS 1.3 records run here (t->rec), t->ssl is freed */
+    T_ALPN_H2 = 1 << 9,      /* ALPN selected "h2" */
+    T_GOT_CTS = 1 << 10,     /* the key log gave the client's application traffic secret */
+    T_GOT_STS = 1 << 11,     /* ... and the server's */
 };
+
+/* TLS 1.3 alerts this side sends (RFC 8446 §6) */
+enum { AL_CLOSE_NOTIFY = 0, AL_UNEXPECTED_MESSAGE = 10, AL_BAD_RECORD_MAC = 20,
+       AL_RECORD_OVERFLOW = 22, AL_DECODE_ERROR = 50, AL_INTERNAL_ERROR = 80,
+       AL_USER_CANCELED = 90 };
 
 struct gw_tls_conn {
     SSL *ssl;
@@ -36,6 +53,9 @@ struct gw_tls_conn {
     gw_client *c;
     gw_tls_io io;             /* ciphertext in; records out into the server's tls_wire */
     unsigned flags;
+    uint32_t pt_off, pt_end;  /* T_OWN: a record's plaintext opened in io.in, undelivered */
+    uint8_t secret_len;       /* of the secrets the key log gave (in rec, until T_OWN) */
+    gw_tls13 rec;             /* T_OWN: keys and sequence numbers */
 };
 
 static void pump(gw_tls_conn *t);
@@ -93,6 +113,237 @@ static enum gw_tls_event classify(int ssl_err)
     return GW_TLS_ERR_HANDSHAKE;
 }
 
+/* ---- TLS 1.3 records after the handshake (tls_record.h) ------------------------------ */
+
+static int hexval(char ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0'
+           : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+           : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+/* SSL_CTX_set_keylog_callback (tls_ctx.c): "LABEL <client random> <secret>" in hex. Only
+ * the two application traffic secrets are kept, in t->rec until the handshake is done. */
+void gw__tls_keylog(const SSL *ssl, const char *line)
+{
+    gw_tls_conn *t = SSL_get_app_data(ssl);
+    unsigned char *out;
+    unsigned bit;
+    if (!t)
+        return;
+    if (strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0) {
+        out = t->rec.rd.secret;
+        bit = T_GOT_CTS;
+    } else if (strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0) {
+        out = t->rec.wr.secret;
+        bit = T_GOT_STS;
+    } else {
+        return;
+    }
+    const char *p = strchr(line + 24, ' ');
+    if (!p)
+        return;
+    size_t n = 0;
+    for (p++; p[0] && p[1] && n < sizeof t->rec.rd.secret; p += 2) {
+        int hi = hexval(p[0]), lo = hexval(p[1]);
+        if (hi < 0 || lo < 0)
+            return;
+        out[n++] = (unsigned char)(hi << 4 | lo);
+    }
+    if (*p || (t->secret_len && t->secret_len != n))
+        return;
+    t->secret_len = (uint8_t)n;
+    t->flags |= bit;
+}
+
+/* The handshake is done: a TLS 1.3 connection with a suite tls_record.c runs takes its
+ * records over and frees the SSL. W[0..N) is what the finishing SSL_do_handshake wrote: the
+ * session tickets, already under the server's application key, so the write sequence
+ * number starts at their count (the last one is opened under it to be sure). Otherwise,
+ * or when anything does not add up, OpenSSL keeps the records. */
+static void take_over(gw_tls_conn *t, const char *w, size_t n)
+{
+    unsigned char cs[48], ss[48];
+    size_t off = 0, last = 0;
+    uint64_t records = 0;
+    unsigned id = SSL_get_current_cipher(t->ssl)
+                      ? SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(t->ssl)) : 0;
+    if (SSL_version(t->ssl) != TLS1_3_VERSION || (t->flags & (T_GOT_CTS | T_GOT_STS)) !=
+        (T_GOT_CTS | T_GOT_STS) || SSL_has_pending(t->ssl) || !gw_tls13_suite_supported(id))
+        goto keep;
+    while (off + 5 <= n) {
+        const unsigned char *h = (const unsigned char *)w + off;
+        last = off;
+        off += 5 + ((size_t)h[3] << 8 | h[4]);
+        records++;
+    }
+    if (off != n)
+        goto keep;
+    memcpy(cs, t->rec.rd.secret, t->secret_len);
+    memcpy(ss, t->rec.wr.secret, t->secret_len);
+    int r = gw_tls13_init(&t->rec, id, cs, ss, t->secret_len, 0, records);
+    OPENSSL_cleanse(cs, sizeof cs);
+    OPENSSL_cleanse(ss, sizeof ss);
+    if (r < 0 || (records && !gw_tls13_check(&t->rec, &t->rec.wr, records - 1, w + last,
+                                             n - last)))
+        goto keep;
+    SSL_free(t->ssl);
+    t->ssl = NULL;
+    t->flags |= T_OWN;
+    return;
+keep:
+    gw_tls13_clear(&t->rec);
+}
+
+/* One record of TYPE holding BUFS into the wire buffer. 0 or -1. */
+static int seal_into_wire(gw_tls_conn *t, uint8_t type, const uv_buf_t *bufs, unsigned n,
+                          size_t total)
+{
+    gw_tls_buf *w = &t->c->server->tls_wire;
+    if (gw_tls_buf_reserve(w, total + GW_TLS13_OVERHEAD) < 0)
+        return -1;
+    int l = gw_tls13_seal(&t->rec, type, bufs, n, total, w->p + w->len);
+    if (l < 0)
+        return -1;
+    w->len += (size_t)l;
+    return 0;
+}
+
+static int send_alert(gw_tls_conn *t, uint8_t desc)
+{
+    char a[2] = { desc == AL_CLOSE_NOTIFY || desc == AL_USER_CANCELED ? 1 : 2, (char)desc };
+    uv_buf_t b = uv_buf_init(a, 2);
+    return seal_into_wire(t, GW_TLS13_CT_ALERT, &b, 1, 2);
+}
+
+/* Plaintext into records of up to 2^14 bytes, each gathering as many pieces as fit. */
+static int own_write(gw_tls_conn *t, const uv_buf_t *bufs, unsigned n)
+{
+    unsigned i = 0;
+    size_t at = 0; /* into bufs[i] */
+    for (;;) {
+        uv_buf_t pc[16];
+        unsigned np = 0;
+        size_t total = 0;
+        while (i < n && np < 16 && total < GW_TLS13_MAX_PLAIN) {
+            size_t take = bufs[i].len - at;
+            if (take > GW_TLS13_MAX_PLAIN - total)
+                take = GW_TLS13_MAX_PLAIN - total;
+            if (take)
+                pc[np++] = uv_buf_init(bufs[i].base + at, (unsigned)take);
+            total += take;
+            at += take;
+            if (at == bufs[i].len) {
+                i++;
+                at = 0;
+            }
+        }
+        if (!total)
+            return 0;
+        if (seal_into_wire(t, GW_TLS13_CT_APPDATA, pc, np, total) < 0)
+            return -1;
+    }
+}
+
+/* T_OWN: a fatal error in the client's records: an alert, the framing told. Returns 1. */
+static int own_fail(gw_tls_conn *t, uint8_t alert)
+{
+    t->flags |= T_FAILED | T_NOTIFY_SENT;
+    if (alert != AL_CLOSE_NOTIFY && send_alert(t, alert) == 0)
+        flush_wire(t);
+    gw__client_tls_event(t->c, GW_TLS_ERR_RECORD);
+    gw__client_deliver(t->c, UV_EPROTO);
+    return 1;
+}
+
+/* T_OWN: something to do without reading the socket: plaintext waiting, or a whole record
+ * (or a header bad enough to fail on) in io.in. */
+static int own_ready(const gw_tls_conn *t)
+{
+    if (t->pt_off < t->pt_end)
+        return 1;
+    uint32_t avail = t->io.in_len - t->io.in_off;
+    if (avail < 5)
+        return 0;
+    const unsigned char *h = (const unsigned char *)t->io.in + t->io.in_off;
+    size_t len = (size_t)h[3] << 8 | h[4];
+    return h[0] != GW_TLS13_CT_APPDATA || len > GW_TLS13_MAX_CIPHER || avail >= 5 + len;
+}
+
+/* T_OWN: opens records and delivers their plaintext while the framing wants it; alerts and
+ * KeyUpdate handled. 1 when the connection failed or is closing (stop), else 0. */
+static int own_read(gw_tls_conn *t)
+{
+    gw_client *c = t->c;
+    while ((t->flags & T_WANT_READ) && !(t->flags & T_FAILED)) {
+        if (t->pt_off < t->pt_end) {
+            uv_buf_t b;
+            gw__client_alloc(c, &b);
+            if (!b.base || b.len == 0)
+                return 0;
+            uint32_t k = t->pt_end - t->pt_off;
+            if (k > b.len)
+                k = (uint32_t)b.len;
+            memcpy(b.base, t->io.in + t->pt_off, k);
+            t->pt_off += k;
+            gw__client_deliver(c, (ssize_t)k);
+            if (c->state == CS_CLOSING)
+                return 1;
+            continue;
+        }
+        t->pt_off = t->pt_end = 0;
+        if (!own_ready(t))
+            return 0;
+        unsigned char *h = (unsigned char *)t->io.in + t->io.in_off;
+        size_t len = (size_t)h[3] << 8 | h[4];
+        uint8_t type;
+        size_t pl;
+        if (h[0] != GW_TLS13_CT_APPDATA) /* a ChangeCipherSpec or plaintext record now */
+            return own_fail(t, AL_UNEXPECTED_MESSAGE);
+        if (len > GW_TLS13_MAX_CIPHER)
+            return own_fail(t, AL_RECORD_OVERFLOW);
+        if (gw_tls13_open(&t->rec, (char *)h, 5 + len, &type, &pl) < 0)
+            return own_fail(t, AL_BAD_RECORD_MAC);
+        uint32_t at = t->io.in_off + 5;
+        t->io.in_off += (uint32_t)(5 + len);
+        const unsigned char *p = h + 5;
+        if (type == GW_TLS13_CT_APPDATA) {
+            t->pt_off = at;
+            t->pt_end = at + (uint32_t)pl;
+        } else if (type == GW_TLS13_CT_ALERT) {
+            if (pl != 2)
+                return own_fail(t, AL_DECODE_ERROR);
+            if (p[1] == AL_USER_CANCELED)
+                continue;
+            t->flags |= T_FAILED | T_NOTIFY_SENT; /* no alert back */
+            if (p[1] == AL_CLOSE_NOTIFY) {
+                gw__client_deliver(c, UV_EOF);
+            } else {
+                gw__client_tls_event(c, GW_TLS_ERR_RECORD);
+                gw__client_deliver(c, UV_EPROTO);
+            }
+            return 1;
+        } else if (type == GW_TLS13_CT_HANDSHAKE && pl == 5 && p[0] == 24 && p[1] == 0 &&
+                   p[2] == 0 && p[3] == 1 && p[4] <= 1) {
+            /* KeyUpdate: the client's next records use its next key; asked to, ours
+             * follows (our KeyUpdate goes under the current key) */
+            if (gw_tls13_next_key(&t->rec, &t->rec.rd) < 0)
+                return own_fail(t, AL_INTERNAL_ERROR);
+            if (p[4] == 1) {
+                char ku[5] = { 24, 0, 0, 1, 0 };
+                uv_buf_t b = uv_buf_init(ku, 5);
+                if (seal_into_wire(t, GW_TLS13_CT_HANDSHAKE, &b, 1, 5) < 0 ||
+                    gw_tls13_next_key(&t->rec, &t->rec.wr) < 0)
+                    return own_fail(t, AL_INTERNAL_ERROR);
+                flush_wire(t);
+            }
+        } else {
+            return own_fail(t, AL_UNEXPECTED_MESSAGE); /* any other post-handshake message */
+        }
+    }
+    return 0;
+}
+
 /* ---- connection ---------------------------------------------------------------------- */
 
 gw_tls_conn *gw__tls_conn_new(gw_tls_ctx *x, gw_client *c)
@@ -111,6 +362,7 @@ gw_tls_conn *gw__tls_conn_new(gw_tls_ctx *x, gw_client *c)
         return NULL;
     }
     SSL_set_bio(t->ssl, b, b); /* one BIO both ways; the SSL owns it */
+    SSL_set_app_data(t->ssl, t); /* for the key log callback */
     SSL_set_accept_state(t->ssl);
     gw_tls_ctx_ref(x);
     t->ctx = x;
@@ -123,6 +375,7 @@ void gw__tls_conn_free(gw_tls_conn *t)
         return;
     SSL_free(t->ssl);
     ERR_clear_error();
+    gw_tls13_clear(&t->rec);
     free(t->io.in);
     gw_tls_ctx_unref(t->ctx);
     free(t);
@@ -130,10 +383,7 @@ void gw__tls_conn_free(gw_tls_conn *t)
 
 int gw__tls_alpn_h2(const gw_tls_conn *t)
 {
-    const unsigned char *p;
-    unsigned n;
-    SSL_get0_alpn_selected(t->ssl, &p, &n);
-    return n == 2 && p[0] == 'h' && p[1] == '2';
+    return (t->flags & T_ALPN_H2) != 0;
 }
 
 int gw__tls_handshake_done(const gw_tls_conn *t)
@@ -187,7 +437,8 @@ static void update_socket(gw_tls_conn *t)
         return;
     int want = !(t->flags & T_FAILED) &&
                (!(t->flags & T_HS_DONE) ||
-                ((t->flags & T_WANT_READ) && t->io.in_off == t->io.in_len));
+                ((t->flags & T_WANT_READ) &&
+                 ((t->flags & T_OWN) ? !own_ready(t) : t->io.in_off == t->io.in_len)));
     if (want && !(t->flags & T_SOCK_READING)) {
         if (uv_read_start((uv_stream_t *)&c->tcp, tls_alloc, tls_on_read) == 0)
             t->flags |= T_SOCK_READING;
@@ -210,12 +461,24 @@ static void pump(gw_tls_conn *t)
     do {
         t->flags &= ~T_REPUMP;
         if (!(t->flags & T_HS_DONE)) {
+            size_t wire_at = c->server->tls_wire.len;
             ERR_clear_error();
             int r = SSL_do_handshake(t->ssl);
             int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
             enum gw_tls_event ev = e == SSL_ERROR_NONE || e == SSL_ERROR_WANT_READ
                                        ? GW_TLS_HANDSHAKE : classify(e);
             ERR_clear_error();
+            int resumed = 0;
+            if (e == SSL_ERROR_NONE) {
+                const unsigned char *ap;
+                unsigned an;
+                SSL_get0_alpn_selected(t->ssl, &ap, &an);
+                if (an == 2 && ap[0] == 'h' && ap[1] == '2')
+                    t->flags |= T_ALPN_H2;
+                resumed = SSL_session_reused(t->ssl);
+                take_over(t, c->server->tls_wire.p + wire_at, c->server->tls_wire.len - wire_at);
+                ERR_clear_error();
+            }
             if (flush_wire(t) < 0 && e == SSL_ERROR_NONE) {
                 e = SSL_ERROR_SYSCALL;
                 ev = GW_TLS_ERR_EOF;
@@ -228,11 +491,13 @@ static void pump(gw_tls_conn *t)
                 goto out;
             }
             t->flags |= T_HS_DONE;
-            gw__client_tls_ready(c, SSL_session_reused(t->ssl) ? GW_TLS_RESUMED : GW_TLS_HANDSHAKE);
+            gw__client_tls_ready(c, resumed ? GW_TLS_RESUMED : GW_TLS_HANDSHAKE);
             if (c->state == CS_CLOSING)
                 goto out;
         }
-        while ((t->flags & T_WANT_READ) && !(t->flags & T_FAILED)) {
+        if ((t->flags & T_OWN) && own_read(t))
+            goto out;
+        while (!(t->flags & T_OWN) && (t->flags & T_WANT_READ) && !(t->flags & T_FAILED)) {
             uv_buf_t b;
             gw__client_alloc(c, &b);
             if (!b.base || b.len == 0)
@@ -261,12 +526,17 @@ static void pump(gw_tls_conn *t)
             goto out;
         }
     } while (t->flags & T_REPUMP);
-    /* what OpenSSL took is gone from t->io.in; an empty buffer goes back (idle memory) */
-    if (t->io.in_off == t->io.in_len) {
+    /* what OpenSSL took is gone from t->io.in; an empty buffer goes back (idle memory).
+     * Plaintext waiting in it (T_OWN) stays where it is until delivered. */
+    if (t->pt_off < t->pt_end) {
+        /* nothing moves */
+    } else if (t->io.in_off == t->io.in_len) {
+        t->pt_off = t->pt_end = 0;
         free(t->io.in);
         t->io.in = NULL;
         t->io.in_off = t->io.in_len = 0;
     } else if (t->io.in_off > 0) {
+        t->pt_off = t->pt_end = 0;
         memmove(t->io.in, t->io.in + t->io.in_off, t->io.in_len - t->io.in_off);
         t->io.in_len -= t->io.in_off;
         t->io.in_off = 0;
@@ -290,7 +560,9 @@ void gw__tls_read_start(gw_client *c)
         t->flags |= T_REPUMP;
         return;
     }
-    if ((t->flags & T_HS_DONE) && (t->io.in_off < t->io.in_len || SSL_has_pending(t->ssl))) {
+    if ((t->flags & T_HS_DONE) &&
+        ((t->flags & T_OWN) ? own_ready(t)
+                            : t->io.in_off < t->io.in_len || SSL_has_pending(t->ssl))) {
         /* bytes wait already: decrypt them after this call returns, as libuv would */
         t->flags |= T_POSTED;
         gw__server_post(c->server, &c->post_node);
@@ -337,10 +609,18 @@ int gw__tls_write(gw_client *c, uv_buf_t *bufs, unsigned n)
     gw_server *s = c->server;
     if (!(t->flags & T_HS_DONE) || (t->flags & T_FAILED))
         return GW_ECLOSED;
+    int r = 0;
+    if (t->flags & T_OWN) {
+        if (own_write(t, bufs, n) < 0) {
+            t->flags |= T_FAILED;
+            r = GW_ECLOSED;
+        }
+        int w = flush_wire(t);
+        return r < 0 ? r : w;
+    }
     size_t total = 0;
     for (unsigned i = 0; i < n; i++)
         total += bufs[i].len;
-    int r = 0;
     if (n > 1 && total <= TLS_COALESCE &&
         (s->tls_plain || (s->tls_plain = malloc(TLS_COALESCE)) != NULL)) {
         /* a head and a small body: one record, not two */
@@ -364,9 +644,13 @@ void gw__tls_close_notify(gw_client *c)
     if (!t || !(t->flags & T_HS_DONE) || (t->flags & (T_NOTIFY_SENT | T_FAILED)))
         return;
     t->flags |= T_NOTIFY_SENT;
-    ERR_clear_error();
-    SSL_shutdown(t->ssl);
-    ERR_clear_error();
+    if (t->flags & T_OWN) {
+        send_alert(t, AL_CLOSE_NOTIFY);
+    } else {
+        ERR_clear_error();
+        SSL_shutdown(t->ssl);
+        ERR_clear_error();
+    }
     gw_server *s = c->server;
     if (s->tls_wire.len && c->pending_write == 0) {
         uv_buf_t b = uv_buf_init(s->tls_wire.p, (unsigned)s->tls_wire.len);

@@ -30,17 +30,8 @@ static int bio_write(BIO *b, const char *in, int inl)
     BIO_clear_retry_flags(b);
     if (inl <= 0)
         return 0;
-    size_t need = w->len + (size_t)inl;
-    if (need > w->cap) {
-        size_t cap = w->cap ? w->cap : 32768;
-        while (cap < need)
-            cap *= 2;
-        char *p = realloc(w->p, cap);
-        if (!p)
-            return -1;
-        w->p = p;
-        w->cap = cap;
-    }
+    if (gw_tls_buf_reserve(w, (size_t)inl) < 0)
+        return -1;
     memcpy(w->p + w->len, in, (size_t)inl);
     w->len += (size_t)inl;
     return inl;
@@ -83,6 +74,22 @@ BIO *gw_tls_bio_new(gw_tls_io *io)
     if (b)
         BIO_set_data(b, io);
     return b;
+}
+
+int gw_tls_buf_reserve(gw_tls_buf *w, size_t more)
+{
+    size_t need = w->len + more;
+    if (need <= w->cap)
+        return 0;
+    size_t cap = w->cap ? w->cap : 32768;
+    while (cap < need)
+        cap *= 2;
+    char *p = realloc(w->p, cap);
+    if (!p)
+        return -1;
+    w->p = p;
+    w->cap = cap;
+    return 0;
 }
 
 void gw_tls_buf_free(gw_tls_buf *b)

@@ -25,6 +25,8 @@ typedef struct gw_tls_io {
 /* A BIO over IO (which must outlive it); NULL when out of memory. */
 BIO *gw_tls_bio_new(gw_tls_io *io);
 
+/* Room for MORE bytes after b->len (grown by doubling). 0, or -1: out of memory. */
+int gw_tls_buf_reserve(gw_tls_buf *b, size_t more);
 /* Gives the buffer's memory back. */
 void gw_tls_buf_free(gw_tls_buf *b);
 

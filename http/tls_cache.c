@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "http/tls.h"
+#include "http/tls_record.h"
 
 typedef struct cache_slot {
     SSL_SESSION *sess;   /* one reference held by the cache */
@@ -83,6 +84,7 @@ void gw_tls_thread_cleanup(void)
     free(slots);
     slots = NULL;
     n_slots = 0;
+    gw_tls13_thread_cleanup();
     OPENSSL_thread_stop(); /* this thread's error queue and random generators */
 }
 

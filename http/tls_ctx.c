@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "http/tls_sni.h"
+#include "http/tls_transport.h"
 
 enum { KT_RSA, KT_EC, KT_OTHER, KT__N };
 
@@ -269,6 +270,10 @@ static SSL_CTX *new_ssl_ctx(gw_tls_ctx *x, char *err, size_t errlen, const char 
                                  SSL_OP_NO_COMPRESSION);
     /* an idle connection holds no record buffers */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* TLS 1.3: the traffic secrets, for the record layer a connection runs itself once the
+     * handshake is done (tls.c: the SSL is freed then) */
+    if (c->protocols & GW_TLS_V13)
+        SSL_CTX_set_keylog_callback(ctx, gw__tls_keylog);
     if (c->ciphers[0] && !SSL_CTX_set_cipher_list(ctx, c->ciphers)) {
         snprintf(err, errlen, "tls.ciphers: no valid cipher in \"%.200s\"", c->ciphers);
         goto fail;

@@ -22,6 +22,7 @@
 
 typedef struct gw_client gw_client;
 typedef struct gw_tls_conn gw_tls_conn;
+struct ssl_st;
 
 /* A connection's TLS state pinned to snapshot X (a reference is taken). NULL: no memory. */
 gw_tls_conn *gw__tls_conn_new(gw_tls_ctx *x, gw_client *c);
@@ -42,6 +43,10 @@ void gw__tls_close_notify(gw_client *c);
 /* Posted work (gw__client_run_posted): decrypt what is buffered for a framing that asked
  * to read again. Returns 1 when it ran. */
 int gw__tls_run_posted(gw_client *c);
+
+/* The key log callback of the server SSL_CTXs (tls_ctx.c): takes the TLS 1.3 application
+ * traffic secrets for the connection's own record layer (tls.c, tls_record.h). */
+void gw__tls_keylog(const struct ssl_st *ssl, const char *line);
 
 /* (tls_ctx.c) The SSL_CTX a new connection starts with. */
 struct ssl_ctx_st *gw__tls_ctx_default(const gw_tls_ctx *x);
