@@ -165,7 +165,7 @@ static void begin_request(gw_client *c)
     /* the address is kept raw per connection (an idle one needs no text) */
     q->client_addr[0] = '\0';
     if (c->peer_family)
-        inet_ntop(c->peer_family, c->peer_addr, q->client_addr, sizeof q->client_addr);
+        gw_addr_text(c->peer_family, c->peer_addr, q->client_addr, sizeof q->client_addr);
     llhttp_init(&r->parser, HTTP_REQUEST, &parser_settings);
     r->parser.data = c;
     c->state = CS_HEAD;

@@ -159,7 +159,7 @@ static h2_stream *stream_new(gw_h2 *h, int32_t id)
     q->conn_id = c->id;
     q->tls = c->tls != NULL;
     if (c->peer_family)
-        inet_ntop(c->peer_family, c->peer_addr, q->client_addr, sizeof q->client_addr);
+        gw_addr_text(c->peer_family, c->peer_addr, q->client_addr, sizeof q->client_addr);
     return s;
 }
 

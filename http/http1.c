@@ -1,6 +1,7 @@
 /* http1.c — header rewriting and chunk framing for the proxy. */
 #include "http/http1.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 
 /* Does a comma-separated header value list the token NAME (case-insensitive)? */
@@ -264,6 +265,27 @@ char *gw_put_u64(char *out, uint64_t v)
     while (n)
         *out++ = tmp[--n];
     return out;
+}
+
+void gw_addr_text(int family, const uint8_t *addr, char *out, size_t n)
+{
+    if (family != AF_INET) {
+        if (inet_ntop(family, addr, out, (socklen_t)n) == NULL && n > 0)
+            out[0] = '\0';
+        return;
+    }
+    if (n < 16) { /* "255.255.255.255" and its NUL */
+        if (n > 0)
+            out[0] = '\0';
+        return;
+    }
+    char *p = out;
+    for (int i = 0; i < 4; i++) {
+        if (i)
+            *p++ = '.';
+        p = gw_put_u64(p, addr[i]);
+    }
+    *p = '\0';
 }
 
 size_t gw_chunk_size_line(char *out, size_t n)

@@ -53,6 +53,11 @@ int gw_upgrade_offers(const gw_header *hdrs, int n, gw_slice *out, int max);
  * times per request. */
 char *gw_put_u64(char *out, uint64_t v);
 
+/* The text of a peer address (FAMILY AF_INET: 4 bytes at ADDR; AF_INET6: 16) into OUT
+ * (n >= 46, NUL-terminated), as inet_ntop writes it. IPv4 without printf: glibc's
+ * inet_ntop formats it with sprintf, ~1,700 instructions, a tenth of a proxied GET. */
+void gw_addr_text(int family, const uint8_t *addr, char *out, size_t n);
+
 /* Chunk framing: writes "<hex size>\r\n" (no NUL needed), returns its length. out >= 20. */
 size_t gw_chunk_size_line(char *out, size_t n);
 

@@ -502,10 +502,10 @@ static void pump(gw_tls_conn *t)
             gw__client_alloc(c, &b);
             if (!b.base || b.len == 0)
                 break;
-            ERR_clear_error();
+            gw_tls_err_clear();
             int n = SSL_read(t->ssl, b.base, (int)b.len);
             int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, n);
-            ERR_clear_error();
+            gw_tls_err_clear();
             flush_wire(t); /* post-handshake messages (key updates) */
             if (n > 0) {
                 gw__client_deliver(c, n);
@@ -593,9 +593,9 @@ static int ssl_write_all(gw_tls_conn *t, const char *p, size_t n)
 {
     if (n == 0)
         return 0;
-    ERR_clear_error();
+    gw_tls_err_clear();
     int r = SSL_write(t->ssl, p, (int)n); /* the BIO takes everything: all or an error */
-    ERR_clear_error();
+    gw_tls_err_clear();
     if (r <= 0) {
         t->flags |= T_FAILED;
         return GW_ECLOSED;

@@ -136,10 +136,10 @@ static void pump(gw_utls *t)
             t->o.alloc(t->o.owner, &b);
             if (!b.base || b.len == 0)
                 break;
-            ERR_clear_error();
+            gw_tls_err_clear();
             int n = SSL_read(t->ssl, b.base, (int)b.len);
             int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, n);
-            ERR_clear_error();
+            gw_tls_err_clear();
             flush_wire(t);
             if (n > 0) {
                 t->o.deliver(t->o.owner, n);
@@ -345,9 +345,9 @@ int gw__utls_write(gw_utls *t, uv_buf_t *bufs, unsigned n)
     for (unsigned i = 0; i < n; i++) {
         if (!bufs[i].len)
             continue;
-        ERR_clear_error();
+        gw_tls_err_clear();
         int r = SSL_write(t->ssl, bufs[i].base, (int)bufs[i].len);
-        ERR_clear_error();
+        gw_tls_err_clear();
         if (r <= 0) {
             t->flags |= UT_FAILED;
             wire.len = 0;

@@ -1,4 +1,5 @@
 /* test_http1.c — header rewriting, chunk framing, dot segments, request ids. */
+#include <arpa/inet.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -278,9 +279,37 @@ static void test_request_ids(void **state)
     assert_false(gw_request_id_valid(gw_slice_of(longid)));
 }
 
+/* Peer addresses as inet_ntop writes them: every IPv4 octet pattern that matters, IPv6
+ * through inet_ntop itself, and a buffer too small gives an empty string, never a cut one. */
+static void test_addr_text_matches_inet_ntop(void **state)
+{
+    (void)state;
+    uint64_t seed = 7;
+    for (int i = 0; i < 20000; i++) {
+        uint8_t a[16];
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        for (int k = 0; k < 16; k++)
+            a[k] = (uint8_t)(seed >> (k * 4));
+        if (i < 256)
+            memset(a, i, 4); /* 0.0.0.0 ... 255.255.255.255 */
+        char want[64], got[64];
+        int fam = i % 3 == 0 ? AF_INET6 : AF_INET;
+        assert_non_null(inet_ntop(fam, a, want, sizeof want));
+        gw_addr_text(fam, a, got, sizeof got);
+        assert_string_equal(got, want);
+    }
+    uint8_t v4[4] = { 255, 255, 255, 255 };
+    char small[16];
+    gw_addr_text(AF_INET, v4, small, sizeof small);
+    assert_string_equal(small, "255.255.255.255");
+    gw_addr_text(AF_INET, v4, small, 15);
+    assert_string_equal(small, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_addr_text_matches_inet_ntop),
         cmocka_unit_test(test_request_line_and_forwarding_headers),
         cmocka_unit_test(test_hop_by_hop_and_connection_tokens_removed),
         cmocka_unit_test(test_forwarded_for_and_via_are_appended),
