@@ -62,6 +62,8 @@ SSL_SESSION *gw__tls_cache_get(SSL *ssl, const unsigned char *id, int len, int *
     return NULL;
 }
 
+void gw__tls_ticket_cache_clear(void); /* tls_ctx.c */
+
 void gw__tls_cache_remove(SSL_CTX *ctx, SSL_SESSION *sess)
 {
     (void)ctx;
@@ -85,6 +87,7 @@ void gw_tls_thread_cleanup(void)
     slots = NULL;
     n_slots = 0;
     gw_tls13_thread_cleanup();
+    gw__tls_ticket_cache_clear();
     OPENSSL_thread_stop(); /* this thread's error queue and random generators */
 }
 

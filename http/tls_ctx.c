@@ -127,6 +127,33 @@ void gw_tls_ticket_keys(const unsigned char secret[32], uint64_t period, unsigne
     hmac_label(secret, period, "hmac", hmac);
 }
 
+/* The keys of the last periods asked for on this thread: three HMACs per ticket otherwise
+ * (~60k instructions a full handshake). Keyed by the secret itself, not the snapshot's
+ * address, which a later snapshot may reuse. */
+typedef struct ticket_keys {
+    int valid;
+    uint64_t period;
+    unsigned char secret[32], name[16], aes[32], hmac[32];
+} ticket_keys;
+static _Thread_local ticket_keys key_cache[3]; /* by period % 3: previous, current, next */
+
+static const ticket_keys *period_keys(const gw_tls_ctx *x, uint64_t period)
+{
+    ticket_keys *k = &key_cache[period % 3];
+    if (!k->valid || k->period != period || CRYPTO_memcmp(k->secret, x->ticket_secret, 32)) {
+        gw_tls_ticket_keys(x->ticket_secret, period, k->name, k->aes, k->hmac);
+        memcpy(k->secret, x->ticket_secret, 32);
+        k->period = period;
+        k->valid = 1;
+    }
+    return k;
+}
+
+void gw__tls_ticket_cache_clear(void)
+{
+    OPENSSL_cleanse(key_cache, sizeof key_cache);
+}
+
 static int ticket_init(EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, const unsigned char aes[32],
                        const unsigned char hmac[32], const unsigned char iv[16], int enc)
 {
@@ -150,20 +177,19 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char iv[16],
         return -1;
     uint64_t rot = x->conf.ticket_rotate_s ? x->conf.ticket_rotate_s : 3600;
     uint64_t period = (uint64_t)time(NULL) / rot;
-    unsigned char name[16], aes[32], hmac[32];
     if (enc) {
-        gw_tls_ticket_keys(x->ticket_secret, period, name, aes, hmac);
+        const ticket_keys *k = period_keys(x, period);
         if (RAND_bytes(iv, 16) != 1)
             return -1;
-        memcpy(key_name, name, 16);
-        return ticket_init(cctx, hctx, aes, hmac, iv, 1) ? 1 : -1;
+        memcpy(key_name, k->name, 16);
+        return ticket_init(cctx, hctx, k->aes, k->hmac, iv, 1) ? 1 : -1;
     }
     static const int64_t tries[] = { 0, -1, 1 };
     for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
-        gw_tls_ticket_keys(x->ticket_secret, period + (uint64_t)tries[i], name, aes, hmac);
-        if (memcmp(name, key_name, 16) != 0)
+        const ticket_keys *k = period_keys(x, period + (uint64_t)tries[i]);
+        if (memcmp(k->name, key_name, 16) != 0)
             continue;
-        if (!ticket_init(cctx, hctx, aes, hmac, iv, 0))
+        if (!ticket_init(cctx, hctx, k->aes, k->hmac, iv, 0))
             return -1;
         /* 2 = valid, issue a fresh ticket: under an older key, and always in TLS 1.3,
          * whose clients use a ticket once (OpenSSL's do), so a resumed client needs the
@@ -268,8 +294,9 @@ static SSL_CTX *new_ssl_ctx(gw_tls_ctx *x, char *err, size_t errlen, const char 
     SSL_CTX_set_max_proto_version(ctx, (c->protocols & GW_TLS_V13) ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_COMPRESSION);
-    /* an idle connection holds no record buffers */
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* an idle connection holds no record buffers; the chain sent is the one loaded (the
+     * store is empty: building one per handshake found nothing to add, ~7k instructions) */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
     /* TLS 1.3: the traffic secrets, for the record layer a connection runs itself once the
      * handshake is done (tls.c: the SSL is freed then) */
     if (c->protocols & GW_TLS_V13)
