@@ -83,6 +83,7 @@ struct gw_rl_wait {
     const rt_rate_limit *l;  /* the route's, or the configuration's default */
     uint64_t key;            /* the local bucket, for a fallback decision */
     uint64_t t_us, tau_us;   /* the limit as the script takes it */
+    uint16_t slot;           /* cluster: its key's slot */
     size_t rkey_len;
     char rkey[RL_KEY_MAX];   /* the Redis key (read again by an EVAL retry) */
 };
@@ -95,8 +96,10 @@ typedef struct gw_rl_batch {
     uint32_t n, n_keys;
     gw_rl_wait *w[BATCH_MAX];
     uint8_t key_of[BATCH_MAX];      /* w[i]'s key */
-    uint8_t key_first[BATCH_MAX];   /* a request of each key (its rkey, T and tau) */
+    uint8_t key_first[BATCH_MAX];   /* a request of each key (its rkey) */
     uint16_t key_n[BATCH_MAX];      /* requests of each key */
+    uint64_t key_t[BATCH_MAX], key_tau[BATCH_MAX]; /* each key's limit (the batch's own copy:
+                                                     * its waits may be released first) */
 } gw_rl_batch;
 
 struct gw_rl_redis {
@@ -334,32 +337,35 @@ static void on_reply(void *privdata, redisReply *rep)
     gw_rl_redis *rl = b->rl;
     uint64_t ahead[BATCH_MAX];
     uint16_t seen[BATCH_MAX] = { 0 };
-    if (rep && rep->type == REDIS_REPLY_ERROR && !b->retried && !rl->closing &&
+    uint32_t owed = 0;
+    for (uint32_t i = 0; i < b->n; i++)
+        owed += (b->w[i]->flags & W_OWED) != 0;
+    if (rep && rep->type == REDIS_REPLY_ERROR && !b->retried && !rl->closing && owed > 0 &&
         strncmp(rep->str, "NOSCRIPT", 8) == 0) {
         b->retried = 1; /* the server lost the script (or never had it): EVAL loads it */
         if (send_batch(rl, b, 1) == 0)
             return; /* the new command holds the batch now */
     }
     int ok = parse_answer(rep, b->n_keys, ahead) == 0;
+    /* every request decided first, then let go: a released wait may be recycled (or freed)
+     * at once, by a check a done callback starts */
     for (uint32_t i = 0; i < b->n; i++) {
         gw_rl_wait *w = b->w[i];
         uint32_t k = b->key_of[i], index = seen[k]++; /* counted even when no longer owed:
                                                         * Redis counted it */
-        if (!(w->flags & W_OWED)) {
-            release(w, W_HIREDIS);
+        if (!(w->flags & W_OWED))
             continue;
-        }
         if (ok) {
-            const gw_rl_wait *f = b->w[b->key_first[k]];
             gw_gcra_result r;
-            gw_gcra_batch_result(ahead[k], f->t_us, f->tau_us, b->key_n[k], index, &r);
+            gw_gcra_batch_result(ahead[k], b->key_t[k], b->key_tau[k], b->key_n[k], index, &r);
             gw_rl_count(w->route, w->l, GW_RL_SHARED, r.allowed);
             finish(w, &r);
         } else {
             decide_fallback(w); /* an error reply or teardown: this one is decided here */
         }
-        release(w, W_HIREDIS);
     }
+    for (uint32_t i = 0; i < b->n; i++)
+        release(b->w[i], W_HIREDIS);
     batch_free(rl, b);
 }
 
@@ -382,8 +388,7 @@ static int send_batch(gw_rl_redis *rl, gw_rl_batch *b, int full_script)
         lens[argc++] = f->rkey_len;
     }
     for (uint32_t k = 0; k < m; k++) {
-        const gw_rl_wait *f = b->w[b->key_first[k]];
-        unsigned long long v[3] = { f->t_us, f->tau_us, b->key_n[k] };
+        unsigned long long v[3] = { b->key_t[k], b->key_tau[k], b->key_n[k] };
         for (int j = 0; j < 3; j++) {
             argv[argc] = nums[k][j];
             lens[argc++] = (size_t)(gw_put_u64(nums[k][j], v[j]) - nums[k][j]);
@@ -406,23 +411,24 @@ static void batch_fill(gw_rl_redis *rl, gw_rl_batch *b)
         gw_rl_wait *w = GW_QUEUE_DATA(q, gw_rl_wait, pnode);
         q = q->next;
         if (rl->cluster) {
-            uint16_t s = cmp_redis_key_slot(w->rkey, w->rkey_len);
             if (first)
-                slot = s;
-            else if (s != slot)
+                slot = w->slot;
+            else if (w->slot != slot)
                 continue;
         }
         first = 0;
         uint32_t k = 0;
         for (; k < b->n_keys; k++) {
             const gw_rl_wait *f = b->w[b->key_first[k]];
-            if (f->rkey_len == w->rkey_len && f->t_us == w->t_us && f->tau_us == w->tau_us &&
-                memcmp(f->rkey, w->rkey, w->rkey_len) == 0)
+            if (f->rkey_len == w->rkey_len && b->key_t[k] == w->t_us &&
+                b->key_tau[k] == w->tau_us && memcmp(f->rkey, w->rkey, w->rkey_len) == 0)
                 break;
         }
         if (k == b->n_keys) {
             b->key_first[k] = (uint8_t)b->n;
             b->key_n[k] = 0;
+            b->key_t[k] = w->t_us;
+            b->key_tau[k] = w->tau_us;
             b->n_keys++;
         }
         b->key_n[k]++;
@@ -444,7 +450,8 @@ static void flush(gw_rl_redis *rl)
         gw_rl_batch *b = rl->spare;
         rl->spare = NULL;
         if (b == NULL && (b = malloc(sizeof *b)) == NULL) {
-            /* out of memory: the oldest check is decided here, the rest wait for memory */
+            /* out of memory: the oldest check is decided here (the loop goes on: each
+             * turn decides one, or sends a batch when memory is back) */
             gw_rl_wait *w = GW_QUEUE_DATA(rl->pending.next, gw_rl_wait, pnode);
             decide_fallback(w);
             continue;
@@ -484,15 +491,24 @@ static size_t redis_key(const rt_route *route, const rt_rate_limit *l, const gw_
     static const char *const cls[] = { "ip:", "h:", "route:" };
     static const char hex[] = "0123456789abcdef";
     char h[17];
-    gw_slice v = gw_rl_key_value(l, req);
-    if (v.n > 200) { /* "#" and the hash of all of it in 16 hex digits */
-        h[0] = '#';
-        for (int i = 0; i < 16; i++)
-            h[1 + i] = hex[(hash >> (60 - 4 * i)) & 15];
+    gw_slice v = gw_rl_key_value(l, req), id = { route->id, strlen(route->id) };
+    h[0] = '#';
+    for (int i = 0; i < 16; i++)
+        h[1 + i] = hex[(hash >> (60 - 4 * i)) & 15];
+    if (id.n + v.n > 200) {
+        /* a long value: "#" and the hash of all of it in 16 hex digits; with a long route id
+         * too the whole key is "gw:rl:#HASH" (the hash covers route, class and value): a key
+         * is never cut, so two clients never share a bucket because it was */
         v = (gw_slice){ h, 17 };
+        if (id.n + 17 > 200) {
+            memcpy(out, "gw:rl:", 6);
+            memcpy(out + 6, h, 17);
+            out[23] = '\0';
+            return 23;
+        }
     }
-    const char *parts[] = { "gw:rl:", route->id, ":", cls[l->key], v.p };
-    size_t lens[] = { 6, strlen(route->id), 1, strlen(cls[l->key]), v.n };
+    const char *parts[] = { "gw:rl:", id.p, ":", cls[l->key], v.p };
+    size_t lens[] = { 6, id.n, 1, strlen(cls[l->key]), v.n };
     size_t n = 0;
     for (int i = 0; i < 5; i++) {
         size_t k = lens[i] < RL_KEY_MAX - 1 - n ? lens[i] : RL_KEY_MAX - 1 - n;
@@ -527,6 +543,7 @@ int gw_rl_redis_check(gw_rl_redis *rl, const rt_route *route, const rt_rate_limi
         w->t_us = 1; /* finer than 1 µs per request (over a million per second per key) */
     w->tau_us = w->t_us * (l->burst - 1);
     w->rkey_len = redis_key(route, l, req, key, w->rkey);
+    w->slot = rl->cluster ? cmp_redis_key_slot(w->rkey, w->rkey_len) : 0;
     rl->n_live++;
     w->deadline = uv_now(rl->loop) + rl->timeout_ms;
     gw_queue_insert_tail(&rl->inflight, &w->node);

@@ -476,3 +476,52 @@ def _redis_keys(r, pattern):
             n = int(lines[0][1:])
             if len(lines) >= 1 + 2 * n + 1:
                 return [lines[2 + 2 * i] for i in range(n)]
+
+
+def test_shared_limit_batches_with_hundreds_outstanding():
+    """Redis paused for a second while 400 HTTP/2 requests arrive on one limited route: every
+    batch holds many requests of one key and more checks are outstanding than the limiter
+    keeps for reuse (256), so waits are really freed as batches are answered. All 400 are
+    decided by Redis, once each (a batch used to read its key's limit from a wait it had
+    already let go: ASan reported a use-after-free)."""
+    from harness import free_port, wait_port
+    r = _redis()
+    routes = [
+        {"id": "one", "path": "/api/users/1", "upstream": "user-service",
+         "rewrite": {"strip_prefix": "/api"},
+         "rate_limit": {"rate": 1, "per": "1h", "burst": 1000, "key": "route"}},
+        {"id": "legacy", "path": "/**", "upstream": "legacy"}]
+    s = Stack(routes=routes, gw_conf=_shared_conf(r, instances=1, timeout_ms=5000), workers=1,
+              start=False)
+    try:
+        h2c = free_port()
+        del s.conf["listen"]
+        s.conf["listeners"] = [{"listen": "127.0.0.1:%d" % s.port},
+                               {"listen": "127.0.0.1:%d" % h2c, "h2c": True}]
+        s.write()
+        s.start()
+        wait_port(h2c)
+    except Exception:
+        s.stop()
+        r.close()
+        raise
+    try:
+        with s:
+            _wait_mode(s, "shared", 1)
+            _redis_cmd(r, "CLIENT", "PAUSE", "1000", "ALL")
+            p = subprocess.run(["h2load", "-n", "400", "-c", "4", "-m", "100",
+                                "http://127.0.0.1:%d/api/users/1" % h2c],
+                               capture_output=True, timeout=60)
+            out = p.stdout.decode("utf-8", "replace")
+            assert p.returncode == 0, out + p.stderr.decode()
+            assert "status codes: 400 2xx, 0 3xx, 0 4xx, 0 5xx" in out, out
+            m = metrics(s)
+            assert rl_metric(m, "one", "allowed", "shared", "route") == 400, m
+            assert rl_metric(m, "one", "allowed", "fallback", "route") == 0, m
+            # Redis counted each exactly once: 600 of the burst of 1,000 are left
+            got = subprocess.run(["curl", "-sS", "-D", "-", "-o", os.devnull,
+                                  "http://127.0.0.1:%d/api/users/1" % s.port],
+                                 capture_output=True, timeout=20).stdout.decode("latin-1")
+            assert "X-RateLimit-Remaining: 599\r\n" in got, got
+    finally:
+        r.close()
