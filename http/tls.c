@@ -5,12 +5,13 @@
  * the OpenSSL call that produced it. Nothing blocks: a handshake or a read that needs more
  * bytes returns WANT_READ and resumes when they arrive.
  *
- * Once a TLS 1.3 handshake is done, the connection runs its records itself (tls_record.h)
- * and frees the SSL: an idle connection then holds ~0.3 KiB of TLS state instead of ~14 KiB
- * (docs/performance.md). The traffic secrets come from OpenSSL's key log callback; the
- * write sequence number starts after the session tickets the finishing handshake call
- * wrote (counted, the last one verified under the new key). TLS 1.2 and the CCM suites
- * keep OpenSSL's record layer. */
+ * Once the handshake is done, a connection whose cipher is an AEAD tls_record.c runs (TLS 1.3
+ * or 1.2) runs its records itself and frees the SSL: an idle connection then holds ~0.3 KiB
+ * of TLS state instead of ~14 KiB (docs/performance.md). TLS 1.3: the traffic secrets come
+ * from OpenSSL's key log callback, and the write sequence number starts after the session
+ * tickets the finishing handshake call wrote (counted, the last one opened under the new
+ * key). TLS 1.2: the keys are derived from the session's master secret; both sequence
+ * numbers start at 1 (the Finished messages). Other ciphers (CBC, CCM) keep OpenSSL's. */
 #include "http/tls_transport.h"
 
 #include <openssl/err.h>
@@ -55,7 +56,9 @@ struct gw_tls_conn {
     unsigned flags;
     uint32_t pt_off, pt_end;  /* T_OWN: a record's plaintext opened in io.in, undelivered */
     uint8_t secret_len;       /* of the secrets the key log gave (in rec, until T_OWN) */
-    gw_tls13 rec;             /* T_OWN: keys and sequence numbers */
+    uint8_t sid_len;          /* T_OWN, TLS 1.2: the session's id, forgotten on a failure */
+    unsigned char sid[SSL_MAX_SSL_SESSION_ID_LENGTH];
+    gw_tls_rec rec;             /* T_OWN: keys and sequence numbers */
 };
 
 static void pump(gw_tls_conn *t);
@@ -113,7 +116,7 @@ static enum gw_tls_event classify(int ssl_err)
     return GW_TLS_ERR_HANDSHAKE;
 }
 
-/* ---- TLS 1.3 records after the handshake (tls_record.h) ------------------------------ */
+/* ---- records after the handshake (tls_record.h) ---------------------------------------- */
 
 static int hexval(char ch)
 {
@@ -156,20 +159,24 @@ void gw__tls_keylog(const SSL *ssl, const char *line)
     t->flags |= bit;
 }
 
-/* The handshake is done: a TLS 1.3 connection with a suite tls_record.c runs takes its
- * records over and frees the SSL. W[0..N) is what the finishing SSL_do_handshake wrote: the
+/* The handshake is done: a connection whose cipher tls_record.c runs takes its records
+ * over and frees the SSL. W[0..N) is what the finishing SSL_do_handshake wrote. TLS 1.3: the
  * session tickets, already under the server's application key, so the write sequence
- * number starts at their count (the last one is opened under it to be sure). Otherwise,
- * or when anything does not add up, OpenSSL keeps the records. */
+ * number starts at their count (the last one is opened under it to be sure). TLS 1.2: after
+ * a full handshake, the ticket, ChangeCipherSpec and Finished, the last one opened under the
+ * new key at sequence 0. Otherwise, or when anything does not add up, OpenSSL keeps them. */
 static void take_over(gw_tls_conn *t, const char *w, size_t n)
 {
-    unsigned char cs[48], ss[48];
+    const SSL_CIPHER *ci = SSL_get_current_cipher(t->ssl);
+    const EVP_MD *md = ci ? SSL_CIPHER_get_handshake_digest(ci) : NULL;
+    int cnid = ci ? SSL_CIPHER_get_cipher_nid(ci) : NID_undef;
+    int mnid = md ? EVP_MD_get_type(md) : NID_undef;
+    int version = SSL_version(t->ssl);
     size_t off = 0, last = 0;
     uint64_t records = 0;
-    unsigned id = SSL_get_current_cipher(t->ssl)
-                      ? SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(t->ssl)) : 0;
-    if (SSL_version(t->ssl) != TLS1_3_VERSION || (t->flags & (T_GOT_CTS | T_GOT_STS)) !=
-        (T_GOT_CTS | T_GOT_STS) || SSL_has_pending(t->ssl) || !gw_tls13_suite_supported(id))
+    int r = -1;
+    if ((version != TLS1_3_VERSION && version != TLS1_2_VERSION) || SSL_has_pending(t->ssl) ||
+        !gw_tls_rec_supported(cnid, mnid))
         goto keep;
     while (off + 5 <= n) {
         const unsigned char *h = (const unsigned char *)w + off;
@@ -179,20 +186,52 @@ static void take_over(gw_tls_conn *t, const char *w, size_t n)
     }
     if (off != n)
         goto keep;
-    memcpy(cs, t->rec.rd.secret, t->secret_len);
-    memcpy(ss, t->rec.wr.secret, t->secret_len);
-    int r = gw_tls13_init(&t->rec, id, cs, ss, t->secret_len, 0, records);
-    OPENSSL_cleanse(cs, sizeof cs);
-    OPENSSL_cleanse(ss, sizeof ss);
-    if (r < 0 || (records && !gw_tls13_check(&t->rec, &t->rec.wr, records - 1, w + last,
-                                             n - last)))
+    if (version == TLS1_3_VERSION) {
+        unsigned char cs[48], ss[48];
+        if ((t->flags & (T_GOT_CTS | T_GOT_STS)) != (T_GOT_CTS | T_GOT_STS))
+            goto keep;
+        memcpy(cs, t->rec.rd.secret, t->secret_len);
+        memcpy(ss, t->rec.wr.secret, t->secret_len);
+        r = gw_tls_rec_init13(&t->rec, cnid, mnid, cs, ss, t->secret_len, 0, records);
+        OPENSSL_cleanse(cs, sizeof cs);
+        OPENSSL_cleanse(ss, sizeof ss);
+        if (r == 0 && records &&
+            !gw_tls_rec_check(&t->rec, &t->rec.wr, records - 1, w + last, n - last))
+            r = -1;
+    } else {
+        unsigned char master[48], cr[32], sr[32];
+        SSL_SESSION *sess = SSL_get_session(t->ssl);
+        size_t ml = sess ? SSL_SESSION_get_master_key(sess, master, sizeof master) : 0;
+        if (SSL_get_client_random(t->ssl, cr, 32) != 32 ||
+            SSL_get_server_random(t->ssl, sr, 32) != 32)
+            ml = 0;
+        r = ml ? gw_tls_rec_init12(&t->rec, cnid, mnid, master, ml, cr, sr, 1, 1) : -1;
+        OPENSSL_cleanse(master, sizeof master);
+        /* a full handshake ends with our Finished, in this call; a resumed one began with it */
+        if (r == 0 && records &&
+            (w[last] != GW_TLS_CT_HANDSHAKE ||
+             !gw_tls_rec_check(&t->rec, &t->rec.wr, 0, w + last, n - last)))
+            r = -1;
+    }
+    if (r < 0)
         goto keep;
+    if (version == TLS1_2_VERSION && SSL_get_session(t->ssl)) {
+        unsigned sl;
+        const unsigned char *sid = SSL_SESSION_get_id(SSL_get_session(t->ssl), &sl);
+        if (sl <= sizeof t->sid) {
+            memcpy(t->sid, sid, sl);
+            t->sid_len = (uint8_t)sl;
+        }
+    }
+    /* freed without a shutdown, OpenSSL would drop the session from the cache as if the
+     * connection had failed: it has not (own_fail forgets it if it does) */
+    SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN);
     SSL_free(t->ssl);
     t->ssl = NULL;
     t->flags |= T_OWN;
     return;
 keep:
-    gw_tls13_clear(&t->rec);
+    gw_tls_rec_clear(&t->rec);
 }
 
 /* One record of TYPE holding BUFS into the wire buffer. 0 or -1. */
@@ -200,9 +239,9 @@ static int seal_into_wire(gw_tls_conn *t, uint8_t type, const uv_buf_t *bufs, un
                           size_t total)
 {
     gw_tls_buf *w = &t->c->server->tls_wire;
-    if (gw_tls_buf_reserve(w, total + GW_TLS13_OVERHEAD) < 0)
+    if (gw_tls_buf_reserve(w, total + GW_TLS_REC_OVERHEAD) < 0)
         return -1;
-    int l = gw_tls13_seal(&t->rec, type, bufs, n, total, w->p + w->len);
+    int l = gw_tls_rec_seal(&t->rec, type, bufs, n, total, w->p + w->len);
     if (l < 0)
         return -1;
     w->len += (size_t)l;
@@ -213,7 +252,7 @@ static int send_alert(gw_tls_conn *t, uint8_t desc)
 {
     char a[2] = { desc == AL_CLOSE_NOTIFY || desc == AL_USER_CANCELED ? 1 : 2, (char)desc };
     uv_buf_t b = uv_buf_init(a, 2);
-    return seal_into_wire(t, GW_TLS13_CT_ALERT, &b, 1, 2);
+    return seal_into_wire(t, GW_TLS_CT_ALERT, &b, 1, 2);
 }
 
 /* Plaintext into records of up to 2^14 bytes, each gathering as many pieces as fit. */
@@ -225,10 +264,10 @@ static int own_write(gw_tls_conn *t, const uv_buf_t *bufs, unsigned n)
         uv_buf_t pc[16];
         unsigned np = 0;
         size_t total = 0;
-        while (i < n && np < 16 && total < GW_TLS13_MAX_PLAIN) {
+        while (i < n && np < 16 && total < GW_TLS_REC_MAX_PLAIN) {
             size_t take = bufs[i].len - at;
-            if (take > GW_TLS13_MAX_PLAIN - total)
-                take = GW_TLS13_MAX_PLAIN - total;
+            if (take > GW_TLS_REC_MAX_PLAIN - total)
+                take = GW_TLS_REC_MAX_PLAIN - total;
             if (take)
                 pc[np++] = uv_buf_init(bufs[i].base + at, (unsigned)take);
             total += take;
@@ -240,7 +279,7 @@ static int own_write(gw_tls_conn *t, const uv_buf_t *bufs, unsigned n)
         }
         if (!total)
             return 0;
-        if (seal_into_wire(t, GW_TLS13_CT_APPDATA, pc, np, total) < 0)
+        if (seal_into_wire(t, GW_TLS_CT_APPDATA, pc, np, total) < 0)
             return -1;
     }
 }
@@ -249,11 +288,27 @@ static int own_write(gw_tls_conn *t, const uv_buf_t *bufs, unsigned n)
 static int own_fail(gw_tls_conn *t, uint8_t alert)
 {
     t->flags |= T_FAILED | T_NOTIFY_SENT;
+    if (t->sid_len) /* RFC 5246 §7.2.2: a failed connection's session is not resumed */
+        gw__tls_cache_forget(t->sid, t->sid_len);
     if (alert != AL_CLOSE_NOTIFY && send_alert(t, alert) == 0)
         flush_wire(t);
     gw__client_tls_event(t->c, GW_TLS_ERR_RECORD);
     gw__client_deliver(t->c, UV_EPROTO);
     return 1;
+}
+
+/* What a record's header may say after the handshake: TLS 1.3 protects everything as
+ * application data; TLS 1.2 names the type (a ChangeCipherSpec now is unexpected). */
+static int record_type_ok(const gw_tls_conn *t, uint8_t type)
+{
+    return t->rec.tls13 ? type == GW_TLS_CT_APPDATA
+                        : type == GW_TLS_CT_APPDATA || type == GW_TLS_CT_ALERT ||
+                              type == GW_TLS_CT_HANDSHAKE;
+}
+
+static size_t max_cipher(const gw_tls_conn *t)
+{
+    return t->rec.tls13 ? GW_TLS_REC_MAX_CIPHER13 : GW_TLS_REC_MAX_CIPHER12;
 }
 
 /* T_OWN: something to do without reading the socket: plaintext waiting, or a whole record
@@ -267,7 +322,7 @@ static int own_ready(const gw_tls_conn *t)
         return 0;
     const unsigned char *h = (const unsigned char *)t->io.in + t->io.in_off;
     size_t len = (size_t)h[3] << 8 | h[4];
-    return h[0] != GW_TLS13_CT_APPDATA || len > GW_TLS13_MAX_CIPHER || avail >= 5 + len;
+    return !record_type_ok(t, h[0]) || len > max_cipher(t) || avail >= 5 + len;
 }
 
 /* T_OWN: opens records and delivers their plaintext while the framing wants it; alerts and
@@ -297,24 +352,24 @@ static int own_read(gw_tls_conn *t)
         unsigned char *h = (unsigned char *)t->io.in + t->io.in_off;
         size_t len = (size_t)h[3] << 8 | h[4];
         uint8_t type;
-        size_t pl;
-        if (h[0] != GW_TLS13_CT_APPDATA) /* a ChangeCipherSpec or plaintext record now */
+        size_t po, pl;
+        if (!record_type_ok(t, h[0])) /* e.g. a ChangeCipherSpec or TLS 1.3 plaintext now */
             return own_fail(t, AL_UNEXPECTED_MESSAGE);
-        if (len > GW_TLS13_MAX_CIPHER)
+        if (len > max_cipher(t))
             return own_fail(t, AL_RECORD_OVERFLOW);
-        if (gw_tls13_open(&t->rec, (char *)h, 5 + len, &type, &pl) < 0)
+        if (gw_tls_rec_open(&t->rec, (char *)h, 5 + len, &type, &po, &pl) < 0)
             return own_fail(t, AL_BAD_RECORD_MAC);
-        uint32_t at = t->io.in_off + 5;
+        uint32_t at = t->io.in_off + (uint32_t)po;
         t->io.in_off += (uint32_t)(5 + len);
-        const unsigned char *p = h + 5;
-        if (type == GW_TLS13_CT_APPDATA) {
+        const unsigned char *p = h + po;
+        if (type == GW_TLS_CT_APPDATA) {
             t->pt_off = at;
             t->pt_end = at + (uint32_t)pl;
-        } else if (type == GW_TLS13_CT_ALERT) {
+        } else if (type == GW_TLS_CT_ALERT) {
             if (pl != 2)
                 return own_fail(t, AL_DECODE_ERROR);
-            if (p[1] == AL_USER_CANCELED)
-                continue;
+            if (p[1] == AL_USER_CANCELED || (!t->rec.tls13 && p[0] == 1 && p[1] != AL_CLOSE_NOTIFY))
+                continue; /* TLS 1.2 warnings other than close_notify change nothing */
             t->flags |= T_FAILED | T_NOTIFY_SENT; /* no alert back */
             if (p[1] == AL_CLOSE_NOTIFY) {
                 gw__client_deliver(c, UV_EOF);
@@ -323,22 +378,23 @@ static int own_read(gw_tls_conn *t)
                 gw__client_deliver(c, UV_EPROTO);
             }
             return 1;
-        } else if (type == GW_TLS13_CT_HANDSHAKE && pl == 5 && p[0] == 24 && p[1] == 0 &&
-                   p[2] == 0 && p[3] == 1 && p[4] <= 1) {
+        } else if (type == GW_TLS_CT_HANDSHAKE && t->rec.tls13 && pl == 5 && p[0] == 24 &&
+                   p[1] == 0 && p[2] == 0 && p[3] == 1 && p[4] <= 1) {
             /* KeyUpdate: the client's next records use its next key; asked to, ours
              * follows (our KeyUpdate goes under the current key) */
-            if (gw_tls13_next_key(&t->rec, &t->rec.rd) < 0)
+            if (gw_tls_rec_next_key(&t->rec, &t->rec.rd) < 0)
                 return own_fail(t, AL_INTERNAL_ERROR);
             if (p[4] == 1) {
                 char ku[5] = { 24, 0, 0, 1, 0 };
                 uv_buf_t b = uv_buf_init(ku, 5);
-                if (seal_into_wire(t, GW_TLS13_CT_HANDSHAKE, &b, 1, 5) < 0 ||
-                    gw_tls13_next_key(&t->rec, &t->rec.wr) < 0)
+                if (seal_into_wire(t, GW_TLS_CT_HANDSHAKE, &b, 1, 5) < 0 ||
+                    gw_tls_rec_next_key(&t->rec, &t->rec.wr) < 0)
                     return own_fail(t, AL_INTERNAL_ERROR);
                 flush_wire(t);
             }
         } else {
-            return own_fail(t, AL_UNEXPECTED_MESSAGE); /* any other post-handshake message */
+            /* any other post-handshake message (a TLS 1.2 renegotiation: refused) */
+            return own_fail(t, AL_UNEXPECTED_MESSAGE);
         }
     }
     return 0;
@@ -375,7 +431,7 @@ void gw__tls_conn_free(gw_tls_conn *t)
         return;
     SSL_free(t->ssl);
     ERR_clear_error();
-    gw_tls13_clear(&t->rec);
+    gw_tls_rec_clear(&t->rec);
     free(t->io.in);
     gw_tls_ctx_unref(t->ctx);
     free(t);

@@ -10,6 +10,7 @@
 
 #include "http/tls.h"
 #include "http/tls_record.h"
+#include "http/tls_transport.h"
 
 typedef struct cache_slot {
     SSL_SESSION *sess;   /* one reference held by the cache */
@@ -62,6 +63,17 @@ SSL_SESSION *gw__tls_cache_get(SSL *ssl, const unsigned char *id, int len, int *
     return NULL;
 }
 
+void gw__tls_cache_forget(const unsigned char *id, unsigned len)
+{
+    if (!slots || len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH)
+        return;
+    cache_slot *s = &slots[slot_of(id, len)];
+    if (s->sess && s->idlen == len && memcmp(s->id, id, len) == 0) {
+        SSL_SESSION_free(s->sess);
+        s->sess = NULL;
+    }
+}
+
 void gw__tls_ticket_cache_clear(void); /* tls_ctx.c */
 
 void gw__tls_cache_remove(SSL_CTX *ctx, SSL_SESSION *sess)
@@ -86,7 +98,7 @@ void gw_tls_thread_cleanup(void)
     free(slots);
     slots = NULL;
     n_slots = 0;
-    gw_tls13_thread_cleanup();
+    gw_tls_rec_thread_cleanup();
     gw__tls_ticket_cache_clear();
     OPENSSL_thread_stop(); /* this thread's error queue and random generators */
 }

@@ -48,6 +48,10 @@ int gw__tls_run_posted(gw_client *c);
  * traffic secrets for the connection's own record layer (tls.c, tls_record.h). */
 void gw__tls_keylog(const struct ssl_st *ssl, const char *line);
 
+/* (tls_cache.c) Drops the session with id ID (LEN bytes) from this worker's TLS 1.2
+ * session cache, if it is there. */
+void gw__tls_cache_forget(const unsigned char *id, unsigned len);
+
 /* (tls_ctx.c) The SSL_CTX a new connection starts with. */
 struct ssl_ctx_st *gw__tls_ctx_default(const gw_tls_ctx *x);
 

@@ -1,5 +1,6 @@
-/* test_tls_records.c — a TLS server connection after its TLS 1.3 handshake (tls.c,
- * tls_record.c): it runs its records itself and holds no OpenSSL state while idle. A
+/* test_tls_records.c — a TLS server connection after its handshake (tls.c, tls_record.c):
+ * with an AEAD (TLS 1.3 or 1.2) it runs its records itself and holds no OpenSSL state while
+ * idle. A
  * gw_server with a TLS listener on a real loop (port 0) and an OpenSSL client on a
  * non-blocking loopback socket in the same thread; every OpenSSL allocation goes through
  * CRYPTO_set_mem_functions, and those made while the server's loop runs are tracked until
@@ -197,6 +198,8 @@ static void srv_pump(void)
         ok_;                                                                           \
     })
 
+static uint32_t cache_size; /* the TLS 1.2 session-id cache of the next server_start */
+
 static void server_start(const char *suites)
 {
     memset(&T, 0, sizeof T);
@@ -210,6 +213,7 @@ static void server_start(const char *suites)
     snprintf(conf.certs[0].key, sizeof conf.certs[0].key, "%s", key_path);
     conf.n_certs = 1;
     conf.protocols = GW_TLS_V12 | GW_TLS_V13;
+    conf.session_cache_size = cache_size;
     snprintf(conf.ciphersuites, sizeof conf.ciphersuites, "%s", suites ? suites : "");
     char err[256] = "";
     gw_tls_ctx *x = gw_tls_ctx_new(&conf, err, sizeof err);
@@ -262,7 +266,8 @@ static SSL_CTX *client_ctx(int max_version, const char *suites)
     return cc;
 }
 
-static cli cli_open(SSL_CTX *cc)
+/* A connection of CC, resuming SESS when not NULL, the handshake done. */
+static cli cli_open_session(SSL_CTX *cc, SSL_SESSION *sess)
 {
     cli k;
     k.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -274,6 +279,8 @@ static cli cli_open(SSL_CTX *cc)
     k.ssl = SSL_new(cc);
     assert_non_null(k.ssl);
     SSL_set_fd(k.ssl, k.fd);
+    if (sess)
+        SSL_set_session(k.ssl, sess);
     SSL_set_connect_state(k.ssl);
     int done = 0;
     assert_true(PUMP_UNTIL((done = SSL_do_handshake(k.ssl)) == 1 ||
@@ -281,6 +288,11 @@ static cli cli_open(SSL_CTX *cc)
                                 SSL_get_error(k.ssl, done) != SSL_ERROR_WANT_WRITE), 5000));
     assert_int_equal(done, 1);
     return k;
+}
+
+static cli cli_open(SSL_CTX *cc)
+{
+    return cli_open_session(cc, NULL);
 }
 
 static void cli_close(cli *k)
@@ -359,23 +371,78 @@ static void test_idle_tls13_connection_holds_no_openssl_memory(void **state)
     server_stop();
 }
 
-/* TLS 1.2 keeps OpenSSL's record layer (and its memory): it works as before. */
-static void test_tls12_keeps_openssl_records(void **state)
+static SSL_CTX *client_ctx12(const char *ciphers)
 {
-    (void)state;
-    server_start(NULL);
     SSL_CTX *cc = client_ctx(TLS1_2_VERSION, NULL);
+    assert_int_equal(SSL_CTX_set_cipher_list(cc, ciphers), 1);
+    return cc;
+}
+
+/* OpenSSL bytes the server holds for one idle connection of CC (after a warm-up one), the
+ * connection left open in *K. */
+static size_t idle_bytes(SSL_CTX *cc, cli *k)
+{
     cli w = cli_open(cc);
     assert_int_equal(cli_get(&w, "/", NULL, 0), 2);
     cli_close(&w);
     assert_true(PUMP_UNTIL(gw_server_active(T.s) == 0, 2000));
     size_t base = server_live;
-    cli k = cli_open(cc);
-    assert_string_equal(SSL_get_version(k.ssl), "TLSv1.2");
+    *k = cli_open(cc);
+    assert_int_equal(cli_get(k, "/", NULL, 0), 2);
+    PUMP_UNTIL(0, 50);
+    assert_int_equal(gw_server_active(T.s), 1);
+    return server_live - base;
+}
+
+/* TLS 1.2 with an AEAD: the records run here too (keys from the master secret), full and
+ * resumed handshakes; a CBC suite keeps OpenSSL's record layer (and its memory). */
+static void test_tls12_aead_own_records_cbc_keeps_openssl(void **state)
+{
+    (void)state;
+    static const char *aeads[] = { "ECDHE-ECDSA-AES128-GCM-SHA256",
+                                   "ECDHE-ECDSA-AES256-GCM-SHA384",
+                                   "ECDHE-ECDSA-CHACHA20-POLY1305" };
     static char body[BIG_LEN];
+    for (size_t i = 0; i < sizeof aeads / sizeof aeads[0]; i++) {
+        server_start(NULL);
+        SSL_CTX *cc = client_ctx12(aeads[i]);
+        cli k;
+        size_t held = idle_bytes(cc, &k);
+        print_message("%s: OpenSSL bytes held by an idle connection: %zu\n", aeads[i], held);
+        assert_string_equal(SSL_get_version(k.ssl), "TLSv1.2");
+        assert_string_equal(SSL_CIPHER_get_name(SSL_get_current_cipher(k.ssl)), aeads[i]);
+        assert_true(held < 256);
+        memset(body, 0, sizeof body);
+        assert_int_equal(cli_get(&k, "/big", body, sizeof body), BIG_LEN);
+        assert_memory_equal(body, T.big, BIG_LEN);
+        /* resumed: the session (ticket) of this connection */
+        SSL_SESSION *sess = SSL_get1_session(k.ssl);
+        SSL_shutdown(k.ssl);
+        cli_close(&k);
+        assert_true(PUMP_UNTIL(gw_server_active(T.s) == 0, 2000));
+        size_t base = server_live;
+        cli r = cli_open_session(cc, sess);
+        assert_int_equal(SSL_session_reused(r.ssl), 1);
+        assert_int_equal(cli_get(&r, "/", NULL, 0), 2);
+        PUMP_UNTIL(0, 50);
+        assert_true(server_live - base < 256);
+        assert_int_equal(cli_get(&r, "/big", body, sizeof body), BIG_LEN);
+        assert_memory_equal(body, T.big, BIG_LEN);
+        SSL_SESSION_free(sess);
+        SSL_shutdown(r.ssl); /* close_notify: the server closes */
+        assert_true(PUMP_UNTIL(gw_server_active(T.s) == 0, 2000));
+        assert_int_equal(T.events[GW_TLS_ERR_RECORD], 0);
+        assert_int_equal(T.events[GW_TLS_RESUMED], 1);
+        cli_close(&r);
+        SSL_CTX_free(cc);
+        server_stop();
+    }
+    server_start(NULL);
+    SSL_CTX *cc = client_ctx12("ECDHE-ECDSA-AES128-SHA256");
+    cli k;
+    assert_true(idle_bytes(cc, &k) > 4096);
     assert_int_equal(cli_get(&k, "/big", body, sizeof body), BIG_LEN);
     assert_memory_equal(body, T.big, BIG_LEN);
-    assert_true(server_live - base > 4096);
     cli_close(&k);
     SSL_CTX_free(cc);
     server_stop();
@@ -416,15 +483,10 @@ static void test_tls13_suites_and_key_update(void **state)
     }
 }
 
-/* A record whose tag does not verify ends the connection with bad_record_mac. */
-static void test_tls13_tampered_record_closes(void **state)
+/* Sends K a record made with another connection's keys (its tag cannot verify); the server
+ * closes both. */
+static void send_forged_record(SSL_CTX *cc, cli *k)
 {
-    (void)state;
-    server_start(NULL);
-    SSL_CTX *cc = client_ctx(TLS1_3_VERSION, NULL);
-    cli k = cli_open(cc);
-    assert_int_equal(cli_get(&k, "/", NULL, 0), 2);
-    /* a record from another connection's keys, sent raw on this one */
     cli o = cli_open(cc);
     BIO *mem = BIO_new(BIO_s_mem());
     BIO *keep = SSL_get_wbio(o.ssl);
@@ -434,8 +496,21 @@ static void test_tls13_tampered_record_closes(void **state)
     char rec[256];
     int n = BIO_read(mem, rec, sizeof rec);
     assert_true(n > 22);
-    assert_int_equal(send(k.fd, rec, (size_t)n, MSG_NOSIGNAL), n);
-    assert_true(PUMP_UNTIL(gw_server_active(T.s) == 1, 2000)); /* o went, k too */
+    assert_int_equal(send(k->fd, rec, (size_t)n, MSG_NOSIGNAL), n);
+    BIO_free(keep);
+    cli_close(&o);
+    assert_true(PUMP_UNTIL(gw_server_active(T.s) == 0, 2000)); /* o went, k too */
+}
+
+/* A record whose tag does not verify ends the connection with bad_record_mac (TLS 1.3,
+ * then TLS 1.2). */
+static void tampered_record_closes(int version)
+{
+    server_start(NULL);
+    SSL_CTX *cc = client_ctx(version, NULL);
+    cli k = cli_open(cc);
+    assert_int_equal(cli_get(&k, "/", NULL, 0), 2);
+    send_forged_record(cc, &k);
     assert_true(PUMP_UNTIL(T.events[GW_TLS_ERR_RECORD] == 1, 2000));
     char b[64];
     int r = 0;
@@ -444,9 +519,47 @@ static void test_tls13_tampered_record_closes(void **state)
     assert_true(r <= 0);
     assert_int_equal(ERR_GET_REASON(ERR_peek_last_error()), SSL_R_SSLV3_ALERT_BAD_RECORD_MAC);
     ERR_clear_error();
-    BIO_free(keep);
-    cli_close(&o);
     cli_close(&k);
+    SSL_CTX_free(cc);
+    server_stop();
+}
+
+static void test_tampered_record_closes(void **state)
+{
+    (void)state;
+    tampered_record_closes(TLS1_3_VERSION);
+    tampered_record_closes(TLS1_2_VERSION);
+}
+
+/* TLS 1.2 session-id cache: a session resumes after its connection ended, not after it
+ * failed (RFC 5246 §7.2.2; OpenSSL did this when it ran the records). */
+static void test_tls12_failed_connection_session_forgotten(void **state)
+{
+    (void)state;
+    cache_size = 64;
+    server_start(NULL);
+    cache_size = 0;
+    SSL_CTX *cc = client_ctx(TLS1_2_VERSION, NULL);
+    SSL_CTX_set_options(cc, SSL_OP_NO_TICKET); /* resumption by session id only */
+    cli k = cli_open(cc);
+    assert_int_equal(cli_get(&k, "/", NULL, 0), 2);
+    /* copies: a client SSL freed without close_notify marks its session not resumable */
+    SSL_SESSION *sess = SSL_SESSION_dup(SSL_get0_session(k.ssl));
+    SSL_SESSION *copy = SSL_SESSION_dup(sess);
+    cli_close(&k);
+    assert_true(PUMP_UNTIL(gw_server_active(T.s) == 0, 2000));
+    cli r = cli_open_session(cc, copy);
+    assert_int_equal(SSL_session_reused(r.ssl), 1);
+    assert_int_equal(cli_get(&r, "/", NULL, 0), 2);
+    send_forged_record(cc, &r);
+    assert_int_equal(T.events[GW_TLS_ERR_RECORD], 1);
+    cli_close(&r);
+    cli f = cli_open_session(cc, sess);
+    assert_int_equal(SSL_session_reused(f.ssl), 0); /* forgotten: a full handshake */
+    assert_int_equal(cli_get(&f, "/", NULL, 0), 2);
+    cli_close(&f);
+    SSL_SESSION_free(sess);
+    SSL_SESSION_free(copy);
     SSL_CTX_free(cc);
     server_stop();
 }
@@ -459,9 +572,10 @@ int main(void)
     make_cert();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idle_tls13_connection_holds_no_openssl_memory),
-        cmocka_unit_test(test_tls12_keeps_openssl_records),
+        cmocka_unit_test(test_tls12_aead_own_records_cbc_keeps_openssl),
         cmocka_unit_test(test_tls13_suites_and_key_update),
-        cmocka_unit_test(test_tls13_tampered_record_closes),
+        cmocka_unit_test(test_tampered_record_closes),
+        cmocka_unit_test(test_tls12_failed_connection_session_forgotten),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(cert_path);
