@@ -531,6 +531,63 @@ static void test_tampered_record_closes(void **state)
     tampered_record_closes(TLS1_2_VERSION);
 }
 
+/* The client's last handshake flight and its first request in one TCP segment (what
+ * browsers send): OpenSSL takes the Finished, the request waits in the ciphertext buffer for
+ * the connection's own records (TLS 1.3, then TLS 1.2). */
+static void request_in_finished_flight(int version)
+{
+    server_start(NULL);
+    SSL_CTX *cc = client_ctx(version, NULL);
+    cli k;
+    k.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)gw_server_port(T.s)) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int c = connect(k.fd, (struct sockaddr *)&a, sizeof a);
+    assert_true(c == 0 || errno == EINPROGRESS);
+    k.ssl = SSL_new(cc);
+    BIO *out = BIO_new(BIO_s_mem()); /* what the client writes waits here */
+    SSL_set_bio(k.ssl, BIO_new_socket(k.fd, BIO_NOCLOSE), out);
+    SSL_set_connect_state(k.ssl);
+    char buf[65536];
+    int r, n;
+    uint64_t end = now_ms() + 5000;
+    while ((r = SSL_do_handshake(k.ssl)) != 1 && now_ms() < end) {
+        assert_int_equal(SSL_get_error(k.ssl, r), SSL_ERROR_WANT_READ);
+        while ((n = BIO_read(out, buf, sizeof buf)) > 0)
+            assert_int_equal(send(k.fd, buf, (size_t)n, MSG_NOSIGNAL), n);
+        srv_pump();
+        usleep(200);
+    }
+    assert_int_equal(r, 1);
+    assert_int_equal(SSL_write(k.ssl, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27), 27);
+    n = BIO_read(out, buf, sizeof buf); /* Finished (1.2: and its key exchange) + request */
+    assert_true(n > 27 + 22);
+    assert_int_equal(send(k.fd, buf, (size_t)n, MSG_NOSIGNAL), n);
+    size_t len = 0;
+    end = now_ms() + 5000;
+    while (!memmem(buf, len, "\r\n\r\nok", 6) && now_ms() < end) {
+        r = SSL_read(k.ssl, buf + len, (int)(sizeof buf - len));
+        if (r > 0)
+            len += (size_t)r;
+        else
+            assert_int_equal(SSL_get_error(k.ssl, r), SSL_ERROR_WANT_READ);
+        srv_pump();
+        usleep(200);
+    }
+    assert_non_null(memmem(buf, len, "\r\n\r\nok", 6));
+    assert_int_equal(T.n_request, 1);
+    cli_close(&k);
+    SSL_CTX_free(cc);
+    server_stop();
+}
+
+static void test_request_in_the_finished_flight(void **state)
+{
+    (void)state;
+    request_in_finished_flight(TLS1_3_VERSION);
+    request_in_finished_flight(TLS1_2_VERSION);
+}
+
 /* TLS 1.2 session-id cache: a session resumes after its connection ended, not after it
  * failed (RFC 5246 §7.2.2; OpenSSL did this when it ran the records). */
 static void test_tls12_failed_connection_session_forgotten(void **state)
@@ -575,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_tls12_aead_own_records_cbc_keeps_openssl),
         cmocka_unit_test(test_tls13_suites_and_key_update),
         cmocka_unit_test(test_tampered_record_closes),
+        cmocka_unit_test(test_request_in_the_finished_flight),
         cmocka_unit_test(test_tls12_failed_connection_session_forgotten),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
