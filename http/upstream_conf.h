@@ -29,7 +29,10 @@ typedef struct gw_upstream_conf {
     uint32_t read_timeout_ms;     /* between two reads of the response body; default 30000 */
     uint32_t send_timeout_ms;     /* a tunnel's bytes queued to the upstream and none taken
                                      this long (from the last write progress): closed;
-                                     0 = none; default 30000 (nginx proxy_send_timeout) */
+                                     1..3600000 from config, default 30000 (nginx
+                                     proxy_send_timeout); 0 only in confs built in code
+                                     (span_export's OTLP upstream, tests): no send timeout,
+                                     the flush after close bounded by read_timeout_ms */
     uint32_t pool_max_idle;       /* idle keep-alive connections kept per worker per endpoint; default 64 */
     uint32_t pool_idle_timeout_ms;/* default 30000 */
     uint32_t down_ms;             /* an endpoint that refused a connection is skipped this long; default 5000 */

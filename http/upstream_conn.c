@@ -550,13 +550,16 @@ static int tls_gone(void *owner)
     return ((gw_uconn *)owner)->state == UC_CLOSING;
 }
 
+static void tls_queued(void *owner);
+
 static void uconn_tls_begin(gw_uconn *u)
 {
     gw_upstream *up = u->ep->up;
     gw_utls_owner o = {
         .loop = up->loop, .stream = (uv_stream_t *)&u->tcp, .sock_alloc = tls_sock_alloc,
         .sock_read = tls_sock_read, .pending_write = &u->pending_write,
-        .on_write = uconn_on_write, .alloc = tls_alloc, .deliver = tls_deliver,
+        .on_write = uconn_on_write, .queued = tls_queued, .alloc = tls_alloc,
+        .deliver = tls_deliver,
         .ready = tls_ready, .failed = tls_failed, .gone = tls_gone, .owner = u,
     };
     /* the endpoint's own generation: a retired set's connection keeps its CA, SNI, verify */
@@ -686,20 +689,18 @@ static void uconn_on_write(uv_write_t *wr, int status)
     }
 }
 
-static void upgraded_send_deadline(gw_uconn *u);
+static void upgraded_queued(gw_uconn *u);
 
 /* The write path shared with client connections (http/stream_write.h). */
 int gw_uconn_write(gw_uconn *u, uv_buf_t *bufs, unsigned n)
 {
     if (u->state != UC_ACTIVE && (u->state != UC_UPGRADED || (u->flags & U_UPG_CLOSE)))
         return GW_ECLOSED;
-    size_t before = u->pending_write;
     int r = u->tls ? gw__utls_write(u->tls, bufs, n)
                    : gw_stream_write((uv_stream_t *)&u->tcp, &u->pending_write, bufs, n, uconn_on_write);
     if (r < 0)
         return r == GW_ENOMEM ? r : GW_ERESET;
-    if (u->state == UC_UPGRADED && before == 0 && u->pending_write > 0)
-        upgraded_send_deadline(u); /* the first unsent byte */
+    upgraded_queued(u);
     if (u->pending_write > UC_HIGH_WATER) {
         u->flags |= U_WANT_DRAIN;
         return 1;
@@ -859,6 +860,22 @@ static void upgraded_send_deadline(gw_uconn *u)
     gw_deadline_set(&u->deadline, &u->timer, uconn_on_timer, u->pending_write ? ms : 0);
 }
 
+/* Bytes were queued to the upstream (by gw_uconn_write, by the TLS layer's own records such
+ * as a KeyUpdate answer, or still queued from the request at the 101): with no send deadline
+ * running, it starts now. Not only on the queue's empty -> non-empty step: bytes queued some
+ * other way would leave every later write finding the queue non-empty, and a peer that never
+ * reads would then hold the tunnel for good. */
+static void upgraded_queued(gw_uconn *u)
+{
+    if (u->state == UC_UPGRADED && u->pending_write > 0 && !gw_deadline_active(&u->deadline))
+        upgraded_send_deadline(u);
+}
+
+static void tls_queued(void *owner)
+{
+    upgraded_queued(owner);
+}
+
 /* The timer in UC_UPGRADED: the send timeout passed (the upstream took none of the queued
  * bytes for that long: the binder hears GW_ETIMEOUT, or the flush of a closing end is given
  * up), or bytes behind the head to deliver (uend_read's wake-up). */
@@ -962,6 +979,7 @@ int gw_uconn_upgrade(gw_uconn *u, gw_end *out)
     u->flags &= ~(U_WANT_DRAIN | U_PAUSED);
     uv_timer_stop(&u->timer);
     u->deadline = (gw_deadline){ 0 }; /* none, and no wake-up set */
+    upgraded_queued(u); /* the request may still be queued: the send timeout covers it */
     out->ops = &uconn_end_ops;
     out->conn = u;
     return 0;

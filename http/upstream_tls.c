@@ -99,7 +99,10 @@ static int flush_wire(gw_utls *t)
         return 0;
     uv_buf_t b = uv_buf_init(wire.p, (unsigned)wire.len);
     wire.len = 0;
-    return gw_stream_write(t->o.stream, t->o.pending_write, &b, 1, t->o.on_write);
+    int r = gw_stream_write(t->o.stream, t->o.pending_write, &b, 1, t->o.on_write);
+    if (r == 0 && *t->o.pending_write && t->o.queued)
+        t->o.queued(t->o.owner); /* records of its own (a KeyUpdate answer) too */
+    return r;
 }
 
 static void update_socket(gw_utls *t);

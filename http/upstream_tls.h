@@ -23,6 +23,7 @@ typedef struct gw_utls_owner {
     uv_read_cb sock_read;
     size_t *pending_write;
     uv_write_cb on_write;
+    void (*queued)(void *owner); /* records left queued (pending_write > 0); NULL: not told */
     void (*alloc)(void *owner, uv_buf_t *out);   /* a plaintext buffer (len 0: full) */
     void (*deliver)(void *owner, ssize_t nread); /* plaintext, or UV_EOF / an error */
     void (*ready)(void *owner);                  /* the handshake completed */
