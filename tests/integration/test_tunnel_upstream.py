@@ -1,8 +1,10 @@
 """The upstream side of a tunnel (issue 11 §3, the two gaps): a WebSocket tunnel to an upstream
 that speaks TLS (upstreams.NAME.tls: the bytes pass through the gateway's TLS client layer),
 and the upstream's send timeout (upstreams.NAME.send_timeout_ms, counted from write progress
-like the client side's limits.send_timeout_ms). Upstreams: a Python `websockets` server with
-an ssl context (Debian's python3-websockets) and a raw socket server that stops reading."""
+like the client side's limits.send_timeout_ms): over a plain and a TLS upstream, bounding the
+flush after the client closed, and kept by an open tunnel across a live definition change.
+Upstreams: a Python `websockets` server with an ssl context (Debian's python3-websockets) and
+raw socket servers that stop reading (or never read), optionally over TLS."""
 import asyncio
 import os
 import select
@@ -21,6 +23,7 @@ import websockets  # noqa: E402
 from harness import Stack, free_port, metrics, wait_port, wait_until, SLACK_SCALE  # noqa: E402
 from test_tls import CA  # noqa: E402
 from test_tunnel import closed, masked_frame, read_head, upgrade_head  # noqa: E402
+from test_live_upstreams import admin  # noqa: E402
 
 
 def run(coro):
@@ -299,6 +302,36 @@ class StallingUpstream:
         self.th.join(10)
 
 
+def flood_until_closed(c, limit_s):
+    """Sends masked 65,000-byte frames on the upgraded client socket C as fast as it takes
+    them, reading what comes, until the gateway closes it or LIMIT_S pass. Returns
+    (closed_at or None, bytes sent, bytes received)."""
+    c.setblocking(False)
+    frame = masked_frame(b"f" * 65000)
+    got, sent = 0, 0
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        r, w, _ = select.select([c], [c], [], 0.05)
+        if c in r:
+            try:
+                d = c.recv(65536)
+            except ConnectionResetError:
+                d = b""
+            if not d:
+                return time.monotonic(), sent, got
+            got += len(d)
+        if c in w:
+            try:
+                sent += c.send(frame)
+            except BlockingIOError:
+                pass
+            except OSError:
+                pass  # the gateway closed: the recv side says so
+        else:
+            time.sleep(0.005)
+    return None, sent, got
+
+
 def test_tunnel_upstream_send_timeout_runs_from_progress():
     """upstreams.NAME.send_timeout_ms: a client floods a tunnel whose upstream reads at a
     pace slower than the flood (for 3 x the timeout: it stays open, the upstream takes
@@ -325,30 +358,8 @@ def test_tunnel_upstream_send_timeout_runs_from_progress():
                 c.sendall(upgrade_head("/stuck/a"))
                 st, hs, rest = read_head(c)
                 assert st == 101, (st, hs)
-                c.setblocking(False)
-                frame = masked_frame(b"f" * 65000)
-                got, sent, closed_at = len(rest), 0, None
-                deadline = time.monotonic() + 3 * timeout_ms / 1000 + 6 * SLACK_SCALE
-                while time.monotonic() < deadline:
-                    r, w, _ = select.select([c], [c], [], 0.05)
-                    if c in r:
-                        try:
-                            d = c.recv(65536)
-                        except ConnectionResetError:
-                            d = b""
-                        if not d:
-                            closed_at = time.monotonic()
-                            break
-                        got += len(d)
-                    if c in w:
-                        try:
-                            sent += c.send(frame)
-                        except BlockingIOError:
-                            pass
-                        except OSError:
-                            pass  # the gateway closed: the recv side says so
-                    else:
-                        time.sleep(0.005)
+                closed_at, sent, got = flood_until_closed(c, 3 * timeout_ms / 1000 + 6 * SLACK_SCALE)
+                got += len(rest)
                 assert closed_at is not None, (
                     "the tunnel stayed open %.1f s after the upstream stopped reading (sent %d, "
                     "the upstream read %d, the client got %d)" % (
@@ -367,5 +378,197 @@ def test_tunnel_upstream_send_timeout_runs_from_progress():
             m = metrics(s)
             assert closed_count(s, "idle_timeout", "stuck", "stuck") == 0, m
             assert m['gateway_tunnels_active{route="stuck",upstream="stuck"}'] == 0, m
+    finally:
+        up.stop()
+
+
+class DeafUpstream:
+    """Answers every upgrade with 101 (over TLS with CTX), then never reads; it sends a small
+    frame every 100 ms on each connection, so no tunnel is ever idle. A small receive buffer:
+    a client's flood fills the way to it at once."""
+
+    def __init__(self, ctx=None):
+        self.ctx = ctx
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # inherited by accept
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(8)
+        self.port = self.ls.getsockname()[1]
+        self.stopped = threading.Event()
+        self.upgraded = 0
+        self.ended = 0  # connections the gateway closed
+        self.th = threading.Thread(target=self._accept, daemon=True)
+        self.th.start()
+
+    def _accept(self):
+        self.ls.settimeout(0.1)  # closing the socket does not end a blocked accept
+        while not self.stopped.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            c.settimeout(5)
+            if self.ctx:
+                c = self.ctx.wrap_socket(c, server_side=True)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(4096)
+                if not d:
+                    return
+                buf += d
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n")
+            self.upgraded += 1
+            while not self.stopped.wait(0.1):
+                c.sendall(b"\x81\x04tick")  # fails once the gateway closed its side
+        except OSError:
+            pass
+        finally:
+            self.ended += 1
+            c.close()
+
+    def stop(self):
+        self.stopped.set()
+        self.ls.close()
+        self.th.join(10)
+
+
+def open_tunnel(s, path):
+    c = socket.socket()
+    c.settimeout(10)
+    c.connect(("127.0.0.1", s.port))
+    c.sendall(upgrade_head(path))
+    st, hs, _ = read_head(c)
+    assert st == 101, (st, hs)
+    return c
+
+
+def test_tunnel_upstream_send_timeout_over_tls():
+    """upstreams.NAME.send_timeout_ms over a TLS upstream (the bytes pass through the
+    gateway's TLS client layer, which queues the records): a client floods a tunnel whose
+    upstream never reads but keeps talking; the gateway closes it after the send timeout
+    (not before it; the 1 s tunnel idle timeout never fires) and counts
+    upstream_send_timeout; the upstream's connection is closed too."""
+    timeout_ms = int(500 * SLACK_SCALE)
+    d = tempfile.mkdtemp(prefix="gwtun-")
+    up = None
+    try:
+        ca = CA(d)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*ca.leaf("ws.internal", ["ws.internal"]))
+        up = DeafUpstream(ctx)
+        routes = [{"id": "deaf", "path": "/deaf/**", "upstream": "deaf", "upgrade": ["websocket"],
+                   "tunnel_idle_timeout_ms": 1000},
+                  {"id": "legacy", "path": "/**", "upstream": "legacy"}]
+        with Stack(routes=routes, start=False) as s:
+            s.conf["upstreams"]["deaf"] = {
+                "endpoints": ["127.0.0.1:%d" % up.port], "send_timeout_ms": timeout_ms,
+                "tls": {"ca_file": ca.pem, "server_name": "ws.internal"}}
+            s.write()
+            s.start()
+            c = open_tunnel(s, "/deaf/a")
+            try:
+                t0 = time.monotonic()
+                closed_at, sent, got = flood_until_closed(c, timeout_ms / 1000 + 6 * SLACK_SCALE)
+                assert closed_at is not None, (
+                    "the tunnel stayed open %.1f s while its TLS upstream read nothing (sent %d)"
+                    % (time.monotonic() - t0, sent))
+                took = closed_at - t0
+                print("    closed %.2f s into the flood (sent %d bytes, got %d)" % (took, sent, got))
+                assert took >= timeout_ms / 1000 * 0.9, took
+                assert got >= 6, got  # the upstream's frames came through while it was stuck
+            finally:
+                c.close()
+            wait_until(lambda: closed_count(s, "upstream_send_timeout", "deaf", "deaf") == 1, 5,
+                       "counted as upstream_send_timeout")
+            assert closed_count(s, "idle_timeout", "deaf", "deaf") == 0, metrics(s)
+            wait_until(lambda: up.ended == 1, 5, "the upstream's TLS connection closed")
+    finally:
+        if up:
+            up.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_tunnel_keeps_its_send_timeout_across_a_definition_change():
+    """A live change of upstreams.NAME.send_timeout_ms (PUT /admin/upstreams/NAME) while a
+    tunnel is open: the open tunnel keeps the value of the definition it started with (its
+    endpoint set's, ep->def), a tunnel opened after the change gets the new one. Both flood a
+    deaf upstream at once: the new tunnel is closed after the new, short timeout, the old one
+    is still open well after it."""
+    short_ms = int(400 * SLACK_SCALE)
+    up = DeafUpstream()
+    routes = [{"id": "deaf", "path": "/deaf/**", "upstream": "deaf", "upgrade": ["websocket"]},
+              {"id": "legacy", "path": "/**", "upstream": "legacy"}]
+    try:
+        with Stack(routes=routes, start=False) as s:
+            s.routes["upstreams"] = {"deaf": {"endpoints": ["127.0.0.1:%d" % up.port],
+                                              "send_timeout_ms": 60000}}
+            s.write()
+            s.start()
+            old = open_tunnel(s, "/deaf/old")
+            st, doc = admin(s, "PUT", "/admin/upstreams/deaf",
+                            {"endpoints": ["127.0.0.1:%d" % up.port], "send_timeout_ms": short_ms})
+            assert st == 200, (st, doc)
+            new = open_tunnel(s, "/deaf/new")
+            try:
+                res = {}
+                # the old one: long enough for the new timeout to have passed 3 times over
+                ts = [threading.Thread(target=lambda k=k, c=c, limit=limit: res.update(
+                          {k: flood_until_closed(c, limit)}))
+                      for k, c, limit in (("old", old, 4 * short_ms / 1000),
+                                          ("new", new, short_ms / 1000 + 6 * SLACK_SCALE))]
+                t0 = time.monotonic()
+                for t in ts:
+                    t.start()
+                for t in ts:
+                    t.join(30)
+                assert res["new"][0] is not None, "the tunnel opened after the change stayed open"
+                assert res["old"][0] is None, (
+                    "the tunnel opened before the change was closed after %.2f s (the new "
+                    "definition's %d ms)" % (res["old"][0] - t0, short_ms))
+            finally:
+                old.close()
+                new.close()
+            wait_until(lambda: closed_count(s, "upstream_send_timeout", "deaf", "deaf") == 1, 5,
+                       "counted as upstream_send_timeout")
+    finally:
+        up.stop()
+
+
+def test_tunnel_flush_after_client_close_bounded_by_upstream_send_timeout():
+    """A client floods a tunnel to an upstream that reads nothing, then closes: what is
+    queued to the upstream is still offered to it, for its send_timeout_ms from the last
+    progress (not read_timeout_ms, 30 s here, from the close): the upstream's connection is
+    closed within it, and the tunnel counts client_closed (the client ended it)."""
+    timeout_ms = int(500 * SLACK_SCALE)
+    up = DeafUpstream()
+    routes = [{"id": "deaf", "path": "/deaf/**", "upstream": "deaf", "upgrade": ["websocket"]},
+              {"id": "legacy", "path": "/**", "upstream": "legacy"}]
+    try:
+        with Stack(routes=routes, start=False) as s:
+            s.conf["upstreams"]["deaf"] = {"endpoints": ["127.0.0.1:%d" % up.port],
+                                           "send_timeout_ms": timeout_ms}
+            s.write()
+            s.start()
+            c = open_tunnel(s, "/deaf/a")
+            try:
+                closed_at, sent, _ = flood_until_closed(c, 0.2)  # fills the way, ends in time
+                assert closed_at is None and sent > 0, (closed_at, sent)
+            finally:
+                c.close()
+            t0 = time.monotonic()
+            wait_until(lambda: up.ended == 1, timeout_ms / 1000 + 3 * SLACK_SCALE,
+                       "the upstream's connection closed after the flush was given up")
+            print("    the upstream's connection closed %.2f s after the client's"
+                  % (time.monotonic() - t0))
+            wait_until(lambda: closed_count(s, "client_closed", "deaf", "deaf") == 1, 5,
+                       "counted as client_closed")
+            assert closed_count(s, "upstream_send_timeout", "deaf", "deaf") == 0, metrics(s)
     finally:
         up.stop()
