@@ -166,7 +166,11 @@ elif r.returncode != 0:
 if os.path.exists("bench/run.sh"):
     section("bench harness smoke run (BENCH_QUICK=1, 1 s runs; asserts only that it produced results)")
     # 1 s per run: the smoke run proves every workload runs against every target, not speed
-    env = dict(os.environ, BENCH_QUICK="1", BENCH_DURATION="1")
+    # the probes at a tenth of their quick sizes too: the smoke run proves they run, not what
+    # they measure (the whole suite must stay under 20 minutes on 2 cores)
+    env = dict(os.environ, BENCH_QUICK="1", BENCH_DURATION="1", BENCH_IDLE_CONNS="500",
+               BENCH_PIPELINE_REQS="20000", BENCH_SHADOW_REQS="500", BENCH_SCALE_ROUTES="1000",
+               BENCH_EXACT_BURST="1000")
     r = subprocess.run(["bash", "bench/run.sh"], env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True)
     sys.stdout.write(r.stdout[-4000:])
