@@ -94,6 +94,8 @@ struct cmp_redis {
     int map_known, map_whole, seed_next;
     rnode *refreshing;                 /* the node asked CLUSTER SLOTS */
     uint64_t refresh_at;               /* refresh at (0: not scheduled) */
+    int seeds_tried;                   /* seeds connected since the last map (or pause) */
+    uint32_t refresh_backoff;          /* the pause after a round of seeds without a map */
 };
 
 static void node_connect(rnode *n);
@@ -267,14 +269,21 @@ static void node_answered(rnode *n, const redisAsyncContext *ac, const void *rep
         n->active_at = uv_now(n->rc->loop);
 }
 
+/* RC without the credentials it holds, then freed. */
+static void rc_free(cmp_redis *rc)
+{
+    for (int i = 0; i < rc->n_nodes; i++)
+        free(rc->nodes[i]);
+    free(rc->slots);
+    explicit_bzero(&rc->conf, sizeof rc->conf);
+    free(rc);
+}
+
 static void maybe_free(cmp_redis *rc)
 {
     if (!rc->closing || rc->tick_open || rc->dns_pending)
         return;
-    for (int i = 0; i < rc->n_nodes; i++)
-        free(rc->nodes[i]);
-    free(rc->slots);
-    free(rc);
+    rc_free(rc);
 }
 
 /* ---- node life ----------------------------------------------------------------------- */
@@ -460,12 +469,10 @@ static void on_auth(redisAsyncContext *ac, void *reply, void *privdata)
     if (n->ac != ac || n->state != N_CONNECTING || rep == NULL ||
         rep->type != REDIS_REPLY_ERROR)
         return;
-    snprintf(why, sizeof why, "AUTH: %.*s", (int)rep->len, rep->str);
-    /* Redis never echoes the password; should some server or proxy do so, it goes no further */
-    for (char *at = why; pass[0] != '\0' && (at = strstr(at, pass)) != NULL;) {
-        memset(at, '*', strlen(pass));
-        at += strlen(pass);
-    }
+    /* Redis never echoes the password; should some server or proxy do so, it goes no
+     * further: masked in the whole text, before it is cut to fit */
+    memcpy(why, "AUTH: ", 6);
+    cmp_redis_masked(rep->str, rep->len, pass, why + 6, sizeof why - 6);
     node_fail(n, why); /* frees AC: the hello's callback gets NULL */
 }
 
@@ -721,11 +728,22 @@ static void refresh(cmp_redis *rc)
             return;
         }
     }
-    /* nothing connected: a seed (connecting queues the question behind its PING) */
+    /* nothing connected: a seed (connecting queues the question behind its PING). A round
+     * over the seeds without a map pauses, 100 ms doubling to 5 s, as the sentinels' rounds
+     * do: a seed that fails once connected (a wrong password, -LOADING) fails
+     * asynchronously, and asking the next one at once would reconnect in a tight loop */
     for (int i = 0; i < rc->conf.n; i++) {
+        if (rc->seeds_tried >= rc->conf.n) {
+            rc->seeds_tried = 0;
+            rc->refresh_at = uv_now(rc->loop) + next_backoff(&rc->refresh_backoff,
+                                                             CMP_REDIS_BACKOFF_MAX_MS);
+            rc_arm(rc);
+            return;
+        }
         n = rc->nodes[rc->seed_next % rc->conf.n];
         rc->seed_next = (rc->seed_next + 1) % rc->conf.n;
         if (n->state == N_DOWN) {
+            rc->seeds_tried++;
             rc->refreshing = n;
             n->want_slots = 1;
             node_connect(n);
@@ -767,6 +785,8 @@ static void apply_map(cmp_redis *rc, const cmp_redis_range *r, int k)
                 covered == CMP_REDIS_SLOTS ? "" : " (commands for the others are not sent)");
     rc->map_known = 1;
     rc->map_whole = covered == CMP_REDIS_SLOTS;
+    rc->seeds_tried = 0;
+    rc->refresh_backoff = CMP_REDIS_BACKOFF_MIN_MS;
     uint64_t now = uv_now(rc->loop);
     for (int i = 0; i < rc->n_nodes; i++) {
         rnode *n = rc->nodes[i];
@@ -799,7 +819,10 @@ static void on_slots(redisAsyncContext *ac, void *reply, void *privdata)
         node_log(n, "CLUSTER SLOTS: %s", rep == NULL ? "no reply"
                                          : rep->type == REDIS_REPLY_ERROR ? rep->str
                                                                           : "unexpected reply");
-        rc->refresh_at = uv_now(rc->loop) + CMP_REDIS_REFRESH_MS;
+        /* no map yet (not a cluster, a user without +cluster|slots): the seeds' pause */
+        rc->refresh_at = uv_now(rc->loop) + (rc->map_known ? CMP_REDIS_REFRESH_MS
+                                                           : next_backoff(&rc->refresh_backoff,
+                                                                          CMP_REDIS_BACKOFF_MAX_MS));
         rc_arm(rc);
     }
     rc_update(rc, "the slot map has holes or a master is down");
@@ -1060,7 +1083,7 @@ cmp_redis *cmp_redis_new(uv_loop_t *loop, const cmp_redis_conf *conf, uint32_t s
     snprintf(rc->who, sizeof rc->who, "%s", who ? who : "redis");
     rc->state_fn = state;
     rc->state_arg = arg;
-    rc->discover_backoff = CMP_REDIS_BACKOFF_MIN_MS;
+    rc->discover_backoff = rc->refresh_backoff = CMP_REDIS_BACKOFF_MIN_MS;
     if (conf->kind == CMP_REDIS_SENTINEL && node_add(rc, "", 0, ROLE_MASTER) == NULL)
         goto fail;
     for (int i = 0; i < conf->n; i++) {
@@ -1090,10 +1113,7 @@ cmp_redis *cmp_redis_new(uv_loop_t *loop, const cmp_redis_conf *conf, uint32_t s
     }
     return rc;
 fail:
-    for (int i = 0; i < rc->n_nodes; i++)
-        free(rc->nodes[i]);
-    free(rc->slots);
-    free(rc);
+    rc_free(rc);
     return NULL;
 }
 

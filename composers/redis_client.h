@@ -27,7 +27,8 @@
  * sentinels with sentinel_auth), and an error to it (-WRONGPASS) fails the attempt like a
  * refused connect: logged once per streak with the server's text, never the password; a lost one is re-made after a backoff (100 ms doubling to
  * 5 s, with jitter; 500 ms at most between sentinel rounds, 250 ms between cluster map
- * refreshes while a master is missing); a connection
+ * refreshes while a master is missing; a round over the cluster seeds without a map pauses
+ * 100 ms doubling to 5 s); a connection
  * with commands outstanding and no reply for stall_ms is dropped (a hung server). Commands
  * whose node is not up, or has CMP_REDIS_MAX_PENDING outstanding (a slow server), are
  * refused at once (cmp_redis_send returns -1): the caller decides without Redis (cache:

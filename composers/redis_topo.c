@@ -188,3 +188,23 @@ int cmp_redis_parse_role(const redisReply *r)
     const redisReply *e = r->element[0];
     return e->len == 6 && memcmp(e->str, "master", 6) == 0 ? 1 : 0;
 }
+
+size_t cmp_redis_masked(const char *s, size_t n, const char *secret, char *out, size_t outsz)
+{
+    size_t k = secret != NULL ? strlen(secret) : 0, o = 0, i = 0;
+    if (outsz == 0)
+        return 0;
+    while (i < n && o + 1 < outsz) {
+        size_t m = k == 0 ? 0 : n - i < k ? n - i : k; /* all of it, or what is left of S */
+        if (m > 0 && memcmp(s + i, secret, m) == 0) {
+            for (size_t j = 0; j < m && o + 1 < outsz; j++)
+                out[o++] = '*';
+            i += m;
+            continue;
+        }
+        unsigned char c = (unsigned char)s[i++];
+        out[o++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    out[o] = '\0';
+    return o;
+}

@@ -54,4 +54,10 @@ int cmp_redis_parse_master_addr(const redisReply *r, char *host, size_t hostsz, 
 /* ROLE: 1 when the first element is "master", 0 for "slave"/"sentinel", -1 when malformed. */
 int cmp_redis_parse_role(const redisReply *r);
 
+/* A server's text S (N bytes) for a log line into OUT (OUTSZ bytes, NUL-terminated, cut to
+ * fit): every occurrence of SECRET (a password; NULL or "": none) becomes '*'s, and so does
+ * the end of S when it is the start of SECRET (a text that was cut); control bytes become
+ * '?'. Masked before it is cut, so no prefix of the secret survives the cut. Its length. */
+size_t cmp_redis_masked(const char *s, size_t n, const char *secret, char *out, size_t outsz);
+
 #endif

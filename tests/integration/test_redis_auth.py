@@ -10,6 +10,7 @@ the admin API or gatewayctl's output. The wrong-password cases fail without AUTH
 import os
 import socket
 import subprocess
+import time
 
 from harness import BUILD, ROOT, Stack, free_port, metrics, request, wait_until
 from test_redis_ha import (Servers, _read_reply, expect_exact, expect_hit_again,
@@ -89,6 +90,13 @@ def expect_fail_open(s, workers, uid):
     assert m.get('gateway_ratelimit_workers{mode="fallback"}') == workers, m
     assert m.get('gateway_cache_requests_total{result="error"}', 0) >= 3, m
     assert fallback_decisions(s) >= 4
+
+
+def connections(port):
+    """The connections a redis-server accepted so far (INFO stats)."""
+    info = acmd(port, PW_DEFAULT, "INFO", "stats")
+    return int(next(ln.split(":")[1] for ln in info.splitlines()
+                    if ln.startswith("total_connections_received:")))
 
 
 def wrongpass_lines(s, addr, clients):
@@ -227,4 +235,16 @@ def test_redis_auth_cluster():
                 assert request(s.port, "GET", "/api/users/%d" % uid)[1].get("x-cache") == "MISS"
                 expect_hit_again(s, uid)
                 expect_exact(s, api)
+            expect_no_secret(s)
+
+        # a wrong password: fail open, and the seed is retried with a backoff (the seed round
+        # had none: a failed AUTH reconnected at once, ~5,000 connections a second)
+        conf = dict(LIMITS, redis={"cluster": ["127.0.0.1:%d" % ports[0]], "password": WRONG})
+        with Stack(routes=routes(), gw_conf=conf, workers=1) as s:
+            expect_fail_open(s, 1, 11)
+            first = connections(ports[0])
+            time.sleep(2)
+            seen = connections(ports[0]) - first
+            assert seen < 50, "%d connections to the seed in 2 s" % seen
+            wrongpass_lines(s, "redis 127.0.0.1:%d: unreachable: AUTH: WRONGPASS" % ports[0], 2)
             expect_no_secret(s)

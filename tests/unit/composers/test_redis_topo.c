@@ -195,6 +195,39 @@ static void test_addresses(void **state)
 #undef PA
 }
 
+/* A server's error text with the password in it: masked before it is cut to fit, so not
+ * even a prefix of it reaches a log line (it was cut first, then masked: a password near the
+ * end of a long text left its start in the log). */
+static void test_masked(void **state)
+{
+    const char *pw = "S3cretPassw0rd";
+    char text[400], out[200];
+    size_t n;
+    (void)state;
+    memset(text, 'x', 180);
+    memcpy(text + 180, pw, strlen(pw));
+    n = 180 + strlen(pw);
+    cmp_redis_masked(text, n, pw, out, 194); /* the cut falls inside the password */
+    assert_int_equal(strlen(out), 193);
+    assert_null(strstr(out, "S3cret"));
+    assert_null(strstr(out, "S3"));
+    assert_int_equal(out[192], '*');
+    cmp_redis_masked(text, n, pw, out, sizeof out);
+    assert_null(strstr(out, "S3"));
+    assert_int_equal(strspn(out + 180, "*"), strlen(pw));
+    /* the text itself ends inside the password (a server that cut it) */
+    cmp_redis_masked("ERR no S3cretPa", 15, pw, out, sizeof out);
+    assert_string_equal(out, "ERR no ********");
+    /* twice, and control bytes */
+    cmp_redis_masked("a S3cretPassw0rd\r\nb S3cretPassw0rd.", 35, pw, out, sizeof out);
+    assert_string_equal(out, "a **************??b **************.");
+    /* no password: the text as is; a tiny buffer */
+    assert_int_equal(cmp_redis_masked("WRONGPASS", 9, "", out, sizeof out), 9);
+    assert_string_equal(out, "WRONGPASS");
+    assert_int_equal(cmp_redis_masked("WRONGPASS", 9, NULL, out, 4), 3);
+    assert_string_equal(out, "WRO");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -203,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_cluster_slots),
         cmocka_unit_test(test_sentinel_and_role),
         cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_masked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
