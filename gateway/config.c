@@ -1056,6 +1056,11 @@ int gw_config_load(gw_config *cfg, const char *file, char *err, size_t errlen)
         goto fail;
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
+        /* jansson quotes the token it stopped at ("invalid escape near '\"S3cr\q'"): in a
+         * file that holds a password, the line and column say where, without the text */
+        char *near = strstr(jerr.text, " near '");
+        if (near != NULL && memmem(text, len, "password", 8) != NULL)
+            *near = '\0';
         if (jerr.line > 0)
             snprintf(err, errlen, "%s: line %d column %d: %s", file, jerr.line, jerr.column,
                      jerr.text);
@@ -1074,7 +1079,10 @@ int gw_config_load(gw_config *cfg, const char *file, char *err, size_t errlen)
     rc = 0;
 fail:
     json_decref(root);
+    if (text != NULL) /* the file's text and the staging copy may hold a Redis password */
+        explicit_bzero(text, len);
     free(text);
+    explicit_bzero(k, sizeof *k);
     free(k);
     return rc;
 }

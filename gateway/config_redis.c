@@ -54,16 +54,18 @@ static int gw__redis_list(gw__cfgctx *c, json_t *o, const char *key, cmp_redis_c
 }
 
 /* A password read from PATH (named WHERE in errors) into out[size]: the whole file but one
- * trailing "\n" or "\r\n". Blocking: start only, before any loop runs; a regular file only
- * (a FIFO or a device would hold the start or never end). */
+ * trailing "\n" or "\r\n"; a longer file, or more than one line, is refused (it is not
+ * the secret file meant: cut, it would only show later as -WRONGPASS). Blocking: start only,
+ * before any loop runs; a regular file only (a FIFO or a device would hold the start or never
+ * end). The copy on the stack is wiped on every path. */
 static int gw__redis_secret_file(gw__cfgctx *c, const char *where, const char *path, char *out,
                                  size_t size)
 {
-    char buf[CMP_REDIS_PASS_MAX + 2];
+    char buf[CMP_REDIS_PASS_MAX + 3]; /* the longest password, "\r\n", and one byte more */
     struct stat st;
-    size_t n = 0;
+    size_t n = 0, max = size - 1 + 2 < sizeof buf - 1 ? size - 1 + 2 : sizeof buf - 2;
     ssize_t r = 1;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), err;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), err, rc;
 
     if (fd < 0)
         return gw__fail(c, where, "%s: cannot read: %s", path, strerror(errno));
@@ -71,26 +73,40 @@ static int gw__redis_secret_file(gw__cfgctx *c, const char *where, const char *p
         close(fd);
         return gw__fail(c, where, "%s: not a regular file", path);
     }
-    while (n < sizeof buf - 1 && (r = read(fd, buf + n, sizeof buf - 1 - n)) > 0)
+    /* one byte past the longest acceptable content tells a longer file (st_size is 0 for
+     * /proc files: reading is what counts) */
+    while (n < max + 1 && (r = read(fd, buf + n, max + 1 - n)) > 0)
         n += (size_t)r;
     err = errno;
     close(fd);
-    if (r < 0)
-        return gw__fail(c, where, "%s: cannot read: %s", path, strerror(err));
+    if (r < 0) {
+        rc = gw__fail(c, where, "%s: cannot read: %s", path, strerror(err));
+        goto out;
+    }
+    if (n > max) {
+        rc = gw__fail(c, where, "%s: longer than %zu bytes", path, size - 1);
+        goto out;
+    }
     buf[n] = '\0';
     if (n > 0 && buf[n - 1] == '\n')
         buf[--n] = '\0';
     if (n > 0 && buf[n - 1] == '\r')
         buf[--n] = '\0';
-    if (n >= size || n >= sizeof buf - 2)
-        return gw__fail(c, where, "%s: longer than %zu bytes", path, size - 1);
-    if (n == 0)
-        return gw__fail(c, where, "%s: is empty", path);
-    if (strlen(buf) != n)
-        return gw__fail(c, where, "%s: holds a NUL byte", path);
-    memcpy(out, buf, n + 1);
+    if (n >= size)
+        rc = gw__fail(c, where, "%s: longer than %zu bytes", path, size - 1);
+    else if (n == 0)
+        rc = gw__fail(c, where, "%s: is empty", path);
+    else if (strlen(buf) != n)
+        rc = gw__fail(c, where, "%s: holds a NUL byte", path);
+    else if (memchr(buf, '\n', n) != NULL)
+        rc = gw__fail(c, where, "%s: holds more than one line", path);
+    else {
+        memcpy(out, buf, n + 1);
+        rc = 0;
+    }
+out:
     explicit_bzero(buf, sizeof buf);
-    return 0;
+    return rc;
 }
 
 /* The password NAME ("password" or "sentinel_password") of V: literal, from NAME_env or
@@ -234,21 +250,25 @@ int gw__parse_redis(gw__cfgctx *c, json_t *root, gw_config *k)
     return gw__redis_auth(c, v, "", &t->auth);
 }
 
-/* %XX escapes of S[0..n) decoded into out[size]; -1 when malformed, too long or a NUL. */
+static int gw__hex_digit(char h)
+{
+    return h >= '0' && h <= '9' ? h - '0'
+           : h >= 'a' && h <= 'f' ? h - 'a' + 10
+           : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                  : -1;
+}
+
+/* %XX escapes of S[0..n) decoded into out[size]; -1 when malformed (a '%' not followed by
+ * exactly two hex digits), too long or a NUL. */
 static int gw__url_decode(const char *s, size_t n, char *out, size_t size)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         int ch = (unsigned char)s[i];
         if (ch == '%') {
-            char hex[3] = { 0 };
-            char *end;
-            if (i + 2 >= n)
-                return -1;
-            hex[0] = s[i + 1];
-            hex[1] = s[i + 2];
-            ch = (int)strtol(hex, &end, 16);
-            if (end != hex + 2 || ch == 0)
+            int hi, lo;
+            if (i + 2 >= n || (hi = gw__hex_digit(s[i + 1])) < 0 ||
+                (lo = gw__hex_digit(s[i + 2])) < 0 || (ch = hi * 16 + lo) == 0)
                 return -1;
             i += 2;
         }
@@ -260,43 +280,66 @@ static int gw__url_decode(const char *s, size_t n, char *out, size_t size)
     return 0;
 }
 
+/* GATEWAY_REDIS's errors never quote the value, nor a part of it: a URL with credentials
+ * holds the password, and a malformed one (the host forgotten, the scheme forgotten, an '@'
+ * in the password) would leave it, or a piece of it, where the address was expected. */
 int gw__parse_redis_env(gw__cfgctx *c, const char *v, gw_config *k)
 {
     static const char *const where = "env GATEWAY_REDIS";
+    static const char *const want = "want \"host:port\" or redis://[user:password@]host:port "
+                                    "(the value is not shown: it may hold a password)";
     cmp_redis_auth auth = k->redis_topo.auth; /* the file's, unless the URL names its own */
+    gw__cfgctx quiet = *c; /* gw__address's errors quote the value: not shown */
     const char *hostport = v;
-    int rc;
+    int rc = 0;
 
-    if (strncmp(v, "rediss://", 9) == 0)
-        return gw__fail(c, where, "TLS to Redis is not supported (use redis:// to a local TLS "
-                                  "tunnel)");
+    quiet.err = NULL;
+    quiet.errlen = 0;
+    if (strncmp(v, "rediss://", 9) == 0) {
+        rc = gw__fail(c, where, "TLS to Redis is not supported (use redis:// to a local TLS "
+                                "tunnel)");
+        goto out;
+    }
     if (strncmp(v, "redis://", 8) == 0) {
         const char *rest = v + 8, *at = strrchr(rest, '@'), *colon;
         hostport = at ? at + 1 : rest;
-        if (strchr(hostport, '/') != NULL || strchr(hostport, '?') != NULL)
-            return gw__fail(c, where, "want redis://[user:password@]host:port (no database "
-                                      "number, path or options)");
+        if (strchr(hostport, '/') != NULL || strchr(hostport, '?') != NULL) {
+            rc = gw__fail(c, where, "want redis://[user:password@]host:port (no database "
+                                    "number, path or options)");
+            goto out;
+        }
         if (at != NULL) {
             memset(&auth, 0, sizeof auth);
-            if ((colon = memchr(rest, ':', (size_t)(at - rest))) == NULL || colon + 1 == at)
-                return gw__fail(c, where, "want redis://[user]:password@host:port (a password "
-                                          "after the ':')");
+            if ((colon = memchr(rest, ':', (size_t)(at - rest))) == NULL || colon + 1 == at) {
+                rc = gw__fail(c, where, "want redis://[user]:password@host:port (a password "
+                                        "after the ':')");
+                goto out;
+            }
             if (gw__url_decode(rest, (size_t)(colon - rest), auth.username,
                                sizeof auth.username) != 0 ||
                 gw__url_decode(colon + 1, (size_t)(at - colon - 1), auth.password,
-                               sizeof auth.password) != 0)
-                return gw__fail(c, where, "user or password: a malformed %%-escape, a NUL or "
-                                          "too long");
+                               sizeof auth.password) != 0) {
+                rc = gw__fail(c, where, "user or password: a malformed %%-escape, a NUL or "
+                                        "too long");
+                goto out;
+            }
             for (const char *s = auth.username; *s; s++)
-                if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
-                    return gw__fail(c, where, "user: visible ASCII without spaces only");
+                if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f) {
+                    rc = gw__fail(c, where, "user: visible ASCII without spaces only");
+                    goto out;
+                }
         }
+    } else if (strchr(v, '@') != NULL) { /* credentials without the scheme */
+        rc = gw__fail(c, where, "%s", want);
+        goto out;
     }
-    if ((rc = gw__address(c, where, hostport, 1, 0, k->redis, sizeof k->redis, NULL, NULL)) != 0)
-        return rc;
-    if (cmp_redis_conf_single(&k->redis_topo, k->redis) != 0)
-        return gw__fail(c, where, "invalid address");
+    if (gw__address(&quiet, where, hostport, 1, 0, k->redis, sizeof k->redis, NULL, NULL) != 0 ||
+        cmp_redis_conf_single(&k->redis_topo, k->redis) != 0) {
+        rc = gw__fail(c, where, "%s", want);
+        goto out;
+    }
     k->redis_topo.auth = auth;
+out:
     explicit_bzero(&auth, sizeof auth);
-    return 0;
+    return rc;
 }

@@ -537,10 +537,50 @@ static void test_redis_auth(void **state)
     assert_non_null(strstr(err, "redis.password_file: "));
     assert_non_null(strstr(err, ": longer than 1023 bytes"));
     assert_null(strstr(err, "kkkk"));
+    /* 1023 bytes, "\r\n", then more: refused (it was taken as the 1023 bytes, the rest
+     * ignored); the longest accepted: 1023 bytes and "\r\n" */
+    memset(big, 'k', 1023);
+    memcpy(big + 1023, "\r\nmore lines of a certificate", 30);
+    big[1053] = '\0';
+    write_all(pw, big);
+    assert_int_not_equal(load_text(cfg, cfgtext, err, sizeof err), 0);
+    assert_non_null(strstr(err, ": longer than 1023 bytes"));
+    assert_null(strstr(err, "kkkk"));
+    memcpy(big + 1023, "\r\n", 3);
+    write_all(pw, big);
+    assert_int_equal(load_text(cfg, cfgtext, err, sizeof err), 0);
+    assert_int_equal(strlen(cfg->redis_topo.auth.password), 1023);
+    memcpy(big + 1023, "k\n", 3); /* 1024 bytes */
+    write_all(pw, big);
+    assert_int_not_equal(load_text(cfg, cfgtext, err, sizeof err), 0);
+    assert_non_null(strstr(err, ": longer than 1023 bytes"));
+    /* two lines: not the file meant */
+    write_all(pw, "kkkk-line\nkkkk-two\n");
+    assert_int_not_equal(load_text(cfg, cfgtext, err, sizeof err), 0);
+    assert_non_null(strstr(err, ": holds more than one line"));
+    assert_null(strstr(err, "kkkk"));
     unlink(pw);
     rmdir(dir);
 
+    /* a JSON syntax error inside a literal password: where, not the text (jansson quotes
+     * the token it stopped at) */
+    static const char *const broken[] = {
+        WITH(", \"redis\": {\"address\": \"a:1\", \"password\": \"S3cretPassw\\qrd\"}"),
+        WITH(", \"redis\": {\"address\": \"a:1\", \"password\": \"S3cretPassw\001rd\"}"),
+        WITH(", \"redis\": {\"address\": \"a:1\", \"password\": \"S3cretPassw\\u00\"}"),
+    };
+    for (size_t i = 0; i < N(broken); i++) {
+        assert_int_equal(load_text(cfg, broken[i], err, sizeof err), GW_EPARSE);
+        assert_non_null(strstr(err, ": line 1 column "));
+        if (strstr(err, "S3cret") != NULL)
+            fail_msg("%s", err);
+    }
+
     /* GATEWAY_REDIS: errors name the variable and never the password */
+#define WANT_REDIS_URL "env GATEWAY_REDIS: want \"host:port\" or " \
+                       "redis://[user:password@]host:port (the value is not shown: it may " \
+                       "hold a password)"
+#define BAD_ESCAPE "env GATEWAY_REDIS: user or password: a malformed %-escape, a NUL or too long"
     static const char *const env_cases[][2] = {
         { "rediss://h:1", "env GATEWAY_REDIS: TLS to Redis is not supported (use redis:// to a "
                           "local TLS tunnel)" },
@@ -554,11 +594,41 @@ static void test_redis_auth(void **state)
                                        "%-escape, a NUL or too long" },
         { "redis://u:pw-secret%00@h:1", "env GATEWAY_REDIS: user or password: a malformed "
                                         "%-escape, a NUL or too long" },
-        { "redis://u:pw-secret@h", "env GATEWAY_REDIS: invalid address \"h\"" },
+        { "redis://u:pw-secret@h", WANT_REDIS_URL },
+        /* the host forgotten, the scheme forgotten, an '@' in the password and no host: the
+         * password, or a piece of it, was quoted as the address or the port */
+        { "redis://user:S3cretPw", WANT_REDIS_URL },
+        { "user:S3cretPw@127.0.0.1:6379", WANT_REDIS_URL },
+        { "redis://user:S3cret@Pw", WANT_REDIS_URL },
+        { "redis://:S3cretPw@", WANT_REDIS_URL },
+        { "S3cretPw@", WANT_REDIS_URL },
+        { "redis://user:S3cretPw@h:99999", WANT_REDIS_URL },
+        /* %-escapes: exactly two hex digits (strtol took a sign or a space) */
+        { "redis://u:S3cret%+1@h:1", BAD_ESCAPE },
+        { "redis://u:S3cret%-1@h:1", BAD_ESCAPE },
+        { "redis://u:S3cret% f@h:1", BAD_ESCAPE },
+        { "redis://u:S3cret%4g@h:1", BAD_ESCAPE },
     };
     for (size_t i = 0; i < N(env_cases); i++) {
         assert_int_equal(setenv("GATEWAY_REDIS", env_cases[i][0], 1), 0);
         expect_env_error(cfg, "{" MINCFG "}", env_cases[i][1]);
+    }
+    /* no error of a malformed value shows anything after the userinfo's ':' */
+    static const char *const malformed[] = {
+        "redis://user:S3cretPw", "user:S3cretPw@127.0.0.1:6379", "redis://user:S3cret@Pw",
+        "redis://:S3cretPw@h", "redis://S3cretPw", "redis://u:S3cretPw@h:1/0",
+        "redis://u:S3cretPw@h:1?x", "redis://u:S3cretPw%zz@h:1", "user:S3cretPw",
+        "u:S3cretPw@", "redis://u:S3cretPw@[::1", "redis://u:S3cretPw@h:0",
+        "redis://u:S3cretPw@" "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"
+        "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh:1",
+    };
+    for (size_t i = 0; i < N(malformed); i++) {
+        char err[1024];
+        assert_int_equal(setenv("GATEWAY_REDIS", malformed[i], 1), 0);
+        assert_int_equal(load_text(cfg, "{" MINCFG "}", err, sizeof err), GW_EINVAL);
+        assert_non_null(strstr(err, "env GATEWAY_REDIS: "));
+        if (strstr(err, "S3cret") != NULL || strstr(err, "Pw") != NULL)
+            fail_msg("%s -> %s", malformed[i], err);
     }
     clear_env();
 }
@@ -875,7 +945,7 @@ static void test_env_errors(void **state)
     clear_env();
 
     assert_int_equal(setenv("GATEWAY_REDIS", "redis:0", 1), 0);
-    expect_env_error(cfg, "{" MINCFG "}", "env GATEWAY_REDIS: invalid port \"0\"");
+    expect_env_error(cfg, "{" MINCFG "}", WANT_REDIS_URL);
     clear_env();
 
     /* the environment is checked after the file: a file error wins */
