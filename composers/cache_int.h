@@ -90,6 +90,7 @@ struct cmp_cache {
     uv_timer_t cmd_timer; /* the oldest c->inflight deadline */
     gw_queue inflight;    /* commands sent, oldest first (deadline order) */
     int ever_up, logged_down;
+    int logged_refused;   /* per command (1 << CMP__REQ_*): refused this streak, logged */
     char *scratch;       /* SET payload buffer, reused */
     size_t scratch_cap;
 

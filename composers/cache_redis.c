@@ -64,6 +64,27 @@ void cmp__redis_close(cmp_cache *c)
 /* ---- commands ------------------------------------------------------------------------ */
 static void cmp__on_cmd_timer(uv_timer_t *t);
 
+/* Any answer of Redis to KIND (GET, SET, DEL). An error (an ACL user without +get/+set/+del
+ * or without the keys: -NOPERM) is logged once per streak of that command with Redis's text:
+ * the cache then fails open on a connection that looks healthy, and
+ * gateway_cache_requests_total{result="error"} alone would not say why. */
+static void cmp__answered(cmp_cache *c, int kind, const redisReply *rep)
+{
+    static const char *const name[] = { "GET", "SET", "DEL" };
+    int bit = 1 << kind;
+    if (rep->type != REDIS_REPLY_ERROR) {
+        if (c->logged_refused & bit)
+            cmp__log(c, "%s answered again", name[kind]);
+        c->logged_refused &= ~bit;
+        return;
+    }
+    if ((c->logged_refused & bit) || (c->flags & CMP__F_CLOSING))
+        return;
+    c->logged_refused |= bit;
+    cmp__log(c, "%s refused: %.*s; failing open", name[kind],
+             (int)(rep->len < 160 ? rep->len : 160), rep->str);
+}
+
 /* One part of a split DEL answered (REP NULL: not delivered). */
 static void cmp__part_done(cmp__req *part, const redisReply *rep)
 {
@@ -88,6 +109,8 @@ static void cmp__on_reply(void *privdata, redisReply *rep)
     size_t len = 0;
     uint64_t age = 0;
 
+    if (rep != NULL)
+        cmp__answered(r->c, r->kind, rep);
     if (r->parent != NULL) {
         cmp__part_done(r, rep);
         return;

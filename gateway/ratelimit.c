@@ -81,6 +81,13 @@ void gw_rl_instances_seen(uint32_t n)
     atomic_store_explicit(&instances_seen, n, memory_order_relaxed);
 }
 
+static atomic_uint_fast64_t redis_errors;
+
+void gw_rl_redis_errors_add(uint64_t n)
+{
+    atomic_fetch_add_explicit(&redis_errors, n, memory_order_relaxed);
+}
+
 static int stat_is(const rl_stat *s, const char *route, int key, int mode)
 {
     return s->key == key && s->mode == mode && strcmp(s->route, route) == 0;
@@ -282,6 +289,12 @@ int gw_rl_metrics_render(char **out, size_t *len)
          "# TYPE gateway_ratelimit_instances gauge\n"
          "gateway_ratelimit_instances %u\n", atomic_load_explicit(&instances_seen,
                                                                 memory_order_relaxed));
+    EMIT("# HELP gateway_ratelimit_redis_errors_total Script calls of the shared limits answered "
+         "with an error by Redis (e.g. NOPERM: the ACL user may not run EVALSHA or EVAL): "
+         "their requests were decided locally.\n"
+         "# TYPE gateway_ratelimit_redis_errors_total counter\n"
+         "gateway_ratelimit_redis_errors_total %" PRIu64 "\n",
+         (uint64_t)atomic_load_explicit(&redis_errors, memory_order_relaxed));
     EMIT("# HELP gateway_ratelimit_local_evictions_total Keys forgotten while still limited "
          "(the in-process store was full).\n"
          "# TYPE gateway_ratelimit_local_evictions_total counter\n"

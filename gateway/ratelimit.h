@@ -75,5 +75,8 @@ void gw_rl_workers_in_mode(gw_rl_mode from, gw_rl_mode to);
 /* The fallback divisor the Redis limiter uses now (gateway_ratelimit_instances; 0 without
  * shared limits). */
 void gw_rl_instances_seen(uint32_t n);
+/* Script calls of the Redis limiter answered with an error
+ * (gateway_ratelimit_redis_errors_total). */
+void gw_rl_redis_errors_add(uint64_t n);
 
 #endif

@@ -118,6 +118,8 @@ struct gw_rl_redis {
     uint32_t timeout_ms, divisor; /* divisor: configured (0: learned) */
     uint32_t learned;             /* live instances in the registry (0: not known yet) */
     int worker_id, ever_up, logged_down;
+    int refused;                  /* script calls answered with an error, this streak */
+    int hb_refused;               /* the heartbeat too */
     char sha[41];
     cmp_redis_cmd hb_cmd;         /* the heartbeat, while hb_busy */
     int hb_busy;
@@ -221,16 +223,60 @@ static void decide_fallback(gw_rl_wait *w)
     finish(w, &r);
 }
 
+/* An error answer to a script call (an ACL user without +evalsha or +eval, or without
+ * the keys: -NOPERM; a script error): its requests are decided locally. Counted each time;
+ * logged once per streak with Redis's text; while the checks' calls are refused the worker
+ * counts as in fallback mode, whatever the connection's state. HEARTBEAT: the instance
+ * registry's call (the divisor is then not learned). */
+static void script_refused(gw_rl_redis *rl, const char *cmd, const redisReply *rep,
+                           int heartbeat)
+{
+    char msg[256];
+    int *streak = heartbeat ? &rl->hb_refused : &rl->refused;
+    gw_rl_redis_errors_add(1);
+    if (!heartbeat)
+        set_mode(rl, GW_RL_FALLBACK);
+    if (*streak)
+        return;
+    *streak = 1;
+    snprintf(msg, sizeof msg, "%s refused: %.*s; %s rate/%u per instance", cmd,
+             (int)(rep->len < 160 ? rep->len : 160), rep->str,
+             heartbeat ? "instances are not counted: the fallback share stays"
+                       : "decisions fall back to", gw_rl_redis_divisor(rl));
+    rl_log(rl, "%s", msg);
+}
+
+/* A script call answered: the end of a refusal streak. */
+static void script_answered(gw_rl_redis *rl, int heartbeat)
+{
+    if (heartbeat) {
+        if (rl->hb_refused)
+            rl_log(rl, "%s", "the instance registry answers again");
+        rl->hb_refused = 0;
+        return;
+    }
+    if (!rl->refused)
+        return;
+    rl->refused = 0;
+    if (cmp_redis_up(rl->rc)) {
+        set_mode(rl, GW_RL_SHARED);
+        rl_log(rl, "%s", "the script answers again: limits are shared");
+    }
+}
+
 /* ---- connection (the client's state) and the instance heartbeat ------------------------ */
 static void on_state(void *arg, int up, const char *why)
 {
     gw_rl_redis *rl = arg;
     if (up) {
         if (!rl->ever_up || rl->logged_down)
-            rl_log(rl, "%s: limits are shared", rl->ever_up ? "connected again" : "connected");
+            rl_log(rl, "%s", rl->refused ? "connected again (its script calls were refused: "
+                                           "deciding locally until one is answered)"
+                             : rl->ever_up ? "connected again: limits are shared"
+                                           : "connected: limits are shared");
         rl->ever_up = 1;
         rl->logged_down = 0;
-        set_mode(rl, GW_RL_SHARED);
+        set_mode(rl, rl->refused ? GW_RL_FALLBACK : GW_RL_SHARED);
         return;
     }
     set_mode(rl, GW_RL_FALLBACK);
@@ -248,6 +294,12 @@ static void on_heartbeat(void *priv, redisReply *rep)
     gw_rl_redis *rl = priv;
     rl->hb_busy = 0;
     rl->n_live--;
+    if (rep != NULL && !rl->closing) {
+        if (rep->type == REDIS_REPLY_ERROR)
+            script_refused(rl, "EVAL (instance registry)", rep, 1);
+        else
+            script_answered(rl, 1);
+    }
     if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer > 0 && !rl->closing) {
         rl->learned = rep->integer > 1024 ? 1024 : (uint32_t)rep->integer;
         gw_rl_instances_seen(gw_rl_redis_divisor(rl));
@@ -347,6 +399,12 @@ static void on_reply(void *privdata, redisReply *rep)
             return; /* the new command holds the batch now */
     }
     int ok = parse_answer(rep, b->n_keys, ahead) == 0;
+    if (rep != NULL && !rl->closing) {
+        if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) != 0)
+            script_refused(rl, b->retried ? "EVAL" : "EVALSHA", rep, 0);
+        else if (ok)
+            script_answered(rl, 0);
+    }
     /* every request decided first, then let go: a released wait may be recycled (or freed)
      * at once, by a check a done callback starts */
     for (uint32_t i = 0; i < b->n; i++) {

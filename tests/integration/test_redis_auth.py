@@ -6,7 +6,11 @@ HITs and the shared limit is exact; with a wrong password every request still su
 cache misses, the limiter uses its local share), /metrics shows the fallback, the log names
 WRONGPASS and the address once per client, and no password appears in the log, /metrics,
 the admin API or gatewayctl's output. The wrong-password cases fail without AUTH support
-(nothing connects); the right-password cases too (-NOAUTH on the first PING)."""
+(nothing connects); the right-password cases too (-NOAUTH on the first PING).
+The users that connect have exactly the README's ACL permissions (one server, Sentinel master
+and sentinels, cluster). An ACL user that may not run EVALSHA/GET is logged once per streak and
+counted as fallback; a wrong password in cluster mode is retried with a backoff (bounded
+connections to the seed)."""
 import os
 import socket
 import subprocess
@@ -14,7 +18,7 @@ import time
 
 from harness import BUILD, ROOT, Stack, free_port, metrics, request, wait_until
 from test_redis_ha import (Servers, _read_reply, expect_exact, expect_hit_again,
-                           fallback_decisions, routes, server_args, workers_in)
+                           fallback_decisions, routes, server_args, tight, workers_in)
 
 PW_DEFAULT = "d-Pw-0c41b2e7"   # requirepass: the default user
 PW_USER = "u-Pw-7f3e9a15"      # the ACL user "gw"
@@ -23,6 +27,9 @@ PW_SENTINEL_USER = "su-Pw-2b7c90e1"  # the sentinels' ACL user "sent"
 WRONG = "wrong-Pw-5d2e8147"
 SECRETS = (PW_DEFAULT, PW_USER, PW_SENTINEL, PW_SENTINEL_USER, WRONG)
 LIMITS = {"rate_limits": {"timeout_ms": 1000}}
+# the README's ACL for one server (Redis section, Authentication)
+README_ACL = ("~gw:* +ping +get +set +del +evalsha +eval +time +zadd +zremrangebyscore "
+              "+pexpire +zcard")
 
 
 def _resp(args):
@@ -148,6 +155,50 @@ def test_redis_auth_single_server():
             expect_no_secret(s)
 
 
+def test_redis_auth_acl_user_without_permissions():
+    """An ACL user that may connect but not run EVALSHA nor GET: said once per streak, with
+    Redis's text (it looked connected and shared while every decision fell back silently);
+    the worker counts as in fallback mode and each refused call in
+    gateway_ratelimit_redis_errors_total; granted the commands, it is shared again."""
+    with Servers("gwtest-rauth-acl-") as srv:
+        port = auth_server(srv, "redis")
+        addr = "127.0.0.1:%d" % port
+        assert acmd(port, PW_DEFAULT, "ACL", "SETUSER", "lim", "on", ">" + PW_USER, "~*", "&*",
+                    "+@all", "-evalsha", "-get") == "OK"
+        conf = dict(LIMITS, redis={"address": addr, "username": "lim", "password": PW_USER})
+        with Stack(routes=routes(), gw_conf=conf, workers=1) as s:
+            wait_until(lambda: "connected: limits are shared" in s.gw.output(), 10, "connected")
+            got = tight(s, "acl", 12)
+            assert got == [200] * 10 + [429] * 2, got  # decided locally: rate/1
+            for _ in range(2):
+                st, h, _ = request(s.port, "GET", "/api/users/12")
+                assert st == 200 and h.get("x-cache") == "MISS", (st, h)
+            m = metrics(s)
+            assert m.get('gateway_ratelimit_workers{mode="fallback"}') == 1, m
+            assert m.get('gateway_ratelimit_workers{mode="shared"}') == 0, m
+            assert m.get("gateway_ratelimit_redis_errors_total", 0) >= 1, m
+            assert fallback_decisions(s) == 12
+            assert m.get('gateway_cache_requests_total{result="error"}', 0) >= 2, m
+            log = s.gw.output().splitlines()
+            rl = [ln for ln in log if "EVALSHA refused" in ln]
+            assert len(rl) == 1 and ("ratelimit: worker 0: redis %s: EVALSHA refused: NOPERM" % addr
+                                     in rl[0]) and "'evalsha'" in rl[0] \
+                and "decisions fall back to rate/1 per instance" in rl[0], rl
+            cache = [ln for ln in log if "GET refused" in ln]
+            assert len(cache) == 1 and ("cache: redis %s: GET refused: NOPERM" % addr
+                                        in cache[0]), cache
+            # granted exactly what the README lists for one server: the next call is
+            # answered, shared again; the cache serves
+            assert acmd(port, PW_DEFAULT, "ACL", "SETUSER", "lim", "reset", "on", ">" + PW_USER,
+                        *README_ACL.split()) == "OK"
+            assert tight(s, "acl-2", 1) == [200]
+            wait_until(lambda: workers_in(s, "shared") == 1, 5, "shared again")
+            assert "the script answers again: limits are shared" in s.gw.output()
+            expect_exact(s, "acl-3")
+            expect_hit_again(s, 12)
+            expect_no_secret(s)
+
+
 # ---- Sentinel --------------------------------------------------------------------------------
 
 def start_sentinel(srv, master_port, name):
@@ -158,7 +209,7 @@ def start_sentinel(srv, master_port, name):
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "sentinel.conf"), "w") as f:
         f.write("port %d\nbind 127.0.0.1\ndir %s\nrequirepass %s\n" % (port, d, PW_SENTINEL) +
-                "user sent on >%s ~* &* +@all\n" % PW_SENTINEL_USER +
+                "user sent on >%s +sentinel|get-master-addr-by-name\n" % PW_SENTINEL_USER +
                 "sentinel monitor %s 127.0.0.1 %d 1\n" % (name, master_port) +
                 "sentinel auth-pass %s %s\n" % (name, PW_DEFAULT))
     srv.spawn("sentinel", ["redis-sentinel", os.path.join(d, "sentinel.conf")])
@@ -171,6 +222,9 @@ def test_redis_auth_sentinel():
     name = "gwauth"
     with Servers("gwtest-rauth-sentinel-") as srv:
         mport = auth_server(srv, "master")
+        # the master's ACL user gets what the README lists for a Sentinel master
+        assert acmd(mport, PW_DEFAULT, "ACL", "SETUSER", "gw", "reset", "on", ">" + PW_USER,
+                    *(README_ACL + " +role").split()) == "OK"
         sport = start_sentinel(srv, mport, name)
         base = {"sentinels": ["127.0.0.1:%d" % sport], "master_name": name,
                 "username": "gw", "password": PW_USER}
@@ -216,7 +270,12 @@ def test_redis_auth_cluster():
         pw_file = os.path.join(srv.tmp, "cluster.pw")
         with open(pw_file, "w") as f:
             f.write(PW_DEFAULT)  # no trailing newline
-        conf = dict(LIMITS, redis={"cluster": ["127.0.0.1:%d" % ports[0]],
+        # an ACL user with what the README lists for a cluster, the same password as the
+        # default user's
+        for p in ports:
+            assert acmd(p, PW_DEFAULT, "ACL", "SETUSER", "clu", "on", ">" + PW_DEFAULT,
+                        *(README_ACL + " +cluster|slots +asking").split()) == "OK"
+        conf = dict(LIMITS, redis={"cluster": ["127.0.0.1:%d" % ports[0]], "username": "clu",
                                    "password_file": pw_file})
         with Stack(routes=routes(), gw_conf=conf, workers=1) as s:
             wait_until(lambda: workers_in(s, "shared") == 1, 15, "shared through the cluster")
