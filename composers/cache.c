@@ -43,9 +43,13 @@ const char *cmp_cache_conf_error(const cmp_cache_conf *conf)
 {
     cmp_redis_conf topo;
 
+    int bad;
+
     if (conf == NULL)
         return "no configuration";
-    if (cmp__topology(conf, &topo) != 0)
+    bad = cmp__topology(conf, &topo) != 0;
+    explicit_bzero(&topo, sizeof topo); /* the copy's credentials */
+    if (bad)
         return "redis: invalid address (want \"host:port\" or \"[ipv6]:port\")";
     if (conf->prefix != NULL && strlen(conf->prefix) > 1024)
         return "prefix: longer than 1024 bytes";
@@ -177,10 +181,10 @@ cmp_cache *cmp_cache_new(uv_loop_t *loop, const cmp_cache_conf *conf)
     cmp_cache *c;
 
     if (loop == NULL || cmp_cache_conf_error(conf) != NULL || cmp__topology(conf, &topo) != 0)
-        return NULL;
+        return NULL; /* not valid: cmp__topology copied no credentials */
     redis = topo.kind != CMP_REDIS_NONE;
     if ((c = calloc(1, sizeof *c)) == NULL)
-        return NULL;
+        goto fail;
     c->loop = loop;
     c->timeout_ms = conf->timeout_ms ? conf->timeout_ms : CMP_CACHE_DEFAULT_TIMEOUT_MS;
     gw_queue_init(&c->deferred);
@@ -209,6 +213,7 @@ cmp_cache *cmp_cache_new(uv_loop_t *loop, const cmp_cache_conf *conf)
     uv_idle_init(loop, &c->idle);
     uv_timer_init(loop, &c->cmd_timer);
     c->idle.data = c->cmd_timer.data = c;
+    explicit_bzero(&topo, sizeof topo); /* the client has its own copy */
     return c;
 
 fail_where:
@@ -217,6 +222,8 @@ fail_prefix:
     free(c->prefix);
 fail_c:
     free(c);
+fail:
+    explicit_bzero(&topo, sizeof topo);
     return NULL;
 }
 
