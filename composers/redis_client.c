@@ -471,8 +471,14 @@ static void on_auth(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     /* Redis never echoes the password; should some server or proxy do so, it goes no
      * further: masked in the whole text, before it is cut to fit */
+    const char *hint = " (AUTH with a user name needs Redis 6 or later: leave out \"username\")";
+    size_t hl = strlen(hint);
     memcpy(why, "AUTH: ", 6);
-    cmp_redis_masked(rep->str, rep->len, pass, why + 6, sizeof why - 6);
+    cmp_redis_masked(rep->str, rep->len, pass, why + 6, sizeof why - 6 - hl);
+    /* Redis 5 knows AUTH password only */
+    if (rep->len >= 29 && strncmp(rep->str, "ERR wrong number of arguments", 29) == 0 &&
+        (n->role == ROLE_SENTINEL ? n->rc->conf.sentinel_auth : n->rc->conf.auth).username[0])
+        memcpy(why + strlen(why), hint, hl + 1);
     node_fail(n, why); /* frees AC: the hello's callback gets NULL */
 }
 

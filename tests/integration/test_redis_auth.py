@@ -14,6 +14,7 @@ connections to the seed)."""
 import os
 import socket
 import subprocess
+import threading
 import time
 
 from harness import BUILD, ROOT, Stack, free_port, metrics, request, wait_until
@@ -197,6 +198,59 @@ def test_redis_auth_acl_user_without_permissions():
             expect_exact(s, "acl-3")
             expect_hit_again(s, 12)
             expect_no_secret(s)
+
+
+class Redis5:
+    """A stand-in for a Redis before 6 on a free port: AUTH takes one argument only (any
+    other AUTH is "wrong number of arguments"), PING answers."""
+
+    def __init__(self):
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stop:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        with c, c.makefile("rb") as f:
+            try:
+                while True:
+                    args = _read_reply(f)
+                    if args[0].upper() == "AUTH":
+                        c.sendall(b"+OK\r\n" if len(args) == 2 else
+                                  b"-ERR wrong number of arguments for 'auth' command\r\n")
+                    else:
+                        c.sendall(b"+PONG\r\n" if args[0].upper() == "PING" else b"$-1\r\n")
+            except (OSError, EOFError, RuntimeError, IndexError, TypeError):
+                return
+
+    def close(self):
+        self.stop = True
+        self.srv.close()
+
+
+def test_redis_auth_username_on_redis5_hints():
+    """A user name against a Redis before 6: the log line says what to change."""
+    r5 = Redis5()
+    try:
+        conf = dict(LIMITS, redis={"address": "127.0.0.1:%d" % r5.port, "username": "gw",
+                                   "password": PW_USER})
+        with Stack(routes=routes(), gw_conf=conf, workers=1) as s:
+            expect_fail_open(s, 1, 13)
+            lines = [ln for ln in s.gw.output().splitlines() if "AUTH: ERR wrong number" in ln]
+            assert len(lines) == 2 and all(
+                "(AUTH with a user name needs Redis 6 or later: leave out \"username\")" in ln
+                for ln in lines), lines
+            expect_no_secret(s)
+    finally:
+        r5.close()
 
 
 # ---- Sentinel --------------------------------------------------------------------------------
