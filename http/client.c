@@ -454,8 +454,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         return;
     }
     if (nread < 0) {
-        if (nread == UV_EOF && c->state == CS_SENDING) {
-            /* the client shut its write side: what is queued still goes out, then close */
+        if (nread == UV_EOF && (c->state == CS_SENDING ||
+                                (c->state == CS_ACTIVE && (c->flags & F_BODY_DONE) && c->tls &&
+                                 gw__tls_peer_half_closed(c->tls)))) {
+            /* the client shut its write side: what is queued still goes out, then close
+             * (a TLS 1.3 close_notify says only that: the handler's answer is awaited) */
             c->flags |= F_PEER_EOF | F_CLOSE_AFTER;
             gw__client_update_reading(c);
             return;

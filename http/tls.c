@@ -37,15 +37,26 @@ enum {
     T_REPUMP = 1 << 5,
     T_NOTIFY_SENT = 1 << 6,  /* close_notify went out (or was given up) */
     T_FAILED = 1 << 7,       /* a fatal TLS error: nothing more is read or written */
-    T_OWN = 1 << 8,          /* TLS 1.3 records run here (t->rec), t->ssl is freed */
+    T_OWN = 1 << 8,          /* the records run here (t->rec), t->ssl is freed */
     T_ALPN_H2 = 1 << 9,      /* ALPN selected "h2" */
     T_GOT_CTS = 1 << 10,     /* the key log gave the client's application traffic secret */
     T_GOT_STS = 1 << 11,     /* ... and the server's */
+    T_PEER_CLOSED = 1 << 12, /* the client's close_notify came: nothing more is read; what we
+                                still write goes out, then our close_notify (RFC 8446 §6.1) */
+    T_PEER_HALF = 1 << 13,   /* ... in TLS 1.3, where it closes the client's direction only */
+    T_EOF_DUE = 1 << 14,     /* the framing is to be told UV_EOF (T_PEER_CLOSED) */
+    T_KU_OWED = 1 << 15,     /* T_OWN, TLS 1.3: the client asked for our KeyUpdate */
 };
 
-/* TLS 1.3 alerts this side sends (RFC 8446 §6) */
+#define TLS_MAX_KEY_UPDATES 32 /* KeyUpdates in a row with no data between (BoringSSL's cap) */
+
+#define TLS_MAX_WARNINGS 5      /* TLS 1.2 warning alerts in a row (OpenSSL's cap) */
+#define TLS_MAX_EMPTY 32        /* empty data records in a row (OpenSSL's cap) */
+
+/* The alerts this side sends or reads (RFC 8446 §6, RFC 5246 §7.2) */
 enum { AL_CLOSE_NOTIFY = 0, AL_UNEXPECTED_MESSAGE = 10, AL_BAD_RECORD_MAC = 20,
-       AL_RECORD_OVERFLOW = 22, AL_DECODE_ERROR = 50, AL_INTERNAL_ERROR = 80,
+       AL_RECORD_OVERFLOW = 22, AL_HANDSHAKE_FAILURE = 40, AL_ILLEGAL_PARAMETER = 47,
+       AL_DECODE_ERROR = 50, AL_PROTOCOL_VERSION = 70, AL_INTERNAL_ERROR = 80,
        AL_USER_CANCELED = 90 };
 
 struct gw_tls_conn {
@@ -57,7 +68,13 @@ struct gw_tls_conn {
     uint32_t pt_off, pt_end;  /* T_OWN: a record's plaintext opened in io.in, undelivered */
     uint8_t secret_len;       /* of the secrets the key log gave (in rec, until T_OWN) */
     uint8_t sid_len;          /* T_OWN, TLS 1.2: the session's id, forgotten on a failure */
+    uint8_t hs_len;           /* T_OWN, TLS 1.3: bytes of a KeyUpdate split across records */
+    uint8_t hs_buf[4];
+    uint8_t ku_in_a_row;      /* the client's KeyUpdates since its last data */
+    uint8_t warn_in_a_row;    /* ... TLS 1.2 warning alerts */
+    uint8_t empty_in_a_row;   /* ... empty data records */
     unsigned char sid[SSL_MAX_SSL_SESSION_ID_LENGTH];
+    const void *sess;         /* the cached session sid names (a token, never read) */
     gw_tls_rec rec;             /* T_OWN: keys and sequence numbers */
 };
 
@@ -175,8 +192,12 @@ static void take_over(gw_tls_conn *t, const char *w, size_t n)
     size_t off = 0, last = 0;
     uint64_t records = 0;
     int r = -1;
+    /* a negotiated max_fragment_length (RFC 6066 §4; rare, embedded clients) keeps OpenSSL,
+     * which sizes its records to it */
     if ((version != TLS1_3_VERSION && version != TLS1_2_VERSION) || SSL_has_pending(t->ssl) ||
-        !gw_tls_rec_supported(cnid, mnid))
+        !gw_tls_rec_supported(cnid, mnid) || !SSL_get_session(t->ssl) ||
+        SSL_SESSION_get_max_fragment_length(SSL_get_session(t->ssl)) !=
+            TLSEXT_max_fragment_length_DISABLED)
         goto keep;
     while (off + 5 <= n) {
         const unsigned char *h = (const unsigned char *)w + off;
@@ -215,12 +236,15 @@ static void take_over(gw_tls_conn *t, const char *w, size_t n)
     }
     if (r < 0)
         goto keep;
-    if (version == TLS1_2_VERSION && SSL_get_session(t->ssl)) {
+    /* the session-id cache's entry, when this connection's session is it (a ticket-resumed
+     * session carries the id the client chose: another client's, maybe) */
+    if (version == TLS1_2_VERSION && gw__tls_cache_holds(SSL_get_session(t->ssl))) {
         unsigned sl;
         const unsigned char *sid = SSL_SESSION_get_id(SSL_get_session(t->ssl), &sl);
         if (sl <= sizeof t->sid) {
             memcpy(t->sid, sid, sl);
             t->sid_len = (uint8_t)sl;
+            t->sess = SSL_get_session(t->ssl);
         }
     }
     /* freed without a shutdown, OpenSSL would drop the session from the cache as if the
@@ -255,6 +279,28 @@ static int send_alert(gw_tls_conn *t, uint8_t desc)
     return seal_into_wire(t, GW_TLS_CT_ALERT, &b, 1, 2);
 }
 
+/* TLS 1.3: our KeyUpdate(update_not_requested) under the current write key, and the next
+ * key from then on (RFC 8446 §4.6.3). 0 or -1. */
+static int own_key_update(gw_tls_conn *t)
+{
+    char ku[5] = { 24, 0, 0, 1, 0 };
+    uv_buf_t b = uv_buf_init(ku, 5);
+    t->flags &= ~T_KU_OWED;
+    if (seal_into_wire(t, GW_TLS_CT_HANDSHAKE, &b, 1, 5) < 0 ||
+        gw_tls_rec_next_key(&t->rec, &t->rec.wr) < 0)
+        return -1;
+    return 0;
+}
+
+/* Before a data record: the KeyUpdate the client asked for (one answers any number of
+ * requests), or ours once the write key protected gw_tls_rec_rekey_at records. 0 or -1. */
+static int own_key_update_due(gw_tls_conn *t)
+{
+    if ((t->flags & T_KU_OWED) || (t->rec.tls13 && t->rec.wr.seq >= gw_tls_rec_rekey_at))
+        return own_key_update(t);
+    return 0;
+}
+
 /* Plaintext into records of up to 2^14 bytes, each gathering as many pieces as fit. */
 static int own_write(gw_tls_conn *t, const uv_buf_t *bufs, unsigned n)
 {
@@ -279,17 +325,24 @@ static int own_write(gw_tls_conn *t, const uv_buf_t *bufs, unsigned n)
         }
         if (!total)
             return 0;
-        if (seal_into_wire(t, GW_TLS_CT_APPDATA, pc, np, total) < 0)
+        if (own_key_update_due(t) < 0 || seal_into_wire(t, GW_TLS_CT_APPDATA, pc, np, total) < 0)
             return -1;
     }
+}
+
+/* RFC 5246 §7.2: a fatal alert sent or received, and the session is not resumed. */
+static void forget_session(gw_tls_conn *t)
+{
+    if (t->sid_len)
+        gw__tls_cache_forget(t->sid, t->sid_len, t->sess);
+    t->sid_len = 0;
 }
 
 /* T_OWN: a fatal error in the client's records: an alert, the framing told. Returns 1. */
 static int own_fail(gw_tls_conn *t, uint8_t alert)
 {
     t->flags |= T_FAILED | T_NOTIFY_SENT;
-    if (t->sid_len) /* RFC 5246 §7.2.2: a failed connection's session is not resumed */
-        gw__tls_cache_forget(t->sid, t->sid_len);
+    forget_session(t);
     if (alert != AL_CLOSE_NOTIFY && send_alert(t, alert) == 0)
         flush_wire(t);
     gw__client_tls_event(t->c, GW_TLS_ERR_RECORD);
@@ -325,12 +378,50 @@ static int own_ready(const gw_tls_conn *t)
     return !record_type_ok(t, h[0]) || len > max_cipher(t) || avail >= 5 + len;
 }
 
+/* T_OWN, TLS 1.3: a handshake record's P (N bytes). The only message a client may send
+ * now is KeyUpdate (§4.6.3), which may be split across records but must end one (§5.1);
+ * at most 4 bytes are carried to the next record. Returns -1 when taken, else the alert. */
+static int own_handshake(gw_tls_conn *t, const unsigned char *p, size_t n)
+{
+    unsigned char m[5];
+    size_t have = t->hs_len;
+    if (n == 0) /* zero-length handshake fragments are not allowed (§5.1) */
+        return AL_UNEXPECTED_MESSAGE;
+    memcpy(m, t->hs_buf, have);
+    for (size_t i = 0; i < n; i++) {
+        if (have == 5) /* anything after a KeyUpdate in its record */
+            return AL_UNEXPECTED_MESSAGE;
+        m[have++] = p[i];
+        if (m[0] != 24) /* a NewSessionTicket, Finished, ... from a client */
+            return AL_UNEXPECTED_MESSAGE;
+        if (have == 4 && (m[1] || m[2] || m[3] != 1))
+            return AL_DECODE_ERROR; /* a KeyUpdate's body is one byte */
+    }
+    if (have < 5) {
+        memcpy(t->hs_buf, m, have);
+        t->hs_len = (uint8_t)have;
+        return -1;
+    }
+    t->hs_len = 0;
+    if (m[4] > 1)
+        return AL_ILLEGAL_PARAMETER;
+    if (++t->ku_in_a_row > TLS_MAX_KEY_UPDATES)
+        return AL_UNEXPECTED_MESSAGE; /* a flood: each costs a key derivation or two */
+    /* the client's next records use its next key; asked to, ours follows before our next
+     * data (one answer for any number of requests) */
+    if (gw_tls_rec_next_key(&t->rec, &t->rec.rd) < 0)
+        return AL_INTERNAL_ERROR;
+    if (m[4] == 1)
+        t->flags |= T_KU_OWED;
+    return -1;
+}
+
 /* T_OWN: opens records and delivers their plaintext while the framing wants it; alerts and
  * KeyUpdate handled. 1 when the connection failed or is closing (stop), else 0. */
 static int own_read(gw_tls_conn *t)
 {
     gw_client *c = t->c;
-    while ((t->flags & T_WANT_READ) && !(t->flags & T_FAILED)) {
+    while ((t->flags & T_WANT_READ) && !(t->flags & (T_FAILED | T_PEER_CLOSED))) {
         if (t->pt_off < t->pt_end) {
             uv_buf_t b;
             gw__client_alloc(c, &b);
@@ -357,44 +448,55 @@ static int own_read(gw_tls_conn *t)
             return own_fail(t, AL_UNEXPECTED_MESSAGE);
         if (len > max_cipher(t))
             return own_fail(t, AL_RECORD_OVERFLOW);
-        if (gw_tls_rec_open(&t->rec, (char *)h, 5 + len, &type, &po, &pl) < 0)
-            return own_fail(t, AL_BAD_RECORD_MAC);
+        if (!t->rec.tls13 && (h[1] != 3 || h[2] != 3)) /* TLS 1.3 ignores it (§5.1) */
+            return own_fail(t, AL_PROTOCOL_VERSION);
+        int o = gw_tls_rec_open(&t->rec, (char *)h, 5 + len, &type, &po, &pl);
+        if (o < 0)
+            return own_fail(t, o == GW_TLS_REC_OVERFLOW  ? AL_RECORD_OVERFLOW
+                               : o == GW_TLS_REC_NO_TYPE ? AL_UNEXPECTED_MESSAGE
+                                                         : AL_BAD_RECORD_MAC);
         uint32_t at = t->io.in_off + (uint32_t)po;
         t->io.in_off += (uint32_t)(5 + len);
         const unsigned char *p = h + po;
+        if (t->hs_len && type != GW_TLS_CT_HANDSHAKE) /* a split message interrupted (§5.1) */
+            return own_fail(t, AL_UNEXPECTED_MESSAGE);
         if (type == GW_TLS_CT_APPDATA) {
             t->pt_off = at;
             t->pt_end = at + (uint32_t)pl;
+            if (pl)
+                t->ku_in_a_row = t->warn_in_a_row = t->empty_in_a_row = 0;
+            else if (++t->empty_in_a_row > TLS_MAX_EMPTY) /* records that cost, carry nothing */
+                return own_fail(t, AL_UNEXPECTED_MESSAGE);
         } else if (type == GW_TLS_CT_ALERT) {
             if (pl != 2)
                 return own_fail(t, AL_DECODE_ERROR);
-            if (p[1] == AL_USER_CANCELED || (!t->rec.tls13 && p[0] == 1 && p[1] != AL_CLOSE_NOTIFY))
-                continue; /* TLS 1.2 warnings other than close_notify change nothing */
+            if (!t->rec.tls13 && p[0] != 1 && p[0] != 2) /* neither warning nor fatal */
+                return own_fail(t, AL_ILLEGAL_PARAMETER);
+            /* TLS 1.3: user_canceled, at any level, changes nothing (§6.1); TLS 1.2: a
+             * warning other than close_notify (a few in a row) */
+            if (t->rec.tls13 ? p[1] == AL_USER_CANCELED : p[0] == 1 && p[1] != AL_CLOSE_NOTIFY) {
+                if (!t->rec.tls13 && ++t->warn_in_a_row > TLS_MAX_WARNINGS)
+                    return own_fail(t, AL_UNEXPECTED_MESSAGE);
+                continue;
+            }
+            if (p[1] == AL_CLOSE_NOTIFY) { /* the framing hears UV_EOF (pump) */
+                t->flags |= T_PEER_CLOSED | T_EOF_DUE | (t->rec.tls13 ? T_PEER_HALF : 0);
+                return 0;
+            }
             t->flags |= T_FAILED | T_NOTIFY_SENT; /* no alert back */
-            if (p[1] == AL_CLOSE_NOTIFY) {
-                gw__client_deliver(c, UV_EOF);
-            } else {
-                gw__client_tls_event(c, GW_TLS_ERR_RECORD);
-                gw__client_deliver(c, UV_EPROTO);
-            }
+            forget_session(t);
+            gw__client_tls_event(c, GW_TLS_ERR_RECORD);
+            gw__client_deliver(c, UV_EPROTO);
             return 1;
-        } else if (type == GW_TLS_CT_HANDSHAKE && t->rec.tls13 && pl == 5 && p[0] == 24 &&
-                   p[1] == 0 && p[2] == 0 && p[3] == 1 && p[4] <= 1) {
-            /* KeyUpdate: the client's next records use its next key; asked to, ours
-             * follows (our KeyUpdate goes under the current key) */
-            if (gw_tls_rec_next_key(&t->rec, &t->rec.rd) < 0)
-                return own_fail(t, AL_INTERNAL_ERROR);
-            if (p[4] == 1) {
-                char ku[5] = { 24, 0, 0, 1, 0 };
-                uv_buf_t b = uv_buf_init(ku, 5);
-                if (seal_into_wire(t, GW_TLS_CT_HANDSHAKE, &b, 1, 5) < 0 ||
-                    gw_tls_rec_next_key(&t->rec, &t->rec.wr) < 0)
-                    return own_fail(t, AL_INTERNAL_ERROR);
-                flush_wire(t);
-            }
+        } else if (type == GW_TLS_CT_HANDSHAKE && t->rec.tls13) {
+            int a = own_handshake(t, p, pl);
+            if (a >= 0)
+                return own_fail(t, (uint8_t)a);
+        } else if (type == GW_TLS_CT_HANDSHAKE && pl && p[0] == 1) {
+            /* TLS 1.2: a ClientHello, renegotiation: refused as OpenSSL did (RFC 5746) */
+            return own_fail(t, AL_HANDSHAKE_FAILURE);
         } else {
-            /* any other post-handshake message (a TLS 1.2 renegotiation: refused) */
-            return own_fail(t, AL_UNEXPECTED_MESSAGE);
+            return own_fail(t, AL_UNEXPECTED_MESSAGE); /* any other handshake message */
         }
     }
     return 0;
@@ -440,6 +542,11 @@ void gw__tls_conn_free(gw_tls_conn *t)
 int gw__tls_alpn_h2(const gw_tls_conn *t)
 {
     return (t->flags & T_ALPN_H2) != 0;
+}
+
+int gw__tls_peer_half_closed(const gw_tls_conn *t)
+{
+    return (t->flags & T_PEER_HALF) != 0;
 }
 
 int gw__tls_handshake_done(const gw_tls_conn *t)
@@ -491,7 +598,7 @@ static void update_socket(gw_tls_conn *t)
     gw_client *c = t->c;
     if (c->state == CS_CLOSING)
         return;
-    int want = !(t->flags & T_FAILED) &&
+    int want = !(t->flags & (T_FAILED | T_PEER_CLOSED)) &&
                (!(t->flags & T_HS_DONE) ||
                 ((t->flags & T_WANT_READ) &&
                  ((t->flags & T_OWN) ? !own_ready(t) : t->io.in_off == t->io.in_len)));
@@ -553,7 +660,16 @@ static void pump(gw_tls_conn *t)
         }
         if ((t->flags & T_OWN) && own_read(t))
             goto out;
-        while (!(t->flags & T_OWN) && (t->flags & T_WANT_READ) && !(t->flags & T_FAILED)) {
+        if ((t->flags & T_KU_OWED) && !(t->flags & (T_FAILED | T_NOTIFY_SENT))) {
+            /* asked for in what was just read: answered now, not only before our next data */
+            if (own_key_update(t) < 0) {
+                own_fail(t, AL_INTERNAL_ERROR);
+                goto out;
+            }
+            flush_wire(t);
+        }
+        while (!(t->flags & T_OWN) && (t->flags & T_WANT_READ) &&
+               !(t->flags & (T_FAILED | T_PEER_CLOSED))) {
             uv_buf_t b;
             gw__client_alloc(c, &b);
             if (!b.base || b.len == 0)
@@ -571,15 +687,21 @@ static void pump(gw_tls_conn *t)
             }
             if (e == SSL_ERROR_WANT_READ)
                 break;
-            t->flags |= T_FAILED;
-            if (e == SSL_ERROR_ZERO_RETURN) {
-                t->flags |= T_NOTIFY_SENT; /* the peer closed: no close_notify back */
-                gw__client_deliver(c, UV_EOF);
-            } else {
-                gw__client_tls_event(c, GW_TLS_ERR_RECORD);
-                gw__client_deliver(c, UV_EPROTO);
+            if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: we may still write */
+                t->flags |= T_PEER_CLOSED | T_EOF_DUE |
+                            (SSL_version(t->ssl) == TLS1_3_VERSION ? T_PEER_HALF : 0);
+                break;
             }
+            t->flags |= T_FAILED;
+            gw__client_tls_event(c, GW_TLS_ERR_RECORD);
+            gw__client_deliver(c, UV_EPROTO);
             goto out;
+        }
+        if ((t->flags & (T_EOF_DUE | T_WANT_READ)) == (T_EOF_DUE | T_WANT_READ)) {
+            t->flags &= ~T_EOF_DUE;
+            gw__client_deliver(c, UV_EOF);
+            if (c->state == CS_CLOSING)
+                goto out;
         }
     } while (t->flags & T_REPUMP);
     /* what OpenSSL took is gone from t->io.in; an empty buffer goes back (idle memory).
@@ -612,6 +734,11 @@ void gw__tls_read_start(gw_client *c)
 {
     gw_tls_conn *t = c->tls;
     t->flags |= T_WANT_READ;
+    if (t->flags & T_PEER_CLOSED) { /* as a socket after EOF: EOF again, posted (no loop) */
+        t->flags |= T_EOF_DUE | T_POSTED;
+        gw__server_post(c->server, &c->post_node);
+        return;
+    }
     if (t->flags & T_IN_PUMP) {
         t->flags |= T_REPUMP;
         return;
@@ -663,8 +790,8 @@ int gw__tls_write(gw_client *c, uv_buf_t *bufs, unsigned n)
 {
     gw_tls_conn *t = c->tls;
     gw_server *s = c->server;
-    if (!(t->flags & T_HS_DONE) || (t->flags & T_FAILED))
-        return GW_ECLOSED;
+    if (!(t->flags & T_HS_DONE) || (t->flags & (T_FAILED | T_NOTIFY_SENT)))
+        return GW_ECLOSED; /* nothing goes after our close_notify (or an alert) */
     int r = 0;
     if (t->flags & T_OWN) {
         if (own_write(t, bufs, n) < 0) {

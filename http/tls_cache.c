@@ -63,12 +63,21 @@ SSL_SESSION *gw__tls_cache_get(SSL *ssl, const unsigned char *id, int len, int *
     return NULL;
 }
 
-void gw__tls_cache_forget(const unsigned char *id, unsigned len)
+int gw__tls_cache_holds(const SSL_SESSION *sess)
+{
+    unsigned len;
+    const unsigned char *id = SSL_SESSION_get_id(sess, &len);
+    return slots && len && len <= SSL_MAX_SSL_SESSION_ID_LENGTH &&
+           slots[slot_of(id, len)].sess == sess;
+}
+
+void gw__tls_cache_forget(const unsigned char *id, unsigned len, const void *token)
 {
     if (!slots || len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH)
         return;
     cache_slot *s = &slots[slot_of(id, len)];
-    if (s->sess && s->idlen == len && memcmp(s->id, id, len) == 0) {
+    if (s->sess && (const void *)s->sess == token && s->idlen == len &&
+        memcmp(s->id, id, len) == 0) {
         SSL_SESSION_free(s->sess);
         s->sess = NULL;
     }

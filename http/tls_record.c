@@ -35,7 +35,9 @@ static EVP_CIPHER *ciphers[N_AEADS];
 static EVP_MD *mds[N_MDS];
 static EVP_KDF *prf; /* TLS1-PRF, TLS 1.2's key expansion */
 static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
-static atomic_uint_fast64_t next_key_id = 1;
+static atomic_uint_fast64_t next_key_id = 1; /* 0 is no key: never matched (keyed) */
+
+uint64_t gw_tls_rec_rekey_at = 1ull << 24;
 
 /* A cipher context per AEAD and direction (0 open, 1 seal) on each thread, and whose key it
  * holds: keyed again only when the record is another connection's (or key's). */
@@ -199,8 +201,23 @@ int gw_tls_rec_next_key(gw_tls_rec *r, gw_tls_rec_dir *d)
     return derive13(r, d);
 }
 
+/* A thread's context still holding the key of D (a connection going away) is keyed with
+ * zeros: a closed connection's key schedule does not outlive it in the cache. */
+static void forget_cached(int a, int enc, const gw_tls_rec_dir *d)
+{
+    static const unsigned char zero[32];
+    if (!d->key_id || !tc[a][enc].ctx || tc[a][enc].key_id != d->key_id)
+        return;
+    tc[a][enc].key_id = 0;
+    (void)EVP_CipherInit_ex(tc[a][enc].ctx, NULL, NULL, zero, NULL, enc);
+}
+
 void gw_tls_rec_clear(gw_tls_rec *r)
 {
+    for (int enc = 0; enc < 2 && r->aead < N_AEADS; enc++) { /* (a check opens with wr's) */
+        forget_cached(r->aead, enc, &r->rd);
+        forget_cached(r->aead, enc, &r->wr);
+    }
     OPENSSL_cleanse(r, sizeof *r);
 }
 
@@ -224,9 +241,13 @@ static void nonce_of(const gw_tls_rec_dir *d, uint64_t seq, const unsigned char 
         nonce[11 - i] ^= (unsigned char)(seq >> (8 * i));
 }
 
-/* The thread's context for AEAD A with D's key, ready for NONCE. */
+/* The thread's context for AEAD A with D's key, ready for NONCE. A direction with no key
+ * (key_id 0: cleared, or never derived) gets none: a slot whose keying failed also says 0,
+ * and still holds the key of whichever connection it last served. */
 static EVP_CIPHER_CTX *keyed(int a, int enc, const gw_tls_rec_dir *d, const unsigned char *nonce)
 {
+    if (!d->key_id)
+        return NULL;
     if (!tc[a][enc].ctx) {
         if (!(tc[a][enc].ctx = EVP_CIPHER_CTX_new()))
             return NULL;
@@ -250,7 +271,7 @@ static EVP_CIPHER_CTX *keyed(int a, int enc, const gw_tls_rec_dir *d, const unsi
 int gw_tls_rec_seal(gw_tls_rec *r, uint8_t type, const uv_buf_t *bufs, unsigned n,
                     size_t total, char *out)
 {
-    if (total > GW_TLS_REC_MAX_PLAIN)
+    if (total > GW_TLS_REC_MAX_PLAIN || r->wr.seq == UINT64_MAX) /* no wrap (RFC 8446 §5.3) */
         return -1;
     unsigned char *o = (unsigned char *)out, nonce[12], aad[13];
     size_t ex = r->tls13 ? 0 : AEADS[r->aead].explicit12;
@@ -353,19 +374,24 @@ int gw_tls_rec_open(gw_tls_rec *r, char *rec, size_t len, uint8_t *type, size_t 
 {
     unsigned char *u = (unsigned char *)rec;
     size_t off;
+    if (r->rd.seq == UINT64_MAX)
+        return GW_TLS_REC_BAD_MAC;
     int n = aead_open(r, &r->rd, r->rd.seq, u, len, &off);
     if (n < 0)
-        return -1;
+        return GW_TLS_REC_BAD_MAC;
     r->rd.seq++;
     if (!r->tls13) {
         if (n > GW_TLS_REC_MAX_PLAIN)
-            return -1;
+            return GW_TLS_REC_OVERFLOW;
         *type = u[0];
     } else {
+        /* the whole TLSInnerPlaintext, padding included, is at most 2^14 + 1 (§5.4) */
+        if (n > GW_TLS_REC_MAX_PLAIN + 1)
+            return GW_TLS_REC_OVERFLOW;
         while (n > 0 && u[off + (size_t)n - 1] == 0) /* padding (§5.4) */
             n--;
-        if (n == 0 || n - 1 > GW_TLS_REC_MAX_PLAIN)
-            return -1;
+        if (n == 0)
+            return GW_TLS_REC_NO_TYPE;
         *type = u[off + (size_t)n - 1];
         n--;
     }

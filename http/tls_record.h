@@ -55,13 +55,26 @@ int gw_tls_rec_init12(gw_tls_rec *r, int cipher_nid, int md_nid, const unsigned 
                       const unsigned char server_random[32], uint64_t read_seq,
                       uint64_t write_seq);
 
+/* TLS 1.3: records sealed under one write key before the connection moves to the next one
+ * (a KeyUpdate of its own): 2^24, as picotls, well under AES-GCM's 2^24.5 full records per
+ * key (RFC 8446 §5.5). A variable so that tests can lower it. */
+extern uint64_t gw_tls_rec_rekey_at;
+
 /* One record of TYPE holding the N pieces (TOTAL bytes, at most GW_TLS_REC_MAX_PLAIN) into
- * OUT, which has room for TOTAL + GW_TLS_REC_OVERHEAD. Returns its length, or -1. */
+ * OUT, which has room for TOTAL + GW_TLS_REC_OVERHEAD. Returns its length, or -1 (also
+ * when the sequence number would wrap, RFC 8446 §5.3, or the key is cleared). */
 int gw_tls_rec_seal(gw_tls_rec *r, uint8_t type, const uv_buf_t *bufs, unsigned n,
                     size_t total, char *out);
+/* Why gw_tls_rec_open refused a record; each names the alert (RFC 8446 §5.2, §5.4). */
+enum {
+    GW_TLS_REC_BAD_MAC = -1,  /* the tag did not verify: bad_record_mac */
+    GW_TLS_REC_NO_TYPE = -2,  /* TLS 1.3: an inner plaintext of zeros only: unexpected_message */
+    GW_TLS_REC_OVERFLOW = -3, /* more than 2^14 bytes of plaintext (TLS 1.3: 2^14 + 1 with the
+                               * type and padding): record_overflow */
+};
 /* Opens the whole record REC (header included, LEN bytes) in place: its plaintext is
- * rec[*plain_off .. *plain_off + *plain_len), its content type *TYPE. 0, or -1
- * (bad_record_mac: the tag did not verify, or a TLS 1.3 record with no content type). */
+ * rec[*plain_off .. *plain_off + *plain_len), its content type *TYPE. 0, or one of the
+ * above. */
 int gw_tls_rec_open(gw_tls_rec *r, char *rec, size_t len, uint8_t *type, size_t *plain_off,
                     size_t *plain_len);
 /* Verifies, without changing anything, that REC (LEN bytes, at most 1,024) is a record
@@ -71,7 +84,7 @@ int gw_tls_rec_check(const gw_tls_rec *r, const gw_tls_rec_dir *d, uint64_t seq,
 /* TLS 1.3 KeyUpdate: D's secret becomes the next generation, its key and IV are derived
  * from it, its sequence number starts again at 0. 0 or -1. */
 int gw_tls_rec_next_key(gw_tls_rec *r, gw_tls_rec_dir *d);
-/* Forgets the keys (cleansed). */
+/* Forgets the keys (cleansed), and this thread's cipher contexts forget them too. */
 void gw_tls_rec_clear(gw_tls_rec *r);
 /* Frees this thread's cipher and digest contexts (a worker thread, at exit). */
 void gw_tls_rec_thread_cleanup(void);

@@ -23,6 +23,7 @@
 typedef struct gw_client gw_client;
 typedef struct gw_tls_conn gw_tls_conn;
 struct ssl_st;
+struct ssl_session_st;
 
 /* A connection's TLS state pinned to snapshot X (a reference is taken). NULL: no memory. */
 gw_tls_conn *gw__tls_conn_new(gw_tls_ctx *x, gw_client *c);
@@ -30,6 +31,11 @@ void gw__tls_conn_free(gw_tls_conn *t);
 int gw__tls_handshake_done(const gw_tls_conn *t);
 /* 1 when ALPN selected "h2" (the connection's framing is then HTTP/2: h2.c). */
 int gw__tls_alpn_h2(const gw_tls_conn *t);
+/* 1 once the client sent a TLS 1.3 close_notify: it closed its direction only (RFC 8446
+ * §6.1), so the response under way is finished, then our close_notify, then the close. (A
+ * TLS 1.2 close_notify closes both ways, RFC 5246 §7.2.1, as a cleartext client's FIN ends a
+ * request the handler still works on.) */
+int gw__tls_peer_half_closed(const gw_tls_conn *t);
 /* Starts the handshake: the socket is read from now on. 0 or <0. */
 int gw__tls_start(gw_client *c);
 /* The framing wants plaintext (read_start) or not (read_stop), like uv_read_start/stop. */
@@ -49,8 +55,11 @@ int gw__tls_run_posted(gw_client *c);
 void gw__tls_keylog(const struct ssl_st *ssl, const char *line);
 
 /* (tls_cache.c) Drops the session with id ID (LEN bytes) from this worker's TLS 1.2
- * session cache, if it is there. */
-void gw__tls_cache_forget(const unsigned char *id, unsigned len);
+ * session cache, if it is there and still the session TOKEN (its address, never read). */
+void gw__tls_cache_forget(const unsigned char *id, unsigned len, const void *token);
+/* (tls_cache.c) 1 when SESS is the very session this worker's cache holds under its id (a
+ * ticket-resumed session is not: its id is the client's choice). */
+int gw__tls_cache_holds(const struct ssl_session_st *sess);
 
 /* (tls_ctx.c) The SSL_CTX a new connection starts with. */
 struct ssl_ctx_st *gw__tls_ctx_default(const gw_tls_ctx *x);
