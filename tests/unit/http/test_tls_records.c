@@ -255,6 +255,71 @@ static void test_tls12_failed_connection_session_forgotten(void **state)
     server_stop();
 }
 
+/* The server's SSL_CTX of the running server (tls_transport.h), to vary the handshake. */
+static SSL_CTX *server_ssl_ctx(void)
+{
+    gw_tls_ctx *x = gw_tls_slot_acquire(&T.slot);
+    SSL_CTX *ctx = gw__tls_ctx_default(x);
+    gw_tls_ctx_unref(x); /* the slot keeps its reference */
+    return ctx;
+}
+
+/* TLS 1.3 handovers the record layer must get right (regression tests from the review's
+ * probes): 0, 2 and 3 session tickets (the write sequence number starts after them), a
+ * HelloRetryRequest, a chain of resumptions each from a ticket of an own-records
+ * connection, and two connections on one thread interleaved with KeyUpdates (the thread's
+ * cipher contexts keep each connection's keys apart). */
+static void test_tls13_handover_variants(void **state)
+{
+    (void)state;
+    static char body[BIG_LEN];
+    for (int tickets = 0; tickets <= 3; tickets += tickets ? 1 : 2) {
+        server_start(NULL);
+        SSL_CTX_set_num_tickets(server_ssl_ctx(), (size_t)tickets);
+        SSL_CTX *cc = client_ctx(TLS1_3_VERSION, NULL);
+        cli k;
+        assert_true(idle_bytes(cc, &k) < 256); /* the records run here */
+        assert_int_equal(cli_get(&k, "/big", body, sizeof body), BIG_LEN);
+        assert_memory_equal(body, T.big, BIG_LEN);
+        cli_close(&k);
+        SSL_CTX_free(cc);
+        server_stop();
+    }
+    server_start(NULL);
+    assert_int_equal(SSL_CTX_set1_groups_list(server_ssl_ctx(), "X25519"), 1);
+    SSL_CTX *cc = client_ctx(TLS1_3_VERSION, NULL);
+    assert_int_equal(SSL_CTX_set1_groups_list(cc, "P-256:X25519"), 1); /* key share: P-256 */
+    cli k;
+    assert_true(idle_bytes(cc, &k) < 256);
+    assert_int_equal(cli_get(&k, "/big", body, sizeof body), BIG_LEN);
+    assert_memory_equal(body, T.big, BIG_LEN);
+    SSL_SESSION *sess = SSL_get1_session(k.ssl);
+    SSL_shutdown(k.ssl);
+    cli_close(&k);
+    for (int i = 0; i < 3; i++) {
+        cli r = cli_open_session(cc, sess);
+        assert_int_equal(SSL_session_reused(r.ssl), 1);
+        assert_int_equal(cli_get(&r, "/", NULL, 0), 2);
+        SSL_SESSION_free(sess);
+        sess = SSL_get1_session(r.ssl); /* the ticket this connection got */
+        SSL_shutdown(r.ssl);
+        cli_close(&r);
+    }
+    SSL_SESSION_free(sess);
+    cli a = cli_open(cc), b = cli_open(cc);
+    for (int i = 0; i < 20; i++) {
+        cli *x = i % 2 ? &b : &a;
+        if (i % 3 == 0)
+            assert_int_equal(SSL_key_update(x->ssl, SSL_KEY_UPDATE_REQUESTED), 1);
+        assert_int_equal(cli_get(x, "/", NULL, 0), 2);
+    }
+    assert_int_equal(T.events[GW_TLS_ERR_RECORD], 0);
+    cli_close(&a);
+    cli_close(&b);
+    SSL_CTX_free(cc);
+    server_stop();
+}
+
 int main(void)
 {
     if (harness_setup() < 0)
@@ -266,6 +331,7 @@ int main(void)
         cmocka_unit_test(test_tampered_record_closes),
         cmocka_unit_test(test_request_in_the_finished_flight),
         cmocka_unit_test(test_tls12_failed_connection_session_forgotten),
+        cmocka_unit_test(test_tls13_handover_variants),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     harness_teardown();

@@ -30,6 +30,7 @@
 #include "http/server.h"
 #include "http/tls.h"
 #include "http/tls_record.h"
+#include "http/tls_transport.h"
 
 #define BIG_LEN 100000 /* several records each way */
 
