@@ -203,7 +203,7 @@ static void cli_send(int fd, const uint8_t *p, size_t n)
  * cut points follow (bits 0-1); the rest is sent in that many + 1 pieces, PREFACE first,
  * each read by the server before the next is sent; then the client's EOF, and the server
  * must answer or close and let the connection go. 0: DATA is too short to play. */
-static int fuzz_play_connection(const uint8_t *data, size_t size, const uint8_t *preface,
+static inline int fuzz_play_connection(const uint8_t *data, size_t size, const uint8_t *preface,
                                 size_t preface_len)
 {
     if (size < 1)
