@@ -25,14 +25,24 @@ total_p = total_f = 0
 t0 = time.time()
 
 
+# unit-test binaries run this many at once (each is self-contained); the integration tests
+# run one at a time (they time real servers)
+UNIT_JOBS = os.cpu_count() or 1
+t_section = [time.time(), None]
+
+
 def section(title):
+    now = time.time()
+    if t_section[1]:
+        print("(%s: %.0f s)" % (t_section[1], now - t_section[0]), flush=True)
+    t_section[:] = [now, title]
     print("\n==== %s ====" % title, flush=True)
 
 
 for build in ("build", "build/san"):
     bins = sorted(glob.glob(os.path.join(build, "tests", "*", "test_*")))
     section("unit tests (%s)" % build)
-    p, f = run_unit.run(bins)
+    p, f = run_unit.run(bins, jobs=UNIT_JOBS)
     print("unit (%s): %d passed, %d failed" % (build, p, f))
     total_p += p
     total_f += f
@@ -80,7 +90,8 @@ TSAN_SUBSET = ",".join([
     "test_otlp_hung_collector_drops_and_counts_and_exits_cleanly",
 ])
 section("unit tests (build/tsan)")
-p, f = run_unit.run(sorted(glob.glob(os.path.join("build/tsan", "tests", "*", "test_*"))))
+p, f = run_unit.run(sorted(glob.glob(os.path.join("build/tsan", "tests", "*", "test_*"))),
+                    jobs=UNIT_JOBS)
 print("unit (build/tsan): %d passed, %d failed" % (p, f))
 total_p += p
 total_f += f
@@ -146,7 +157,8 @@ VALGRIND_SUBSET = ",".join([
     "test_h2_hardening_refused", "test_h2_goaway_on_drain",
 ])
 section("unit tests under valgrind (build)")
-p, f = run_unit.run(sorted(glob.glob(os.path.join("build", "tests", "*", "test_*"))), valgrind=True)
+p, f = run_unit.run(sorted(glob.glob(os.path.join("build", "tests", "*", "test_*"))), valgrind=True,
+                    jobs=UNIT_JOBS)
 print("unit under valgrind: %d passed, %d failed" % (p, f))
 total_p += p
 total_f += f
@@ -179,6 +191,7 @@ if os.path.exists("bench/run.sh"):
     total_p += ok
     total_f += not ok
 
+section("done")
 print("\nall suites finished in %.0f s" % (time.time() - t0))
 print("%d passed, %d failed" % (total_p, total_f))
 sys.exit(1 if total_f else 0)
