@@ -37,6 +37,9 @@
  *     keys, its KeyUpdates followed; its handshake messages are only NewSessionTicket and
  *     KeyUpdate(update_not_requested), whole inside one record; an alert is two bytes and
  *     the last record; HTTP/1.1 plaintext starts with a status line;
+ *   - the server's alerts have the right level and are never internal_error; a
+ *     conversation of well-formed requests and KeyUpdates (32 in a row at most) gets no
+ *     record error at all;
  *   - every request the handler got ends exactly once (fuzz_server.h's handler);
  *   - the connection closes after the client's EOF, within a bound, and the server holds no
  *     connection afterwards; no leak (LeakSanitizer), no sanitizer report. */
@@ -70,6 +73,9 @@ static struct {
     size_t cts_len, sts_len;
     SSL_SESSION *sess[2];     /* an AES-128-GCM session to resume (suite value 3) */
     int tls12;                /* this input's connection is TLS 1.2 (mode 3) */
+    int legal;                /* only well-formed requests, KeyUpdates (32 in a row at most),
+                                 flushes and holds were sent: no record error is owed */
+    int ku_run;
     struct {                  /* the client's handshake messages, split across records */
         uint8_t hdr[4], first;
         size_t hn, left;
@@ -330,8 +336,10 @@ static int handshake(int suite, int h2, int resume)
 
 static void pend(const void *p, size_t n)
 {
-    if (n > PENDING_CAP - F.pending_len)
+    if (n > PENDING_CAP - F.pending_len) {
         n = PENDING_CAP - F.pending_len;
+        F.legal = 0; /* a record cut */
+    }
     memcpy(F.pending + F.pending_len, p, n);
     F.pending_len += n;
 }
@@ -466,6 +474,10 @@ static void check_server_records(int h2)
                 die("a malformed alert");
             alert = 1;
             F.server_alert = q[1];
+            if (q[0] != (q[1] == 0 || q[1] == 90 ? 1 : 2))
+                die("an alert of the wrong level");
+            if (q[1] == 80)
+                die("internal_error: hostile input made the record layer fail inside");
         } else if (type == GW_TLS_CT_HANDSHAKE && !F.tls12) {
             for (size_t at = 0; at < pl;) {
                 if (pl - at < 4)
@@ -533,6 +545,11 @@ static void play_ops(int fd, const uint8_t *d, size_t n, int mode)
         int op = NEXT() % 7;
         if (op == 0 && mode == 1)
             op = 1;
+        if (op == 0 || op == 1 || op == 5 || (op == 2 && (F.tls12 || i >= n || d[i] > 1)))
+            F.legal = 0;
+        F.ku_run = op == 2 ? F.ku_run + 1 : op == 4 ? 0 : F.ku_run;
+        if (F.ku_run > 32) /* more in a row are refused (BoringSSL's cap) */
+            F.legal = 0;
         switch (op) {
         case 0: {
             size_t k = NEXT();
@@ -590,6 +607,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     int suite = (data[0] & 3) % 3, resume = (data[0] & 3) == 3, mode = (data[0] >> 2) & 3, h2 = data[0] >> 7;
     F.tls12 = mode == 3;
+    F.legal = mode != 0;
+    F.ku_run = 0;
     memset(&F.hs, 0, sizeof F.hs);
     G.mode = (data[0] >> 4) & 3;
     G.n_request = G.n_answered = G.n_abort = G.n_done = 0;
@@ -628,6 +647,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (G.n_answered + G.n_abort != G.n_request)
         die("a request neither answered nor aborted");
     check_server_records(h2);
+    if (F.legal && (F.record_errors != 0 || F.server_alert > 0)) {
+        fprintf(stderr, "alert %d, %d record errors\n", F.server_alert, F.record_errors);
+        die("a well-formed conversation ended with a record error");
+    }
     if (expect >= 0 && (F.record_errors != 1 || F.server_alert != expect)) {
         fprintf(stderr, "expected alert %d, got %d (%d record errors)\n", expect,
                 F.server_alert, F.record_errors);
