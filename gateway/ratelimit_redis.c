@@ -111,6 +111,8 @@ struct gw_rl_redis {
     int timers_open;         /* the four handles above, until closed */
     int cluster;             /* a batch holds keys of one slot only */
     gw_queue pending;        /* PENDING waits, oldest first */
+    uint32_t n_pending;
+    int batches_out;         /* sent, not answered yet */
     gw_rl_batch *spare;      /* one batch kept for the next turn: no malloc per turn */
     int closing;
     cmp_redis *rc;
@@ -209,6 +211,7 @@ static void finish(gw_rl_wait *w, const gw_gcra_result *r)
     gw_queue_remove(&w->node);
     if (w->flags & W_PENDING) {
         gw_queue_remove(&w->pnode);
+        w->rl->n_pending--;
         w->flags &= ~W_PENDING;
     }
     w->flags &= ~W_OWED;
@@ -348,6 +351,7 @@ static void on_hb_timer(uv_timer_t *t)
 
 /* ---- checks ------------------------------------------------------------------------- */
 static void on_cmd_timer(uv_timer_t *t);
+static void flush(gw_rl_redis *rl);
 static int send_batch(gw_rl_redis *rl, gw_rl_batch *b, int full_script);
 
 /* The script's answer for a batch of N_KEYS keys, "A1 A2 ...", into AHEAD; 0, or -1 when it
@@ -424,7 +428,11 @@ static void on_reply(void *privdata, redisReply *rep)
     }
     for (uint32_t i = 0; i < b->n; i++)
         release(b->w[i], W_HIREDIS);
-    batch_free(rl, b);
+    rl->batches_out--;
+    int more = !rl->closing && !gw_queue_empty(&rl->pending);
+    batch_free(rl, b); /* may free RL, only when closing */
+    if (more)
+        flush(rl); /* what came in while this batch was out */
 }
 
 static int send_batch(gw_rl_redis *rl, gw_rl_batch *b, int full_script)
@@ -493,6 +501,7 @@ static void batch_fill(gw_rl_redis *rl, gw_rl_batch *b)
         b->key_of[b->n] = (uint8_t)k;
         b->w[b->n++] = w;
         gw_queue_remove(&w->pnode);
+        w->rl->n_pending--;
         w->flags &= ~W_PENDING;
         w->flags |= W_HIREDIS;
     }
@@ -504,7 +513,11 @@ static void flush(gw_rl_redis *rl)
 {
     uv_check_stop(&rl->flush_check);
     uv_idle_stop(&rl->flush_idle);
-    while (!gw_queue_empty(&rl->pending)) {
+    /* one batch out at a time (one server; a cluster's nodes are not held up by each
+     * other): checks that come in while it is out wait for its answer and go together,
+     * so batches grow with the load and Redis is woken once per round trip, not per turn */
+    while (!gw_queue_empty(&rl->pending) &&
+           (rl->cluster || rl->batches_out == 0 || rl->n_pending >= BATCH_MAX)) {
         gw_rl_batch *b = rl->spare;
         rl->spare = NULL;
         if (b == NULL && (b = malloc(sizeof *b)) == NULL) {
@@ -518,8 +531,10 @@ static void flush(gw_rl_redis *rl)
         b->retried = 0;
         rl->n_live++;
         batch_fill(rl, b);
-        if (send_batch(rl, b, 0) == 0)
+        if (send_batch(rl, b, 0) == 0) {
+            rl->batches_out++;
             continue;
+        }
         for (uint32_t i = 0; i < b->n; i++) { /* decided here, in arrival order */
             gw_rl_wait *w = b->w[i];
             if (w->flags & W_OWED)
@@ -606,6 +621,7 @@ int gw_rl_redis_check(gw_rl_redis *rl, const rt_route *route, const rt_rate_limi
     w->deadline = uv_now(rl->loop) + rl->timeout_ms;
     gw_queue_insert_tail(&rl->inflight, &w->node);
     gw_queue_insert_tail(&rl->pending, &w->pnode);
+    rl->n_pending++;
     if (!uv_is_active((uv_handle_t *)&rl->flush_check)) {
         uv_check_start(&rl->flush_check, on_flush_check);
         uv_idle_start(&rl->flush_idle, on_flush_idle);
@@ -623,6 +639,7 @@ void gw_rl_redis_cancel(gw_rl_wait *w)
     gw_queue_remove(&w->node);
     if (w->flags & W_PENDING) { /* not sent: it never counts in Redis */
         gw_queue_remove(&w->pnode);
+        w->rl->n_pending--;
         w->flags &= ~W_PENDING;
     }
     release(w, W_OWED);

@@ -2,7 +2,8 @@
  * as one EVALSHA of the GCRA script per batch (up to 128 requests; per slot in a cluster)
  * through the worker's Redis client (composers/redis_client.h: one server, Sentinel or
  * Cluster, on the worker's loop), never blocking. The script decides a batch's requests in
- * arrival order, as one call per request would.
+ * arrival order, as one call per request would. One server (or Sentinel): one batch out at a
+ * time; what comes in meanwhile goes when it is answered (or at once when 128 wait).
  *
  * The script's sha is computed here; a NOSCRIPT answer (a new server, a restart, SCRIPT
  * FLUSH, a cluster node that never saw it) re-sends that batch as EVAL, which loads it.
