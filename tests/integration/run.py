@@ -13,6 +13,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 ap = argparse.ArgumentParser()
 ap.add_argument("--build", default="build")
 ap.add_argument("-k", default="", help="run only tests whose name contains this (comma: any of)")
+ap.add_argument("--skip", default="", help="leave out tests whose name contains this (comma: any of)")
 args = ap.parse_args()
 os.environ["GW_BUILD"] = args.build
 sys.path.insert(0, here)
@@ -29,6 +30,8 @@ for path in sorted(glob.glob(os.path.join(here, "test_*.py"))):
     for fn_name in sorted(n for n in dir(mod) if n.startswith("test_")):
         full = "%s.%s" % (name, fn_name)
         if args.k and not any(k and k in full for k in args.k.split(",")):
+            continue
+        if args.skip and any(k and k in full for k in args.skip.split(",")):
             continue
         t0 = time.time()
         try:
