@@ -261,6 +261,7 @@ def test_cache_negative_ttl():
             t0 = time.monotonic()
             st, h, b = get_user(s, "missing-1")
             expect(st, h, b, 404, "MISS")
+            time.sleep(SETTLE)
             st, h, b = get_user(s, "missing-1")
             expect(st, h, b, 404, "HIT")
             assert h.get("x-gateway-upstream") == "user-service", h
@@ -281,11 +282,13 @@ def test_cache_ttl_expiry():
         with cache_stack(rs.port, cache={"ttl_ms": 500}) as s:
             t0 = time.monotonic()
             expect(*get_user(s, 7), 200, "MISS")
+            time.sleep(SETTLE)
             expect(*get_user(s, 7), 200, "HIT")
             assert user_calls(s, 7) == 1
             time.sleep(max(0, t0 + 0.65 - time.monotonic()))
             expect(*get_user(s, 7), 200, "MISS", "after ttl_ms")
             assert user_calls(s, 7) == 2
+            time.sleep(SETTLE)
             expect(*get_user(s, 7), 200, "HIT", "stored again")
             assert user_calls(s, 7) == 2
 
