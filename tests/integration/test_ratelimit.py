@@ -188,6 +188,31 @@ def _wait_mode(s, mode, workers):
                15, "%d worker(s) in rate-limit mode %s" % (workers, mode))
 
 
+def _start_with_h2c(s):
+    """Starts the unstarted Stack S with an h2c (HTTP/2 prior knowledge) listener beside its
+    own; returns that listener's port (S is stopped when it cannot start)."""
+    from harness import free_port, wait_port
+    try:
+        h2c = free_port()
+        del s.conf["listen"]
+        s.conf["listeners"] = [{"listen": "127.0.0.1:%d" % s.port},
+                               {"listen": "127.0.0.1:%d" % h2c, "h2c": True}]
+        s.write()
+        s.start()
+        wait_port(h2c)
+        return h2c
+    except Exception:
+        s.stop()
+        raise
+
+
+def _script_calls(commandstats):
+    """Script calls (EVALSHA + EVAL) in Redis's INFO commandstats text."""
+    return sum(int(line.split("calls=")[1].split(",")[0])
+               for line in commandstats.splitlines()
+               if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")))
+
+
 def _load(ports, n_per_thread, threads_per_port=2, path="/api/users/1", conns=4):
     """Keep-alive GETs from several threads against each port; returns the list of statuses."""
     res = []
@@ -348,19 +373,8 @@ def test_redis_hung_requests_decided_locally_within_timeout():
 def test_allowed_headers_over_http2():
     """An HTTP/2 client (h2c, curl --http2-prior-knowledge) gets the same rate-limit fields on
     its allowed answers and on the 429."""
-    from harness import free_port, wait_port
     s = Stack(routes=limited_routes({"rate": 1, "per": "1h", "burst": 2}), start=False)
-    try:
-        h2c = free_port()
-        del s.conf["listen"]
-        s.conf["listeners"] = [{"listen": "127.0.0.1:%d" % s.port},
-                               {"listen": "127.0.0.1:%d" % h2c, "h2c": True}]
-        s.write()
-        s.start()
-        wait_port(h2c)
-    except Exception:
-        s.stop()
-        raise
+    h2c = _start_with_h2c(s)
     with s:
         got = []
         for _ in range(3):
@@ -385,7 +399,6 @@ def test_shared_limit_batches_a_turns_checks_exactly():
     up to 128; per slot in a cluster): 100 requests on one HTTP/2 connection (their HEADERS
     arrive together) over two routes with shared limits of burst 20 and 30 - exactly 20 and
     30 pass, in a handful of script calls rather than 100."""
-    from harness import free_port, wait_port
     r = _redis()
     routes = [
         {"id": "one", "path": "/api/users/1", "upstream": "user-service",
@@ -398,15 +411,8 @@ def test_shared_limit_batches_a_turns_checks_exactly():
     s = Stack(routes=routes, gw_conf=_shared_conf(r, instances=1, timeout_ms=2000), workers=1,
               start=False)
     try:
-        h2c = free_port()
-        del s.conf["listen"]
-        s.conf["listeners"] = [{"listen": "127.0.0.1:%d" % s.port},
-                               {"listen": "127.0.0.1:%d" % h2c, "h2c": True}]
-        s.write()
-        s.start()
-        wait_port(h2c)
+        h2c = _start_with_h2c(s)
     except Exception:
-        s.stop()
         r.close()
         raise
     try:
@@ -428,9 +434,7 @@ def test_shared_limit_batches_a_turns_checks_exactly():
             assert rl_metric(m, "one", "limited", "shared", "route") == 30, m
             assert rl_metric(m, "two", "limited", "shared", "route") == 20, m
             stats = _redis_cmd(r, "INFO", "commandstats").decode()
-            calls = sum(int(line.split("calls=")[1].split(",")[0])
-                        for line in stats.splitlines()
-                        if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")))
+            calls = _script_calls(stats)
             print("  100 checks in %d script calls (heartbeats included)" % calls)
             # one per turn that carried HEADERS, plus a NOSCRIPT retry and heartbeats
             assert 1 <= calls <= 25, stats
@@ -484,7 +488,6 @@ def test_shared_limit_batches_with_hundreds_outstanding():
     keeps for reuse (256), so waits are really freed as batches are answered. All 400 are
     decided by Redis, once each (a batch used to read its key's limit from a wait it had
     already let go: ASan reported a use-after-free)."""
-    from harness import free_port, wait_port
     r = _redis()
     routes = [
         {"id": "one", "path": "/api/users/1", "upstream": "user-service",
@@ -494,15 +497,8 @@ def test_shared_limit_batches_with_hundreds_outstanding():
     s = Stack(routes=routes, gw_conf=_shared_conf(r, instances=1, timeout_ms=5000), workers=1,
               start=False)
     try:
-        h2c = free_port()
-        del s.conf["listen"]
-        s.conf["listeners"] = [{"listen": "127.0.0.1:%d" % s.port},
-                               {"listen": "127.0.0.1:%d" % h2c, "h2c": True}]
-        s.write()
-        s.start()
-        wait_port(h2c)
+        h2c = _start_with_h2c(s)
     except Exception:
-        s.stop()
         r.close()
         raise
     try:
@@ -527,9 +523,7 @@ def test_shared_limit_batches_with_hundreds_outstanding():
             # one batch out at a time: what came in while Redis was paused went in batches
             # of up to 128 once it answered (heartbeats and a NOSCRIPT retry included)
             stats = _redis_cmd(r, "INFO", "commandstats").decode()
-            calls = sum(int(line.split("calls=")[1].split(",")[0])
-                        for line in stats.splitlines()
-                        if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")))
+            calls = _script_calls(stats)
             print("  400 checks with Redis paused: %d script calls" % calls)
             assert calls <= 12, stats
     finally:
