@@ -197,6 +197,28 @@ static void cli_send(int fd, const uint8_t *p, size_t n)
     }
 }
 
+/* The client's EOF on FD, then bounded waits: the server answers or closes, lets the
+ * connection go, and every request it started ended (answered or aborted). */
+static inline void fuzz_end_connection(int fd)
+{
+    shutdown(fd, SHUT_WR);
+    uint64_t end = fuzz_now_ms() + 10000;
+    while (!cli_read(fd)) {
+        if (fuzz_now_ms() > end)
+            die("the connection was neither answered nor closed 10 s after the client's EOF");
+        turn(fd, 50);
+    }
+    close(fd);
+    end = fuzz_now_ms() + 5000;
+    while (gw_server_active(G.s) > 0) {
+        if (fuzz_now_ms() > end)
+            die("the server still holds the connection 5 s after the client left");
+        turn(-1, 10);
+    }
+    if (G.n_answered + G.n_abort != G.n_request)
+        die("a request neither answered nor aborted");
+}
+
 /* ---- one fuzz input as one connection -------------------------------------------------- */
 
 /* Plays DATA as one client connection: byte 0 holds the handler mode (bits 2-3) and how many
@@ -239,22 +261,7 @@ static inline int fuzz_play_connection(const uint8_t *data, size_t size, const u
             turn(fd, 0);
         cli_read(fd);
     }
-    shutdown(fd, SHUT_WR);
-    uint64_t end = fuzz_now_ms() + 10000;
-    while (!cli_read(fd)) {
-        if (fuzz_now_ms() > end)
-            die("the connection was neither answered nor closed 10 s after the client's EOF");
-        turn(fd, 50);
-    }
-    close(fd);
-    end = fuzz_now_ms() + 5000;
-    while (gw_server_active(G.s) > 0) {
-        if (fuzz_now_ms() > end)
-            die("the server still holds the connection 5 s after the client left");
-        turn(-1, 10);
-    }
-    if (G.n_answered + G.n_abort != G.n_request)
-        die("a request neither answered nor aborted");
+    fuzz_end_connection(fd);
     return 1;
 }
 

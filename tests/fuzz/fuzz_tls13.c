@@ -630,22 +630,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     flush_pending(fd, F.pending_len);
     release_held();
     F.hold = 0;
-    shutdown(fd, SHUT_WR);
-    uint64_t end = fuzz_now_ms() + 10000;
-    while (!cli_read(fd)) {
-        if (fuzz_now_ms() > end)
-            die("the connection was neither answered nor closed 10 s after the client's EOF");
-        turn(fd, 50);
-    }
-    close(fd);
-    end = fuzz_now_ms() + 5000;
-    while (gw_server_active(G.s) > 0) {
-        if (fuzz_now_ms() > end)
-            die("the server still holds the connection 5 s after the client left");
-        turn(-1, 10);
-    }
-    if (G.n_answered + G.n_abort != G.n_request)
-        die("a request neither answered nor aborted");
+    fuzz_end_connection(fd);
     check_server_records(h2);
     if (F.legal && (F.record_errors != 0 || F.server_alert > 0)) {
         fprintf(stderr, "alert %d, %d record errors\n", F.server_alert, F.record_errors);
